@@ -1,0 +1,38 @@
+// sleepers: the Go peer of bench/sleepers.c: -n goroutines each sleep -ms
+// milliseconds (time.Sleep), all alive at once, then all are waited for.
+// Prints the wall time; run.py reads the peak RSS of the process.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+)
+
+func main() {
+	n := flag.Int("n", 100000, "tasks")
+	ms := flag.Int("ms", 1000, "sleep per task, milliseconds")
+	flag.Parse()
+
+	d := time.Duration(*ms) * time.Millisecond
+	var wg sync.WaitGroup
+	start := time.Now()
+	wg.Add(*n)
+	for i := 0; i < *n; i++ {
+		go func() {
+			time.Sleep(d)
+			wg.Done()
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	json.NewEncoder(os.Stdout).Encode(map[string]interface{}{
+		"bench": "sleepers", "impl": "go", "n": *n, "ms": *ms, "ops": *n,
+		"gomaxprocs": runtime.GOMAXPROCS(0),
+		"elapsed_s":  el.Seconds(),
+		"ns_per_op":  float64(el.Nanoseconds()) / float64(*n),
+	})
+}

@@ -1,0 +1,36 @@
+// spawn_live: the Go peer of bench/spawn_live.c: -n goroutines alive at once,
+// each calls runtime.Gosched() once, then all are waited for. Prints ns per
+// task (spawn + one yield + exit + wait).
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+)
+
+func main() {
+	n := flag.Int("n", 1000000, "tasks")
+	flag.Parse()
+
+	var wg sync.WaitGroup
+	start := time.Now()
+	wg.Add(*n)
+	for i := 0; i < *n; i++ {
+		go func() {
+			runtime.Gosched()
+			wg.Done()
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	json.NewEncoder(os.Stdout).Encode(map[string]interface{}{
+		"bench": "spawn_live", "impl": "go", "n": *n, "ops": *n,
+		"gomaxprocs": runtime.GOMAXPROCS(0),
+		"elapsed_s":  el.Seconds(),
+		"ns_per_op":  float64(el.Nanoseconds()) / float64(*n),
+	})
+}

@@ -1,0 +1,42 @@
+"""spawn_churn: the asyncio / uvloop peer of bench/spawn_churn.c: -n tasks
+created (create_task) and collected (gather) in waves of --wave.
+Prints ns per task. --uvloop runs it on uvloop."""
+import argparse
+import asyncio
+import json
+import sys
+import time
+
+
+async def nothing():
+    return None
+
+
+async def amain(n, wave):
+    t0 = time.perf_counter()
+    done = 0
+    loop = asyncio.get_running_loop()
+    while done < n:
+        k = min(wave, n - done)
+        await asyncio.gather(*[loop.create_task(nothing()) for _ in range(k)])
+        done += k
+    return time.perf_counter() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-n", type=int, default=1000000)
+    ap.add_argument("--wave", type=int, default=1000)
+    ap.add_argument("--uvloop", action="store_true")
+    a = ap.parse_args()
+    if a.uvloop:
+        import uvloop
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    el = asyncio.run(amain(a.n, a.wave))
+    print(json.dumps({"bench": "spawn_churn", "impl": "uvloop" if a.uvloop else "asyncio",
+                      "n": a.n, "wave": a.wave, "ops": a.n, "elapsed_s": el,
+                      "ns_per_op": el * 1e9 / a.n}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
