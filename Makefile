@@ -1,0 +1,115 @@
+# braid — top-level Makefile: thin wrappers around CMake and ctest that first
+# make sure the Debian packages they need are there (tools/install-deps.sh).
+#
+#   make            build (build/, RelWithDebInfo)
+#   make test       build + ctest
+#   make demo       build + `braid compare`
+#   make bench      build + bench/run.py
+#   make install    install build/ into PREFIX (default /usr/local)
+#   make asan       build-asan/: ASan+UBSan build + ctest (BRAID_TEST_SCALE=10)
+#   make tsan       build-tsan/: TSan build + ctest (BRAID_TEST_SCALE=10)
+#   make ucontext   build-ucontext/: the portable ucontext switch + ctest
+#   make aarch64    build-aarch64/: cross build, ctest under qemu-aarch64
+#   make clean      remove every build directory
+#
+# Variables: JOBS (2), PREFIX (/usr/local), BUILD_TYPE (RelWithDebInfo),
+# CMAKE_ARGS (extra -D options for every configure), CTEST_ARGS (e.g. -R loop),
+# SAN_SCALE (10: BRAID_TEST_SCALE for the sanitizer and emulated runs).
+
+JOBS       ?= 2
+PREFIX     ?= /usr/local
+BUILD_TYPE ?= RelWithDebInfo
+CMAKE_ARGS ?=
+CTEST_ARGS ?=
+SAN_SCALE  ?= 10
+PYTHON     ?= /usr/bin/python3
+DEPS       := tools/install-deps.sh
+
+CTEST = ctest --output-on-failure -j$(JOBS) $(CTEST_ARGS) --test-dir
+
+# Sanitizer runtime options: fail on the first report, keep stacks readable.
+# Tests that fork (crash tests, the process pool) inherit them.
+ASAN_ENV = ASAN_OPTIONS=$${ASAN_OPTIONS:-detect_leaks=1} \
+           UBSAN_OPTIONS=$${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+TSAN_ENV = TSAN_OPTIONS="$${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1$(if $(wildcard tests/tsan.supp),:suppressions=$(CURDIR)/tests/tsan.supp)}"
+
+.PHONY: all build test demo bench install asan tsan ucontext aarch64 clean \
+        deps-build deps-test deps-bench
+
+all: build
+
+deps-build:
+	@echo "== deps: build packages"
+	@$(DEPS) build
+deps-test:
+	@echo "== deps: test packages"
+	@$(DEPS) test
+deps-bench:
+	@echo "== deps: bench packages"
+	@$(DEPS) bench
+
+# $(call configure,DIR,EXTRA CMAKE ARGS) and $(call compile,DIR)
+define configure
+	@echo "== configure $(1) ($(BUILD_TYPE)$(if $(strip $(2)), $(strip $(2))))"
+	cmake -S . -B $(1) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(2) $(CMAKE_ARGS)
+endef
+define compile
+	@echo "== build $(1) (-j$(JOBS))"
+	cmake --build $(1) -j$(JOBS)
+endef
+
+build: deps-build
+	$(call configure,build,)
+	$(call compile,build)
+
+# The build itself comes first: `make test` must not race a stale tree.
+test: deps-test
+	$(call configure,build,)
+	$(call compile,build)
+	@echo "== test build/ (ctest -j$(JOBS))"
+	$(CTEST) build
+
+demo: build
+	@echo "== demo: build/tools/braid/braid compare"
+	build/tools/braid/braid compare
+
+bench: deps-bench build
+	@echo "== bench: $(PYTHON) bench/run.py"
+	$(PYTHON) bench/run.py
+
+install: build
+	@echo "== install build/ into $(PREFIX)"
+	cmake --install build --prefix $(PREFIX)
+
+# Sanitizer builds skip the benchmarks (not tests, and slow to build there).
+asan: deps-test
+	$(call configure,build-asan,-DBRAID_SANITIZE=address -DBRAID_BUILD_BENCH=OFF)
+	$(call compile,build-asan)
+	@echo "== test build-asan/ (ASan+UBSan, BRAID_TEST_SCALE=$(SAN_SCALE))"
+	BRAID_TEST_SCALE=$(SAN_SCALE) $(ASAN_ENV) $(CTEST) build-asan
+
+tsan: deps-test
+	$(call configure,build-tsan,-DBRAID_SANITIZE=thread -DBRAID_BUILD_BENCH=OFF)
+	$(call compile,build-tsan)
+	@echo "== test build-tsan/ (TSan, BRAID_TEST_SCALE=$(SAN_SCALE))"
+	BRAID_TEST_SCALE=$(SAN_SCALE) $(TSAN_ENV) $(CTEST) build-tsan
+
+ucontext: deps-test
+	$(call configure,build-ucontext,-DBRAID_SWITCH=ucontext -DBRAID_BUILD_BENCH=OFF)
+	$(call compile,build-ucontext)
+	@echo "== test build-ucontext/ (BRAID_SWITCH=ucontext)"
+	$(CTEST) build-ucontext
+
+# Cross build: the library and its tests for aarch64; ctest runs every test
+# through qemu-aarch64 (CMAKE_CROSSCOMPILING_EMULATOR in the toolchain file).
+AARCH64_CMAKE = -DCMAKE_TOOLCHAIN_FILE=$(CURDIR)/cmake/aarch64-linux-gnu.cmake \
+                -DBRAID_BUILD_EXAMPLES=OFF -DBRAID_BUILD_BENCH=OFF -DBRAID_BUILD_TOOLS=OFF
+aarch64: deps-test
+	$(call configure,build-aarch64,$(AARCH64_CMAKE))
+	$(call compile,build-aarch64)
+	@echo "== test build-aarch64/ (qemu-aarch64, BRAID_TEST_SCALE=$(SAN_SCALE))"
+	BRAID_TEST_SCALE=$(SAN_SCALE) $(CTEST) build-aarch64
+
+clean:
+	@echo "== clean: removing build directories"
+	rm -rf build build-asan build-tsan build-ucontext build-aarch64

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# install-deps.sh — install the Debian packages braid needs, and only the missing ones.
+#
+#   tools/install-deps.sh [build] [test] [bench] ...   (default: build)
+#
+# Groups:
+#   build  compiler, CMake, cmocka, liburing: enough for `make`, `make demo`.
+#   test   build + what the test matrix needs: the aarch64 cross compiler, its
+#          libc, cmocka for arm64 (multiarch) and qemu-user to run the cross tests.
+#          The sanitizer builds use gcc's own ASan/UBSan/TSan runtimes (libasan8,
+#          libubsan1, libtsan2 come with gcc), so clang is not needed.
+#   bench  build + the peers the benchmarks compare against: Go, Python with
+#          uvloop, libuv, TBB (C++), wrk and nginx.
+#
+# Idempotent: every package is checked with dpkg first; when something is missing
+# `apt-get update` runs once, then one `apt-get install` for all of it. Needs root;
+# uses sudo when not root and sudo exists, otherwise prints the command and fails.
+set -euo pipefail
+
+pkgs_build=(cmake gcc make pkg-config libcmocka-dev liburing-dev)
+pkgs_test=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user libcmocka-dev:arm64)
+pkgs_bench=(g++ golang-go python3 python3-uvloop libuv1-dev libtbb-dev wrk nginx)
+
+groups=("$@")
+[ ${#groups[@]} -gt 0 ] || groups=(build)
+
+want=()
+for g in "${groups[@]}"; do
+  case "$g" in
+    build) want+=("${pkgs_build[@]}") ;;
+    test)  want+=("${pkgs_build[@]}" "${pkgs_test[@]}") ;;
+    bench) want+=("${pkgs_build[@]}" "${pkgs_bench[@]}") ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "install-deps: unknown group '$g' (build, test, bench)" >&2; exit 2 ;;
+  esac
+done
+
+# installed PKG[:ARCH]: a bare name means the native architecture (or "all");
+# with several architectures installed dpkg-query prints one line for each.
+native=$(dpkg --print-architecture)
+installed() {
+  local name=${1%%:*} arch=${1#*:}
+  [ "$arch" != "$1" ] || arch=$native
+  dpkg-query -W -f='${Status} ${Architecture}\n' "$name" 2>/dev/null |
+    grep -Eq "^install ok installed ($arch|all)\$"
+}
+
+missing=()
+declare -A seen=()
+for p in "${want[@]}"; do
+  [ -n "${seen[$p]:-}" ] && continue
+  seen[$p]=1
+  if ! installed "$p"; then missing+=("$p"); fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: ${groups[*]}: all ${#seen[@]} packages present"
+  exit 0
+fi
+echo "install-deps: ${groups[*]}: missing ${missing[*]}"
+
+# Root, or sudo, or give up with the exact commands to run.
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then
+    SUDO=(sudo)
+  else
+    echo "install-deps: not root and no sudo; run as root:" >&2
+    for p in "${missing[@]}"; do
+      case "$p" in *:arm64) echo "  dpkg --add-architecture arm64" >&2; break ;; esac
+    done
+    echo "  apt-get update && apt-get install -y --no-install-recommends ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+run() { echo "+ $*"; "$@"; }
+export DEBIAN_FRONTEND=noninteractive
+
+# Packages of another architecture (cmocka for the aarch64 cross tests) need
+# that architecture enabled in dpkg before apt-get update can list them.
+for p in "${missing[@]}"; do
+  case "$p" in
+    *:*)
+      arch=${p##*:}
+      if [ "$arch" != "$native" ] &&
+         ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
+        run "${SUDO[@]}" dpkg --add-architecture "$arch"
+      fi ;;
+  esac
+done
+
+run "${SUDO[@]}" apt-get update -q
+run "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+echo "install-deps: installed ${missing[*]}"
