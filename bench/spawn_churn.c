@@ -48,6 +48,20 @@ static void *bench_main(void *arg) {
   return NULL;
 }
 
+/* Peak RSS of this process since exec (VmHWM). run.py prefers it to the
+ * ru_maxrss of wait4, which also counts the forking Python parent's memory
+ * (the kernel carries the pre-exec peak across execve). */
+static long vmhwm_kib(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  long kib = -1;
+  if (!f) return -1;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "VmHWM: %ld kB", &kib) == 1) break;
+  fclose(f);
+  return kib;
+}
+
 int main(int argc, char **argv) {
   config c = {.n = 1000000, .wave = 1000};
   for (int i = 1; i < argc; i++) {
@@ -70,8 +84,8 @@ int main(int argc, char **argv) {
     return 1;
   }
   printf("{\"bench\":\"spawn_churn\",\"impl\":\"braid\",\"n\":%ld,\"wave\":%ld,\"ops\":%ld,"
-         "\"compact\":%s,\"elapsed_s\":%.9f,\"ns_per_op\":%.3f}\n",
-         c.n, c.wave, c.n, c.compact ? "true" : "false", c.elapsed_s,
+         "\"compact\":%s,\"vmhwm_kib\":%ld,\"elapsed_s\":%.9f,\"ns_per_op\":%.3f}\n",
+         c.n, c.wave, c.n, c.compact ? "true" : "false", vmhwm_kib(), c.elapsed_s,
          c.elapsed_s * 1e9 / (double)c.n);
   return 0;
 }

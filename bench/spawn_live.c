@@ -53,6 +53,20 @@ static void *bench_main(void *arg) {
   return NULL;
 }
 
+/* Peak RSS of this process since exec (VmHWM). run.py prefers it to the
+ * ru_maxrss of wait4, which also counts the forking Python parent's memory
+ * (the kernel carries the pre-exec peak across execve). */
+static long vmhwm_kib(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  long kib = -1;
+  if (!f) return -1;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "VmHWM: %ld kB", &kib) == 1) break;
+  fclose(f);
+  return kib;
+}
+
 int main(int argc, char **argv) {
   config c = {.n = 1000000};
   for (int i = 1; i < argc; i++) {
@@ -73,8 +87,8 @@ int main(int argc, char **argv) {
     return 1;
   }
   printf("{\"bench\":\"spawn_live\",\"impl\":\"braid\",\"n\":%ld,\"ops\":%ld,\"compact\":%s,"
-         "\"peak_alive\":%ld,\"elapsed_s\":%.9f,\"ns_per_op\":%.3f}\n",
-         c.n, c.n, c.compact ? "true" : "false", c.peak, c.elapsed_s,
+         "\"peak_alive\":%ld,\"vmhwm_kib\":%ld,\"elapsed_s\":%.9f,\"ns_per_op\":%.3f}\n",
+         c.n, c.n, c.compact ? "true" : "false", c.peak, vmhwm_kib(), c.elapsed_s,
          c.elapsed_s * 1e9 / (double)c.n);
   return 0;
 }

@@ -108,6 +108,20 @@ static int usage(void) {
   return 2;
 }
 
+/* Peak RSS of this process since exec (VmHWM). run.py prefers it to the
+ * ru_maxrss of wait4, which also counts the forking Python parent's memory
+ * (the kernel carries the pre-exec peak across execve). */
+static long vmhwm_kib(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  long kib = -1;
+  if (!f) return -1;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "VmHWM: %ld kB", &kib) == 1) break;
+  fclose(f);
+  return kib;
+}
+
 int main(int argc, char **argv) {
   config c = {.mode = "chan", .n = 5000000};
   br_loop_opts lo = {0};
@@ -138,8 +152,8 @@ int main(int argc, char **argv) {
   }
   long ops = 2 * c.n;
   printf("{\"bench\":\"switch\",\"impl\":\"braid\",\"mode\":\"%s\",\"n\":%ld,\"ops\":%ld,"
-         "\"compact\":%s,\"acct\":\"%s\",\"elapsed_s\":%.9f,\"ns_per_op\":%.3f}\n",
-         c.mode, c.n, ops, c.compact ? "true" : "false", acct, c.elapsed_s,
+         "\"compact\":%s,\"acct\":\"%s\",\"vmhwm_kib\":%ld,\"elapsed_s\":%.9f,\"ns_per_op\":%.3f}\n",
+         c.mode, c.n, ops, c.compact ? "true" : "false", acct, vmhwm_kib(), c.elapsed_s,
          c.elapsed_s * 1e9 / (double)ops);
   return 0;
 }

@@ -23,6 +23,19 @@ async def amain(n, wave):
     return time.perf_counter() - t0
 
 
+def vmhwm_kib():
+    """Peak RSS since exec (VmHWM); run.py prefers it to wait4's ru_maxrss,
+    which also counts the forking parent's memory."""
+    try:
+        with open("/proc/self/status") as f:
+            for ln in f:
+                if ln.startswith("VmHWM:"):
+                    return int(ln.split()[1])
+    except OSError:
+        pass
+    return -1
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=1000000)
@@ -34,7 +47,7 @@ def main():
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     el = asyncio.run(amain(a.n, a.wave))
     print(json.dumps({"bench": "spawn_churn", "impl": "uvloop" if a.uvloop else "asyncio",
-                      "n": a.n, "wave": a.wave, "ops": a.n, "elapsed_s": el,
+                      "n": a.n, "wave": a.wave, "ops": a.n, "vmhwm_kib": vmhwm_kib(), "elapsed_s": el,
                       "ns_per_op": el * 1e9 / a.n}))
 
 

@@ -41,6 +41,19 @@ async def amain(mode, n):
     return time.perf_counter() - t0
 
 
+def vmhwm_kib():
+    """Peak RSS since exec (VmHWM); run.py prefers it to wait4's ru_maxrss,
+    which also counts the forking parent's memory."""
+    try:
+        with open("/proc/self/status") as f:
+            for ln in f:
+                if ln.startswith("VmHWM:"):
+                    return int(ln.split()[1])
+    except OSError:
+        pass
+    return -1
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=200000)
@@ -53,7 +66,7 @@ def main():
     el = asyncio.run(amain(a.mode, a.n))
     ops = 2 * a.n
     print(json.dumps({"bench": "switch", "impl": "uvloop" if a.uvloop else "asyncio",
-                      "mode": a.mode, "n": a.n, "ops": ops, "elapsed_s": el,
+                      "mode": a.mode, "n": a.n, "ops": ops, "vmhwm_kib": vmhwm_kib(), "elapsed_s": el,
                       "ns_per_op": el * 1e9 / ops}))
 
 

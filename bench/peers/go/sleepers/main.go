@@ -8,6 +8,8 @@ import (
 	"flag"
 	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -32,7 +34,29 @@ func main() {
 	json.NewEncoder(os.Stdout).Encode(map[string]interface{}{
 		"bench": "sleepers", "impl": "go", "n": *n, "ms": *ms, "ops": *n,
 		"gomaxprocs": runtime.GOMAXPROCS(0),
+		"vmhwm_kib":  vmhwmKiB(),
 		"elapsed_s":  el.Seconds(),
 		"ns_per_op":  float64(el.Nanoseconds()) / float64(*n),
 	})
+}
+
+// vmhwmKiB: peak RSS of this process since exec (VmHWM from /proc/self/status).
+// run.py prefers it to wait4's ru_maxrss, which also counts the forking parent.
+func vmhwmKiB() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	for _, ln := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(ln, "VmHWM:") {
+			f := strings.Fields(ln)
+			if len(f) >= 2 {
+				v, err := strconv.ParseInt(f[1], 10, 64)
+				if err == nil {
+					return v
+				}
+			}
+		}
+	}
+	return -1
 }
