@@ -346,14 +346,14 @@ def fmt_ratio(r):
     return f"{r:.2f}x"
 
 
-def table(rows, header):
+def table(rows, header, left=1):
+    """Columns before `left` are left-aligned, the others right-aligned."""
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    out = ["  " + "  ".join(str(h).ljust(w) if i == 0 else str(h).rjust(w)
-                            for i, (h, w) in enumerate(zip(header, widths)))]
-    for r in rows:
-        out.append("  " + "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                                    for i, (c, w) in enumerate(zip(r, widths))))
-    return "\n".join(out)
+
+    def line(cells):
+        return "  " + "  ".join(str(c).ljust(w) if i < left else str(c).rjust(w)
+                                for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    return "\n".join([line(header)] + [line(r) for r in rows])
 
 
 # --------------------------------------------------------------------------
@@ -374,6 +374,15 @@ def med(results, group, label, metric):
 
 def evaluate_targets(results):
     T = []
+    for gname, labels in (("switch_yield", ["braid"]), ("switch_chan", ["braid"]),
+                          ("spawn_churn", ["braid"]), ("spawn_live", ["braid", "braid compact"]),
+                          ("sleepers_100k", ["braid", "braid compact"]),
+                          ("sleepers_1m", ["braid", "braid compact"])):
+        for label in labels:
+            r = results.get(gname, {}).get("runners", {}).get(label)
+            if r is not None and not r.get("median"):
+                T.append({"target": f"{gname}, {label}", "value": "failed", "goal": "",
+                          "verdict": "FAILED", "detail": (r.get("error") or "").splitlines()[0]})
 
     def add(name, value, goal, ok, detail=""):
         T.append({"target": name, "value": value, "goal": goal,
@@ -569,7 +578,7 @@ def main():
     if targets:
         print("\nIssue 2 targets")
         print(table([[t["target"], t["value"], t["goal"], t["verdict"], t["detail"]]
-                     for t in targets], ["target", "measured", "goal", "", ""]))
+                     for t in targets], ["target", "measured", "goal", "", ""], left=5))
     if failures:
         print("\nFailures:")
         for f in failures:
