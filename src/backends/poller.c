@@ -1,0 +1,34 @@
+/* braid — choosing a poller backend at run time. */
+#include "backends/poller.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <stdbool.h>
+#include <string.h>
+
+int br__poller_open(br__poller *p, const char *name) {
+  if (!name) name = getenv("BRAID_BACKEND");
+  if (!name || !*name) name = "auto";
+  bool debug = getenv("BRAID_DEBUG") && strcmp(getenv("BRAID_DEBUG"), "0");
+  p->impl = NULL;
+  if (!strcmp(name, "epoll")) {
+    p->ops = &br__poller_epoll;
+    return p->ops->open(p);
+  }
+  if (!strcmp(name, "io_uring") || !strcmp(name, "auto")) {
+    p->ops = &br__poller_uring;
+    int rc = p->ops->open(p);
+    if (rc == 0) return 0;
+    if (!strcmp(name, "io_uring")) {
+      fprintf(stderr, "braid: BRAID_BACKEND=io_uring but io_uring is unavailable (%s); using epoll\n",
+              strerror(-rc));
+    } else if (debug) {
+      fprintf(stderr, "braid: io_uring unavailable (%s); using epoll\n", strerror(-rc));
+    }
+    p->ops = &br__poller_epoll;
+    return p->ops->open(p);
+  }
+  fprintf(stderr, "braid: unknown BRAID_BACKEND '%s' (want auto, epoll or io_uring)\n", name);
+  return -EINVAL;
+}

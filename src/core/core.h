@@ -1,0 +1,224 @@
+/* braid — core internals shared by the core's files (not public).
+ *
+ * Threading model: a loop and its tasks live on one thread. Only futures,
+ * br_call_soon_threadsafe, br_loop_stop and the remote run queue are touched
+ * by other threads; everything else here is owned by the loop thread and
+ * needs no locking.
+ */
+#ifndef BRAID_CORE_CORE_H
+#define BRAID_CORE_CORE_H
+
+#include <braid.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backends/poller.h"
+#include "core/timer.h"
+#include "sys/stack.h"
+#include "sys/switch.h"
+
+#define BR__TASK_MAGIC 0x7a5cb4a1u
+#define BR__TASK_DEAD 0xdead7a5cu
+
+enum br__task_state {
+  BR__NEW,     /* spawned, not yet run */
+  BR__READY,   /* on the run queue */
+  BR__RUNNING,
+  BR__PARKED,  /* waiting for a wake-up */
+  BR__DONE     /* body returned; stack released */
+};
+
+/* Something a parked task can be woken by, living in the task itself so
+ * waiting allocates nothing. */
+typedef struct br__waiter {
+  struct br__waiter *prev, *next;
+  struct br_task *task;     /* for task waiters */
+  bool linked;
+  /* for thread waiters (a plain thread blocked on a future) */
+  atomic_int *futex;
+  /* for callbacks */
+  br_callback_fn cb;
+  void *cb_arg;
+} br__waiter;
+
+struct br_future {
+  atomic_int lock;          /* spinlock: guards everything below */
+  atomic_int refs;
+  atomic_int done;          /* 0 pending, 1 complete (release-published) */
+  void *value;
+  int err;
+  char *msg;                /* malloc'd, NULL if none */
+  br__waiter *waiters;      /* doubly linked, under lock */
+  br_callback_fn cancel_hook;
+  void *cancel_arg;
+  /* When the future is embedded in a task, the task is freed with it. */
+  struct br_task *owner_task;
+};
+
+struct br_task {
+  uint32_t magic;
+  uint8_t state;
+  bool compact;
+  bool handle_held;       /* a user handle is outstanding */
+  bool detached;
+  bool cancelled;         /* br_cancel was called */
+  bool in_group_cancel;   /* cancelled by its group because of a sibling */
+  br__ctx ctx;
+  struct br_loop *loop;
+  struct br_task *next;   /* run-queue link */
+  br_task_fn fn;
+  void *arg;
+  br__stack *stack;       /* own stack, or NULL for compact tasks */
+  /* compact mode: the live part of the shared stack while suspended */
+  char *saved;
+  size_t saved_len, saved_cap;
+  /* parking */
+  atomic_int parked;      /* 1 while parked and no wake claimed */
+  int wake_code;
+  bool park_cancellable;  /* the current park may be interrupted by cancel */
+  br__waiter waitnode;    /* for waiting on one future (join, await) */
+  /* sync wait queues (sync/waitq.h) */
+  struct br_task *wq_next, *wq_prev;
+  void *wq_ptr;           /* the waiter's element buffer (its own stack) */
+  bool wq_linked, wq_done;
+  br__timer timer;
+  struct br_scope *scope; /* innermost cancel scope */
+  struct br_group *group;
+  struct br_task *group_next, *group_prev;
+  /* outcome (the task's future) */
+  struct br_future fut;
+  int fail_code;
+  char *fail_msg;
+  void *result;
+  /* accounting */
+  uint64_t id;
+  int64_t created, finished;
+  uint64_t run_ticks, resumed_at;
+  int64_t cpu_ns, cpu_at;
+  uint64_t switches;
+  void *tsan_fiber;
+  struct br_task *all_next, *all_prev; /* every task whose memory is held */
+  char name[32];          /* last: spawn zeroes everything before it */
+};
+
+typedef struct br__cb {
+  struct br__cb *next;
+  br_callback_fn fn;
+  void *arg;
+} br__cb;
+
+typedef struct br__fdrec {
+  struct br_task *reader, *writer;
+  uint8_t ready;  /* readiness bits seen and not yet consumed */
+  bool armed;
+} br__fdrec;
+
+struct br_loop {
+  pthread_t thread;
+  bool running, stopping, freeing;
+  atomic_bool stop_flag;
+  br_loop_opts opts;
+  br_accounting acct;
+  size_t stack_size;
+  br__ctx sched;                 /* the scheduler's own context */
+  void *sched_tsan;
+  struct br_task *current;
+  /* run queue (FIFO, intrusive) */
+  struct br_task *rq_head, *rq_tail;
+  size_t ready;
+  br__cb *cb_head, *cb_tail;     /* call_soon */
+  /* remote wake-ups and callbacks from other threads */
+  pthread_mutex_t remote_lock;
+  struct br_task *remote_tasks;  /* LIFO, reversed when drained */
+  br__cb *remote_cbs;
+  atomic_int remote_pending;
+  atomic_int sleeping;           /* 1 while (about to be) in poll */
+  bool remote_closed;
+  /* timers */
+  br__timer_heap timers;
+  /* tasks */
+  size_t live;                   /* tasks not yet DONE */
+  size_t handles;                /* tasks whose memory is not yet freed */
+  uint64_t next_id;
+  struct br_task *all;
+  struct br_task *free_tasks;    /* recycled task structs */
+  br__stack_cache stacks;
+  /* compact mode */
+  br__stack *shared;             /* the shared stack */
+  struct br_task *shared_owner;  /* whose frames are on it now */
+  /* I/O */
+  br__poller poller;
+  br__fdrec *fds;
+  size_t nfds;
+  int64_t heartbeat;             /* br_now() at the last return from poll */
+  /* unobserved failures to report at free */
+  size_t unobserved;
+};
+
+extern _Thread_local struct br_loop *br__tls_loop;
+
+/* --- scheduling (task.c) --- */
+void br__ready(struct br_task *t);                 /* loop thread */
+void br__wake(struct br_task *t, int code);        /* loop thread: claim + ready */
+bool br__wake_any_thread(struct br_task *t, int code); /* claim + ready or remote */
+/* Park the running task until woken or `deadline` (also scope deadlines).
+ * Returns the wake code: 0 or what the waker passed, BR_ETIMEDOUT at a
+ * deadline, BR_ECANCELED on cancel. Returns at once (without parking) if the
+ * task is already cancelled or past its deadline. */
+int br__park(int64_t deadline);
+void br__park_begin(struct br_task *t);
+int br__park_end(struct br_task *t, int64_t deadline, bool cancellable);
+void br__run_task(struct br_loop *L, struct br_task *t);
+void br__timer_fired(br__timer *tm);
+void br__task_future_gone(struct br_task *t);
+void br__scope_cancel_wake(struct br_task *t);
+/* The cancellation state visible to t now: 0, BR_ECANCELED, BR_ETIMEDOUT. */
+int br__checkpoint(struct br_task *t);
+/* Whether a deadline (not a cancel) of t's scopes has passed. */
+bool br__scope_expired(struct br_task *t);
+struct br_task *br__require_task(void);
+bool br__task_valid(const struct br_task *t);
+void br__task_release(struct br_task *t);
+/* Wait (as `self`) until t is done; BR_ECANCELED/BR_ETIMEDOUT if interrupted. */
+int br__task_wait_done(struct br_task *self, struct br_task *t, int64_t deadline, bool cancellable);          /* drop the user handle */
+void br__task_cancel(struct br_task *t, bool by_group);
+int br__run_until(struct br_loop *loop, struct br_task *t); /* outside tasks */
+
+/* A pointer into t's stack, usable now: a suspended compact task's frames
+ * live in its save buffer, not on the shared stack. */
+void *br__task_addr(struct br_task *t, void *p);
+
+/* --- loop (loop.c) --- */
+int br__loop_iterate(struct br_loop *loop, bool block);
+void br__remote_push_task(struct br_loop *loop, struct br_task *t);
+/* Report a detached (or never collected) task's failure: stderr or the
+ * loop's on_detached_error. */
+void br__report_failure_code(struct br_task *t, int code, const char *msg);
+
+/* --- futures (future.c) --- */
+void br__future_init(struct br_future *f, struct br_task *owner);
+int br__future_complete(struct br_future *f, void *value, int err, char *msg);
+void br__future_lock(struct br_future *f);
+void br__future_unlock(struct br_future *f);
+void br__waiter_link(struct br_future *f, br__waiter *w);
+void br__waiter_unlink(struct br_future *f, br__waiter *w);
+
+/* --- fds (fdwait.c) --- */
+void br__fd_ready(void *ctx, int fd, int events);
+void br__fds_free(struct br_loop *loop);
+
+/* --- groups (group.c) --- */
+void br__group_child_done(struct br_task *t);
+
+/* --- overflow detection (overflow.c) --- */
+void br__overflow_install(void);
+
+/* --- internal hooks the obs/io layers use (see NOTES in loop.h) --- */
+char *br__vfmt(const char *fmt, __builtin_va_list ap);
+void br__overflow_thread_begin(void);
+void br__overflow_thread_end(void);
+int br__future_wait(struct br_future *f, int64_t deadline);
+
+#endif

@@ -1,0 +1,312 @@
+/* braid — futures: single assignment, thread-safe, awaitable from tasks and
+ * waitable from plain threads.
+ *
+ * A future's lock is a small spinlock: it is held only to link or unlink a
+ * waiter or to swap the waiter list out at completion, never across a
+ * switch or a system call. Completion publishes the outcome with a release
+ * store of `done`, so readers that see done == 1 (acquire) may read the
+ * outcome without the lock.
+ */
+#include "core/core.h"
+
+#include <linux/futex.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+void br__future_lock(struct br_future *f) {
+  for (;;) {
+    if (!atomic_exchange_explicit(&f->lock, 1, memory_order_acquire)) return;
+    while (atomic_load_explicit(&f->lock, memory_order_relaxed)) {
+#if defined(__x86_64__)
+      __builtin_ia32_pause();
+#elif defined(__aarch64__)
+      __asm__ __volatile__("yield");
+#endif
+    }
+  }
+}
+
+void br__future_unlock(struct br_future *f) {
+  atomic_store_explicit(&f->lock, 0, memory_order_release);
+}
+
+void br__waiter_link(struct br_future *f, br__waiter *w) {
+  w->prev = NULL;
+  w->next = f->waiters;
+  if (f->waiters) f->waiters->prev = w;
+  f->waiters = w;
+  w->linked = true;
+}
+
+void br__waiter_unlink(struct br_future *f, br__waiter *w) {
+  if (w->prev) w->prev->next = w->next; else f->waiters = w->next;
+  if (w->next) w->next->prev = w->prev;
+  w->prev = w->next = NULL;
+  w->linked = false;
+}
+
+void br__future_init(struct br_future *f, struct br_task *owner) {
+  atomic_store_explicit(&f->lock, 0, memory_order_relaxed);
+  atomic_store_explicit(&f->refs, 1, memory_order_relaxed);
+  atomic_store_explicit(&f->done, 0, memory_order_relaxed);
+  f->value = NULL;
+  f->err = 0;
+  f->msg = NULL;
+  f->waiters = NULL;
+  f->cancel_hook = NULL;
+  f->cancel_arg = NULL;
+  f->owner_task = owner;
+}
+
+br_future *br_future_new(void) {
+  struct br_future *f = malloc(sizeof *f);
+  if (f) br__future_init(f, NULL);
+  return f;
+}
+
+br_future *br_future_ref(br_future *f) {
+  if (f) atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+  return f;
+}
+
+void br_future_unref(br_future *f) {
+  if (!f) return;
+  if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1) return;
+  if (f->owner_task) {
+    br__task_future_gone(f->owner_task);
+    return;
+  }
+  free(f->msg);
+  free(f);
+}
+
+static void futex_wake_all(atomic_int *addr) {
+  syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+}
+
+int br__future_complete(struct br_future *f, void *value, int err, char *msg) {
+  br__future_lock(f);
+  if (atomic_load_explicit(&f->done, memory_order_relaxed)) {
+    br__future_unlock(f);
+    free(msg);
+    return BR_EALREADY;
+  }
+  f->value = value;
+  f->err = err;
+  f->msg = msg;
+  br__waiter *ws = f->waiters;
+  f->waiters = NULL;
+  /* Callbacks run outside the lock (they may touch the future); task and
+   * thread waiters are woken under it so the waiter cannot vanish between
+   * the unlink and the wake-up (the waiter unlinks itself under the lock). */
+  br__waiter *cbs = NULL;
+  atomic_store_explicit(&f->done, 1, memory_order_release);
+  while (ws) {
+    br__waiter *w = ws;
+    ws = w->next;
+    w->linked = false;
+    w->prev = w->next = NULL;
+    if (w->task) {
+      br__wake_any_thread(w->task, 0);
+    } else if (w->futex) {
+      atomic_store_explicit(w->futex, 1, memory_order_release);
+      futex_wake_all(w->futex);
+    } else if (w->cb) {
+      w->next = cbs;
+      cbs = w;
+    }
+  }
+  br__future_unlock(f);
+  while (cbs) {
+    br__waiter *w = cbs;
+    cbs = w->next;
+    w->cb(w->cb_arg);
+    free(w);
+  }
+  return 0;
+}
+
+int br_future_set(br_future *f, void *value) {
+  if (!f) return BR_EINVAL;
+  return br__future_complete(f, value, 0, NULL);
+}
+
+int br_future_fail(br_future *f, int code, const char *fmt, ...) {
+  if (!f) return BR_EINVAL;
+  if (code >= 0) code = BR_EFAILED;
+  char *m = NULL;
+  if (fmt) {
+    va_list ap;
+    va_start(ap, fmt);
+    m = br__vfmt(fmt, ap);
+    va_end(ap);
+  }
+  return br__future_complete(f, NULL, code, m);
+}
+
+void br_future_set_cancel_hook(br_future *f, br_callback_fn hook, void *arg) {
+  if (!f) return;
+  br__future_lock(f);
+  f->cancel_hook = hook;
+  f->cancel_arg = arg;
+  br__future_unlock(f);
+}
+
+int br_future_cancel(br_future *f) {
+  if (!f) return BR_EINVAL;
+  if (f->owner_task) {
+    /* A task's future is completed by the task: cancel the task. */
+    struct br_task *t = f->owner_task;
+    if (atomic_load_explicit(&f->done, memory_order_acquire)) return BR_EALREADY;
+    if (br__tls_loop != t->loop) return BR_EPERM;
+    br__task_cancel(t, false);
+    return 0;
+  }
+  br__future_lock(f);
+  br_callback_fn hook = f->cancel_hook;
+  void *arg = f->cancel_arg;
+  f->cancel_hook = NULL;
+  br__future_unlock(f);
+  int rc = br__future_complete(f, NULL, BR_ECANCELED, br_strdupf("cancelled"));
+  if (rc == 0 && hook) hook(arg);
+  return rc;
+}
+
+bool br_future_done(br_future *f) {
+  return f && atomic_load_explicit(&f->done, memory_order_acquire);
+}
+
+void *br_future_value(br_future *f) { return br_future_done(f) ? f->value : NULL; }
+int br_future_error(br_future *f) { return br_future_done(f) ? f->err : BR_EAGAIN; }
+const char *br_future_message(br_future *f) {
+  if (!br_future_done(f)) return "";
+  return f->msg ? f->msg : "";
+}
+
+int br_future_on_done(br_future *f, br_callback_fn cb, void *arg) {
+  if (!f || !cb) return BR_EINVAL;
+  br__waiter *w = calloc(1, sizeof *w);
+  if (!w) return BR_ENOMEM;
+  w->cb = cb;
+  w->cb_arg = arg;
+  br__future_lock(f);
+  if (atomic_load_explicit(&f->done, memory_order_relaxed)) {
+    br__future_unlock(f);
+    free(w);
+    cb(arg);
+    return 0;
+  }
+  br__waiter_link(f, w);
+  br__future_unlock(f);
+  return 0;
+}
+
+/* A plain thread blocks on a futex word until completion or the deadline. */
+static int thread_wait(struct br_future *f, int64_t deadline) {
+  atomic_int word = 0;
+  br__waiter w = {.futex = &word};
+  br__future_lock(f);
+  if (atomic_load_explicit(&f->done, memory_order_relaxed)) {
+    br__future_unlock(f);
+    return 0;
+  }
+  br__waiter_link(f, &w);
+  br__future_unlock(f);
+  int rc = 0;
+  while (!atomic_load_explicit(&word, memory_order_acquire)) {
+    struct timespec ts, *tsp = NULL;
+    if (deadline != BR_NEVER) {
+      int64_t left = deadline - br_now();
+      if (left <= 0) {
+        rc = BR_ETIMEDOUT;
+        break;
+      }
+      ts.tv_sec = left / 1000000000;
+      ts.tv_nsec = left % 1000000000;
+      tsp = &ts;
+    }
+    syscall(SYS_futex, &word, FUTEX_WAIT_PRIVATE, 0, tsp, NULL, 0);
+  }
+  br__future_lock(f);
+  if (w.linked) br__waiter_unlink(f, &w);
+  br__future_unlock(f);
+  /* The completer may still be about to call futex_wake on `word`; that is
+   * harmless (FUTEX_WAKE on a dead stack address wakes nobody) but it must
+   * not write to it: it wrote `1` before the wake, under the lock we just
+   * took, so it is done with it. */
+  if (rc && atomic_load_explicit(&f->done, memory_order_acquire)) rc = 0;
+  return rc;
+}
+
+/* A task parks until completion, the deadline or cancellation. */
+static int task_wait(struct br_task *self, struct br_future *f, int64_t deadline) {
+  if (f->owner_task == self) return BR_EDEADLK;
+  while (!atomic_load_explicit(&f->done, memory_order_acquire)) {
+    br__waiter *w = &self->waitnode;
+    br__future_lock(f);
+    if (atomic_load_explicit(&f->done, memory_order_relaxed)) {
+      br__future_unlock(f);
+      break;
+    }
+    w->task = self;
+    w->futex = NULL;
+    w->cb = NULL;
+    br__park_begin(self);
+    br__waiter_link(f, w);
+    br__future_unlock(f);
+    int rc = br__park_end(self, deadline, true);
+    br__future_lock(f);
+    if (w->linked) br__waiter_unlink(f, w);
+    br__future_unlock(f);
+    if (rc && !atomic_load_explicit(&f->done, memory_order_acquire)) return rc;
+  }
+  return 0;
+}
+
+int br__future_wait(struct br_future *f, int64_t deadline) {
+  struct br_task *self = br__require_task();
+  if (self) return task_wait(self, f, deadline);
+  if (br__tls_loop) return BR_ENOTTASK; /* a loop callback must not block */
+  return thread_wait(f, deadline);
+}
+
+int br_await_until(br_future *f, int64_t deadline, void **value) {
+  if (!f) return BR_EINVAL;
+  int rc = br__future_wait(f, deadline);
+  if (rc) {
+    if (value) *value = NULL;
+    return rc;
+  }
+  if (value) *value = f->value;
+  return f->err;
+}
+
+int br_await(br_future *f, void **value) { return br_await_until(f, BR_NEVER, value); }
+
+int br_future_wait_for(br_future *f, int64_t timeout_ms, void **value) {
+  if (!f) return BR_EINVAL;
+  int rc = br__future_wait(f, br_deadline_ms(timeout_ms));
+  if (rc == BR_ETIMEDOUT || rc == BR_ECANCELED) {
+    br_future_cancel(f);
+    if (f->owner_task && !br_future_done(f)) {
+      /* A task needs to unwind before its future completes. */
+      struct br_task *self = br__require_task();
+      if (self) {
+        br_scope sh;
+        br_scope_enter(&sh, BR_NEVER, true);
+        br__future_wait(f, BR_NEVER);
+        br_scope_exit(&sh);
+      }
+    }
+    if (value) *value = NULL;
+    return rc;
+  }
+  if (rc) return rc;
+  if (value) *value = f->value;
+  return f->err;
+}

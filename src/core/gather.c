@@ -1,0 +1,200 @@
+/* braid — gather, wait and as_completed over tasks and futures. */
+#include "core/core.h"
+
+#include <linux/futex.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static void fill(br_result *out, struct br_future *f) {
+  out->value = f->value;
+  out->err = f->err;
+  out->msg = f->err ? br_strdupf("%s", f->msg ? f->msg : br_strerror(f->err)) : NULL;
+}
+
+int br_gather_tasks(br_task **tasks, size_t n, br_result *out) {
+  struct br_task *self = br__require_task();
+  if (!self) return BR_ENOTTASK;
+  if ((!tasks || !out) && n) return BR_EINVAL;
+  for (size_t i = 0; i < n; i++) {
+    if (!br__task_valid(tasks[i]) || !tasks[i]->handle_held) return BR_EHANDLE;
+    if (tasks[i] == self) return BR_EDEADLK;
+  }
+  int interrupted = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (!interrupted) {
+      int rc = br__task_wait_done(self, tasks[i], BR_NEVER, true);
+      if (rc) {
+        interrupted = rc;
+        for (size_t k = i; k < n; k++) br__task_cancel(tasks[k], false);
+      }
+    }
+    if (interrupted) br__task_wait_done(self, tasks[i], BR_NEVER, false);
+  }
+  int first = 0;
+  for (size_t i = 0; i < n; i++) {
+    fill(&out[i], &tasks[i]->fut);
+    if (!first && out[i].err) first = out[i].err;
+    br__task_release(tasks[i]);
+  }
+  return interrupted ? interrupted : first;
+}
+
+int br_gather(br_future *const *fs, size_t n, br_result *out) {
+  if ((!fs || !out) && n) return BR_EINVAL;
+  for (size_t i = 0; i < n; i++)
+    if (!fs[i]) return BR_EINVAL;
+  int interrupted = 0;
+  for (size_t i = 0; i < n && !interrupted; i++) {
+    int rc = br__future_wait(fs[i], BR_NEVER);
+    if (rc == BR_ENOTTASK || rc == BR_EDEADLK) return rc;
+    if (rc) interrupted = rc;
+  }
+  if (interrupted) {
+    /* asyncio.gather: cancelling the gather cancels what it waits for. */
+    for (size_t i = 0; i < n; i++)
+      if (!br_future_done(fs[i])) br_future_cancel(fs[i]);
+    struct br_task *self = br__require_task();
+    for (size_t i = 0; i < n; i++) {
+      if (br_future_done(fs[i])) continue;
+      if (fs[i]->owner_task && self) br__task_wait_done(self, fs[i]->owner_task, BR_NEVER, false);
+    }
+  }
+  int first = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (br_future_done(fs[i])) {
+      fill(&out[i], fs[i]);
+    } else {
+      out[i] = (br_result){.err = BR_ECANCELED, .msg = br_strdupf("cancelled")};
+    }
+    if (!first && out[i].err) first = out[i].err;
+  }
+  return interrupted ? interrupted : first;
+}
+
+/* --- waiting for any of several futures ----------------------------------- */
+
+/* Park until any future in fs (not marked in skip) completes, or the
+ * deadline. Works from a task (parks) and a plain thread (futex). */
+static int wait_any(br_future *const *fs, size_t n, const unsigned char *skip, int64_t deadline) {
+  struct br_task *self = br__require_task();
+  if (!self && br__tls_loop) return BR_ENOTTASK;
+  br__waiter *ws = calloc(n, sizeof *ws);
+  if (!ws) return BR_ENOMEM;
+  atomic_int word = 0;
+  if (self) br__park_begin(self);
+  bool any_done = false;
+  for (size_t i = 0; i < n && !any_done; i++) {
+    if (skip && skip[i]) continue;
+    br__future_lock(fs[i]);
+    if (atomic_load_explicit(&fs[i]->done, memory_order_relaxed)) {
+      any_done = true;
+    } else {
+      ws[i].task = self;
+      ws[i].futex = self ? NULL : &word;
+      br__waiter_link(fs[i], &ws[i]);
+    }
+    br__future_unlock(fs[i]);
+  }
+  int rc = 0;
+  if (self) {
+    if (any_done) {
+      if (atomic_exchange_explicit(&self->parked, 0, memory_order_acq_rel) != 1)
+        br__park_end(self, BR_NEVER, false); /* consume the wake already queued */
+    } else {
+      rc = br__park_end(self, deadline, true);
+    }
+  } else if (!any_done) {
+    while (!atomic_load_explicit(&word, memory_order_acquire)) {
+      struct timespec ts, *tsp = NULL;
+      if (deadline != BR_NEVER) {
+        int64_t left = deadline - br_now();
+        if (left <= 0) {
+          rc = BR_ETIMEDOUT;
+          break;
+        }
+        ts.tv_sec = left / 1000000000;
+        ts.tv_nsec = left % 1000000000;
+        tsp = &ts;
+      }
+      syscall(SYS_futex, &word, FUTEX_WAIT_PRIVATE, 0, tsp, NULL, 0);
+    }
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (!ws[i].task && !ws[i].futex) continue;
+    br__future_lock(fs[i]);
+    if (ws[i].linked) br__waiter_unlink(fs[i], &ws[i]);
+    br__future_unlock(fs[i]);
+  }
+  free(ws);
+  return rc;
+}
+
+static int check(br_future *const *fs, size_t n, br_wait_mode mode) {
+  size_t done = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (!br_future_done(fs[i])) continue;
+    done++;
+    if (mode == BR_WAIT_FIRST) return (int)i;
+    if (mode == BR_WAIT_FIRST_ERROR && fs[i]->err) return (int)i;
+  }
+  return done == n ? (int)n : -1;
+}
+
+int br_wait(br_future *const *fs, size_t n, br_wait_mode mode, int64_t deadline) {
+  if (!fs || !n || n > INT32_MAX || (unsigned)mode > BR_WAIT_ALL) return BR_EINVAL;
+  for (size_t i = 0; i < n; i++)
+    if (!fs[i]) return BR_EINVAL;
+  for (;;) {
+    int r = check(fs, n, mode);
+    if (r >= 0) return r;
+    int rc = wait_any(fs, n, NULL, deadline);
+    if (rc) {
+      r = check(fs, n, mode);
+      return r >= 0 ? r : rc;
+    }
+  }
+}
+
+struct br_as_completed {
+  br_future *const *fs;
+  size_t n, reported;
+  unsigned char *seen;
+};
+
+br_as_completed *br_as_completed_new(br_future *const *fs, size_t n) {
+  if (!fs && n) return NULL;
+  struct br_as_completed *it = calloc(1, sizeof *it);
+  if (!it) return NULL;
+  it->seen = calloc(n ? n : 1, 1);
+  if (!it->seen) {
+    free(it);
+    return NULL;
+  }
+  it->fs = fs;
+  it->n = n;
+  return it;
+}
+
+int br_as_completed_next(br_as_completed *it, int64_t deadline) {
+  if (!it) return BR_EINVAL;
+  for (;;) {
+    if (it->reported == it->n) return BR_ECLOSED;
+    for (size_t i = 0; i < it->n; i++) {
+      if (!it->seen[i] && br_future_done(it->fs[i])) {
+        it->seen[i] = 1;
+        it->reported++;
+        return (int)i;
+      }
+    }
+    int rc = wait_any(it->fs, it->n, it->seen, deadline);
+    if (rc) return rc;
+  }
+}
+
+void br_as_completed_free(br_as_completed *it) {
+  if (!it) return;
+  free(it->seen);
+  free(it);
+}

@@ -1,0 +1,130 @@
+/* braid — task groups: structured concurrency (asyncio.TaskGroup, trio
+ * nurseries). The group holds its children's handles; the first real
+ * failure cancels the rest, and the waiter gets that failure. */
+#include "core/core.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct br_group {
+  struct br_loop *loop;
+  struct br_task *children; /* linked through group_next/group_prev */
+  size_t live;
+  int first_err;
+  char *first_msg;
+  bool failed, closed;
+  struct br_task *waiter;
+};
+
+br_group *br_group_new(void) {
+  struct br_task *self = br__require_task();
+  if (!self) {
+    errno = EPERM;
+    return NULL;
+  }
+  struct br_group *g = calloc(1, sizeof *g);
+  if (!g) return NULL;
+  g->loop = self->loop;
+  return g;
+}
+
+static void cancel_all(struct br_group *g) {
+  for (struct br_task *c = g->children; c; c = c->group_next)
+    if (c->state != BR__DONE) br__task_cancel(c, true);
+}
+
+int br_group_spawn(br_group *g, br_task_fn fn, void *arg, const br_spawn_opts *opts) {
+  if (!g) return BR_EINVAL;
+  if (g->closed || g->failed) return BR_ESHUTDOWN;
+  br_spawn_opts o = opts ? *opts : (br_spawn_opts){0};
+  o.flags &= ~(unsigned)BR_SPAWN_DETACHED;
+  struct br_task *t;
+  int rc = br_loop_spawn(g->loop, &t, fn, arg, &o);
+  if (rc) return rc;
+  t->group = g;
+  t->group_prev = NULL;
+  t->group_next = g->children;
+  if (g->children) g->children->group_prev = t;
+  g->children = t;
+  g->live++;
+  return 0;
+}
+
+void br__group_child_done(struct br_task *t) {
+  struct br_group *g = t->group;
+  if (!g) return;
+  g->live--;
+  int err = t->fail_code;
+  if (err && err != BR_ECANCELED && !g->failed) {
+    g->failed = true;
+    g->first_err = err;
+    g->first_msg = br_strdupf("%s", t->fail_msg ? t->fail_msg : br_strerror(err));
+    cancel_all(g);
+  }
+  if (!g->live && g->waiter) br__wake(g->waiter, 0);
+}
+
+static void wait_children(struct br_group *g, struct br_task *self, bool cancellable, int *rc) {
+  while (g->live) {
+    g->waiter = self;
+    br__park_begin(self);
+    int r = br__park_end(self, BR_NEVER, cancellable);
+    g->waiter = NULL;
+    if (r && cancellable) {
+      *rc = r;
+      cancel_all(g);
+      cancellable = false;
+    }
+  }
+}
+
+static void release_children(struct br_group *g) {
+  struct br_task *c = g->children;
+  g->children = NULL;
+  while (c) {
+    struct br_task *n = c->group_next;
+    c->group = NULL;
+    br__task_release(c);
+    c = n;
+  }
+}
+
+int br_group_wait(br_group *g) {
+  if (!g) return BR_EINVAL;
+  struct br_task *self = br__require_task();
+  if (!self) return BR_ENOTTASK;
+  if (self->group == g) return BR_EDEADLK;
+  int rc = 0;
+  wait_children(g, self, true, &rc);
+  g->closed = true;
+  release_children(g);
+  if (rc) return rc;
+  return g->failed ? g->first_err : 0;
+}
+
+void br_group_cancel(br_group *g) {
+  if (g) cancel_all(g);
+}
+
+const char *br_group_message(br_group *g) {
+  return g && g->first_msg ? g->first_msg : "";
+}
+
+void br_group_free(br_group *g) {
+  if (!g) return;
+  if (g->live) {
+    cancel_all(g);
+    struct br_task *self = br__require_task();
+    int rc = 0;
+    if (self) {
+      wait_children(g, self, false, &rc);
+    } else {
+      for (struct br_task *c = g->children; c; c = c->group_next)
+        if (c->state != BR__DONE) br__run_until(g->loop, c);
+    }
+  }
+  release_children(g);
+  free(g->first_msg);
+  free(g);
+}

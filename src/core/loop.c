@@ -1,0 +1,345 @@
+/* braid — the event loop.
+ *
+ * One iteration runs these phases, in this order, each bounded so that no
+ * phase can starve the others:
+ *   1. remote: wake-ups and callbacks handed over by other threads;
+ *   2. timers: every timer whose deadline has passed makes its task ready;
+ *   3. tasks: the tasks that were ready when the phase began run once each
+ *      (tasks readied meanwhile wait for the next iteration, so a task that
+ *      yields in a loop cannot keep the poller from running);
+ *   4. callbacks: the call_soon callbacks queued before the phase began;
+ *   5. poll: wait for I/O, a remote wake-up or the next timer — without
+ *      blocking if anything is ready.
+ * The loop ends when no task is alive and nothing is queued.
+ */
+#include "core/core.h"
+#include "core/loop.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sys/clock.h"
+#include "sys/fiber_san.h"
+
+static br_accounting accounting_from_env(void) {
+  const char *e = getenv("BRAID_ACCOUNTING");
+  if (!e) return BR_ACCT_FAST;
+  if (!strcmp(e, "off")) return BR_ACCT_OFF;
+  if (!strcmp(e, "precise")) return BR_ACCT_PRECISE;
+  return BR_ACCT_FAST;
+}
+
+br_loop *br_loop_new(const br_loop_opts *opts) {
+  br_loop_opts o = opts ? *opts : (br_loop_opts){0};
+  size_t ss = BR__STACK_DEFAULT;
+  const char *env = getenv("BRAID_STACK_SIZE");
+  if (!o.stack_size && env && *env) o.stack_size = (size_t)strtoull(env, NULL, 0);
+  if (o.stack_size) {
+    ss = br__stack_round(o.stack_size);
+    if (!ss) {
+      errno = EINVAL;
+      return NULL;
+    }
+  }
+  env = getenv("BRAID_COMPACT");
+  if (!opts && env && !strcmp(env, "1")) o.compact = true;
+  if ((unsigned)o.accounting > BR_ACCT_PRECISE) {
+    errno = EINVAL;
+    return NULL;
+  }
+  struct br_loop *L = calloc(1, sizeof *L);
+  if (!L) return NULL;
+  L->opts = o;
+  L->acct = o.accounting == BR_ACCT_DEFAULT ? accounting_from_env() : o.accounting;
+  if (L->acct == BR_ACCT_FAST) (void)br__ns_per_tick();
+  L->stack_size = ss;
+  L->thread = pthread_self();
+  pthread_mutex_init(&L->remote_lock, NULL);
+  br__stack_cache_init(&L->stacks, ss);
+  int rc = br__poller_open(&L->poller, NULL);
+  if (rc) {
+    br__stack_cache_fini(&L->stacks);
+    pthread_mutex_destroy(&L->remote_lock);
+    free(L);
+    errno = -rc;
+    return NULL;
+  }
+  br__overflow_install();
+  return L;
+}
+
+br_loop *br_loop_current(void) { return br__tls_loop; }
+
+/* --- remote hand-over ------------------------------------------------------ */
+
+static void remote_signal(struct br_loop *L) {
+  atomic_store_explicit(&L->remote_pending, 1, memory_order_seq_cst);
+  if (atomic_load_explicit(&L->sleeping, memory_order_seq_cst)) L->poller.ops->wake(&L->poller);
+}
+
+void br__remote_push_task(struct br_loop *L, struct br_task *t) {
+  pthread_mutex_lock(&L->remote_lock);
+  t->next = L->remote_tasks;
+  L->remote_tasks = t;
+  pthread_mutex_unlock(&L->remote_lock);
+  remote_signal(L);
+}
+
+int br_call_soon_threadsafe(br_loop *L, br_callback_fn cb, void *arg) {
+  if (!L || !cb) return BR_EINVAL;
+  br__cb *c = malloc(sizeof *c);
+  if (!c) return BR_ENOMEM;
+  c->fn = cb;
+  c->arg = arg;
+  pthread_mutex_lock(&L->remote_lock);
+  if (L->remote_closed) {
+    pthread_mutex_unlock(&L->remote_lock);
+    free(c);
+    return BR_ECLOSED;
+  }
+  c->next = L->remote_cbs;
+  L->remote_cbs = c;
+  pthread_mutex_unlock(&L->remote_lock);
+  remote_signal(L);
+  return 0;
+}
+
+static void push_cb(struct br_loop *L, br__cb *c) {
+  c->next = NULL;
+  if (L->cb_tail) L->cb_tail->next = c; else L->cb_head = c;
+  L->cb_tail = c;
+}
+
+int br_call_soon(br_loop *L, br_callback_fn cb, void *arg) {
+  if (!L || !cb) return BR_EINVAL;
+  if (!pthread_equal(L->thread, pthread_self())) return BR_EPERM;
+  br__cb *c = malloc(sizeof *c);
+  if (!c) return BR_ENOMEM;
+  c->fn = cb;
+  c->arg = arg;
+  push_cb(L, c);
+  return 0;
+}
+
+static void drain_remote(struct br_loop *L) {
+  if (!atomic_load_explicit(&L->remote_pending, memory_order_acquire)) return;
+  atomic_store_explicit(&L->remote_pending, 0, memory_order_seq_cst);
+  pthread_mutex_lock(&L->remote_lock);
+  struct br_task *ts = L->remote_tasks;
+  br__cb *cs = L->remote_cbs;
+  L->remote_tasks = NULL;
+  L->remote_cbs = NULL;
+  pthread_mutex_unlock(&L->remote_lock);
+  /* Both lists are LIFO: reverse to keep submission order. */
+  struct br_task *rt = NULL;
+  while (ts) {
+    struct br_task *n = ts->next;
+    ts->next = rt;
+    rt = ts;
+    ts = n;
+  }
+  while (rt) {
+    struct br_task *n = rt->next;
+    br__ready(rt);
+    rt = n;
+  }
+  br__cb *rc = NULL;
+  while (cs) {
+    br__cb *n = cs->next;
+    cs->next = rc;
+    rc = cs;
+    cs = n;
+  }
+  while (rc) {
+    br__cb *n = rc->next;
+    push_cb(L, rc);
+    rc = n;
+  }
+}
+
+/* --- iteration -------------------------------------------------------------- */
+
+static void run_timers(struct br_loop *L) {
+  if (!L->timers.n) return;
+  int64_t now = br__mono_ns();
+  br__timer *tm;
+  while ((tm = br__timer_pop_expired(&L->timers, now))) br__timer_fired(tm);
+}
+
+static void run_ready(struct br_loop *L) {
+  size_t n = L->ready;
+  while (n-- && L->rq_head) {
+    struct br_task *t = L->rq_head;
+    L->rq_head = t->next;
+    if (!L->rq_head) L->rq_tail = NULL;
+    L->ready--;
+    br__run_task(L, t);
+  }
+}
+
+static void run_callbacks(struct br_loop *L) {
+  br__cb *c = L->cb_head;
+  br__cb *end = L->cb_tail;
+  if (!c) return;
+  L->cb_head = L->cb_tail = NULL;
+  /* Callbacks queued while these run wait for the next iteration. */
+  while (c) {
+    br__cb *n = c->next;
+    c->fn(c->arg);
+    free(c);
+    if (c == end) break;
+    c = n;
+  }
+}
+
+static bool has_work(struct br_loop *L) {
+  return L->rq_head || L->cb_head || atomic_load_explicit(&L->remote_pending, memory_order_acquire);
+}
+
+/* Returns 1 if the loop has more to do, 0 when it is finished. */
+int br__loop_iterate(struct br_loop *L, bool block) {
+  drain_remote(L);
+  run_timers(L);
+  run_ready(L);
+  run_callbacks(L);
+  drain_remote(L);
+  if (!L->live && !has_work(L)) return 0;
+  int64_t timeout = -1;
+  if (!block || has_work(L) || atomic_load_explicit(&L->stop_flag, memory_order_relaxed)) {
+    timeout = 0;
+  } else if (L->timers.n) {
+    int64_t d = br__timer_next(&L->timers) - br__mono_ns();
+    timeout = d < 0 ? 0 : d;
+  }
+  if (timeout != 0) {
+    atomic_store_explicit(&L->sleeping, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&L->remote_pending, memory_order_seq_cst)) timeout = 0;
+    L->heartbeat = 0;
+  }
+  int rc = L->poller.ops->poll(&L->poller, timeout, br__fd_ready, L);
+  atomic_store_explicit(&L->sleeping, 0, memory_order_relaxed);
+  L->heartbeat = br__mono_ns();
+  if (rc < 0 && rc != -EINTR) {
+    fprintf(stderr, "braid: poller %s failed: %s\n", L->poller.ops->name, strerror(-rc));
+    return rc;
+  }
+  return 1;
+}
+
+int br_loop_run(br_loop *L) {
+  if (!L) return BR_EINVAL;
+  if (!pthread_equal(L->thread, pthread_self())) return BR_EPERM;
+  if (L->running || (br__tls_loop && br__tls_loop != L)) return BR_EBUSY;
+  struct br_loop *prev = br__tls_loop;
+  br__tls_loop = L;
+  L->running = true;
+  L->sched_tsan = BR__TSAN_CURRENT();
+  br__overflow_thread_begin();
+  atomic_store(&L->stop_flag, false);
+  int rc = 0;
+  L->heartbeat = br__mono_ns();
+  while (!atomic_load_explicit(&L->stop_flag, memory_order_relaxed)) {
+    rc = br__loop_iterate(L, true);
+    if (rc <= 0) break;
+  }
+  br__overflow_thread_end();
+  L->running = false;
+  br__tls_loop = prev;
+  return rc < 0 ? rc : 0;
+}
+
+/* Run until task t is done (used outside tasks: br_task_close, br_run). */
+int br__run_until(struct br_loop *L, struct br_task *t) {
+  struct br_loop *prev = br__tls_loop;
+  br__tls_loop = L;
+  bool was_running = L->running;
+  L->running = true;
+  L->sched_tsan = BR__TSAN_CURRENT();
+  br__overflow_thread_begin();
+  int rc = 0;
+  while (!atomic_load_explicit(&t->fut.done, memory_order_acquire)) {
+    rc = br__loop_iterate(L, true);
+    if (rc <= 0) break;
+  }
+  br__overflow_thread_end();
+  L->running = was_running;
+  br__tls_loop = prev;
+  return rc < 0 ? rc : 0;
+}
+
+void br_loop_stop(br_loop *L) {
+  if (!L) return;
+  atomic_store(&L->stop_flag, true);
+  L->poller.ops->wake(&L->poller);
+}
+
+void br__report_failure_code(struct br_task *t, int code, const char *msg) {
+  struct br_loop *L = t->loop;
+  if (L->opts.on_detached_error) {
+    L->opts.on_detached_error(t, code, msg ? msg : "", L->opts.ud);
+    return;
+  }
+  fprintf(stderr, "braid: detached task '%s' failed: %s (%s)%s%s\n", br_task_name(t),
+          br_strerror(code), br_errname(code), msg && *msg ? ": " : "", msg ? msg : "");
+}
+
+int br_loop_free(br_loop *L) {
+  if (!L) return 0;
+  if (L->running) return BR_EBUSY;
+  struct br_loop *prev = br__tls_loop;
+  br__tls_loop = L;
+  L->freeing = true;
+  L->sched_tsan = BR__TSAN_CURRENT();
+  /* Cancel everything still alive and let it unwind. */
+  for (int round = 0; L->live && round < 1000000; round++) {
+    for (struct br_task *t = L->all; t; t = t->all_next)
+      if (t->state != BR__DONE && !t->cancelled) br__task_cancel(t, false);
+    if (br__loop_iterate(L, true) <= 0) break;
+  }
+  pthread_mutex_lock(&L->remote_lock);
+  L->remote_closed = true;
+  pthread_mutex_unlock(&L->remote_lock);
+  drain_remote(L);
+  run_callbacks(L);
+  /* Handles nobody gave back: report failures nobody saw, then release. */
+  struct br_task *t = L->all;
+  while (t) {
+    struct br_task *n = t->all_next;
+    if (t->handle_held) {
+      if (t->state == BR__DONE && t->fut.err && t->fut.err != BR_ECANCELED)
+        fprintf(stderr, "braid: task '%s' failed and nobody joined it: %s%s%s\n", br_task_name(t),
+                br_strerror(t->fut.err), t->fut.msg ? ": " : "", t->fut.msg ? t->fut.msg : "");
+      br__task_release(t);
+    }
+    t = n;
+  }
+  /* Tasks still referenced by someone's future_ref are freed with it. */
+  for (t = L->all; t; t = t->all_next) t->fut.owner_task = NULL, t->loop = L;
+  while (L->free_tasks) {
+    struct br_task *f = L->free_tasks;
+    L->free_tasks = f->next;
+    free(f);
+  }
+  br__fds_free(L);
+  if (L->shared) br__stack_put(&L->stacks, L->shared);
+  br__stack_cache_fini(&L->stacks);
+  br__timer_heap_free(&L->timers);
+  L->poller.ops->close(&L->poller);
+  pthread_mutex_destroy(&L->remote_lock);
+  br__tls_loop = prev == L ? NULL : prev;
+  free(L);
+  return 0;
+}
+
+/* --- hooks for the obs and io layers (loop.h) -------------------------- */
+
+br__poller *br__loop_poller(br_loop *L) { return &L->poller; }
+int64_t br__loop_heartbeat(br_loop *L) { return L->heartbeat; }
+const char *br__loop_current_task_name(br_loop *L) {
+  struct br_task *t = L->current;
+  return t ? br_task_name(t) : NULL;
+}
+pthread_t br__loop_thread(br_loop *L) { return L->thread; }

@@ -1,0 +1,117 @@
+/* braid — reporting a task's stack overflow by name.
+ *
+ * A SIGSEGV handler, running on an alternate signal stack (the faulting
+ * stack is exhausted), checks whether the fault address lies in the running
+ * task's guard page. If so it writes "task 'NAME' overflowed its N KiB
+ * stack" and lets the process die of SIGSEGV as it would have; any other
+ * fault goes to the handler that was installed before ours. Only
+ * async-signal-safe calls are made here. */
+#include "core/core.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static struct sigaction prev_segv, prev_bus;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static _Thread_local void *altstack_mem;
+static _Thread_local int altstack_depth;
+
+#define ALTSTACK_SIZE (64 * 1024)
+
+static size_t put_str(char *b, size_t at, size_t cap, const char *s) {
+  while (*s && at + 1 < cap) b[at++] = *s++;
+  return at;
+}
+
+static size_t put_u64(char *b, size_t at, size_t cap, unsigned long long v) {
+  char tmp[24];
+  int n = 0;
+  do {
+    tmp[n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  while (n && at + 1 < cap) b[at++] = tmp[--n];
+  return at;
+}
+
+static void chain(struct sigaction *prev, int sig, siginfo_t *si, void *uc) {
+  if (prev->sa_flags & SA_SIGINFO) {
+    if (prev->sa_sigaction) {
+      prev->sa_sigaction(sig, si, uc);
+      return;
+    }
+  } else if (prev->sa_handler != SIG_DFL && prev->sa_handler != SIG_IGN) {
+    prev->sa_handler(sig);
+    return;
+  }
+  /* Default action: uninstall and return; the fault repeats and kills us
+   * with the right signal (and a core dump where enabled). */
+  signal(sig, SIG_DFL);
+}
+
+static void on_fault(int sig, siginfo_t *si, void *uc) {
+  struct br_loop *L = br__tls_loop;
+  struct br_task *t = L ? L->current : NULL;
+  if (t) {
+    br__stack *s = t->compact ? L->shared : t->stack;
+    if (s && br__stack_fault_in(s, si->si_addr)) {
+      char b[160];
+      size_t n = put_str(b, 0, sizeof b, "braid: task '");
+      if (t->name[0]) {
+        n = put_str(b, n, sizeof b, t->name);
+      } else {
+        n = put_str(b, n, sizeof b, "task-");
+        n = put_u64(b, n, sizeof b, t->id);
+      }
+      n = put_str(b, n, sizeof b, "' overflowed its ");
+      n = put_u64(b, n, sizeof b, s->size / 1024);
+      n = put_str(b, n, sizeof b, " KiB stack\n");
+      if (write(2, b, n) < 0) { /* nothing to do */ }
+      signal(sig, SIG_DFL);
+      return;
+    }
+  }
+  chain(sig == SIGSEGV ? &prev_segv : &prev_bus, sig, si, uc);
+}
+
+static void install(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = on_fault;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGSEGV, &sa, &prev_segv);
+  sigaction(SIGBUS, &sa, &prev_bus);
+}
+
+void br__overflow_install(void) {
+  if (getenv("BRAID_NO_SEGV_HANDLER")) return;
+  pthread_once(&once, install);
+}
+
+/* Each thread that runs tasks needs an alternate signal stack; keep one the
+ * thread (or a sanitizer) already has. */
+void br__overflow_thread_begin(void) {
+  if (altstack_depth++) return;
+  stack_t cur;
+  if (sigaltstack(NULL, &cur) == 0 && !(cur.ss_flags & SS_DISABLE)) return;
+  altstack_mem = malloc(ALTSTACK_SIZE);
+  if (!altstack_mem) return;
+  stack_t ss = {.ss_sp = altstack_mem, .ss_size = ALTSTACK_SIZE, .ss_flags = 0};
+  if (sigaltstack(&ss, NULL) != 0) {
+    free(altstack_mem);
+    altstack_mem = NULL;
+  }
+}
+
+void br__overflow_thread_end(void) {
+  if (--altstack_depth) return;
+  if (!altstack_mem) return;
+  stack_t ss = {.ss_flags = SS_DISABLE};
+  sigaltstack(&ss, NULL);
+  free(altstack_mem);
+  altstack_mem = NULL;
+}

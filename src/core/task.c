@@ -1,0 +1,653 @@
+/* braid — tasks: spawning, switching, parking and waking, joining.
+ *
+ * Switching is asymmetric: a task always switches to its loop's scheduler
+ * context and the scheduler picks the next task. That keeps one place where
+ * compact (shared-stack) tasks have their frames copied in and out, and
+ * where finished tasks give their stacks back (a task cannot unmap the stack
+ * it is running on).
+ *
+ * Parking protocol (works across threads): a task that is about to wait sets
+ * its `parked` flag to 1 *before* it publishes itself in any wait structure.
+ * A waker claims the wake-up by exchanging the flag to 0; only the claimer
+ * makes the task ready. So a timeout, a cancel and a completion racing on
+ * different threads wake the task exactly once, and the loser just leaves.
+ */
+#include "core/core.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sys/clock.h"
+#include "sys/fiber_san.h"
+
+_Thread_local struct br_loop *br__tls_loop;
+
+#ifdef BRAID_ASAN
+static _Thread_local void *asan_fake;
+static _Thread_local const void *sched_bottom;
+static _Thread_local size_t sched_size;
+#endif
+
+/* ------------------------------------------------------------------------ */
+
+struct br_task *br__require_task(void) {
+  struct br_loop *L = br__tls_loop;
+  return L ? L->current : NULL;
+}
+
+bool br__task_valid(const struct br_task *t) {
+  return t && t->magic == BR__TASK_MAGIC;
+}
+
+static void overflow_abort(struct br_task *t, const char *how) {
+  fprintf(stderr, "braid: task '%s' overflowed its %zu KiB stack (%s)\n", br_task_name(t),
+          (t->compact ? t->loop->shared->size : t->stack->size) / 1024, how);
+  abort();
+}
+
+/* --- accounting ---------------------------------------------------------- */
+
+static inline void acct_resume(struct br_loop *L, struct br_task *t) {
+  t->switches++;
+  if (L->acct == BR_ACCT_OFF) return;
+  t->resumed_at = br__ticks();
+  if (L->acct == BR_ACCT_PRECISE) t->cpu_at = br__thread_cpu_ns();
+}
+
+static inline void acct_suspend(struct br_loop *L, struct br_task *t) {
+  if (L->acct == BR_ACCT_OFF) return;
+  t->run_ticks += br__ticks() - t->resumed_at;
+  if (L->acct == BR_ACCT_PRECISE) t->cpu_ns += br__thread_cpu_ns() - t->cpu_at;
+}
+
+/* --- compact mode: copying frames on and off the shared stack ------------- */
+
+#ifdef BRAID_ASAN
+__attribute__((no_sanitize("address")))
+#endif
+static void raw_copy(char *dst, const char *src, size_t n) {
+  /* Stack frames carry ASan redzones; copy them without instrumentation. */
+  for (size_t i = 0; i < n; i++) dst[i] = src[i];
+}
+
+static void shared_save(struct br_loop *L, struct br_task *t) {
+  char *top = L->shared->lo + L->shared->size;
+  char *sp = t->ctx.sp;
+  if (sp < L->shared->lo) sp = L->shared->lo;
+  size_t len = (size_t)(top - sp);
+  if (len > t->saved_cap) {
+    size_t cap = (len + 255) & ~(size_t)255;
+    char *b = realloc(t->saved, cap);
+    if (!b) {
+      fprintf(stderr, "braid: out of memory saving compact task '%s' (%zu bytes)\n",
+              br_task_name(t), len);
+      abort();
+    }
+    t->saved = b;
+    t->saved_cap = cap;
+  }
+#ifdef BRAID_ASAN
+  raw_copy(t->saved, sp, len);
+#else
+  memcpy(t->saved, sp, len);
+#endif
+  t->saved_len = len;
+}
+
+static void shared_restore(struct br_loop *L, struct br_task *t) {
+  char *top = L->shared->lo + L->shared->size;
+  BR__ASAN_UNPOISON(L->shared->lo, L->shared->size);
+  raw_copy(top - t->saved_len, t->saved, t->saved_len);
+}
+
+void *br__task_addr(struct br_task *t, void *p) {
+  struct br_loop *L = t->loop;
+  if (!t->compact || L->shared_owner == t) return p;
+  char *top = L->shared->lo + L->shared->size;
+  char *c = p;
+  if (c >= top - t->saved_len && c < top) return t->saved + (c - (top - t->saved_len));
+  return p; /* not on its stack (heap or static): valid as is */
+}
+
+/* --- the task body's frame ----------------------------------------------- */
+
+static void task_finish(struct br_task *t, void *result);
+
+static void task_entry(void *arg) {
+  struct br_task *t = arg;
+#ifdef BRAID_ASAN
+  BR__ASAN_FINISH(NULL, &sched_bottom, &sched_size);
+#endif
+  void *r = t->fn(t->arg);
+  task_finish(t, r);
+}
+
+/* Switch from the running task to the scheduler. */
+static void suspend(struct br_loop *L, struct br_task *t) {
+  acct_suspend(L, t);
+  if (t->stack && !br__stack_canary_ok(t->stack)) overflow_abort(t, "canary smashed");
+  BR__ASAN_START(&asan_fake, sched_bottom, sched_size);
+  BR__TSAN_SWITCH(L->sched_tsan);
+  br__ctx_switch(&t->ctx, &L->sched);
+  BR__ASAN_FINISH(asan_fake, NULL, NULL);
+}
+
+/* --- scheduler side ------------------------------------------------------ */
+
+static void task_free_mem(struct br_task *t);
+
+static void retire(struct br_loop *L, struct br_task *t) {
+  /* The body has returned and we are back on the scheduler stack. */
+  if (t->stack) {
+    br__stack_put(&L->stacks, t->stack);
+    t->stack = NULL;
+  }
+  if (t->compact && L->shared_owner == t) L->shared_owner = NULL;
+  free(t->saved);
+  t->saved = NULL;
+  t->saved_len = t->saved_cap = 0;
+#ifdef BRAID_TSAN
+  if (t->tsan_fiber) BR__TSAN_DESTROY(t->tsan_fiber);
+  t->tsan_fiber = NULL;
+#endif
+  /* Drop the running task's own reference to its future/memory. */
+  br_future_unref(&t->fut);
+}
+
+void br__run_task(struct br_loop *L, struct br_task *t) {
+  if (t->compact) {
+    if (L->shared_owner != t) {
+      if (L->shared_owner) shared_save(L, L->shared_owner);
+      if (t->state == BR__NEW)
+        br__ctx_make(&t->ctx, L->shared->lo, L->shared->size, task_entry, t);
+      else
+        shared_restore(L, t);
+      L->shared_owner = t;
+    }
+  }
+  t->state = BR__RUNNING;
+  L->current = t;
+  acct_resume(L, t);
+#ifdef BRAID_ASAN
+  br__stack *s = t->compact ? L->shared : t->stack;
+  BR__ASAN_START(&asan_fake, s->lo, s->size);
+#endif
+#ifdef BRAID_TSAN
+  if (!t->tsan_fiber) t->tsan_fiber = BR__TSAN_CREATE();
+  BR__TSAN_SWITCH(t->tsan_fiber);
+#endif
+  br__ctx_switch(&L->sched, &t->ctx);
+  BR__ASAN_FINISH(asan_fake, NULL, NULL);
+  L->current = NULL;
+  if (t->state == BR__DONE) retire(L, t);
+}
+
+void br__ready(struct br_task *t) {
+  struct br_loop *L = t->loop;
+  if (t->state != BR__NEW) t->state = BR__READY;
+  t->next = NULL;
+  if (L->rq_tail)
+    L->rq_tail->next = t;
+  else
+    L->rq_head = t;
+  L->rq_tail = t;
+  L->ready++;
+}
+
+void br__wake(struct br_task *t, int code) {
+  if (atomic_exchange_explicit(&t->parked, 0, memory_order_acq_rel) == 1) {
+    t->wake_code = code;
+    br__ready(t);
+  }
+}
+
+bool br__wake_any_thread(struct br_task *t, int code) {
+  if (atomic_exchange_explicit(&t->parked, 0, memory_order_acq_rel) != 1) return false;
+  t->wake_code = code;
+  if (br__tls_loop == t->loop && !t->loop->freeing)
+    br__ready(t);
+  else
+    br__remote_push_task(t->loop, t);
+  return true;
+}
+
+/* --- cancellation state -------------------------------------------------- */
+
+int br__checkpoint(struct br_task *t) {
+  int64_t now = 0;
+  for (struct br_scope *s = t->scope; s; s = s->parent) {
+    if (s->state == 2) return BR_ECANCELED;
+    if (s->state == 1) return BR_ETIMEDOUT;
+    if (s->deadline != BR_NEVER) {
+      if (!now) now = br__mono_ns();
+      if (now >= s->deadline) {
+        s->state = 1;
+        return BR_ETIMEDOUT;
+      }
+    }
+    if (s->shield) return 0;
+  }
+  return t->cancelled ? BR_ECANCELED : 0;
+}
+
+bool br__scope_expired(struct br_task *t) {
+  int64_t now = 0;
+  for (struct br_scope *s = t->scope; s; s = s->parent) {
+    if (s->state == 1) return true;
+    if (s->deadline != BR_NEVER) {
+      if (!now) now = br__mono_ns();
+      if (now >= s->deadline) {
+        s->state = 1;
+        return true;
+      }
+    }
+    if (s->shield) return false;
+  }
+  return false;
+}
+
+static int64_t scope_deadline(struct br_task *t) {
+  int64_t d = BR_NEVER;
+  for (struct br_scope *s = t->scope; s; s = s->parent) {
+    if (s->deadline < d) d = s->deadline;
+    if (s->shield) break;
+  }
+  return d;
+}
+
+/* Whether a cancel of t (task-level) would be seen by its current wait. */
+static bool cancel_visible(struct br_task *t) {
+  for (struct br_scope *s = t->scope; s; s = s->parent)
+    if (s->shield) return false;
+  return true;
+}
+
+/* --- parking -------------------------------------------------------------- */
+
+void br__park_begin(struct br_task *t) {
+  atomic_store_explicit(&t->parked, 1, memory_order_release);
+  t->wake_code = 0;
+}
+
+/* Finish parking (after br__park_begin and publishing the waiter). */
+int br__park_end(struct br_task *t, int64_t deadline, bool cancellable) {
+  struct br_loop *L = t->loop;
+  if (cancellable) {
+    int rc = br__checkpoint(t);
+    if (rc) {
+      if (atomic_exchange_explicit(&t->parked, 0, memory_order_acq_rel) == 1) return rc;
+      cancellable = false; /* a wake-up is already queued: take it */
+      deadline = BR_NEVER;
+    } else {
+      int64_t sd = scope_deadline(t);
+      if (sd < deadline) deadline = sd;
+    }
+  }
+  if (deadline != BR_NEVER) {
+    if (br__timer_add(&L->timers, &t->timer, deadline) != 0) {
+      if (atomic_exchange_explicit(&t->parked, 0, memory_order_acq_rel) == 1) return BR_ENOMEM;
+    }
+  }
+  t->state = BR__PARKED;
+  t->park_cancellable = cancellable;
+  suspend(L, t);
+  br__timer_del(&L->timers, &t->timer);
+  return t->wake_code;
+}
+
+int br__park(int64_t deadline) {
+  struct br_task *t = br__require_task();
+  if (!t) return BR_ENOTTASK;
+  br__park_begin(t);
+  return br__park_end(t, deadline, true);
+}
+
+/* Called by the loop for an expired task timer. */
+void br__timer_fired(br__timer *tm) {
+  struct br_task *t = (struct br_task *)((char *)tm - offsetof(struct br_task, timer));
+  br__wake(t, BR_ETIMEDOUT);
+}
+
+static bool parked_cancellable(struct br_task *t) {
+  return t->state == BR__PARKED && t->park_cancellable;
+}
+
+void br__task_cancel(struct br_task *t, bool by_group) {
+  if (t->state == BR__DONE) return;
+  if (!t->cancelled && by_group) t->in_group_cancel = true;
+  t->cancelled = true;
+  if (parked_cancellable(t) && cancel_visible(t)) br__wake(t, BR_ECANCELED);
+}
+
+void br__scope_cancel_wake(struct br_task *t) {
+  if (parked_cancellable(t) && br__checkpoint(t)) br__wake(t, BR_ECANCELED);
+}
+
+/* --- spawning -------------------------------------------------------------- */
+
+static struct br_task *task_alloc(struct br_loop *L) {
+  struct br_task *t = L->free_tasks;
+  if (t) {
+    L->free_tasks = t->next;
+    return t;
+  }
+  return malloc(sizeof *t);
+}
+
+static void task_free_mem(struct br_task *t) {
+  struct br_loop *L = t->loop;
+  t->magic = BR__TASK_DEAD;
+  if (t->all_prev) t->all_prev->all_next = t->all_next; else L->all = t->all_next;
+  if (t->all_next) t->all_next->all_prev = t->all_prev;
+  free(t->fail_msg);
+  t->fail_msg = NULL;
+  free(t->fut.msg);
+  t->fut.msg = NULL;
+  L->handles--;
+  if (br__tls_loop == L) {
+    t->next = L->free_tasks;
+    L->free_tasks = t;
+  } else {
+    free(t);
+  }
+}
+
+/* Called by future.c when a task's embedded future loses its last ref. */
+void br__task_future_gone(struct br_task *t) { task_free_mem(t); }
+
+int br_loop_spawn(br_loop *L, br_task **out, br_task_fn fn, void *arg, const br_spawn_opts *opts) {
+  if (!L) return BR_ENOTTASK;
+  unsigned flags = opts ? opts->flags : 0;
+  bool detached = flags & BR_SPAWN_DETACHED;
+  if (!fn || (!out && !detached)) return BR_EINVAL;
+  if (out) *out = NULL;
+  if (!pthread_equal(L->thread, pthread_self())) return BR_EPERM;
+  if (L->freeing) return BR_ESHUTDOWN;
+  size_t size = L->stack_size;
+  if (opts && opts->stack_size) {
+    size = br__stack_round(opts->stack_size);
+    if (!size) return BR_EINVAL;
+  }
+  bool compact = (L->opts.compact || (flags & BR_SPAWN_COMPACT)) && !(flags & BR_SPAWN_OWN_STACK);
+  struct br_task *t = task_alloc(L);
+  if (!t) return BR_ENOMEM;
+  memset(t, 0, offsetof(struct br_task, name) + 1);
+  t->loop = L;
+  t->fn = fn;
+  t->arg = arg;
+  t->compact = compact;
+  if (!compact) {
+    t->stack = br__stack_get(&L->stacks, size);
+    if (!t->stack) {
+      int e = errno;
+      t->next = L->free_tasks;
+      L->free_tasks = t;
+      fprintf(stderr, "braid: cannot allocate a %zu KiB task stack: %s (%zu guarded stacks live, "
+              "vm.max_map_count budget %zu)\n", size / 1024, strerror(e),
+              br__stack_guarded_live(), br__stack_guard_budget());
+      return e == ENOMEM ? BR_ENOMEM : BR_ELIMIT;
+    }
+    br__ctx_make(&t->ctx, t->stack->lo, t->stack->size, task_entry, t);
+  } else if (!L->shared) {
+    L->shared = br__stack_get(&L->stacks, L->stack_size);
+    if (!L->shared) {
+      t->next = L->free_tasks;
+      L->free_tasks = t;
+      return BR_ENOMEM;
+    }
+  }
+  t->magic = BR__TASK_MAGIC;
+  t->state = BR__NEW;
+  t->timer.idx = BR__TIMER_IDLE;
+  t->id = ++L->next_id;
+  if (opts && opts->name) {
+    strncpy(t->name, opts->name, sizeof t->name - 1);
+    t->name[sizeof t->name - 1] = 0;
+  }
+  br__future_init(&t->fut, t);
+  /* one reference for the running body, one for the handle */
+  atomic_store_explicit(&t->fut.refs, detached ? 1 : 2, memory_order_relaxed);
+  t->handle_held = !detached;
+  t->detached = detached;
+  if (L->acct != BR_ACCT_OFF) t->created = br__mono_ns();
+  t->all_next = L->all;
+  if (L->all) L->all->all_prev = t;
+  L->all = t;
+  L->live++;
+  L->handles++;
+  br__ready(t);
+  if (out) *out = t;
+  return 0;
+}
+
+int br_spawn(br_task **out, br_task_fn fn, void *arg, const br_spawn_opts *opts) {
+  struct br_loop *L = br__tls_loop;
+  if (!L) return BR_ENOTTASK;
+  return br_loop_spawn(L, out, fn, arg, opts);
+}
+
+/* --- finishing ------------------------------------------------------------ */
+
+static void task_finish(struct br_task *t, void *result) {
+  struct br_loop *L = t->loop;
+  int err = t->fail_code;
+  char *msg = t->fail_msg;
+  t->fail_msg = NULL;
+  if (!err && t->cancelled) {
+    err = BR_ECANCELED;
+    msg = br_strdupf("task '%s' was cancelled", br_task_name(t));
+  }
+  t->result = result;
+  if (L->acct != BR_ACCT_OFF) t->finished = br__mono_ns();
+  t->state = BR__DONE;
+  L->live--;
+  t->fail_code = err;
+  t->fail_msg = msg; /* lent to the group for its report */
+  br__group_child_done(t);
+  t->fail_msg = NULL;
+  if (err && t->detached) br__report_failure_code(t, err, msg);
+  br__future_complete(&t->fut, result, err, msg);
+  /* Last switch: the scheduler retires us (stack back to the cache). */
+  acct_suspend(L, t);
+  if (t->stack && !br__stack_canary_ok(t->stack)) overflow_abort(t, "canary smashed");
+  BR__ASAN_START(NULL, sched_bottom, sched_size);
+  BR__TSAN_SWITCH(L->sched_tsan);
+  br__ctx_switch(&t->ctx, &L->sched);
+  br__ctx_fell_off();
+}
+
+void *br_fail(int code, const char *fmt, ...) {
+  struct br_task *t = br__require_task();
+  if (!t) return NULL;
+  if (code >= 0) code = BR_EFAILED;
+  va_list ap;
+  va_start(ap, fmt);
+  char *m = fmt ? br__vfmt(fmt, ap) : NULL;
+  va_end(ap);
+  free(t->fail_msg);
+  t->fail_msg = m;
+  t->fail_code = code;
+  return NULL;
+}
+
+/* --- handles --------------------------------------------------------------- */
+
+void br__task_release(struct br_task *t) {
+  t->handle_held = false;
+  br_future_unref(&t->fut);
+}
+
+static int check_handle(struct br_task *t) {
+  if (!br__task_valid(t) || !t->handle_held) return BR_EHANDLE;
+  return 0;
+}
+
+/* Wait until t is done; cancellable or not. */
+int br__task_wait_done(struct br_task *self, struct br_task *t, int64_t deadline, bool cancellable) {
+  while (!atomic_load_explicit(&t->fut.done, memory_order_acquire)) {
+    br__waiter *w = &self->waitnode;
+    br__future_lock(&t->fut);
+    if (atomic_load_explicit(&t->fut.done, memory_order_relaxed)) {
+      br__future_unlock(&t->fut);
+      break;
+    }
+    w->task = self;
+    w->futex = NULL;
+    w->cb = NULL;
+    br__park_begin(self);
+    br__waiter_link(&t->fut, w);
+    br__future_unlock(&t->fut);
+    int rc = br__park_end(self, deadline, cancellable);
+    br__future_lock(&t->fut);
+    if (w->linked) br__waiter_unlink(&t->fut, w);
+    br__future_unlock(&t->fut);
+    if (rc && !atomic_load_explicit(&t->fut.done, memory_order_acquire)) return rc;
+  }
+  return 0;
+}
+
+static int collect(struct br_task *t, void **result) {
+  int err = t->fut.err;
+  if (result) *result = t->fut.value;
+  br__task_release(t);
+  return err;
+}
+
+int br_join(br_task *t, void **result) {
+  struct br_task *self = br__require_task();
+  if (!self) return BR_ENOTTASK;
+  int rc = check_handle(t);
+  if (rc) return rc;
+  if (t == self) return BR_EDEADLK;
+  if (t->loop != self->loop) return BR_EINVAL;
+  rc = br__task_wait_done(self, t, BR_NEVER, true);
+  if (rc) {
+    /* The joiner is being cancelled: no task outlives its handle. */
+    br__task_cancel(t, false);
+    br__task_wait_done(self, t, BR_NEVER, false);
+    if (result) *result = NULL;
+    br__task_release(t);
+    return rc;
+  }
+  return collect(t, result);
+}
+
+int br_wait_for(br_task *t, int64_t timeout_ms, void **result) {
+  struct br_task *self = br__require_task();
+  if (!self) return BR_ENOTTASK;
+  int rc = check_handle(t);
+  if (rc) return rc;
+  if (t == self) return BR_EDEADLK;
+  rc = br__task_wait_done(self, t, br_deadline_ms(timeout_ms), true);
+  if (rc) {
+    br__task_cancel(t, false);
+    br__task_wait_done(self, t, BR_NEVER, false);
+    if (result) *result = NULL;
+    br__task_release(t);
+    return rc;
+  }
+  return collect(t, result);
+}
+
+int br_task_close(br_task *t) {
+  int rc = check_handle(t);
+  if (rc) return rc;
+  struct br_task *self = br__require_task();
+  if (t == self) return BR_EDEADLK;
+  br__task_cancel(t, false);
+  if (self) {
+    br__task_wait_done(self, t, BR_NEVER, false);
+  } else {
+    struct br_loop *L = t->loop;
+    if (br__tls_loop && br__tls_loop != L) return BR_EPERM;
+    if (L->running) return BR_ENOTTASK;
+    br__run_until(L, t);
+  }
+  return collect(t, NULL);
+}
+
+int br_detach(br_task *t) {
+  int rc = check_handle(t);
+  if (rc) return rc;
+  t->detached = true;
+  if (t->state == BR__DONE && t->fut.err) br__report_failure_code(t, t->fut.err, t->fut.msg);
+  br__task_release(t);
+  return 0;
+}
+
+int br_cancel(br_task *t) {
+  if (!br__task_valid(t)) return BR_EHANDLE;
+  if (br__tls_loop && br__tls_loop != t->loop) return BR_EPERM;
+  br__task_cancel(t, false);
+  return 0;
+}
+
+int br_cancelled(void) {
+  struct br_task *t = br__require_task();
+  return t ? br__checkpoint(t) : 0;
+}
+
+br_task *br_self(void) { return br__require_task(); }
+
+int br_yield(void) {
+  struct br_task *t = br__require_task();
+  if (!t) return BR_ENOTTASK;
+  int rc = br__checkpoint(t);
+  if (rc) return rc;
+  br__ready(t);
+  suspend(t->loop, t);
+  return br__checkpoint(t);
+}
+
+int br_sleep_until(int64_t deadline) {
+  struct br_task *t = br__require_task();
+  if (!t) return BR_ENOTTASK;
+  br__park_begin(t);
+  int rc = br__park_end(t, deadline, true);
+  if (rc == BR_ETIMEDOUT && !br__scope_expired(t)) return 0;
+  return rc;
+}
+
+int br_sleep_ms(int64_t ms) {
+  if (!br__require_task()) return BR_ENOTTASK;
+  return br_sleep_until(br_deadline_ms(ms));
+}
+
+/* --- introspection --------------------------------------------------------- */
+
+const char *br_task_name(br_task *t) {
+  if (!t) t = br__require_task();
+  if (!t) return "<no task>";
+  if (t->magic != BR__TASK_MAGIC) return "<released>";
+  if (!t->name[0]) snprintf(t->name, sizeof t->name, "task-%llu", (unsigned long long)t->id);
+  return t->name;
+}
+
+uint64_t br_task_id(br_task *t) {
+  if (!t) t = br__require_task();
+  return br__task_valid(t) ? t->id : 0;
+}
+
+bool br_task_done(br_task *t) {
+  return br__task_valid(t) && t->state == BR__DONE;
+}
+
+br_future *br_task_future(br_task *t) {
+  return br__task_valid(t) ? &t->fut : NULL;
+}
+
+int br_task_get_stats(br_task *t, br_task_stats *out) {
+  if (!t) t = br__require_task();
+  if (!br__task_valid(t) || !out) return BR_EHANDLE;
+  uint64_t ticks = t->run_ticks;
+  if (t->state == BR__RUNNING && t->loop->acct != BR_ACCT_OFF) ticks += br__ticks() - t->resumed_at;
+  out->created = t->created;
+  out->finished = t->finished;
+  out->run_ns = br__ticks_to_ns(ticks);
+  out->cpu_ns = t->loop->acct == BR_ACCT_PRECISE ? t->cpu_ns : out->run_ns;
+  out->switches = t->switches;
+  return 0;
+}

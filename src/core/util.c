@@ -1,0 +1,34 @@
+/* braid — small helpers shared by the core. */
+#include "core/core.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+char *br__vfmt(const char *fmt, va_list ap) {
+  va_list ap2;
+  va_copy(ap2, ap);
+  int n = vsnprintf(NULL, 0, fmt, ap2);
+  va_end(ap2);
+  if (n < 0) return NULL;
+  char *s = malloc((size_t)n + 1);
+  if (s) vsnprintf(s, (size_t)n + 1, fmt, ap);
+  return s;
+}
+
+char *br_strdupf(const char *fmt, ...) {
+  if (!fmt) return NULL;
+  va_list ap;
+  va_start(ap, fmt);
+  char *s = br__vfmt(fmt, ap);
+  va_end(ap);
+  return s;
+}
+
+void br_results_free(br_result *r, size_t n) {
+  if (!r) return;
+  for (size_t i = 0; i < n; i++) {
+    free(r[i].msg);
+    r[i].msg = NULL;
+  }
+}

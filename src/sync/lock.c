@@ -1,0 +1,141 @@
+/* braid — mutex, semaphore and event for tasks of one loop. Hand-off is
+ * FIFO: a released mutex or semaphore unit goes straight to the longest
+ * waiter, so no task starves. */
+#include <stdlib.h>
+
+#include "sync/waitq.h"
+
+struct br_mutex {
+  struct br_task *owner;
+  br__wq waiters;
+};
+
+struct br_sem {
+  unsigned value;
+  br__wq waiters;
+};
+
+struct br_event {
+  bool set;
+  br__wq waiters;
+};
+
+br_mutex *br_mutex_new(void) { return calloc(1, sizeof(struct br_mutex)); }
+
+int br_mutex_lock_until(br_mutex *m, int64_t deadline) {
+  if (!m) return BR_EINVAL;
+  struct br_task *self = br__require_task();
+  if (!self) return BR_ENOTTASK;
+  if (m->owner == self) return BR_EDEADLK;
+  int rc = br__checkpoint(self);
+  if (rc) return rc;
+  if (!m->owner) {
+    m->owner = self;
+    return 0;
+  }
+  rc = br__wq_wait(&m->waiters, self, NULL, deadline);
+  return rc == 1 ? BR_ECANCELED : rc;
+}
+
+int br_mutex_lock(br_mutex *m) { return br_mutex_lock_until(m, BR_NEVER); }
+
+int br_mutex_trylock(br_mutex *m) {
+  if (!m) return BR_EINVAL;
+  struct br_task *self = br__require_task();
+  if (!self) return BR_ENOTTASK;
+  if (m->owner) return BR_EBUSY;
+  m->owner = self;
+  return 0;
+}
+
+int br_mutex_unlock(br_mutex *m) {
+  if (!m) return BR_EINVAL;
+  if (!m->owner || m->owner != br__require_task()) return BR_EPERM;
+  struct br_task *next = br__wq_pop_live(&m->waiters);
+  m->owner = next;
+  if (next) br__wq_finish(next);
+  return 0;
+}
+
+int br_mutex_free(br_mutex *m) {
+  if (!m) return 0;
+  if (m->owner || br__wq_peek_live(&m->waiters)) return BR_EBUSY;
+  free(m);
+  return 0;
+}
+
+br_sem *br_sem_new(unsigned value) {
+  struct br_sem *s = calloc(1, sizeof *s);
+  if (s) s->value = value;
+  return s;
+}
+
+int br_sem_acquire_until(br_sem *s, int64_t deadline) {
+  if (!s) return BR_EINVAL;
+  struct br_task *self = br__require_task();
+  if (!self) return BR_ENOTTASK;
+  int rc = br__checkpoint(self);
+  if (rc) return rc;
+  if (s->value && !br__wq_peek_live(&s->waiters)) {
+    s->value--;
+    return 0;
+  }
+  rc = br__wq_wait(&s->waiters, self, NULL, deadline);
+  return rc == 1 ? BR_ECANCELED : rc;
+}
+
+int br_sem_acquire(br_sem *s) { return br_sem_acquire_until(s, BR_NEVER); }
+
+int br_sem_release(br_sem *s) {
+  if (!s) return BR_EINVAL;
+  struct br_task *next = br__wq_pop_live(&s->waiters);
+  if (next) {
+    br__wq_finish(next);
+    return 0;
+  }
+  if (s->value == UINT32_MAX) return BR_EOVERFLOW;
+  s->value++;
+  return 0;
+}
+
+int br_sem_free(br_sem *s) {
+  if (!s) return 0;
+  if (br__wq_peek_live(&s->waiters)) return BR_EBUSY;
+  free(s);
+  return 0;
+}
+
+br_event *br_event_new(void) { return calloc(1, sizeof(struct br_event)); }
+
+int br_event_wait_until(br_event *e, int64_t deadline) {
+  if (!e) return BR_EINVAL;
+  struct br_task *self = br__require_task();
+  if (!self) return BR_ENOTTASK;
+  if (e->set) return 0;
+  int rc = br__checkpoint(self);
+  if (rc) return rc;
+  rc = br__wq_wait(&e->waiters, self, NULL, deadline);
+  return rc == 1 ? (e->set ? 0 : BR_ECANCELED) : rc;
+}
+
+int br_event_wait(br_event *e) { return br_event_wait_until(e, BR_NEVER); }
+
+void br_event_set(br_event *e) {
+  if (!e || e->set) return;
+  e->set = true;
+  struct br_task *t;
+  while ((t = br__wq_pop_live(&e->waiters))) br__wq_finish(t);
+}
+
+void br_event_clear(br_event *e) {
+  if (e) e->set = false;
+}
+
+bool br_event_is_set(br_event *e) { return e && e->set; }
+
+int br_event_free(br_event *e) {
+  if (!e) return 0;
+  if (br__wq_peek_live(&e->waiters)) return BR_EBUSY;
+  free(e);
+  return 0;
+}

@@ -1,0 +1,44 @@
+/* braid — clocks (sys layer): the monotonic clock in ns, a cycle counter for
+ * cheap per-switch accounting, and the thread CPU clock. */
+#ifndef BRAID_SYS_CLOCK_H
+#define BRAID_SYS_CLOCK_H
+
+#include <stdint.h>
+#include <time.h>
+
+static inline int64_t br__mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static inline int64_t br__thread_cpu_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* br__ticks: a cheap, monotonic-enough counter (rdtsc / cntvct_el0; the
+ * monotonic clock elsewhere). Convert differences with br__ticks_to_ns. */
+static inline uint64_t br__ticks(void) {
+#if defined(__x86_64__)
+  uint32_t lo, hi;
+  __asm__ __volatile__("rdtsc" : "=a"(lo), "=d"(hi));
+  return ((uint64_t)hi << 32) | lo;
+#elif defined(__aarch64__)
+  uint64_t v;
+  __asm__ __volatile__("mrs %0, cntvct_el0" : "=r"(v));
+  return v;
+#else
+  return (uint64_t)br__mono_ns();
+#endif
+}
+
+/* Nanoseconds per tick, calibrated once against the monotonic clock. */
+double br__ns_per_tick(void);
+
+static inline int64_t br__ticks_to_ns(uint64_t ticks) {
+  return (int64_t)((double)ticks * br__ns_per_tick());
+}
+
+#endif

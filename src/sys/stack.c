@@ -1,0 +1,229 @@
+/* braid — coroutine stacks: see stack.h for the mapping budget. */
+#include "sys/stack.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#ifdef BRAID_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
+/* Stacks per unguarded slab: one mapping for all of them. */
+#define SLAB_STACKS 64
+
+struct br__slab {
+  struct br__slab *next;
+  char *base;
+  size_t len;
+};
+
+static atomic_size_t guarded_live;
+static size_t guard_budget_v;
+static atomic_int budget_once;
+
+size_t br__page_size(void) {
+  static size_t ps;
+  if (!ps) ps = (size_t)sysconf(_SC_PAGESIZE);
+  return ps;
+}
+
+size_t br__stack_guard_budget(void) {
+  if (atomic_load_explicit(&budget_once, memory_order_acquire)) return guard_budget_v;
+  size_t budget = 16384;
+  const char *env = getenv("BRAID_GUARD_STACKS");
+  if (env && *env) {
+    budget = (size_t)strtoull(env, NULL, 10);
+  } else {
+    FILE *f = fopen("/proc/sys/vm/max_map_count", "re");
+    unsigned long maps = 0;
+    if (f) {
+      if (fscanf(f, "%lu", &maps) != 1) maps = 0;
+      fclose(f);
+    }
+    /* Each guarded stack is two mappings; keep three quarters of the
+     * mappings for everything else the program maps. */
+    if (maps) budget = maps / 8;
+  }
+  guard_budget_v = budget;
+  atomic_store_explicit(&budget_once, 1, memory_order_release);
+  return budget;
+}
+
+size_t br__stack_guarded_live(void) { return atomic_load(&guarded_live); }
+
+size_t br__stack_round(size_t size) {
+  if (size < BR__STACK_MIN || size > BR__STACK_MAX) return 0;
+  size_t ps = br__page_size();
+  return (size + ps - 1) & ~(ps - 1);
+}
+
+void br__stack_cache_init(br__stack_cache *c, size_t size) {
+  memset(c, 0, sizeof *c);
+  c->size = size;
+}
+
+static void arm_canary(br__stack *s) { *(volatile uint64_t *)s->lo = BR__STACK_CANARY; }
+
+static br__stack *new_desc(br__stack_cache *c) {
+  br__stack *d = c->descs;
+  if (d) {
+    c->descs = d->next;
+    return d;
+  }
+  return malloc(sizeof *d);
+}
+
+static br__stack *map_guarded(br__stack_cache *c, size_t size) {
+  size_t ps = br__page_size();
+  char *base = mmap(NULL, size + ps, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+  if (base == MAP_FAILED) return NULL;
+  if (mprotect(base, ps, PROT_NONE) != 0) {
+    munmap(base, size + ps);
+    return NULL;
+  }
+  br__stack *s = new_desc(c);
+  if (!s) {
+    munmap(base, size + ps);
+    errno = ENOMEM;
+    return NULL;
+  }
+  s->guard = base;
+  s->lo = base + ps;
+  s->size = size;
+  s->from_slab = false;
+  s->next = NULL;
+  return s;
+}
+
+static br__stack *carve_unguarded(br__stack_cache *c, size_t size) {
+  if (size != c->size) {
+    /* Odd sizes past the guard budget: a mapping of their own. */
+    char *base = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    if (base == MAP_FAILED) return NULL;
+    br__stack *s = new_desc(c);
+    if (!s) {
+      munmap(base, size);
+      errno = ENOMEM;
+      return NULL;
+    }
+    *s = (br__stack){.lo = base, .size = size};
+    return s;
+  }
+  if (!c->slab_left) {
+    size_t len = size * SLAB_STACKS;
+    char *base = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    if (base == MAP_FAILED) return NULL;
+    struct br__slab *sl = malloc(sizeof *sl);
+    if (!sl) {
+      munmap(base, len);
+      errno = ENOMEM;
+      return NULL;
+    }
+    *sl = (struct br__slab){.next = c->slabs, .base = base, .len = len};
+    c->slabs = sl;
+    c->slab_next = base;
+    c->slab_left = SLAB_STACKS;
+  }
+  br__stack *s = new_desc(c);
+  if (!s) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  *s = (br__stack){.lo = c->slab_next, .size = size, .from_slab = true};
+  c->slab_next += size;
+  c->slab_left--;
+  return s;
+}
+
+br__stack *br__stack_get(br__stack_cache *c, size_t size) {
+  br__stack *s;
+  if (size == c->size && c->free) {
+    s = c->free;
+    c->free = s->next;
+    c->cached--;
+    s->next = NULL;
+    arm_canary(s);
+    return s;
+  }
+  size_t budget = br__stack_guard_budget();
+  if (atomic_fetch_add(&guarded_live, 1) < budget) {
+    s = map_guarded(c, size);
+    if (s) {
+      arm_canary(s);
+      return s;
+    }
+    atomic_fetch_sub(&guarded_live, 1);
+    if (errno != ENOMEM) return NULL;
+  } else {
+    atomic_fetch_sub(&guarded_live, 1);
+  }
+  s = carve_unguarded(c, size);
+  if (s) arm_canary(s);
+  return s;
+}
+
+static void unmap_one(br__stack_cache *c, br__stack *s) {
+  if (s->guard) {
+    munmap(s->guard, s->size + br__page_size());
+    atomic_fetch_sub(&guarded_live, 1);
+  } else if (!s->from_slab) {
+    munmap(s->lo, s->size);
+  }
+  if (s->from_slab) {
+    /* slab memory is released with the cache; keep the descriptor */
+    s->next = c->descs;
+    c->descs = s;
+    return;
+  }
+  s->next = c->descs;
+  c->descs = s;
+}
+
+void br__stack_put(br__stack_cache *c, br__stack *s) {
+#ifdef BRAID_ASAN
+  /* A dead task's frames leave poisoned redzones behind; the next task on
+   * this stack must start from clean shadow memory. */
+  __asan_unpoison_memory_region(s->lo, s->size);
+#endif
+  if (s->size == c->size) {
+    s->next = c->free;
+    c->free = s;
+    c->cached++;
+    return;
+  }
+  unmap_one(c, s);
+}
+
+void br__stack_cache_fini(br__stack_cache *c) {
+  while (c->free) {
+    br__stack *s = c->free;
+    c->free = s->next;
+    unmap_one(c, s);
+  }
+  while (c->slabs) {
+    struct br__slab *sl = c->slabs;
+    c->slabs = sl->next;
+    munmap(sl->base, sl->len);
+    free(sl);
+  }
+  while (c->descs) {
+    br__stack *d = c->descs;
+    c->descs = d->next;
+    free(d);
+  }
+  c->cached = 0;
+}
+
+bool br__stack_fault_in(const br__stack *s, const void *addr) {
+  const char *a = addr;
+  if (s->guard && a >= s->guard && a < s->guard + br__page_size()) return true;
+  return a < s->lo && a >= s->lo - 65536;
+}
