@@ -1,0 +1,162 @@
+/* braid — `braid compare`: shared types.
+ *
+ * The command runs one or more workloads (what every task does: wait W ms,
+ * compute C ms, ...) under several models (how the N tasks are run:
+ * sequentially, on threads, as coroutines on one loop, in processes), and
+ * reports wall time, CPU time, speed-up and a per-task timeline for each.
+ *
+ * Files, one job each:
+ *   compare.c           the command: parse, run every workload x model, report
+ *   compare_args.c      options and their validation
+ *   compare_io.c        the I/O-bound workload (each task waits)
+ *   compare_cpu.c       the CPU-bound workload (each task computes, calibrated)
+ *   compare_models.c    the models: sequential, threads, coroutines
+ *   compare_timeline.c  the ASCII timeline of one run
+ *   compare_text.c      the table (and timelines) for a terminal
+ *   compare_json.c      the same figures as JSON
+ *
+ * Extension points: a workload is a cmp_work (two task bodies: blocking code
+ * and coroutine code); a model is a runner in compare_models.c that runs N
+ * bodies and fills a cmp_run. Neither knows about the other's internals.
+ */
+#ifndef BRAID_TOOL_COMPARE_H
+#define BRAID_TOOL_COMPARE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* Workloads. */
+typedef enum cmp_kind { CMP_IO = 0, CMP_CPU, CMP_NKINDS } cmp_kind;
+
+/* Models, in the order they are run and printed. */
+typedef enum cmp_model { CMP_SEQ = 0, CMP_THREADS, CMP_CORO, CMP_PROCS, CMP_NMODELS } cmp_model;
+
+/* Limits of the options. */
+enum {
+  CMP_MAX_TASKS = 100000,
+  CMP_MAX_MS = 60000,
+  CMP_MIN_WIDTH = 10,
+  CMP_MAX_WIDTH = 1000,
+  CMP_MIN_ROWS = 2,
+  CMP_MAX_ROWS = 1000
+};
+
+typedef struct cmp_opts {
+  long tasks;        /* N: -n/--tasks, 1..100000 (default 5) */
+  long wait_ms;      /* W: -w/--wait, 0..60000 ms each I/O task waits (1000) */
+  long compute_ms;   /* C: -c/--compute, 0..60000 ms each CPU task computes (500) */
+  unsigned kinds;    /* bit per cmp_kind: --workload io|cpu|all (io) */
+  unsigned models;   /* bit per cmp_model: -m/--models (all available) */
+  int width;         /* --width: timeline columns for the longest run (60) */
+  int rows;          /* --rows: most timeline rows per model (10) */
+  bool json;         /* --json: JSON on stdout instead of the table */
+  bool ascii;        /* --ascii: '#', '-', '>' instead of block and arrows */
+  bool no_timeline;  /* --no-timeline */
+} cmp_opts;
+
+/* Parse `compare`'s arguments (argv[0] is "compare") into *o. Returns 0 to
+ * go on, 1 if --help was printed (exit 0), -1 on bad usage (a one-line
+ * message naming the problem went to err). */
+int cmp_parse_args(int argc, char **argv, cmp_opts *o, FILE *err);
+void cmp_defaults(cmp_opts *o);
+const char *cmp_kind_name(cmp_kind k);   /* "io", "cpu" */
+const char *cmp_model_name(cmp_model m); /* "sequential", "threads", ... */
+/* Whether this build can run model m at all (processes need the pool). */
+bool cmp_model_available(cmp_model m);
+
+/* Times are nanoseconds relative to the start of the run they belong to. */
+typedef struct cmp_span {
+  int64_t start, end;
+} cmp_span;
+
+/* One task's measured life. Tasks drawn on the timeline may also record the
+ * segments they actually ran (a coroutine that yields runs in pieces). */
+typedef struct cmp_task {
+  int64_t start, end; /* first start, last end; end == 0: never ran */
+  cmp_span *segs;     /* NULL: one segment, [start, end] */
+  size_t nsegs, cap;
+} cmp_task;
+
+/* Record the task's start / end (now, relative to t0). */
+void cmp_task_begin(cmp_task *t, int64_t t0);
+void cmp_task_end(cmp_task *t, int64_t t0);
+/* Record a segment [start, end] (absolute br_now() times) if t tracks them. */
+void cmp_task_segment(cmp_task *t, int64_t start, int64_t end, int64_t t0);
+
+/* A workload: what each task does, in blocking code and in a coroutine. */
+typedef struct cmp_work {
+  cmp_kind kind;
+  long ms;             /* each task waits / computes this long */
+  long slice_ms;       /* coroutines yield every slice_ms (0: never) */
+  double iters_per_ms; /* CPU: calibrated loop iterations per ms */
+  /* Blocking body (sequential, threads, processes): run task t. */
+  void (*blocking)(const struct cmp_work *w, cmp_task *t, int64_t t0);
+  /* Body inside a braid task (coroutines): 0 or a negative braid code. */
+  int (*coroutine)(const struct cmp_work *w, cmp_task *t, int64_t t0);
+} cmp_work;
+
+/* Fill *w for the workload; 0 or a negative code. */
+int cmp_work_io(cmp_work *w, const cmp_opts *o);
+int cmp_work_cpu(cmp_work *w, const cmp_opts *o); /* calibrates the loop */
+
+/* The CPU loop: burn `iters` iterations of pure arithmetic. */
+uint64_t cmp_burn(uint64_t iters);
+
+/* The outcome of one model on one workload. */
+typedef struct cmp_run {
+  cmp_model model;
+  char how[96];     /* "5 threads, one per task", ... */
+  int err;          /* 0, or why the model could not run (negative code) */
+  char msg[256];    /* the error in words, or "" */
+  int64_t wall_ns;  /* the whole run, first start to last end */
+  int64_t cpu_ns;   /* CPU time the process (and its workers) used */
+  int64_t setup_ns; /* start-up cost included in wall (pools), else 0 */
+  size_t ntasks;
+  cmp_task *tasks;
+} cmp_run;
+
+/* Run model m over n tasks of workload w; out->tasks is allocated here
+ * (free with cmp_run_free). Rows shown in the timeline (cmp_row_shown with
+ * `rows`) get segment tracking where the model runs tasks in pieces.
+ * Returns out->err. */
+int cmp_run_model(cmp_model m, const cmp_work *w, size_t n, int rows, cmp_run *out);
+void cmp_run_free(cmp_run *r);
+
+/* Process CPU time (all threads), ns. */
+int64_t cmp_cpu_now(void);
+
+/* All runs of one workload. */
+typedef struct cmp_result {
+  cmp_work work;
+  size_t ntasks;
+  bool present[CMP_NMODELS];
+  cmp_run runs[CMP_NMODELS];
+} cmp_result;
+
+/* Speed-up of run m over the sequential run, or 0 if unknown. */
+double cmp_speedup(const cmp_result *r, cmp_model m);
+
+/* Timeline. Which task rows are drawn when a model has n tasks and at most
+ * `rows` rows fit: all if n <= rows, else the first rows-2 and the last 2
+ * (rows < 4: the first rows-1 and the last). */
+bool cmp_row_shown(size_t i, size_t n, int rows);
+/* The label of task i of n ("A".."Z" for n <= 26, else "1".."n"). */
+void cmp_task_label(size_t i, size_t n, char *buf, size_t size);
+/* Draw run r: one row per shown task, `width` columns standing for
+ * scale_ns (the longest run of the workload), so runs of one workload share
+ * a time axis. */
+void cmp_timeline_print(FILE *out, const cmp_run *r, int64_t scale_ns, int width, int rows,
+                        bool ascii);
+/* Draw one row into buf (NUL-terminated, at most `cols` cells): cell c is
+ * busy if the task ran at least half of [c, c+1) * col_ns, or holds the
+ * middle of a segment. Returns the number of cells. */
+int cmp_timeline_row(const cmp_task *t, int64_t col_ns, int cols, bool ascii, char *buf,
+                     size_t size);
+
+/* Reports. */
+void cmp_report_text(FILE *out, const cmp_result *res, size_t nres, const cmp_opts *o);
+void cmp_report_json(FILE *out, const cmp_result *res, size_t nres, const cmp_opts *o);
+
+#endif

@@ -1,0 +1,86 @@
+/* braid compare — the report for a terminal: a table per workload (model,
+ * how, wall, CPU, speed-up), the timelines on one time axis, and the
+ * lesson the figures teach. */
+#include <string.h>
+
+#include <braid.h>
+
+#include "compare.h"
+
+static const char *const titles[CMP_NKINDS] = {"I/O-bound", "CPU-bound"};
+static const char *const verbs[CMP_NKINDS] = {"wait", "compute"};
+
+static void print_table(FILE *out, const cmp_result *r) {
+  int hw = 3;
+  for (int m = 0; m < CMP_NMODELS; m++)
+    if (r->present[m] && (int)strlen(r->runs[m].how) > hw) hw = (int)strlen(r->runs[m].how);
+  fprintf(out, "  %-11s %-*s  %8s  %8s  %8s\n", "model", hw, "how", "wall", "CPU", "speed-up");
+  for (int m = 0; m < CMP_NMODELS; m++) {
+    if (!r->present[m]) continue;
+    const cmp_run *run = &r->runs[m];
+    fprintf(out, "  %-11s %-*s  ", cmp_model_name((cmp_model)m), hw, run->how);
+    if (run->err) {
+      fprintf(out, "%8s  %8s  %8s\n", "failed", "-", "-");
+      continue;
+    }
+    double s = cmp_speedup(r, (cmp_model)m);
+    fprintf(out, "%6.2f s  %6.2f s  ", (double)run->wall_ns / 1e9, (double)run->cpu_ns / 1e9);
+    if (s > 0)
+      fprintf(out, "%7.2fx\n", s);
+    else
+      fprintf(out, "%8s\n", "-");
+  }
+  for (int m = 0; m < CMP_NMODELS; m++)
+    if (r->present[m] && r->runs[m].err)
+      fprintf(out, "  %s failed: %s\n", cmp_model_name((cmp_model)m), r->runs[m].msg);
+}
+
+static void print_timelines(FILE *out, const cmp_result *r, const cmp_opts *o) {
+  int64_t scale = 0;
+  for (int m = 0; m < CMP_NMODELS; m++)
+    if (r->present[m] && !r->runs[m].err && r->runs[m].wall_ns > scale)
+      scale = r->runs[m].wall_ns;
+  if (scale <= 0) return;
+  fprintf(out, "\nTimelines (%s running or waiting, - idle; %d columns = %.2f s):\n",
+          o->ascii ? "#" : "\xe2\x96\x88", o->width, (double)scale / 1e9);
+  for (int m = 0; m < CMP_NMODELS; m++) {
+    if (!r->present[m] || r->runs[m].err) continue;
+    fprintf(out, "\n%s\n", cmp_model_name((cmp_model)m));
+    cmp_timeline_print(out, &r->runs[m], scale, o->width, o->rows, o->ascii);
+  }
+}
+
+static void print_lesson(FILE *out, const cmp_result *r) {
+  double thr = cmp_speedup(r, CMP_THREADS), coro = cmp_speedup(r, CMP_CORO);
+  double proc = cmp_speedup(r, CMP_PROCS);
+  if (r->work.kind == CMP_IO) {
+    if (thr > 0 && coro > 0)
+      fprintf(out,
+              "\nWaiting work wants concurrency: threads %.2fx and coroutines %.2fx faster than "
+              "sequential,\nthe coroutines on a single thread. Waiting costs no CPU.\n",
+              thr, coro);
+  } else {
+    if (thr > 0 || coro > 0) fprintf(out, "\nComputing work wants parallelism:");
+    if (thr > 0) fprintf(out, " threads %.2fx on %d CPUs", thr, br_cpu_count());
+    if (proc > 0) fprintf(out, ", processes %.2fx", proc);
+    if (coro > 0)
+      fprintf(out,
+              "%s\ncoroutines %.2fx: one loop interleaves the tasks but computes no faster than "
+              "one after another.\n",
+              thr > 0 ? ";" : "", coro);
+    else if (thr > 0)
+      fputc('\n', out);
+  }
+}
+
+void cmp_report_text(FILE *out, const cmp_result *res, size_t nres, const cmp_opts *o) {
+  for (size_t i = 0; i < nres; i++) {
+    const cmp_result *r = &res[i];
+    cmp_kind k = r->work.kind;
+    fprintf(out, "%s%s: %zu task%s that each %s %ld ms\n\n", i ? "\n" : "", titles[k], r->ntasks,
+            r->ntasks == 1 ? "" : "s", verbs[k], r->work.ms);
+    print_table(out, r);
+    if (!o->no_timeline) print_timelines(out, r, o);
+    print_lesson(out, r);
+  }
+}

@@ -1,0 +1,97 @@
+/* braid — the `braid` command: subcommand dispatch, `help` and `version`. */
+#include <stdio.h>
+#include <string.h>
+
+#include <braid.h>
+
+#include "commands.h"
+
+typedef struct command {
+  const char *name;
+  const char *summary;
+  int (*run)(int argc, char **argv);
+  void (*help)(FILE *out);
+} command;
+
+static const command commands[] = {
+    {"compare", "run N waiting (or computing) tasks sequentially, on threads and as coroutines; "
+                "print times and timelines",
+     cmd_compare, cmd_compare_help},
+};
+enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
+
+static const command *find_command(const char *name) {
+  for (size_t i = 0; i < NCOMMANDS; i++)
+    if (strcmp(commands[i].name, name) == 0) return &commands[i];
+  return NULL;
+}
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage: braid <command> [options]\n"
+          "\n"
+          "commands:\n");
+  for (size_t i = 0; i < NCOMMANDS; i++)
+    fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+  fprintf(out,
+          "  %-10s %s\n"
+          "  %-10s %s\n"
+          "\n"
+          "Run 'braid help <command>' or 'braid <command> --help' for its options.\n",
+          "help", "show this text, or a command's options", "version",
+          "print braid's version");
+}
+
+static int cmd_help(int argc, char **argv) {
+  if (argc <= 1) {
+    usage(stdout);
+    return BRAID_EXIT_OK;
+  }
+  if (argc > 2) {
+    fprintf(stderr, "braid help: expected at most one command name\n");
+    return BRAID_EXIT_USAGE;
+  }
+  const command *c = find_command(argv[1]);
+  if (c) {
+    c->help(stdout);
+    return BRAID_EXIT_OK;
+  }
+  if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "version") == 0) {
+    usage(stdout);
+    return BRAID_EXIT_OK;
+  }
+  fprintf(stderr, "braid help: unknown command '%s' (see 'braid help')\n", argv[1]);
+  return BRAID_EXIT_USAGE;
+}
+
+static int cmd_version(int argc, char **argv) {
+  (void)argv;
+  if (argc > 1) {
+    fprintf(stderr, "braid version: takes no arguments\n");
+    return BRAID_EXIT_USAGE;
+  }
+  printf("braid %d.%d.%d\n", BR_VERSION_MAJOR, BR_VERSION_MINOR, BR_VERSION_PATCH);
+  return BRAID_EXIT_OK;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return BRAID_EXIT_USAGE;
+  }
+  const char *name = argv[1];
+  if (strcmp(name, "help") == 0 || strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0)
+    return cmd_help(argc - 1, argv + 1);
+  if (strcmp(name, "version") == 0 || strcmp(name, "--version") == 0)
+    return cmd_version(argc - 1, argv + 1);
+  const command *c = find_command(name);
+  if (!c) {
+    if (name[0] == '-')
+      fprintf(stderr, "braid: unknown option '%s' (options go after a command; see 'braid help')\n",
+              name);
+    else
+      fprintf(stderr, "braid: unknown command '%s' (see 'braid help')\n", name);
+    return BRAID_EXIT_USAGE;
+  }
+  return c->run(argc - 1, argv + 1);
+}
