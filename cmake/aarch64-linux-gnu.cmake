@@ -3,7 +3,8 @@
 #   cmake -S . -B build-aarch64 -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake
 #
 # Needs gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, qemu-user and, for the
-# tests, libcmocka-dev:arm64 (tools/install-deps.sh test installs them all).
+# tests, libcmocka-dev:arm64 and libc6:arm64 (tools/install-deps.sh test
+# installs them all).
 # Test programs run under qemu-aarch64 through CMAKE_CROSSCOMPILING_EMULATOR,
 # so `ctest` works unchanged in the cross build tree.
 set(CMAKE_SYSTEM_NAME Linux)
@@ -30,7 +31,16 @@ set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE BOTH)
 set(ENV{PKG_CONFIG_LIBDIR} "/usr/lib/${BRAID_CROSS_TRIPLE}/pkgconfig:/usr/${BRAID_CROSS_TRIPLE}/lib/pkgconfig:/usr/share/pkgconfig")
 set(ENV{PKG_CONFIG_PATH} "")
 
+# The emulator runs test programs with the arm64 libc of Debian's multiarch
+# (libc6:arm64, which libcmocka-dev:arm64 pulls in: /lib/ld-linux-aarch64.so.1),
+# not with `-L /usr/aarch64-linux-gnu`: qemu-user 7.2 hangs in fork() when -L
+# (or QEMU_LD_PREFIX) is set, and the tests fork (crash tests, process pool).
+# -L stays the fallback when the multiarch libc is missing.
 find_program(BRAID_QEMU_AARCH64 NAMES qemu-aarch64 qemu-aarch64-static)
 if(BRAID_QEMU_AARCH64)
-  set(CMAKE_CROSSCOMPILING_EMULATOR "${BRAID_QEMU_AARCH64};-L;/usr/${BRAID_CROSS_TRIPLE}")
+  if(EXISTS /lib/ld-linux-aarch64.so.1)
+    set(CMAKE_CROSSCOMPILING_EMULATOR "${BRAID_QEMU_AARCH64}")
+  else()
+    set(CMAKE_CROSSCOMPILING_EMULATOR "${BRAID_QEMU_AARCH64};-L;/usr/${BRAID_CROSS_TRIPLE}")
+  endif()
 endif()

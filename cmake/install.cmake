@@ -47,6 +47,7 @@ if(BUILD_SHARED_LIBS)
     # Same name as in src/ (imported targets are directory-scoped), so the
     # exported link interface names PkgConfig::LIBURING, which
     # braidConfig.cmake recreates for the consumer.
+    find_package(PkgConfig REQUIRED)
     pkg_check_modules(LIBURING REQUIRED QUIET IMPORTED_TARGET liburing)
     target_link_libraries(braid_static PRIVATE PkgConfig::LIBURING)
   endif()

@@ -51,7 +51,8 @@ flags=$(PKG_CONFIG_PATH="$pcdir" pkg-config --cflags --libs braid)
 echo "  flags: $flags"
 # shellcheck disable=SC2086
 "$cc" -std=c17 -Wall -Werror -o "$tmp/app/hello_pc" "$tmp/app/hello.c" $flags
-"$tmp/app/hello_pc"
+# A shared libbraid in a private prefix is found through LD_LIBRARY_PATH.
+LD_LIBRARY_PATH="$(dirname "$lib")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$tmp/app/hello_pc"
 
 step "find_package(braid) + braid::braid"
 cat >"$tmp/app/CMakeLists.txt" <<'CM'

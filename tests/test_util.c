@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,6 +32,11 @@ int br_test_scale(void) {
 long br_test_scaled(long n) {
   long r = n / br_test_scale();
   return r < 1 && n >= 1 ? 1 : r;
+}
+
+bool br_test_emulated(void) {
+  const char *v = getenv("BRAID_TEST_EMULATED");
+  return v && *v && strcmp(v, "0") != 0;
 }
 
 void br_test_skip(const char *fmt, ...) {
@@ -86,6 +92,10 @@ int br_test_run_child(void (*fn)(void *), void *arg, int timeout_ms, br_child_re
     static const int crash_signals[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGSYS};
     for (size_t i = 0; i < sizeof crash_signals / sizeof crash_signals[0]; i++)
       signal(crash_signals[i], SIG_DFL);
+    /* No core files from crashes on purpose (qemu-user would also spend
+     * seconds writing one). */
+    struct rlimit no_core = {0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
     dup2(p[1], STDERR_FILENO); /* dup2 clears O_CLOEXEC on the copy */
     close(p[0]);
     close(p[1]);

@@ -29,6 +29,12 @@ int br_test_scale(void);
  * Use it for iteration counts, task counts, sizes of stress tests. */
 long br_test_scaled(long n);
 
+/* br_test_emulated: true when the test runs under an emulator (the aarch64
+ * cross build runs under qemu-user and sets BRAID_TEST_EMULATED=1). Skip what
+ * qemu-user cannot do: io_uring, exec'ing a foreign-architecture binary (no
+ * binfmt_misc), tight timing assertions. */
+bool br_test_emulated(void);
+
 /* br_test_skip: print "SKIP: <why>" on stderr and exit(BR_TEST_SKIP). */
 void br_test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
@@ -52,9 +58,11 @@ typedef struct br_child_result {
  * *out. timeout_ms <= 0 means no timeout. stdout is inherited.
  * Returns 0, or -errno if the pipe, fork or wait failed (*out is then zeroed).
  * Call it from the test's main thread, outside any braid loop or task.
- * Note: under ASan a crash (SIGSEGV, abort) is usually reported by the
- * sanitizer, which then exits with status 1 instead of dying by the signal;
- * check br_child_crashed() rather than a particular signal when that matters. */
+ * In the child, the crash signals (SEGV, BUS, ILL, FPE, ABRT, SYS) get their
+ * default action back (cmocka catches them to go on with the next test) and
+ * core dumps are off; the code under test may install its own handlers.
+ * Sanitizer errors (heap overflow, ...) end the child with exit status 1 and
+ * a report on stderr: br_child_crashed() counts those too. */
 int br_test_run_child(void (*fn)(void *), void *arg, int timeout_ms, br_child_result *out);
 
 /* br_child_crashed: the child died by a signal, or (sanitizer builds) exited

@@ -6,7 +6,8 @@
 # Groups:
 #   build  compiler, CMake, cmocka, liburing: enough for `make`, `make demo`.
 #   test   build + what the test matrix needs: the aarch64 cross compiler, its
-#          libc, cmocka for arm64 (multiarch) and qemu-user to run the cross tests.
+#          libc, qemu-user, and from Debian's multiarch (dpkg arch arm64) the
+#          arm64 libc and cmocka the cross-built tests run with under qemu.
 #          The sanitizer builds use gcc's own ASan/UBSan/TSan runtimes (libasan8,
 #          libubsan1, libtsan2 come with gcc), so clang is not needed.
 #   bench  build + the peers the benchmarks compare against: Go, Python with
@@ -18,7 +19,7 @@
 set -euo pipefail
 
 pkgs_build=(cmake gcc make pkg-config libcmocka-dev liburing-dev)
-pkgs_test=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user libcmocka-dev:arm64)
+pkgs_test=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user libc6:arm64 libcmocka-dev:arm64)
 pkgs_bench=(g++ golang-go python3 python3-uvloop libuv1-dev libtbb-dev wrk nginx)
 
 groups=("$@")
