@@ -14,7 +14,8 @@
 #
 # Variables: JOBS (2), PREFIX (/usr/local), BUILD_TYPE (RelWithDebInfo),
 # CMAKE_ARGS (extra -D options for every configure), CTEST_ARGS (e.g. -R loop),
-# SAN_SCALE (10: BRAID_TEST_SCALE for the sanitizer and emulated runs).
+# SAN_SCALE (10: BRAID_TEST_SCALE for the sanitizer and emulated runs),
+# BENCH_ARGS (passed to bench/run.py, e.g. --quick).
 
 JOBS       ?= 2
 PREFIX     ?= /usr/local
@@ -23,6 +24,7 @@ CMAKE_ARGS ?=
 CTEST_ARGS ?=
 SAN_SCALE  ?= 10
 PYTHON     ?= /usr/bin/python3
+BENCH_ARGS ?=
 DEPS       := tools/install-deps.sh
 
 CTEST = ctest --output-on-failure -j$(JOBS) $(CTEST_ARGS) --test-dir
@@ -74,8 +76,8 @@ demo: build
 	build/tools/braid/braid compare
 
 bench: deps-bench build
-	@echo "== bench: $(PYTHON) bench/run.py"
-	$(PYTHON) bench/run.py
+	@echo "== bench: $(PYTHON) bench/run.py $(BENCH_ARGS)"
+	$(PYTHON) bench/run.py $(BENCH_ARGS)
 
 install: build
 	@echo "== install build/ into $(PREFIX)"

@@ -8,6 +8,8 @@
  * Conventions:
  *  - Stress tests size their work with br_test_scaled(n): under the sanitizers
  *    and on the emulated aarch64 run, BRAID_TEST_SCALE=10 divides it by 10.
+ *  - Under qemu (the aarch64 cross run) BRAID_TEST_EMULATED=1 is set; see
+ *    br_test_emulated() for what to skip there.
  *  - A test executable that cannot run here at all (io_uring refused by the
  *    kernel or sandbox, say) calls br_test_skip("why"): it exits with
  *    BR_TEST_SKIP (77), which ctest reports as "Skipped", not as a failure.
