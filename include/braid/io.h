@@ -282,8 +282,9 @@ ssize_t br_file_write(int fd, const void *buf, size_t n, int64_t offset, int64_t
 /* br_file_fsync: fsync(2). 0 or a negated errno. */
 int br_file_fsync(int fd, int64_t deadline);
 
-/* br_file_close: close(2) through the ring or directly (closing a local
- * file does not block). 0 or a negated errno. */
+/* br_file_close: close(2), in place: closing a local file does not wait
+ * for the disk, so any hand-off would cost more (call br_file_fsync first
+ * where durability matters). 0 or a negated errno. Any thread. */
 int br_file_close(int fd);
 
 /* br_file_read_all: read the whole file at path into a malloc'd buffer

@@ -1,0 +1,395 @@
+/* braid — files without blocking the loop.
+ *
+ * Regular files are always "ready" to epoll, yet reading one may wait for
+ * the disk, so readiness cannot help. Three paths, picked per call:
+ *   - the loop's poller is io_uring: the operation goes to the loop's own
+ *     ring (backends/uring.h) and is submitted with the loop's next poll, so
+ *     the file operations of many tasks cost one system call;
+ *   - another loop: a job in the blocking pool's FILE class;
+ *   - a plain thread: the system call itself (blocking is allowed there).
+ *
+ * Memory rules. The kernel (ring) or a pool thread uses the caller's memory
+ * while the task is suspended, so: (1) an interrupted call waits, shielded,
+ * for the operation to finish before it returns (br__await_pinned), and
+ * releases what the operation produced (an opened fd, a buffer); (2) the
+ * descriptions handed over live on the heap, never on the task's stack;
+ * (3) a compact task's stack is shared while it is suspended, so a buffer
+ * of a compact task goes through a heap bounce buffer.
+ */
+#include <braid.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backends/uring.h"
+#include "core/core.h"
+#include "core/loop.h"
+#include "io/io_internal.h"
+
+#ifdef BRAID_HAVE_LIBURING
+#include <liburing.h>
+#endif
+
+enum { OP_OPEN, OP_READ, OP_WRITE, OP_FSYNC, OP_READ_ALL };
+
+typedef struct fop {
+  int op;
+  int fd;
+  char *path;
+  int flags, mode;
+  void *buf; /* caller's buffer, or a bounce buffer we own */
+  size_t n;
+  int64_t off;
+  size_t max;
+  ssize_t res;
+  char *data; /* read_all: result buffer */
+  size_t len;
+} fop;
+
+/* Whether the calling task runs on the loop's shared (compact) stack. */
+static bool task_is_compact(void) {
+  struct br_task *t = br_self();
+  return t && t->compact;
+}
+
+/* --- the system calls themselves (plain thread, pool job) ---------------- */
+
+static ssize_t sys_read(int fd, void *buf, size_t n, int64_t off) {
+  ssize_t r;
+  do r = off < 0 ? read(fd, buf, n) : pread(fd, buf, n, (off_t)off);
+  while (r < 0 && errno == EINTR);
+  return r < 0 ? -errno : r;
+}
+
+static ssize_t sys_write(int fd, const void *buf, size_t n, int64_t off) {
+  ssize_t r;
+  do r = off < 0 ? write(fd, buf, n) : pwrite(fd, buf, n, (off_t)off);
+  while (r < 0 && errno == EINTR);
+  return r < 0 ? -errno : r;
+}
+
+static int sys_open(const char *path, int flags, int mode) {
+  int fd;
+  do fd = open(path, flags | O_CLOEXEC, mode);
+  while (fd < 0 && errno == EINTR);
+  return fd < 0 ? -errno : fd;
+}
+
+/* read_all with plain system calls: into f->data / f->len. */
+static ssize_t sys_read_all(fop *f) {
+  int fd = sys_open(f->path, O_RDONLY, 0);
+  if (fd < 0) return fd;
+  struct stat st;
+  size_t cap = 4096;
+  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) cap = (size_t)st.st_size + 1;
+  if (f->max && cap > f->max + 1) cap = f->max + 1;
+  char *buf = malloc(cap + 1);
+  size_t len = 0;
+  ssize_t rc = 0;
+  if (!buf) rc = BR_ENOMEM;
+  while (rc == 0) {
+    if (len == cap) {
+      if (f->max && len > f->max) {
+        rc = BR_E2BIG;
+        break;
+      }
+      size_t ncap = cap * 2;
+      if (f->max && ncap > f->max + 1) ncap = f->max + 1;
+      char *nb = realloc(buf, ncap + 1);
+      if (!nb) {
+        rc = BR_ENOMEM;
+        break;
+      }
+      buf = nb;
+      cap = ncap;
+    }
+    ssize_t r = sys_read(fd, buf + len, cap - len, -1);
+    if (r < 0) rc = r;
+    else if (r == 0) break;
+    else len += (size_t)r;
+  }
+  if (rc == 0 && f->max && len > f->max) rc = BR_E2BIG;
+  close(fd);
+  if (rc < 0) {
+    free(buf);
+    return rc;
+  }
+  buf[len] = '\0';
+  f->data = buf;
+  f->len = len;
+  return 0;
+}
+
+static ssize_t run_sync(fop *f) {
+  switch (f->op) {
+  case OP_OPEN:
+    return sys_open(f->path, f->flags, f->mode);
+  case OP_READ:
+    return sys_read(f->fd, f->buf, f->n, f->off);
+  case OP_WRITE:
+    return sys_write(f->fd, f->buf, f->n, f->off);
+  case OP_FSYNC:
+    return fsync(f->fd) < 0 ? -errno : 0;
+  case OP_READ_ALL:
+    return sys_read_all(f);
+  }
+  return BR_EINVAL;
+}
+
+static void *pool_job(void *arg) {
+  fop *f = arg;
+  f->res = run_sync(f);
+  return NULL;
+}
+
+/* Release what an operation produced for a caller that no longer wants it. */
+static void undo(fop *f) {
+  if (f->op == OP_OPEN && f->res >= 0) close((int)f->res);
+  if (f->op == OP_READ_ALL) {
+    free(f->data);
+    f->data = NULL;
+  }
+}
+
+/* --- the ring ------------------------------------------------------------- */
+
+static br__poller *loop_ring(void) {
+#ifdef BRAID_HAVE_LIBURING
+  br_loop *L = br_loop_current();
+  if (!L || !br__in_task()) return NULL;
+  br__poller *p = br__loop_poller(L);
+  return br__uring_active(p) ? p : NULL;
+#else
+  return NULL;
+#endif
+}
+
+#ifdef BRAID_HAVE_LIBURING
+/* One operation on the ring; returns its result, or the interruption code
+ * (after the kernel is done; the result is then in *late). */
+static ssize_t ring_one(br__poller *p, fop *f, int64_t deadline, ssize_t *late) {
+  struct io_uring_sqe *sqe = br__uring_get_sqe(p);
+  if (!sqe) return BR_EAGAIN;
+  switch (f->op) {
+  case OP_OPEN:
+    io_uring_prep_openat(sqe, AT_FDCWD, f->path, f->flags | O_CLOEXEC, (mode_t)f->mode);
+    break;
+  case OP_READ:
+    io_uring_prep_read(sqe, f->fd, f->buf, (unsigned)(f->n > 0x7ffff000 ? 0x7ffff000 : f->n),
+                       f->off < 0 ? (uint64_t)-1 : (uint64_t)f->off);
+    break;
+  case OP_WRITE:
+    io_uring_prep_write(sqe, f->fd, f->buf, (unsigned)(f->n > 0x7ffff000 ? 0x7ffff000 : f->n),
+                        f->off < 0 ? (uint64_t)-1 : (uint64_t)f->off);
+    break;
+  case OP_FSYNC:
+    io_uring_prep_fsync(sqe, f->fd, 0);
+    break;
+  default:
+    io_uring_prep_nop(sqe);
+    break;
+  }
+  br_future *fut = br_future_new();
+  if (!fut) {
+    /* The SQE is taken: turn it into a no-op nobody waits for. */
+    io_uring_prep_nop(sqe);
+    io_uring_sqe_set_data64(sqe, 3);
+    return BR_ENOMEM;
+  }
+  br__uring_commit(p, sqe, fut);
+  void *v = NULL;
+  int rc = br__await_pinned(fut, &v, deadline);
+  br_future_unref(fut);
+  ssize_t res = (ssize_t)(intptr_t)v;
+  if (rc < 0 && rc != BR_ETIMEDOUT && rc != BR_ECANCELED) return rc;
+  if (rc < 0) {
+    *late = res;
+    return rc;
+  }
+  if (res == -EINTR || res == -EAGAIN) return BR_EAGAIN; /* retried by the caller */
+  return res;
+}
+
+/* read_all on the ring: open, read until end of file, close. */
+static ssize_t ring_read_all(br__poller *p, fop *f, int64_t deadline) {
+  fop o = {.op = OP_OPEN, .path = f->path, .flags = O_RDONLY};
+  ssize_t late = -1;
+  ssize_t fd = ring_one(p, &o, deadline, &late);
+  if (fd < 0) {
+    if (late >= 0) close((int)late);
+    return fd;
+  }
+  size_t cap = 4096, len = 0;
+  if (f->max && cap > f->max + 1) cap = f->max + 1;
+  char *buf = malloc(cap + 1);
+  ssize_t rc = buf ? 0 : BR_ENOMEM;
+  while (rc == 0) {
+    if (len == cap) {
+      if (f->max && len > f->max) {
+        rc = BR_E2BIG;
+        break;
+      }
+      size_t ncap = cap * 4;
+      if (f->max && ncap > f->max + 1) ncap = f->max + 1;
+      char *nb = realloc(buf, ncap + 1);
+      if (!nb) {
+        rc = BR_ENOMEM;
+        break;
+      }
+      buf = nb;
+      cap = ncap;
+    }
+    fop r = {.op = OP_READ, .fd = (int)fd, .buf = buf + len, .n = cap - len, .off = (int64_t)len};
+    ssize_t n = ring_one(p, &r, deadline, &late);
+    if (n == BR_EAGAIN) continue;
+    if (n < 0) rc = n;
+    else if (n == 0) break;
+    else len += (size_t)n;
+  }
+  if (rc == 0 && f->max && len > f->max) rc = BR_E2BIG;
+  /* Closing a regular file does not block: do it here rather than spend a
+   * loop round trip on it. */
+  close((int)fd);
+  if (rc < 0) {
+    free(buf);
+    return rc;
+  }
+  buf[len] = '\0';
+  f->data = buf;
+  f->len = len;
+  return 0;
+}
+#endif
+
+/* --- dispatch ------------------------------------------------------------- */
+
+/* Run *f by the best path. On success f->res holds the result; the return
+ * value is the result or an error (interruption included). */
+static ssize_t run_op(fop *f, int64_t deadline) {
+  if (!br__in_task()) return f->res = run_sync(f);
+  int b = br__io_budget();
+  if (b < 0) return b;
+
+#ifdef BRAID_HAVE_LIBURING
+  br__poller *p = loop_ring();
+  if (p) {
+    if (f->op == OP_READ_ALL) return f->res = ring_read_all(p, f, deadline);
+    for (;;) {
+      ssize_t late = -1;
+      ssize_t r = ring_one(p, f, deadline, &late);
+      if (r == BR_EAGAIN) {
+        /* no SQE (should not happen) or a transient -EAGAIN: retry after
+         * the loop has had a turn */
+        int y = br_yield();
+        if (y < 0) return y;
+        continue;
+      }
+      if (r == BR_ETIMEDOUT || r == BR_ECANCELED) {
+        f->res = late;
+        undo(f);
+        return r;
+      }
+      return f->res = r;
+    }
+  }
+#endif
+
+  /* Blocking pool: the description must live on the heap. */
+  fop *h = malloc(sizeof *h);
+  if (!h) return BR_ENOMEM;
+  *h = *f;
+  br_future *fut = br_to_thread_class(BR_BLOCKING_FILE, pool_job, h);
+  if (!fut) {
+    free(h);
+    return BR_ENOMEM;
+  }
+  int rc = br__await_pinned(fut, NULL, deadline);
+  /* rc is the job's outcome, a pool refusal (the job never ran) or an
+   * interruption (the job ran to its end meanwhile). */
+  bool ran = br_future_done(fut) && br_future_error(fut) == 0;
+  br_future_unref(fut);
+  if (rc < 0) {
+    if (ran) undo(h);
+    free(h);
+    return rc;
+  }
+  *f = *h;
+  free(h);
+  return f->res;
+}
+
+int br_file_open(const char *path, int flags, int mode, int64_t deadline) {
+  if (!path) return BR_EINVAL;
+  fop f = {.op = OP_OPEN, .flags = flags, .mode = mode};
+  f.path = strdup(path);
+  if (!f.path) return BR_ENOMEM;
+  ssize_t r = run_op(&f, deadline);
+  free(f.path);
+  return (int)r;
+}
+
+ssize_t br_file_read(int fd, void *buf, size_t n, int64_t offset, int64_t deadline) {
+  if (!buf && n) return BR_EINVAL;
+  fop f = {.op = OP_READ, .fd = fd, .buf = buf, .n = n, .off = offset};
+  void *bounce = NULL;
+  if (br__in_task() && task_is_compact() && n) {
+    bounce = malloc(n);
+    if (!bounce) return BR_ENOMEM;
+    f.buf = bounce;
+  }
+  ssize_t r = run_op(&f, deadline);
+  if (bounce) {
+    if (r > 0) memcpy(buf, bounce, (size_t)r);
+    free(bounce);
+  }
+  return r;
+}
+
+ssize_t br_file_write(int fd, const void *buf, size_t n, int64_t offset, int64_t deadline) {
+  if (!buf && n) return BR_EINVAL;
+  fop f = {.op = OP_WRITE, .fd = fd, .buf = (void *)buf, .n = n, .off = offset};
+  void *bounce = NULL;
+  if (br__in_task() && task_is_compact() && n) {
+    bounce = malloc(n);
+    if (!bounce) return BR_ENOMEM;
+    memcpy(bounce, buf, n);
+    f.buf = bounce;
+  }
+  ssize_t r = run_op(&f, deadline);
+  free(bounce);
+  return r;
+}
+
+int br_file_fsync(int fd, int64_t deadline) {
+  fop f = {.op = OP_FSYNC, .fd = fd};
+  return (int)run_op(&f, deadline);
+}
+
+int br_file_close(int fd) {
+  if (fd < 0) return BR_EBADF;
+  /* Closing a local file never waits for the disk; doing it in place costs
+   * less than any hand-off. (NFS may flush on close: use br_file_fsync
+   * first if that matters.) */
+  if (close(fd) < 0 && errno != EINTR) return -errno;
+  return 0;
+}
+
+int br_file_read_all(const char *path, char **out, size_t *len, size_t max, int64_t deadline) {
+  if (!path || !out) return BR_EINVAL;
+  *out = NULL;
+  if (len) *len = 0;
+  fop f = {.op = OP_READ_ALL, .max = max};
+  f.path = strdup(path);
+  if (!f.path) return BR_ENOMEM;
+  ssize_t r = run_op(&f, deadline);
+  free(f.path);
+  if (r < 0) return (int)r;
+  *out = f.data;
+  if (len) *len = f.len;
+  return 0;
+}

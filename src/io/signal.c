@@ -1,0 +1,49 @@
+/* braid — signals as something a task can wait for (signalfd).
+ *
+ * A signal handler can do almost nothing safely; a signalfd turns signals
+ * into readable data, so a task waits for SIGTERM exactly as it waits for a
+ * socket. The signals must be blocked, or the kernel delivers them the old
+ * way: we block them in the calling thread (threads created later inherit
+ * the mask; braid's pool threads block everything). */
+#include <braid.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "io/io_internal.h"
+
+int br_signal_open(const int *signals, size_t n) {
+  if (!signals || n == 0) return BR_EINVAL;
+  sigset_t set;
+  sigemptyset(&set);
+  for (size_t i = 0; i < n; i++) {
+    if (signals[i] <= 0 || signals[i] == SIGKILL || signals[i] == SIGSTOP) return BR_EINVAL;
+    if (sigaddset(&set, signals[i]) < 0) return BR_EINVAL;
+  }
+  int fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (fd < 0) return -errno;
+  int rc = pthread_sigmask(SIG_BLOCK, &set, NULL);
+  if (rc) {
+    close(fd);
+    return -rc;
+  }
+  return fd;
+}
+
+int br_signal_wait(int sfd, int64_t deadline) {
+  if (!br__in_task()) return BR_ENOTTASK;
+  int rc = br__io_budget();
+  if (rc < 0) return rc;
+  for (;;) {
+    struct signalfd_siginfo si;
+    ssize_t r = read(sfd, &si, sizeof si);
+    if (r == (ssize_t)sizeof si) return (int)si.ssi_signo;
+    if (r >= 0) return BR_EIO;
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN) return -errno;
+    rc = br__io_wait(sfd, BR_READABLE, deadline);
+    if (rc < 0) return rc;
+  }
+}
