@@ -78,6 +78,7 @@ struct br_task {
   atomic_int parked;      /* 1 while parked and no wake claimed */
   int wake_code;
   bool park_cancellable;  /* the current park may be interrupted by cancel */
+  bool park_remote;       /* parked where another thread may wake it */
   br__waiter waitnode;    /* for waiting on one future (join, await) */
   /* sync wait queues (sync/waitq.h) */
   struct br_task *wq_next, *wq_prev;
@@ -128,6 +129,7 @@ struct br_loop {
   /* run queue (FIFO, intrusive) */
   struct br_task *rq_head, *rq_tail;
   size_t ready;
+  size_t budget;                 /* resumes left in this iteration */
   br__cb *cb_head, *cb_tail;     /* call_soon */
   /* remote wake-ups and callbacks from other threads */
   pthread_mutex_t remote_lock;
@@ -152,7 +154,8 @@ struct br_loop {
   br__poller poller;
   br__fdrec *fds;
   size_t nfds;
-  int64_t heartbeat;             /* br_now() at the last return from poll */
+  _Atomic int64_t heartbeat;     /* br_now() at the last return from poll */
+  unsigned busy_iters;           /* iterations since the last poll while busy */
   /* unobserved failures to report at free */
   size_t unobserved;
 };
@@ -160,6 +163,17 @@ struct br_loop {
 extern _Thread_local struct br_loop *br__tls_loop;
 
 /* --- scheduling (task.c) --- */
+static inline struct br_task *br__self_inline(void) {
+  struct br_loop *L = br__tls_loop;
+  return L ? L->current : NULL;
+}
+#define br__require_task() br__self_inline()
+int br__checkpoint_slow(struct br_task *t);
+/* The common case (no scope, not cancelled) without a call. */
+static inline int br__checkpoint(struct br_task *t) {
+  if (!t->scope && !t->cancelled) return 0;
+  return br__checkpoint_slow(t);
+}
 void br__ready(struct br_task *t);                 /* loop thread */
 void br__wake(struct br_task *t, int code);        /* loop thread: claim + ready */
 bool br__wake_any_thread(struct br_task *t, int code); /* claim + ready or remote */
@@ -169,16 +183,16 @@ bool br__wake_any_thread(struct br_task *t, int code); /* claim + ready or remot
  * task is already cancelled or past its deadline. */
 int br__park(int64_t deadline);
 void br__park_begin(struct br_task *t);
+/* As br__park_begin, for waits another thread may end (foreign futures). */
+void br__park_begin_remote(struct br_task *t);
 int br__park_end(struct br_task *t, int64_t deadline, bool cancellable);
-void br__run_task(struct br_loop *L, struct br_task *t);
+void br__run_ready(struct br_loop *L);
 void br__timer_fired(br__timer *tm);
 void br__task_future_gone(struct br_task *t);
 void br__scope_cancel_wake(struct br_task *t);
 /* The cancellation state visible to t now: 0, BR_ECANCELED, BR_ETIMEDOUT. */
-int br__checkpoint(struct br_task *t);
 /* Whether a deadline (not a cancel) of t's scopes has passed. */
 bool br__scope_expired(struct br_task *t);
-struct br_task *br__require_task(void);
 bool br__task_valid(const struct br_task *t);
 void br__task_release(struct br_task *t);
 /* Wait (as `self`) until t is done; BR_ECANCELED/BR_ETIMEDOUT if interrupted. */

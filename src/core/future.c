@@ -256,7 +256,7 @@ static int task_wait(struct br_task *self, struct br_future *f, int64_t deadline
     w->task = self;
     w->futex = NULL;
     w->cb = NULL;
-    br__park_begin(self);
+    br__park_begin_remote(self);
     br__waiter_link(f, w);
     br__future_unlock(f);
     int rc = br__park_end(self, deadline, true);

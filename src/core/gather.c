@@ -20,6 +20,7 @@ int br_gather_tasks(br_task **tasks, size_t n, br_result *out) {
   for (size_t i = 0; i < n; i++) {
     if (!br__task_valid(tasks[i]) || !tasks[i]->handle_held) return BR_EHANDLE;
     if (tasks[i] == self) return BR_EDEADLK;
+    if (tasks[i]->loop != self->loop) return BR_EINVAL;
   }
   int interrupted = 0;
   for (size_t i = 0; i < n; i++) {
@@ -83,7 +84,7 @@ static int wait_any(br_future *const *fs, size_t n, const unsigned char *skip, i
   br__waiter *ws = calloc(n, sizeof *ws);
   if (!ws) return BR_ENOMEM;
   atomic_int word = 0;
-  if (self) br__park_begin(self);
+  if (self) br__park_begin_remote(self);
   bool any_done = false;
   for (size_t i = 0; i < n && !any_done; i++) {
     if (skip && skip[i]) continue;

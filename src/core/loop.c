@@ -169,17 +169,6 @@ static void run_timers(struct br_loop *L) {
   while ((tm = br__timer_pop_expired(&L->timers, now))) br__timer_fired(tm);
 }
 
-static void run_ready(struct br_loop *L) {
-  size_t n = L->ready;
-  while (n-- && L->rq_head) {
-    struct br_task *t = L->rq_head;
-    L->rq_head = t->next;
-    if (!L->rq_head) L->rq_tail = NULL;
-    L->ready--;
-    br__run_task(L, t);
-  }
-}
-
 static void run_callbacks(struct br_loop *L) {
   br__cb *c = L->cb_head;
   br__cb *end = L->cb_tail;
@@ -199,16 +188,26 @@ static bool has_work(struct br_loop *L) {
   return L->rq_head || L->cb_head || atomic_load_explicit(&L->remote_pending, memory_order_acquire);
 }
 
+#define BUSY_POLL_EVERY 32
+
 /* Returns 1 if the loop has more to do, 0 when it is finished. */
 int br__loop_iterate(struct br_loop *L, bool block) {
   drain_remote(L);
   run_timers(L);
-  run_ready(L);
+  br__run_ready(L);
   run_callbacks(L);
   drain_remote(L);
-  if (!L->live && !has_work(L)) return 0;
+  bool busy = has_work(L);
+  if (!L->live && !busy) return 0;
   int64_t timeout = -1;
-  if (!block || has_work(L) || atomic_load_explicit(&L->stop_flag, memory_order_relaxed)) {
+  if (busy && block) {
+    /* Tasks are ready: a non-blocking poll costs a system call, so look for
+     * I/O only every BUSY_POLL_EVERY busy iterations. Each iteration runs
+     * every ready task once, so I/O waits at most that many rounds. */
+    if (++L->busy_iters < BUSY_POLL_EVERY) return 1;
+    L->busy_iters = 0;
+  }
+  if (!block || busy || atomic_load_explicit(&L->stop_flag, memory_order_relaxed)) {
     timeout = 0;
   } else if (L->timers.n) {
     int64_t d = br__timer_next(&L->timers) - br__mono_ns();
@@ -217,11 +216,11 @@ int br__loop_iterate(struct br_loop *L, bool block) {
   if (timeout != 0) {
     atomic_store_explicit(&L->sleeping, 1, memory_order_seq_cst);
     if (atomic_load_explicit(&L->remote_pending, memory_order_seq_cst)) timeout = 0;
-    L->heartbeat = 0;
+    atomic_store_explicit(&L->heartbeat, 0, memory_order_relaxed);
   }
   int rc = L->poller.ops->poll(&L->poller, timeout, br__fd_ready, L);
   atomic_store_explicit(&L->sleeping, 0, memory_order_relaxed);
-  L->heartbeat = br__mono_ns();
+  atomic_store_explicit(&L->heartbeat, br__mono_ns(), memory_order_relaxed);
   if (rc < 0 && rc != -EINTR) {
     fprintf(stderr, "braid: poller %s failed: %s\n", L->poller.ops->name, strerror(-rc));
     return rc;
@@ -240,7 +239,7 @@ int br_loop_run(br_loop *L) {
   br__overflow_thread_begin();
   atomic_store(&L->stop_flag, false);
   int rc = 0;
-  L->heartbeat = br__mono_ns();
+  atomic_store_explicit(&L->heartbeat, br__mono_ns(), memory_order_relaxed);
   while (!atomic_load_explicit(&L->stop_flag, memory_order_relaxed)) {
     rc = br__loop_iterate(L, true);
     if (rc <= 0) break;
@@ -337,7 +336,7 @@ int br_loop_free(br_loop *L) {
 /* --- hooks for the obs and io layers (loop.h) -------------------------- */
 
 br__poller *br__loop_poller(br_loop *L) { return &L->poller; }
-int64_t br__loop_heartbeat(br_loop *L) { return L->heartbeat; }
+int64_t br__loop_heartbeat(br_loop *L) { return atomic_load_explicit(&L->heartbeat, memory_order_relaxed); }
 const char *br__loop_current_task_name(br_loop *L) {
   struct br_task *t = L->current;
   return t ? br_task_name(t) : NULL;

@@ -33,10 +33,6 @@ static _Thread_local size_t sched_size;
 
 /* ------------------------------------------------------------------------ */
 
-struct br_task *br__require_task(void) {
-  struct br_loop *L = br__tls_loop;
-  return L ? L->current : NULL;
-}
 
 bool br__task_valid(const struct br_task *t) {
   return t && t->magic == BR__TASK_MAGIC;
@@ -50,17 +46,21 @@ static void overflow_abort(struct br_task *t, const char *how) {
 
 /* --- accounting ---------------------------------------------------------- */
 
-static inline void acct_resume(struct br_loop *L, struct br_task *t) {
-  t->switches++;
-  if (L->acct == BR_ACCT_OFF) return;
-  t->resumed_at = br__ticks();
-  if (L->acct == BR_ACCT_PRECISE) t->cpu_at = br__thread_cpu_ns();
+/* One clock read per switch serves both sides: it ends the slice of the task
+ * that stops and starts the slice of the one that resumes. */
+static inline uint64_t acct_suspend(struct br_loop *L, struct br_task *t) {
+  if (L->acct == BR_ACCT_OFF) return 0;
+  uint64_t now = br__ticks();
+  t->run_ticks += now - t->resumed_at;
+  if (L->acct == BR_ACCT_PRECISE) t->cpu_ns += br__thread_cpu_ns() - t->cpu_at;
+  return now;
 }
 
-static inline void acct_suspend(struct br_loop *L, struct br_task *t) {
+static inline void acct_resume(struct br_loop *L, struct br_task *t, uint64_t now) {
+  t->switches++;
   if (L->acct == BR_ACCT_OFF) return;
-  t->run_ticks += br__ticks() - t->resumed_at;
-  if (L->acct == BR_ACCT_PRECISE) t->cpu_ns += br__thread_cpu_ns() - t->cpu_at;
+  t->resumed_at = now ? now : br__ticks();
+  if (L->acct == BR_ACCT_PRECISE) t->cpu_at = br__thread_cpu_ns();
 }
 
 /* --- compact mode: copying frames on and off the shared stack ------------- */
@@ -125,10 +125,70 @@ static void task_entry(void *arg) {
   task_finish(t, r);
 }
 
-/* Switch from the running task to the scheduler. */
+static void retire(struct br_loop *L, struct br_task *t);
+
+/* Make n the running task: put its frames on the shared stack if it is a
+ * compact task, and do the bookkeeping of a resume. Runs on the stack of
+ * whoever switches to n, which is never the shared stack when n is compact
+ * (compact -> compact always goes through the scheduler). */
+static inline void resume_prepare(struct br_loop *L, struct br_task *n, uint64_t now) {
+  if (n->compact && L->shared_owner != n) {
+    if (L->shared_owner) shared_save(L, L->shared_owner);
+    if (n->state == BR__NEW)
+      br__ctx_make(&n->ctx, L->shared->lo, L->shared->size, task_entry, n);
+    else
+      shared_restore(L, n);
+    L->shared_owner = n;
+  }
+  n->state = BR__RUNNING;
+  L->current = n;
+  acct_resume(L, n, now);
+#ifdef BRAID_TSAN
+  if (!n->tsan_fiber) n->tsan_fiber = BR__TSAN_CREATE();
+#endif
+}
+
+static inline br__stack *stack_of(struct br_loop *L, struct br_task *t) {
+  return t->compact ? L->shared : t->stack;
+}
+
+static inline struct br_task *rq_pop(struct br_loop *L) {
+  struct br_task *n = L->rq_head;
+  L->rq_head = n->next;
+  if (!L->rq_head) L->rq_tail = NULL;
+  L->ready--;
+  return n;
+}
+
+/* Switch away from the running task t (already parked or re-queued).
+ *
+ * If the next ready task can be entered directly, switch to it without
+ * visiting the scheduler: one context switch per hand-off instead of two.
+ * That is allowed while the iteration's budget lasts (so the poller still
+ * runs regularly) and unless both tasks are compact (copying frames on and
+ * off the shared stack must not happen while running on it). */
 static void suspend(struct br_loop *L, struct br_task *t) {
-  acct_suspend(L, t);
+  uint64_t now = acct_suspend(L, t);
   if (t->stack && !br__stack_canary_ok(t->stack)) overflow_abort(t, "canary smashed");
+  struct br_task *n = L->rq_head;
+  if (n && L->budget && !(t->compact && n->compact)) {
+    rq_pop(L);
+    L->budget--;
+    if (n == t) { /* nobody else is ready: carry on */
+      t->state = BR__RUNNING;
+      acct_resume(L, t, now);
+      return;
+    }
+    resume_prepare(L, n, now);
+#ifdef BRAID_ASAN
+    br__stack *ns = stack_of(L, n);
+    BR__ASAN_START(&asan_fake, ns->lo, ns->size);
+#endif
+    BR__TSAN_SWITCH(n->tsan_fiber);
+    br__ctx_switch(&t->ctx, &n->ctx);
+    BR__ASAN_FINISH(asan_fake, NULL, NULL);
+    return;
+  }
   BR__ASAN_START(&asan_fake, sched_bottom, sched_size);
   BR__TSAN_SWITCH(L->sched_tsan);
   br__ctx_switch(&t->ctx, &L->sched);
@@ -157,32 +217,27 @@ static void retire(struct br_loop *L, struct br_task *t) {
   br_future_unref(&t->fut);
 }
 
-void br__run_task(struct br_loop *L, struct br_task *t) {
-  if (t->compact) {
-    if (L->shared_owner != t) {
-      if (L->shared_owner) shared_save(L, L->shared_owner);
-      if (t->state == BR__NEW)
-        br__ctx_make(&t->ctx, L->shared->lo, L->shared->size, task_entry, t);
-      else
-        shared_restore(L, t);
-      L->shared_owner = t;
-    }
-  }
-  t->state = BR__RUNNING;
-  L->current = t;
-  acct_resume(L, t);
+/* Run the ready queue for one iteration: the tasks ready now plus a fixed
+ * allowance for tasks they wake (so a ping-pong pair hands off directly
+ * instead of bouncing through the poller). */
+void br__run_ready(struct br_loop *L) {
+  L->budget = L->ready + 256;
+  while (L->budget && L->rq_head) {
+    struct br_task *t = rq_pop(L);
+    L->budget--;
+    resume_prepare(L, t, 0);
 #ifdef BRAID_ASAN
-  br__stack *s = t->compact ? L->shared : t->stack;
-  BR__ASAN_START(&asan_fake, s->lo, s->size);
+    br__stack *s = stack_of(L, t);
+    BR__ASAN_START(&asan_fake, s->lo, s->size);
 #endif
-#ifdef BRAID_TSAN
-  if (!t->tsan_fiber) t->tsan_fiber = BR__TSAN_CREATE();
-  BR__TSAN_SWITCH(t->tsan_fiber);
-#endif
-  br__ctx_switch(&L->sched, &t->ctx);
-  BR__ASAN_FINISH(asan_fake, NULL, NULL);
-  L->current = NULL;
-  if (t->state == BR__DONE) retire(L, t);
+    BR__TSAN_SWITCH(t->tsan_fiber);
+    br__ctx_switch(&L->sched, &t->ctx);
+    BR__ASAN_FINISH(asan_fake, NULL, NULL);
+    /* Whoever switched back is current now (tasks hand off directly). */
+    struct br_task *back = L->current;
+    L->current = NULL;
+    if (back && back->state == BR__DONE) retire(L, back);
+  }
 }
 
 void br__ready(struct br_task *t) {
@@ -198,10 +253,18 @@ void br__ready(struct br_task *t) {
 }
 
 void br__wake(struct br_task *t, int code) {
-  if (atomic_exchange_explicit(&t->parked, 0, memory_order_acq_rel) == 1) {
-    t->wake_code = code;
-    br__ready(t);
+  /* A task parked where no other thread can reach it (a channel, a timer,
+   * a task's future) can only be woken from this thread: a plain load and
+   * store do. One parked on a foreign future races with its completer on
+   * another thread, so the claim must be an atomic exchange. */
+  if (t->park_remote) {
+    if (atomic_exchange_explicit(&t->parked, 0, memory_order_acq_rel) != 1) return;
+  } else {
+    if (atomic_load_explicit(&t->parked, memory_order_relaxed) != 1) return;
+    atomic_store_explicit(&t->parked, 0, memory_order_relaxed);
   }
+  t->wake_code = code;
+  br__ready(t);
 }
 
 bool br__wake_any_thread(struct br_task *t, int code) {
@@ -216,7 +279,7 @@ bool br__wake_any_thread(struct br_task *t, int code) {
 
 /* --- cancellation state -------------------------------------------------- */
 
-int br__checkpoint(struct br_task *t) {
+int br__checkpoint_slow(struct br_task *t) {
   int64_t now = 0;
   for (struct br_scope *s = t->scope; s; s = s->parent) {
     if (s->state == 2) return BR_ECANCELED;
@@ -268,6 +331,13 @@ static bool cancel_visible(struct br_task *t) {
 /* --- parking -------------------------------------------------------------- */
 
 void br__park_begin(struct br_task *t) {
+  t->park_remote = false;
+  atomic_store_explicit(&t->parked, 1, memory_order_release);
+  t->wake_code = 0;
+}
+
+void br__park_begin_remote(struct br_task *t) {
+  t->park_remote = true;
   atomic_store_explicit(&t->parked, 1, memory_order_release);
   t->wake_code = 0;
 }
@@ -451,7 +521,7 @@ static void task_finish(struct br_task *t, void *result) {
   if (err && t->detached) br__report_failure_code(t, err, msg);
   br__future_complete(&t->fut, result, err, msg);
   /* Last switch: the scheduler retires us (stack back to the cache). */
-  acct_suspend(L, t);
+  (void)acct_suspend(L, t);
   if (t->stack && !br__stack_canary_ok(t->stack)) overflow_abort(t, "canary smashed");
   BR__ASAN_START(NULL, sched_bottom, sched_size);
   BR__TSAN_SWITCH(L->sched_tsan);
@@ -541,6 +611,7 @@ int br_wait_for(br_task *t, int64_t timeout_ms, void **result) {
   int rc = check_handle(t);
   if (rc) return rc;
   if (t == self) return BR_EDEADLK;
+  if (t->loop != self->loop) return BR_EINVAL;
   rc = br__task_wait_done(self, t, br_deadline_ms(timeout_ms), true);
   if (rc) {
     br__task_cancel(t, false);

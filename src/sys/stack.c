@@ -67,7 +67,11 @@ void br__stack_cache_init(br__stack_cache *c, size_t size) {
   c->size = size;
 }
 
-static void arm_canary(br__stack *s) { *(volatile uint64_t *)s->lo = BR__STACK_CANARY; }
+/* Only unguarded stacks carry a canary: writing it touches the stack's lowest
+ * page, which a guarded stack never needs (its guard page does the job). */
+static void arm_canary(br__stack *s) {
+  if (!s->guard) *(volatile uint64_t *)s->lo = BR__STACK_CANARY;
+}
 
 static br__stack *new_desc(br__stack_cache *c) {
   br__stack *d = c->descs;

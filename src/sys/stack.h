@@ -59,7 +59,7 @@ void br__stack_put(br__stack_cache *c, br__stack *s);
 
 /* Whether the canary at the low end of s is intact. */
 static inline bool br__stack_canary_ok(const br__stack *s) {
-  return *(const volatile uint64_t *)s->lo == BR__STACK_CANARY;
+  return s->guard || *(const volatile uint64_t *)s->lo == BR__STACK_CANARY;
 }
 
 /* Whether addr lies in s's guard page or within 64 KiB below its low end. */

@@ -32,11 +32,19 @@ br__ctx_switch:
         subq    $8, %rsp
         stmxcsr (%rsp)
         fnstcw  4(%rsp)
+        movl    (%rsp), %ecx        /* our MXCSR, to compare below */
+        movzwl  4(%rsp), %edx       /* our x87 control word */
         movq    %rsp, (%rdi)
         movq    (%rsi), %rsp
+        /* Loading MXCSR and the x87 control word is microcoded and slow;
+         * they rarely differ between contexts, so load them only on change. */
+        cmpl    (%rsp), %ecx
+        je      1f
         ldmxcsr (%rsp)
+1:      cmpw    4(%rsp), %dx
+        je      2f
         fldcw   4(%rsp)
-        addq    $8, %rsp
+2:      addq    $8, %rsp
         popq    %r15
         popq    %r14
         popq    %r13
