@@ -16,6 +16,10 @@ double cmp_speedup(const cmp_result *r, cmp_model m) {
   return (double)seq->wall_ns / (double)run->wall_ns;
 }
 
+double cmp_cores(const cmp_run *r) {
+  return r->wall_ns > 0 ? (double)r->cpu_ns / (double)r->wall_ns : 0;
+}
+
 static int make_work(cmp_kind k, const cmp_opts *o, cmp_work *w) {
   switch (k) {
   case CMP_IO: return cmp_work_io(w, o);
@@ -30,6 +34,23 @@ static void progress(bool on, const char *fmt, const char *a, const char *b) {
   fprintf(stderr, "\r\033[K");
   if (fmt) fprintf(stderr, fmt, a, b);
   fflush(stderr);
+}
+
+/* Run model m o->repeat times and keep the fastest run: on a shared machine
+ * the least disturbed one is the closest to what the model can do. */
+static int run_best(cmp_model m, const cmp_work *w, size_t n, const cmp_opts *o, cmp_run *best) {
+  int rc = cmp_run_model(m, w, n, o->rows, best);
+  for (int i = 1; i < o->repeat && rc == 0; i++) {
+    cmp_run again;
+    rc = cmp_run_model(m, w, n, o->rows, &again);
+    if (rc != 0 || again.wall_ns < best->wall_ns) {
+      cmp_run_free(best);
+      *best = again;
+    } else {
+      cmp_run_free(&again);
+    }
+  }
+  return rc;
 }
 
 static void free_result(cmp_result *r) {
@@ -66,8 +87,7 @@ int cmd_compare(int argc, char **argv) {
       progress(tty, "braid compare: %s workload: running %s...", cmp_kind_name((cmp_kind)k),
                cmp_model_name((cmp_model)m));
       r->present[m] = true;
-      if (cmp_run_model((cmp_model)m, &r->work, r->ntasks, o.rows, &r->runs[m]) != 0)
-        failed = true;
+      if (run_best((cmp_model)m, &r->work, r->ntasks, &o, &r->runs[m]) != 0) failed = true;
     }
     progress(tty, NULL, NULL, NULL);
     if (!o.json) {

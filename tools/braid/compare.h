@@ -40,7 +40,8 @@ enum {
   CMP_MIN_WIDTH = 10,
   CMP_MAX_WIDTH = 1000,
   CMP_MIN_ROWS = 2,
-  CMP_MAX_ROWS = 1000
+  CMP_MAX_ROWS = 1000,
+  CMP_MAX_REPEAT = 100
 };
 
 typedef struct cmp_opts {
@@ -49,6 +50,7 @@ typedef struct cmp_opts {
   long compute_ms;   /* C: -c/--compute, 0..60000 ms each CPU task computes (500) */
   unsigned kinds;    /* bit per cmp_kind: --workload io|cpu|all (io) */
   unsigned models;   /* bit per cmp_model: -m/--models (all available) */
+  int repeat;        /* -r/--repeat: runs per model, the fastest kept (1) */
   int width;         /* --width: timeline columns for the longest run (60) */
   int rows;          /* --rows: most timeline rows per model (10) */
   bool json;         /* --json: JSON on stdout instead of the table */
@@ -134,6 +136,9 @@ typedef struct cmp_result {
   bool present[CMP_NMODELS];
   cmp_run runs[CMP_NMODELS];
 } cmp_result;
+
+/* Average cores busy during run r: CPU time / wall time. */
+double cmp_cores(const cmp_run *r);
 
 /* Speed-up of run m over the sequential run, or 0 if unknown. */
 double cmp_speedup(const cmp_result *r, cmp_model m);

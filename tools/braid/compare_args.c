@@ -22,6 +22,7 @@ void cmp_defaults(cmp_opts *o) {
                   .compute_ms = 500,
                   .kinds = 1u << CMP_IO,
                   .models = 0,
+                  .repeat = 1,
                   .width = 60,
                   .rows = 10};
   for (int m = 0; m < CMP_NMODELS; m++)
@@ -44,6 +45,7 @@ void cmd_compare_help(FILE *out) {
           "      --workload KIND  io, cpu or all (default io)\n"
           "  -m, --models LIST    comma-separated: sequential,threads,coroutines%s\n"
           "                       (short: seq, thr, coro%s; default: all)\n"
+          "  -r, --repeat R       run every model R times, keep the fastest, 1..%d (default 1)\n"
           "      --json           print every figure as JSON instead of the table\n"
           "      --width COLS     timeline width of the longest run, %d..%d (default 60)\n"
           "      --rows N         most timeline rows per model, %d..%d (default 10)\n"
@@ -55,7 +57,7 @@ void cmd_compare_help(FILE *out) {
           "not be created: the row says why), 2 on bad usage.\n",
           cmp_model_available(CMP_PROCS) ? " and in worker processes" : "", CMP_MAX_TASKS,
           CMP_MAX_MS, CMP_MAX_MS, cmp_model_available(CMP_PROCS) ? ",processes" : "",
-          cmp_model_available(CMP_PROCS) ? ", proc" : "", CMP_MIN_WIDTH, CMP_MAX_WIDTH,
+          cmp_model_available(CMP_PROCS) ? ", proc" : "", CMP_MAX_REPEAT, CMP_MIN_WIDTH, CMP_MAX_WIDTH,
           CMP_MIN_ROWS, CMP_MAX_ROWS);
 }
 
@@ -132,6 +134,7 @@ int cmp_parse_args(int argc, char **argv, cmp_opts *o, FILE *err) {
       {"rows", required_argument, NULL, OPT_ROWS},
       {"ascii", no_argument, NULL, OPT_ASCII},
       {"no-timeline", no_argument, NULL, OPT_NO_TIMELINE},
+      {"repeat", required_argument, NULL, 'r'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   cmp_defaults(o);
@@ -139,7 +142,7 @@ int cmp_parse_args(int argc, char **argv, cmp_opts *o, FILE *err) {
   optind = 0; /* GNU: full re-initialisation, so parsing can run twice */
   long v;
   int c;
-  while ((c = getopt_long(argc, argv, ":n:w:c:m:h", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, ":n:w:c:m:r:h", longopts, NULL)) != -1) {
     const char *arg = optarg;
     switch (c) {
     case 'n':
@@ -156,6 +159,11 @@ int cmp_parse_args(int argc, char **argv, cmp_opts *o, FILE *err) {
       if (parse_long(arg, 0, CMP_MAX_MS, &v))
         return bad_number(err, "--compute", arg, 0, CMP_MAX_MS, "milliseconds");
       o->compute_ms = v;
+      break;
+    case 'r':
+      if (parse_long(arg, 1, CMP_MAX_REPEAT, &v))
+        return bad_number(err, "--repeat", arg, 1, CMP_MAX_REPEAT, "runs");
+      o->repeat = (int)v;
       break;
     case 'm':
       if (parse_models(arg, &o->models, err)) return -1;

@@ -64,19 +64,18 @@ static void cpu_blocking(const cmp_work *w, cmp_task *t, int64_t t0) {
 }
 
 static int cpu_coroutine(const cmp_work *w, cmp_task *t, int64_t t0) {
-  uint64_t left = iters_for(w, w->ms);
-  uint64_t slice = w->slice_ms > 0 ? iters_for(w, w->slice_ms) : left;
-  if (slice == 0) slice = 1;
+  /* Equal slices (no tiny last one): slice k burns total*(k+1)/n - total*k/n. */
+  uint64_t total = iters_for(w, w->ms);
+  long n = w->slice_ms > 0 ? (w->ms + w->slice_ms / 2) / w->slice_ms : 1;
+  if (n < 1) n = 1;
   int rc = 0;
   cmp_task_begin(t, t0);
-  for (;;) {
-    uint64_t now = left < slice ? left : slice;
+  for (long k = 0; k < n; k++) {
+    if (k > 0 && (rc = br_yield()) != 0) break; /* let the loop's other tasks run */
+    uint64_t lo = total * (uint64_t)k / (uint64_t)n, hi = total * (uint64_t)(k + 1) / (uint64_t)n;
     int64_t s = br_now();
-    sink = cmp_burn(now);
+    sink = cmp_burn(hi - lo);
     cmp_task_segment(t, s, br_now(), t0);
-    left -= now;
-    if (left == 0) break;
-    if ((rc = br_yield()) != 0) break; /* let the other tasks of the loop run */
   }
   cmp_task_end(t, t0);
   return rc;

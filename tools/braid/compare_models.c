@@ -48,9 +48,9 @@ void cmp_run_free(cmp_run *r) {
   r->tasks = NULL;
 }
 
-static void fail(cmp_run *r, int err, const char *fmt, ...)
+static void run_error(cmp_run *r, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static void fail(cmp_run *r, int err, const char *fmt, ...) {
+static void run_error(cmp_run *r, int err, const char *fmt, ...) {
   r->err = err;
   va_list ap;
   va_start(ap, fmt);
@@ -87,7 +87,7 @@ static void run_threads(const cmp_work *w, cmp_run *r) {
   pthread_t *ids = calloc(n, sizeof *ids);
   thread_arg *args = calloc(n, sizeof *args);
   if (!ids || !args) {
-    fail(r, BR_ENOMEM, "not enough memory for the thread table");
+    run_error(r, BR_ENOMEM, "not enough memory for the thread table");
     goto out;
   }
   pthread_attr_t attr;
@@ -99,7 +99,7 @@ static void run_threads(const cmp_work *w, cmp_run *r) {
     args[started] = (thread_arg){w, &r->tasks[started], t0};
     int rc = pthread_create(&ids[started], &attr, thread_main, &args[started]);
     if (rc) {
-      fail(r, -rc,
+      run_error(r, -rc,
            "could not start thread %zu of %zu: %s (every thread is a kernel task: see "
            "ulimit -u, kernel.threads-max, kernel.pid_max, vm.max_map_count)",
            started + 1, n, strerror(rc));
@@ -142,17 +142,17 @@ static void *coro_main(void *p) {
   br_result *res = calloc(n, sizeof *res);
   coro_arg *args = calloc(n, sizeof *args);
   if (!tasks || !res || !args) {
-    fail(r, BR_ENOMEM, "not enough memory for the task table");
+    run_error(r, BR_ENOMEM, "not enough memory for the task table");
     goto out;
   }
   for (size_t i = 0; i < n; i++) {
-    char name[16];
+    char name[24];
     cmp_task_label(i, n, name, sizeof name);
     br_spawn_opts so = {.name = name};
     args[i] = (coro_arg){c, i};
     int rc = br_spawn(&tasks[i], coro_task, &args[i], &so);
     if (rc) {
-      fail(r, rc, "could not spawn task %zu of %zu: %s", i + 1, n, br_strerror(rc));
+      run_error(r, rc, "could not spawn task %zu of %zu: %s", i + 1, n, br_strerror(rc));
       for (size_t j = 0; j < i; j++) br_task_close(tasks[j]);
       goto out;
     }
@@ -161,12 +161,12 @@ static void *coro_main(void *p) {
   if (rc) {
     for (size_t i = 0; i < n; i++) {
       if (res[i].err) {
-        fail(r, res[i].err, "task %zu of %zu failed: %s", i + 1, n,
+        run_error(r, res[i].err, "task %zu of %zu failed: %s", i + 1, n,
              res[i].msg ? res[i].msg : br_strerror(res[i].err));
         break;
       }
     }
-    if (!r->err) fail(r, rc, "gather failed: %s", br_strerror(rc));
+    if (!r->err) run_error(r, rc, "gather failed: %s", br_strerror(rc));
   }
   br_results_free(res, n);
 out:
@@ -185,7 +185,7 @@ static void run_coroutines(const cmp_work *w, cmp_run *r) {
   coro_run c = {.w = w, .r = r, .t0 = br_now()};
   int rc = br_run(coro_main, &c, NULL);
   r->wall_ns = br_now() - c.t0;
-  if (rc && !r->err) fail(r, rc, "the loop failed: %s", br_strerror(rc));
+  if (rc && !r->err) run_error(r, rc, "the loop failed: %s", br_strerror(rc));
 }
 
 /* ---- dispatch ---------------------------------------------------------- */
@@ -193,12 +193,12 @@ static void run_coroutines(const cmp_work *w, cmp_run *r) {
 int cmp_run_model(cmp_model m, const cmp_work *w, size_t n, int rows, cmp_run *out) {
   *out = (cmp_run){.model = m, .ntasks = n};
   if (!cmp_model_available(m)) {
-    fail(out, BR_ENOTSUP, "not available in this build");
+    run_error(out, BR_ENOTSUP, "not available in this build");
     return out->err;
   }
   out->tasks = calloc(n, sizeof *out->tasks);
   if (!out->tasks) {
-    fail(out, BR_ENOMEM, "not enough memory for the task records");
+    run_error(out, BR_ENOMEM, "not enough memory for the task records");
     return out->err;
   }
   /* Coroutines of a slicing workload run in pieces: track them for the rows

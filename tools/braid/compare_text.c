@@ -14,17 +14,19 @@ static void print_table(FILE *out, const cmp_result *r) {
   int hw = 3;
   for (int m = 0; m < CMP_NMODELS; m++)
     if (r->present[m] && (int)strlen(r->runs[m].how) > hw) hw = (int)strlen(r->runs[m].how);
-  fprintf(out, "  %-11s %-*s  %8s  %8s  %8s\n", "model", hw, "how", "wall", "CPU", "speed-up");
+  fprintf(out, "  %-11s %-*s  %8s  %8s  %5s  %8s\n", "model", hw, "how", "wall", "CPU", "cores",
+          "speed-up");
   for (int m = 0; m < CMP_NMODELS; m++) {
     if (!r->present[m]) continue;
     const cmp_run *run = &r->runs[m];
     fprintf(out, "  %-11s %-*s  ", cmp_model_name((cmp_model)m), hw, run->how);
     if (run->err) {
-      fprintf(out, "%8s  %8s  %8s\n", "failed", "-", "-");
+      fprintf(out, "%8s  %8s  %5s  %8s\n", "failed", "-", "-", "-");
       continue;
     }
     double s = cmp_speedup(r, (cmp_model)m);
-    fprintf(out, "%6.2f s  %6.2f s  ", (double)run->wall_ns / 1e9, (double)run->cpu_ns / 1e9);
+    fprintf(out, "%6.2f s  %6.2f s  %5.2f  ", (double)run->wall_ns / 1e9, (double)run->cpu_ns / 1e9,
+            cmp_cores(run));
     if (s > 0)
       fprintf(out, "%7.2fx\n", s);
     else
@@ -53,6 +55,7 @@ static void print_timelines(FILE *out, const cmp_result *r, const cmp_opts *o) {
 static void print_lesson(FILE *out, const cmp_result *r) {
   double thr = cmp_speedup(r, CMP_THREADS), coro = cmp_speedup(r, CMP_CORO);
   double proc = cmp_speedup(r, CMP_PROCS);
+  int cpus = br_cpu_count();
   if (r->work.kind == CMP_IO) {
     if (thr > 0 && coro > 0)
       fprintf(out,
@@ -61,7 +64,7 @@ static void print_lesson(FILE *out, const cmp_result *r) {
               thr, coro);
   } else {
     if (thr > 0 || coro > 0) fprintf(out, "\nComputing work wants parallelism:");
-    if (thr > 0) fprintf(out, " threads %.2fx on %d CPUs", thr, br_cpu_count());
+    if (thr > 0) fprintf(out, " threads %.2fx on %d CPUs", thr, cpus);
     if (proc > 0) fprintf(out, ", processes %.2fx", proc);
     if (coro > 0)
       fprintf(out,
@@ -70,6 +73,14 @@ static void print_lesson(FILE *out, const cmp_result *r) {
               thr > 0 ? ";" : "", coro);
     else if (thr > 0)
       fputc('\n', out);
+    /* Runnable threads that got fewer cores than there are: someone else had
+     * them (other programs, a cgroup quota), so the speed-up is understated. */
+    size_t want = r->ntasks < (size_t)cpus ? r->ntasks : (size_t)cpus;
+    if (thr > 0 && r->work.ms >= 50 && cmp_cores(&r->runs[CMP_THREADS]) < 0.8 * (double)want)
+      fprintf(out,
+              "Note: the threads got only %.2f of the %zu CPUs they could use: other programs were "
+              "busy.\nRerun on an idle machine, or with --repeat 3 to keep the fastest runs.\n",
+              cmp_cores(&r->runs[CMP_THREADS]), want);
   }
 }
 
