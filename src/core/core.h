@@ -95,7 +95,7 @@ struct br_task {
   void *result;
   /* accounting */
   uint64_t id;
-  int64_t created, finished;
+  uint64_t created, finished; /* br__ticks() */
   uint64_t run_ticks, resumed_at;
   int64_t cpu_ns, cpu_at;
   uint64_t switches;
@@ -122,6 +122,8 @@ struct br_loop {
   atomic_bool stop_flag;
   br_loop_opts opts;
   br_accounting acct;
+  int64_t mono0;                 /* br_now() and br__ticks() read together */
+  uint64_t ticks0;
   size_t stack_size;
   br__ctx sched;                 /* the scheduler's own context */
   void *sched_tsan;

@@ -482,7 +482,7 @@ int br_loop_spawn(br_loop *L, br_task **out, br_task_fn fn, void *arg, const br_
   atomic_store_explicit(&t->fut.refs, detached ? 1 : 2, memory_order_relaxed);
   t->handle_held = !detached;
   t->detached = detached;
-  if (L->acct != BR_ACCT_OFF) t->created = br__mono_ns();
+  if (L->acct != BR_ACCT_OFF) t->created = br__ticks();
   t->all_next = L->all;
   if (L->all) L->all->all_prev = t;
   L->all = t;
@@ -511,7 +511,7 @@ static void task_finish(struct br_task *t, void *result) {
     msg = br_strdupf("task '%s' was cancelled", br_task_name(t));
   }
   t->result = result;
-  if (L->acct != BR_ACCT_OFF) t->finished = br__mono_ns();
+  if (L->acct != BR_ACCT_OFF) t->finished = br__ticks();
   t->state = BR__DONE;
   L->live--;
   t->fail_code = err;
@@ -715,8 +715,11 @@ int br_task_get_stats(br_task *t, br_task_stats *out) {
   if (!br__task_valid(t) || !out) return BR_EHANDLE;
   uint64_t ticks = t->run_ticks;
   if (t->state == BR__RUNNING && t->loop->acct != BR_ACCT_OFF) ticks += br__ticks() - t->resumed_at;
-  out->created = t->created;
-  out->finished = t->finished;
+  /* Timestamps are cycle-counter ticks (a clock_gettime per spawn would
+   * double its cost); they are mapped onto br_now()'s clock here. */
+  struct br_loop *L = t->loop;
+  out->created = t->created ? L->mono0 + br__ticks_to_ns(t->created - L->ticks0) : 0;
+  out->finished = t->finished ? L->mono0 + br__ticks_to_ns(t->finished - L->ticks0) : 0;
   out->run_ns = br__ticks_to_ns(ticks);
   out->cpu_ns = t->loop->acct == BR_ACCT_PRECISE ? t->cpu_ns : out->run_ns;
   out->switches = t->switches;
