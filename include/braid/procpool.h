@@ -1,0 +1,314 @@
+/* braid — the process pool (isolation).
+ *
+ * Run CPU work in worker processes so that a job that crashes, leaks, hangs
+ * or corrupts memory never takes the program down (multiprocessing.Pool,
+ * concurrent.futures.ProcessPoolExecutor). Included by braid.h.
+ *
+ * Jobs are named functions registered at build time with BR_JOB(); they are
+ * found by name in every worker (and in every MPI rank of braid-mpi) because
+ * they live in the program image itself, not in memory the parent set up.
+ * Arguments and results are bytes. Small ones travel through a shared-memory
+ * ring (no system call per job while the worker is busy); large ones through
+ * a memfd that is mapped on the other side (no copy through a pipe).
+ *
+ * How workers start (docs/procpool.md has the full story): br_procpool_new()
+ * starts a *fork server* by exec'ing the program itself (/proc/self/exe) with
+ * a marker in its environment; braid's constructor sees the marker before
+ * main() runs and turns that fresh, single-threaded process into the server,
+ * which forks the workers. So no worker is ever forked from a process that
+ * has other threads (fork with threads can deadlock in the child:
+ * cpython#84559), whatever the caller's threads are doing. The consequence,
+ * as with Python's "forkserver"/"spawn": workers do not see state that
+ * main() built; use the initializer for per-worker setup.
+ *
+ * Every function may be called from any thread, concurrently. Functions that
+ * wait (map, iterator next, shutdown) suspend only the calling task when
+ * called from a braid task (the loop goes on) and block a plain thread.
+ */
+#ifndef BRAID_PROCPOOL_H
+#define BRAID_PROCPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct br_future br_future;
+typedef struct br_result br_result;
+
+/* ------------------------------------------------------------------------ */
+/* Bytes                                                                     */
+
+/* A growable byte buffer: a job's output, a pool result. data is NULL while
+ * empty. The fields after len are private. A br_bytes that a job writes to
+ * is owned by the runtime; a br_bytes* handed out as a pool result belongs to
+ * the caller, who releases it with br_bytes_free(). */
+typedef struct br_bytes {
+  void *data;
+  size_t len;
+  size_t br__cap;
+  int br__kind; /* heap, memfd mapping, ... */
+  int br__fd;
+} br_bytes;
+
+/* A borrowed view of an input item. */
+typedef struct br_buf {
+  const void *data;
+  size_t len;
+} br_buf;
+
+/* br_bytes_resize: make b exactly len bytes long (existing bytes kept, new
+ * ones unspecified) and return b->data, or NULL on ENOMEM (b unchanged).
+ * Inside a worker, buffers of 1 MiB or more are backed by a memfd so the
+ * parent maps the result instead of copying it: write big results with
+ * br_bytes_resize + fill, not byte by byte. Any thread, any process. */
+void *br_bytes_resize(br_bytes *b, size_t len);
+
+/* br_bytes_append: append n bytes. 0 or BR_ENOMEM. */
+int br_bytes_append(br_bytes *b, const void *p, size_t n);
+
+/* br_bytes_set: replace the contents with a copy of p[0..n). 0 or BR_ENOMEM. */
+int br_bytes_set(br_bytes *b, const void *p, size_t n);
+
+/* br_bytes_clear: release b's contents and leave it empty (for a br_bytes the
+ * caller embeds, e.g. map results). NULL is a no-op. */
+void br_bytes_clear(br_bytes *b);
+
+/* br_bytes_free: release a br_bytes* a pool future or iterator handed out:
+ * its contents and the struct itself. NULL is a no-op. */
+void br_bytes_free(br_bytes *b);
+
+/* ------------------------------------------------------------------------ */
+/* Jobs                                                                      */
+
+/* A job: reads in[0..in_len) and writes its result into *out (empty on
+ * entry, owned by the runtime: do not free it). Returns 0, or a negative
+ * code (see br_job_errorf) which fails the job; out is then discarded.
+ * It runs in a worker process: it may crash, leak or hang without harm to
+ * the parent. in is read-only and valid only during the call. */
+typedef int (*br_job_fn)(const void *in, size_t in_len, br_bytes *out);
+
+/* The registry entry BR_JOB places in the "br_jobs" ELF section. */
+typedef struct br_job_desc {
+  uint32_t magic;
+  uint32_t version;
+  const char *name;
+  br_job_fn fn;
+} br_job_desc;
+
+#define BR__JOB_MAGIC 0x42524a42u /* "BRJB" */
+
+/* BR_JOB(name, fn): register fn as the job called "name" (an identifier; its
+ * text is the name). Use at file scope, once per name in the program. The
+ * descriptor goes into the "br_jobs" section of the program image, so the
+ * job resolves in every worker and every MPI rank without any run-time
+ * registration. Two jobs with the same name make br_procpool_new() fail with
+ * BR_EEXIST. Jobs in a shared library are not seen by a program linked to it
+ * (each image has its own section): define them in the program or in a
+ * static library linked into it. */
+#define BR_JOB(name, fn)                                                      \
+  __attribute__((section("br_jobs"), used, aligned(8)))                      \
+  const br_job_desc br__job_desc_##name = {BR__JOB_MAGIC, 1, #name, (fn)}
+
+/* br_job_find: the descriptor registered under name, or NULL. Any thread,
+ * any process. */
+const br_job_desc *br_job_find(const char *name);
+
+/* br_job_count / br_job_at: the registry as a table sorted by name, the
+ * same in every process running the same program image (MPI ranks use the
+ * index on the wire). br_job_at returns NULL past the end. */
+size_t br_job_count(void);
+const br_job_desc *br_job_at(size_t index);
+
+/* br_job_errorf: from inside a job, record a message for its failure and
+ * return code, so a job fails with
+ * `return br_job_errorf(BR_EINVAL, "bad length %zu", in_len);`.
+ * The message (truncated to 1 KiB) reaches the parent's future. */
+int br_job_errorf(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* br_job_in_worker: true inside a worker process (false in the parent). */
+bool br_job_in_worker(void);
+
+/* ------------------------------------------------------------------------ */
+/* The pool                                                                  */
+
+typedef struct br_procpool br_procpool;
+
+/* br_procpool_new's `workers`: one worker per usable CPU (br_cpu_count()). */
+#define BR_PROCPOOL_CPUS (-1)
+/* The most workers one pool accepts (more is a mistake, not a pool). */
+#define BR_PROCPOOL_MAX_WORKERS 1024
+
+typedef struct br_procpool_opts {
+  /* Name of a registered job run once in every worker as it starts, with
+   * init_arg as input (Pool(initializer=...)). If it fails, the worker is
+   * not used and the pool is marked broken: pending and later jobs fail
+   * with BR_EFAILED and the initializer's message. NULL: none. */
+  const char *initializer;
+  const void *init_arg; /* copied */
+  size_t init_arg_len;
+  /* Recycle a worker after it has run this many jobs (a map chunk counts as
+   * one, like maxtasksperchild); it exits cleanly and a fresh one replaces
+   * it. 0: never. */
+  uint64_t max_jobs_per_worker;
+  /* Default per-job timeout in ms, counted from the moment a worker starts
+   * the job (a map item counts alone). On expiry the worker is killed and
+   * replaced and the job fails BR_ETIMEDOUT. 0: none. */
+  int64_t timeout_ms;
+  /* Per-worker limits: address space in bytes (RLIMIT_AS) and CPU seconds
+   * (RLIMIT_CPU; the worker gets SIGXCPU, then SIGKILL). 0: unlimited. */
+  uint64_t mem_limit;
+  uint64_t cpu_limit_s;
+  /* Largest argument or result accepted, in bytes: BR_E2BIG beyond it
+   * (0: 1 GiB). */
+  size_t max_payload;
+} br_procpool_opts;
+
+/* br_procpool_new: create a pool of `workers` worker processes (1 ..
+ * BR_PROCPOOL_MAX_WORKERS, or BR_PROCPOOL_CPUS) and store it in *out.
+ * opts may be NULL. The fork server is started before this returns; the
+ * workers start in the background and jobs submitted meanwhile wait for
+ * them. The pool is released with br_procpool_free().
+ * Errors: BR_EINVAL (out NULL, worker count out of range), BR_ENOJOB (unknown
+ * initializer), BR_EEXIST (two jobs share a name; named on stderr),
+ * BR_ENOSYS (/proc/self/exe cannot be executed), BR_ENOMEM, BR_EMFILE and
+ * other negated errno values of the system calls. Any thread. */
+int br_procpool_new(br_procpool **out, int workers, const br_procpool_opts *opts);
+
+/* Per-call options for br_procpool_submit_ex. */
+typedef struct br_submit_opts {
+  int64_t timeout_ms; /* 0: the pool's default; < 0: no timeout */
+} br_submit_opts;
+
+/* br_procpool_submit: queue job `job` with a copy of arg[0..len) as input,
+ * and store a new future for its outcome in *out (the caller owns that one
+ * reference: br_future_unref() it). On success the future's value is a
+ * br_bytes* the caller owns (br_bytes_free) — take it once. On failure it
+ * carries the job's code and message, or BR_EWORKERDIED (the message names
+ * the signal or exit status), BR_ETIMEDOUT, BR_ECANCELED (immediate
+ * shutdown), BR_E2BIG (result over max_payload), BR_EFAILED (initializer).
+ * br_future_cancel() drops a job that has not started; a running job runs
+ * on and its result is discarded. Errors of the call itself (no future is
+ * made): BR_EINVAL, BR_ENOJOB, BR_E2BIG (len > max_payload), BR_ESHUTDOWN,
+ * BR_ENOMEM. Never waits. Any thread. */
+int br_procpool_submit(br_procpool *p, const char *job, const void *arg, size_t len,
+                       br_future **out);
+int br_procpool_submit_ex(br_procpool *p, const char *job, const void *arg, size_t len,
+                          const br_submit_opts *opts, br_future **out);
+
+typedef struct br_map_opts {
+  size_t chunksize;   /* items per worker hand-off; 0: like Pool.map,
+                         ceil(n / (4 * workers)) */
+  int64_t timeout_ms; /* per item; 0: the pool's default; < 0: none */
+} br_map_opts;
+
+/* br_procpool_map: run job on items[0..n) and wait for all of them
+ * (Pool.map). out[i] receives item i's outcome: value a br_bytes* (caller
+ * frees with br_bytes_free), or err/msg (free the messages with
+ * br_results_free). Returns 0 if every item succeeded, else the first
+ * failing item's code (index order); all items are still run. A crash or
+ * timeout fails the item that was running with BR_EWORKERDIED/BR_ETIMEDOUT
+ * and the other items of its chunk with BR_EWORKERDIED ("lost"), never
+ * re-running anything. Errors of the call: BR_EINVAL, BR_ENOJOB, BR_E2BIG,
+ * BR_ESHUTDOWN, BR_ENOMEM; BR_ECANCELED / BR_ETIMEDOUT if the calling task
+ * is cancelled or its scope expires (the rest is then cancelled, out[] is
+ * left empty). opts may be NULL. Suspends a task, blocks a thread. */
+int br_procpool_map(br_procpool *p, const char *job, const br_buf *items, size_t n,
+                    const br_map_opts *opts, br_result *out);
+
+/* br_procpool_map_fixed: map over a plain array: item i is
+ * in[i*in_size .. +in_size), its result must be exactly out_size bytes and
+ * is copied to out[i*out_size ..] (a result of another size fails the item
+ * with BR_ERANGE). errors, if not NULL, receives each item's code. Returns
+ * as br_procpool_map. The easy form of `pool.map(square, range(10))`. */
+int br_procpool_map_fixed(br_procpool *p, const char *job, const void *in, size_t in_size,
+                          size_t n, void *out, size_t out_size, const br_map_opts *opts,
+                          int *errors);
+
+/* A producer of input items for the streaming iterators: store item `index`
+ * in *item and return 1, or return 0 at the end, or a negative code to stop
+ * with an error. The bytes are copied before the next call. */
+typedef int (*br_item_fn)(void *ud, size_t index, br_buf *item);
+
+typedef struct br_imap_opts {
+  size_t chunksize; /* 0: 1, as Pool.imap */
+  size_t window;    /* most items in flight or buffered; 0: 4 * workers *
+                       chunksize (memory stays bounded by it) */
+  int64_t timeout_ms;
+} br_imap_opts;
+
+typedef struct br_procpool_iter br_procpool_iter;
+
+/* br_procpool_imap / br_procpool_imap_unordered: stream job over the items
+ * that next(ud, ...) produces (Pool.imap / imap_unordered). Items are pulled
+ * lazily, so at most `window` are queued, running or waiting to be taken
+ * at any time. Store the iterator in *out; free with br_procpool_iter_free.
+ * Errors: BR_EINVAL, BR_ENOJOB, BR_ESHUTDOWN, BR_ENOMEM. Any thread. */
+int br_procpool_imap(br_procpool *p, const char *job, br_item_fn next, void *ud,
+                     const br_imap_opts *opts, br_procpool_iter **out);
+int br_procpool_imap_unordered(br_procpool *p, const char *job, br_item_fn next, void *ud,
+                               const br_imap_opts *opts, br_procpool_iter **out);
+
+/* br_procpool_iter_next: wait for the next outcome — in input order (imap)
+ * or as they complete (unordered) — store it in *res (value a br_bytes*
+ * the caller frees, or err/msg: br_results_free(res, 1)) and the item's
+ * index in *index (may be NULL). Returns 0 when an outcome was stored (look
+ * at res->err), BR_ECLOSED after the last one, or an error of the iteration
+ * itself: the producer's negative code, BR_ECANCELED / BR_ETIMEDOUT (the
+ * calling task's scope; the iterator stays usable). Suspends a task, blocks
+ * a thread. One consumer at a time. */
+int br_procpool_iter_next(br_procpool_iter *it, br_result *res, size_t *index);
+
+/* br_procpool_iter_free: cancel what has not run, wait for what runs, drop
+ * unread outcomes, free. NULL is a no-op. */
+void br_procpool_iter_free(br_procpool_iter *it);
+
+/* How br_procpool_shutdown stops the pool. */
+typedef enum br_shutdown_mode {
+  /* Refuse new jobs (BR_ESHUTDOWN), finish every job already submitted,
+   * then stop the workers. */
+  BR_SHUTDOWN_GRACEFUL = 0,
+  /* Refuse new jobs, kill the workers at once; every job not finished
+   * fails with BR_ECANCELED. */
+  BR_SHUTDOWN_IMMEDIATE = 1
+} br_shutdown_mode;
+
+/* br_procpool_shutdown: stop the pool and wait until every worker and the
+ * fork server are gone and every future is completed. Safe to call several
+ * times, from several threads, and while jobs crash or workers recycle; a
+ * later IMMEDIATE call upgrades a GRACEFUL one in progress. Returns 0 or
+ * BR_ECANCELED / BR_ETIMEDOUT if the calling task's wait was interrupted
+ * (the shutdown goes on). Suspends a task, blocks a thread. */
+int br_procpool_shutdown(br_procpool *p, br_shutdown_mode mode);
+
+/* br_procpool_free: br_procpool_shutdown(p, BR_SHUTDOWN_GRACEFUL) if it was
+ * not shut down, then release everything. Futures handed out stay valid
+ * (each holds its own reference). NULL is a no-op. Not from a job. */
+void br_procpool_free(br_procpool *p);
+
+typedef struct br_procpool_stats {
+  int workers;            /* configured */
+  int alive;              /* running now */
+  uint64_t submitted;     /* jobs (and map chunks) accepted */
+  uint64_t completed;     /* finished, in any way */
+  uint64_t failed;        /* of which failed */
+  uint64_t worker_deaths; /* workers that died while busy or idle */
+  uint64_t timeouts;      /* jobs killed for their timeout */
+  uint64_t recycled;      /* workers retired by max_jobs_per_worker */
+  uint64_t started;       /* worker processes started, replacements included */
+} br_procpool_stats;
+
+/* br_procpool_get_stats: a snapshot of the counters. Any thread. */
+void br_procpool_get_stats(br_procpool *p, br_procpool_stats *out);
+
+/* br_procpool_size: the configured number of workers. */
+int br_procpool_size(const br_procpool *p);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

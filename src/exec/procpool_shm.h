@@ -1,0 +1,262 @@
+/* braid — process pool: what the parent, the fork server and the workers
+ * share. Internal.
+ *
+ * Three kinds of shared memory, all memfds mapped MAP_SHARED:
+ *
+ *  - The pool page (pp_pool_shm): created by the parent, mapped by the fork
+ *    server and so inherited by every worker. It holds the configuration
+ *    workers need (limits, initializer and its argument) and the manager's
+ *    "sleeping" flag.
+ *  - One slot region per worker incarnation (pp_slot_shm + two rings),
+ *    created by the parent before it asks the server for the worker, so the
+ *    parent may queue jobs into it before the worker even exists.
+ *  - A memfd per large payload or result, passed over the slot's socketpair
+ *    with SCM_RIGHTS.
+ *
+ * The request ring (parent -> worker) and the result ring (worker -> parent)
+ * are single-producer single-consumer byte rings of 8-aligned records. Every
+ * position is an absolute byte count (never wraps in practice); a record that
+ * would straddle the end is preceded by a PAD record.
+ *
+ * Request ring ownership: the parent writes records (under the pool mutex)
+ * and publishes `head`; the worker reads with its own cursor and never frees
+ * space. The parent frees a request's space only when it has consumed that
+ * request's result, so a dispatched request's bytes stay valid for the
+ * parent (to set its cancel flag, or to copy it back out and requeue it after
+ * the worker died) for as long as the parent tracks the job.
+ *
+ * Result ring: the worker writes and publishes `head`; the manager thread
+ * copies each result out, then advances `tail`.
+ *
+ * Sleeping and waking (Linux futexes on shared memory, so no _PRIVATE ops):
+ *  - The worker, finding no request, spins briefly, then announces itself in
+ *    req.cons_wait and sleeps on req.cons_seq; the producer, after publishing,
+ *    bumps cons_seq and wakes it only if cons_wait is set. A busy worker thus
+ *    costs the submitter no system call at all.
+ *  - The worker, finding the result ring full, sleeps the same way on
+ *    res.prod_seq; the manager wakes it after freeing space.
+ *  - The manager sleeps in epoll_wait on an eventfd; pool.mgr_sleeping tells
+ *    workers whether a write(eventfd) is needed after a result.
+ * Each pair is a Dekker handshake (store flag; full fence; check the other
+ * side), so a wake-up can be redundant but never lost.
+ *
+ * Start-of-job handshake (no job is run twice, none is lost): before running
+ * request `seq` the worker stores started_seq = seq, then (after a full fence)
+ * reads the record's cancel flag and skips the job if it is set. The parent,
+ * before requeueing a request of a dead worker, sets the flag and (after a
+ * full fence) reads started_seq: if it is >= seq the job counts as started
+ * and fails; otherwise the worker can never start it and it is requeued.
+ */
+#ifndef BRAID_EXEC_PROCPOOL_SHM_H
+#define BRAID_EXEC_PROCPOOL_SHM_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PP_ENV "BRAID_PROCPOOL_SERVER"
+#define PP_CTL_FD 3
+
+#define PP_RING_CAP ((uint64_t)512 << 10) /* bytes per ring, power of two */
+#define PP_INLINE_MAX ((size_t)32 << 10)  /* larger payloads go by memfd */
+#define PP_MSG_MAX 1024                   /* job error messages, bytes */
+#define PP_SPIN_NS 30000                  /* spin this long before sleeping */
+
+/* Worker exit status that means "the initializer failed". */
+#define PP_EXIT_INIT_FAILED 121
+
+/* ---- records */
+
+enum { PP_PAD = 1, PP_REQ = 2, PP_RES = 3 };
+enum {
+  PP_F_FD = 1,    /* payload (request) / item data or chunk payload (result)
+                     is in a memfd sent on the slot socket just before */
+  PP_F_CHUNK = 2  /* several items: see the chunk layouts below */
+};
+
+typedef struct pp_rec {
+  uint32_t size;  /* whole record, header included, multiple of 8 */
+  uint16_t kind;  /* PP_* */
+  uint16_t flags; /* PP_F_* */
+  _Atomic uint32_t cancel; /* requests: set by the parent to skip the job */
+  uint32_t job;   /* registry index */
+  uint64_t seq;   /* request sequence within the slot incarnation, from 1 */
+  uint64_t len;   /* payload bytes (inline after the header unless PP_F_FD) */
+  uint64_t run_ns; /* results: time the worker spent running the job(s) */
+} pp_rec;
+
+/* A chunk request's payload starts with this header; then, unless every item
+ * has item_size bytes (PP_CHUNK_FIXED), count uint64_t lengths; then the
+ * items' bytes back to back. */
+enum { PP_CHUNK_FIXED = 1 };
+typedef struct pp_chunk_hdr {
+  uint32_t count;
+  uint32_t flags;
+  uint64_t item_size;
+} pp_chunk_hdr;
+
+/* A result payload is a sequence of entries, one per item: this header,
+ * `len` data bytes, `msglen` message bytes, zero padding to 8. For a
+ * single-item result with PP_F_FD, the data bytes are in the memfd instead
+ * (the entry is still inline, with its message). */
+typedef struct pp_entry {
+  int32_t err;
+  uint32_t msglen;
+  uint64_t len;
+} pp_entry;
+
+static inline uint64_t pp_align8(uint64_t n) { return (n + 7) & ~(uint64_t)7; }
+
+/* ---- rings */
+
+typedef struct pp_ring {
+  _Alignas(64) _Atomic uint64_t head; /* producer: bytes published */
+  _Atomic uint32_t prod_wait;         /* producer sleeps for space */
+  _Atomic uint32_t prod_seq;
+  _Alignas(64) _Atomic uint64_t tail; /* consumer: bytes freed */
+  _Atomic uint32_t cons_wait;         /* consumer sleeps for data */
+  _Atomic uint32_t cons_seq;
+  _Alignas(64) unsigned char data[];  /* PP_RING_CAP bytes follow */
+} pp_ring;
+
+/* Worker states in pp_slot_shm.state. */
+enum { PP_W_STARTING = 0, PP_W_READY = 1, PP_W_RETIRING = 2, PP_W_INIT_FAILED = 3 };
+
+/* The control part of a slot region. */
+typedef struct pp_slot_shm {
+  _Atomic uint64_t started_seq;   /* last request the worker started */
+  _Atomic uint32_t cur_item;      /* item of it being run */
+  _Atomic uint32_t state;         /* PP_W_* */
+  _Atomic int64_t item_start_ns;  /* when cur_item started (CLOCK_MONOTONIC) */
+  int32_t init_err;
+  char init_msg[PP_MSG_MAX];
+} pp_slot_shm;
+
+#define PP_SLOT_CTL_SIZE 4096
+#define PP_RING_SIZE (sizeof(pp_ring) + PP_RING_CAP)
+#define PP_SLOT_SIZE (PP_SLOT_CTL_SIZE + 2 * PP_RING_SIZE)
+
+static inline pp_ring *pp_slot_req(void *base) {
+  return (pp_ring *)((char *)base + PP_SLOT_CTL_SIZE);
+}
+static inline pp_ring *pp_slot_res(void *base) {
+  return (pp_ring *)((char *)base + PP_SLOT_CTL_SIZE + PP_RING_SIZE);
+}
+
+/* The pool page. */
+typedef struct pp_pool_shm {
+  _Alignas(64) _Atomic uint32_t mgr_sleeping;
+  _Alignas(64) uint64_t max_jobs;     /* per worker, 0: unlimited */
+  uint64_t mem_limit;
+  uint64_t cpu_limit_s;
+  uint64_t max_payload;
+  int32_t init_job;                   /* registry index, -1: none */
+  uint32_t pad;
+  uint64_t init_arg_len;              /* bytes after this struct */
+} pp_pool_shm;
+
+#define PP_POOL_SHM_HDR 4096
+
+/* ---- control messages on the server socket (SOCK_SEQPACKET) */
+
+enum {
+  PP_M_CONFIG = 1,  /* parent -> server; fds: eventfd, pool page */
+  PP_M_START,       /* parent -> server; fds: slot region, worker socket */
+  PP_M_KILL,        /* parent -> server */
+  PP_M_STARTED,     /* server -> parent: pid */
+  PP_M_START_FAILED,/* server -> parent: err */
+  PP_M_EXITED,      /* server -> parent: pid, wait status */
+  PP_M_HELLO        /* server -> parent: configured and ready */
+};
+
+typedef struct pp_msg {
+  uint32_t type;
+  uint32_t slot;
+  uint64_t gen;
+  int32_t pid;
+  int32_t status;
+  int32_t err;
+  int32_t pad;
+} pp_msg;
+
+/* ---- helpers */
+
+static inline int64_t pp_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static inline void pp_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+static inline void pp_futex_wait(_Atomic uint32_t *w, uint32_t val, const struct timespec *ts) {
+  syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT, val, ts, NULL, 0);
+}
+
+static inline void pp_futex_wake(_Atomic uint32_t *w) {
+  syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE, 1, NULL, NULL, 0);
+}
+
+/* Wake the side sleeping on (flag, seq) if it announced it. Call after
+ * publishing. */
+static inline void pp_notify(_Atomic uint32_t *flag, _Atomic uint32_t *seq) {
+  atomic_thread_fence(memory_order_seq_cst);
+  if (atomic_load_explicit(flag, memory_order_relaxed)) {
+    atomic_fetch_add_explicit(seq, 1, memory_order_seq_cst);
+    pp_futex_wake(seq);
+  }
+}
+
+/* Reserve `need` bytes (multiple of 8) for a record at position *pos of a
+ * ring whose free-space limit is `limit` (the consumer's tail + capacity).
+ * Writes a PAD record if the record would straddle the end. Returns the
+ * record's address and sets *end to the position after it, or NULL if it
+ * does not fit. The caller fills the record, then stores head = *end. */
+static inline pp_rec *pp_ring_reserve(pp_ring *r, uint64_t pos, uint64_t limit, uint64_t need,
+                                      uint64_t *end) {
+  uint64_t off = pos & (PP_RING_CAP - 1);
+  uint64_t pad = off + need > PP_RING_CAP ? PP_RING_CAP - off : 0;
+  if (pos + pad + need > limit) return NULL;
+  if (pad) {
+    pp_rec *p = (pp_rec *)(r->data + off);
+    p->size = (uint32_t)pad;
+    p->kind = PP_PAD;
+    pos += pad;
+    off = 0;
+  }
+  *end = pos + need;
+  return (pp_rec *)(r->data + off);
+}
+
+/* The record at position pos (skipping a PAD), or NULL if none is published
+ * yet. *pos is advanced past the PAD. */
+static inline pp_rec *pp_ring_peek(pp_ring *r, uint64_t *pos) {
+  for (;;) {
+    uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+    if (*pos == head) return NULL;
+    pp_rec *rec = (pp_rec *)(r->data + (*pos & (PP_RING_CAP - 1)));
+    if (rec->kind == PP_PAD) {
+      *pos += rec->size;
+      continue;
+    }
+    return rec;
+  }
+}
+
+/* Sending and receiving one fd on a socket. */
+int br__pp_send_fds(int sock, const void *buf, size_t len, const int *fds, int nfds, int flags);
+int br__pp_recv_fds(int sock, void *buf, size_t len, int *fds, int maxfds, int *nfds, int flags);
+
+#endif
