@@ -330,10 +330,12 @@ const char *br_future_message(br_future *f);
 int br_future_on_done(br_future *f, br_callback_fn cb, void *arg);
 
 /* br_wait: wait until a condition over n futures holds (asyncio.wait):
- * BR_WAIT_FIRST (any completed), BR_WAIT_FIRST_ERROR (any failed, or all
- * completed), BR_WAIT_ALL. Returns the index of the future that satisfied
- * the condition (for ALL: n-1), or a negative error of the wait itself
- * (BR_ETIMEDOUT at the deadline, BR_ECANCELED, BR_EINVAL). */
+ * BR_WAIT_FIRST: any completed — returns the lowest index of a completed one;
+ * BR_WAIT_FIRST_ERROR: any failed — returns its index, or n once all
+ * completed without error; BR_WAIT_ALL: all completed — returns n.
+ * Errors of the wait itself: BR_ETIMEDOUT at the deadline (BR_NEVER: none),
+ * BR_ECANCELED, BR_EINVAL (NULL, n == 0), BR_ENOTTASK from a loop callback.
+ * Futures are borrowed; none is cancelled. Task or plain thread. */
 typedef enum { BR_WAIT_FIRST, BR_WAIT_FIRST_ERROR, BR_WAIT_ALL } br_wait_mode;
 int br_wait(br_future *const *futures, size_t n, br_wait_mode mode, int64_t deadline);
 
@@ -378,8 +380,9 @@ void br_scope_cancel(br_scope *s);
 /* ------------------------------------------------------------------------ */
 /* Task groups (asyncio.TaskGroup / trio nursery)                            */
 
-/* br_group_new: an empty group owned by the calling task. NULL on ENOMEM or
- * outside a task (errno ENOTTASK is not an errno: errno is set to EPERM). */
+/* br_group_new: an empty group for the calling task's loop; free it with
+ * br_group_free(). Returns NULL with errno ENOMEM, or EPERM when called
+ * outside a task. */
 br_group *br_group_new(void);
 
 /* br_group_spawn: spawn a task into g (opts as br_spawn, DETACHED ignored).
