@@ -26,7 +26,22 @@ static inline void io_run(br_task_fn body, void *arg) {
   assert_int_equal(rc, 0);
 }
 
-/* Every open descriptor above stderr is close-on-exec. */
+/* Descriptors the process inherited (from a shell, ctest, ...): not ours
+ * to judge. Filled by io_fd_baseline() at the start of main. */
+static unsigned char io_inherited[4096];
+
+static inline void io_fd_baseline(void) {
+  DIR *d = opendir("/proc/self/fd");
+  if (!d) return;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    int fd = atoi(e->d_name);
+    if (e->d_name[0] != '.' && fd >= 0 && fd < 4096) io_inherited[fd] = 1;
+  }
+  closedir(d);
+}
+
+/* Every descriptor opened since io_fd_baseline() is close-on-exec. */
 static inline void io_assert_all_cloexec(void) {
   DIR *d = opendir("/proc/self/fd");
   assert_non_null(d);
@@ -35,7 +50,7 @@ static inline void io_assert_all_cloexec(void) {
   while ((e = readdir(d)) != NULL) {
     if (e->d_name[0] == '.') continue;
     int fd = atoi(e->d_name);
-    if (fd <= 2 || fd == self) continue;
+    if (fd <= 2 || fd == self || (fd < 4096 && io_inherited[fd])) continue;
     int fl = fcntl(fd, F_GETFD);
     if (fl >= 0 && !(fl & FD_CLOEXEC)) {
       char path[64], target[256] = "";
