@@ -1,0 +1,185 @@
+/* Jobs and helpers shared by the process-pool tests (tests/test_procpool*.c).
+ *
+ * Every job takes a tjob argument. The "tinit" initializer maps a counter
+ * file (its path is the init argument) shared by all workers and the test,
+ * and every job increments counters[id] before doing anything else, so a
+ * test can prove that each job ran exactly once (or never, if cancelled),
+ * crashes included.
+ */
+#ifndef TEST_PROCPOOL_JOBS_H
+#define TEST_PROCPOOL_JOBS_H
+
+#include <braid.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+enum {
+  A_OK = 0,    /* result: id as uint64 */
+  A_SEGV,      /* dereference NULL */
+  A_ABORT,     /* abort() */
+  A_EXIT,      /* exit(3) */
+  A_HANG,      /* never return */
+  A_SLEEP,     /* sleep ms, then like A_OK */
+  A_PIDHANG,   /* write our pid to path, then hang */
+  A_FAIL,      /* return an error with a message */
+  A_BIG,       /* result of ms MiB, byte i = (uint8_t)(i * 7 + 1) */
+  A_SPIN,      /* burn CPU forever */
+  A_ALLOC,     /* malloc and touch ms MiB */
+  A_INITVAL    /* result: the value the initializer stored */
+};
+
+typedef struct tjob {
+  uint32_t id;
+  uint32_t action;
+  uint32_t ms;
+  char path[100];
+} tjob;
+
+#define TCOUNTERS (1u << 20)
+
+static _Atomic uint32_t *tcounters; /* in workers, set by tinit */
+static uint64_t tinit_value;
+
+static int tinit_fn(const void *in, size_t len, br_bytes *out) {
+  (void)out;
+  char path[256];
+  if (len == 0 || len >= sizeof path) return br_job_errorf(BR_EINVAL, "bad init arg");
+  memcpy(path, in, len);
+  path[len] = 0;
+  if (strcmp(path, "fail") == 0) return br_job_errorf(BR_EINVAL, "initializer refused: %s", path);
+  tinit_value = 4242;
+  if (strcmp(path, "none") == 0) return 0;
+  int fd = open(path, O_RDWR);
+  if (fd < 0) return br_job_errorf(-errno, "open %s", path);
+  void *m = mmap(NULL, TCOUNTERS * sizeof(uint32_t), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  if (m == MAP_FAILED) return br_job_errorf(-errno, "mmap");
+  tcounters = m;
+  return 0;
+}
+BR_JOB(tinit, tinit_fn);
+
+static void tsleep_ms(unsigned ms) {
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) < 0) {
+  }
+}
+
+static int tjob_fn(const void *in, size_t len, br_bytes *out) {
+  if (len != sizeof(tjob)) return br_job_errorf(BR_EINVAL, "tjob: %zu bytes", len);
+  tjob j;
+  memcpy(&j, in, sizeof j);
+  if (tcounters && j.id < TCOUNTERS) atomic_fetch_add(&tcounters[j.id], 1);
+  uint64_t v = j.id;
+  switch (j.action) {
+  case A_SEGV: {
+    volatile int *volatile bad = NULL;
+    *bad = 1;
+    break;
+  }
+  case A_ABORT:
+    abort();
+  case A_EXIT:
+    exit(3);
+  case A_HANG:
+    for (;;) pause();
+  case A_SLEEP:
+    tsleep_ms(j.ms);
+    break;
+  case A_PIDHANG: {
+    char tmp[128];
+    snprintf(tmp, sizeof tmp, "%s.tmp", j.path);
+    FILE *f = fopen(tmp, "w");
+    if (f) {
+      fprintf(f, "%d\n", (int)getpid());
+      fclose(f);
+      rename(tmp, j.path);
+    }
+    for (;;) pause();
+  }
+  case A_FAIL:
+    return br_job_errorf(BR_ERANGE, "job %u refuses", j.id);
+  case A_BIG: {
+    size_t n = (size_t)j.ms << 20;
+    unsigned char *p = br_bytes_resize(out, n);
+    if (!p) return BR_ENOMEM;
+    for (size_t i = 0; i < n; i++) p[i] = (unsigned char)(i * 7 + 1);
+    return 0;
+  }
+  case A_SPIN:
+    for (volatile uint64_t x = 0;; x++) {
+    }
+  case A_ALLOC: {
+    size_t n = (size_t)j.ms << 20;
+    char *p = malloc(n);
+    if (!p) return br_job_errorf(BR_ENOMEM, "malloc of %u MiB failed", j.ms);
+    memset(p, 1, n);
+    v = (uint64_t)p[n - 1];
+    free(p);
+    break;
+  }
+  case A_INITVAL:
+    v = tinit_value;
+    break;
+  default:
+    break;
+  }
+  return br_bytes_set(out, &v, sizeof v);
+}
+BR_JOB(tjob, tjob_fn);
+
+static tjob tj(uint32_t id, uint32_t action, uint32_t ms) {
+  tjob j;
+  memset(&j, 0, sizeof j);
+  j.id = id;
+  j.action = action;
+  j.ms = ms;
+  return j;
+}
+
+/* A counter file for a test; unlinked by tcounter_close. */
+typedef struct tcounter {
+  char path[64];
+  _Atomic uint32_t *c;
+} tcounter;
+
+static void tcounter_open(tcounter *t) {
+  snprintf(t->path, sizeof t->path, "/tmp/braid-pp-test-%d-%ld", (int)getpid(), (long)random());
+  int fd = open(t->path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+  if (fd < 0 || ftruncate(fd, TCOUNTERS * sizeof(uint32_t)) < 0) abort();
+  t->c = mmap(NULL, TCOUNTERS * sizeof(uint32_t), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (t->c == MAP_FAILED) abort();
+  close(fd);
+}
+
+static void tcounter_close(tcounter *t) {
+  munmap((void *)t->c, TCOUNTERS * sizeof(uint32_t));
+  unlink(t->path);
+}
+
+/* Options with the counting initializer. */
+static br_procpool_opts topts(const tcounter *t) {
+  br_procpool_opts o;
+  memset(&o, 0, sizeof o);
+  o.initializer = "tinit";
+  o.init_arg = t->path;
+  o.init_arg_len = strlen(t->path);
+  return o;
+}
+
+static uint64_t tresult(void *value) {
+  br_bytes *b = value;
+  uint64_t v = UINT64_MAX;
+  if (b && b->len == sizeof v) memcpy(&v, b->data, sizeof v);
+  br_bytes_free(b);
+  return v;
+}
+
+#endif
