@@ -1,0 +1,312 @@
+/* test_procpool_crash — isolation: a job that segfaults, aborts, exits, is
+ * killed with SIGKILL mid-job, never returns (timeout), exceeds its CPU or
+ * memory limit, or takes the fork server down with it fails alone, with an
+ * error naming what happened; its worker is replaced and every other job
+ * completes exactly once. Also the 100 MiB result. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+
+#include "test_procpool_jobs.h"
+#include "test_util.h"
+
+static br_procpool *new_pool(int n, const br_procpool_opts *o) {
+  br_procpool *p = NULL;
+  int r = br_procpool_new(&p, n, o);
+  if (r == BR_ENOSYS && br_test_emulated()) br_test_skip("no exec of /proc/self/exe under qemu");
+  assert_int_equal(r, 0);
+  return p;
+}
+
+static br_future *submit(br_procpool *p, tjob j) {
+  br_future *f;
+  assert_int_equal(br_procpool_submit(p, "tjob", &j, sizeof j, &f), 0);
+  return f;
+}
+
+/* Submit `bad` among 40 good jobs; check the bad one fails with code and a
+ * message containing `what`, every good one succeeds, each ran once. */
+static void one_bad_among_good(uint32_t action, int code, const char *what) {
+  tcounter t;
+  tcounter_open(&t);
+  br_procpool_opts o = topts(&t);
+  br_procpool *p = new_pool(2, &o);
+  br_future *f[41];
+  for (uint32_t i = 0; i < 41; i++) f[i] = submit(p, tj(i, i == 20 ? action : A_SLEEP, 2));
+  for (uint32_t i = 0; i < 41; i++) {
+    void *v = NULL;
+    int r = br_await(f[i], &v);
+    if (i == 20) {
+      assert_int_equal(r, code);
+      const char *m = br_future_message(f[i]);
+      if (!strstr(m, what)) fail_msg("message '%s' does not name '%s'", m, what);
+    } else {
+      assert_int_equal(r, 0);
+      assert_int_equal(tresult(v), i);
+    }
+    br_future_unref(f[i]);
+  }
+  /* The pool goes on. */
+  br_future *g = submit(p, tj(100, A_OK, 0));
+  void *v;
+  assert_int_equal(br_await(g, &v), 0);
+  assert_int_equal(tresult(v), 100);
+  br_future_unref(g);
+  br_procpool_stats st;
+  br_procpool_get_stats(p, &st);
+  assert_int_equal(st.worker_deaths, 1);
+  assert_true(st.started >= 3);
+  br_procpool_free(p);
+  for (uint32_t i = 0; i < 41; i++) assert_int_equal(t.c[i], 1);
+  tcounter_close(&t);
+}
+
+static void test_segfault(void **state) {
+  (void)state;
+  one_bad_among_good(A_SEGV, BR_EWORKERDIED, "SIGSEGV");
+}
+
+static void test_abort(void **state) {
+  (void)state;
+  one_bad_among_good(A_ABORT, BR_EWORKERDIED, "SIGABRT");
+}
+
+static void test_exit(void **state) {
+  (void)state;
+  one_bad_among_good(A_EXIT, BR_EWORKERDIED, "exited with status 3");
+}
+
+static int wait_pid_file(const char *path) {
+  for (int i = 0; i < 2000; i++) {
+    FILE *f = fopen(path, "r");
+    if (f) {
+      int pid = 0;
+      int ok = fscanf(f, "%d", &pid);
+      fclose(f);
+      if (ok == 1 && pid > 0) return pid;
+    }
+    tsleep_ms(5);
+  }
+  return -1;
+}
+
+static void test_kill9_mid_job(void **state) {
+  (void)state;
+  tcounter t;
+  tcounter_open(&t);
+  br_procpool_opts o = topts(&t);
+  br_procpool *p = new_pool(2, &o);
+  tjob victim = tj(0, A_PIDHANG, 0);
+  snprintf(victim.path, sizeof victim.path, "%s.pid", t.path);
+  br_future *fv = submit(p, victim);
+  br_future *f[30];
+  for (uint32_t i = 0; i < 30; i++) f[i] = submit(p, tj(1 + i, A_SLEEP, 3));
+  int pid = wait_pid_file(victim.path);
+  assert_true(pid > 0);
+  assert_int_equal(kill(pid, SIGKILL), 0);
+  assert_int_equal(br_await(fv, NULL), BR_EWORKERDIED);
+  assert_non_null(strstr(br_future_message(fv), "SIGKILL"));
+  br_future_unref(fv);
+  for (uint32_t i = 0; i < 30; i++) {
+    void *v;
+    assert_int_equal(br_await(f[i], &v), 0);
+    assert_int_equal(tresult(v), 1 + i);
+    br_future_unref(f[i]);
+  }
+  br_procpool_free(p);
+  unlink(victim.path);
+  for (uint32_t i = 0; i < 31; i++) assert_int_equal(t.c[i], 1);
+  tcounter_close(&t);
+}
+
+static void test_timeout(void **state) {
+  (void)state;
+  tcounter t;
+  tcounter_open(&t);
+  br_procpool_opts o = topts(&t);
+  o.timeout_ms = 10000; /* pool default, overridden below */
+  br_procpool *p = new_pool(2, &o);
+  br_submit_opts so = {.timeout_ms = 150};
+  tjob h = tj(0, A_HANG, 0);
+  br_future *fh;
+  int64_t t0 = br_now();
+  assert_int_equal(br_procpool_submit_ex(p, "tjob", &h, sizeof h, &so, &fh), 0);
+  tjob s = tj(1, A_SPIN, 0);
+  br_future *fs;
+  assert_int_equal(br_procpool_submit_ex(p, "tjob", &s, sizeof s, &so, &fs), 0);
+  br_future *f[20];
+  for (uint32_t i = 0; i < 20; i++) f[i] = submit(p, tj(2 + i, A_OK, 0));
+  assert_int_equal(br_await(fh, NULL), BR_ETIMEDOUT);
+  assert_non_null(strstr(br_future_message(fh), "timed out after 150 ms"));
+  assert_int_equal(br_await(fs, NULL), BR_ETIMEDOUT);
+  int64_t took = br_now() - t0;
+  assert_true(took >= 150 * 1000000LL);
+  assert_true(took < 5000 * 1000000LL);
+  br_future_unref(fh);
+  br_future_unref(fs);
+  for (uint32_t i = 0; i < 20; i++) {
+    void *v;
+    assert_int_equal(br_await(f[i], &v), 0);
+    assert_int_equal(tresult(v), 2 + i);
+    br_future_unref(f[i]);
+  }
+  /* Per-item timeout inside a map chunk: the hanging item times out, the
+   * items of its chunk before it are lost, after it not run; the other
+   * chunks complete. */
+  tjob items[12];
+  for (uint32_t i = 0; i < 12; i++) items[i] = tj(100 + i, i == 5 ? A_HANG : A_OK, 0);
+  uint64_t out[12];
+  int errs[12];
+  br_map_opts mo = {.chunksize = 4, .timeout_ms = 150};
+  int r = br_procpool_map_fixed(p, "tjob", items, sizeof(tjob), 12, out, 8, &mo, errs);
+  assert_int_equal(r, BR_EWORKERDIED); /* item 4, first failing in index order */
+  for (int i = 0; i < 12; i++) {
+    int want = i < 4 || i >= 8 ? 0 : i == 5 ? BR_ETIMEDOUT : BR_EWORKERDIED;
+    assert_int_equal(errs[i], want);
+    if (!want) assert_int_equal(out[i], 100 + (uint64_t)i);
+  }
+  br_procpool_stats st;
+  br_procpool_get_stats(p, &st);
+  assert_int_equal(st.timeouts, 3);
+  br_procpool_free(p);
+  for (uint32_t i = 0; i < 22; i++) assert_int_equal(t.c[i], 1);
+  for (uint32_t i = 100; i < 112; i++) assert_int_equal(t.c[i], i == 106 || i == 107 ? 0 : 1);
+  tcounter_close(&t);
+}
+
+static void test_cpu_limit(void **state) {
+  (void)state;
+  br_procpool_opts o = {.cpu_limit_s = 1};
+  br_procpool *p = new_pool(1, &o);
+  br_future *f = submit(p, tj(0, A_SPIN, 0));
+  assert_int_equal(br_await(f, NULL), BR_EWORKERDIED);
+  const char *m = br_future_message(f);
+  if (!strstr(m, "SIGXCPU") && !strstr(m, "SIGKILL")) fail_msg("unexpected: %s", m);
+  br_future_unref(f);
+  f = submit(p, tj(1, A_OK, 0));
+  void *v;
+  assert_int_equal(br_await(f, &v), 0);
+  assert_int_equal(tresult(v), 1);
+  br_future_unref(f);
+  br_procpool_free(p);
+}
+
+static void test_mem_limit(void **state) {
+  (void)state;
+  br_procpool_opts o = {.mem_limit = (uint64_t)256 << 20};
+#if defined(BRAID_ASAN) || defined(BRAID_TSAN)
+  /* The sanitizers reserve terabytes of shadow: any RLIMIT_AS makes every
+   * allocation fail, which must still fail only the job. */
+  o.mem_limit = (uint64_t)64 << 40;
+#endif
+  br_procpool *p = new_pool(1, &o);
+  br_future *f = submit(p, tj(0, A_ALLOC, 1024));
+  int r = br_await(f, NULL);
+  assert_true(r == BR_ENOMEM || r == BR_EWORKERDIED);
+  br_future_unref(f);
+  f = submit(p, tj(1, A_ALLOC, 16));
+  void *v;
+  r = br_await(f, &v);
+  assert_int_equal(r, 0);
+  assert_int_equal(tresult(v), 1);
+  br_future_unref(f);
+  br_procpool_free(p);
+}
+
+static void test_100mib_result(void **state) {
+  (void)state;
+  br_procpool *p = new_pool(2, NULL);
+  br_future *f = submit(p, tj(0, A_BIG, 100));
+  void *v;
+  assert_int_equal(br_await(f, &v), 0);
+  br_bytes *b = v;
+  assert_int_equal(b->len, (size_t)100 << 20);
+  const unsigned char *d = b->data;
+  for (size_t i = 0; i < b->len; i++)
+    if (d[i] != (unsigned char)(i * 7 + 1)) fail_msg("byte %zu differs", i);
+  br_bytes_free(b);
+  br_future_unref(f);
+  br_procpool_free(p);
+}
+
+/* The pid of our child named braid-procpool-server. */
+static int find_server(void) {
+  DIR *d = opendir("/proc");
+  struct dirent *e;
+  int found = -1;
+  while (d && (e = readdir(d))) {
+    int pid = atoi(e->d_name);
+    if (pid <= 0) continue;
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) continue;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *rp = strrchr(buf, ')');
+    int ppid = 0;
+    if (!rp || sscanf(rp + 2, "%*c %d", &ppid) != 1 || ppid != getpid()) continue;
+    snprintf(path, sizeof path, "/proc/%d/cmdline", pid);
+    f = fopen(path, "r");
+    if (!f) continue;
+    n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    if (strcmp(buf, "braid-procpool-server") == 0) found = pid;
+  }
+  if (d) closedir(d);
+  return found;
+}
+
+static void test_server_killed(void **state) {
+  (void)state;
+  tcounter t;
+  tcounter_open(&t);
+  br_procpool_opts o = topts(&t);
+  br_procpool *p = new_pool(2, &o);
+  br_future *f[40];
+  for (uint32_t i = 0; i < 40; i++) f[i] = submit(p, tj(i, A_SLEEP, 5));
+  int spid = find_server();
+  assert_true(spid > 0);
+  assert_int_equal(kill(spid, SIGKILL), 0);
+  int ok = 0, died = 0;
+  for (uint32_t i = 0; i < 40; i++) {
+    void *v = NULL;
+    int r = br_await(f[i], &v);
+    if (r == 0) {
+      assert_int_equal(tresult(v), i);
+      ok++;
+    } else {
+      assert_int_equal(r, BR_EWORKERDIED);
+      died++;
+    }
+    br_future_unref(f[i]);
+  }
+  assert_true(died <= 2); /* at most the jobs running when it died */
+  assert_int_equal(ok + died, 40);
+  br_future *g = submit(p, tj(50, A_OK, 0));
+  void *v;
+  assert_int_equal(br_await(g, &v), 0);
+  assert_int_equal(tresult(v), 50);
+  br_future_unref(g);
+  br_procpool_free(p);
+  for (uint32_t i = 0; i < 40; i++) assert_true(t.c[i] == 1);
+  tcounter_close(&t);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_segfault),      cmocka_unit_test(test_abort),
+      cmocka_unit_test(test_exit),          cmocka_unit_test(test_kill9_mid_job),
+      cmocka_unit_test(test_timeout),       cmocka_unit_test(test_cpu_limit),
+      cmocka_unit_test(test_mem_limit),     cmocka_unit_test(test_100mib_result),
+      cmocka_unit_test(test_server_killed),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
