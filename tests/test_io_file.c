@@ -1,0 +1,249 @@
+/* Files from braid tasks: the ring on io_uring loops, the blocking pool's
+ * FILE class on epoll loops, plain system calls on plain threads. Run once
+ * per backend. */
+#include <braid.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "test_io_util.h"
+
+static char dir[64];
+
+static bool on_uring(void) {
+  const char *b = getenv("BRAID_BACKEND");
+  return b && !strcmp(b, "io_uring");
+}
+
+static void *body_basic(void *arg) {
+  (void)arg;
+  br_blocking_stats before, after;
+  br_blocking_get_stats(BR_BLOCKING_FILE, &before);
+  char path[128];
+  snprintf(path, sizeof path, "%s/basic", dir);
+  int fd = br_file_open(path, O_CREAT | O_RDWR | O_TRUNC, 0600, BR_NEVER);
+  assert_true(fd >= 0);
+  assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+  /* Positional writes and reads. */
+  assert_int_equal(br_file_write(fd, "hello world", 11, 0, BR_NEVER), 11);
+  assert_int_equal(br_file_write(fd, "W", 1, 6, BR_NEVER), 1);
+  char buf[64] = {0};
+  assert_int_equal(br_file_read(fd, buf, sizeof buf, 0, BR_NEVER), 11);
+  assert_string_equal(buf, "hello World");
+  assert_int_equal(br_file_read(fd, buf, sizeof buf, 11, BR_NEVER), 0); /* EOF */
+  /* The file position (offset -1). */
+  lseek(fd, 0, SEEK_SET);
+  memset(buf, 0, sizeof buf);
+  assert_int_equal(br_file_read(fd, buf, 5, -1, BR_NEVER), 5);
+  assert_int_equal(br_file_read(fd, buf + 5, 6, -1, BR_NEVER), 6);
+  assert_string_equal(buf, "hello World");
+  assert_int_equal(br_file_write(fd, "!", 1, -1, BR_NEVER), 1);
+  assert_int_equal(br_file_fsync(fd, BR_NEVER), 0);
+  assert_int_equal(br_file_close(fd), 0);
+
+  char *all = NULL;
+  size_t len = 0;
+  assert_int_equal(br_file_read_all(path, &all, &len, 0, BR_NEVER), 0);
+  assert_int_equal(len, 12);
+  assert_string_equal(all, "hello World!");
+  free(all);
+  assert_int_equal(br_file_read_all(path, &all, &len, 5, BR_NEVER), BR_E2BIG);
+  assert_null(all);
+
+  /* Errors are negated errnos. */
+  assert_int_equal(br_file_open("/nonexistent/x", O_RDONLY, 0, BR_NEVER), BR_ENOENT);
+  assert_int_equal(br_file_read_all("/nonexistent/x", &all, &len, 0, BR_NEVER), BR_ENOENT);
+  assert_int_equal(br_file_read(-1, buf, 1, 0, BR_NEVER), BR_EBADF);
+  unlink(path);
+
+  /* A file bigger than the first read buffer. */
+  snprintf(path, sizeof path, "%s/big", dir);
+  fd = br_file_open(path, O_CREAT | O_WRONLY | O_TRUNC, 0600, BR_NEVER);
+  size_t big = 300000;
+  char *data = malloc(big);
+  for (size_t i = 0; i < big; i++) data[i] = (char)(i % 251);
+  size_t off = 0;
+  while (off < big) {
+    ssize_t w = br_file_write(fd, data + off, big - off, (int64_t)off, BR_NEVER);
+    assert_true(w > 0);
+    off += (size_t)w;
+  }
+  br_file_close(fd);
+  assert_int_equal(br_file_read_all(path, &all, &len, 0, BR_NEVER), 0);
+  assert_int_equal(len, big);
+  assert_memory_equal(all, data, big);
+  free(all);
+  free(data);
+  unlink(path);
+
+  /* On io_uring the pool was not involved at all. */
+  br_blocking_get_stats(BR_BLOCKING_FILE, &after);
+  if (on_uring())
+    assert_int_equal(after.completed, before.completed);
+  else
+    assert_true(after.completed > before.completed);
+  return NULL;
+}
+
+static void test_basic(void **state) {
+  (void)state;
+  io_run(body_basic, NULL);
+}
+
+/* --- many files at once, from normal and compact tasks ------------------------ */
+
+static void *read_one(void *arg) {
+  int i = (int)(intptr_t)arg;
+  char path[128], want[64];
+  snprintf(path, sizeof path, "%s/f%d", dir, i);
+  int n = snprintf(want, sizeof want, "file number %d\n", i);
+  /* A buffer on the task's own stack: for a compact task it must go through
+   * a bounce buffer, since that stack is shared while the task waits. */
+  char buf[64];
+  memset(buf, 0, sizeof buf);
+  int fd = br_file_open(path, O_RDONLY, 0, BR_NEVER);
+  if (fd < 0) return br_fail(fd, "open %s", path);
+  ssize_t r = br_file_read(fd, buf, sizeof buf, 0, BR_NEVER);
+  br_file_close(fd);
+  if (r != n || memcmp(buf, want, (size_t)n)) return br_fail(BR_EIO, "file %d: got %zd", i, r);
+  char *all;
+  size_t len;
+  int rc = br_file_read_all(path, &all, &len, 0, BR_NEVER);
+  if (rc) return br_fail(rc, "read_all");
+  rc = len == (size_t)n && !memcmp(all, want, len) ? 0 : BR_EIO;
+  free(all);
+  return rc ? br_fail(rc, "read_all %d", i) : NULL;
+}
+
+static void *body_many(void *arg) {
+  (void)arg;
+  int n = (int)br_test_scaled(2000);
+  for (int i = 0; i < n; i++) {
+    char path[128], text[64];
+    snprintf(path, sizeof path, "%s/f%d", dir, i);
+    int len = snprintf(text, sizeof text, "file number %d\n", i);
+    int fd = br_file_open(path, O_CREAT | O_WRONLY | O_TRUNC, 0600, BR_NEVER);
+    assert_true(fd >= 0);
+    assert_int_equal(br_file_write(fd, text, (size_t)len, 0, BR_NEVER), len);
+    br_file_close(fd);
+  }
+  for (int compact = 0; compact < 2; compact++) {
+    br_group *g = br_group_new();
+    for (int i = 0; i < n; i++)
+      br_group_spawn(g, read_one, (void *)(intptr_t)i,
+                     &(br_spawn_opts){.flags = compact ? BR_SPAWN_COMPACT : BR_SPAWN_OWN_STACK});
+    int rc = br_group_wait(g);
+    if (rc) fprintf(stderr, "%s\n", br_group_message(g));
+    assert_int_equal(rc, 0);
+    br_group_free(g);
+  }
+  for (int i = 0; i < n; i++) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/f%d", dir, i);
+    unlink(path);
+  }
+  return NULL;
+}
+
+static void test_many(void **state) {
+  (void)state;
+  io_run(body_many, NULL);
+}
+
+/* --- cancellation and deadlines -------------------------------------------- */
+
+static void *reader_forever(void *arg) {
+  (void)arg;
+  int fd = br_file_open("/dev/zero", O_RDONLY, 0, BR_NEVER);
+  if (fd < 0) return br_fail(fd, "open");
+  char buf[256];
+  ssize_t r;
+  do r = br_file_read(fd, buf, sizeof buf, -1, BR_NEVER);
+  while (r > 0);
+  br_file_close(fd);
+  return (void *)(intptr_t)r;
+}
+
+static void *body_cancel(void *arg) {
+  (void)arg;
+  int fds = br_test_count_fds();
+  br_task *t[8];
+  for (int i = 0; i < 8; i++) br_spawn(&t[i], reader_forever, NULL, NULL);
+  br_sleep_ms(20);
+  for (int i = 0; i < 8; i++) br_cancel(t[i]);
+  for (int i = 0; i < 8; i++) {
+    void *v;
+    br_join(t[i], &v);
+    assert_int_equal((int)(intptr_t)v, BR_ECANCELED);
+  }
+  /* A scope deadline interrupts the same way. */
+  br_scope s;
+  br_scope_enter(&s, br_deadline_ms(20), false);
+  void *v = reader_forever(NULL);
+  br_scope_exit(&s);
+  assert_int_equal((int)(intptr_t)v, BR_ETIMEDOUT);
+  /* An open interrupted right away leaves no descriptor behind. */
+  for (int i = 0; i < 50; i++) {
+    br_scope_enter(&s, br_now() - 1, false);
+    int fd = br_file_open("/dev/null", O_RDONLY, 0, BR_NEVER);
+    br_scope_exit(&s);
+    if (fd >= 0) br_file_close(fd);
+  }
+  assert_int_equal(br_test_count_fds(), fds);
+  return NULL;
+}
+
+static void test_cancel(void **state) {
+  (void)state;
+  io_run(body_cancel, NULL);
+}
+
+/* --- from a plain thread: the calls just block ------------------------------ */
+
+static void *plain_thread(void *arg) {
+  (void)arg;
+  char path[128];
+  snprintf(path, sizeof path, "%s/plain", dir);
+  int fd = br_file_open(path, O_CREAT | O_RDWR | O_TRUNC, 0600, BR_NEVER);
+  if (fd < 0) return (void *)1;
+  if (br_file_write(fd, "plain", 5, 0, BR_NEVER) != 5) return (void *)2;
+  char buf[8] = {0};
+  if (br_file_read(fd, buf, 5, 0, BR_NEVER) != 5 || strcmp(buf, "plain")) return (void *)3;
+  br_file_close(fd);
+  unlink(path);
+  /* Socket calls need a task. */
+  if (br_read(0, buf, 1, BR_NEVER) != BR_ENOTTASK) return (void *)4;
+  return NULL;
+}
+
+static void test_plain_thread(void **state) {
+  (void)state;
+  pthread_t t;
+  pthread_create(&t, NULL, plain_thread, NULL);
+  void *v;
+  pthread_join(t, &v);
+  assert_null(v);
+}
+
+static int setup(void **state) {
+  (void)state;
+  snprintf(dir, sizeof dir, "/tmp/braid-file-test-%d", (int)getpid());
+  return mkdir(dir, 0700);
+}
+
+static int teardown(void **state) {
+  (void)state;
+  return rmdir(dir);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_basic),
+    cmocka_unit_test(test_many),
+    cmocka_unit_test(test_cancel),
+    cmocka_unit_test(test_plain_thread),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,241 @@
+/* Pipes, signals (signalfd) and child processes from braid tasks. Run once
+ * per backend. */
+#include <braid.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "test_io_util.h"
+
+/* --- pipes ------------------------------------------------------------------ */
+
+static void *pipe_writer(void *arg) {
+  int fd = (int)(intptr_t)arg;
+  char buf[1000];
+  for (int i = 0; i < 300; i++) {
+    memset(buf, 'a' + i % 26, sizeof buf);
+    if (br_write(fd, buf, sizeof buf, br_deadline_ms(5000)) != (ssize_t)sizeof buf)
+      return br_fail(BR_EIO, "write %d", i);
+  }
+  br_close(fd);
+  return NULL;
+}
+
+static void *body_pipe(void *arg) {
+  (void)arg;
+  int p[2];
+  assert_int_equal(br_pipe(p), 0);
+  br_task *t;
+  br_spawn(&t, pipe_writer, (void *)(intptr_t)p[1], NULL);
+  size_t total = 0;
+  char buf[777];
+  ssize_t n;
+  while ((n = br_read(p[0], buf, sizeof buf, br_deadline_ms(5000))) > 0) {
+    for (ssize_t i = 0; i < n; i++) assert_int_equal(buf[i], 'a' + (int)((total + (size_t)i) / 1000) % 26);
+    total += (size_t)n;
+  }
+  assert_int_equal(n, 0);
+  assert_int_equal(total, 300000);
+  assert_int_equal(br_join(t, NULL), 0);
+
+  /* Writing into a pipe whose reader is gone: BR_EPIPE, not a dead process. */
+  assert_int_equal(br_pipe(p), 0);
+  br_close(p[0]);
+  assert_int_equal(br_write(p[1], "x", 1, BR_NEVER), BR_EPIPE);
+  br_close(p[1]);
+  return NULL;
+}
+
+static void test_pipe(void **state) {
+  (void)state;
+  io_run(body_pipe, NULL);
+}
+
+/* --- signals ----------------------------------------------------------------- */
+
+static void *raiser(void *arg) {
+  (void)arg;
+  br_sleep_ms(10);
+  kill(getpid(), SIGUSR1);
+  br_sleep_ms(5);
+  kill(getpid(), SIGUSR2);
+  return NULL;
+}
+
+static void *body_signals(void *arg) {
+  (void)arg;
+  int sigs[] = {SIGUSR1, SIGUSR2};
+  int sfd = br_signal_open(sigs, 2);
+  assert_true(sfd >= 0);
+  br_task *t;
+  br_spawn(&t, raiser, NULL, NULL);
+  assert_int_equal(br_signal_wait(sfd, br_deadline_ms(5000)), SIGUSR1);
+  assert_int_equal(br_signal_wait(sfd, br_deadline_ms(5000)), SIGUSR2);
+  assert_int_equal(br_signal_wait(sfd, br_deadline_ms(20)), BR_ETIMEDOUT);
+  br_join(t, NULL);
+  br_close(sfd);
+  int bad[] = {SIGKILL};
+  assert_int_equal(br_signal_open(bad, 1), BR_EINVAL);
+  return NULL;
+}
+
+static void test_signals(void **state) {
+  (void)state;
+  io_run(body_signals, NULL);
+}
+
+/* --- child processes ------------------------------------------------------ */
+
+static void *body_process(void *arg) {
+  (void)arg;
+  int fds = br_test_count_fds();
+  /* cat echoes its stdin: input in, output out, exit 0. */
+  br_process p;
+  const char *cat[] = {"cat", NULL};
+  br_process_opts o = {.in = BR_STDIO_PIPE, .out = BR_STDIO_PIPE, .search_path = true};
+  assert_int_equal(br_process_spawn(&p, cat, &o), 0);
+  assert_true(p.pid > 0 && p.in >= 0 && p.out >= 0 && p.err == -1);
+  size_t big = 1 << 20; /* more than a pipe holds: needs concurrent I/O */
+  char *input = malloc(big);
+  for (size_t i = 0; i < big; i++) input[i] = (char)('0' + i % 10);
+  char *out = NULL;
+  size_t out_len = 0;
+  int status = -1;
+  assert_int_equal(br_process_communicate(&p, input, big, &out, &out_len, NULL, NULL, &status,
+                                          br_deadline_ms(10000)), 0);
+  assert_int_equal(status, 0);
+  assert_int_equal(out_len, big);
+  assert_memory_equal(out, input, big);
+  free(out);
+  free(input);
+  br_process_close(&p);
+
+  /* stderr, exit codes, stderr merged into stdout. */
+  const char *sh[] = {"/bin/sh", "-c", "echo out; echo err >&2; exit 3", NULL};
+  o = (br_process_opts){.out = BR_STDIO_PIPE, .err = BR_STDIO_PIPE};
+  assert_int_equal(br_process_spawn(&p, sh, &o), 0);
+  char *err = NULL;
+  assert_int_equal(br_process_communicate(&p, NULL, 0, &out, NULL, &err, NULL, &status, BR_NEVER), 0);
+  assert_string_equal(out, "out\n");
+  assert_string_equal(err, "err\n");
+  assert_int_equal(status, 3);
+  free(out);
+  free(err);
+  /* Waiting again gives the same status. */
+  assert_int_equal(br_process_wait(&p, &status, BR_NEVER), 0);
+  assert_int_equal(status, 3);
+  br_process_close(&p);
+
+  o = (br_process_opts){.out = BR_STDIO_PIPE, .err = BR_STDIO_STDOUT};
+  assert_int_equal(br_process_spawn(&p, sh, &o), 0);
+  assert_int_equal(br_process_communicate(&p, NULL, 0, &out, NULL, NULL, NULL, &status, BR_NEVER), 0);
+  assert_true(strstr(out, "out\n") && strstr(out, "err\n"));
+  free(out);
+  br_process_close(&p);
+
+  /* Killed by a signal: Python's negative returncode. */
+  const char *sleeper[] = {"/bin/sleep", "30", NULL};
+  assert_int_equal(br_process_spawn(&p, sleeper, NULL), 0);
+  assert_int_equal(br_process_wait(&p, &status, br_deadline_ms(30)), BR_ETIMEDOUT);
+  assert_int_equal(br_process_kill(&p, SIGTERM), 0);
+  assert_int_equal(br_process_wait(&p, &status, br_deadline_ms(5000)), 0);
+  assert_int_equal(status, -SIGTERM);
+  assert_int_equal(br_process_kill(&p, SIGTERM), BR_ESRCH);
+  br_process_close(&p);
+
+  /* A missing program is reported by spawn itself. */
+  const char *missing[] = {"/nonexistent/program", NULL};
+  assert_int_equal(br_process_spawn(&p, missing, NULL), BR_ENOENT);
+  const char *missing2[] = {"no-such-program-braid", NULL};
+  o = (br_process_opts){.search_path = true};
+  assert_int_equal(br_process_spawn(&p, missing2, &o), BR_ENOENT);
+
+  /* cwd, environment, /dev/null. */
+  const char *pwd[] = {"/bin/sh", "-c", "pwd; echo $BRAID_X", NULL};
+  char *env[] = {"BRAID_X=42", NULL};
+  o = (br_process_opts){.in = BR_STDIO_NULL, .out = BR_STDIO_PIPE, .cwd = "/tmp", .envp = env};
+  assert_int_equal(br_process_spawn(&p, pwd, &o), 0);
+  assert_int_equal(br_process_communicate(&p, NULL, 0, &out, NULL, NULL, NULL, &status, BR_NEVER), 0);
+  assert_string_equal(out, "/tmp\n42\n");
+  free(out);
+  br_process_close(&p);
+
+  /* Closing a running child kills and reaps it: no zombie, no fd left. */
+  assert_int_equal(br_process_spawn(&p, sleeper, &(br_process_opts){.out = BR_STDIO_PIPE}), 0);
+  int pid = p.pid;
+  br_process_close(&p);
+  assert_int_equal(kill(pid, 0), -1);
+  assert_int_equal(errno, ESRCH);
+  assert_int_equal(br_test_count_fds(), fds);
+  return NULL;
+}
+
+static void test_process(void **state) {
+  (void)state;
+  io_run(body_process, NULL);
+}
+
+/* The child does not inherit our blocked signals or SIGPIPE handling. */
+static void *body_child_signals(void *arg) {
+  (void)arg;
+  int sigs[] = {SIGTERM};
+  int sfd = br_signal_open(sigs, 1); /* blocks SIGTERM here */
+  br_process p;
+  const char *sleeper[] = {"/bin/sleep", "30", NULL};
+  assert_int_equal(br_process_spawn(&p, sleeper, NULL), 0);
+  br_process_kill(&p, SIGTERM);
+  int status;
+  assert_int_equal(br_process_wait(&p, &status, br_deadline_ms(5000)), 0);
+  assert_int_equal(status, -SIGTERM);
+  br_process_close(&p);
+  br_close(sfd);
+  return NULL;
+}
+
+static void test_child_signals(void **state) {
+  (void)state;
+  io_run(body_child_signals, NULL);
+}
+
+/* Many children at once, each waited for by its own task. */
+static void *wait_child(void *arg) {
+  (void)arg;
+  br_process p;
+  const char *argv[] = {"/bin/sh", "-c", "exit 7", NULL};
+  int rc = br_process_spawn(&p, argv, NULL);
+  if (rc) return br_fail(rc, "spawn");
+  int status;
+  rc = br_process_wait(&p, &status, br_deadline_ms(20000));
+  br_process_close(&p);
+  if (rc) return br_fail(rc, "wait");
+  return status == 7 ? NULL : br_fail(BR_EIO, "status %d", status);
+}
+
+static void *body_many_children(void *arg) {
+  (void)arg;
+  br_group *g = br_group_new();
+  long n = br_test_scaled(50);
+  for (long i = 0; i < n; i++) br_group_spawn(g, wait_child, NULL, NULL);
+  int rc = br_group_wait(g);
+  if (rc) fprintf(stderr, "%s\n", br_group_message(g));
+  assert_int_equal(rc, 0);
+  br_group_free(g);
+  return NULL;
+}
+
+static void test_many_children(void **state) {
+  (void)state;
+  io_run(body_many_children, NULL);
+}
+
+int main(void) {
+  io_fd_baseline();
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_pipe),           cmocka_unit_test(test_signals),
+    cmocka_unit_test(test_process),        cmocka_unit_test(test_child_signals),
+    cmocka_unit_test(test_many_children),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
