@@ -13,8 +13,30 @@
 #include <sanitizer/asan_interface.h>
 #endif
 
-/* Stacks per unguarded slab: one mapping for all of them. */
+/* Stacks per slab: one mapping for all of them. */
 #define SLAB_STACKS 64
+
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102 /* Linux 6.13: guard pages that cost no mapping */
+#endif
+
+/* 1: the kernel supports MADV_GUARD_INSTALL, 0: it does not, -1: unknown. */
+static atomic_int light_guards = -1;
+
+static bool light_guard(char *page) {
+  int known = atomic_load_explicit(&light_guards, memory_order_relaxed);
+  if (known == 0) return false;
+  if (known < 0 && getenv("BRAID_NO_LIGHT_GUARDS")) {
+    atomic_store(&light_guards, 0);
+    return false;
+  }
+  if (madvise(page, br__page_size(), MADV_GUARD_INSTALL) == 0) {
+    if (known < 0) atomic_store(&light_guards, 1);
+    return true;
+  }
+  if (errno == EINVAL || errno == ENOSYS) atomic_store(&light_guards, 0);
+  return false;
+}
 
 struct br__slab {
   struct br__slab *next;
@@ -70,7 +92,7 @@ void br__stack_cache_init(br__stack_cache *c, size_t size) {
 /* Only unguarded stacks carry a canary: writing it touches the stack's lowest
  * page, which a guarded stack never needs (its guard page does the job). */
 static void arm_canary(br__stack *s) {
-  if (!s->guard) *(volatile uint64_t *)s->lo = BR__STACK_CANARY;
+  if (!s->guard && !s->light_guard) *(volatile uint64_t *)s->lo = BR__STACK_CANARY;
 }
 
 static br__stack *new_desc(br__stack_cache *c) {
@@ -105,23 +127,29 @@ static br__stack *map_guarded(br__stack_cache *c, size_t size) {
   return s;
 }
 
+/* Slab stacks: one mapping holds SLAB_STACKS slots of (page + size). Where
+ * the kernel has MADV_GUARD_INSTALL, each slot's first page becomes a guard
+ * page without splitting the mapping; otherwise the slot's first page is
+ * simply never used and the stack is protected by its canary. */
 static br__stack *carve_unguarded(br__stack_cache *c, size_t size) {
+  size_t ps = br__page_size();
+  size_t slot = size + ps;
   if (size != c->size) {
-    /* Odd sizes past the guard budget: a mapping of their own. */
-    char *base = mmap(NULL, size, PROT_READ | PROT_WRITE,
+    /* Odd sizes: a mapping of their own. */
+    char *base = mmap(NULL, slot, PROT_READ | PROT_WRITE,
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
     if (base == MAP_FAILED) return NULL;
     br__stack *s = new_desc(c);
     if (!s) {
-      munmap(base, size);
+      munmap(base, slot);
       errno = ENOMEM;
       return NULL;
     }
-    *s = (br__stack){.lo = base, .size = size};
+    *s = (br__stack){.lo = base + ps, .size = size, .light_guard = light_guard(base), .map = base};
     return s;
   }
   if (!c->slab_left) {
-    size_t len = size * SLAB_STACKS;
+    size_t len = slot * SLAB_STACKS;
     char *base = mmap(NULL, len, PROT_READ | PROT_WRITE,
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
     if (base == MAP_FAILED) return NULL;
@@ -141,8 +169,9 @@ static br__stack *carve_unguarded(br__stack_cache *c, size_t size) {
     errno = ENOMEM;
     return NULL;
   }
-  *s = (br__stack){.lo = c->slab_next, .size = size, .from_slab = true};
-  c->slab_next += size;
+  *s = (br__stack){.lo = c->slab_next + ps, .size = size, .from_slab = true,
+                   .light_guard = light_guard(c->slab_next)};
+  c->slab_next += slot;
   c->slab_left--;
   return s;
 }
@@ -155,6 +184,12 @@ br__stack *br__stack_get(br__stack_cache *c, size_t size) {
     c->cached--;
     s->next = NULL;
     arm_canary(s);
+    return s;
+  }
+  /* Light guards cost no mapping: use them for every stack if we can. */
+  if (atomic_load_explicit(&light_guards, memory_order_relaxed) != 0) {
+    s = carve_unguarded(c, size); /* probes the kernel on first use */
+    if (s) arm_canary(s);         /* only if the probe said no */
     return s;
   }
   size_t budget = br__stack_guard_budget();
@@ -179,7 +214,7 @@ static void unmap_one(br__stack_cache *c, br__stack *s) {
     munmap(s->guard, s->size + br__page_size());
     atomic_fetch_sub(&guarded_live, 1);
   } else if (!s->from_slab) {
-    munmap(s->lo, s->size);
+    munmap(s->map, s->size + br__page_size());
   }
   if (s->from_slab) {
     /* slab memory is released with the cache; keep the descriptor */
@@ -229,5 +264,6 @@ void br__stack_cache_fini(br__stack_cache *c) {
 bool br__stack_fault_in(const br__stack *s, const void *addr) {
   const char *a = addr;
   if (s->guard && a >= s->guard && a < s->guard + br__page_size()) return true;
+  if (s->light_guard && a >= s->lo - br__page_size() && a < s->lo) return true;
   return a < s->lo && a >= s->lo - 65536;
 }

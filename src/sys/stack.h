@@ -4,12 +4,16 @@
  * cost memory, and are cached for reuse by the allocator that made them, so
  * a warm spawn touches no fresh page.
  *
- * Mappings are the scarce resource: a stack with its own guard page is two
- * kernel mappings (VMAs), and vm.max_map_count is 65,530 on a stock machine.
- * So guard pages are given out from a process-wide budget (default: a quarter
- * of max_map_count, BRAID_GUARD_STACKS overrides); past it, stacks are carved
- * from large unguarded slabs (one mapping for many stacks) and protected by
- * a canary word at their low end that is checked at every switch instead.
+ * Mappings are the scarce resource: a stack with its own mprotect'd guard
+ * page is two kernel mappings (VMAs), and vm.max_map_count is 65,530 on a
+ * stock machine. So:
+ *  - where the kernel has MADV_GUARD_INSTALL (Linux 6.13+), every stack is
+ *    carved from a slab (one mapping for 64 stacks) and gets a guard page
+ *    that splits nothing: a million guarded stacks cost ~16,000 mappings;
+ *  - elsewhere, mprotect'd guard pages come from a process-wide budget
+ *    (max_map_count / 8, BRAID_GUARD_STACKS overrides); past it, stacks are
+ *    carved from slabs and protected by a canary word at their low end that
+ *    is checked at every switch instead.
  * Either way an overflow is reported with the task's name.
  */
 #ifndef BRAID_SYS_STACK_H
@@ -30,6 +34,8 @@ typedef struct br__stack {
   char *guard;    /* guard page, or NULL if unguarded */
   struct br__stack *next; /* free-list link while cached */
   bool from_slab; /* carved from a slab: never unmapped on its own */
+  bool light_guard; /* the page below lo is a MADV_GUARD_INSTALL guard */
+  char *map;      /* start of its own mapping (odd-size unguarded stacks) */
 } br__stack;
 
 typedef struct br__stack_cache {
@@ -59,7 +65,7 @@ void br__stack_put(br__stack_cache *c, br__stack *s);
 
 /* Whether the canary at the low end of s is intact. */
 static inline bool br__stack_canary_ok(const br__stack *s) {
-  return s->guard || *(const volatile uint64_t *)s->lo == BR__STACK_CANARY;
+  return s->guard || s->light_guard || *(const volatile uint64_t *)s->lo == BR__STACK_CANARY;
 }
 
 /* Whether addr lies in s's guard page or within 64 KiB below its low end. */
