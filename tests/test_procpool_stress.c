@@ -1,0 +1,304 @@
+/* test_procpool_stress — volume and concurrency: 100,000 small jobs; two
+ * threads submitting at once while a CPU pool and a loop run in the same
+ * process; recycling (max_jobs_per_worker) while jobs crash and the pool
+ * shuts down, gracefully and immediately (the mix that deadlocked Python's
+ * pool, cpython#115634). Every job must end exactly once: run once and
+ * reported, or never run and reported cancelled. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+
+#include "test_procpool_jobs.h"
+#include "test_util.h"
+
+static br_procpool *new_pool(int n, const br_procpool_opts *o) {
+  br_procpool *p = NULL;
+  int r = br_procpool_new(&p, n, o);
+  if (r == BR_ENOSYS && br_test_emulated()) br_test_skip("no exec of /proc/self/exe under qemu");
+  assert_int_equal(r, 0);
+  return p;
+}
+
+static void test_100k_small_jobs(void **state) {
+  (void)state;
+  tcounter t;
+  tcounter_open(&t);
+  br_procpool_opts o = topts(&t);
+  br_procpool *p = new_pool(2, &o);
+  uint32_t n = (uint32_t)br_test_scaled(100000);
+  br_future **f = calloc(n, sizeof *f);
+  int64_t t0 = br_now();
+  for (uint32_t i = 0; i < n; i++) {
+    tjob j = tj(i, A_OK, 0);
+    assert_int_equal(br_procpool_submit(p, "tjob", &j, sizeof j, &f[i]), 0);
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    void *v;
+    assert_int_equal(br_await(f[i], &v), 0);
+    assert_int_equal(tresult(v), i);
+    br_future_unref(f[i]);
+  }
+  int64_t dt = br_now() - t0;
+  printf("# %u jobs: %.2f us per job\n", n, (double)dt / 1e3 / n);
+  br_procpool_stats st;
+  br_procpool_get_stats(p, &st);
+  assert_int_equal(st.submitted, n);
+  assert_int_equal(st.completed, n);
+  assert_int_equal(st.failed, 0);
+  br_procpool_free(p);
+  for (uint32_t i = 0; i < n; i++) assert_int_equal(t.c[i], 1);
+  free(f);
+  tcounter_close(&t);
+}
+
+/* ---- two submitting threads + a CPU pool + a loop */
+
+typedef struct sub_arg {
+  br_procpool *p;
+  uint32_t base, n;
+  int bad;
+} sub_arg;
+
+static void *submitter(void *arg) {
+  sub_arg *a = arg;
+  br_future **f = calloc(a->n, sizeof *f);
+  for (uint32_t i = 0; i < a->n; i++) {
+    tjob j = tj(a->base + i, i % 97 == 13 ? A_SEGV : A_OK, 0);
+    if (br_procpool_submit(a->p, "tjob", &j, sizeof j, &f[i]) != 0) a->bad++;
+  }
+  for (uint32_t i = 0; i < a->n; i++) {
+    void *v = NULL;
+    int r = br_await(f[i], &v);
+    if (i % 97 == 13) {
+      if (r != BR_EWORKERDIED) a->bad++;
+    } else if (r != 0 || tresult(v) != a->base + i) {
+      a->bad++;
+    }
+    br_future_unref(f[i]);
+  }
+  free(f);
+  return NULL;
+}
+
+static void *cpu_work(void *arg) {
+  volatile uint64_t x = (uintptr_t)arg;
+  for (int i = 0; i < 200000; i++) x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+  return (void *)(uintptr_t)(x | 1);
+}
+
+typedef struct loop_arg {
+  br_procpool *p;
+  int awaited, ticks;
+} loop_arg;
+
+static void *loop_ticker(void *arg) {
+  loop_arg *a = arg;
+  while (br_sleep_ms(1) == 0) a->ticks++;
+  return NULL;
+}
+
+static void *loop_main(void *arg) {
+  loop_arg *a = arg;
+  br_task *t;
+  assert_int_equal(br_spawn(&t, loop_ticker, a, NULL), 0);
+  for (uint32_t i = 0; i < 200; i++) {
+    tjob j = tj(900000 + i, A_OK, 0);
+    br_future *f;
+    assert_int_equal(br_procpool_submit(a->p, "tjob", &j, sizeof j, &f), 0);
+    void *v;
+    assert_int_equal(br_await(f, &v), 0);
+    assert_int_equal(tresult(v), 900000 + i);
+    br_future_unref(f);
+    a->awaited++;
+  }
+  br_task_close(t);
+  return NULL;
+}
+
+static void test_threads_cpu_pool_and_loop(void **state) {
+  (void)state;
+  tcounter t;
+  tcounter_open(&t);
+  br_procpool_opts o = topts(&t);
+  br_procpool *p = new_pool(2, &o);
+  br_pool *cpu = br_pool_new(2, NULL);
+  assert_non_null(cpu);
+  br_future *cf[64];
+  for (int i = 0; i < 64; i++)
+    assert_int_equal(br_pool_submit(cpu, &cf[i], cpu_work, (void *)(uintptr_t)i), 0);
+  uint32_t n = (uint32_t)br_test_scaled(20000);
+  sub_arg a = {p, 0, n, 0}, b = {p, 400000, n, 0};
+  pthread_t ta, tb;
+  assert_int_equal(pthread_create(&ta, NULL, submitter, &a), 0);
+  assert_int_equal(pthread_create(&tb, NULL, submitter, &b), 0);
+  loop_arg la = {.p = p};
+  assert_int_equal(br_run(loop_main, &la, NULL), 0);
+  pthread_join(ta, NULL);
+  pthread_join(tb, NULL);
+  assert_int_equal(a.bad, 0);
+  assert_int_equal(b.bad, 0);
+  assert_int_equal(la.awaited, 200);
+  for (int i = 0; i < 64; i++) {
+    void *v;
+    assert_int_equal(br_await(cf[i], &v), 0);
+    br_future_unref(cf[i]);
+  }
+  br_pool_free(cpu);
+  br_procpool_free(p);
+  for (uint32_t i = 0; i < n; i++) {
+    assert_int_equal(t.c[i], 1);
+    assert_int_equal(t.c[400000 + i], 1);
+  }
+  for (uint32_t i = 0; i < 200; i++) assert_int_equal(t.c[900000 + i], 1);
+  tcounter_close(&t);
+}
+
+/* ---- recycling while jobs crash and the pool shuts down */
+
+static void recycle_crash_shutdown(br_shutdown_mode mode) {
+  tcounter t;
+  tcounter_open(&t);
+  br_procpool_opts o = topts(&t);
+  o.max_jobs_per_worker = 3;
+  br_procpool *p = new_pool(3, &o);
+  uint32_t n = (uint32_t)br_test_scaled(3000);
+  br_future **f = calloc(n, sizeof *f);
+  for (uint32_t i = 0; i < n; i++) {
+    uint32_t action = i % 11 == 3 ? A_SEGV : i % 11 == 7 ? A_ABORT : i % 13 == 5 ? A_EXIT : A_OK;
+    tjob j = tj(i, action, 0);
+    assert_int_equal(br_procpool_submit(p, "tjob", &j, sizeof j, &f[i]), 0);
+  }
+  /* Let some of it run, then shut down while recycling and crashing. */
+  void *v0 = NULL;
+  br_await(f[n / 10], &v0);
+  if (br_future_error(f[n / 10]) == 0) br_bytes_free(v0);
+  assert_int_equal(br_procpool_shutdown(p, mode), 0);
+  tjob j = tj(0, A_OK, 0);
+  br_future *late;
+  assert_int_equal(br_procpool_submit(p, "tjob", &j, sizeof j, &late), BR_ESHUTDOWN);
+  uint32_t ok = 0, died = 0, cancelled = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    assert_true(br_future_done(f[i])); /* shutdown completed every future */
+    void *v = NULL;
+    int r = br_await(f[i], &v);
+    uint32_t action = i % 11 == 3 ? A_SEGV : i % 11 == 7 ? A_ABORT : i % 13 == 5 ? A_EXIT : A_OK;
+    if (r == 0) {
+      assert_int_equal(action, A_OK);
+      assert_int_equal(tresult(v), i);
+      assert_int_equal(t.c[i], 1);
+      ok++;
+    } else if (r == BR_EWORKERDIED) {
+      assert_true(action != A_OK);
+      assert_int_equal(t.c[i], 1);
+      died++;
+    } else {
+      assert_int_equal(r, BR_ECANCELED);
+      assert_int_equal(mode, BR_SHUTDOWN_IMMEDIATE);
+      assert_true(t.c[i] <= 1);
+      cancelled++;
+    }
+    br_future_unref(f[i]);
+  }
+  br_procpool_stats st;
+  br_procpool_get_stats(p, &st);
+  printf("# %s: %u ok, %u died, %u cancelled; %llu recycled, %llu deaths, %llu started\n",
+         mode == BR_SHUTDOWN_GRACEFUL ? "graceful" : "immediate", ok, died, cancelled,
+         (unsigned long long)st.recycled, (unsigned long long)st.worker_deaths,
+         (unsigned long long)st.started);
+  if (mode == BR_SHUTDOWN_GRACEFUL) {
+    assert_int_equal(cancelled, 0);
+    assert_int_equal(ok + died, n);
+    assert_true(st.recycled > 0);
+  }
+  assert_int_equal(st.completed, n);
+  br_procpool_free(p);
+  free(f);
+  tcounter_close(&t);
+}
+
+static void test_recycle_crash_graceful_shutdown(void **state) {
+  (void)state;
+  recycle_crash_shutdown(BR_SHUTDOWN_GRACEFUL);
+}
+
+static void test_recycle_crash_immediate_shutdown(void **state) {
+  (void)state;
+  recycle_crash_shutdown(BR_SHUTDOWN_IMMEDIATE);
+}
+
+/* Shutdown from another thread while a thread is blocked in map. */
+typedef struct map_arg {
+  br_procpool *p;
+  int r;
+} map_arg;
+
+static void *mapper(void *arg) {
+  map_arg *a = arg;
+  tjob items[64];
+  for (uint32_t i = 0; i < 64; i++) items[i] = tj(i, A_SLEEP, 20);
+  uint64_t out[64];
+  int errs[64];
+  br_map_opts mo = {.chunksize = 2};
+  a->r = br_procpool_map_fixed(a->p, "tjob", items, sizeof(tjob), 64, out, 8, &mo, errs);
+  return NULL;
+}
+
+static void test_shutdown_during_map(void **state) {
+  (void)state;
+  br_procpool *p = new_pool(2, NULL);
+  map_arg a = {p, 1};
+  pthread_t th;
+  pthread_create(&th, NULL, mapper, &a);
+  tsleep_ms(60);
+  assert_int_equal(br_procpool_shutdown(p, BR_SHUTDOWN_IMMEDIATE), 0);
+  pthread_join(th, NULL);
+  assert_true(a.r == BR_ECANCELED || a.r == 0);
+  br_procpool_free(p);
+}
+
+/* Many pools created and freed, some from threads at once. */
+static void *pool_cycle(void *arg) {
+  (void)arg;
+  for (int k = 0; k < 5; k++) {
+    br_procpool *p = NULL;
+    if (br_procpool_new(&p, 2, NULL) != 0) return (void *)1;
+    tjob j = tj(0, A_OK, 0);
+    br_future *f;
+    if (br_procpool_submit(p, "tjob", &j, sizeof j, &f) != 0) return (void *)1;
+    void *v;
+    if (br_await(f, &v) != 0) return (void *)1;
+    br_bytes_free(v);
+    br_future_unref(f);
+    br_procpool_free(p);
+  }
+  return NULL;
+}
+
+static void test_pools_from_threads(void **state) {
+  (void)state;
+  int before = br_test_count_fds();
+  pthread_t th[3];
+  for (int i = 0; i < 3; i++) pthread_create(&th[i], NULL, pool_cycle, NULL);
+  for (int i = 0; i < 3; i++) {
+    void *r;
+    pthread_join(th[i], &r);
+    assert_null(r);
+  }
+  assert_int_equal(br_test_count_fds(), before);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_100k_small_jobs),
+      cmocka_unit_test(test_threads_cpu_pool_and_loop),
+      cmocka_unit_test(test_recycle_crash_graceful_shutdown),
+      cmocka_unit_test(test_recycle_crash_immediate_shutdown),
+      cmocka_unit_test(test_shutdown_during_map),
+      cmocka_unit_test(test_pools_from_threads),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
