@@ -1,0 +1,313 @@
+/* The blocking pool (br_to_thread): results and failures, the loop keeps
+ * running while jobs block, work classes that cannot starve each other,
+ * bounded queues, thread-creation failure as an error (never a hang),
+ * cancellation of queued jobs, idle reaping, shutdown and restart. */
+#include <braid.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "exec/blocking.h"
+#include "test_io_util.h"
+
+static void nap_ms(int ms) {
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0) {
+  }
+}
+
+static void *square(void *arg) {
+  intptr_t x = (intptr_t)arg;
+  nap_ms(20); /* a blocking call */
+  return (void *)(x * x);
+}
+
+static void *failing(void *arg) {
+  (void)arg;
+  return br_to_thread_fail(BR_EIO, "disk %d on fire", 3);
+}
+
+static void *ticker(void *arg) {
+  int *ticks = arg;
+  for (int i = 0; i < 10; i++) {
+    br_sleep_ms(2);
+    (*ticks)++;
+  }
+  return NULL;
+}
+
+static void *body_basic(void *arg) {
+  (void)arg;
+  int ticks = 0;
+  br_task *t;
+  br_spawn(&t, ticker, &ticks, NULL);
+  br_future *f[8];
+  for (intptr_t i = 0; i < 8; i++) f[i] = br_to_thread(square, (void *)i);
+  for (intptr_t i = 0; i < 8; i++) {
+    void *v;
+    assert_int_equal(br_await(f[i], &v), 0);
+    assert_int_equal((intptr_t)v, i * i);
+    br_future_unref(f[i]);
+  }
+  /* The loop ran the ticker while the jobs blocked their threads. */
+  assert_true(ticks >= 5);
+  br_join(t, NULL);
+
+  br_future *bad = br_to_thread(failing, NULL);
+  assert_int_equal(br_await(bad, NULL), BR_EIO);
+  assert_string_equal(br_future_message(bad), "disk 3 on fire");
+  br_future_unref(bad);
+  /* Outside a job, the fail call does nothing. */
+  assert_null(br_to_thread_fail(BR_EIO, "x"));
+  bad = br_to_thread(NULL, NULL);
+  assert_int_equal(br_await(bad, NULL), BR_EINVAL);
+  br_future_unref(bad);
+  return NULL;
+}
+
+static void test_basic(void **state) {
+  (void)state;
+  io_run(body_basic, NULL);
+}
+
+static void test_plain_thread_wait(void **state) {
+  (void)state;
+  br_future *f = br_to_thread(square, (void *)(intptr_t)9);
+  void *v;
+  assert_int_equal(br_await(f, &v), 0);
+  assert_int_equal((intptr_t)v, 81);
+  br_future_unref(f);
+}
+
+/* --- classes --------------------------------------------------------------- */
+
+static atomic_int released;
+
+static void *slow_user(void *arg) {
+  (void)arg;
+  while (!atomic_load(&released)) nap_ms(1);
+  return NULL;
+}
+
+static void *quick(void *arg) { return arg; }
+
+static void *body_classes(void *arg) {
+  (void)arg;
+  br_blocking_set_limits(BR_BLOCKING_USER, &(br_blocking_limits){.max_threads = 2});
+  atomic_store(&released, 0);
+  /* Saturate the user class: 2 running, 6 queued. */
+  br_future *slow[8];
+  for (int i = 0; i < 8; i++) slow[i] = br_to_thread(slow_user, NULL);
+  nap_ms(10);
+  br_blocking_stats st;
+  br_blocking_get_stats(BR_BLOCKING_USER, &st);
+  assert_int_equal(st.threads, 2);
+  assert_int_equal(st.queued, 6);
+  /* File and DNS work is not stuck behind them. */
+  int64_t t0 = br_now();
+  br_future *ff = br_to_thread_class(BR_BLOCKING_FILE, quick, (void *)1);
+  br_future *fd = br_to_thread_class(BR_BLOCKING_DNS, quick, (void *)2);
+  void *v;
+  assert_int_equal(br_await_until(ff, br_deadline_ms(2000), &v), 0);
+  assert_int_equal((intptr_t)v, 1);
+  assert_int_equal(br_await_until(fd, br_deadline_ms(2000), &v), 0);
+  assert_int_equal((intptr_t)v, 2);
+  /* Nor is a real lookup. */
+  br_addr a;
+  assert_true(br_resolve("localhost", "1", AF_INET, &a, 1, br_deadline_ms(2000)) == 1);
+  assert_true(br_now() - t0 < 1000000000LL);
+  br_future_unref(ff);
+  br_future_unref(fd);
+  atomic_store(&released, 1);
+  for (int i = 0; i < 8; i++) {
+    assert_int_equal(br_await(slow[i], NULL), 0);
+    br_future_unref(slow[i]);
+  }
+  br_blocking_set_limits(BR_BLOCKING_USER, &(br_blocking_limits){.max_threads = 64});
+  return NULL;
+}
+
+static void test_classes(void **state) {
+  (void)state;
+  io_run(body_classes, NULL);
+}
+
+/* --- bounded queue, cancellation ------------------------------------------- */
+
+static atomic_int ran;
+static void *count_run(void *arg) {
+  (void)arg;
+  atomic_fetch_add(&ran, 1);
+  return NULL;
+}
+
+static void *body_bounded(void *arg) {
+  (void)arg;
+  br_blocking_set_limits(BR_BLOCKING_USER, &(br_blocking_limits){.max_threads = 1, .max_queue = 3});
+  atomic_store(&released, 0);
+  atomic_store(&ran, 0);
+  br_future *busy = br_to_thread(slow_user, NULL);
+  nap_ms(10); /* it is running: the queue is empty */
+  br_future *q[3];
+  for (int i = 0; i < 3; i++) q[i] = br_to_thread(count_run, NULL);
+  br_future *over = br_to_thread(count_run, NULL);
+  assert_true(br_future_done(over));
+  assert_int_equal(br_future_error(over), BR_EFULL);
+  br_future_unref(over);
+  /* Cancelling a queued job drops it: it never runs. */
+  assert_int_equal(br_future_cancel(q[1]), 0);
+  assert_int_equal(br_await(q[1], NULL), BR_ECANCELED);
+  br_blocking_stats st;
+  br_blocking_get_stats(BR_BLOCKING_USER, &st);
+  assert_int_equal(st.queued, 2);
+  atomic_store(&released, 1);
+  assert_int_equal(br_await(busy, NULL), 0);
+  assert_int_equal(br_await(q[0], NULL), 0);
+  assert_int_equal(br_await(q[2], NULL), 0);
+  assert_int_equal(atomic_load(&ran), 2);
+  /* Cancelling a finished job says so. */
+  assert_int_equal(br_future_cancel(q[0]), BR_EALREADY);
+  for (int i = 0; i < 3; i++) br_future_unref(q[i]);
+  br_future_unref(busy);
+  br_blocking_set_limits(BR_BLOCKING_USER,
+                         &(br_blocking_limits){.max_threads = 64, .max_queue = 65536});
+  return NULL;
+}
+
+static void test_bounded(void **state) {
+  (void)state;
+  io_run(body_bounded, NULL);
+}
+
+/* A task awaiting a job is cancelled: it returns at once, the job finishes
+ * on its own and its result is dropped (no leak under ASan). */
+static void *await_slow(void *arg) {
+  (void)arg;
+  br_future *f = br_to_thread(square, (void *)(intptr_t)3);
+  int rc = br_await(f, NULL);
+  br_future_unref(f);
+  return (void *)(intptr_t)rc;
+}
+
+static void *body_cancel_waiter(void *arg) {
+  (void)arg;
+  br_task *t;
+  br_spawn(&t, await_slow, NULL, NULL);
+  br_sleep_ms(2);
+  br_cancel(t);
+  void *v;
+  br_join(t, &v);
+  assert_int_equal((intptr_t)v, BR_ECANCELED);
+  return NULL;
+}
+
+static void test_cancel_waiter(void **state) {
+  (void)state;
+  io_run(body_cancel_waiter, NULL);
+  br_blocking_shutdown(); /* the orphaned job completes before we go on */
+}
+
+/* --- thread creation failure, reaping, shutdown ---------------------------- */
+
+static void test_thread_failure(void **state) {
+  (void)state;
+  br_blocking_shutdown(); /* no thread left anywhere */
+  br__blocking_fail_thread_creates(1000);
+  int64_t t0 = br_now();
+  br_future *f = br_to_thread(quick, NULL);
+  assert_true(br_future_done(f)); /* failed at once, never queued forever */
+  assert_int_equal(br_future_error(f), BR_EAGAIN);
+  assert_non_null(strstr(br_future_message(f), "cannot start a thread"));
+  br_future_unref(f);
+  assert_true(br_now() - t0 < 100000000);
+  br__blocking_fail_thread_creates(0);
+  f = br_to_thread(quick, (void *)5);
+  void *v;
+  assert_int_equal(br_await(f, &v), 0);
+  assert_int_equal((intptr_t)v, 5);
+  br_future_unref(f);
+}
+
+static void test_reap_and_shutdown(void **state) {
+  (void)state;
+  br_blocking_set_limits(BR_BLOCKING_FILE, &(br_blocking_limits){.idle_ms = 30});
+  br_future *f[4];
+  for (int i = 0; i < 4; i++) f[i] = br_to_thread_class(BR_BLOCKING_FILE, square, NULL);
+  for (int i = 0; i < 4; i++) {
+    br_await(f[i], NULL);
+    br_future_unref(f[i]);
+  }
+  br_blocking_stats st;
+  br_blocking_get_stats(BR_BLOCKING_FILE, &st);
+  assert_true(st.threads >= 1);
+  nap_ms(200);
+  br_blocking_get_stats(BR_BLOCKING_FILE, &st);
+  assert_int_equal(st.threads, 0);
+  br_blocking_set_limits(BR_BLOCKING_FILE, &(br_blocking_limits){.idle_ms = 10000});
+  /* Shutdown lets running jobs finish and joins everything; afterwards the
+   * pool starts again on demand. */
+  br_future *g = br_to_thread(square, (void *)(intptr_t)4);
+  br_blocking_shutdown();
+  assert_true(br_future_done(g));
+  br_future_unref(g);
+  br_blocking_get_stats(BR_BLOCKING_USER, &st);
+  assert_int_equal(st.threads, 0);
+  g = br_to_thread(quick, NULL);
+  assert_int_equal(br_await(g, NULL), 0);
+  br_future_unref(g);
+  assert_int_equal(br_blocking_set_limits(BR_BLOCKING_NCLASSES, &(br_blocking_limits){0}), BR_EINVAL);
+}
+
+/* --- stress: many submitters, loops and plain threads ---------------------- */
+
+static void *add_one(void *arg) { return (void *)((intptr_t)arg + 1); }
+
+static void *loop_submitter(void *arg) {
+  (void)arg;
+  long n = br_test_scaled(3000);
+  for (long i = 0; i < n; i++) {
+    br_future *f = br_to_thread(add_one, (void *)(intptr_t)i);
+    void *v;
+    if (br_await(f, &v) != 0 || (intptr_t)v != i + 1) return br_fail(BR_EIO, "job %ld", i);
+    br_future_unref(f);
+  }
+  return NULL;
+}
+
+static void *thread_main(void *arg) {
+  (void)arg;
+  void *res;
+  return (void *)(intptr_t)br_run(loop_submitter, NULL, &res);
+}
+
+static void test_stress(void **state) {
+  (void)state;
+  pthread_t th[3];
+  for (int i = 0; i < 3; i++) pthread_create(&th[i], NULL, thread_main, NULL);
+  long n = br_test_scaled(3000);
+  for (long i = 0; i < n; i++) {
+    br_future *f = br_to_thread_class(BR_BLOCKING_FILE, add_one, (void *)(intptr_t)i);
+    void *v;
+    assert_int_equal(br_await(f, &v), 0);
+    assert_int_equal((intptr_t)v, i + 1);
+    br_future_unref(f);
+  }
+  for (int i = 0; i < 3; i++) {
+    void *v;
+    pthread_join(th[i], &v);
+    assert_int_equal((intptr_t)v, 0);
+  }
+  br_blocking_shutdown();
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_basic),          cmocka_unit_test(test_plain_thread_wait),
+    cmocka_unit_test(test_classes),        cmocka_unit_test(test_bounded),
+    cmocka_unit_test(test_cancel_waiter),  cmocka_unit_test(test_thread_failure),
+    cmocka_unit_test(test_reap_and_shutdown), cmocka_unit_test(test_stress),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
