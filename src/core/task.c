@@ -79,7 +79,7 @@ static void shared_save(struct br_loop *L, struct br_task *t) {
   if (sp < L->shared->lo) sp = L->shared->lo;
   size_t len = (size_t)(top - sp);
   if (len > t->saved_cap) {
-    size_t cap = (len + 255) & ~(size_t)255;
+    size_t cap = (len + 63) & ~(size_t)63; /* tight: a million of these add up */
     char *b = realloc(t->saved, cap);
     if (!b) {
       fprintf(stderr, "braid: out of memory saving compact task '%s' (%zu bytes)\n",
