@@ -81,6 +81,17 @@
 #define LIKELY(x) __builtin_expect(!!(x), 1)
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
 
+/* A full (store-load) barrier. ThreadSanitizer does not support stand-alone
+ * fences (gcc refuses them with -Wtsan), so under TSan a seq_cst read-modify-
+ * write stands in: TSan implements it with a locked instruction, which is a
+ * full barrier on the hardware we run on. */
+#ifdef BR__DEQUE_TSAN
+static _Atomic int br__fence_word;
+#define FULL_FENCE() ((void)atomic_fetch_add_explicit(&br__fence_word, 0, memory_order_seq_cst))
+#else
+#define FULL_FENCE() atomic_thread_fence(memory_order_seq_cst)
+#endif
+
 /* br_fork.state values. Distinct non-trivial constants so that joining a
  * br_fork that was never forked is caught (most of the time). */
 enum {
@@ -233,7 +244,7 @@ static bool membarrier_register(void) {
 static void heavy_barrier(br_pool *p) {
   if (p->membarrier && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
     return;
-  atomic_thread_fence(memory_order_seq_cst);
+  FULL_FENCE();
 }
 
 static inline uint64_t rng_next(br__worker *w) {
@@ -253,7 +264,7 @@ static void wake_one(br_pool *p);
  * the Dekker pair: with membarrier it is two relaxed loads of a line that is
  * written only when workers park or wake. */
 static inline void notify(br_pool *p) {
-  if (!p->membarrier) atomic_thread_fence(memory_order_seq_cst);
+  if (!p->membarrier) FULL_FENCE();
   if (LIKELY(atomic_load_explicit(&p->nsleeping, memory_order_relaxed) == 0)) return;
   if (atomic_load_explicit(&p->nspinning, memory_order_relaxed) != 0) return;
   wake_one(p);
