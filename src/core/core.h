@@ -65,6 +65,7 @@ struct br_task {
   bool detached;
   bool cancelled;         /* br_cancel was called */
   bool in_group_cancel;   /* cancelled by its group because of a sibling */
+  bool orphan;            /* outlived its loop (someone still holds its future) */
   br__ctx ctx;
   struct br_loop *loop;
   struct br_task *next;   /* run-queue link */
@@ -137,6 +138,7 @@ struct br_loop {
   pthread_mutex_t remote_lock;
   struct br_task *remote_tasks;  /* LIFO, reversed when drained */
   br__cb *remote_cbs;
+  struct br_task *remote_free;   /* tasks whose last ref went on another thread */
   atomic_int remote_pending;
   atomic_int sleeping;           /* 1 while (about to be) in poll */
   bool remote_closed;
@@ -209,6 +211,8 @@ void *br__task_addr(struct br_task *t, void *p);
 /* --- loop (loop.c) --- */
 int br__loop_iterate(struct br_loop *loop, bool block);
 void br__remote_push_task(struct br_loop *loop, struct br_task *t);
+void br__remote_push_free(struct br_loop *loop, struct br_task *t);
+void br__task_free_mem(struct br_task *t);
 /* Report a detached (or never collected) task's failure: stderr or the
  * loop's on_detached_error. */
 void br__report_failure_code(struct br_task *t, int code, const char *msg);

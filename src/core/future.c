@@ -162,7 +162,7 @@ int br_future_cancel(br_future *f) {
   if (f->owner_task) {
     /* A task's future is completed by the task: cancel the task. */
     struct br_task *t = f->owner_task;
-    if (atomic_load_explicit(&f->done, memory_order_acquire)) return BR_EALREADY;
+    if (atomic_load_explicit(&f->done, memory_order_acquire) || t->orphan) return BR_EALREADY;
     if (br__tls_loop != t->loop) return BR_EPERM;
     br__task_cancel(t, false);
     return 0;

@@ -90,6 +90,14 @@ void br__remote_push_task(struct br_loop *L, struct br_task *t) {
   remote_signal(L);
 }
 
+void br__remote_push_free(struct br_loop *L, struct br_task *t) {
+  pthread_mutex_lock(&L->remote_lock);
+  t->next = L->remote_free;
+  L->remote_free = t;
+  pthread_mutex_unlock(&L->remote_lock);
+  remote_signal(L);
+}
+
 int br_call_soon_threadsafe(br_loop *L, br_callback_fn cb, void *arg) {
   if (!L || !cb) return BR_EINVAL;
   br__cb *c = malloc(sizeof *c);
@@ -132,9 +140,16 @@ static void drain_remote(struct br_loop *L) {
   pthread_mutex_lock(&L->remote_lock);
   struct br_task *ts = L->remote_tasks;
   br__cb *cs = L->remote_cbs;
+  struct br_task *fr = L->remote_free;
   L->remote_tasks = NULL;
   L->remote_cbs = NULL;
+  L->remote_free = NULL;
   pthread_mutex_unlock(&L->remote_lock);
+  while (fr) {
+    struct br_task *n = fr->next;
+    br__task_free_mem(fr);
+    fr = n;
+  }
   /* Both lists are LIFO: reverse to keep submission order. */
   struct br_task *rt = NULL;
   while (ts) {
@@ -317,8 +332,19 @@ int br_loop_free(br_loop *L) {
     }
     t = n;
   }
-  /* Tasks still referenced by someone's future_ref are freed with it. */
-  for (t = L->all; t; t = t->all_next) t->fut.owner_task = NULL, t->loop = L;
+  /* Tasks still referenced through a br_future_ref outlive the loop as
+   * orphans: their future stays readable and is freed with its last ref. */
+  t = L->all;
+  while (t) {
+    struct br_task *n = t->all_next;
+    if (t->state != BR__DONE)
+      fprintf(stderr, "braid: task '%s' did not finish before its loop was freed\n", br_task_name(t));
+    t->orphan = true;
+    t->loop = NULL;
+    t->all_next = t->all_prev = NULL;
+    t = n;
+  }
+  L->all = NULL;
   while (L->free_tasks) {
     struct br_task *f = L->free_tasks;
     L->free_tasks = f->next;

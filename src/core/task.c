@@ -197,7 +197,6 @@ static void suspend(struct br_loop *L, struct br_task *t) {
 
 /* --- scheduler side ------------------------------------------------------ */
 
-static void task_free_mem(struct br_task *t);
 
 static void retire(struct br_loop *L, struct br_task *t) {
   /* The body has returned and we are back on the scheduler stack. */
@@ -407,8 +406,14 @@ static struct br_task *task_alloc(struct br_loop *L) {
   return malloc(sizeof *t);
 }
 
-static void task_free_mem(struct br_task *t) {
+void br__task_free_mem(struct br_task *t) {
   struct br_loop *L = t->loop;
+  if (br__tls_loop != L) {
+    /* The last reference went on another thread: the loop's lists are not
+     * ours to touch, so hand the memory back to the loop. */
+    br__remote_push_free(L, t);
+    return;
+  }
   t->magic = BR__TASK_DEAD;
   if (t->all_prev) t->all_prev->all_next = t->all_next; else L->all = t->all_next;
   if (t->all_next) t->all_next->all_prev = t->all_prev;
@@ -417,16 +422,20 @@ static void task_free_mem(struct br_task *t) {
   free(t->fut.msg);
   t->fut.msg = NULL;
   L->handles--;
-  if (br__tls_loop == L) {
-    t->next = L->free_tasks;
-    L->free_tasks = t;
-  } else {
-    free(t);
-  }
+  t->next = L->free_tasks;
+  L->free_tasks = t;
 }
 
 /* Called by future.c when a task's embedded future loses its last ref. */
-void br__task_future_gone(struct br_task *t) { task_free_mem(t); }
+void br__task_future_gone(struct br_task *t) {
+  if (t->orphan) { /* its loop is gone: plain heap memory now */
+    free(t->fail_msg);
+    free(t->fut.msg);
+    free(t);
+    return;
+  }
+  br__task_free_mem(t);
+}
 
 int br_loop_spawn(br_loop *L, br_task **out, br_task_fn fn, void *arg, const br_spawn_opts *opts) {
   if (!L) return BR_ENOTTASK;
@@ -712,7 +721,7 @@ br_future *br_task_future(br_task *t) {
 
 int br_task_get_stats(br_task *t, br_task_stats *out) {
   if (!t) t = br__require_task();
-  if (!br__task_valid(t) || !out) return BR_EHANDLE;
+  if (!br__task_valid(t) || !out || !t->loop) return BR_EHANDLE;
   uint64_t ticks = t->run_ticks;
   if (t->state == BR__RUNNING && t->loop->acct != BR_ACCT_OFF) ticks += br__ticks() - t->resumed_at;
   /* Timestamps are cycle-counter ticks (a clock_gettime per spawn would
