@@ -67,6 +67,7 @@ GROUPS = [
       title="ping-pong between two tasks over an unbuffered channel (one hop = one switch)",
       metrics=[("ns_per_op", "ns/switch")],
       braid=[("braid", ["--mode", "chan"]),
+             ("braid acct=off", ["--mode", "chan", "--acct", "off"]),
              ("braid compact", ["--mode", "chan", "--compact"])],
       peers=SWITCH_PEERS, peer_args=["chan"],
       n={"braid": 10_000_000, "go": 2_000_000, "py": 200_000},
@@ -133,9 +134,17 @@ def child_env(extra=None):
     return env
 
 
+def loadavg1():
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def run_program(cmd, env, timeout):
     """Run cmd and return its JSON line plus rss_kib / rss_mib (peak RSS),
     ru_maxrss_kib (from os.wait4) and proc_s (the process's wall time)."""
+    load1 = loadavg1()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         p = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=ROOT)
@@ -181,6 +190,10 @@ def run_program(cmd, env, timeout):
     rec["rss_kib"] = hwm if isinstance(hwm, int) and hwm > 0 else ru.ru_maxrss
     rec["rss_mib"] = rec["rss_kib"] / 1024.0
     rec["proc_s"] = proc_s
+    # CPU time of the process: on a loaded machine the wall-clock figures of
+    # a single-threaded program inflate, its CPU time much less.
+    rec["cpu_s"] = ru.ru_utime + ru.ru_stime
+    rec["loadavg_before"] = load1
     if stderr.strip():
         rec["stderr"] = tail
     return rec
@@ -490,6 +503,13 @@ def main():
         f"{info['cpus_usable']} cpus, {info['kernel']}  runs={runs}"
         f"{'  (quick)' if args.quick else ''}")
 
+    ncpu = info["cpus_usable"] or 1
+    load = loadavg1()
+    if load is not None and load > 0.5 * ncpu:
+        log(f"warning: load average {load:.2f} on {ncpu} cpus: other work is running, "
+            "wall-clock figures will be inflated (ratios within this run still hold "
+            "roughly; the JSON has each run's cpu_s and load)")
+
     failures = []
     results = {}
     for g in groups:
@@ -530,7 +550,7 @@ def main():
                      "env": {k: r["env"][k] for k in ("GOMAXPROCS",) if k in r["env"]},
                      "runs": rr, "error": errors.get(r["label"])}
             if rr:
-                keys = [m for m, _ in g["metrics"]] + ["elapsed_s", "rss_mib", "proc_s"]
+                keys = [m for m, _ in g["metrics"]] + ["elapsed_s", "rss_mib", "proc_s", "cpu_s"]
                 entry["median"] = {k: statistics.median(x[k] for x in rr) for k in dict.fromkeys(keys)}
                 entry["n"] = rr[0].get("n")
             gres["runners"][r["label"]] = entry
@@ -579,6 +599,11 @@ def main():
         print("\nIssue 2 targets")
         print(table([[t["target"], t["value"], t["goal"], t["verdict"], t["detail"]]
                      for t in targets], ["target", "measured", "goal", "", ""], left=5))
+    loads = [rec.get("loadavg_before") for g in results.values() for r in g["runners"].values()
+             for rec in r["runs"] if rec.get("loadavg_before") is not None]
+    if loads and max(loads) > 0.5 * ncpu:
+        print(f"\nnote: load average reached {max(loads):.2f} on {ncpu} cpus during the run: "
+              "figures are noisy")
     if failures:
         print("\nFailures:")
         for f in failures:
