@@ -1,0 +1,1113 @@
+/* test_task — tasks: spawn, join, results and errors with messages, names,
+ * cancellation, close, detach and failure reports, wait_for, gather, and
+ * compact (shared-stack) tasks doing the same mixed with normal ones. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <braid.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "test_util.h"
+
+/* ---- shared test scaffolding (copied in each core test file) ----------- */
+/* Failures inside tasks, callbacks and helper threads are recorded, not
+ * asserted: cmocka's longjmp must never leave a coroutine stack or another
+ * thread. The test function checks the record once the loop has finished
+ * (tf_assert_clean), so a failing test reports the first failed check with
+ * its file and line. */
+static pthread_mutex_t tf_lock = PTHREAD_MUTEX_INITIALIZER;
+static char tf_msg[1024];
+static int tf_count;
+
+__attribute__((format(printf, 3, 4)))
+static void tf_record(const char *file, int line, const char *fmt, ...) {
+  pthread_mutex_lock(&tf_lock);
+  if (!tf_count++) {
+    int n = snprintf(tf_msg, sizeof tf_msg, "%s:%d: ", file, line);
+    va_list ap;
+    va_start(ap, fmt);
+    if (n > 0 && (size_t)n < sizeof tf_msg) vsnprintf(tf_msg + n, sizeof tf_msg - (size_t)n, fmt, ap);
+    va_end(ap);
+  }
+  pthread_mutex_unlock(&tf_lock);
+}
+
+__attribute__((unused)) static void tf_assert_clean(void) {
+  pthread_mutex_lock(&tf_lock);
+  int n = tf_count;
+  char msg[sizeof tf_msg];
+  memcpy(msg, tf_msg, sizeof msg);
+  tf_count = 0;
+  tf_msg[0] = 0;
+  pthread_mutex_unlock(&tf_lock);
+  if (n) fail_msg("%d failed check(s); first: %s", n, msg);
+}
+
+/* T_*: check inside a function returning a pointer (task bodies, threads):
+ * record and return NULL. V_*: the same in a void function. */
+#define TF_CHECK_(ret, cond, ...)                   \
+  do {                                              \
+    if (!(cond)) {                                  \
+      tf_record(__FILE__, __LINE__, __VA_ARGS__);   \
+      return ret;                                   \
+    }                                               \
+  } while (0)
+#define TF_EQ_(ret, a, b)                                                                   \
+  do {                                                                                     \
+    long long a_ = (long long)(a), b_ = (long long)(b);                                    \
+    TF_CHECK_(ret, a_ == b_, "%s == %s failed (%lld vs %lld)", #a, #b, a_, b_);            \
+  } while (0)
+#define TF_RC_(ret, expr, want)                                                            \
+  do {                                                                                     \
+    int rc_ = (expr), w_ = (want);                                                         \
+    TF_CHECK_(ret, rc_ == w_, "%s returned %d (%s), want %d (%s)", #expr, rc_,             \
+              br_errname(rc_), w_, br_errname(w_));                                        \
+  } while (0)
+#define TF_RANGE_(ret, v, lo, hi)                                                          \
+  do {                                                                                     \
+    long long v_ = (long long)(v), lo_ = (long long)(lo), hi_ = (long long)(hi);           \
+    TF_CHECK_(ret, v_ >= lo_ && v_ <= hi_, "%s = %lld not in [%lld, %lld]", #v, v_, lo_, hi_); \
+  } while (0)
+#define TF_STR_(ret, a, b)                                                                 \
+  do {                                                                                     \
+    const char *sa_ = (a), *sb_ = (b);                                                     \
+    TF_CHECK_(ret, sa_ && sb_ && strcmp(sa_, sb_) == 0, "%s = \"%s\", want \"%s\"", #a,    \
+              sa_ ? sa_ : "(null)", sb_ ? sb_ : "(null)");                                  \
+  } while (0)
+#define T_TRUE(c) TF_CHECK_(NULL, c, "%s", #c)
+#define T_EQ(a, b) TF_EQ_(NULL, a, b)
+#define T_RC(e, w) TF_RC_(NULL, e, w)
+#define T_OK(e) TF_RC_(NULL, e, 0)
+#define T_RANGE(v, lo, hi) TF_RANGE_(NULL, v, lo, hi)
+#define T_STR(a, b) TF_STR_(NULL, a, b)
+#define V_TRUE(c) TF_CHECK_(, c, "%s", #c)
+#define V_EQ(a, b) TF_EQ_(, a, b)
+#define V_RC(e, w) TF_RC_(, e, w)
+#define V_OK(e) TF_RC_(, e, 0)
+
+__attribute__((unused)) static int64_t ms_since(int64_t t0) { return (br_now() - t0) / 1000000; }
+
+/* Run fn as br_run's main task; the test fails if a check failed inside or
+ * br_run did not return `want`. Returns main's result. */
+__attribute__((unused)) static void *run_main_rc(br_task_fn fn, void *arg, int want) {
+  void *result = NULL;
+  int rc = br_run(fn, arg, &result);
+  tf_assert_clean();
+  if (rc != want)
+    fail_msg("br_run returned %d (%s), want %d (%s)", rc, br_errname(rc), want, br_errname(want));
+  return result;
+}
+__attribute__((unused)) static void *run_main(br_task_fn fn, void *arg) { return run_main_rc(fn, arg, 0); }
+/* ---- end of scaffolding -------------------------------------------------- */
+
+#define IP(x) ((void *)(intptr_t)(x))
+#define PI(p) ((intptr_t)(p))
+
+/* --- spawn / join -------------------------------------------------------- */
+
+static int started;
+
+static void *double_it(void *arg) {
+  started++;
+  return IP(PI(arg) * 2);
+}
+
+static void *m_spawn_join(void *arg) {
+  (void)arg;
+  started = 0;
+  br_task *t;
+  T_OK(br_spawn(&t, double_it, IP(21), NULL));
+  T_TRUE(t != NULL);
+  /* The task starts only when the spawner yields or blocks. */
+  T_EQ(started, 0);
+  T_TRUE(!br_task_done(t));
+  void *r = NULL;
+  T_OK(br_join(t, &r));
+  T_EQ(started, 1);
+  T_EQ(PI(r), 42);
+  /* join with result == NULL is allowed */
+  T_OK(br_spawn(&t, double_it, IP(1), NULL));
+  T_OK(br_join(t, NULL));
+  return IP(7);
+}
+
+static void test_spawn_join(void **state) {
+  (void)state;
+  void *r = run_main(m_spawn_join, NULL);
+  assert_int_equal(PI(r), 7);
+}
+
+static char order[64];
+static int norder;
+
+static void *append_id(void *arg) {
+  order[norder++] = (char)('0' + PI(arg));
+  return NULL;
+}
+
+static void *m_start_order(void *arg) {
+  (void)arg;
+  norder = 0;
+  br_task *t[5];
+  for (int i = 0; i < 5; i++) T_OK(br_spawn(&t[i], append_id, IP(i), NULL));
+  T_OK(br_yield());
+  order[norder] = 0;
+  T_STR(order, "01234");
+  for (int i = 0; i < 5; i++) {
+    T_TRUE(br_task_done(t[i]));
+    T_OK(br_join(t[i], NULL));
+  }
+  return NULL;
+}
+
+static void test_start_order(void **state) {
+  (void)state;
+  run_main(m_start_order, NULL);
+}
+
+static char yield_trace[64];
+static int ntrace;
+
+static void *yielder(void *arg) {
+  for (int i = 0; i < 5; i++) {
+    yield_trace[ntrace++] = *(const char *)arg;
+    if (br_yield() != 0) return br_fail(BR_EIO, "yield failed");
+  }
+  return NULL;
+}
+
+static void *m_yield_interleaves(void *arg) {
+  (void)arg;
+  ntrace = 0;
+  br_task *a, *b;
+  T_OK(br_spawn(&a, yielder, "A", NULL));
+  T_OK(br_spawn(&b, yielder, "B", NULL));
+  T_OK(br_join(a, NULL));
+  T_OK(br_join(b, NULL));
+  yield_trace[ntrace] = 0;
+  T_STR(yield_trace, "ABABABABAB");
+  return NULL;
+}
+
+static void test_yield_interleaves(void **state) {
+  (void)state;
+  run_main(m_yield_interleaves, NULL);
+}
+
+/* --- names and ids ------------------------------------------------------- */
+
+static void *report_own_name(void *arg) {
+  char *buf = arg;
+  snprintf(buf, 64, "%s", br_task_name(NULL));
+  if (br_self() == NULL) return br_fail(BR_EIO, "br_self is NULL in a task");
+  if (br_task_id(NULL) != br_task_id(br_self())) return br_fail(BR_EIO, "id mismatch");
+  return NULL;
+}
+
+static void *m_names(void *arg) {
+  (void)arg;
+  T_STR(br_task_name(NULL), "main");
+  T_STR(br_task_name(br_self()), "main");
+
+  char seen[64];
+  br_task *t;
+  T_OK(br_spawn(&t, report_own_name, seen, NULL));
+  char want[64];
+  snprintf(want, sizeof want, "task-%llu", (unsigned long long)br_task_id(t));
+  T_STR(br_task_name(t), want);
+  T_OK(br_join(t, NULL));
+  T_STR(seen, want);
+
+  /* A custom name is copied at spawn. */
+  char name[40] = "fetcher";
+  T_OK(br_spawn(&t, report_own_name, seen, &(br_spawn_opts){.name = name}));
+  strcpy(name, "changed");
+  T_STR(br_task_name(t), "fetcher");
+  T_OK(br_join(t, NULL));
+  T_STR(seen, "fetcher");
+
+  /* Long names are truncated to 31 bytes. */
+  const char *longname = "abcdefghijklmnopqrstuvwxyz0123456789-very-long";
+  T_OK(br_spawn(&t, report_own_name, seen, &(br_spawn_opts){.name = longname}));
+  T_EQ(strlen(br_task_name(t)), 31);
+  T_TRUE(strncmp(br_task_name(t), longname, 31) == 0);
+  T_OK(br_join(t, NULL));
+
+  /* A released handle reads "<released>" (as long as it can be detected). */
+  T_OK(br_spawn(&t, report_own_name, seen, &(br_spawn_opts){.name = "gone"}));
+  T_OK(br_join(t, NULL));
+  T_STR(br_task_name(t), "<released>");
+  return NULL;
+}
+
+static void test_names(void **state) {
+  (void)state;
+  run_main(m_names, NULL);
+  /* Outside any task: never NULL. */
+  assert_non_null(br_task_name(NULL));
+  assert_null(br_self());
+}
+
+static void *nothing(void *arg) {
+  (void)arg;
+  return NULL;
+}
+
+static void *m_ids(void *arg) {
+  (void)arg;
+  enum { N = 100 };
+  br_task *t[N];
+  uint64_t prev = br_task_id(NULL);
+  T_TRUE(prev != 0);
+  for (int i = 0; i < N; i++) {
+    T_OK(br_spawn(&t[i], nothing, NULL, NULL));
+    uint64_t id = br_task_id(t[i]);
+    T_TRUE(id > prev);
+    prev = id;
+  }
+  for (int i = 0; i < N; i++) T_OK(br_join(t[i], NULL));
+  return NULL;
+}
+
+static void test_ids_unique(void **state) {
+  (void)state;
+  run_main(m_ids, NULL);
+}
+
+/* --- failures with messages ---------------------------------------------- */
+
+static void *fails_eio(void *arg) {
+  return br_fail(BR_EIO, "reading %s", (const char *)arg);
+}
+
+static void *fails_twice(void *arg) {
+  (void)arg;
+  br_fail(BR_EIO, "first");
+  return br_fail(BR_ENOENT, "second %d", 2);
+}
+
+static void *m_fail_message(void *arg) {
+  (void)arg;
+  br_task *t;
+  T_OK(br_spawn(&t, fails_eio, "cfg.txt", NULL));
+  br_future *f = br_task_future(t);
+  T_TRUE(f != NULL);
+  void *v = IP(1);
+  T_RC(br_await(f, &v), BR_EIO);
+  T_TRUE(br_task_done(t));
+  T_EQ(br_future_error(f), BR_EIO);
+  T_STR(br_future_message(f), "reading cfg.txt");
+  v = IP(1);
+  T_RC(br_join(t, &v), BR_EIO);
+  T_TRUE(v == NULL);
+
+  /* The last br_fail wins. */
+  T_OK(br_spawn(&t, fails_twice, NULL, NULL));
+  T_RC(br_await(br_task_future(t), NULL), BR_ENOENT);
+  T_STR(br_future_message(br_task_future(t)), "second 2");
+  T_RC(br_join(t, NULL), BR_ENOENT);
+
+  /* A successful task's message is "". */
+  T_OK(br_spawn(&t, double_it, IP(2), NULL));
+  T_OK(br_await(br_task_future(t), NULL));
+  T_STR(br_future_message(br_task_future(t)), "");
+  T_OK(br_join(t, NULL));
+  return NULL;
+}
+
+static void test_fail_message(void **state) {
+  (void)state;
+  run_main(m_fail_message, NULL);
+  /* From a plain thread br_fail does nothing and returns NULL. */
+  assert_null(br_fail(BR_EIO, "not a task"));
+}
+
+static void *m_main_fails(void *arg) {
+  (void)arg;
+  return br_fail(BR_ERANGE, "main gave up");
+}
+
+static void test_main_failure_is_br_run_code(void **state) {
+  (void)state;
+  run_main_rc(m_main_fails, NULL, BR_ERANGE);
+}
+
+/* --- handle errors ----------------------------------------------------- */
+
+static void *m_handle_errors(void *arg) {
+  (void)arg;
+  br_task *t;
+  T_OK(br_spawn(&t, double_it, IP(1), NULL));
+  T_OK(br_join(t, NULL));
+  T_RC(br_join(t, NULL), BR_EHANDLE);
+  T_RC(br_task_close(t), BR_EHANDLE);
+  T_RC(br_detach(t), BR_EHANDLE);
+  T_RC(br_wait_for(t, 10, NULL), BR_EHANDLE);
+  T_RC(br_join(NULL, NULL), BR_EHANDLE);
+  T_RC(br_cancel(NULL), BR_EHANDLE);
+  T_RC(br_join(br_self(), NULL), BR_EDEADLK);
+  T_RC(br_wait_for(br_self(), 10, NULL), BR_EDEADLK);
+  T_RC(br_task_close(br_self()), BR_EDEADLK);
+
+  T_OK(br_spawn(&t, double_it, IP(1), NULL));
+  T_OK(br_detach(t));
+  T_RC(br_detach(t), BR_EHANDLE);
+  T_OK(br_yield());
+  return NULL;
+}
+
+static void test_handle_errors(void **state) {
+  (void)state;
+  run_main(m_handle_errors, NULL);
+}
+
+/* Joining with a task handle from a plain thread: BR_ENOTTASK. */
+typedef struct {
+  br_task *t;
+  int join_rc, yield_rc, sleep_rc, wait_for_rc, spawn_rc, scope_rc, gather_rc;
+  bool group_null;
+  int group_errno;
+} plain_calls;
+
+static void *plain_thread(void *arg) {
+  plain_calls *p = arg;
+  p->join_rc = br_join(p->t, NULL);
+  p->yield_rc = br_yield();
+  p->sleep_rc = br_sleep_ms(1);
+  p->wait_for_rc = br_wait_for(p->t, 1, NULL);
+  p->spawn_rc = br_spawn(&(br_task *){NULL}, nothing, NULL, NULL);
+  br_scope s;
+  p->scope_rc = br_scope_enter(&s, BR_NEVER, false);
+  br_result r[1];
+  p->gather_rc = br_gather_tasks(&p->t, 1, r);
+  errno = 0;
+  br_group *g = br_group_new();
+  p->group_null = g == NULL;
+  p->group_errno = errno;
+  return NULL;
+}
+
+static void *m_task_only_from_thread(void *arg) {
+  plain_calls *p = arg;
+  T_OK(br_spawn(&p->t, double_it, IP(4), NULL));
+  pthread_t th;
+  T_EQ(pthread_create(&th, NULL, plain_thread, p), 0);
+  /* Blocking the loop thread briefly is fine here: nothing else runs. */
+  pthread_join(th, NULL);
+  void *r;
+  T_OK(br_join(p->t, &r));
+  T_EQ(PI(r), 8);
+  return NULL;
+}
+
+static void test_task_only_calls_from_plain_thread(void **state) {
+  (void)state;
+  plain_calls p = {0};
+  run_main(m_task_only_from_thread, &p);
+  assert_int_equal(p.join_rc, BR_ENOTTASK);
+  assert_int_equal(p.yield_rc, BR_ENOTTASK);
+  assert_int_equal(p.sleep_rc, BR_ENOTTASK);
+  assert_int_equal(p.wait_for_rc, BR_ENOTTASK);
+  assert_int_equal(p.spawn_rc, BR_ENOTTASK);
+  assert_int_equal(p.scope_rc, BR_ENOTTASK);
+  assert_int_equal(p.gather_rc, BR_ENOTTASK);
+  assert_true(p.group_null);
+  assert_int_equal(p.group_errno, EPERM);
+  /* And from the main thread with no loop at all. */
+  assert_int_equal(br_yield(), BR_ENOTTASK);
+  assert_int_equal(br_sleep_ms(1), BR_ENOTTASK);
+  assert_int_equal(br_sleep_until(br_now()), BR_ENOTTASK);
+  assert_int_equal(br_spawn(&(br_task *){NULL}, nothing, NULL, NULL), BR_ENOTTASK);
+  assert_int_equal(br_cancelled(), 0);
+  assert_null(br_loop_current());
+}
+
+/* --- cancellation -------------------------------------------------------- */
+
+typedef struct {
+  int first_rc;      /* what the blocking call returned */
+  int later[4];      /* calls made after the cancel */
+  bool cleanup;
+  int64_t woke_ms;
+} cancel_probe;
+
+static void *cancellable_sleeper(void *arg) {
+  cancel_probe *p = arg;
+  int64_t t0 = br_now();
+  p->first_rc = br_sleep_ms(10000);
+  p->woke_ms = ms_since(t0);
+  p->later[0] = br_sleep_ms(1);
+  p->later[1] = br_yield();
+  p->later[2] = br_cancelled();
+  p->later[3] = br_await(br_task_future(br_self()), NULL); /* EDEADLK wins or ECANCELED */
+  p->cleanup = true;
+  return NULL;
+}
+
+static void *m_cancel_blocked(void *arg) {
+  (void)arg;
+  cancel_probe p = {0};
+  br_task *t;
+  T_OK(br_spawn(&t, cancellable_sleeper, &p, &(br_spawn_opts){.flags = BR_SPAWN_OWN_STACK}));
+  T_OK(br_sleep_ms(20));
+  T_OK(br_cancel(t));
+  T_OK(br_cancel(t)); /* twice is fine */
+  T_RC(br_join(t, NULL), BR_ECANCELED);
+  T_RC(p.first_rc, BR_ECANCELED);
+  T_RANGE(p.woke_ms, 15, 1000);
+  T_RC(p.later[0], BR_ECANCELED);
+  T_RC(p.later[1], BR_ECANCELED);
+  T_RC(p.later[2], BR_ECANCELED);
+  T_TRUE(p.later[3] == BR_ECANCELED || p.later[3] == BR_EDEADLK);
+  T_TRUE(p.cleanup);
+  return NULL;
+}
+
+static void test_cancel_blocked_call(void **state) {
+  (void)state;
+  run_main(m_cancel_blocked, NULL);
+}
+
+static void *m_cancel_before_start(void *arg) {
+  (void)arg;
+  cancel_probe p = {0};
+  br_task *t;
+  T_OK(br_spawn(&t, cancellable_sleeper, &p, NULL));
+  T_OK(br_cancel(t));
+  int64_t t0 = br_now();
+  T_RC(br_join(t, NULL), BR_ECANCELED);
+  T_RANGE(ms_since(t0), 0, 500);
+  T_RC(p.first_rc, BR_ECANCELED);
+  T_TRUE(p.cleanup);
+  return NULL;
+}
+
+static void test_cancel_before_start(void **state) {
+  (void)state;
+  run_main(m_cancel_before_start, NULL);
+}
+
+static void *m_cancel_finished(void *arg) {
+  (void)arg;
+  br_task *t;
+  T_OK(br_spawn(&t, double_it, IP(5), NULL));
+  T_OK(br_yield());
+  T_TRUE(br_task_done(t));
+  T_OK(br_cancel(t));
+  void *r;
+  T_OK(br_join(t, &r));
+  T_EQ(PI(r), 10);
+  return NULL;
+}
+
+static void test_cancel_finished_task_is_noop(void **state) {
+  (void)state;
+  run_main(m_cancel_finished, NULL);
+}
+
+/* The task decides how to unwind: a failure it reports wins over the plain
+ * cancellation. */
+static void *fails_on_cancel(void *arg) {
+  (void)arg;
+  int rc = br_sleep_ms(10000);
+  return br_fail(BR_EIO, "interrupted: %s", br_errname(rc));
+}
+
+static void *m_cancel_then_fail(void *arg) {
+  (void)arg;
+  br_task *t;
+  T_OK(br_spawn(&t, fails_on_cancel, NULL, NULL));
+  T_OK(br_yield());
+  T_OK(br_cancel(t));
+  T_RC(br_await(br_task_future(t), NULL), BR_EIO);
+  T_STR(br_future_message(br_task_future(t)), "interrupted: ECANCELED");
+  T_RC(br_join(t, NULL), BR_EIO);
+  return NULL;
+}
+
+static void test_cancelled_task_may_fail_its_own_way(void **state) {
+  (void)state;
+  run_main(m_cancel_then_fail, NULL);
+}
+
+/* A joiner that is cancelled cancels its target and waits for it. */
+typedef struct {
+  br_task *target;
+  int join_rc;
+  cancel_probe probe;
+} joiner_ctx;
+
+static void *joiner(void *arg) {
+  joiner_ctx *j = arg;
+  j->join_rc = br_join(j->target, NULL);
+  return NULL;
+}
+
+static void *m_joiner_cancelled(void *arg) {
+  (void)arg;
+  joiner_ctx j = {0};
+  T_OK(br_spawn(&j.target, cancellable_sleeper, &j.probe, NULL));
+  br_task *jt;
+  T_OK(br_spawn(&jt, joiner, &j, NULL));
+  T_OK(br_sleep_ms(10));
+  T_OK(br_cancel(jt));
+  T_RC(br_join(jt, NULL), BR_ECANCELED);
+  T_RC(j.join_rc, BR_ECANCELED);
+  T_RC(j.probe.first_rc, BR_ECANCELED);
+  T_TRUE(j.probe.cleanup); /* the target unwound before the joiner returned */
+  return NULL;
+}
+
+static void test_cancelled_joiner_cancels_target(void **state) {
+  (void)state;
+  run_main(m_joiner_cancelled, NULL);
+}
+
+/* --- close ----------------------------------------------------------------- */
+
+static void *m_close(void *arg) {
+  (void)arg;
+  cancel_probe p = {0};
+  br_task *t;
+  T_OK(br_spawn(&t, cancellable_sleeper, &p, NULL));
+  T_OK(br_yield());
+  int64_t t0 = br_now();
+  T_RC(br_task_close(t), BR_ECANCELED);
+  T_RANGE(ms_since(t0), 0, 500);
+  T_TRUE(p.cleanup);
+  T_RC(br_join(t, NULL), BR_EHANDLE);
+
+  T_OK(br_spawn(&t, double_it, IP(1), NULL));
+  T_OK(br_yield());
+  T_OK(br_task_close(t)); /* finished fine: its outcome, 0 */
+
+  T_OK(br_spawn(&t, fails_eio, "x", NULL));
+  T_OK(br_yield());
+  T_RC(br_task_close(t), BR_EIO);
+
+  /* Closing one that has not started yet. */
+  memset(&p, 0, sizeof p);
+  T_OK(br_spawn(&t, cancellable_sleeper, &p, NULL));
+  T_RC(br_task_close(t), BR_ECANCELED);
+  T_TRUE(p.cleanup);
+  return NULL;
+}
+
+static void test_close_cancels_and_joins(void **state) {
+  (void)state;
+  run_main(m_close, NULL);
+}
+
+/* br_task_close from the loop's thread outside any task runs the loop
+ * until the task has unwound. */
+static void test_close_outside_task(void **state) {
+  (void)state;
+  br_loop *L = br_loop_new(NULL);
+  assert_non_null(L);
+  cancel_probe p = {0};
+  br_task *t;
+  assert_int_equal(br_loop_spawn(L, &t, cancellable_sleeper, &p, NULL), 0);
+  assert_int_equal(br_task_close(t), BR_ECANCELED);
+  assert_true(p.cleanup);
+  assert_int_equal(p.first_rc, BR_ECANCELED);
+
+  /* A task that finished before the close keeps its outcome. */
+  assert_int_equal(br_loop_spawn(L, &t, double_it, IP(3), NULL), 0);
+  assert_int_equal(br_loop_run(L), 0);
+  assert_true(br_task_done(t));
+  assert_int_equal(br_task_close(t), 0);
+  assert_int_equal(br_loop_free(L), 0);
+  tf_assert_clean();
+}
+
+/* --- detach and failure reports ------------------------------------------- */
+
+typedef struct {
+  int calls;
+  char name[64];
+  int code;
+  char msg[128];
+  int64_t at;
+} report_log;
+
+static report_log rlog;
+
+static void on_detached(br_task *t, int code, const char *msg, void *ud) {
+  report_log *l = ud;
+  l->calls++;
+  snprintf(l->name, sizeof l->name, "%s", br_task_name(t));
+  l->code = code;
+  snprintf(l->msg, sizeof l->msg, "%s", msg ? msg : "(null)");
+  l->at = br_now();
+}
+
+static int64_t failed_at;
+
+static void *fails_later(void *arg) {
+  int rc = br_sleep_ms(PI(arg));
+  if (rc) return br_fail(rc, "sleep");
+  failed_at = br_now();
+  return br_fail(BR_EIO, "disk on fire (%d)", 451);
+}
+
+static void *m_detach(void *arg) {
+  report_log *l = arg;
+  br_task *t;
+  /* Fails later, after detach: reported when it fails. */
+  T_OK(br_spawn(&t, fails_later, IP(20), &(br_spawn_opts){.name = "worker-x"}));
+  T_OK(br_detach(t));
+  T_EQ(l->calls, 0);
+  T_OK(br_sleep_ms(150));
+  T_EQ(l->calls, 1);
+  T_STR(l->name, "worker-x");
+  T_RC(l->code, BR_EIO);
+  T_STR(l->msg, "disk on fire (451)");
+  T_RANGE((l->at - failed_at) / 1000000, 0, 20); /* at once, not at loop end */
+
+  /* Already failed when detached: reported by br_detach itself. */
+  T_OK(br_spawn(&t, fails_eio, "early", &(br_spawn_opts){.name = "early-bird"}));
+  T_OK(br_yield());
+  T_TRUE(br_task_done(t));
+  T_EQ(l->calls, 1);
+  T_OK(br_detach(t));
+  T_EQ(l->calls, 2);
+  T_STR(l->name, "early-bird");
+  T_STR(l->msg, "reading early");
+
+  /* Spawned detached: no handle at all. */
+  T_OK(br_spawn(NULL, fails_later, IP(1), &(br_spawn_opts){.name = "born-free", .flags = BR_SPAWN_DETACHED}));
+  T_OK(br_sleep_ms(50));
+  T_EQ(l->calls, 3);
+  T_STR(l->name, "born-free");
+
+  /* A detached task that succeeds is not reported. */
+  T_OK(br_spawn(NULL, double_it, IP(1), &(br_spawn_opts){.flags = BR_SPAWN_DETACHED}));
+  T_OK(br_spawn(&t, double_it, IP(1), NULL));
+  T_OK(br_detach(t));
+  T_OK(br_sleep_ms(10));
+  T_EQ(l->calls, 3);
+  return NULL;
+}
+
+static void test_detach_failure_reported_to_callback(void **state) {
+  (void)state;
+  memset(&rlog, 0, sizeof rlog);
+  br_loop_opts o = {.on_detached_error = on_detached, .ud = &rlog};
+  void *r = NULL;
+  int rc = br_run_opts(m_detach, &rlog, &r, &o);
+  tf_assert_clean();
+  assert_int_equal(rc, 0);
+  assert_int_equal(rlog.calls, 3);
+}
+
+static void *m_detach_stderr(void *arg) {
+  (void)arg;
+  br_task *t;
+  if (br_spawn(&t, fails_later, IP(5), &(br_spawn_opts){.name = "doomed"}) != 0) return NULL;
+  br_detach(t);
+  br_sleep_ms(100);
+  fprintf(stderr, "MARK-AFTER-SLEEP\n");
+  fflush(stderr);
+  return NULL;
+}
+
+static void child_detach_stderr(void *arg) {
+  (void)arg;
+  int rc = br_run(m_detach_stderr, NULL, NULL);
+  fprintf(stderr, "br_run=%d\n", rc);
+}
+
+static void test_detach_failure_reported_on_stderr(void **state) {
+  (void)state;
+  br_child_result r;
+  assert_int_equal(br_test_run_child(child_detach_stderr, NULL, 20000, &r), 0);
+  assert_true(r.exited);
+  assert_int_equal(r.exit_code, 0);
+  const char *rep = strstr(r.err, "'doomed'");
+  const char *msg = strstr(r.err, "disk on fire (451)");
+  const char *mark = strstr(r.err, "MARK-AFTER-SLEEP");
+  if (!rep || !msg || !mark || rep > mark || msg > mark || !strstr(r.err, "br_run=0"))
+    fail_msg("unexpected stderr:\n%s", r.err);
+  br_child_result_free(&r);
+}
+
+/* Failures nobody joined are reported when the loop is freed; cancelled and
+ * successful ones are not. */
+static void *forever(void *arg) {
+  (void)arg;
+  br_sleep_ms(100000);
+  return NULL;
+}
+
+static void *stopper(void *arg) {
+  (void)arg;
+  br_loop_stop(br_loop_current());
+  return NULL;
+}
+
+static void child_unjoined_failure(void *arg) {
+  (void)arg;
+  br_loop *L = br_loop_new(NULL);
+  if (!L) return;
+  br_task *a, *b, *c;
+  br_loop_spawn(L, &a, fails_eio, "nobody.txt", &(br_spawn_opts){.name = "forgotten"});
+  br_loop_spawn(L, &b, double_it, IP(1), &(br_spawn_opts){.name = "fine-one"});
+  br_loop_spawn(L, &c, forever, NULL, &(br_spawn_opts){.name = "sleepy-one"});
+  /* Run until the first two are done, then free with c still asleep. */
+  br_loop_spawn(L, NULL, stopper, NULL, &(br_spawn_opts){.flags = BR_SPAWN_DETACHED});
+  br_loop_run(L);
+  fprintf(stderr, "FREEING\n");
+  int rc = br_loop_free(L);
+  fprintf(stderr, "free=%d\n", rc);
+}
+
+static void test_unjoined_failure_reported_at_free(void **state) {
+  (void)state;
+  br_child_result r;
+  assert_int_equal(br_test_run_child(child_unjoined_failure, NULL, 20000, &r), 0);
+  if (!r.exited) fail_msg("child died (signal %d, timed out %d):\n%s", r.signo, r.timed_out, r.err);
+  assert_int_equal(r.exit_code, 0);
+  const char *freeing = strstr(r.err, "FREEING");
+  const char *rep = strstr(r.err, "'forgotten'");
+  if (!freeing || !rep || rep < freeing || !strstr(rep, "reading nobody.txt") ||
+      strstr(r.err, "fine-one") || strstr(r.err, "sleepy-one") || !strstr(r.err, "free=0"))
+    fail_msg("unexpected stderr:\n%s", r.err);
+  br_child_result_free(&r);
+}
+
+static void *m_leaves_failure(void *arg) {
+  (void)arg;
+  br_task *t;
+  br_spawn(&t, fails_eio, "left-behind", &(br_spawn_opts){.name = "orphan"});
+  br_yield();
+  return NULL; /* never joins t */
+}
+
+static void child_unjoined_in_br_run(void *arg) {
+  (void)arg;
+  fprintf(stderr, "br_run=%d\n", br_run(m_leaves_failure, NULL, NULL));
+}
+
+static void test_unjoined_failure_reported_by_br_run(void **state) {
+  (void)state;
+  br_child_result r;
+  assert_int_equal(br_test_run_child(child_unjoined_in_br_run, NULL, 20000, &r), 0);
+  assert_true(r.exited);
+  if (!strstr(r.err, "'orphan'") || !strstr(r.err, "reading left-behind") || !strstr(r.err, "br_run=0"))
+    fail_msg("unexpected stderr:\n%s", r.err);
+  br_child_result_free(&r);
+}
+
+/* --- wait_for ---------------------------------------------------------------- */
+
+static void *sleep_then_value(void *arg) {
+  int rc = br_sleep_ms(PI(arg));
+  if (rc) return br_fail(rc, "sleep interrupted");
+  return IP(99);
+}
+
+static void *m_wait_for(void *arg) {
+  (void)arg;
+  cancel_probe p = {0};
+  br_task *t;
+  T_OK(br_spawn(&t, cancellable_sleeper, &p, NULL));
+  void *r = IP(1);
+  int64_t t0 = br_now();
+  T_RC(br_wait_for(t, 50, &r), BR_ETIMEDOUT);
+  T_RANGE(ms_since(t0), 50, 1000);
+  T_TRUE(r == NULL);
+  T_RC(p.first_rc, BR_ECANCELED); /* target cancelled ... */
+  T_TRUE(p.cleanup);              /* ... and its cleanup ran */
+  T_RC(br_join(t, NULL), BR_EHANDLE); /* handle given back */
+
+  T_OK(br_spawn(&t, sleep_then_value, IP(10), NULL));
+  t0 = br_now();
+  T_OK(br_wait_for(t, 5000, &r));
+  T_EQ(PI(r), 99);
+  T_RANGE(ms_since(t0), 10, 1000);
+
+  T_OK(br_spawn(&t, fails_eio, "w", NULL));
+  T_RC(br_wait_for(t, 5000, NULL), BR_EIO);
+
+  /* Already finished: a zero timeout still collects it. */
+  T_OK(br_spawn(&t, double_it, IP(4), NULL));
+  T_OK(br_yield());
+  T_OK(br_wait_for(t, 0, &r));
+  T_EQ(PI(r), 8);
+  return NULL;
+}
+
+static void test_wait_for(void **state) {
+  (void)state;
+  run_main(m_wait_for, NULL);
+}
+
+/* --- gather -------------------------------------------------------------- */
+
+static void *gather_member(void *arg) {
+  intptr_t i = PI(arg);
+  int rc = br_sleep_ms(1000);
+  if (rc) return br_fail(rc, "member %d interrupted", (int)i);
+  if (i == 1) return br_fail(BR_EIO, "bad %d", (int)i);
+  return IP((i + 1) * 10);
+}
+
+static void *m_gather_mixed(void *arg) {
+  (void)arg;
+  br_task *t[3];
+  int64_t t0 = br_now();
+  for (int i = 0; i < 3; i++) T_OK(br_spawn(&t[i], gather_member, IP(i), NULL));
+  br_result out[3];
+  memset(out, 0xab, sizeof out);
+  T_RC(br_gather_tasks(t, 3, out), BR_EIO);
+  int64_t el = ms_since(t0);
+  T_RANGE(el, 1000, 1600); /* concurrently: about 1 s, not 3 */
+  T_EQ(PI(out[0].value), 10);
+  T_EQ(out[0].err, 0);
+  T_TRUE(out[0].msg == NULL);
+  T_RC(out[1].err, BR_EIO);
+  T_TRUE(out[1].value == NULL);
+  T_STR(out[1].msg, "bad 1");
+  T_EQ(PI(out[2].value), 30);
+  T_EQ(out[2].err, 0);
+  T_TRUE(out[2].msg == NULL);
+  br_results_free(out, 3);
+  for (int i = 0; i < 3; i++) T_RC(br_join(t[i], NULL), BR_EHANDLE);
+
+  /* All fine: 0; nothing: 0. */
+  for (int i = 0; i < 3; i++) T_OK(br_spawn(&t[i], double_it, IP(i), NULL));
+  T_OK(br_gather_tasks(t, 3, out));
+  for (int i = 0; i < 3; i++) T_EQ(PI(out[i].value), 2 * i);
+  br_results_free(out, 3);
+  T_OK(br_gather_tasks(NULL, 0, NULL));
+
+  /* A cancelled member shows up as BR_ECANCELED with a message. */
+  cancel_probe p = {0};
+  T_OK(br_spawn(&t[0], double_it, IP(1), NULL));
+  T_OK(br_spawn(&t[1], cancellable_sleeper, &p, NULL));
+  T_OK(br_yield());
+  T_OK(br_cancel(t[1]));
+  T_RC(br_gather_tasks(t, 2, out), BR_ECANCELED);
+  T_EQ(out[0].err, 0);
+  T_RC(out[1].err, BR_ECANCELED);
+  T_TRUE(out[1].msg != NULL);
+  br_results_free(out, 2);
+  return NULL;
+}
+
+static void test_gather_tasks_mixed(void **state) {
+  (void)state;
+  run_main(m_gather_mixed, NULL);
+}
+
+typedef struct {
+  cancel_probe p[3];
+  int rc;
+  bool all_clean_at_return;
+} gather_ctx;
+
+static void *gatherer(void *arg) {
+  gather_ctx *g = arg;
+  br_task *t[3];
+  for (int i = 0; i < 3; i++)
+    if (br_spawn(&t[i], cancellable_sleeper, &g->p[i], NULL)) return br_fail(BR_EIO, "spawn");
+  br_result out[3];
+  g->rc = br_gather_tasks(t, 3, out);
+  g->all_clean_at_return = g->p[0].cleanup && g->p[1].cleanup && g->p[2].cleanup;
+  br_results_free(out, 3);
+  return NULL;
+}
+
+static void *m_gather_cancelled(void *arg) {
+  (void)arg;
+  gather_ctx g = {0};
+  br_task *t;
+  T_OK(br_spawn(&t, gatherer, &g, NULL));
+  T_OK(br_sleep_ms(20));
+  T_OK(br_cancel(t));
+  T_RC(br_join(t, NULL), BR_ECANCELED);
+  T_RC(g.rc, BR_ECANCELED);
+  T_TRUE(g.all_clean_at_return);
+  return NULL;
+}
+
+static void test_gather_tasks_caller_cancelled(void **state) {
+  (void)state;
+  run_main(m_gather_cancelled, NULL);
+}
+
+/* --- many tasks -------------------------------------------------------------- */
+
+static void *m_many(void *arg) {
+  (void)arg;
+  long n = br_test_scaled(20000);
+  br_task **t = calloc((size_t)n, sizeof *t);
+  T_TRUE(t != NULL);
+  for (long i = 0; i < n; i++) {
+    br_spawn_opts o = {.flags = (i % 2) ? BR_SPAWN_COMPACT : 0};
+    int rc = br_spawn(&t[i], double_it, IP(i), &o);
+    if (rc) {
+      free(t);
+      T_OK(rc);
+    }
+  }
+  long long sum = 0;
+  for (long i = 0; i < n; i++) {
+    void *r;
+    int rc = br_join(t[i], &r);
+    if (rc) {
+      free(t);
+      T_OK(rc);
+    }
+    sum += PI(r);
+  }
+  free(t);
+  T_EQ(sum, (long long)n * (n - 1));
+  return NULL;
+}
+
+static void test_many_tasks(void **state) {
+  (void)state;
+  run_main(m_many, NULL);
+}
+
+/* --- compact tasks -------------------------------------------------------------- */
+
+/* A compact task's locals must survive its suspensions while other compact
+ * and normal tasks run on the shared stack. */
+static void *stack_keeper(void *arg) {
+  intptr_t seed = PI(arg);
+  unsigned char buf[6000];
+  for (size_t i = 0; i < sizeof buf; i++) buf[i] = (unsigned char)(seed * 31 + i * 7);
+  volatile intptr_t local = seed;
+  for (int round = 0; round < 50; round++) {
+    int rc = (round % 5 == 0) ? br_sleep_ms(1) : br_yield();
+    if (rc) return br_fail(rc, "suspend failed");
+    for (size_t i = 0; i < sizeof buf; i += 97)
+      if (buf[i] != (unsigned char)(seed * 31 + i * 7)) return br_fail(BR_EIO, "stack clobbered at %zu", i);
+    if (local != seed) return br_fail(BR_EIO, "local clobbered");
+  }
+  for (size_t i = 0; i < sizeof buf; i++)
+    if (buf[i] != (unsigned char)(seed * 31 + i * 7)) return br_fail(BR_EIO, "stack clobbered at %zu", i);
+  return IP(seed);
+}
+
+static void *m_compact_mixed(void *arg) {
+  (void)arg;
+  enum { N = 24 };
+  br_task *t[N];
+  for (int i = 0; i < N; i++) {
+    br_spawn_opts o = {.flags = (i % 3) ? BR_SPAWN_COMPACT : 0};
+    T_OK(br_spawn(&t[i], stack_keeper, IP(i + 1), &o));
+  }
+  for (int i = 0; i < N; i++) {
+    void *r = NULL;
+    T_OK(br_join(t[i], &r));
+    T_EQ(PI(r), i + 1);
+  }
+
+  /* cancel, close, wait_for, failures and gather with compact tasks */
+  br_spawn_opts c = {.flags = BR_SPAWN_COMPACT, .name = "compact-one"};
+  cancel_probe p = {0};
+  T_OK(br_spawn(&t[0], cancellable_sleeper, &p, &c));
+  T_STR(br_task_name(t[0]), "compact-one");
+  T_OK(br_sleep_ms(5));
+  T_OK(br_cancel(t[0]));
+  T_RC(br_join(t[0], NULL), BR_ECANCELED);
+  T_TRUE(p.cleanup);
+  T_RC(p.later[0], BR_ECANCELED);
+
+  memset(&p, 0, sizeof p);
+  T_OK(br_spawn(&t[0], cancellable_sleeper, &p, &c));
+  T_RC(br_wait_for(t[0], 20, NULL), BR_ETIMEDOUT);
+  T_TRUE(p.cleanup);
+
+  memset(&p, 0, sizeof p);
+  T_OK(br_spawn(&t[0], cancellable_sleeper, &p, &c));
+  T_OK(br_yield());
+  T_RC(br_task_close(t[0]), BR_ECANCELED);
+  T_TRUE(p.cleanup);
+
+  T_OK(br_spawn(&t[0], fails_eio, "compact", &c));
+  T_RC(br_join(t[0], NULL), BR_EIO);
+
+  br_result out[4];
+  for (int i = 0; i < 4; i++) {
+    br_spawn_opts o = {.flags = (i % 2) ? BR_SPAWN_COMPACT : 0};
+    T_OK(br_spawn(&t[i], i == 2 ? fails_eio : stack_keeper, i == 2 ? (void *)"g" : IP(i + 1), &o));
+  }
+  T_RC(br_gather_tasks(t, 4, out), BR_EIO);
+  T_EQ(PI(out[0].value), 1);
+  T_EQ(PI(out[1].value), 2);
+  T_STR(out[2].msg, "reading g");
+  T_EQ(PI(out[3].value), 4);
+  br_results_free(out, 4);
+  return NULL;
+}
+
+static void test_compact_mixed(void **state) {
+  (void)state;
+  run_main(m_compact_mixed, NULL);
+}
+
+static void *m_compact_loop_default(void *arg) {
+  (void)arg;
+  br_task *t[6];
+  for (int i = 0; i < 6; i++) {
+    br_spawn_opts o = {.flags = (i % 2) ? BR_SPAWN_OWN_STACK : 0};
+    T_OK(br_spawn(&t[i], stack_keeper, IP(i + 100), &o));
+  }
+  for (int i = 0; i < 6; i++) {
+    void *r;
+    T_OK(br_join(t[i], &r));
+    T_EQ(PI(r), i + 100);
+  }
+  return NULL;
+}
+
+static void test_compact_loop_option(void **state) {
+  (void)state;
+  br_loop_opts o = {.compact = true};
+  int rc = br_run_opts(m_compact_loop_default, NULL, NULL, &o);
+  tf_assert_clean();
+  assert_int_equal(rc, 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_spawn_join),
+      cmocka_unit_test(test_start_order),
+      cmocka_unit_test(test_yield_interleaves),
+      cmocka_unit_test(test_names),
+      cmocka_unit_test(test_ids_unique),
+      cmocka_unit_test(test_fail_message),
+      cmocka_unit_test(test_main_failure_is_br_run_code),
+      cmocka_unit_test(test_handle_errors),
+      cmocka_unit_test(test_task_only_calls_from_plain_thread),
+      cmocka_unit_test(test_cancel_blocked_call),
+      cmocka_unit_test(test_cancel_before_start),
+      cmocka_unit_test(test_cancel_finished_task_is_noop),
+      cmocka_unit_test(test_cancelled_task_may_fail_its_own_way),
+      cmocka_unit_test(test_cancelled_joiner_cancels_target),
+      cmocka_unit_test(test_close_cancels_and_joins),
+      cmocka_unit_test(test_close_outside_task),
+      cmocka_unit_test(test_detach_failure_reported_to_callback),
+      cmocka_unit_test(test_detach_failure_reported_on_stderr),
+      cmocka_unit_test(test_unjoined_failure_reported_at_free),
+      cmocka_unit_test(test_unjoined_failure_reported_by_br_run),
+      cmocka_unit_test(test_wait_for),
+      cmocka_unit_test(test_gather_tasks_mixed),
+      cmocka_unit_test(test_gather_tasks_caller_cancelled),
+      cmocka_unit_test(test_many_tasks),
+      cmocka_unit_test(test_compact_mixed),
+      cmocka_unit_test(test_compact_loop_option),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
