@@ -26,6 +26,8 @@
 #include "../tools/braid/compare_io.c"
 #include "../tools/braid/compare_json.c"
 #include "../tools/braid/compare_models.c"
+#include "../tools/braid/compare_pool.c"
+#include "../tools/braid/compare_procs.c"
 #include "../tools/braid/compare_text.c"
 #include "../tools/braid/compare_timeline.c"
 
@@ -347,6 +349,44 @@ static void test_cpu_models(void **state) {
   free_all(&r);
 }
 
+static void test_pools(void **state) {
+  (void)state;
+  const int64_t ms = 1000000;
+  cmp_opts o;
+  cmp_defaults(&o);
+  o.tasks = 3;
+  o.compute_ms = 40;
+  o.wait_ms = 30;
+  cmp_work w;
+  /* computing work: threads means the CPU pool, each task split in pieces */
+  assert_int_equal(cmp_work_cpu(&w, &o), 0);
+  assert_true(w.computes && w.pieces > 1);
+  cmp_run r;
+  assert_int_equal(cmp_run_model(CMP_THREADS, &w, 3, o.rows, &r), 0);
+  assert_non_null(strstr(r.how, "CPU pool of "));
+  for (size_t i = 0; i < 3; i++) assert_true(r.tasks[i].end > r.tasks[i].start);
+  assert_true(r.cpu_ns > 3 * 40 * ms / 2);
+  cmp_run_free(&r);
+  /* processes: every piece a job in a worker process; their CPU counts */
+  assert_int_equal(cmp_run_model(CMP_PROCS, &w, 3, o.rows, &r), 0);
+  assert_non_null(strstr(r.how, "process pool of "));
+  assert_true(r.setup_ns > 0 && r.setup_ns < r.wall_ns);
+  assert_true(r.cpu_ns > 3 * 40 * ms / 2);
+  for (size_t i = 0; i < 3; i++) {
+    assert_true(r.tasks[i].end > r.tasks[i].start);
+    assert_int_equal(r.tasks[i].nsegs, (size_t)w.pieces);
+  }
+  cmp_run_free(&r);
+  /* waiting work in a CPU-sized process pool: only `workers` waits at once */
+  assert_int_equal(cmp_work_io(&w, &o), 0);
+  assert_int_equal(cmp_run_model(CMP_PROCS, &w, 3, o.rows, &r), 0);
+  int workers = br_cpu_count();
+  int64_t rounds = (3 + workers - 1) / workers;
+  assert_true(r.wall_ns >= rounds * 30 * ms);
+  for (size_t i = 0; i < 3; i++) assert_true(r.tasks[i].end - r.tasks[i].start >= 30 * ms);
+  cmp_run_free(&r);
+}
+
 static void test_thread_failure_is_reported(void **state) {
   (void)state;
   /* A model that cannot run says so instead of crashing. */
@@ -546,7 +586,8 @@ static void test_cli_compare_runs(void **state) {
   char *out, *err;
   assert_int_equal(run_cli(&out, &err, "compare", "-n", "3", "-w", "20", NULL), 0);
   assert_non_null(strstr(out, "I/O-bound: 3 tasks that each wait 20 ms"));
-  assert_int_equal(count(out, "Task C: "), 3);
+  assert_int_equal(count(out, "Task C: "), 4); /* sequential, threads, coroutines, processes */
+  assert_int_equal(count(out, "  Time:   "), 4);
   free(out), free(err);
 
   assert_int_equal(run_cli(&out, &err, "compare", "-n", "2", "-w", "10", "-c", "10", "--workload",
@@ -569,6 +610,7 @@ int main(void) {
       cmocka_unit_test(test_timeline_print),
       cmocka_unit_test(test_io_models),
       cmocka_unit_test(test_cpu_models),
+      cmocka_unit_test(test_pools),
       cmocka_unit_test(test_thread_failure_is_reported),
       cmocka_unit_test(test_reports),
       cmocka_unit_test(test_cli_commands),

@@ -20,6 +20,14 @@ double cmp_cores(const cmp_run *r) {
   return r->wall_ns > 0 ? (double)r->cpu_ns / (double)r->wall_ns : 0;
 }
 
+int cmp_work_bodies(cmp_work *w) {
+  switch (w->kind) {
+  case CMP_IO: cmp_io_bodies(w); return 0;
+  case CMP_CPU: cmp_cpu_bodies(w); return 0;
+  default: return BR_EINVAL;
+  }
+}
+
 static int make_work(cmp_kind k, const cmp_opts *o, cmp_work *w) {
   switch (k) {
   case CMP_IO: return cmp_work_io(w, o);

@@ -11,13 +11,17 @@
  *   compare_io.c        the I/O-bound workload (each task waits)
  *   compare_cpu.c       the CPU-bound workload (each task computes, calibrated)
  *   compare_models.c    the models: sequential, threads, coroutines
+ *   compare_pool.c      threads for computing work: the CPU pool (br_pool)
+ *   compare_procs.c     processes: the process pool (br_procpool)
  *   compare_timeline.c  the ASCII timeline of one run
  *   compare_text.c      the table (and timelines) for a terminal
  *   compare_json.c      the same figures as JSON
  *
- * Extension points: a workload is a cmp_work (two task bodies: blocking code
- * and coroutine code); a model is a runner in compare_models.c that runs N
- * bodies and fills a cmp_run. Neither knows about the other's internals.
+ * Extension points: a workload is a cmp_work (task bodies: blocking code,
+ * coroutine code, and the task's work cut into pieces for pools); a model
+ * is a runner that runs N tasks through those bodies and fills a cmp_run.
+ * Neither knows about the other's internals. The tool's .c files are also
+ * compiled together into tests/test_compare.c: keep static names distinct.
  */
 #ifndef BRAID_TOOL_COMPARE_H
 #define BRAID_TOOL_COMPARE_H
@@ -93,6 +97,12 @@ typedef struct cmp_work {
   long ms;             /* each task waits / computes this long */
   long slice_ms;       /* coroutines yield every slice_ms (0: never) */
   double iters_per_ms; /* CPU: calibrated loop iterations per ms */
+  bool computes;       /* CPU-bound: the threads model uses the CPU pool */
+  long pieces;         /* a task's work splits into this many equal,
+                          independent pieces (1: it cannot be split) */
+  /* Blocking body of piece k (0 <= k < pieces) of one task, for models that
+   * spread a task over several workers (the pools). Stamps nothing. */
+  void (*piece)(const struct cmp_work *w, long k);
   /* Blocking body (sequential, threads, processes): run task t. */
   void (*blocking)(const struct cmp_work *w, cmp_task *t, int64_t t0);
   /* Body inside a braid task (coroutines): 0 or a negative braid code. */
@@ -102,6 +112,11 @@ typedef struct cmp_work {
 /* Fill *w for the workload; 0 or a negative code. */
 int cmp_work_io(cmp_work *w, const cmp_opts *o);
 int cmp_work_cpu(cmp_work *w, const cmp_opts *o); /* calibrates the loop */
+/* Set w's bodies from its kind and numbers (how a worker process rebuilds
+ * the workload it was sent). */
+void cmp_io_bodies(cmp_work *w);
+void cmp_cpu_bodies(cmp_work *w);
+int cmp_work_bodies(cmp_work *w);
 
 /* The CPU loop: burn `iters` iterations of pure arithmetic. */
 uint64_t cmp_burn(uint64_t iters);
@@ -115,6 +130,7 @@ typedef struct cmp_run {
   int64_t wall_ns;  /* the whole run, first start to last end */
   int64_t cpu_ns;   /* CPU time the process (and its workers) used */
   int64_t setup_ns; /* start-up cost included in wall (pools), else 0 */
+  int workers;      /* threads or processes that ran the tasks */
   size_t ntasks;
   cmp_task *tasks;
 } cmp_run;
@@ -126,8 +142,17 @@ typedef struct cmp_run {
 int cmp_run_model(cmp_model m, const cmp_work *w, size_t n, int rows, cmp_run *out);
 void cmp_run_free(cmp_run *r);
 
-/* Process CPU time (all threads), ns. */
+/* Process CPU time (all threads), ns; the calling thread's CPU time. */
 int64_t cmp_cpu_now(void);
+int64_t cmp_thread_cpu_now(void);
+
+/* Record why run r failed: its code and a printf-style message. */
+void cmp_run_error(cmp_run *r, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* The pool runners (compare_pool.c, compare_procs.c): run r->ntasks tasks
+ * of w, tracking segments where r->tasks[i].segs is set. */
+void cmp_run_pool(const cmp_work *w, cmp_run *r);
+void cmp_run_procs(const cmp_work *w, cmp_run *r);
 
 /* All runs of one workload. */
 typedef struct cmp_result {

@@ -5,14 +5,19 @@
  * calibrated at start-up. Blocking code runs it in one go; a coroutine runs
  * it in slices and yields between them, so the tasks of one loop interleave
  * (the seeds' "Task A: ████----████") but, sharing one thread, finish no
- * sooner than one after another: concurrency is not parallelism. */
+ * sooner than one after another: concurrency is not parallelism. The
+ * pools run a task as pieces of the same size as the coroutine's slices,
+ * spread over their workers. */
+#include <stdatomic.h>
 #include <time.h>
 
 #include <braid.h>
 
 #include "compare.h"
 
-static volatile uint64_t sink; /* keeps the loop's result alive */
+/* Keeps the loop's result alive; atomic because every thread stores to it. */
+static _Atomic uint64_t sink;
+static void keep(uint64_t v) { atomic_store_explicit(&sink, v, memory_order_relaxed); }
 
 uint64_t cmp_burn(uint64_t iters) {
   uint64_t x = 0x9E3779B97F4A7C15u ^ iters;
@@ -24,12 +29,6 @@ uint64_t cmp_burn(uint64_t iters) {
   return x;
 }
 
-static int64_t thread_cpu_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* Iterations per CPU millisecond: the best of three rounds of >= 20 ms,
  * timed on the thread's CPU clock so that preemption does not count. */
 static double calibrate(void) {
@@ -38,9 +37,9 @@ static double calibrate(void) {
   double best = 0;
   uint64_t iters = 1u << 16;
   for (int round = 0; round < 3;) {
-    int64_t c0 = thread_cpu_ns();
-    sink = cmp_burn(iters);
-    int64_t dt = thread_cpu_ns() - c0;
+    int64_t c0 = cmp_thread_cpu_now();
+    keep(cmp_burn(iters));
+    int64_t dt = cmp_thread_cpu_now() - c0;
     if (dt < 20000000) {
       iters *= 2;
       continue;
@@ -59,34 +58,40 @@ static uint64_t iters_for(const cmp_work *w, long ms) {
 
 static void cpu_blocking(const cmp_work *w, cmp_task *t, int64_t t0) {
   cmp_task_begin(t, t0);
-  sink = cmp_burn(iters_for(w, w->ms));
+  keep(cmp_burn(iters_for(w, w->ms)));
   cmp_task_end(t, t0);
 }
 
+/* Equal pieces (no tiny last one): piece k burns total*(k+1)/n - total*k/n. */
+static void cpu_piece(const cmp_work *w, long k) {
+  uint64_t total = iters_for(w, w->ms), n = (uint64_t)w->pieces;
+  keep(cmp_burn(total * (uint64_t)(k + 1) / n - total * (uint64_t)k / n));
+}
+
 static int cpu_coroutine(const cmp_work *w, cmp_task *t, int64_t t0) {
-  /* Equal slices (no tiny last one): slice k burns total*(k+1)/n - total*k/n. */
-  uint64_t total = iters_for(w, w->ms);
-  long n = w->slice_ms > 0 ? (w->ms + w->slice_ms / 2) / w->slice_ms : 1;
-  if (n < 1) n = 1;
   int rc = 0;
   cmp_task_begin(t, t0);
-  for (long k = 0; k < n; k++) {
+  for (long k = 0; k < w->pieces; k++) {
     if (k > 0 && (rc = br_yield()) != 0) break; /* let the loop's other tasks run */
-    uint64_t lo = total * (uint64_t)k / (uint64_t)n, hi = total * (uint64_t)(k + 1) / (uint64_t)n;
     int64_t s = br_now();
-    sink = cmp_burn(hi - lo);
+    cpu_piece(w, k);
     cmp_task_segment(t, s, br_now(), t0);
   }
   cmp_task_end(t, t0);
   return rc;
 }
 
+void cmp_cpu_bodies(cmp_work *w) {
+  w->computes = true;
+  w->pieces = w->slice_ms > 0 ? (w->ms + w->slice_ms / 2) / w->slice_ms : 1;
+  if (w->pieces < 1) w->pieces = 1;
+  w->blocking = cpu_blocking;
+  w->coroutine = cpu_coroutine;
+  w->piece = cpu_piece;
+}
+
 int cmp_work_cpu(cmp_work *w, const cmp_opts *o) {
-  *w = (cmp_work){.kind = CMP_CPU,
-                  .ms = o->compute_ms,
-                  .iters_per_ms = calibrate(),
-                  .blocking = cpu_blocking,
-                  .coroutine = cpu_coroutine};
+  *w = (cmp_work){.kind = CMP_CPU, .ms = o->compute_ms, .iters_per_ms = calibrate()};
   /* Slice so that one slice is about two timeline columns of the longest
    * (sequential-like) run: the interleaving shows, and each task yields a
    * handful of times. */
@@ -94,5 +99,6 @@ int cmp_work_cpu(cmp_work *w, const cmp_opts *o) {
   if (slice < 1) slice = 1;
   if (slice > o->compute_ms) slice = o->compute_ms;
   w->slice_ms = slice;
+  cmp_cpu_bodies(w);
   return 0;
 }

@@ -4,7 +4,7 @@
  *  "workloads": [{"workload": "io", "per_task_ms": 1000, "slice_ms": 0,
  *     "iters_per_ms": 0, "runs": [{"model": "sequential", "how": "...",
  *     "ok": true, "error": null, "error_code": 0, "wall_s": 5.0, "cpu_s": 0.0,
- *     "cores": 0.0, "setup_s": 0, "speedup": 1.0, "tasks": [{"start_s": 0, "end_s": 1.0,
+ *     "cores": 0.0, "workers": 1, "setup_s": 0, "speedup": 1.0, "tasks": [{"start_s": 0, "end_s": 1.0,
  *     "segments": [[0, 0.1], ...]}, ...]}, ...]}]}
  *
  * "speedup" is null without a successful sequential run; a task that never
@@ -72,7 +72,7 @@ static void json_run(FILE *out, const cmp_result *r, cmp_model m) {
   json_seconds(out, run->wall_ns);
   fputs(", \"cpu_s\": ", out);
   json_seconds(out, run->cpu_ns);
-  fprintf(out, ", \"cores\": %.4f", cmp_cores(run));
+  fprintf(out, ", \"cores\": %.4f, \"workers\": %d", cmp_cores(run), run->workers);
   fputs(", \"setup_s\": ", out);
   json_seconds(out, run->setup_ns);
   double s = cmp_speedup(r, m);

@@ -1,9 +1,11 @@
 /* braid compare — the models: how N task bodies are run.
  *
  *   sequential  one after another on the calling thread
- *   threads     one pthread per task, all started, then all joined
+ *   threads     one pthread per task, all started, then all joined; for
+ *               computing work the CPU pool instead (compare_pool.c)
  *   coroutines  one braid task per task on one loop (br_run + br_spawn +
  *               br_gather_tasks), the coroutine body suspending in braid
+ *   processes   the process pool (compare_procs.c)
  *
  * Each runner measures the wall and process CPU time of the whole run and
  * hands every body the run's start time t0, so tasks stamp their own
@@ -24,7 +26,13 @@ int64_t cmp_cpu_now(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-bool cmp_model_available(cmp_model m) { return m == CMP_SEQ || m == CMP_THREADS || m == CMP_CORO; }
+int64_t cmp_thread_cpu_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+bool cmp_model_available(cmp_model m) { return (unsigned)m < CMP_NMODELS; }
 
 void cmp_task_begin(cmp_task *t, int64_t t0) { t->start = br_now() - t0; }
 void cmp_task_end(cmp_task *t, int64_t t0) {
@@ -48,9 +56,7 @@ void cmp_run_free(cmp_run *r) {
   r->tasks = NULL;
 }
 
-static void run_error(cmp_run *r, int err, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void run_error(cmp_run *r, int err, const char *fmt, ...) {
+void cmp_run_error(cmp_run *r, int err, const char *fmt, ...) {
   r->err = err;
   va_list ap;
   va_start(ap, fmt);
@@ -62,6 +68,7 @@ static void run_error(cmp_run *r, int err, const char *fmt, ...) {
 
 static void run_sequential(const cmp_work *w, cmp_run *r) {
   snprintf(r->how, sizeof r->how, "one after another, 1 thread");
+  r->workers = 1;
   int64_t t0 = br_now();
   for (size_t i = 0; i < r->ntasks; i++) w->blocking(w, &r->tasks[i], t0);
   r->wall_ns = br_now() - t0;
@@ -87,7 +94,7 @@ static void run_threads(const cmp_work *w, cmp_run *r) {
   pthread_t *ids = calloc(n, sizeof *ids);
   thread_arg *args = calloc(n, sizeof *args);
   if (!ids || !args) {
-    run_error(r, BR_ENOMEM, "not enough memory for the thread table");
+    cmp_run_error(r, BR_ENOMEM, "not enough memory for the thread table");
     goto out;
   }
   pthread_attr_t attr;
@@ -95,11 +102,12 @@ static void run_threads(const cmp_work *w, cmp_run *r) {
   pthread_attr_setstacksize(&attr, 128 * 1024); /* the bodies are shallow */
   size_t started = 0;
   int64_t t0 = br_now();
+  r->workers = (int)n;
   for (; started < n; started++) {
     args[started] = (thread_arg){w, &r->tasks[started], t0};
     int rc = pthread_create(&ids[started], &attr, thread_main, &args[started]);
     if (rc) {
-      run_error(r, -rc,
+      cmp_run_error(r, -rc,
            "could not start thread %zu of %zu: %s (every thread is a kernel task: see "
            "ulimit -u, kernel.threads-max, kernel.pid_max, vm.max_map_count)",
            started + 1, n, strerror(rc));
@@ -142,7 +150,7 @@ static void *coro_main(void *p) {
   br_result *res = calloc(n, sizeof *res);
   coro_arg *args = calloc(n, sizeof *args);
   if (!tasks || !res || !args) {
-    run_error(r, BR_ENOMEM, "not enough memory for the task table");
+    cmp_run_error(r, BR_ENOMEM, "not enough memory for the task table");
     goto out;
   }
   for (size_t i = 0; i < n; i++) {
@@ -152,7 +160,7 @@ static void *coro_main(void *p) {
     args[i] = (coro_arg){c, i};
     int rc = br_spawn(&tasks[i], coro_task, &args[i], &so);
     if (rc) {
-      run_error(r, rc, "could not spawn task %zu of %zu: %s", i + 1, n, br_strerror(rc));
+      cmp_run_error(r, rc, "could not spawn task %zu of %zu: %s", i + 1, n, br_strerror(rc));
       for (size_t j = 0; j < i; j++) br_task_close(tasks[j]);
       goto out;
     }
@@ -161,12 +169,12 @@ static void *coro_main(void *p) {
   if (rc) {
     for (size_t i = 0; i < n; i++) {
       if (res[i].err) {
-        run_error(r, res[i].err, "task %zu of %zu failed: %s", i + 1, n,
+        cmp_run_error(r, res[i].err, "task %zu of %zu failed: %s", i + 1, n,
              res[i].msg ? res[i].msg : br_strerror(res[i].err));
         break;
       }
     }
-    if (!r->err) run_error(r, rc, "gather failed: %s", br_strerror(rc));
+    if (!r->err) cmp_run_error(r, rc, "gather failed: %s", br_strerror(rc));
   }
   br_results_free(res, n);
 out:
@@ -182,10 +190,11 @@ static void run_coroutines(const cmp_work *w, cmp_run *r) {
                      n == 1 ? "" : "s");
   if (w->slice_ms > 0 && w->slice_ms < w->ms && len > 0 && (size_t)len < sizeof r->how)
     snprintf(r->how + len, sizeof r->how - (size_t)len, ", yield every %ld ms", w->slice_ms);
+  r->workers = 1;
   coro_run c = {.w = w, .r = r, .t0 = br_now()};
   int rc = br_run(coro_main, &c, NULL);
   r->wall_ns = br_now() - c.t0;
-  if (rc && !r->err) run_error(r, rc, "the loop failed: %s", br_strerror(rc));
+  if (rc && !r->err) cmp_run_error(r, rc, "the loop failed: %s", br_strerror(rc));
 }
 
 /* ---- dispatch ---------------------------------------------------------- */
@@ -193,18 +202,18 @@ static void run_coroutines(const cmp_work *w, cmp_run *r) {
 int cmp_run_model(cmp_model m, const cmp_work *w, size_t n, int rows, cmp_run *out) {
   *out = (cmp_run){.model = m, .ntasks = n};
   if (!cmp_model_available(m)) {
-    run_error(out, BR_ENOTSUP, "not available in this build");
+    cmp_run_error(out, BR_ENOTSUP, "not available in this build");
     return out->err;
   }
   out->tasks = calloc(n, sizeof *out->tasks);
   if (!out->tasks) {
-    run_error(out, BR_ENOMEM, "not enough memory for the task records");
+    cmp_run_error(out, BR_ENOMEM, "not enough memory for the task records");
     return out->err;
   }
-  /* Coroutines of a slicing workload run in pieces: track them for the rows
-   * the timeline draws. */
-  if (m == CMP_CORO && w->slice_ms > 0) {
-    size_t cap = (size_t)(w->ms / w->slice_ms) + 2;
+  /* Coroutines and processes run a divisible task in pieces: track them for
+   * the rows the timeline draws. */
+  if ((m == CMP_CORO || m == CMP_PROCS) && w->pieces > 1) {
+    size_t cap = (size_t)w->pieces + 1;
     for (size_t i = 0; i < n; i++) {
       if (!cmp_row_shown(i, n, rows)) continue;
       out->tasks[i].segs = calloc(cap, sizeof(cmp_span));
@@ -214,10 +223,16 @@ int cmp_run_model(cmp_model m, const cmp_work *w, size_t n, int rows, cmp_run *o
   int64_t cpu0 = cmp_cpu_now();
   switch (m) {
   case CMP_SEQ: run_sequential(w, out); break;
-  case CMP_THREADS: run_threads(w, out); break;
+  case CMP_THREADS:
+    if (w->computes)
+      cmp_run_pool(w, out);
+    else
+      run_threads(w, out);
+    break;
   case CMP_CORO: run_coroutines(w, out); break;
+  case CMP_PROCS: cmp_run_procs(w, out); break;
   default: break;
   }
-  out->cpu_ns = cmp_cpu_now() - cpu0;
+  out->cpu_ns += cmp_cpu_now() - cpu0; /* runners may add their workers' CPU time */
   return out->err;
 }

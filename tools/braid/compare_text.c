@@ -62,6 +62,11 @@ static void print_lesson(FILE *out, const cmp_result *r) {
               "\nWaiting work wants concurrency: threads %.2fx and coroutines %.2fx faster than "
               "sequential,\nthe coroutines on a single thread. Waiting costs no CPU.\n",
               thr, coro);
+    if (proc > 0)
+      fprintf(out,
+              "Processes %.2fx: a pool sized for the CPUs (%d workers) waits for only %d tasks at "
+              "a time.\n",
+              proc, r->runs[CMP_PROCS].workers, r->runs[CMP_PROCS].workers);
   } else {
     if (thr > 0 || coro > 0) fprintf(out, "\nComputing work wants parallelism:");
     if (thr > 0) fprintf(out, " threads %.2fx on %d CPUs", thr, cpus);
