@@ -433,13 +433,20 @@ void br_blocking_shutdown(void);
 
 /* br_run_loops: run n loops (n <= 0: br_cpu_count()), each on its own
  * thread (loop 0 on the calling thread), each running main(arg) as a task
- * named "main-<i>"; a loop ends when its task tree is done. Servers open one
- * listener per loop with BR_SOCK_REUSEPORT so the kernel spreads
- * connections. opts (may be NULL) is used for every loop. Returns 0 once
- * every loop has ended, else the first failing main's code (in loop order),
- * BR_EINVAL, BR_EAGAIN if a thread could not be started (the loops already
- * started are cancelled and joined), BR_EBUSY from inside a running loop.
- * SIGINT is handled as in br_run: the first one cancels every main. */
+ * named "main-<i>". Servers open one listener per loop with
+ * BR_SOCK_REUSEPORT so the kernel spreads connections. opts (may be NULL)
+ * is used for every loop. The group stays up while any main or any task
+ * handed over with br_loops_spawn still runs; then each loop ends once its
+ * own remaining tasks are done, and the call returns.
+ * Returns 0; else the first failing main's code in loop order (mains
+ * stopped by br_loops_cancel count as successes; after Ctrl-C they report
+ * BR_ECANCELED, as br_run's main does); BR_EINVAL (NULL main, n > 4096),
+ * BR_EBUSY from inside a running loop, BR_EAGAIN / BR_ENOMEM when a thread
+ * or a loop could not be created (nothing is left running).
+ * SIGINT: blocked in the loop threads and read by loop 0; the first one
+ * cancels every main, a second exits with status 130. Threads of yours that
+ * exist before the call must block SIGINT too, or the kernel may deliver it
+ * to them (default action: the process dies). Plain thread only. */
 int br_run_loops(int n, br_task_fn main, void *arg, const br_loop_opts *opts);
 
 /* br_loops_index / br_loops_count: in a br_run_loops loop, this loop's
@@ -450,13 +457,16 @@ int br_loops_count(void);
 /* br_loops_spawn: hand a task to loop i of the calling thread's group:
  * fn(arg) runs there as a detached task named name (may be NULL); a failure
  * is reported like any detached task's. This is also how to pass a message
- * to another loop: a task that delivers it. Any thread of the group (a loop
- * may hand itself work). 0, BR_EINVAL (bad index, outside a group),
- * BR_ECLOSED (the target loop has ended), BR_ENOMEM. */
+ * to another loop: a task that delivers it (arg is the message; its owner
+ * is the task). From any loop thread of the group, including loop i itself.
+ * 0, BR_EINVAL (bad index, NULL fn, not a loop thread of a group),
+ * BR_ECLOSED (the group has ended), BR_ENOMEM. */
 int br_loops_spawn(int i, br_task_fn fn, void *arg, const char *name);
 
 /* br_loops_cancel: cancel every loop's main task of the calling thread's
- * group (the way to stop a server from inside). Any thread of the group. */
+ * group: the way to stop a server from inside (br_run_loops then returns
+ * 0 if they had not failed). From a loop thread of the group; elsewhere it
+ * does nothing. */
 void br_loops_cancel(void);
 
 /* ------------------------------------------------------------------------ */

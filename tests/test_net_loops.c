@@ -1,0 +1,193 @@
+/* br_run_loops: one loop per thread, SO_REUSEPORT listeners spreading
+ * connections, hand-offs between loops, cancellation, failures. Run once per
+ * backend. */
+#include <braid.h>
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "test_io_util.h"
+
+#define NLOOPS 3
+
+static int port;
+static atomic_int served[NLOOPS];
+static atomic_int ready_loops;
+static atomic_int done_clients;
+static int nclients;
+
+static void *serve_conn(void *arg) {
+  int fd = (int)(intptr_t)arg;
+  char buf[64];
+  ssize_t n = br_read(fd, buf, sizeof buf, br_deadline_ms(5000));
+  if (n > 0) {
+    char reply[16];
+    int len = snprintf(reply, sizeof reply, "loop %d", br_loops_index());
+    br_write(fd, reply, (size_t)len, br_deadline_ms(5000));
+  }
+  br_close(fd);
+  return NULL;
+}
+
+static void *client(void *arg) {
+  (void)arg;
+  int fd = br_tcp_connect("127.0.0.1", port, 0, br_deadline_ms(5000));
+  if (fd < 0) return br_fail(fd, "connect");
+  br_write(fd, "hi", 2, BR_NEVER);
+  char buf[16] = {0};
+  ssize_t n = br_read_full(fd, buf, sizeof buf - 1, br_deadline_ms(5000));
+  br_close(fd);
+  if (n < 6 || strncmp(buf, "loop ", 5)) return br_fail(BR_EIO, "reply '%s'", buf);
+  atomic_fetch_add(&served[atoi(buf + 5)], 1);
+  if (atomic_fetch_add(&done_clients, 1) + 1 == nclients) br_loops_cancel();
+  return NULL;
+}
+
+static void *clients_main(void *arg) {
+  (void)arg;
+  br_group *g = br_group_new();
+  for (int i = 0; i < nclients; i++) br_group_spawn(g, client, NULL, NULL);
+  int rc = br_group_wait(g);
+  if (rc) fprintf(stderr, "client: %s\n", br_group_message(g));
+  br_group_free(g);
+  return rc ? br_fail(rc, "clients") : NULL;
+}
+
+/* Every loop listens on the same port; loop 0 also starts the clients on
+ * another loop (a hand-off) once everybody listens. */
+static void *server_main(void *arg) {
+  (void)arg;
+  int i = br_loops_index();
+  if (i < 0 || br_loops_count() != NLOOPS) return br_fail(BR_EINVAL, "index %d", i);
+  int lfd = br_tcp_listen("127.0.0.1", port, 128, BR_SOCK_REUSEPORT);
+  if (lfd < 0) return br_fail(lfd, "listen");
+  if (atomic_fetch_add(&ready_loops, 1) + 1 == NLOOPS) {
+    int rc = br_loops_spawn(NLOOPS - 1, clients_main, NULL, "clients");
+    if (rc) return br_fail(rc, "handoff");
+  }
+  br_group *g = br_group_new();
+  for (;;) {
+    int fd = br_accept(lfd, NULL, BR_NEVER);
+    if (fd < 0) break; /* cancelled once every client is done */
+    br_group_spawn(g, serve_conn, (void *)(intptr_t)fd, NULL);
+  }
+  br_group_wait(g);
+  br_group_free(g);
+  br_close(lfd);
+  return NULL;
+}
+
+static void test_reuseport(void **state) {
+  (void)state;
+  /* Pick a free port first. */
+  int lfd = br_tcp_listen("127.0.0.1", 0, 0, BR_SOCK_REUSEPORT);
+  br_addr a;
+  br_sock_local(lfd, &a);
+  port = br_addr_port(&a);
+  close(lfd);
+  nclients = (int)br_test_scaled(600);
+  int rc = br_run_loops(NLOOPS, server_main, NULL, NULL);
+  /* The mains were cancelled on purpose, but each returned normally. */
+  assert_int_equal(rc, 0);
+  assert_int_equal(atomic_load(&done_clients), nclients);
+  int total = 0, busy = 0;
+  for (int i = 0; i < NLOOPS; i++) {
+    total += served[i];
+    busy += served[i] > 0;
+  }
+  assert_int_equal(total, nclients);
+  assert_true(busy >= 2); /* the kernel spread the connections */
+  assert_int_equal(br_loops_index(), -1);
+}
+
+/* --- messages between loops ------------------------------------------------- */
+
+static atomic_int pings;
+
+static void *pong(void *arg) {
+  intptr_t hops = (intptr_t)arg;
+  atomic_fetch_add(&pings, 1);
+  if (hops > 0) {
+    int next = (br_loops_index() + 1) % br_loops_count();
+    int rc = br_loops_spawn(next, pong, (void *)(hops - 1), "pong");
+    if (rc) return br_fail(rc, "spawn");
+  }
+  return NULL;
+}
+
+static void *ping_main(void *arg) {
+  (void)arg;
+  if (br_loops_index() == 0) {
+    int rc = br_loops_spawn(1, pong, (void *)(intptr_t)99, "pong");
+    if (rc) return br_fail(rc, "spawn");
+  }
+  if (br_loops_spawn(NLOOPS, pong, NULL, NULL) != BR_EINVAL) return br_fail(BR_EIO, "bad index");
+  return NULL;
+}
+
+static void test_handoff(void **state) {
+  (void)state;
+  atomic_store(&pings, 0);
+  /* Each main returns at once; the loops stay up for the chain of hand-offs
+   * that their tasks keep making. */
+  assert_int_equal(br_run_loops(NLOOPS, ping_main, NULL, NULL), 0);
+  assert_int_equal(atomic_load(&pings), 100);
+  assert_int_equal(br_loops_spawn(0, pong, NULL, NULL), BR_EINVAL); /* outside */
+}
+
+/* --- failures and SIGINT ----------------------------------------------------- */
+
+static void *fail_on_two(void *arg) {
+  (void)arg;
+  if (br_loops_index() == 2) return br_fail(BR_EIO, "loop two gives up");
+  return NULL;
+}
+
+static void test_failure(void **state) {
+  (void)state;
+  assert_int_equal(br_run_loops(NLOOPS, fail_on_two, NULL, NULL), BR_EIO);
+  assert_int_equal(br_run_loops(2, NULL, NULL, NULL), BR_EINVAL);
+}
+
+static void *wait_forever(void *arg) {
+  (void)arg;
+  int rc = br_sleep_ms(60000);
+  return rc == BR_ECANCELED ? NULL : br_fail(BR_EIO, "sleep returned %d", rc);
+}
+/* (a cancelled task reports BR_ECANCELED however it returns) */
+
+static void *interrupter(void *arg) {
+  (void)arg;
+  /* Like any thread of a program using br_run_loops, this one must not take
+   * the process-directed SIGINT itself. */
+  sigset_t s;
+  sigemptyset(&s);
+  sigaddset(&s, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &s, NULL);
+  struct timespec ts = {0, 50 * 1000000};
+  nanosleep(&ts, NULL);
+  kill(getpid(), SIGINT);
+  return NULL;
+}
+
+static void test_sigint(void **state) {
+  (void)state;
+  pthread_t t;
+  pthread_create(&t, NULL, interrupter, NULL);
+  int64_t t0 = br_now();
+  assert_int_equal(br_run_loops(2, wait_forever, NULL, NULL), BR_ECANCELED);
+  assert_true(br_now() - t0 < 5000000000LL);
+  pthread_join(t, NULL);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_reuseport),
+    cmocka_unit_test(test_handoff),
+    cmocka_unit_test(test_failure),
+    cmocka_unit_test(test_sigint),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
