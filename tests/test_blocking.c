@@ -303,6 +303,7 @@ static void test_stress(void **state) {
 }
 
 int main(void) {
+  if (getenv("BRAID_TEST_FILTER")) cmocka_set_test_filter(getenv("BRAID_TEST_FILTER"));
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_basic),          cmocka_unit_test(test_plain_thread_wait),
     cmocka_unit_test(test_classes),        cmocka_unit_test(test_bounded),

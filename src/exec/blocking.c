@@ -47,11 +47,22 @@ typedef struct job {
   char *fail_msg;
 } job;
 
+/* A worker's record, handed back when it exits so that somebody joins it:
+ * detached threads would be simpler, but an exiting detached thread can
+ * still be unmapping its stack after br_blocking_shutdown returned, which
+ * leak checkers (and programs that unload us) trip over. */
+typedef struct worker_rec {
+  struct worker_rec *next;
+  struct cls *cls;
+  pthread_t thread;
+} worker_rec;
+
 typedef struct cls {
   pthread_mutex_t mu;
   pthread_cond_t work;  /* a job was queued, or limits/shutdown changed */
   pthread_cond_t gone;  /* a thread exited (br_blocking_shutdown waits) */
   job *head, *tail;
+  worker_rec *exited; /* exited, not yet joined */
   size_t queued;
   unsigned threads, idle;
   unsigned max_threads;
@@ -64,13 +75,13 @@ typedef struct cls {
 
 static cls classes[BR_BLOCKING_NCLASSES] = {
   [BR_BLOCKING_USER] = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-                        PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0, 0, 64, 65536,
+                        PTHREAD_COND_INITIALIZER, NULL, NULL, NULL, 0, 0, 0, 64, 65536,
                         10000000000LL, 0, 0, false, "user"},
   [BR_BLOCKING_FILE] = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-                        PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0, 0, 8, 65536,
+                        PTHREAD_COND_INITIALIZER, NULL, NULL, NULL, 0, 0, 0, 8, 65536,
                         10000000000LL, 0, 0, false, "file"},
   [BR_BLOCKING_DNS] = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-                       PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0, 0, 4, 4096,
+                       PTHREAD_COND_INITIALIZER, NULL, NULL, NULL, 0, 0, 0, 4, 4096,
                        10000000000LL, 0, 0, false, "dns"},
 };
 
@@ -150,8 +161,20 @@ static int64_t mono_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+/* Join the workers that have exited; c->mu held. They no longer need the
+ * lock, so this cannot deadlock, and it returns at once. */
+static void join_exited(cls *c) {
+  while (c->exited) {
+    worker_rec *r = c->exited;
+    c->exited = r->next;
+    pthread_join(r->thread, NULL);
+    free(r);
+  }
+}
+
 static void *worker(void *arg) {
-  cls *c = arg;
+  worker_rec *self = arg;
+  cls *c = self->cls;
   pthread_mutex_lock(&c->mu);
   for (;;) {
     while (!c->head) {
@@ -177,6 +200,9 @@ static void *worker(void *arg) {
     c->completed++;
   }
 out:
+  join_exited(c); /* at most one unjoined worker is ever left behind */
+  self->next = c->exited;
+  c->exited = self;
   c->threads--;
   pthread_cond_broadcast(&c->gone);
   pthread_mutex_unlock(&c->mu);
@@ -185,22 +211,27 @@ out:
 
 /* Start one more worker for c; c->mu held. Returns 0 or an errno. Workers
  * block every signal (signals belong to the program's own threads and to
- * br_signal_open descriptors) and are detached: shutdown counts them out. */
+ * br_signal_open descriptors). */
 static int spawn_worker(cls *c) {
   int n = atomic_load(&fail_creates);
   while (n > 0) {
     if (atomic_compare_exchange_weak(&fail_creates, &n, n - 1)) return EAGAIN;
   }
+  join_exited(c);
+  worker_rec *r = calloc(1, sizeof *r);
+  if (!r) return ENOMEM;
+  r->cls = c;
   pthread_attr_t attr;
   pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
   sigset_t all;
   sigfillset(&all);
   pthread_attr_setsigmask_np(&attr, &all);
-  pthread_t t;
-  int rc = pthread_create(&t, &attr, worker, c);
+  int rc = pthread_create(&r->thread, &attr, worker, r);
   pthread_attr_destroy(&attr);
-  if (rc == 0) c->threads++;
+  if (rc == 0)
+    c->threads++;
+  else
+    free(r);
   return rc;
 }
 
@@ -340,6 +371,7 @@ void br_blocking_shutdown(void) {
     /* Workers drain the queue before they see the flag (they only look at it
      * when the queue is empty), then exit one by one. */
     while (c->threads > 0) pthread_cond_wait(&c->gone, &c->mu);
+    join_exited(c);
     c->shutdown = false;
     pthread_mutex_unlock(&c->mu);
   }
@@ -355,6 +387,7 @@ static void atfork_child(void) {
     pthread_cond_init(&c->gone, NULL);
     c->threads = 0;
     c->idle = 0;
+    c->exited = NULL; /* the parent's threads: not ours to join (leaked) */
   }
 }
 
