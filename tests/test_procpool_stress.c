@@ -173,9 +173,7 @@ static void recycle_crash_shutdown(br_shutdown_mode mode) {
     assert_int_equal(br_procpool_submit(p, "tjob", &j, sizeof j, &f[i]), 0);
   }
   /* Let some of it run, then shut down while recycling and crashing. */
-  void *v0 = NULL;
-  br_await(f[n / 10], &v0);
-  if (br_future_error(f[n / 10]) == 0) br_bytes_free(v0);
+  br_await(f[n / 10], NULL); /* the value is taken in the loop below */
   assert_int_equal(br_procpool_shutdown(p, mode), 0);
   tjob j = tj(0, A_OK, 0);
   br_future *late;

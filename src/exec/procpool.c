@@ -891,7 +891,7 @@ static void *mgr_main(void *arg) {
       continue;
     }
     atomic_store(&p->pshm->mgr_sleeping, 1);
-    atomic_thread_fence(memory_order_seq_cst);
+    pp_fence();
     pthread_mutex_lock(&p->mu);
     bool waiting = results_waiting(p) || (p->closing == C_GRACEFUL && all_idle(p)) ||
                    p->closing == C_IMMEDIATE;

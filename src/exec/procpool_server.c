@@ -106,7 +106,7 @@ typedef struct worker {
 } worker;
 
 static void worker_wake_manager(worker *w) {
-  atomic_thread_fence(memory_order_seq_cst);
+  pp_fence();
   if (atomic_load_explicit(&w->pool->mgr_sleeping, memory_order_relaxed) &&
       atomic_exchange(&w->pool->mgr_sleeping, 0)) {
     uint64_t one = 1;
@@ -130,7 +130,7 @@ static pp_rec *worker_next(worker *w) {
   for (;;) {
     uint32_t seq = atomic_load(&w->req->cons_seq);
     atomic_store(&w->req->cons_wait, 1);
-    atomic_thread_fence(memory_order_seq_cst);
+    pp_fence();
     if ((rec = pp_ring_peek(w->req, &w->rd))) {
       atomic_store(&w->req->cons_wait, 0);
       return rec;
@@ -150,7 +150,7 @@ static pp_rec *worker_reserve(worker *w, uint64_t need, uint64_t *end) {
     if (r) return r;
     uint32_t seq = atomic_load(&w->res->prod_seq);
     atomic_store(&w->res->prod_wait, 1);
-    atomic_thread_fence(memory_order_seq_cst);
+    pp_fence();
     limit = atomic_load(&w->res->tail) + PP_RING_CAP;
     if (!pp_ring_reserve(w->res, w->res_pos, limit, need, end)) {
       worker_wake_manager(w);
@@ -387,13 +387,17 @@ typedef struct child {
   uint64_t gen;
 } child;
 
+/* The server's children. A global so that it stays reachable in workers
+ * (LeakSanitizer runs when a job calls exit()). */
+static child *kids;
+
 static int server_send(int ctl, uint32_t type, uint32_t slot, uint64_t gen, int pid, int status,
                        int err) {
   pp_msg m = {.type = type, .slot = slot, .gen = gen, .pid = pid, .status = status, .err = err};
   return br__pp_send_fds(ctl, &m, sizeof m, NULL, 0, 0);
 }
 
-static void server_reap(int ctl, child *kids, size_t nkids) {
+static void server_reap(int ctl, size_t nkids) {
   for (;;) {
     int st;
     pid_t pid = waitpid(-1, &st, WNOHANG);
@@ -428,7 +432,7 @@ static _Noreturn void server_main(void) {
   if (server_send(PP_CTL_FD, PP_M_HELLO, 0, 0, (int)getpid(), 0, 0) < 0) _exit(6);
 
   size_t nkids = 0, capkids = 16;
-  child *kids = calloc(capkids, sizeof *kids);
+  kids = calloc(capkids, sizeof *kids);
   if (!kids) _exit(5);
   pid_t self = getpid();
 
@@ -439,7 +443,7 @@ static _Noreturn void server_main(void) {
       struct signalfd_siginfo si;
       while (read(sfd, &si, sizeof si) > 0) {
       }
-      server_reap(PP_CTL_FD, kids, nkids);
+      server_reap(PP_CTL_FD, nkids);
     }
     if (!pf[0].revents) continue;
     r = br__pp_recv_fds(PP_CTL_FD, &m, sizeof m, fds, 4, &nfd, MSG_DONTWAIT);

@@ -193,6 +193,19 @@ static inline int64_t pp_now(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* A full fence, for the Dekker handshakes above. GCC's ThreadSanitizer
+ * refuses atomic_thread_fence; under it a seq_cst read-modify-write (a full
+ * barrier on x86-64 and aarch64 as compiled) stands in. TSan only sees this
+ * process's side of a handshake anyway: the other side is another process. */
+static inline void pp_fence(void) {
+#ifdef BRAID_TSAN
+  static _Atomic int pp_fence_word;
+  atomic_fetch_add_explicit(&pp_fence_word, 0, memory_order_seq_cst);
+#else
+  atomic_thread_fence(memory_order_seq_cst);
+#endif
+}
+
 static inline void pp_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
@@ -212,7 +225,7 @@ static inline void pp_futex_wake(_Atomic uint32_t *w) {
 /* Wake the side sleeping on (flag, seq) if it announced it. Call after
  * publishing. */
 static inline void pp_notify(_Atomic uint32_t *flag, _Atomic uint32_t *seq) {
-  atomic_thread_fence(memory_order_seq_cst);
+  pp_fence();
   if (atomic_load_explicit(flag, memory_order_relaxed)) {
     atomic_fetch_add_explicit(seq, 1, memory_order_seq_cst);
     pp_futex_wake(seq);
