@@ -33,18 +33,19 @@ void cmd_compare_help(FILE *out) {
   fprintf(out,
           "usage: braid compare [options]\n"
           "\n"
-          "Run N tasks that each wait W ms (I/O-bound) or compute C ms (CPU-bound)\n"
-          "sequentially, with one thread per task, as coroutines on one braid loop%s,\n"
-          "and print wall time, CPU time and speed-up over sequential, with a\n"
-          "timeline of every task (█ running or waiting in progress, - idle).\n"
+          "Run N tasks that each wait W ms (I/O-bound) or compute C ms (CPU-bound) four\n"
+          "ways: one after another; on threads (one per task, or the CPU pool for\n"
+          "computing work); as coroutines on one braid loop; in a process pool. Print\n"
+          "wall time, CPU time, cores used and speed-up over sequential, and a timeline\n"
+          "of every task (\xe2\x96\x88 running or waiting, - idle).\n"
           "\n"
           "options:\n"
           "  -n, --tasks N        number of tasks, 1..%d (default 5)\n"
           "  -w, --wait MS        I/O workload: each task waits MS ms, 0..%d (default 1000)\n"
           "  -c, --compute MS     CPU workload: each task computes MS ms, 0..%d (default 500)\n"
           "      --workload KIND  io, cpu or all (default io)\n"
-          "  -m, --models LIST    comma-separated: sequential,threads,coroutines%s\n"
-          "                       (short: seq, thr, coro%s; default: all)\n"
+          "  -m, --models LIST    comma-separated: sequential,threads,coroutines,processes\n"
+          "                       (short: seq,thr,coro,proc; default: all)\n"
           "  -r, --repeat R       run every model R times, keep the fastest, 1..%d (default 1)\n"
           "      --json           print every figure as JSON instead of the table\n"
           "      --width COLS     timeline width of the longest run, %d..%d (default 60)\n"
@@ -53,11 +54,9 @@ void cmd_compare_help(FILE *out) {
           "      --ascii          draw with '#', '-' and '>' only\n"
           "  -h, --help           show this text\n"
           "\n"
-          "Exit status: 0 if every model ran, 1 if one failed (e.g. a thread could\n"
-          "not be created: the row says why), 2 on bad usage.\n",
-          cmp_model_available(CMP_PROCS) ? " and in worker processes" : "", CMP_MAX_TASKS,
-          CMP_MAX_MS, CMP_MAX_MS, cmp_model_available(CMP_PROCS) ? ",processes" : "",
-          cmp_model_available(CMP_PROCS) ? ", proc" : "", CMP_MAX_REPEAT, CMP_MIN_WIDTH, CMP_MAX_WIDTH,
+          "Exit status: 0 if every model ran, 1 if one failed (the report says why,\n"
+          "e.g. too many threads for the kernel), 2 on bad usage. See docs/compare.md.\n",
+          CMP_MAX_TASKS, CMP_MAX_MS, CMP_MAX_MS, CMP_MAX_REPEAT, CMP_MIN_WIDTH, CMP_MAX_WIDTH,
           CMP_MIN_ROWS, CMP_MAX_ROWS);
 }
 
@@ -97,9 +96,7 @@ static int parse_models(const char *list, unsigned *out, FILE *err) {
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
       if (strlen(names[i].name) == len && strncmp(names[i].name, p, len) == 0) {
         if (!cmp_model_available(names[i].m)) {
-          fprintf(err,
-                  "braid compare: model '%s' is not available in this build "
-                  "(it needs the process pool, braid/procpool.h)\n",
+          fprintf(err, "braid compare: model '%s' is not available in this build\n",
                   cmp_model_name(names[i].m));
           return -1;
         }
@@ -110,8 +107,8 @@ static int parse_models(const char *list, unsigned *out, FILE *err) {
     if (!found) {
       fprintf(err,
               "braid compare: unknown model '%.*s' in --models '%s' "
-              "(use sequential, threads, coroutines%s)\n",
-              (int)len, p, list, cmp_model_available(CMP_PROCS) ? ", processes" : "");
+              "(use sequential, threads, coroutines, processes)\n",
+              (int)len, p, list);
       return -1;
     }
     if (!p[len]) break;

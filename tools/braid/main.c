@@ -14,8 +14,8 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
-    {"compare", "run N waiting (or computing) tasks sequentially, on threads and as coroutines; "
-                "print times and timelines",
+    {"compare", "run N waiting or computing tasks one by one, on threads, as coroutines and "
+                "in processes:\n             times, speed-ups and timelines",
      cmd_compare, cmd_compare_help},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
