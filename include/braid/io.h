@@ -475,7 +475,9 @@ void br_loops_cancel(void);
 /* What the watchdog saw: a loop that has not come back to its poller for
  * `stalled_ns` while running the task `task` (a name, "" between tasks).
  * frames/nframes: return addresses of the stuck thread, innermost first
- * (backtrace(3) format, may be 0 if the thread could not be sampled). */
+ * (backtrace(3) format; 0 frames if the thread could not be sampled).
+ * nframes == -1 marks the second report of a stall, when the loop has moved
+ * again: stalled_ns is then the stall's total length, task is "". */
 typedef struct br_watchdog_report {
   const br_loop *loop;
   const char *task;
@@ -492,9 +494,15 @@ typedef void (*br_watchdog_fn)(const br_watchdog_report *r, void *ud);
  * once per stall: on stderr as
  *   braid: loop blocked for 250 ms in task 'parser' (watchdog threshold 100 ms)
  * followed by a symbolised backtrace of the loop thread, or to the handler
- * set with br_watchdog_set_handler. Loops watch themselves automatically
- * when BRAID_DEBUG=1. One monitor thread serves every loop; it samples the
- * loop's heartbeat every threshold/4 and costs the loop nothing.
+ * set with br_watchdog_set_handler, and once more when the loop moves again
+ * ("braid: loop was blocked for 312 ms in total"). The backtrace is taken
+ * by a signal (SIGRTMIN+5) sent to the stuck thread once per stall: a
+ * blocking call it interrupts may return early with EINTR, as under a
+ * profiler (link with -rdynamic for function names). Loops watch
+ * themselves when BRAID_DEBUG=1 (once the core calls the watchdog's loop
+ * hooks; see docs/io.md). One monitor thread serves every loop; it reads
+ * the loop's heartbeat every threshold/4 and costs the loop nothing.
+ * Disable a loop before freeing it.
  * 0, BR_EINVAL, BR_ENOMEM, BR_EAGAIN (monitor thread). Any thread. */
 int br_watchdog_enable(br_loop *loop, int64_t threshold_ms);
 

@@ -1,0 +1,336 @@
+/* braid — the blocking-call watchdog.
+ *
+ * A loop that does not come back to its poller cannot serve anything: some
+ * task called a blocking function (sleep, a blocking read, a lock held by
+ * another thread) or computes for too long between yields. asyncio's debug
+ * mode reports callbacks slower than 100 ms; this does the same for braid,
+ * with the task's name and the stuck thread's backtrace.
+ *
+ * How: the loop stamps a heartbeat each time it returns from its poller (0
+ * while it sleeps inside it: idle is not stuck). One monitor thread for the
+ * whole process reads the heartbeat of every watched loop every
+ * threshold/4. When a heartbeat is older than the threshold, it sends the
+ * loop thread a signal (SIGRTMIN+5); the handler, running on the stuck
+ * thread itself, records its backtrace and the running task's name and posts
+ * a semaphore. The monitor then reports once per stall, and once more when
+ * the loop moves again, with the total time. The loop pays nothing: no
+ * timer, no extra system call.
+ *
+ * Locking: W.mu guards the registry; the monitor holds it while it samples
+ * a loop, so br_watchdog_disable() returning means the monitor no longer
+ * touches that loop. Reports are delivered after W.mu is released (a
+ * handler may call back into br_watchdog_*).
+ */
+#include <braid.h>
+
+#include <errno.h>
+#include <execinfo.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/loop.h"
+#include "obs/watchdog.h"
+
+#ifdef BRAID_TSAN
+/* The heartbeat is a plain int64 written by the loop thread and read here
+ * on purpose without synchronisation (a torn read is impossible on our
+ * targets and a stale one only delays a report by one period). */
+void AnnotateIgnoreReadsBegin(const char *file, int line);
+void AnnotateIgnoreReadsEnd(const char *file, int line);
+#define RACY_BEGIN() AnnotateIgnoreReadsBegin(__FILE__, __LINE__)
+#define RACY_END() AnnotateIgnoreReadsEnd(__FILE__, __LINE__)
+#else
+#define RACY_BEGIN() ((void)0)
+#define RACY_END() ((void)0)
+#endif
+
+#define MAX_FRAMES 64
+
+typedef struct entry {
+  br_loop *loop;
+  int64_t threshold_ns;
+  int64_t stalled_hb; /* heartbeat of the stall already reported, or 0 */
+  bool automatic;     /* watched because of BRAID_DEBUG */
+} entry;
+
+static struct {
+  pthread_mutex_t mu;
+  pthread_cond_t cv; /* wakes the monitor early (new entry, new threshold) */
+  entry *v;
+  size_t n, cap;
+  pthread_t thread;
+  bool running;
+  br_watchdog_fn fn;
+  void *ud;
+} W = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+/* The sample taken by the signal handler on the stuck thread. */
+static sem_t sample_done;
+static br_loop *_Atomic sample_loop;
+static void *sample_frames[MAX_FRAMES];
+static int sample_n;
+static char sample_name[32];
+static pthread_once_t sample_once = PTHREAD_ONCE_INIT;
+static bool sample_ok;
+
+static int sample_signal(void) { return SIGRTMIN + 5; }
+
+static void on_sample(int sig, siginfo_t *si, void *uc) {
+  (void)sig;
+  (void)si;
+  (void)uc;
+  int saved = errno;
+  br_loop *L = atomic_load(&sample_loop);
+  if (L && br_loop_current() == L) {
+    sample_n = backtrace(sample_frames, MAX_FRAMES);
+    const char *nm = br__loop_current_task_name(L);
+    size_t i = 0;
+    for (; nm && nm[i] && i < sizeof sample_name - 1; i++) sample_name[i] = nm[i];
+    sample_name[i] = '\0';
+    sem_post(&sample_done);
+  }
+  errno = saved;
+}
+
+/* After fork() the monitor thread is gone: start afresh in the child
+ * (entries watched loops of the parent's threads, which are gone too). */
+static void atfork_child(void) {
+  pthread_mutex_init(&W.mu, NULL);
+  pthread_cond_init(&W.cv, NULL);
+  W.running = false;
+  W.n = 0;
+  sem_init(&sample_done, 0, 0);
+  atomic_store(&sample_loop, NULL);
+}
+
+static void sample_init(void) {
+  pthread_atfork(NULL, NULL, atfork_child);
+  /* backtrace() loads libgcc's unwinder on first use (malloc, dlopen): do
+   * that here, not in the signal handler. */
+  void *warm[2];
+  backtrace(warm, 2);
+  sem_init(&sample_done, 0, 0);
+  struct sigaction sa, old;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = on_sample;
+  sa.sa_flags = SA_SIGINFO | SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  sigaction(sample_signal(), NULL, &old);
+  /* Never take a signal somebody else uses. */
+  if (old.sa_handler == SIG_DFL && !(old.sa_flags & SA_SIGINFO))
+    sample_ok = sigaction(sample_signal(), &sa, NULL) == 0;
+}
+
+static int64_t default_threshold_ns(void) {
+  const char *s = getenv("BRAID_WATCHDOG_MS");
+  long v = s ? strtol(s, NULL, 10) : 0;
+  return (v > 0 ? v : 100) * 1000000LL;
+}
+
+/* Take a sample of loop L's thread; W.mu held. Returns the frame count. */
+static int take_sample(br_loop *L, void **frames, char *name) {
+  name[0] = '\0';
+  if (!sample_ok) return 0;
+  while (sem_trywait(&sample_done) == 0) {
+  }
+  atomic_store(&sample_loop, L);
+  int n = 0;
+  if (pthread_kill(br__loop_thread(L), sample_signal()) == 0) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 100000000;
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
+    int rc;
+    while ((rc = sem_timedwait(&sample_done, &ts)) < 0 && errno == EINTR) {
+    }
+    if (rc == 0) {
+      n = sample_n;
+      memcpy(frames, sample_frames, sizeof(void *) * (size_t)n);
+      memcpy(name, sample_name, sizeof sample_name);
+    }
+  }
+  atomic_store(&sample_loop, NULL);
+  return n;
+}
+
+static void report_stderr(const br_watchdog_report *r, int64_t threshold_ns) {
+  if (r->nframes < 0) {
+    fprintf(stderr, "braid: loop was blocked for %lld ms in total\n",
+            (long long)(r->stalled_ns / 1000000));
+    return;
+  }
+  fprintf(stderr, "braid: loop blocked for %lld ms in task '%s' (watchdog threshold %lld ms)\n",
+          (long long)(r->stalled_ns / 1000000), r->task[0] ? r->task : "<none>",
+          (long long)(threshold_ns / 1000000));
+  if (r->nframes > 0) {
+    fprintf(stderr, "braid: where the loop thread is now:\n");
+    fflush(stderr);
+    backtrace_symbols_fd((void *const *)r->frames, r->nframes, 2);
+  }
+}
+
+typedef struct pending {
+  br_watchdog_report r;
+  int64_t threshold_ns;
+  void *frames[MAX_FRAMES];
+  char name[32];
+} pending;
+
+static void *monitor(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&W.mu);
+  for (;;) {
+    /* Nothing to watch: sleep until a loop is enabled. The monitor stays
+     * for the life of the process once started (it is a debugging aid). */
+    while (W.n == 0) pthread_cond_wait(&W.cv, &W.mu);
+    int64_t period = 25000000;
+    for (size_t i = 0; i < W.n; i++)
+      if (W.v[i].threshold_ns / 4 < period) period = W.v[i].threshold_ns / 4;
+    if (period < 1000000) period = 1000000;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t until = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec + period;
+    ts.tv_sec = until / 1000000000LL;
+    ts.tv_nsec = until % 1000000000LL;
+    pthread_cond_clockwait(&W.cv, &W.mu, CLOCK_MONOTONIC, &ts);
+
+    for (size_t i = 0; i < W.n; i++) {
+      entry *e = &W.v[i];
+      RACY_BEGIN();
+      int64_t hb = br__loop_heartbeat(e->loop);
+      RACY_END();
+      int64_t now = br_now();
+      pending p;
+      memset(&p, 0, sizeof p);
+      bool have = false;
+      if (e->stalled_hb && hb != e->stalled_hb) {
+        /* It moved again: say for how long it was stuck in all. */
+        p.r = (br_watchdog_report){.loop = e->loop, .task = "", .stalled_ns = now - e->stalled_hb,
+                                   .frames = NULL, .nframes = -1};
+        e->stalled_hb = 0;
+        have = true;
+      } else if (hb && !e->stalled_hb && now - hb > e->threshold_ns) {
+        e->stalled_hb = hb;
+        int n = take_sample(e->loop, p.frames, p.name);
+        p.r = (br_watchdog_report){.loop = e->loop, .task = p.name, .stalled_ns = br_now() - hb,
+                                   .frames = p.frames, .nframes = n};
+        have = true;
+      }
+      if (!have) continue;
+      p.threshold_ns = e->threshold_ns;
+      br_watchdog_fn fn = W.fn;
+      void *ud = W.ud;
+      /* Deliver without the lock; re-scan from the start afterwards would
+       * be fairer but the registry may have changed: just stop this round. */
+      pthread_mutex_unlock(&W.mu);
+      if (fn)
+        fn(&p.r, ud);
+      else
+        report_stderr(&p.r, p.threshold_ns);
+      pthread_mutex_lock(&W.mu);
+      break;
+    }
+  }
+  return NULL;
+}
+
+/* Start the monitor if needed; W.mu held. */
+static int start_monitor(void) {
+  if (W.running) return 0;
+  pthread_once(&sample_once, sample_init);
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old); /* the monitor takes no signal */
+  int rc = pthread_create(&W.thread, NULL, monitor, NULL);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (rc) return BR_EAGAIN;
+  pthread_detach(W.thread);
+  W.running = true;
+  return 0;
+}
+
+static int enable(br_loop *loop, int64_t threshold_ms, bool automatic) {
+  if (!loop) return BR_EINVAL;
+  int64_t th = threshold_ms > 0 ? threshold_ms * 1000000LL : default_threshold_ns();
+  pthread_mutex_lock(&W.mu);
+  for (size_t i = 0; i < W.n; i++) {
+    if (W.v[i].loop == loop) {
+      W.v[i].threshold_ns = th;
+      W.v[i].automatic = W.v[i].automatic && automatic;
+      pthread_cond_signal(&W.cv);
+      pthread_mutex_unlock(&W.mu);
+      return 0;
+    }
+  }
+  if (W.n == W.cap) {
+    size_t cap = W.cap ? W.cap * 2 : 8;
+    entry *v = realloc(W.v, cap * sizeof *v);
+    if (!v) {
+      pthread_mutex_unlock(&W.mu);
+      return BR_ENOMEM;
+    }
+    W.v = v;
+    W.cap = cap;
+  }
+  int rc = start_monitor();
+  if (rc == 0) {
+    W.v[W.n++] = (entry){.loop = loop, .threshold_ns = th, .automatic = automatic};
+    pthread_cond_signal(&W.cv);
+  }
+  pthread_mutex_unlock(&W.mu);
+  return rc;
+}
+
+int br_watchdog_enable(br_loop *loop, int64_t threshold_ms) { return enable(loop, threshold_ms, false); }
+
+static void disable(br_loop *loop, bool only_automatic) {
+  pthread_mutex_lock(&W.mu);
+  for (size_t i = 0; i < W.n; i++) {
+    if (W.v[i].loop != loop) continue;
+    if (only_automatic && !W.v[i].automatic) break;
+    W.v[i] = W.v[--W.n];
+    break;
+  }
+  pthread_mutex_unlock(&W.mu);
+}
+
+void br_watchdog_disable(br_loop *loop) { disable(loop, false); }
+
+void br_watchdog_set_handler(br_watchdog_fn fn, void *ud) {
+  pthread_mutex_lock(&W.mu);
+  W.fn = fn;
+  W.ud = ud;
+  pthread_mutex_unlock(&W.mu);
+}
+
+static int debug_on(void) {
+  static atomic_int cached = -1;
+  int v = atomic_load(&cached);
+  if (v < 0) {
+    const char *s = getenv("BRAID_DEBUG");
+    v = s && *s && strcmp(s, "0") != 0;
+    atomic_store(&cached, v);
+  }
+  return v;
+}
+
+void br__watchdog_loop_created(br_loop *loop) {
+  if (debug_on()) enable(loop, 0, true);
+}
+
+void br__watchdog_loop_freed(br_loop *loop) {
+  pthread_mutex_lock(&W.mu);
+  bool any = W.n > 0;
+  pthread_mutex_unlock(&W.mu);
+  if (any) disable(loop, false);
+}
