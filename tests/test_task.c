@@ -707,6 +707,38 @@ static void test_detach_failure_reported_to_callback(void **state) {
   assert_int_equal(rlog.calls, 3);
 }
 
+/* Cancellation is not a failure: a detached task that the runtime cancels
+ * at teardown (br_run's end, br_loop_free) must not be reported as "failed"
+ * (br_loop_free does not report cancelled unjoined handles either, and
+ * groups do not count cancelled siblings). */
+static void *sleeps_forever(void *arg) {
+  (void)arg;
+  br_sleep_ms(100000);
+  return NULL;
+}
+
+static void *m_detach_then_leave(void *arg) {
+  (void)arg;
+  br_task *t;
+  T_OK(br_spawn(&t, sleeps_forever, NULL, &(br_spawn_opts){.name = "background"}));
+  T_OK(br_detach(t));
+  T_OK(br_spawn(NULL, sleeps_forever, NULL, &(br_spawn_opts){.flags = BR_SPAWN_DETACHED}));
+  T_OK(br_yield());
+  return NULL;
+}
+
+static void test_detached_cancelled_at_teardown_not_reported(void **state) {
+  (void)state;
+  memset(&rlog, 0, sizeof rlog);
+  br_loop_opts o = {.on_detached_error = on_detached, .ud = &rlog};
+  int rc = br_run_opts(m_detach_then_leave, NULL, NULL, &o);
+  tf_assert_clean();
+  assert_int_equal(rc, 0);
+  if (rlog.calls)
+    fail_msg("%d cancelled detached task(s) reported as failed; last: '%s' %s: %s", rlog.calls, rlog.name,
+             br_errname(rlog.code), rlog.msg);
+}
+
 static void *m_detach_stderr(void *arg) {
   (void)arg;
   br_task *t;
@@ -1100,6 +1132,7 @@ int main(void) {
       cmocka_unit_test(test_close_outside_task),
       cmocka_unit_test(test_detach_failure_reported_to_callback),
       cmocka_unit_test(test_detach_failure_reported_on_stderr),
+      cmocka_unit_test(test_detached_cancelled_at_teardown_not_reported),
       cmocka_unit_test(test_unjoined_failure_reported_at_free),
       cmocka_unit_test(test_unjoined_failure_reported_by_br_run),
       cmocka_unit_test(test_wait_for),
