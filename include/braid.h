@@ -84,6 +84,10 @@ typedef struct br_loop_opts {
    * stderr. Runs on the loop thread. msg is only valid during the call. */
   void (*on_detached_error)(br_task *task, int code, const char *msg, void *ud);
   void *ud;
+  /* Report when the loop does not get back to its poller for this many ms
+   * (a blocking call in a task): the task's name, how long, a backtrace.
+   * 0: off, unless BRAID_DEBUG=1 (then 100 ms). See braid/io.h's watchdog. */
+  int64_t watchdog_ms;
 } br_loop_opts;
 
 /* br_loop_new: create an event loop bound to the calling thread. opts may be

@@ -24,6 +24,8 @@
 #include "sys/clock.h"
 #include "sys/fiber_san.h"
 
+static void notify_observer(br_loop *L, bool created);
+
 static br_accounting accounting_from_env(void) {
   const char *e = getenv("BRAID_ACCOUNTING");
   if (!e) return BR_ACCT_FAST;
@@ -70,10 +72,26 @@ br_loop *br_loop_new(const br_loop_opts *opts) {
     return NULL;
   }
   br__overflow_install();
+  notify_observer(L, true);
   return L;
 }
 
 br_loop *br_loop_current(void) { return br__tls_loop; }
+
+/* --- loop observers (loop.h): how obs/ learns about loops without the core
+ * including it. */
+static void (*_Atomic loop_observer)(br_loop *loop, bool created);
+
+void br__loop_set_observer(void (*fn)(br_loop *loop, bool created)) {
+  atomic_store(&loop_observer, fn);
+}
+
+static void notify_observer(br_loop *L, bool created) {
+  void (*fn)(br_loop *, bool) = atomic_load(&loop_observer);
+  if (fn) fn(L, created);
+}
+
+const br_loop_opts *br__loop_opts(br_loop *L) { return &L->opts; }
 
 /* --- remote hand-over ------------------------------------------------------ */
 
@@ -254,14 +272,15 @@ int br_loop_run(br_loop *L) {
   L->running = true;
   L->sched_tsan = BR__TSAN_CURRENT();
   br__overflow_thread_begin();
-  atomic_store(&L->stop_flag, false);
   int rc = 0;
   atomic_store_explicit(&L->heartbeat, br__mono_ns(), memory_order_relaxed);
-  while (!atomic_load_explicit(&L->stop_flag, memory_order_relaxed)) {
+  do {
     rc = br__loop_iterate(L, true);
-    if (rc <= 0) break;
-  }
+  } while (rc > 0 && !atomic_load_explicit(&L->stop_flag, memory_order_relaxed));
   br__overflow_thread_end();
+  /* Clear the stop request on the way out (as uv_run does): a stop asked
+   * for before br_loop_run() makes that run return after one iteration. */
+  atomic_store(&L->stop_flag, false);
   L->running = false;
   br__tls_loop = prev;
   return rc < 0 ? rc : 0;
@@ -305,6 +324,7 @@ void br__report_failure_code(struct br_task *t, int code, const char *msg) {
 int br_loop_free(br_loop *L) {
   if (!L) return 0;
   if (L->running) return BR_EBUSY;
+  notify_observer(L, false);
   struct br_loop *prev = br__tls_loop;
   br__tls_loop = L;
   L->freeing = true;

@@ -5,6 +5,7 @@
 
 #include <braid.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "backends/poller.h"
@@ -19,5 +20,15 @@ int64_t br__loop_heartbeat(br_loop *loop);
  * diagnostics). */
 const char *br__loop_current_task_name(br_loop *loop);
 pthread_t br__loop_thread(br_loop *loop);
+/* The options the loop was created with (watchdog_ms, ...). */
+const br_loop_opts *br__loop_opts(br_loop *loop);
+/* Whether t runs in compact mode (its stack variables move while it waits,
+ * so nobody may write into them asynchronously). */
+bool br__task_is_compact(br_task *t);
+/* Register the one observer told about every loop created (created=true,
+ * from br_loop_new, on the creating thread) and freed (created=false, from
+ * br_loop_free before anything is released). The obs layer uses it for the
+ * watchdog; the core never includes obs. Any thread. */
+void br__loop_set_observer(void (*fn)(br_loop *loop, bool created));
 
 #endif

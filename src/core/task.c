@@ -29,6 +29,9 @@ _Thread_local struct br_loop *br__tls_loop;
 static _Thread_local void *asan_fake;
 static _Thread_local const void *sched_bottom;
 static _Thread_local size_t sched_size;
+/* Whether the switch in flight comes from the scheduler: only then is the
+ * "old stack" that a new task learns from ASan the scheduler's own. */
+static _Thread_local bool from_sched;
 #endif
 
 /* ------------------------------------------------------------------------ */
@@ -119,7 +122,10 @@ static void task_finish(struct br_task *t, void *result);
 static void task_entry(void *arg) {
   struct br_task *t = arg;
 #ifdef BRAID_ASAN
-  BR__ASAN_FINISH(NULL, &sched_bottom, &sched_size);
+  if (from_sched)
+    BR__ASAN_FINISH(NULL, &sched_bottom, &sched_size);
+  else
+    BR__ASAN_FINISH(NULL, NULL, NULL);
 #endif
   void *r = t->fn(t->arg);
   task_finish(t, r);
@@ -134,10 +140,13 @@ static void retire(struct br_loop *L, struct br_task *t);
 static inline void resume_prepare(struct br_loop *L, struct br_task *n, uint64_t now) {
   if (n->compact && L->shared_owner != n) {
     if (L->shared_owner) shared_save(L, L->shared_owner);
-    if (n->state == BR__NEW)
+    if (n->state == BR__NEW) {
+      /* The previous owner's frames left ASan redzones behind. */
+      BR__ASAN_UNPOISON(L->shared->lo, L->shared->size);
       br__ctx_make(&n->ctx, L->shared->lo, L->shared->size, task_entry, n);
-    else
+    } else {
       shared_restore(L, n);
+    }
     L->shared_owner = n;
   }
   n->state = BR__RUNNING;
@@ -182,6 +191,7 @@ static void suspend(struct br_loop *L, struct br_task *t) {
     resume_prepare(L, n, now);
 #ifdef BRAID_ASAN
     br__stack *ns = stack_of(L, n);
+    from_sched = false;
     BR__ASAN_START(&asan_fake, ns->lo, ns->size);
 #endif
     BR__TSAN_SWITCH(n->tsan_fiber);
@@ -227,6 +237,7 @@ void br__run_ready(struct br_loop *L) {
     resume_prepare(L, t, 0);
 #ifdef BRAID_ASAN
     br__stack *s = stack_of(L, t);
+    from_sched = true;
     BR__ASAN_START(&asan_fake, s->lo, s->size);
 #endif
     BR__TSAN_SWITCH(t->tsan_fiber);
@@ -697,6 +708,8 @@ int br_sleep_ms(int64_t ms) {
 }
 
 /* --- introspection --------------------------------------------------------- */
+
+bool br__task_is_compact(br_task *t) { return t && t->compact; }
 
 const char *br_task_name(br_task *t) {
   if (!t) t = br__require_task();
