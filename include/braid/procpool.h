@@ -281,12 +281,16 @@ typedef enum br_shutdown_mode {
  * times, from several threads, and while jobs crash or workers recycle; a
  * later IMMEDIATE call upgrades a GRACEFUL one in progress. Returns 0 or
  * BR_ECANCELED / BR_ETIMEDOUT if the calling task's wait was interrupted
- * (the shutdown goes on). Suspends a task, blocks a thread. */
+ * (the shutdown goes on), BR_EDEADLK from a callback of one of the pool's
+ * futures (those run on the pool's own thread). Suspends a task, blocks a
+ * thread. */
 int br_procpool_shutdown(br_procpool *p, br_shutdown_mode mode);
 
 /* br_procpool_free: br_procpool_shutdown(p, BR_SHUTDOWN_GRACEFUL) if it was
  * not shut down, then release everything. Futures handed out stay valid
- * (each holds its own reference). NULL is a no-op. Not from a job. */
+ * (each holds its own reference). If a task calling it is cancelled while
+ * waiting, it blocks the thread until the shutdown is over. NULL is a no-op.
+ * Not from a job, nor from a callback of the pool's futures. */
 void br_procpool_free(br_procpool *p);
 
 typedef struct br_procpool_stats {

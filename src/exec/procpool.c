@@ -1152,6 +1152,9 @@ int br_procpool_submit(br_procpool *p, const char *job, const void *arg, size_t 
 
 int br_procpool_shutdown(br_procpool *p, br_shutdown_mode mode) {
   if (!p) return BR_EINVAL;
+  /* Future callbacks run on the manager thread: waiting there for the
+   * manager to finish would never end. */
+  if (p->mgr_started && pthread_equal(pthread_self(), p->mgr)) return BR_EDEADLK;
   pthread_mutex_lock(&p->mu);
   int want = mode == BR_SHUTDOWN_IMMEDIATE ? C_IMMEDIATE : C_GRACEFUL;
   if (want > p->closing) p->closing = want;
@@ -1162,6 +1165,10 @@ int br_procpool_shutdown(br_procpool *p, br_shutdown_mode mode) {
 
 void br_procpool_free(br_procpool *p) {
   if (!p) return;
+  if (p->mgr_started && pthread_equal(pthread_self(), p->mgr)) {
+    fprintf(stderr, "braid: br_procpool_free called from a pool future's callback; leaked\n");
+    return;
+  }
   /* If a task's wait is interrupted, block instead: the manager must be
    * gone before the memory goes. */
   br_procpool_shutdown(p, BR_SHUTDOWN_GRACEFUL);
