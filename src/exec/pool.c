@@ -442,6 +442,12 @@ static void run_stolen(br__worker *w, br_fork *f) {
 /* Run a job taken from the injection queue. */
 static void run_job(br__worker *w, br__job *job) {
   br_pool *p = w->pool;
+  if (atomic_load(&p->state) == S_CANCEL && !br_future_done(job->fut)) {
+    /* Shutdown with BR_POOL_CANCEL began after we took the job: it must not
+     * start. If our cancel wins, the hook drops its own reference. */
+    atomic_store(&job->cancelled, 1);
+    (void)br_future_cancel(job->fut);
+  }
   if (atomic_load(&job->cancelled) || br_future_done(job->fut)) {
     /* Cancelled before it started: the hook completed the future (or will
      * run, and finds the job no longer queued). */
@@ -1105,7 +1111,8 @@ static void par_leaf(br__par *par, size_t lo, size_t hi, void *acc) {
     return;
   }
   if (par_stopped(par)) {
-    if (!par->err) atomic_store_explicit(&par->skipped, 1, memory_order_relaxed);
+    /* After a failure this does not matter: the error wins. */
+    atomic_store_explicit(&par->skipped, 1, memory_order_relaxed);
     return;
   }
   w->cur = &slot;
