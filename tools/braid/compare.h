@@ -185,6 +185,9 @@ void cmp_timeline_print(FILE *out, const cmp_run *r, int64_t scale_ns, int width
 int cmp_timeline_row(const cmp_task *t, int64_t col_ns, int cols, bool ascii, char *buf,
                      size_t size);
 
+/* A duration for people: "5.00 s" from 0.1 s up, "12.3 ms", "85 us". */
+const char *cmp_fmt_time(int64_t ns, char *buf, size_t size);
+
 /* Reports. */
 void cmp_report_text(FILE *out, const cmp_result *res, size_t nres, const cmp_opts *o);
 void cmp_report_json(FILE *out, const cmp_result *res, size_t nres, const cmp_opts *o);

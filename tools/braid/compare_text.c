@@ -14,21 +14,22 @@ static void print_table(FILE *out, const cmp_result *r) {
   int hw = 3;
   for (int m = 0; m < CMP_NMODELS; m++)
     if (r->present[m] && (int)strlen(r->runs[m].how) > hw) hw = (int)strlen(r->runs[m].how);
-  fprintf(out, "  %-11s %-*s  %8s  %8s  %5s  %8s\n", "model", hw, "how", "wall", "CPU", "cores",
+  fprintf(out, "  %-11s %-*s  %9s  %9s  %5s  %8s\n", "model", hw, "how", "wall", "CPU", "cores",
           "speed-up");
   for (int m = 0; m < CMP_NMODELS; m++) {
     if (!r->present[m]) continue;
     const cmp_run *run = &r->runs[m];
     fprintf(out, "  %-11s %-*s  ", cmp_model_name((cmp_model)m), hw, run->how);
     if (run->err) {
-      fprintf(out, "%8s  %8s  %5s  %8s\n", "failed", "-", "-", "-");
+      fprintf(out, "%9s  %9s  %5s  %8s\n", "failed", "-", "-", "-");
       continue;
     }
     double s = cmp_speedup(r, (cmp_model)m);
-    fprintf(out, "%6.2f s  %6.2f s  %5.2f  ", (double)run->wall_ns / 1e9, (double)run->cpu_ns / 1e9,
-            cmp_cores(run));
+    char wall[32], cpu[32];
+    fprintf(out, "%9s  %9s  %5.2f  ", cmp_fmt_time(run->wall_ns, wall, sizeof wall),
+            cmp_fmt_time(run->cpu_ns, cpu, sizeof cpu), cmp_cores(run));
     if (s > 0)
-      fprintf(out, "%7.2fx\n", s);
+      fprintf(out, s >= 0.1 ? "%7.2fx\n" : "%7.3fx\n", s);
     else
       fprintf(out, "%8s\n", "-");
   }
@@ -43,8 +44,9 @@ static void print_timelines(FILE *out, const cmp_result *r, const cmp_opts *o) {
     if (r->present[m] && !r->runs[m].err && r->runs[m].wall_ns > scale)
       scale = r->runs[m].wall_ns;
   if (scale <= 0) return;
-  fprintf(out, "\nTimelines (%s running or waiting, - idle; %d columns = %.2f s):\n",
-          o->ascii ? "#" : "\xe2\x96\x88", o->width, (double)scale / 1e9);
+  char t[32];
+  fprintf(out, "\nTimelines (%s running or waiting, - idle; %d columns = %s):\n",
+          o->ascii ? "#" : "\xe2\x96\x88", o->width, cmp_fmt_time(scale, t, sizeof t));
   for (int m = 0; m < CMP_NMODELS; m++) {
     if (!r->present[m] || r->runs[m].err) continue;
     fprintf(out, "\n%s\n", cmp_model_name((cmp_model)m));
@@ -52,7 +54,10 @@ static void print_timelines(FILE *out, const cmp_result *r, const cmp_opts *o) {
   }
 }
 
+/* The lesson the figures teach, when the work is long enough to dominate
+ * what starting threads, loops and processes costs. */
 static void print_lesson(FILE *out, const cmp_result *r) {
+  if (r->work.ms < 20) return;
   double thr = cmp_speedup(r, CMP_THREADS), coro = cmp_speedup(r, CMP_CORO);
   double proc = cmp_speedup(r, CMP_PROCS);
   int cpus = br_cpu_count();
@@ -93,8 +98,12 @@ void cmp_report_text(FILE *out, const cmp_result *res, size_t nres, const cmp_op
   for (size_t i = 0; i < nres; i++) {
     const cmp_result *r = &res[i];
     cmp_kind k = r->work.kind;
-    fprintf(out, "%s%s: %zu task%s that each %s %ld ms\n\n", i ? "\n" : "", titles[k], r->ntasks,
-            r->ntasks == 1 ? "" : "s", verbs[k], r->work.ms);
+    if (r->ntasks == 1)
+      fprintf(out, "%s%s: 1 task that %ss %ld ms\n\n", i ? "\n" : "", titles[k], verbs[k],
+              r->work.ms);
+    else
+      fprintf(out, "%s%s: %zu tasks that each %s %ld ms\n\n", i ? "\n" : "", titles[k], r->ntasks,
+              verbs[k], r->work.ms);
     print_table(out, r);
     if (!o->no_timeline) print_timelines(out, r, o);
     print_lesson(out, r);

@@ -12,6 +12,16 @@
 
 #include "compare.h"
 
+const char *cmp_fmt_time(int64_t ns, char *buf, size_t size) {
+  if (ns >= 100000000)
+    snprintf(buf, size, "%.2f s", (double)ns / 1e9);
+  else if (ns >= 1000000)
+    snprintf(buf, size, "%.1f ms", (double)ns / 1e6);
+  else
+    snprintf(buf, size, "%.0f us", (double)ns / 1e3);
+  return buf;
+}
+
 bool cmp_row_shown(size_t i, size_t n, int rows) {
   if (rows < CMP_MIN_ROWS) rows = CMP_MIN_ROWS;
   if (n <= (size_t)rows) return true;
@@ -107,6 +117,7 @@ void cmp_timeline_print(FILE *out, const cmp_run *r, int64_t scale_ns, int width
   }
   fprintf(out, "  %-*s ", 5 + lw + 1, "Time:");
   for (int c = 0; c < cols; c++) fputs(ascii ? ">" : "\xe2\x86\x92", out); /* U+2192 → */
-  fprintf(out, " %.2f s\n", (double)r->wall_ns / 1e9);
+  char t[32];
+  fprintf(out, " %s\n", cmp_fmt_time(r->wall_ns, t, sizeof t));
   free(buf);
 }
