@@ -1,0 +1,995 @@
+/* test_future — br_future: single assignment, callbacks, reference counts,
+ * awaiting from tasks and from plain threads, deadlines and wait_for,
+ * cancellation with hooks, and gather / wait / as_completed over futures
+ * completed by other threads. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <braid.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "test_util.h"
+
+/* ---- shared test scaffolding (copied in each core test file) ----------- */
+/* Failures inside tasks, callbacks and helper threads are recorded, not
+ * asserted: cmocka's longjmp must never leave a coroutine stack or another
+ * thread. The test function checks the record once the loop has finished
+ * (tf_assert_clean), so a failing test reports the first failed check with
+ * its file and line. */
+static pthread_mutex_t tf_lock = PTHREAD_MUTEX_INITIALIZER;
+static char tf_msg[1024];
+static int tf_count;
+
+__attribute__((format(printf, 3, 4)))
+static void tf_record(const char *file, int line, const char *fmt, ...) {
+  pthread_mutex_lock(&tf_lock);
+  if (!tf_count++) {
+    int n = snprintf(tf_msg, sizeof tf_msg, "%s:%d: ", file, line);
+    va_list ap;
+    va_start(ap, fmt);
+    if (n > 0 && (size_t)n < sizeof tf_msg) vsnprintf(tf_msg + n, sizeof tf_msg - (size_t)n, fmt, ap);
+    va_end(ap);
+  }
+  pthread_mutex_unlock(&tf_lock);
+}
+
+__attribute__((unused)) static void tf_assert_clean(void) {
+  pthread_mutex_lock(&tf_lock);
+  int n = tf_count;
+  char msg[sizeof tf_msg];
+  memcpy(msg, tf_msg, sizeof msg);
+  tf_count = 0;
+  tf_msg[0] = 0;
+  pthread_mutex_unlock(&tf_lock);
+  if (n) fail_msg("%d failed check(s); first: %s", n, msg);
+}
+
+/* T_*: check inside a function returning a pointer (task bodies, threads):
+ * record and return NULL. V_*: the same in a void function. */
+#define TF_CHECK_(ret, cond, ...)                   \
+  do {                                              \
+    if (!(cond)) {                                  \
+      tf_record(__FILE__, __LINE__, __VA_ARGS__);   \
+      return ret;                                   \
+    }                                               \
+  } while (0)
+#define TF_EQ_(ret, a, b)                                                                   \
+  do {                                                                                     \
+    long long a_ = (long long)(a), b_ = (long long)(b);                                    \
+    TF_CHECK_(ret, a_ == b_, "%s == %s failed (%lld vs %lld)", #a, #b, a_, b_);            \
+  } while (0)
+#define TF_RC_(ret, expr, want)                                                            \
+  do {                                                                                     \
+    int rc_ = (expr), w_ = (want);                                                         \
+    TF_CHECK_(ret, rc_ == w_, "%s returned %d (%s), want %d (%s)", #expr, rc_,             \
+              br_errname(rc_), w_, br_errname(w_));                                        \
+  } while (0)
+#define TF_RANGE_(ret, v, lo, hi)                                                          \
+  do {                                                                                     \
+    long long v_ = (long long)(v), lo_ = (long long)(lo), hi_ = (long long)(hi);           \
+    TF_CHECK_(ret, v_ >= lo_ && v_ <= hi_, "%s = %lld not in [%lld, %lld]", #v, v_, lo_, hi_); \
+  } while (0)
+#define TF_STR_(ret, a, b)                                                                 \
+  do {                                                                                     \
+    const char *sa_ = (a), *sb_ = (b);                                                     \
+    TF_CHECK_(ret, sa_ && sb_ && strcmp(sa_, sb_) == 0, "%s = \"%s\", want \"%s\"", #a,    \
+              sa_ ? sa_ : "(null)", sb_ ? sb_ : "(null)");                                  \
+  } while (0)
+#define T_TRUE(c) TF_CHECK_(NULL, c, "%s", #c)
+#define T_EQ(a, b) TF_EQ_(NULL, a, b)
+#define T_RC(e, w) TF_RC_(NULL, e, w)
+#define T_OK(e) TF_RC_(NULL, e, 0)
+#define T_RANGE(v, lo, hi) TF_RANGE_(NULL, v, lo, hi)
+#define T_STR(a, b) TF_STR_(NULL, a, b)
+#define V_TRUE(c) TF_CHECK_(, c, "%s", #c)
+#define V_EQ(a, b) TF_EQ_(, a, b)
+#define V_RC(e, w) TF_RC_(, e, w)
+#define V_OK(e) TF_RC_(, e, 0)
+
+__attribute__((unused)) static int64_t ms_since(int64_t t0) { return (br_now() - t0) / 1000000; }
+
+/* Run fn as br_run's main task; the test fails if a check failed inside or
+ * br_run did not return `want`. Returns main's result. */
+__attribute__((unused)) static void *run_main_rc(br_task_fn fn, void *arg, int want) {
+  void *result = NULL;
+  int rc = br_run(fn, arg, &result);
+  tf_assert_clean();
+  if (rc != want)
+    fail_msg("br_run returned %d (%s), want %d (%s)", rc, br_errname(rc), want, br_errname(want));
+  return result;
+}
+__attribute__((unused)) static void *run_main(br_task_fn fn, void *arg) { return run_main_rc(fn, arg, 0); }
+/* ---- end of scaffolding -------------------------------------------------- */
+
+#define IP(x) ((void *)(intptr_t)(x))
+#define PI(p) ((intptr_t)(p))
+
+static void sleep_ms_thread(int ms) {
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0) {
+  }
+}
+
+/* A helper thread that completes a future after a delay. */
+typedef struct {
+  br_future *f;
+  int delay_ms;
+  int code;      /* 0: set(value), < 0: fail(code, msg) */
+  void *value;
+  const char *msg;
+  pthread_t th;
+  int rc;
+} completer;
+
+static void *completer_main(void *arg) {
+  completer *c = arg;
+  sleep_ms_thread(c->delay_ms);
+  if (c->code)
+    c->rc = br_future_fail(c->f, c->code, "%s", c->msg ? c->msg : "failed");
+  else
+    c->rc = br_future_set(c->f, c->value);
+  br_future_unref(c->f); /* the thread's own reference */
+  return NULL;
+}
+
+static void completer_start(completer *c, br_future *f, int delay_ms, int code, void *value) {
+  c->f = br_future_ref(f);
+  c->delay_ms = delay_ms;
+  c->code = code;
+  c->value = value;
+  c->msg = "thread failure";
+  if (pthread_create(&c->th, NULL, completer_main, c) != 0) abort();
+}
+
+static void completer_join(completer *c) { pthread_join(c->th, NULL); }
+
+/* --- single assignment ------------------------------------------------------ */
+
+static void test_single_assignment(void **state) {
+  (void)state;
+  br_future *f = br_future_new();
+  assert_non_null(f);
+  assert_false(br_future_done(f));
+  assert_int_equal(br_future_set(f, IP(42)), 0);
+  assert_true(br_future_done(f));
+  assert_int_equal(PI(br_future_value(f)), 42);
+  assert_int_equal(br_future_error(f), 0);
+  assert_string_equal(br_future_message(f), "");
+  /* Every later completion is refused and changes nothing. */
+  assert_int_equal(br_future_set(f, IP(43)), BR_EALREADY);
+  assert_int_equal(br_future_fail(f, BR_EIO, "late %d", 1), BR_EALREADY);
+  assert_int_equal(br_future_cancel(f), BR_EALREADY);
+  assert_int_equal(PI(br_future_value(f)), 42);
+  assert_int_equal(br_future_error(f), 0);
+  void *v = NULL;
+  assert_int_equal(br_await(f, &v), 0); /* done: no blocking, plain thread */
+  assert_int_equal(PI(v), 42);
+  br_future_unref(f);
+
+  f = br_future_new();
+  assert_int_equal(br_future_fail(f, BR_EIO, "broken %s #%d", "pipe", 3), 0);
+  assert_true(br_future_done(f));
+  assert_int_equal(br_future_error(f), BR_EIO);
+  assert_string_equal(br_future_message(f), "broken pipe #3");
+  assert_null(br_future_value(f));
+  assert_int_equal(br_future_set(f, IP(1)), BR_EALREADY);
+  assert_string_equal(br_future_message(f), "broken pipe #3");
+  v = IP(9);
+  assert_int_equal(br_await(f, &v), BR_EIO);
+  br_future_unref(f);
+}
+
+/* Racing completers from several threads: exactly one wins. */
+typedef struct {
+  br_future *f;
+  int id;
+  int rc;
+  atomic_int *go;
+} racer;
+
+static void *race_set(void *arg) {
+  racer *r = arg;
+  while (!atomic_load(r->go)) {
+  }
+  r->rc = (r->id % 2) ? br_future_set(r->f, IP(r->id)) : br_future_fail(r->f, BR_EIO, "racer %d", r->id);
+  return NULL;
+}
+
+static void test_single_assignment_racing_threads(void **state) {
+  (void)state;
+  long rounds = br_test_scaled(2000);
+  for (long k = 0; k < rounds; k++) {
+    br_future *f = br_future_new();
+    atomic_int go = 0;
+    racer r[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+      r[i] = (racer){.f = f, .id = i, .go = &go};
+      assert_int_equal(pthread_create(&th[i], NULL, race_set, &r[i]), 0);
+    }
+    atomic_store(&go, 1);
+    int wins = 0, winner = -1;
+    for (int i = 0; i < 4; i++) {
+      pthread_join(th[i], NULL);
+      if (r[i].rc == 0) wins++, winner = i;
+      else assert_int_equal(r[i].rc, BR_EALREADY);
+    }
+    assert_int_equal(wins, 1);
+    if (winner % 2) {
+      assert_int_equal(PI(br_future_value(f)), winner);
+      assert_int_equal(br_future_error(f), 0);
+    } else {
+      char want[32];
+      snprintf(want, sizeof want, "racer %d", winner);
+      assert_int_equal(br_future_error(f), BR_EIO);
+      assert_string_equal(br_future_message(f), want);
+    }
+    br_future_unref(f);
+  }
+}
+
+/* --- callbacks ---------------------------------------------------------------- */
+
+typedef struct {
+  atomic_int calls;
+  pthread_t thread;
+  br_future *f;
+  bool saw_done;
+  void *value;
+} cb_rec;
+
+static void record_cb(void *arg) {
+  cb_rec *c = arg;
+  atomic_fetch_add(&c->calls, 1);
+  c->thread = pthread_self();
+  c->saw_done = br_future_done(c->f);
+  c->value = br_future_value(c->f);
+}
+
+static void test_callbacks(void **state) {
+  (void)state;
+  br_future *f = br_future_new();
+  cb_rec a = {.f = f}, b = {.f = f}, c = {.f = f};
+  assert_int_equal(br_future_on_done(f, record_cb, &a), 0);
+  assert_int_equal(br_future_on_done(f, record_cb, &b), 0);
+  assert_int_equal(atomic_load(&a.calls), 0);
+  completer k;
+  completer_start(&k, f, 20, 0, IP(7));
+  completer_join(&k);
+  assert_int_equal(k.rc, 0);
+  /* Ran once each, on the completing thread, seeing the outcome. */
+  assert_int_equal(atomic_load(&a.calls), 1);
+  assert_int_equal(atomic_load(&b.calls), 1);
+  assert_true(pthread_equal(a.thread, k.th));
+  assert_true(pthread_equal(b.thread, k.th));
+  assert_true(a.saw_done && b.saw_done);
+  assert_int_equal(PI(a.value), 7);
+  /* On a completed future: at once, on the caller's thread. */
+  assert_int_equal(br_future_on_done(f, record_cb, &c), 0);
+  assert_int_equal(atomic_load(&c.calls), 1);
+  assert_true(pthread_equal(c.thread, pthread_self()));
+  /* A second completion runs nothing again. */
+  assert_int_equal(br_future_set(f, NULL), BR_EALREADY);
+  assert_int_equal(atomic_load(&a.calls), 1);
+  assert_int_equal(br_future_on_done(f, NULL, NULL), BR_EINVAL);
+  br_future_unref(f);
+}
+
+/* A callback may drop the last reference of the future it observes. */
+static void unref_cb(void *arg) { br_future_unref(arg); }
+
+static void test_callback_drops_last_ref(void **state) {
+  (void)state;
+  br_future *f = br_future_new();
+  assert_int_equal(br_future_on_done(f, unref_cb, br_future_ref(f)), 0);
+  br_future_unref(f); /* the callback's ref is the last one now */
+  completer k;
+  completer_start(&k, f, 5, BR_EIO, NULL);
+  completer_join(&k);
+  assert_int_equal(k.rc, 0);
+}
+
+/* --- reference counting ------------------------------------------------------ */
+
+static void test_refcount(void **state) {
+  (void)state;
+  br_future *f = br_future_new();
+  assert_ptr_equal(br_future_ref(f), f);
+  assert_ptr_equal(br_future_ref(f), f);
+  br_future_unref(f);
+  br_future_unref(f);
+  assert_false(br_future_done(f)); /* still alive: one ref left */
+  assert_int_equal(br_future_set(f, IP(1)), 0);
+  br_future_unref(f); /* freed here (ASan checks) */
+  br_future_unref(NULL);
+  assert_null(br_future_ref(NULL));
+
+  /* Refs taken and dropped from many threads. */
+  f = br_future_new();
+  enum { T = 4 };
+  completer k[T];
+  for (int i = 0; i < T; i++) completer_start(&k[i], f, i, 0, IP(i + 1));
+  br_future_unref(f); /* the threads keep it alive */
+  int wins = 0;
+  for (int i = 0; i < T; i++) {
+    completer_join(&k[i]);
+    if (k[i].rc == 0) wins++;
+  }
+  assert_int_equal(wins, 1);
+}
+
+/* --- cancel and hooks --------------------------------------------------------- */
+
+typedef struct {
+  atomic_int calls;
+  pthread_t thread;
+} hook_rec;
+
+static void hook_fn(void *arg) {
+  hook_rec *h = arg;
+  atomic_fetch_add(&h->calls, 1);
+  h->thread = pthread_self();
+}
+
+static void test_cancel_and_hook(void **state) {
+  (void)state;
+  br_future *f = br_future_new();
+  hook_rec h = {0};
+  br_future_set_cancel_hook(f, hook_fn, &h);
+  assert_int_equal(br_future_cancel(f), 0);
+  assert_int_equal(atomic_load(&h.calls), 1);
+  assert_true(pthread_equal(h.thread, pthread_self()));
+  assert_true(br_future_done(f));
+  assert_int_equal(br_future_error(f), BR_ECANCELED);
+  assert_int_equal(br_future_cancel(f), BR_EALREADY);
+  assert_int_equal(br_future_set(f, IP(1)), BR_EALREADY);
+  assert_int_equal(atomic_load(&h.calls), 1);
+  assert_int_equal(br_await(f, NULL), BR_ECANCELED);
+  br_future_unref(f);
+
+  /* Completed normally: cancelling does nothing and the hook never runs. */
+  f = br_future_new();
+  hook_rec h2 = {0};
+  br_future_set_cancel_hook(f, hook_fn, &h2);
+  assert_int_equal(br_future_set(f, IP(3)), 0);
+  assert_int_equal(br_future_cancel(f), BR_EALREADY);
+  assert_int_equal(atomic_load(&h2.calls), 0);
+  assert_int_equal(br_future_error(f), 0);
+  br_future_unref(f);
+}
+
+/* --- awaiting ------------------------------------------------------------------ */
+
+typedef struct {
+  br_future *f;
+  int ticks;
+  bool stop;
+} tick_ctx;
+
+static void *ticker(void *arg) {
+  tick_ctx *c = arg;
+  while (!c->stop) {
+    if (br_sleep_ms(1)) break;
+    c->ticks++;
+  }
+  return NULL;
+}
+
+static void *set_after(void *arg) {
+  tick_ctx *c = arg;
+  if (br_sleep_ms(30)) return NULL;
+  br_future_set(c->f, IP(11));
+  return NULL;
+}
+
+static void *m_await_in_task(void *arg) {
+  (void)arg;
+  tick_ctx c = {.f = br_future_new()};
+  br_task *tk, *st;
+  T_OK(br_spawn(&tk, ticker, &c, NULL));
+  T_OK(br_spawn(&st, set_after, &c, NULL));
+  void *v = NULL;
+  int64_t t0 = br_now();
+  T_OK(br_await(c.f, &v));
+  T_EQ(PI(v), 11);
+  T_RANGE(ms_since(t0), 29, 1000);
+  /* The loop went on while this task waited. */
+  T_TRUE(c.ticks >= 5);
+  c.stop = true;
+  T_OK(br_join(tk, NULL));
+  T_OK(br_join(st, NULL));
+  br_future_unref(c.f);
+
+  /* An error is the await's result. */
+  br_future *g = br_future_new();
+  br_future_fail(g, BR_ECONNRESET, "peer left");
+  v = IP(1);
+  T_RC(br_await(g, &v), BR_ECONNRESET);
+  T_TRUE(v == NULL);
+  br_future_unref(g);
+
+  /* Awaiting one's own task future would deadlock. */
+  T_RC(br_await(br_task_future(br_self()), NULL), BR_EDEADLK);
+  T_RC(br_await(NULL, NULL), BR_EINVAL);
+  return NULL;
+}
+
+static void test_await_in_task(void **state) {
+  (void)state;
+  run_main(m_await_in_task, NULL);
+}
+
+/* A plain thread blocks; another thread completes. */
+typedef struct {
+  br_future *f;
+  int rc;
+  void *v;
+  int64_t waited_ms;
+  atomic_int finished;
+} blocker;
+
+static void *blocking_waiter(void *arg) {
+  blocker *b = arg;
+  int64_t t0 = br_now();
+  b->rc = br_await(b->f, &b->v);
+  b->waited_ms = ms_since(t0);
+  atomic_store(&b->finished, 1);
+  return NULL;
+}
+
+static void test_await_blocks_plain_thread(void **state) {
+  (void)state;
+  blocker b = {.f = br_future_new()};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, blocking_waiter, &b), 0);
+  sleep_ms_thread(50);
+  assert_int_equal(br_future_set(b.f, IP(8)), 0);
+  pthread_join(th, NULL);
+  assert_int_equal(b.rc, 0);
+  assert_int_equal(PI(b.v), 8);
+  assert_in_range(b.waited_ms, 40, 2000);
+
+  /* Deadline from a plain thread: BR_ETIMEDOUT, the future stays pending. */
+  br_future *g = br_future_new();
+  int64_t t0 = br_now();
+  assert_int_equal(br_await_until(g, br_deadline_ms(30), NULL), BR_ETIMEDOUT);
+  assert_in_range(ms_since(t0), 29, 2000);
+  assert_false(br_future_done(g));
+  br_future_unref(g);
+  br_future_unref(b.f);
+}
+
+/* A plain thread waits for a future a task completes on the loop. */
+static void *task_completes(void *arg) {
+  if (br_sleep_ms(30)) return NULL;
+  br_future_set(arg, IP(21));
+  return NULL;
+}
+
+static void *m_thread_waits_for_task(void *arg) {
+  blocker *b = arg;
+  pthread_t th;
+  T_EQ(pthread_create(&th, NULL, blocking_waiter, b), 0);
+  br_task *t;
+  T_OK(br_spawn(&t, task_completes, b->f, NULL));
+  T_OK(br_join(t, NULL));
+  /* Join the thread without blocking the loop. */
+  while (!atomic_load(&b->finished)) T_OK(br_sleep_ms(1));
+  pthread_join(th, NULL);
+  return NULL;
+}
+
+static void test_plain_thread_waits_for_task(void **state) {
+  (void)state;
+  blocker b = {.f = br_future_new()};
+  run_main(m_thread_waits_for_task, &b);
+  assert_int_equal(b.rc, 0);
+  assert_int_equal(PI(b.v), 21);
+  br_future_unref(b.f);
+}
+
+/* A future completed by another thread while the loop sleeps in its poller
+ * wakes it, promptly, and the loop does not spin while it waits. */
+typedef struct {
+  br_future *f;
+  int64_t set_at;
+} late_set;
+
+static void *set_from_thread_later(void *arg) {
+  late_set *l = arg;
+  sleep_ms_thread(150);
+  l->set_at = br_now();
+  br_future_set(l->f, IP(3));
+  br_future_unref(l->f);
+  return NULL;
+}
+
+static int64_t cpu_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void *m_wakes_sleeping_loop(void *arg) {
+  (void)arg;
+  late_set l = {.f = br_future_new()};
+  br_future *f = br_future_ref(l.f);
+  pthread_t th;
+  T_EQ(pthread_create(&th, NULL, set_from_thread_later, &l), 0);
+  int64_t c0 = cpu_ns();
+  void *v = NULL;
+  int rc = br_await_until(f, br_deadline_ms(10000), &v);
+  int64_t woke = br_now();
+  int64_t cpu = cpu_ns() - c0;
+  pthread_join(th, NULL);
+  br_future_unref(f);
+  T_OK(rc);
+  T_EQ(PI(v), 3);
+  T_RANGE((woke - l.set_at) / 1000000, 0, 50);
+  /* 150 ms of waiting; a spinning loop would burn about that much CPU. */
+  T_RANGE(cpu / 1000000, 0, 60);
+  return NULL;
+}
+
+static void test_completion_wakes_sleeping_loop(void **state) {
+  (void)state;
+  run_main(m_wakes_sleeping_loop, NULL);
+}
+
+/* Deadlines, scopes and cancellation while awaiting. */
+typedef struct {
+  br_future *f;
+  int rc;
+} aw_ctx;
+
+static void *awaits(void *arg) {
+  aw_ctx *a = arg;
+  a->rc = br_await(a->f, NULL);
+  return NULL;
+}
+
+static void *m_await_interrupted(void *arg) {
+  (void)arg;
+  br_future *f = br_future_new();
+  int64_t t0 = br_now();
+  T_RC(br_await_until(f, br_deadline_ms(30), NULL), BR_ETIMEDOUT);
+  T_RANGE(ms_since(t0), 29, 1000);
+  T_TRUE(!br_future_done(f)); /* not cancelled by a deadline */
+
+  br_scope s;
+  T_OK(br_scope_enter(&s, br_deadline_ms(20), false));
+  T_RC(br_await(f, NULL), BR_ETIMEDOUT);
+  T_RC(br_scope_exit(&s), BR_ETIMEDOUT);
+  T_TRUE(!br_future_done(f));
+
+  aw_ctx a = {.f = f};
+  br_task *t;
+  T_OK(br_spawn(&t, awaits, &a, NULL));
+  T_OK(br_sleep_ms(5));
+  T_OK(br_cancel(t));
+  T_RC(br_join(t, NULL), BR_ECANCELED);
+  T_RC(a.rc, BR_ECANCELED);
+  T_TRUE(!br_future_done(f));
+
+  /* Still usable afterwards. */
+  T_OK(br_future_set(f, IP(4)));
+  void *v;
+  T_OK(br_await(f, &v));
+  T_EQ(PI(v), 4);
+  br_future_unref(f);
+  return NULL;
+}
+
+static void test_await_interrupted(void **state) {
+  (void)state;
+  run_main(m_await_interrupted, NULL);
+}
+
+/* A loop callback must not block: awaiting there is refused. */
+typedef struct {
+  br_future *f;
+  int rc;
+  bool ran;
+} cb_await;
+
+static void await_in_callback(void *arg) {
+  cb_await *c = arg;
+  c->rc = br_await(c->f, NULL);
+  c->ran = true;
+}
+
+static void *m_await_in_callback(void *arg) {
+  cb_await *c = arg;
+  T_OK(br_call_soon(br_loop_current(), await_in_callback, c));
+  for (int i = 0; i < 100 && !c->ran; i++) T_OK(br_sleep_ms(1));
+  T_TRUE(c->ran);
+  T_RC(c->rc, BR_ENOTTASK);
+  return NULL;
+}
+
+static void test_await_in_loop_callback_refused(void **state) {
+  (void)state;
+  cb_await c = {.f = br_future_new()};
+  run_main(m_await_in_callback, &c);
+  br_future_unref(c.f);
+}
+
+/* --- wait_for over futures -------------------------------------------------- */
+
+static void *m_future_wait_for(void *arg) {
+  (void)arg;
+  br_future *f = br_future_new();
+  hook_rec h = {0};
+  br_future_set_cancel_hook(f, hook_fn, &h);
+  int64_t t0 = br_now();
+  void *v = IP(1);
+  T_RC(br_future_wait_for(f, 40, &v), BR_ETIMEDOUT);
+  T_RANGE(ms_since(t0), 39, 1000);
+  T_TRUE(v == NULL);
+  T_TRUE(br_future_done(f));
+  T_RC(br_future_error(f), BR_ECANCELED);
+  T_EQ(atomic_load(&h.calls), 1);
+  br_future_unref(f);
+
+  f = br_future_new();
+  completer k;
+  completer_start(&k, f, 10, 0, IP(6));
+  T_OK(br_future_wait_for(f, 5000, &v));
+  T_EQ(PI(v), 6);
+  completer_join(&k);
+  br_future_unref(f);
+
+  /* Over a task's future: the task is cancelled and has unwound. */
+  int rc = 0;
+  aw_ctx a = {.f = br_future_new()};
+  br_task *t;
+  T_OK(br_spawn(&t, awaits, &a, NULL));
+  rc = br_future_wait_for(br_task_future(t), 30, NULL);
+  T_RC(rc, BR_ETIMEDOUT);
+  T_TRUE(br_task_done(t));
+  T_RC(a.rc, BR_ECANCELED);
+  T_RC(br_join(t, NULL), BR_ECANCELED);
+  br_future_unref(a.f);
+  return NULL;
+}
+
+static void test_future_wait_for(void **state) {
+  (void)state;
+  run_main(m_future_wait_for, NULL);
+  /* From a plain thread too. */
+  br_future *f = br_future_new();
+  assert_int_equal(br_future_wait_for(f, 20, NULL), BR_ETIMEDOUT);
+  assert_int_equal(br_future_error(f), BR_ECANCELED);
+  br_future_unref(f);
+}
+
+/* --- gather, wait, as_completed over futures from other threads ------------ */
+
+enum { NF = 4 };
+
+typedef struct {
+  br_future *f[NF];
+  completer k[NF];
+} fset;
+
+static void fset_start(fset *s, const int delays[NF], const int codes[NF]) {
+  for (int i = 0; i < NF; i++) s->f[i] = br_future_new();
+  for (int i = 0; i < NF; i++) {
+    completer_start(&s->k[i], s->f[i], delays[i], codes[i], IP(100 + i));
+  }
+}
+
+static void fset_end(fset *s) {
+  for (int i = 0; i < NF; i++) {
+    completer_join(&s->k[i]);
+    br_future_unref(s->f[i]);
+  }
+}
+
+static const int g_delays[NF] = {40, 10, 30, 20};
+static const int g_codes[NF] = {0, 0, BR_EIO, BR_ENOENT};
+
+static int check_gather(fset *s) {
+  br_result out[NF];
+  int64_t t0 = br_now();
+  int rc = br_gather(s->f, NF, out);
+  int64_t el = ms_since(t0);
+  int bad = 0;
+  if (rc != BR_EIO) bad |= 1; /* first failure in index order */
+  if (el < 39 || el > 2000) bad |= 2;
+  if (PI(out[0].value) != 100 || out[0].err || out[0].msg) bad |= 4;
+  if (PI(out[1].value) != 101 || out[1].err) bad |= 8;
+  if (out[2].err != BR_EIO || !out[2].msg || strcmp(out[2].msg, "thread failure")) bad |= 16;
+  if (out[3].err != BR_ENOENT) bad |= 32;
+  br_results_free(out, NF);
+  return bad;
+}
+
+static void *m_gather_futures(void *arg) {
+  (void)arg;
+  fset s;
+  fset_start(&s, g_delays, g_codes);
+  int bad = check_gather(&s);
+  fset_end(&s);
+  T_EQ(bad, 0);
+
+  /* Mixed kinds: a task's future beside thread-completed ones. */
+  br_future *f2[2];
+  br_task *t;
+  T_OK(br_spawn(&t, task_completes, (f2[0] = br_future_new()), NULL));
+  f2[1] = br_task_future(t);
+  br_result out[2];
+  T_OK(br_gather(f2, 2, out));
+  T_EQ(PI(out[0].value), 21);
+  T_TRUE(out[1].value == NULL && out[1].err == 0);
+  T_OK(br_join(t, NULL));
+  br_future_unref(f2[0]);
+  T_OK(br_gather(NULL, 0, NULL));
+  return NULL;
+}
+
+static void test_gather_futures(void **state) {
+  (void)state;
+  run_main(m_gather_futures, NULL);
+  /* From a plain thread. */
+  fset s;
+  fset_start(&s, g_delays, g_codes);
+  int bad = check_gather(&s);
+  fset_end(&s);
+  assert_int_equal(bad, 0);
+}
+
+typedef struct {
+  br_future *f[3];
+  int rc;
+  bool done_after[3];
+} gcancel;
+
+static void *gathers(void *arg) {
+  gcancel *g = arg;
+  br_result out[3];
+  g->rc = br_gather(g->f, 3, out);
+  for (int i = 0; i < 3; i++) g->done_after[i] = br_future_done(g->f[i]);
+  br_results_free(out, 3);
+  return NULL;
+}
+
+static void *m_gather_cancelled(void *arg) {
+  (void)arg;
+  gcancel g = {0};
+  for (int i = 0; i < 3; i++) g.f[i] = br_future_new();
+  br_future_set(g.f[0], IP(1));
+  br_task *t;
+  T_OK(br_spawn(&t, gathers, &g, NULL));
+  T_OK(br_sleep_ms(10));
+  T_OK(br_cancel(t));
+  T_OK(br_join(t, NULL) == BR_ECANCELED ? 0 : -1);
+  T_RC(g.rc, BR_ECANCELED);
+  /* asyncio.gather: cancelling the gather cancels what it waited for. */
+  for (int i = 0; i < 3; i++) T_TRUE(g.done_after[i]);
+  T_EQ(br_future_error(g.f[0]), 0);
+  T_RC(br_future_error(g.f[1]), BR_ECANCELED);
+  T_RC(br_future_error(g.f[2]), BR_ECANCELED);
+  for (int i = 0; i < 3; i++) br_future_unref(g.f[i]);
+  return NULL;
+}
+
+static void test_gather_futures_cancelled(void **state) {
+  (void)state;
+  run_main(m_gather_cancelled, NULL);
+}
+
+static int wait_case(br_wait_mode mode, const int delays[NF], const int codes[NF], int64_t deadline_ms,
+                     int64_t *elapsed) {
+  fset s;
+  fset_start(&s, delays, codes);
+  int64_t t0 = br_now();
+  int r = br_wait(s.f, NF, mode, deadline_ms ? br_deadline_ms(deadline_ms) : BR_NEVER);
+  *elapsed = ms_since(t0);
+  fset_end(&s);
+  return r;
+}
+
+/* Run the br_wait cases; report through tf_record (works in tasks and
+ * threads alike). */
+static void check_waits(void) {
+  int64_t el;
+  static const int d1[NF] = {60, 15, 40, 80};
+  static const int ok[NF] = {0, 0, 0, 0};
+  int r = wait_case(BR_WAIT_FIRST, d1, ok, 0, &el);
+  V_EQ(r, 1);
+  V_TRUE(el >= 14 && el < 2000); /* the index proves it did not wait for all */
+
+  static const int err2[NF] = {0, 0, BR_EPIPE, 0};
+  r = wait_case(BR_WAIT_FIRST_ERROR, d1, err2, 0, &el);
+  V_EQ(r, 2);
+  V_TRUE(el >= 39 && el < 2000);
+
+  r = wait_case(BR_WAIT_ALL, d1, err2, 0, &el);
+  V_TRUE(el >= 79);
+  V_EQ(r, NF - 1); /* documented: for ALL, n-1 (an index, never n) */
+
+  /* No failure: FIRST_ERROR waits for all, and still returns an index. */
+  r = wait_case(BR_WAIT_FIRST_ERROR, d1, ok, 0, &el);
+  V_TRUE(el >= 79);
+  V_TRUE(r >= 0 && r < NF);
+
+  r = wait_case(BR_WAIT_ALL, d1, ok, 30, &el);
+  V_RC(r, BR_ETIMEDOUT);
+  V_TRUE(el >= 29 && el < 2000);
+}
+
+static void *m_waits(void *arg) {
+  (void)arg;
+  check_waits();
+  br_future *f = br_future_new();
+  T_RC(br_wait(&f, 0, BR_WAIT_ALL, BR_NEVER), BR_EINVAL);
+  T_RC(br_wait(&f, 1, (br_wait_mode)7, BR_NEVER), BR_EINVAL);
+  T_RC(br_wait(NULL, 1, BR_WAIT_ALL, BR_NEVER), BR_EINVAL);
+  br_future_set(f, NULL);
+  T_EQ(br_wait(&f, 1, BR_WAIT_FIRST, BR_NEVER), 0); /* already satisfied */
+  br_future_unref(f);
+  return NULL;
+}
+
+static void test_wait_modes(void **state) {
+  (void)state;
+  run_main(m_waits, NULL);
+  check_waits(); /* from a plain thread */
+  tf_assert_clean();
+}
+
+static void check_as_completed(void) {
+  static const int d[NF] = {45, 10, 30, 20};
+  static const int codes[NF] = {0, BR_EIO, 0, 0};
+  fset s;
+  fset_start(&s, d, codes);
+  br_as_completed *it = br_as_completed_new(s.f, NF);
+  V_TRUE(it != NULL);
+  int order[NF + 1];
+  int bad_deadline = 0;
+  int n = 0;
+  for (;;) {
+    int r = br_as_completed_next(it, br_deadline_ms(5000));
+    if (r == BR_ECLOSED) break;
+    if (r < 0) {
+      bad_deadline = r;
+      break;
+    }
+    if (n < NF + 1) order[n] = r;
+    n++;
+  }
+  /* After the end it stays closed. */
+  int again = br_as_completed_next(it, BR_NEVER);
+  br_as_completed_free(it);
+  fset_end(&s);
+  V_EQ(bad_deadline, 0);
+  V_EQ(n, NF);
+  V_EQ(order[0], 1);
+  V_EQ(order[1], 3);
+  V_EQ(order[2], 2);
+  V_EQ(order[3], 0);
+  V_RC(again, BR_ECLOSED);
+
+  /* A deadline while waiting, then going on. */
+  br_future *g[2] = {br_future_new(), br_future_new()};
+  it = br_as_completed_new(g, 2);
+  V_RC(br_as_completed_next(it, br_deadline_ms(20)), BR_ETIMEDOUT);
+  br_future_set(g[1], NULL);
+  V_EQ(br_as_completed_next(it, BR_NEVER), 1);
+  br_future_set(g[0], NULL);
+  V_EQ(br_as_completed_next(it, BR_NEVER), 0);
+  V_RC(br_as_completed_next(it, BR_NEVER), BR_ECLOSED);
+  br_as_completed_free(it);
+  br_future_unref(g[0]);
+  br_future_unref(g[1]);
+}
+
+static void *m_as_completed(void *arg) {
+  (void)arg;
+  check_as_completed();
+  br_as_completed *it = br_as_completed_new(NULL, 0);
+  T_TRUE(it != NULL);
+  T_RC(br_as_completed_next(it, BR_NEVER), BR_ECLOSED);
+  br_as_completed_free(it);
+  br_as_completed_free(NULL);
+  return NULL;
+}
+
+static void test_as_completed(void **state) {
+  (void)state;
+  run_main(m_as_completed, NULL);
+  check_as_completed();
+  tf_assert_clean();
+}
+
+/* --- many futures, many threads ---------------------------------------------- */
+
+typedef struct {
+  br_future **fs;
+  long n;
+  int stride, offset;
+} bulk;
+
+static void *bulk_completer(void *arg) {
+  bulk *b = arg;
+  for (long i = b->offset; i < b->n; i += b->stride) br_future_set(b->fs[i], IP(i + 1));
+  return NULL;
+}
+
+static void *bulk_awaiter(void *arg) {
+  br_future *f = arg;
+  void *v;
+  int rc = br_await(f, &v);
+  if (rc) return br_fail(rc, "await");
+  return v;
+}
+
+static void *m_many_futures(void *arg) {
+  (void)arg;
+  long n = br_test_scaled(20000);
+  br_future **fs = calloc((size_t)n, sizeof *fs);
+  br_task **ts = calloc((size_t)n, sizeof *ts);
+  T_TRUE(fs && ts);
+  for (long i = 0; i < n; i++) {
+    fs[i] = br_future_new();
+    br_spawn_opts o = {.flags = (i % 2) ? BR_SPAWN_COMPACT : 0};
+    T_OK(br_spawn(&ts[i], bulk_awaiter, fs[i], &o));
+  }
+  T_OK(br_yield()); /* all parked on their futures */
+  bulk b[4];
+  pthread_t th[4];
+  for (int k = 0; k < 4; k++) {
+    b[k] = (bulk){fs, n, 4, k};
+    T_EQ(pthread_create(&th[k], NULL, bulk_completer, &b[k]), 0);
+  }
+  long bad = 0;
+  for (long i = 0; i < n; i++) {
+    void *v = NULL;
+    if (br_join(ts[i], &v) || PI(v) != i + 1) bad++;
+  }
+  for (int k = 0; k < 4; k++) pthread_join(th[k], NULL);
+  for (long i = 0; i < n; i++) br_future_unref(fs[i]);
+  free(fs);
+  free(ts);
+  T_EQ(bad, 0);
+  return NULL;
+}
+
+static void test_many_futures_many_threads(void **state) {
+  (void)state;
+  run_main(m_many_futures, NULL);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_single_assignment),
+      cmocka_unit_test(test_single_assignment_racing_threads),
+      cmocka_unit_test(test_callbacks),
+      cmocka_unit_test(test_callback_drops_last_ref),
+      cmocka_unit_test(test_refcount),
+      cmocka_unit_test(test_cancel_and_hook),
+      cmocka_unit_test(test_await_in_task),
+      cmocka_unit_test(test_await_blocks_plain_thread),
+      cmocka_unit_test(test_plain_thread_waits_for_task),
+      cmocka_unit_test(test_completion_wakes_sleeping_loop),
+      cmocka_unit_test(test_await_interrupted),
+      cmocka_unit_test(test_await_in_loop_callback_refused),
+      cmocka_unit_test(test_future_wait_for),
+      cmocka_unit_test(test_gather_futures),
+      cmocka_unit_test(test_gather_futures_cancelled),
+      cmocka_unit_test(test_wait_modes),
+      cmocka_unit_test(test_as_completed),
+      cmocka_unit_test(test_many_futures_many_threads),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
