@@ -210,7 +210,7 @@ static void test_bad_options(void **state) {
   } bad[] = {
       {"-n 0", "--tasks"},           {"-n 100001", "--tasks"},    {"-n abc", "'abc'"},
       {"--tasks 5x", "'5x'"},        {"-n -3", "--tasks"},        {"-n 1e3", "--tasks"},
-      {"-w -1", "--wait"},           {"-w 60001", "--wait"},      {"-w 99999999999999999999", "--wait"},
+      {"-w -1", "--wait"},           {"-w 60001", "--wait"},      {"-w 99999999999999999999", "'9"},
       {"-c x", "--compute"},         {"--workload gpu", "io, cpu or all"},
       {"-m seq,bogus", "'bogus'"},   {"-m ''", "unknown model"},  {"--bogus", "'--bogus'"},
       {"-x", "'-x'"},                {"extra", "'extra'"},        {"-n", "needs a value"},
@@ -285,7 +285,8 @@ static void test_timeline_print(void **state) {
   (void)state;
   const int64_t ms = 1000000;
   cmp_task tasks[40];
-  for (int i = 0; i < 40; i++) tasks[i] = (cmp_task){.start = i * 10 * ms, .end = (i + 1) * 10 * ms};
+  for (int i = 0; i < 40; i++)
+    tasks[i] = (cmp_task){.start = i * 10 * ms, .end = (i + 1) * 10 * ms};
   cmp_run r = {.model = CMP_SEQ, .wall_ns = 400 * ms, .ntasks = 40, .tasks = tasks};
   char *out;
   size_t len;

@@ -4,8 +4,8 @@
  *  "workloads": [{"workload": "io", "per_task_ms": 1000, "slice_ms": 0,
  *     "iters_per_ms": 0, "runs": [{"model": "sequential", "how": "...",
  *     "ok": true, "error": null, "error_code": 0, "wall_s": 5.0, "cpu_s": 0.0,
- *     "cores": 0.0, "workers": 1, "setup_s": 0, "speedup": 1.0, "tasks": [{"start_s": 0, "end_s": 1.0,
- *     "segments": [[0, 0.1], ...]}, ...]}, ...]}]}
+ *     "cores": 0.0, "workers": 1, "setup_s": 0, "speedup": 1.0,
+ *     "tasks": [{"start_s": 0, "end_s": 1.0, "segments": [[0, 0.1], ...]}, ...]}, ...]}]}
  *
  * "speedup" is null without a successful sequential run; a task that never
  * ran has null start_s / end_s; "segments" appears only where recorded. */

@@ -108,9 +108,9 @@ static void run_threads(const cmp_work *w, cmp_run *r) {
     int rc = pthread_create(&ids[started], &attr, thread_main, &args[started]);
     if (rc) {
       cmp_run_error(r, -rc,
-           "could not start thread %zu of %zu: %s (every thread is a kernel task: see "
-           "ulimit -u, kernel.threads-max, kernel.pid_max, vm.max_map_count)",
-           started + 1, n, strerror(rc));
+                    "could not start thread %zu of %zu: %s (every thread is a kernel task: "
+                    "see ulimit -u, kernel.threads-max, kernel.pid_max, vm.max_map_count)",
+                    started + 1, n, strerror(rc));
       break;
     }
   }
@@ -170,7 +170,7 @@ static void *coro_main(void *p) {
     for (size_t i = 0; i < n; i++) {
       if (res[i].err) {
         cmp_run_error(r, res[i].err, "task %zu of %zu failed: %s", i + 1, n,
-             res[i].msg ? res[i].msg : br_strerror(res[i].err));
+                      res[i].msg ? res[i].msg : br_strerror(res[i].err));
         break;
       }
     }
