@@ -294,7 +294,13 @@ static void test_server_killed(void **state) {
   br_procpool *p = new_pool(2, &o);
   br_future *f[40];
   for (uint32_t i = 0; i < 40; i++) f[i] = submit(p, tj(i, A_SLEEP, 5));
-  int spid = find_server();
+  /* posix_spawn returns once the exec has begun, before the kernel sets
+   * the new image's argv: look for a little while. */
+  int spid = -1;
+  for (int i = 0; i < 400 && spid <= 0; i++) {
+    spid = find_server();
+    if (spid <= 0) tsleep_ms(5);
+  }
   assert_true(spid > 0);
   assert_int_equal(kill(spid, SIGKILL), 0);
   int ok = 0, died = 0;

@@ -135,6 +135,7 @@ struct br_procpool {
   uint32_t rr;
   size_t ntimeout; /* dispatched jobs that have a timeout */
   pid_t server_pid;
+  bool server_hello; /* the server said it is configured */
   int ctl, efd, epfd;
   pp_pool_shm *pshm;
   size_t pshm_size;
@@ -637,24 +638,12 @@ static void slot_died(br_procpool *p, pp_slot *s, int st, int how, pp_donelist *
 /* ------------------------------------------------------------------------ */
 /* the fork server */
 
-static int wait_hello(int ctl) {
-  int64_t deadline = pp_now() + (int64_t)PP_HELLO_TIMEOUT_MS * 1000000;
-  for (;;) {
-    pp_msg m;
-    int fds[4], nfd;
-    int r = br__pp_recv_fds(ctl, &m, sizeof m, fds, 4, &nfd, MSG_DONTWAIT);
-    for (int i = 0; i < nfd; i++) close(fds[i]);
-    if (r == (int)sizeof m && m.type == PP_M_HELLO) return 0;
-    if (r == 0 || (r < 0 && r != BR_EAGAIN)) return BR_ENOSYS;
-    if (pp_now() > deadline) return BR_ETIMEDOUT;
-    struct pollfd pf = {.fd = ctl, .events = POLLIN};
-    poll(&pf, 1, 100);
-  }
-}
-
 /* Start the fork server: exec this very program with the marker (see
- * procpool_server.c for why), hand it its configuration, wait until it is
- * ready. */
+ * procpool_server.c for why) and hand it its configuration. posix_spawn
+ * reports a failed exec; we do not wait for the server's hello (it would
+ * cost a round trip before the first worker is even asked for): requests
+ * queue on the socket meanwhile, and a server that exits before its hello
+ * breaks the pool (handle_ctl) instead of being restarted in a loop. */
 static int server_spawn(br_procpool *p) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return -errno;
@@ -705,13 +694,13 @@ static int server_spawn(br_procpool *p) {
   int fds[2] = {p->efd, p->pshm_fd};
   pp_msg m = {.type = PP_M_CONFIG};
   err = br__pp_send_fds(sv[0], &m, sizeof m, fds, 2, 0);
-  if (err == 0) err = wait_hello(sv[0]);
   if (err < 0) {
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
     goto out;
   }
   p->server_pid = pid;
+  p->server_hello = false;
   p->ctl = sv[0];
   sv[0] = -1;
 out:
@@ -721,34 +710,45 @@ out:
   return err;
 }
 
-static void server_stop(br_procpool *p) {
+/* Close the control socket (the server then kills its workers and exits)
+ * and reap the server. Returns its wait status, -1 if there was none. */
+static int server_stop(br_procpool *p) {
+  int st = -1;
   if (p->ctl >= 0) {
     epoll_ctl(p->epfd, EPOLL_CTL_DEL, p->ctl, NULL);
     close(p->ctl);
     p->ctl = -1;
   }
   if (p->server_pid > 0) {
-    while (waitpid(p->server_pid, NULL, 0) < 0 && errno == EINTR) {
+    while (waitpid(p->server_pid, &st, 0) < 0 && errno == EINTR) {
     }
     p->server_pid = 0;
   }
+  return st;
 }
 
 /* The server vanished: its workers died with it. p->mu held. */
 static void server_died(br_procpool *p, pp_donelist *dl) {
-  server_stop(p); /* reaping it means PR_SET_PDEATHSIG has been sent */
+  /* Reaping it means PR_SET_PDEATHSIG has been sent to its workers. */
+  int st = server_stop(p);
   for (int i = 0; i < p->nworkers; i++) {
     pp_slot *s = &p->slots[i];
     if (s->state != S_LIVE) continue;
     slot_died(p, s, -1, SD_NO_RESTART, dl);
   }
   if (p->closing == C_IMMEDIATE) return;
-  int err = server_spawn(p);
+  /* Killed (kill -9, OOM): start another. Exited by itself before it said
+   * hello: this program cannot be a fork server; do not loop. */
+  bool killed = st != -1 && WIFSIGNALED(st);
+  int err = p->server_hello || killed ? server_spawn(p) : BR_ENOSYS;
   if (err < 0) {
     p->broken = err;
     free(p->broken_msg);
-    p->broken_msg = xstrdupf("the fork server died and could not be restarted: %s",
-                             br_strerror(err));
+    p->broken_msg = err == BR_ENOSYS
+                        ? xstrdupf("the fork server (the program exec'd from /proc/self/exe) "
+                                   "exited before it was ready")
+                        : xstrdupf("the fork server died and could not be restarted: %s",
+                                   br_strerror(err));
     fail_pending(p, err, p->broken_msg, dl);
     return;
   }
@@ -774,9 +774,15 @@ static bool handle_ctl(br_procpool *p, pp_donelist *dl) {
       pthread_mutex_unlock(&p->mu);
       continue;
     }
+    if (m.type == PP_M_HELLO) {
+      p->server_hello = true;
+      pthread_mutex_unlock(&p->mu);
+      continue;
+    }
     pp_slot *s = m.slot < (uint32_t)p->nworkers ? &p->slots[m.slot] : NULL;
     if (s && s->state == S_LIVE && s->gen == m.gen) {
       if (m.type == PP_M_STARTED) {
+        p->server_hello = true;
         s->pid = m.pid;
         p->st.started++;
       } else if (m.type == PP_M_EXITED) {
