@@ -211,7 +211,8 @@ static void *m_first_of_two_failures(void *arg) {
 
   /* A failure without a message is reported with the code's text. */
   g = br_group_new();
-  T_OK(br_group_spawn(g, child, &(child_spec){.delay_ms = 1, .code = BR_ENOENT, .msg = ""}, NULL));
+  child_spec quiet = {.delay_ms = 1, .code = BR_ENOENT, .msg = ""};
+  T_OK(br_group_spawn(g, child, &quiet, NULL));
   T_RC(br_group_wait(g), BR_ENOENT);
   T_TRUE(br_group_message(g) != NULL);
   br_group_free(g);
