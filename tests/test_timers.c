@@ -1,0 +1,347 @@
+/* test_timers — sleeps and deadlines: wake-up order, millisecond accuracy,
+ * edge values, and 100,000 pending timers (scaled by BRAID_TEST_SCALE)
+ * firing in deadline order, with cancellations in the middle. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <braid.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "test_util.h"
+
+/* ---- shared test scaffolding (copied in each core test file) ----------- */
+/* Failures inside tasks, callbacks and helper threads are recorded, not
+ * asserted: cmocka's longjmp must never leave a coroutine stack or another
+ * thread. The test function checks the record once the loop has finished
+ * (tf_assert_clean), so a failing test reports the first failed check with
+ * its file and line. */
+static pthread_mutex_t tf_lock = PTHREAD_MUTEX_INITIALIZER;
+static char tf_msg[1024];
+static int tf_count;
+
+__attribute__((format(printf, 3, 4)))
+static void tf_record(const char *file, int line, const char *fmt, ...) {
+  pthread_mutex_lock(&tf_lock);
+  if (!tf_count++) {
+    int n = snprintf(tf_msg, sizeof tf_msg, "%s:%d: ", file, line);
+    va_list ap;
+    va_start(ap, fmt);
+    if (n > 0 && (size_t)n < sizeof tf_msg) vsnprintf(tf_msg + n, sizeof tf_msg - (size_t)n, fmt, ap);
+    va_end(ap);
+  }
+  pthread_mutex_unlock(&tf_lock);
+}
+
+__attribute__((unused)) static void tf_assert_clean(void) {
+  pthread_mutex_lock(&tf_lock);
+  int n = tf_count;
+  char msg[sizeof tf_msg];
+  memcpy(msg, tf_msg, sizeof msg);
+  tf_count = 0;
+  tf_msg[0] = 0;
+  pthread_mutex_unlock(&tf_lock);
+  if (n) fail_msg("%d failed check(s); first: %s", n, msg);
+}
+
+/* T_*: check inside a function returning a pointer (task bodies, threads):
+ * record and return NULL. V_*: the same in a void function. */
+#define TF_CHECK_(ret, cond, ...)                   \
+  do {                                              \
+    if (!(cond)) {                                  \
+      tf_record(__FILE__, __LINE__, __VA_ARGS__);   \
+      return ret;                                   \
+    }                                               \
+  } while (0)
+#define TF_EQ_(ret, a, b)                                                                   \
+  do {                                                                                     \
+    long long a_ = (long long)(a), b_ = (long long)(b);                                    \
+    TF_CHECK_(ret, a_ == b_, "%s == %s failed (%lld vs %lld)", #a, #b, a_, b_);            \
+  } while (0)
+#define TF_RC_(ret, expr, want)                                                            \
+  do {                                                                                     \
+    int rc_ = (expr), w_ = (want);                                                         \
+    TF_CHECK_(ret, rc_ == w_, "%s returned %d (%s), want %d (%s)", #expr, rc_,             \
+              br_errname(rc_), w_, br_errname(w_));                                        \
+  } while (0)
+#define TF_RANGE_(ret, v, lo, hi)                                                          \
+  do {                                                                                     \
+    long long v_ = (long long)(v), lo_ = (long long)(lo), hi_ = (long long)(hi);           \
+    TF_CHECK_(ret, v_ >= lo_ && v_ <= hi_, "%s = %lld not in [%lld, %lld]", #v, v_, lo_, hi_); \
+  } while (0)
+#define TF_STR_(ret, a, b)                                                                 \
+  do {                                                                                     \
+    const char *sa_ = (a), *sb_ = (b);                                                     \
+    TF_CHECK_(ret, sa_ && sb_ && strcmp(sa_, sb_) == 0, "%s = \"%s\", want \"%s\"", #a,    \
+              sa_ ? sa_ : "(null)", sb_ ? sb_ : "(null)");                                  \
+  } while (0)
+#define T_TRUE(c) TF_CHECK_(NULL, c, "%s", #c)
+#define T_EQ(a, b) TF_EQ_(NULL, a, b)
+#define T_RC(e, w) TF_RC_(NULL, e, w)
+#define T_OK(e) TF_RC_(NULL, e, 0)
+#define T_RANGE(v, lo, hi) TF_RANGE_(NULL, v, lo, hi)
+#define T_STR(a, b) TF_STR_(NULL, a, b)
+#define V_TRUE(c) TF_CHECK_(, c, "%s", #c)
+#define V_EQ(a, b) TF_EQ_(, a, b)
+#define V_RC(e, w) TF_RC_(, e, w)
+#define V_OK(e) TF_RC_(, e, 0)
+
+__attribute__((unused)) static int64_t ms_since(int64_t t0) { return (br_now() - t0) / 1000000; }
+
+/* Run fn as br_run's main task; the test fails if a check failed inside or
+ * br_run did not return `want`. Returns main's result. */
+__attribute__((unused)) static void *run_main_rc(br_task_fn fn, void *arg, int want) {
+  void *result = NULL;
+  int rc = br_run(fn, arg, &result);
+  tf_assert_clean();
+  if (rc != want)
+    fail_msg("br_run returned %d (%s), want %d (%s)", rc, br_errname(rc), want, br_errname(want));
+  return result;
+}
+__attribute__((unused)) static void *run_main(br_task_fn fn, void *arg) { return run_main_rc(fn, arg, 0); }
+/* ---- end of scaffolding -------------------------------------------------- */
+
+#define IP(x) ((void *)(intptr_t)(x))
+#define PI(p) ((intptr_t)(p))
+
+static int cmp_i64(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return (x > y) - (x < y);
+}
+
+/* --- order ---------------------------------------------------------------- */
+
+static int woke[16];
+static int nwoke;
+
+static void *sleep_and_log(void *arg) {
+  int ms = (int)PI(arg);
+  int rc = br_sleep_ms(ms);
+  if (rc) return br_fail(rc, "sleep %d", ms);
+  woke[nwoke++] = ms;
+  return NULL;
+}
+
+static void *m_order(void *arg) {
+  (void)arg;
+  nwoke = 0;
+  static const int ms[] = {50, 10, 40, 20, 30, 0, 5};
+  br_task *t[7];
+  for (int i = 0; i < 7; i++) {
+    br_spawn_opts o = {.flags = (i % 2) ? BR_SPAWN_COMPACT : 0};
+    T_OK(br_spawn(&t[i], sleep_and_log, IP(ms[i]), &o));
+  }
+  for (int i = 0; i < 7; i++) T_OK(br_join(t[i], NULL));
+  static const int want[] = {0, 5, 10, 20, 30, 40, 50};
+  T_EQ(nwoke, 7);
+  for (int i = 0; i < 7; i++) T_EQ(woke[i], want[i]);
+  return NULL;
+}
+
+static void test_wake_order(void **state) {
+  (void)state;
+  run_main(m_order, NULL);
+}
+
+/* --- accuracy -------------------------------------------------------------- */
+
+static void *m_accuracy(void *arg) {
+  (void)arg;
+  enum { N = 7 };
+  int64_t s50[N], s1[N];
+  for (int i = 0; i < N; i++) {
+    int64_t t0 = br_now();
+    T_OK(br_sleep_ms(50));
+    s50[i] = br_now() - t0;
+    t0 = br_now();
+    T_OK(br_sleep_ms(1));
+    s1[i] = br_now() - t0;
+  }
+  for (int i = 0; i < N; i++) {
+    T_TRUE(s50[i] >= 50000000); /* never early */
+    T_TRUE(s1[i] >= 1000000);
+    T_TRUE(s50[i] < 500000000); /* never wildly late */
+  }
+  qsort(s50, N, sizeof s50[0], cmp_i64);
+  qsort(s1, N, sizeof s1[0], cmp_i64);
+  /* Typically within a fraction of a ms; the median absorbs a noisy
+   * neighbour on a shared 2-core machine. */
+  T_RANGE(s50[N / 2] / 1000000, 50, 70);
+  T_RANGE(s1[N / 2] / 1000000, 1, 10);
+
+  /* Absolute deadlines. */
+  int64_t d = br_now() + 30000000;
+  T_OK(br_sleep_until(d));
+  T_TRUE(br_now() >= d);
+  T_RANGE((br_now() - d) / 1000000, 0, 50);
+  return NULL;
+}
+
+static void test_ms_accuracy(void **state) {
+  (void)state;
+  if (br_test_emulated()) br_test_skip("timing under an emulator means little");
+  run_main(m_accuracy, NULL);
+}
+
+static void *m_edges(void *arg) {
+  (void)arg;
+  int64_t t0 = br_now();
+  T_OK(br_sleep_ms(0));
+  T_OK(br_sleep_ms(-5));
+  T_OK(br_sleep_until(0));
+  T_OK(br_sleep_until(br_now() - 1000000000));
+  T_RANGE(ms_since(t0), 0, 100);
+  /* A short sleep is not held up by a long one. */
+  br_task *lng, *sht;
+  T_OK(br_spawn(&lng, sleep_and_log, IP(100000), NULL));
+  nwoke = 0;
+  t0 = br_now();
+  T_OK(br_spawn(&sht, sleep_and_log, IP(10), NULL));
+  T_OK(br_join(sht, NULL));
+  T_RANGE(ms_since(t0), 10, 500);
+  T_RC(br_task_close(lng), BR_ECANCELED);
+  return NULL;
+}
+
+static void test_edges(void **state) {
+  (void)state;
+  run_main(m_edges, NULL);
+  int64_t a = br_now(), b = br_now();
+  assert_true(b >= a);
+  assert_true(a > 0);
+  int64_t d = br_deadline_ms(1000);
+  assert_in_range((uint64_t)(d - br_now()), 900000000, 1000000000);
+  assert_true(br_deadline_ms(INT64_MAX) == BR_NEVER);
+  assert_true(br_deadline_ms(INT64_MAX / 1000) == BR_NEVER); /* overflow saturates */
+  int64_t z = br_deadline_ms(-7);
+  assert_true(z <= br_now() && z >= a);
+  z = br_deadline_ms(0);
+  assert_true(z <= br_now() && z >= a);
+}
+
+/* --- 100,000 pending timers ------------------------------------------------- */
+
+typedef struct {
+  long n;
+  int64_t *deadline;   /* per task */
+  long *order;         /* task ids in wake order */
+  int64_t *late_ns;    /* wake - deadline, per wake */
+  long nwoken;
+  long early;
+  long errors;
+  br_event *all;
+  long cancelled_seen;
+} many_ctx;
+
+static many_ctx mc;
+
+static void *timed_sleeper(void *arg) {
+  long i = (long)PI(arg);
+  int rc = br_sleep_until(mc.deadline[i]);
+  int64_t now = br_now();
+  if (rc == BR_ECANCELED) {
+    mc.cancelled_seen++;
+  } else if (rc) {
+    mc.errors++;
+  } else {
+    if (now < mc.deadline[i]) mc.early++;
+    mc.late_ns[mc.nwoken] = now - mc.deadline[i];
+    mc.order[mc.nwoken++] = i;
+  }
+  return NULL;
+}
+
+static uint64_t rng_state = 88172645463325252ULL;
+static uint64_t rng(void) {
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 7;
+  rng_state ^= rng_state << 17;
+  return rng_state;
+}
+
+static void *m_many_timers(void *arg) {
+  long cancel_every = (long)PI(arg);
+  long n = mc.n;
+  br_task **h = cancel_every ? calloc((size_t)n, sizeof *h) : NULL;
+  int64_t base = br_now() + 300000000; /* spawning takes a while */
+  for (long i = 0; i < n; i++) mc.deadline[i] = base + (int64_t)(rng() % 700000000); /* ns granularity */
+  int64_t t0 = br_now();
+  for (long i = 0; i < n; i++) {
+    br_spawn_opts o = {.flags = BR_SPAWN_COMPACT | (cancel_every ? 0 : BR_SPAWN_DETACHED)};
+    int rc = br_spawn(cancel_every ? &h[i] : NULL, timed_sleeper, IP(i), &o);
+    if (rc) {
+      free(h);
+      T_OK(rc);
+    }
+  }
+  int64_t spawn_ms = ms_since(t0);
+  long ncancel = 0;
+  if (cancel_every) {
+    T_OK(br_yield()); /* all parked on their timers */
+    for (long i = 0; i < n; i += cancel_every, ncancel++) T_OK(br_cancel(h[i]));
+    for (long i = 0; i < n; i++) {
+      int rc = br_join(h[i], NULL);
+      if (rc && rc != BR_ECANCELED) mc.errors++;
+    }
+    free(h);
+  } else {
+    /* Detached: wait until the last deadline has surely passed. */
+    while (mc.nwoken + mc.errors < n) T_OK(br_sleep_ms(20));
+  }
+  int64_t total_ms = ms_since(t0);
+  T_EQ(mc.errors, 0);
+  T_EQ(mc.early, 0);
+  T_EQ(mc.cancelled_seen, ncancel);
+  T_EQ(mc.nwoken, n - ncancel);
+  long out_of_order = 0;
+  for (long k = 1; k < mc.nwoken; k++)
+    if (mc.deadline[mc.order[k]] < mc.deadline[mc.order[k - 1]]) out_of_order++;
+  T_EQ(out_of_order, 0);
+  /* Lateness: the median timer fires within a few ms of its deadline. */
+  qsort(mc.late_ns, (size_t)mc.nwoken, sizeof mc.late_ns[0], cmp_i64);
+  int64_t med = mc.late_ns[mc.nwoken / 2] / 1000000;
+  if (!br_test_emulated()) T_RANGE(med, 0, 50);
+  T_RANGE(total_ms, 700, 20000);
+  fprintf(stderr, "  %ld timers: spawned in %lld ms, all fired after %lld ms, median lateness %lld ms\n", n,
+          (long long)spawn_ms, (long long)total_ms, (long long)med);
+  return NULL;
+}
+
+static void run_many(long n, long cancel_every) {
+  memset(&mc, 0, sizeof mc);
+  mc.n = n;
+  mc.deadline = calloc((size_t)n, sizeof *mc.deadline);
+  mc.order = calloc((size_t)n, sizeof *mc.order);
+  mc.late_ns = calloc((size_t)n, sizeof *mc.late_ns);
+  assert_true(mc.deadline && mc.order && mc.late_ns);
+  run_main(m_many_timers, IP(cancel_every));
+  free(mc.deadline);
+  free(mc.order);
+  free(mc.late_ns);
+}
+
+static void test_100k_timers_fire_in_order(void **state) {
+  (void)state;
+  run_many(br_test_scaled(100000), 0);
+}
+
+static void test_timers_with_cancellations(void **state) {
+  (void)state;
+  run_many(br_test_scaled(20000), 3);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_wake_order),
+      cmocka_unit_test(test_ms_accuracy),
+      cmocka_unit_test(test_edges),
+      cmocka_unit_test(test_100k_timers_fire_in_order),
+      cmocka_unit_test(test_timers_with_cancellations),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
