@@ -127,14 +127,27 @@ static void *sleep_and_log(void *arg) {
   return NULL;
 }
 
+/* Deadlines relative to one base taken before spawning, so slow task
+ * creation (sanitizers, emulators) cannot reorder them. */
+static int64_t order_base;
+
+static void *sleep_until_and_log(void *arg) {
+  int ms = (int)PI(arg);
+  int rc = br_sleep_until(order_base + (int64_t)ms * 1000000);
+  if (rc) return br_fail(rc, "sleep %d", ms);
+  woke[nwoke++] = ms;
+  return NULL;
+}
+
 static void *m_order(void *arg) {
   (void)arg;
   nwoke = 0;
   static const int ms[] = {50, 10, 40, 20, 30, 0, 5};
   br_task *t[7];
+  order_base = br_now() + 200000000;
   for (int i = 0; i < 7; i++) {
     br_spawn_opts o = {.flags = (i % 2) ? BR_SPAWN_COMPACT : 0};
-    T_OK(br_spawn(&t[i], sleep_and_log, IP(ms[i]), &o));
+    T_OK(br_spawn(&t[i], sleep_until_and_log, IP(ms[i]), &o));
   }
   for (int i = 0; i < 7; i++) T_OK(br_join(t[i], NULL));
   static const int want[] = {0, 5, 10, 20, 30, 40, 50};
@@ -305,8 +318,12 @@ static void *m_many_timers(void *arg) {
   /* Lateness: the median timer fires within a few ms of its deadline. */
   qsort(mc.late_ns, (size_t)mc.nwoken, sizeof mc.late_ns[0], cmp_i64);
   int64_t med = mc.late_ns[mc.nwoken / 2] / 1000000;
-  if (!br_test_emulated()) T_RANGE(med, 0, 50);
-  T_RANGE(total_ms, 700, 20000);
+#ifndef BRAID_TSAN /* TSan makes each fiber's first switch cost milliseconds */
+  if (!br_test_emulated()) {
+    T_RANGE(med, 0, 50);
+    T_RANGE(total_ms, 700, 20000);
+  }
+#endif
   fprintf(stderr, "  %ld timers: spawned in %lld ms, all fired after %lld ms, median lateness %lld ms\n", n,
           (long long)spawn_ms, (long long)total_ms, (long long)med);
   return NULL;
@@ -325,14 +342,23 @@ static void run_many(long n, long cancel_every) {
   free(mc.late_ns);
 }
 
+/* ThreadSanitizer keeps one fiber per live task and dies past 8,128 of
+ * them ("Thread limit exceeded"): cap live tasks in TSan builds. */
+static long live_cap(long n) {
+#ifdef BRAID_TSAN
+  if (n > 6000) n = 6000;
+#endif
+  return n;
+}
+
 static void test_100k_timers_fire_in_order(void **state) {
   (void)state;
-  run_many(br_test_scaled(100000), 0);
+  run_many(live_cap(br_test_scaled(100000)), 0);
 }
 
 static void test_timers_with_cancellations(void **state) {
   (void)state;
-  run_many(br_test_scaled(20000), 3);
+  run_many(live_cap(br_test_scaled(20000)), 3);
 }
 
 int main(void) {
