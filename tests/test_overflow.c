@@ -1,0 +1,331 @@
+/* test_overflow — a task that overflows its stack is reported by name
+ * ("task 'NAME' overflowed its N KiB stack") and the process dies of
+ * SIGSEGV; ordinary C code (printf, getaddrinfo, big-but-legal frames) fits
+ * the default stack. Every case runs in a child process: the parent never
+ * creates a loop, so each child installs braid's fault handler afresh. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <braid.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "test_util.h"
+
+/* ---- shared test scaffolding (copied in each core test file) ----------- */
+/* Failures inside tasks, callbacks and helper threads are recorded, not
+ * asserted: cmocka's longjmp must never leave a coroutine stack or another
+ * thread. The test function checks the record once the loop has finished
+ * (tf_assert_clean), so a failing test reports the first failed check with
+ * its file and line. */
+static pthread_mutex_t tf_lock = PTHREAD_MUTEX_INITIALIZER;
+static char tf_msg[1024];
+static int tf_count;
+
+__attribute__((format(printf, 3, 4), unused))
+static void tf_record(const char *file, int line, const char *fmt, ...) {
+  pthread_mutex_lock(&tf_lock);
+  if (!tf_count++) {
+    int n = snprintf(tf_msg, sizeof tf_msg, "%s:%d: ", file, line);
+    va_list ap;
+    va_start(ap, fmt);
+    if (n > 0 && (size_t)n < sizeof tf_msg) vsnprintf(tf_msg + n, sizeof tf_msg - (size_t)n, fmt, ap);
+    va_end(ap);
+  }
+  pthread_mutex_unlock(&tf_lock);
+}
+
+__attribute__((unused)) static void tf_assert_clean(void) {
+  pthread_mutex_lock(&tf_lock);
+  int n = tf_count;
+  char msg[sizeof tf_msg];
+  memcpy(msg, tf_msg, sizeof msg);
+  tf_count = 0;
+  tf_msg[0] = 0;
+  pthread_mutex_unlock(&tf_lock);
+  if (n) fail_msg("%d failed check(s); first: %s", n, msg);
+}
+
+/* T_*: check inside a function returning a pointer (task bodies, threads):
+ * record and return NULL. V_*: the same in a void function. */
+#define TF_CHECK_(ret, cond, ...)                   \
+  do {                                              \
+    if (!(cond)) {                                  \
+      tf_record(__FILE__, __LINE__, __VA_ARGS__);   \
+      return ret;                                   \
+    }                                               \
+  } while (0)
+#define TF_EQ_(ret, a, b)                                                                   \
+  do {                                                                                     \
+    long long a_ = (long long)(a), b_ = (long long)(b);                                    \
+    TF_CHECK_(ret, a_ == b_, "%s == %s failed (%lld vs %lld)", #a, #b, a_, b_);            \
+  } while (0)
+#define TF_RC_(ret, expr, want)                                                            \
+  do {                                                                                     \
+    int rc_ = (expr), w_ = (want);                                                         \
+    TF_CHECK_(ret, rc_ == w_, "%s returned %d (%s), want %d (%s)", #expr, rc_,             \
+              br_errname(rc_), w_, br_errname(w_));                                        \
+  } while (0)
+#define TF_RANGE_(ret, v, lo, hi)                                                          \
+  do {                                                                                     \
+    long long v_ = (long long)(v), lo_ = (long long)(lo), hi_ = (long long)(hi);           \
+    TF_CHECK_(ret, v_ >= lo_ && v_ <= hi_, "%s = %lld not in [%lld, %lld]", #v, v_, lo_, hi_); \
+  } while (0)
+#define TF_STR_(ret, a, b)                                                                 \
+  do {                                                                                     \
+    const char *sa_ = (a), *sb_ = (b);                                                     \
+    TF_CHECK_(ret, sa_ && sb_ && strcmp(sa_, sb_) == 0, "%s = \"%s\", want \"%s\"", #a,    \
+              sa_ ? sa_ : "(null)", sb_ ? sb_ : "(null)");                                  \
+  } while (0)
+#define T_TRUE(c) TF_CHECK_(NULL, c, "%s", #c)
+#define T_EQ(a, b) TF_EQ_(NULL, a, b)
+#define T_RC(e, w) TF_RC_(NULL, e, w)
+#define T_OK(e) TF_RC_(NULL, e, 0)
+#define T_RANGE(v, lo, hi) TF_RANGE_(NULL, v, lo, hi)
+#define T_STR(a, b) TF_STR_(NULL, a, b)
+#define V_TRUE(c) TF_CHECK_(, c, "%s", #c)
+#define V_EQ(a, b) TF_EQ_(, a, b)
+#define V_RC(e, w) TF_RC_(, e, w)
+#define V_OK(e) TF_RC_(, e, 0)
+
+__attribute__((unused)) static int64_t ms_since(int64_t t0) { return (br_now() - t0) / 1000000; }
+
+/* Run fn as br_run's main task; the test fails if a check failed inside or
+ * br_run did not return `want`. Returns main's result. */
+__attribute__((unused)) static void *run_main_rc(br_task_fn fn, void *arg, int want) {
+  void *result = NULL;
+  int rc = br_run(fn, arg, &result);
+  tf_assert_clean();
+  if (rc != want)
+    fail_msg("br_run returned %d (%s), want %d (%s)", rc, br_errname(rc), want, br_errname(want));
+  return result;
+}
+__attribute__((unused)) static void *run_main(br_task_fn fn, void *arg) { return run_main_rc(fn, arg, 0); }
+/* ---- end of scaffolding -------------------------------------------------- */
+
+/* Recursion the compiler can neither turn into a loop nor elide; it never
+ * reaches stop_depth. */
+static volatile int stop_depth = -1;
+
+__attribute__((noinline)) static int recurse(volatile char *prev, int depth) {
+  volatile char frame[512];
+  if (depth == stop_depth) return 0;
+  frame[0] = (char)depth;
+  frame[511] = prev ? prev[0] : 0;
+  return recurse(frame, depth + 1) + frame[17];
+}
+
+/* Frames bigger than a guard page, filled from their low end first (as
+ * memset does): each new frame's first touch jumps past a single guard
+ * page. */
+__attribute__((noinline)) static int recurse_big(int depth) {
+  char frame[12 * 1024];
+  if (depth == stop_depth) return 0;
+  memset(frame, depth & 0xff, sizeof frame);
+  __asm__ __volatile__("" : : "r"(frame) : "memory");
+  return recurse_big(depth + 1) + frame[depth % sizeof frame];
+}
+
+static void *overflow_body(void *arg) {
+  if (arg) return (void *)(intptr_t)recurse_big(0);
+  return (void *)(intptr_t)recurse(NULL, 0);
+}
+
+typedef struct {
+  const char *name;   /* NULL: default name */
+  unsigned flags;
+  size_t stack_size;
+  bool big_frames;
+  bool on_thread;     /* run the loop on a second thread */
+  int before;         /* tasks to keep alive before (use up the guard budget) */
+  const char *env_guard;
+} ovf_case;
+
+static void *idle(void *arg) {
+  (void)arg;
+  br_sleep_ms(100000);
+  return NULL;
+}
+
+static void *ovf_main(void *arg) {
+  ovf_case *c = arg;
+  for (int i = 0; i < c->before; i++) br_spawn(NULL, idle, NULL, &(br_spawn_opts){.flags = BR_SPAWN_DETACHED});
+  br_task *t;
+  br_spawn_opts o = {.name = c->name, .flags = c->flags, .stack_size = c->stack_size};
+  int rc = br_spawn(&t, overflow_body, c->big_frames ? (void *)1 : NULL, &o);
+  if (rc) {
+    fprintf(stderr, "spawn failed: %s\n", br_strerror(rc));
+    return NULL;
+  }
+  br_join(t, NULL);
+  fprintf(stderr, "SURVIVED\n");
+  return NULL;
+}
+
+static void *ovf_thread(void *arg) {
+  br_run(ovf_main, arg, NULL);
+  return NULL;
+}
+
+static void ovf_child(void *arg) {
+  ovf_case *c = arg;
+  if (c->env_guard) setenv("BRAID_GUARD_STACKS", c->env_guard, 1);
+  if (c->on_thread) {
+    pthread_t th;
+    pthread_create(&th, NULL, ovf_thread, c);
+    pthread_join(th, NULL);
+  } else {
+    br_run(ovf_main, c, NULL);
+  }
+}
+
+static void expect_overflow(ovf_case *c, const char *want_name, const char *want_size) {
+  br_child_result r;
+  assert_int_equal(br_test_run_child(ovf_child, c, 60000, &r), 0);
+  char want[96];
+  snprintf(want, sizeof want, "task '%s' overflowed its", want_name);
+  const char *hit = strstr(r.err, want);
+  bool size_ok = !want_size || (hit && strstr(hit, want_size));
+  bool ok = r.signaled && r.signo == SIGSEGV && hit && size_ok;
+  char msg[2600];
+  snprintf(msg, sizeof msg,
+           "want death by SIGSEGV with \"%s\"%s%s; got exited=%d code=%d signaled=%d signo=%d timed_out=%d, "
+           "stderr:\n%.2000s",
+           want, want_size ? " and " : "", want_size ? want_size : "", r.exited, r.exit_code, r.signaled, r.signo,
+           r.timed_out, r.err);
+  br_child_result_free(&r);
+  if (!ok) fail_msg("%s", msg);
+}
+
+static void test_normal_task_overflow(void **state) {
+  (void)state;
+  ovf_case c = {.name = "deep-one"};
+  expect_overflow(&c, "deep-one", "256 KiB stack");
+}
+
+static void test_compact_task_overflow(void **state) {
+  (void)state;
+  ovf_case c = {.name = "compact-deep", .flags = BR_SPAWN_COMPACT};
+  expect_overflow(&c, "compact-deep", "KiB stack");
+}
+
+static void test_default_name_in_report(void **state) {
+  (void)state;
+  ovf_case c = {0};
+  /* main is task-1, the first task it spawns task-2 */
+  expect_overflow(&c, "task-2", NULL);
+}
+
+static void test_small_stack_overflow(void **state) {
+  (void)state;
+  ovf_case c = {.name = "tiny", .stack_size = 16 * 1024};
+  expect_overflow(&c, "tiny", "16 KiB stack");
+}
+
+static void test_big_frames_overflow(void **state) {
+  (void)state;
+  ovf_case c = {.name = "big-frames", .big_frames = true};
+  expect_overflow(&c, "big-frames", "256 KiB stack");
+}
+
+static void test_overflow_on_second_thread(void **state) {
+  (void)state;
+  ovf_case c = {.name = "on-thread", .on_thread = true};
+  expect_overflow(&c, "on-thread", NULL);
+}
+
+/* Past the guard-page budget stacks are carved from unguarded slabs (one
+ * mapping for many stacks): an overflow must still be reported by name, not
+ * run silently into the neighbouring task's stack. */
+static void test_unguarded_stack_overflow(void **state) {
+  (void)state;
+  ovf_case c = {.name = "unguarded", .env_guard = "0", .before = 8};
+  expect_overflow(&c, "unguarded", NULL);
+}
+
+/* The same with stock settings: the guard budget is a quarter of
+ * vm.max_map_count's stacks (8,191 at 65,530); a program with more live
+ * tasks than that gets unguarded stacks. */
+static void test_overflow_past_default_guard_budget(void **state) {
+  (void)state;
+#ifdef BRAID_TSAN
+  skip(); /* ThreadSanitizer dies past 8,128 live fibers (tasks) */
+#endif
+  ovf_case c = {.name = "past-budget", .before = 8400};
+  expect_overflow(&c, "past-budget", NULL);
+}
+
+static void test_unguarded_compact_overflow(void **state) {
+  (void)state;
+  ovf_case c = {.name = "unguarded-compact", .flags = BR_SPAWN_COMPACT, .env_guard = "0"};
+  expect_overflow(&c, "unguarded-compact", NULL);
+}
+
+/* --- ordinary C code fits the default stack --------------------------- */
+
+static void *ordinary(void *arg) {
+  (void)arg;
+  char buf[4096];
+  snprintf(buf, sizeof buf, "%s %d %f %g %Lf", "printf-sized", 42, 3.14, 2.5e10, (long double)1.5);
+  fprintf(stderr, "%s\n", buf);
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+  int rc = getaddrinfo("localhost", "80", &hints, &res);
+  if (rc == 0) freeaddrinfo(res);
+  fprintf(stderr, "getaddrinfo=%d\n", rc);
+  /* A big but legal frame. */
+  volatile char big[96 * 1024];
+  for (size_t i = 0; i < sizeof big; i += 512) big[i] = (char)i;
+  if (br_yield()) return br_fail(BR_EIO, "yield");
+  return (void *)(intptr_t)(big[512] == (char)512 ? 1 : 2);
+}
+
+static void *ordinary_main(void *arg) {
+  (void)arg;
+  for (int k = 0; k < 2; k++) {
+    br_task *t;
+    br_spawn(&t, ordinary, NULL, &(br_spawn_opts){.flags = k ? BR_SPAWN_COMPACT : 0});
+    void *r = NULL;
+    int rc = br_join(t, &r);
+    fprintf(stderr, "task %d: rc=%d r=%d\n", k, rc, (int)(intptr_t)r);
+  }
+  return NULL;
+}
+
+static void ordinary_child(void *arg) {
+  (void)arg;
+  fprintf(stderr, "br_run=%d\n", br_run(ordinary_main, NULL, NULL));
+}
+
+static void test_ordinary_code_fits_default_stack(void **state) {
+  (void)state;
+  br_child_result r;
+  assert_int_equal(br_test_run_child(ordinary_child, NULL, 60000, &r), 0);
+  if (!r.exited || r.exit_code != 0 || !strstr(r.err, "task 0: rc=0 r=1") || !strstr(r.err, "task 1: rc=0 r=1") ||
+      !strstr(r.err, "br_run=0"))
+    fail_msg("exited=%d code=%d signo=%d, stderr:\n%.2000s", r.exited, r.exit_code, r.signo, r.err);
+  br_child_result_free(&r);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_normal_task_overflow),
+      cmocka_unit_test(test_compact_task_overflow),
+      cmocka_unit_test(test_default_name_in_report),
+      cmocka_unit_test(test_small_stack_overflow),
+      cmocka_unit_test(test_big_frames_overflow),
+      cmocka_unit_test(test_overflow_on_second_thread),
+      cmocka_unit_test(test_unguarded_stack_overflow),
+      cmocka_unit_test(test_overflow_past_default_guard_budget),
+      cmocka_unit_test(test_unguarded_compact_overflow),
+      cmocka_unit_test(test_ordinary_code_fits_default_stack),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
