@@ -25,7 +25,7 @@ static pthread_mutex_t tf_lock = PTHREAD_MUTEX_INITIALIZER;
 static char tf_msg[1024];
 static int tf_count;
 
-__attribute__((format(printf, 3, 4)))
+__attribute__((format(printf, 3, 4), unused))
 static void tf_record(const char *file, int line, const char *fmt, ...) {
   pthread_mutex_lock(&tf_lock);
   if (!tf_count++) {
