@@ -129,6 +129,7 @@ struct br_loop {
   br__ctx sched;                 /* the scheduler's own context */
   void *sched_tsan;
   struct br_task *current;
+  struct br_task *until;         /* br_run / run_until target: stop blocking once done */
   /* run queue (FIFO, intrusive) */
   struct br_task *rq_head, *rq_tail;
   size_t ready;

@@ -242,7 +242,8 @@ int br__loop_iterate(struct br_loop *L, bool block) {
     if (++L->busy_iters < BUSY_POLL_EVERY) return 1;
     L->busy_iters = 0;
   }
-  if (!block || busy || atomic_load_explicit(&L->stop_flag, memory_order_relaxed)) {
+  bool target_done = L->until && atomic_load_explicit(&L->until->fut.done, memory_order_acquire);
+  if (!block || busy || target_done || atomic_load_explicit(&L->stop_flag, memory_order_relaxed)) {
     timeout = 0;
   } else if (L->timers.n) {
     int64_t d = br__timer_next(&L->timers) - br__mono_ns();
@@ -295,10 +296,13 @@ int br__run_until(struct br_loop *L, struct br_task *t) {
   L->sched_tsan = BR__TSAN_CURRENT();
   br__overflow_thread_begin();
   int rc = 0;
+  struct br_task *prev_until = L->until;
+  L->until = t; /* once t is done, the poller must not block */
   while (!atomic_load_explicit(&t->fut.done, memory_order_acquire)) {
     rc = br__loop_iterate(L, true);
     if (rc <= 0) break;
   }
+  L->until = prev_until;
   br__overflow_thread_end();
   L->running = was_running;
   br__tls_loop = prev;
@@ -308,6 +312,9 @@ int br__run_until(struct br_loop *L, struct br_task *t) {
 void br_loop_stop(br_loop *L) {
   if (!L) return;
   atomic_store(&L->stop_flag, true);
+  /* From the loop's own thread, end the iteration's run of tasks now, so
+   * the task that asked does not get resumed again before run returns. */
+  if (br__tls_loop == L) L->budget = 0;
   L->poller.ops->wake(&L->poller);
 }
 

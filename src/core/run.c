@@ -56,6 +56,7 @@ int br_run_opts(br_task_fn main, void *arg, void **result, const br_loop_opts *o
   L->sched_tsan = BR__TSAN_CURRENT();
   br__overflow_thread_begin();
   bool cancelled_main = false;
+  L->until = t; /* once main is done, the poller must not block */
   while (!atomic_load_explicit(&t->fut.done, memory_order_acquire)) {
     if (owns_sigint && !cancelled_main && atomic_load(&sigints) > 0) {
       cancelled_main = true;
@@ -64,6 +65,7 @@ int br_run_opts(br_task_fn main, void *arg, void **result, const br_loop_opts *o
     if (br__loop_iterate(L, true) < 0) break;
   }
   br__overflow_thread_end();
+  L->until = NULL;
   L->running = false;
   br__tls_loop = prev;
   rc = t->fut.err;

@@ -538,7 +538,8 @@ static void task_finish(struct br_task *t, void *result) {
   t->fail_msg = msg; /* lent to the group for its report */
   br__group_child_done(t);
   t->fail_msg = NULL;
-  if (err && t->detached) br__report_failure_code(t, err, msg);
+  /* Cancellation is how a detached task is told to stop, not a failure. */
+  if (err && err != BR_ECANCELED && t->detached) br__report_failure_code(t, err, msg);
   br__future_complete(&t->fut, result, err, msg);
   /* Last switch: the scheduler retires us (stack back to the cache). */
   (void)acct_suspend(L, t);
@@ -664,7 +665,8 @@ int br_detach(br_task *t) {
   int rc = check_handle(t);
   if (rc) return rc;
   t->detached = true;
-  if (t->state == BR__DONE && t->fut.err) br__report_failure_code(t, t->fut.err, t->fut.msg);
+  if (t->state == BR__DONE && t->fut.err && t->fut.err != BR_ECANCELED)
+    br__report_failure_code(t, t->fut.err, t->fut.msg);
   br__task_release(t);
   return 0;
 }
