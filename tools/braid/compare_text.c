@@ -83,15 +83,30 @@ static void print_lesson(FILE *out, const cmp_result *r) {
               thr > 0 ? ";" : "", coro);
     else if (thr > 0)
       fputc('\n', out);
-    /* Runnable threads that got fewer cores than there are: someone else had
-     * them (other programs, a cgroup quota), so the speed-up is understated. */
-    size_t want = r->ntasks < (size_t)cpus ? r->ntasks : (size_t)cpus;
-    if (thr > 0 && r->work.ms >= 50 && cmp_cores(&r->runs[CMP_THREADS]) < 0.8 * (double)want)
-      fprintf(out,
-              "Note: the threads got only %.2f of the %zu CPUs they could use: other programs were "
-              "busy.\nRerun on an idle machine, or with --repeat 3 to keep the fastest runs.\n",
-              cmp_cores(&r->runs[CMP_THREADS]), want);
   }
+}
+
+/* Computing tasks are always runnable, so a model that got fewer cores than
+ * it could use was crowded out (other programs, a cgroup quota): its time,
+ * and every speed-up computed from it, is unreliable. Say so. */
+static void print_crowding(FILE *out, const cmp_result *r, const cmp_opts *o) {
+  if (!r->work.computes || r->work.ms < 50) return;
+  bool any = false;
+  for (int m = 0; m < CMP_NMODELS; m++) {
+    const cmp_run *run = &r->runs[m];
+    if (!r->present[m] || run->err) continue;
+    size_t could = 1;
+    if (m == CMP_THREADS || m == CMP_PROCS)
+      could = r->ntasks < (size_t)run->workers ? r->ntasks : (size_t)run->workers;
+    if (cmp_cores(run) >= 0.8 * (double)could) continue;
+    fprintf(out, "%s%s %.2f/%zu",
+            any ? ", " : "Note: other programs were using the CPUs (cores got/usable: ",
+            cmp_model_name((cmp_model)m), cmp_cores(run), could);
+    any = true;
+  }
+  if (any)
+    fprintf(out, ").\nThe speed-ups are unreliable: rerun on an idle machine%s.\n",
+            o->repeat > 1 ? "" : ", or with --repeat 3 to keep the fastest runs");
 }
 
 void cmp_report_text(FILE *out, const cmp_result *res, size_t nres, const cmp_opts *o) {
@@ -107,5 +122,6 @@ void cmp_report_text(FILE *out, const cmp_result *res, size_t nres, const cmp_op
     print_table(out, r);
     if (!o->no_timeline) print_timelines(out, r, o);
     print_lesson(out, r);
+    print_crowding(out, r, o);
   }
 }
