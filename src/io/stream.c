@@ -92,6 +92,15 @@ ssize_t br_read(int fd, void *buf, size_t n, int64_t deadline) {
   BR__IO_LOOP(fd, BR_READABLE, deadline, read(fd, buf, n));
 }
 
+ssize_t br_read_ready(int fd, void *buf, size_t n, int64_t deadline) {
+  if (!br__in_task()) return BR_ENOTTASK;
+  /* The loop keeps edges that arrived while nobody waited, so this returns
+   * at once when data came in after the last (short) read. */
+  int w = br__io_wait(fd, BR_READABLE, deadline);
+  if (w < 0) return w;
+  BR__IO_LOOP(fd, BR_READABLE, deadline, read(fd, buf, n));
+}
+
 ssize_t br_readv(int fd, const struct iovec *iov, int iovcnt, int64_t deadline) {
   if (iovcnt < 0 || iovcnt > IOV_MAX) return BR_EINVAL;
   BR__IO_LOOP(fd, BR_READABLE, deadline, readv(fd, iov, iovcnt));

@@ -1,0 +1,213 @@
+// http_hello — a minimal HTTP/1.1 keep-alive "hello" server: one task per
+// connection, pipelined requests answered in one write, a keep-alive idle
+// deadline, bad requests answered with 400 and closed. The parser is
+// examples/http_parse.h (fuzzed by tests/fuzz_http_parse.c).
+//
+//   http_hello                     self-test: serve, query it, print, exit
+//   http_hello --port 8080         serve until Ctrl-C (one loop)
+//   http_hello --port 8080 --loops 2   one loop per thread, SO_REUSEPORT
+//
+// expect: ^GET / -> HTTP/1.1 200 OK, body 'Hello, World!'$
+// expect: ^pipelined 3 requests -> 3 responses$
+// expect: ^bad request -> HTTP/1.1 400 Bad Request, closed$
+// expect: ^served 200 requests on 20 keep-alive connections$
+#include <braid.h>
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http_parse.h"
+
+#define IDLE_MS 10000 /* keep-alive: close connections idle this long */
+
+static const char HELLO[] = "HTTP/1.1 200 OK\r\nServer: braid\r\nContent-Type: text/plain\r\n"
+                            "Content-Length: 13\r\n\r\nHello, World!";
+static const char HELLO_CLOSE[] = "HTTP/1.1 200 OK\r\nServer: braid\r\nContent-Type: text/plain\r\n"
+                                  "Content-Length: 13\r\nConnection: close\r\n\r\nHello, World!";
+
+static const char *error_response(int64_t rc) {
+  switch (rc) {
+  case HTTP_TOO_LARGE:
+    return "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+  case HTTP_UNSUPPORTED:
+    return "HTTP/1.1 501 Not Implemented\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+  default:
+    return "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+  }
+}
+
+static void *connection(void *arg) {
+  int fd = (int)(intptr_t)arg;
+  char in[8192], out[8192];
+  size_t have = 0;
+  bool drained = false;
+  for (;;) {
+    /* Answer every complete request in the buffer (pipelining), in one write. */
+    size_t off = 0, outn = 0;
+    bool close_after = false;
+    while (!close_after && outn + sizeof HELLO_CLOSE < sizeof out) {
+      http_request r;
+      int64_t h = http_parse(in + off, have - off, &r);
+      if (h == HTTP_INCOMPLETE) break;
+      const char *resp;
+      size_t len;
+      if (h < 0 || r.content_length > (int64_t)sizeof in) {
+        resp = h < 0 ? error_response(h) : error_response(HTTP_TOO_LARGE);
+        close_after = true;
+      } else {
+        size_t body = r.content_length > 0 ? (size_t)r.content_length : 0;
+        if (have - off < (size_t)h + body) break; /* body not all here yet */
+        off += (size_t)h + body;
+        resp = r.keep_alive ? HELLO : HELLO_CLOSE;
+        close_after = !r.keep_alive;
+      }
+      len = strlen(resp);
+      memcpy(out + outn, resp, len);
+      outn += len;
+    }
+    if (outn && br_write(fd, out, outn, br_deadline_ms(IDLE_MS)) < 0) break;
+    if (close_after) break;
+    memmove(in, in + off, have - off);
+    have -= off;
+    if (have == sizeof in) { /* a head that does not fit */
+      br_write(fd, error_response(HTTP_TOO_LARGE), strlen(error_response(HTTP_TOO_LARGE)), br_deadline_ms(1000));
+      break;
+    }
+    /* After a short read the socket was empty: wait before reading again. */
+    size_t room = sizeof in - have;
+    ssize_t n = drained ? br_read_ready(fd, in + have, room, br_deadline_ms(IDLE_MS))
+                        : br_read(fd, in + have, room, br_deadline_ms(IDLE_MS));
+    if (n <= 0) break; /* peer closed, reset, idle too long, or cancelled */
+    drained = (size_t)n < room;
+    have += (size_t)n;
+  }
+  br_close(fd);
+  return NULL;
+}
+
+static int listen_port;
+
+/* Accept until cancelled; the connections live in a group, so cancelling
+ * the server cancels them and waits for them to close. */
+static void *serve(void *arg) {
+  int lfd = (int)(intptr_t)arg;
+  br_group *conns = br_group_new();
+  for (;;) {
+    int fd = br_accept_flags(lfd, NULL, BR_SOCK_NODELAY, BR_NEVER);
+    if (fd < 0) break; /* cancelled */
+    if (br_group_spawn(conns, connection, (void *)(intptr_t)fd, &(br_spawn_opts){.name = "http-conn"}) < 0)
+      br_close(fd);
+  }
+  br_group_free(conns);
+  return NULL;
+}
+
+/* One loop of the multi-loop server: its own SO_REUSEPORT listener. */
+static void *loop_main(void *arg) {
+  (void)arg;
+  int lfd = br_tcp_listen("127.0.0.1", listen_port, 1024, BR_SOCK_REUSEPORT);
+  if (lfd < 0) return br_fail(lfd, "listen on port %d", listen_port);
+  serve((void *)(intptr_t)lfd);
+  br_close(lfd);
+  return NULL;
+}
+
+/* --- self-test ---------------------------------------------------------------- */
+
+static int port_of(int fd) {
+  br_addr a;
+  br_sock_local(fd, &a);
+  return br_addr_port(&a);
+}
+
+/* Read until `count` hello responses have arrived; returns the bytes read
+ * (the responses are NUL-terminated in buf) or -1. */
+static ssize_t read_responses(int fd, char *buf, size_t cap, int count) {
+  size_t have = 0;
+  buf[0] = '\0';
+  for (;;) {
+    int seen = 0;
+    for (const char *p = buf; (p = strstr(p, "Hello, World!")) != NULL; p++) seen++;
+    if (seen >= count) return (ssize_t)have;
+    ssize_t n = br_read(fd, buf + have, cap - have - 1, br_deadline_ms(5000));
+    if (n <= 0) return -1;
+    have += (size_t)n;
+    buf[have] = '\0';
+  }
+}
+
+static void *client(void *arg) {
+  int port = (int)(intptr_t)arg;
+  int fd = br_tcp_connect("127.0.0.1", port, BR_SOCK_NODELAY, br_deadline_ms(5000));
+  if (fd < 0) return br_fail(fd, "connect");
+  for (int i = 0; i < 10; i++) {
+    const char req[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    char buf[512] = {0};
+    if (br_write(fd, req, sizeof req - 1, br_deadline_ms(5000)) < 0 ||
+        read_responses(fd, buf, sizeof buf, 1) < 0) {
+      br_close(fd);
+      return br_fail(BR_EIO, "request %d", i);
+    }
+  }
+  br_close(fd);
+  return NULL;
+}
+
+static void *self_test(void *arg) {
+  (void)arg;
+  int lfd = br_tcp_listen("127.0.0.1", 0, 128, 0);
+  if (lfd < 0) return br_fail(lfd, "listen");
+  int port = port_of(lfd);
+  br_task *server;
+  br_spawn(&server, serve, (void *)(intptr_t)lfd, &(br_spawn_opts){.name = "server"});
+
+  char buf[1024] = {0};
+  int fd = br_tcp_connect("127.0.0.1", port, 0, br_deadline_ms(5000));
+  const char get[] = "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+  br_write(fd, get, sizeof get - 1, BR_NEVER);
+  ssize_t n = read_responses(fd, buf, sizeof buf, 1);
+  if (n > 0) printf("GET / -> %.*s, body '%s'\n", (int)strcspn(buf, "\r"), buf, strstr(buf, "\r\n\r\n") + 4);
+
+  /* Three requests in one write: three responses, in order. */
+  const char three[] = "GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\n\r\n";
+  br_write(fd, three, sizeof three - 1, BR_NEVER);
+  n = read_responses(fd, buf, sizeof buf, 3);
+  int got = 0;
+  for (const char *p = buf; n > 0 && (p = strstr(p, "HTTP/1.1 200 OK")) != NULL; p++) got++;
+  printf("pipelined 3 requests -> %d responses\n", got);
+  br_close(fd);
+
+  fd = br_tcp_connect("127.0.0.1", port, 0, br_deadline_ms(5000));
+  const char bad[] = "GET / HTTP/1.1\r\nBad Header\r\n\r\n";
+  br_write(fd, bad, sizeof bad - 1, BR_NEVER);
+  memset(buf, 0, sizeof buf);
+  n = br_read_full(fd, buf, sizeof buf - 1, br_deadline_ms(5000));
+  printf("bad request -> %.*s, %s\n", (int)strcspn(buf, "\r"), buf,
+         n > 0 && br_read(fd, buf, 1, br_deadline_ms(5000)) == 0 ? "closed" : "open?");
+  br_close(fd);
+
+  br_group *g = br_group_new();
+  for (int i = 0; i < 20; i++) br_group_spawn(g, client, (void *)(intptr_t)port, NULL);
+  int rc = br_group_wait(g);
+  if (rc == 0) printf("served 200 requests on 20 keep-alive connections\n");
+  else fprintf(stderr, "clients failed: %s\n", br_group_message(g));
+  br_group_free(g);
+  br_task_close(server);
+  br_close(lfd);
+  return rc ? br_fail(rc, "self-test") : NULL;
+}
+
+int main(int argc, char **argv) {
+  int loops = 1;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!strcmp(argv[i], "--port")) listen_port = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--loops")) loops = atoi(argv[i + 1]);
+  }
+  if (!listen_port) return br_run(self_test, NULL, NULL) == 0 ? 0 : 1;
+  fprintf(stderr, "http_hello: serving on 127.0.0.1:%d with %d loop(s)\n", listen_port, loops);
+  int rc = br_run_loops(loops, loop_main, NULL, NULL);
+  return rc == 0 || rc == BR_ECANCELED ? 0 : 1;
+}
