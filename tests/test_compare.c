@@ -469,6 +469,37 @@ static void test_reports(void **state) {
   free_all(&r);
 }
 
+static void test_crowding_note(void **state) {
+  (void)state;
+  /* computing tasks that got half a core: the report must not pass that off
+   * as the model's speed */
+  const int64_t ms = 1000000;
+  cmp_task tasks[2] = {{.start = 0, .end = 1000 * ms}, {.start = 1000 * ms, .end = 2000 * ms}};
+  cmp_result r = {.work = {.kind = CMP_CPU, .ms = 500, .computes = true, .pieces = 1},
+                  .ntasks = 2};
+  r.present[CMP_SEQ] = true;
+  r.runs[CMP_SEQ] = (cmp_run){.model = CMP_SEQ, .wall_ns = 2000 * ms, .cpu_ns = 1000 * ms,
+                              .workers = 1, .ntasks = 2, .tasks = tasks};
+  cmp_opts o;
+  cmp_defaults(&o);
+  char *out;
+  size_t len;
+  FILE *f = open_memstream(&out, &len);
+  cmp_report_text(f, &r, 1, &o);
+  fclose(f);
+  assert_non_null(strstr(out, "CPU-bound: 2 tasks that each compute 500 ms"));
+  assert_non_null(strstr(out, "other programs were using the CPUs"));
+  assert_non_null(strstr(out, "sequential 0.50/1"));
+  assert_non_null(strstr(out, "--repeat 3"));
+  free(out);
+  r.runs[CMP_SEQ].cpu_ns = 1990 * ms; /* got its core: no note */
+  f = open_memstream(&out, &len);
+  cmp_report_text(f, &r, 1, &o);
+  fclose(f);
+  assert_null(strstr(out, "other programs"));
+  free(out);
+}
+
 /* ---- the binary ---------------------------------------------------------- */
 
 static char cli[PATH_MAX + 32];
@@ -626,6 +657,7 @@ int main(void) {
       cmocka_unit_test(test_pools),
       cmocka_unit_test(test_thread_failure_is_reported),
       cmocka_unit_test(test_reports),
+      cmocka_unit_test(test_crowding_note),
       cmocka_unit_test(test_cli_commands),
       cmocka_unit_test(test_cli_compare_errors),
       cmocka_unit_test(test_cli_compare_runs),
