@@ -1,6 +1,13 @@
 // sleepers: the Go peer of bench/sleepers.c: -n goroutines each sleep -ms
 // milliseconds (time.Sleep), all alive at once, then all are waited for.
-// Prints the wall time; run.py reads the peak RSS of the process.
+// Prints the wall time and peak RSS (VmHWM).
+//
+// The goroutines wait on a start gate closed once all are spawned, so that all
+// n sleep at the same time as braid's tasks do (a braid task does not run
+// before its spawner blocks): spawning a million goroutines takes longer than
+// the sleep, and without the gate the first ones finish (and their stacks are
+// reused) before the last ones start. -gate=false runs the plain version for
+// comparison.
 package main
 
 import (
@@ -17,22 +24,28 @@ import (
 func main() {
 	n := flag.Int("n", 100000, "tasks")
 	ms := flag.Int("ms", 1000, "sleep per task, milliseconds")
+	useGate := flag.Bool("gate", true, "hold every goroutine at a start gate until all are spawned")
 	flag.Parse()
 
 	d := time.Duration(*ms) * time.Millisecond
 	var wg sync.WaitGroup
 	start := time.Now()
 	wg.Add(*n)
+	gate := make(chan struct{})
 	for i := 0; i < *n; i++ {
 		go func() {
+			if *useGate {
+				<-gate
+			}
 			time.Sleep(d)
 			wg.Done()
 		}()
 	}
+	close(gate)
 	wg.Wait()
 	el := time.Since(start)
 	json.NewEncoder(os.Stdout).Encode(map[string]interface{}{
-		"bench": "sleepers", "impl": "go", "n": *n, "ms": *ms, "ops": *n,
+		"bench": "sleepers", "impl": "go", "n": *n, "gate": *useGate, "ms": *ms, "ops": *n,
 		"gomaxprocs": runtime.GOMAXPROCS(0),
 		"vmhwm_kib":  vmhwmKiB(),
 		"elapsed_s":  el.Seconds(),
