@@ -924,6 +924,47 @@ static void test_wait_inside_jobs(void **state) {
   br_pool_free(p);
 }
 
+/* br__pool_thread_wait: the entry point the core's br_await can call on a
+ * plain thread (see src/exec/pool.c). */
+int br__pool_thread_wait(br_future *f, int64_t deadline);
+
+static void *hook_waits(void *arg) {
+  self_ref *s = arg;
+  while (!atomic_load(&s->ready)) sleep_ms(1);
+  long bad = 0;
+  if (br__pool_thread_wait(s->self, BR_NEVER) != BR_EDEADLK) bad |= 1;
+  /* Another job, running on the other worker: a short deadline times out.
+   * (Wait until it started there: a helping wait could otherwise run it
+   * itself, and it would never return, since it waits for us.) */
+  gate g = {0};
+  br_future *slow;
+  br_pool_submit(br_pool_current(), &slow, blocker, &g);
+  while (!atomic_load(&g.started)) sleep_ms(1);
+  if (br__pool_thread_wait(slow, br_now() + 20 * 1000000LL) != BR_ETIMEDOUT) bad |= 2;
+  atomic_store(&g.release, 1);
+  if (br__pool_thread_wait(slow, BR_NEVER) != 0) bad |= 4;
+  if (br_future_error(slow) != 0) bad |= 8;
+  br_future_unref(slow);
+  return IP(bad);
+}
+
+static void test_core_wait_hook(void **state) {
+  (void)state;
+  br_pool *p = br_pool_new(2, NULL);
+  self_ref s = {0};
+  br_future *f;
+  assert_int_equal(br_pool_submit(p, &f, hook_waits, &s), 0);
+  s.self = f;
+  atomic_store(&s.ready, 1);
+  void *v;
+  assert_int_equal(br_await(f, &v), 0);
+  assert_int_equal(PI(v), 0);
+  /* Not a pool worker: "not mine", the core waits its usual way. */
+  assert_int_equal(br__pool_thread_wait(f, BR_NEVER), 1);
+  br_future_unref(f);
+  br_pool_free(p);
+}
+
 /* ------------------------------------------------------------------------ */
 /* From a loop task                                                          */
 
@@ -978,6 +1019,7 @@ int main(void) {
       cmocka_unit_test(test_cancel_race),
       cmocka_unit_test(test_wait_on_self_is_edeadlk),
       cmocka_unit_test(test_wait_inside_jobs),
+      cmocka_unit_test(test_core_wait_hook),
       cmocka_unit_test(test_from_task),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

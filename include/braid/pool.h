@@ -123,7 +123,10 @@ int br_pool_cancelled(void);
  * BR_EDEADLK if f belongs to a job that cannot finish before the caller does:
  * the calling job itself, or a job that this worker is running further down
  * its stack (a job that, directly or through a fork child, is waiting for the
- * caller). Outside a pool job it is br_await(f, value). */
+ * caller). Outside a pool job it is br_await(f, value). Caveat of every
+ * helping wait: a job it runs meanwhile sits on top of the caller's stack, so
+ * it must not itself wait for something the caller would only do after its
+ * wait returns. */
 int br_pool_wait(br_future *f, void **value);
 
 /* ------------------------------------------------------------------------ */

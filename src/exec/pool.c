@@ -838,45 +838,92 @@ int br_pool_cancelled(void) {
   return 0;
 }
 
+/* A worker waiting for a future: woken by an on_done callback. Heap-allocated
+ * and shared with the callback (two references), because a wait with a
+ * deadline may give up before the future completes, and braid has no way to
+ * unregister a callback. */
 typedef struct {
   _Atomic uint32_t flag;
-} br__waiter;
+  _Atomic int refs;
+} br__pwaiter;
 
-static void waiter_done(void *arg) {
-  br__waiter *wt = arg;
-  atomic_store(&wt->flag, 1); /* the last access to wt: see futex_wake */
+static void pwaiter_release(br__pwaiter *wt) {
+  if (atomic_fetch_sub(&wt->refs, 1) == 1) free(wt);
+}
+
+static void pwaiter_done(void *arg) {
+  br__pwaiter *wt = arg;
+  atomic_store(&wt->flag, 1);
   futex_wake(&wt->flag, 1);
+  pwaiter_release(wt);
+}
+
+/* Wait on a pool worker for f to complete, running other pool work
+ * meanwhile: 0 once it is complete, BR_EDEADLK if it cannot complete before
+ * the caller does, BR_ETIMEDOUT at the deadline. */
+static int worker_wait(br__worker *w, br_future *f, int64_t deadline) {
+  for (br__chain *c = w->chain; c; c = c->prev)
+    if (c->job && c->job->fut == f) return BR_EDEADLK;
+  if (br_future_done(f)) return 0;
+  br__pwaiter *wt = malloc(sizeof *wt);
+  if (wt) {
+    atomic_init(&wt->flag, 0);
+    atomic_init(&wt->refs, 2);
+    if (br_future_on_done(f, pwaiter_done, wt) != 0) {
+      free(wt);
+      wt = NULL;
+    }
+  }
+  int rc = 0;
+  int64_t nap = JOIN_PARK_MIN_NS;
+  for (;;) {
+    if (wt ? atomic_load(&wt->flag) != 0 : br_future_done(f)) break;
+    br_fork *x = NULL;
+    if (w->help_depth < MAX_HELP_DEPTH) x = find_work(w);
+    if (x) {
+      w->help_depth++;
+      run_any(w, x);
+      w->help_depth--;
+      nap = JOIN_PARK_MIN_NS;
+      continue;
+    }
+    int64_t left = deadline == BR_NEVER ? nap : deadline - now_ns();
+    if (left <= 0) {
+      rc = br_future_done(f) ? 0 : BR_ETIMEDOUT;
+      break;
+    }
+    if (left > nap) left = nap;
+    if (wt) futex_wait(&wt->flag, 0, left);
+    else nanosleep(&(struct timespec){0, left}, NULL);
+    if (nap < JOIN_PARK_MAX_NS) nap *= 2;
+  }
+  if (wt) pwaiter_release(wt);
+  return rc;
 }
 
 int br_pool_wait(br_future *f, void **value) {
   br__worker *w = tls_w;
   if (!w) return br_await(f, value);
   if (!f) return BR_EINVAL;
-  for (br__chain *c = w->chain; c; c = c->prev)
-    if (c->job && c->job->fut == f) return BR_EDEADLK;
-  if (!br_future_done(f)) {
-    br__waiter wt;
-    atomic_init(&wt.flag, 0);
-    bool cb = br_future_on_done(f, waiter_done, &wt) == 0;
-    int64_t nap = JOIN_PARK_MIN_NS;
-    for (;;) {
-      if (cb ? atomic_load(&wt.flag) != 0 : br_future_done(f)) break;
-      br_fork *x = NULL;
-      if (w->help_depth < MAX_HELP_DEPTH) x = find_work(w);
-      if (x) {
-        w->help_depth++;
-        run_any(w, x);
-        w->help_depth--;
-        nap = JOIN_PARK_MIN_NS;
-        continue;
-      }
-      if (cb) futex_wait(&wt.flag, 0, nap);
-      else nanosleep(&(struct timespec){0, nap}, NULL);
-      if (nap < JOIN_PARK_MAX_NS) nap *= 2;
-    }
+  int rc = worker_wait(w, f, BR_NEVER);
+  if (rc) {
+    if (value) *value = NULL;
+    return rc;
   }
   if (value) *value = br_future_value(f);
   return br_future_error(f);
+}
+
+/* br__pool_thread_wait: for the core. br_await / br_await_until on a plain
+ * thread can call this first: on a pool worker it waits the pool's way
+ * (helping, BR_EDEADLK for a job waiting on itself) and returns 0 once f is
+ * complete, BR_EDEADLK or BR_ETIMEDOUT; on any other thread it returns 1 and
+ * does nothing, and the caller waits as usual. */
+int br__pool_thread_wait(br_future *f, int64_t deadline);
+int br__pool_thread_wait(br_future *f, int64_t deadline) {
+  br__worker *w = tls_w;
+  if (!w || !f) return 1;
+  return worker_wait(w, f, deadline);
 }
 
 /* ------------------------------------------------------------------------ */
