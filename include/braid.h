@@ -335,8 +335,9 @@ int br_future_on_done(br_future *f, br_callback_fn cb, void *arg);
 
 /* br_wait: wait until a condition over n futures holds (asyncio.wait):
  * BR_WAIT_FIRST: any completed — returns the lowest index of a completed one;
- * BR_WAIT_FIRST_ERROR: any failed — returns its index, or n once all
- * completed without error; BR_WAIT_ALL: all completed — returns n.
+ * BR_WAIT_FIRST_ERROR: any failed — returns its index, or n-1 once all
+ * completed without error (check br_future_error to tell which);
+ * BR_WAIT_ALL: all completed — returns n-1. The index is always valid.
  * Errors of the wait itself: BR_ETIMEDOUT at the deadline (BR_NEVER: none),
  * BR_ECANCELED, BR_EINVAL (NULL, n == 0), BR_ENOTTASK from a loop callback.
  * Futures are borrowed; none is cancelled. Task or plain thread. */
@@ -378,7 +379,10 @@ int br_scope_enter(br_scope *s, int64_t deadline, bool shield);
 int br_scope_exit(br_scope *s);
 
 /* br_scope_cancel: cancel s (any task on the same loop may call it); the
- * owner's blocking calls inside s return BR_ECANCELED. */
+ * owner's blocking calls inside s return BR_ECANCELED. A scope is a local
+ * of its owner: if the owner is a compact task, only the owner itself may
+ * cancel it (its frames move while it is suspended; use br_cancel on the
+ * task instead). */
 void br_scope_cancel(br_scope *s);
 
 /* ------------------------------------------------------------------------ */

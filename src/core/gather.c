@@ -140,22 +140,33 @@ static int check(br_future *const *fs, size_t n, br_wait_mode mode) {
     if (mode == BR_WAIT_FIRST) return (int)i;
     if (mode == BR_WAIT_FIRST_ERROR && fs[i]->err) return (int)i;
   }
-  return done == n ? (int)n : -1;
+  /* ALL, or FIRST_ERROR with no failure: every future is done. Return a
+   * valid index (the last) so fs[r] is always safe to read. */
+  return done == n ? (int)n - 1 : -1;
 }
 
 int br_wait(br_future *const *fs, size_t n, br_wait_mode mode, int64_t deadline) {
   if (!fs || !n || n > INT32_MAX || (unsigned)mode > BR_WAIT_ALL) return BR_EINVAL;
   for (size_t i = 0; i < n; i++)
     if (!fs[i]) return BR_EINVAL;
+  /* Futures already complete are skipped when waiting again: only a new
+   * completion can change the answer. */
+  unsigned char *done = calloc(n, 1);
+  if (!done) return BR_ENOMEM;
+  int r;
   for (;;) {
-    int r = check(fs, n, mode);
-    if (r >= 0) return r;
-    int rc = wait_any(fs, n, NULL, deadline);
+    r = check(fs, n, mode);
+    if (r >= 0) break;
+    for (size_t i = 0; i < n; i++) done[i] = br_future_done(fs[i]);
+    int rc = wait_any(fs, n, done, deadline);
     if (rc) {
       r = check(fs, n, mode);
-      return r >= 0 ? r : rc;
+      if (r < 0) r = rc;
+      break;
     }
   }
+  free(done);
+  return r;
 }
 
 struct br_as_completed {

@@ -10,6 +10,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <ucontext.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -52,12 +53,28 @@ static void chain(struct sigaction *prev, int sig, siginfo_t *si, void *uc) {
   signal(sig, SIG_DFL);
 }
 
+static char *interrupted_sp(void *ucv) {
+  ucontext_t *uc = ucv;
+#if defined(__x86_64__)
+  return (char *)uc->uc_mcontext.gregs[REG_RSP];
+#elif defined(__aarch64__)
+  return (char *)uc->uc_mcontext.sp;
+#else
+  (void)uc;
+  return NULL;
+#endif
+}
+
 static void on_fault(int sig, siginfo_t *si, void *uc) {
   struct br_loop *L = br__tls_loop;
   struct br_task *t = L ? L->current : NULL;
   if (t) {
     br__stack *s = t->compact ? L->shared : t->stack;
-    if (s && br__stack_fault_in(s, si->si_addr)) {
+    /* An unguarded stack overflows into its neighbour and faults further
+     * down; the interrupted stack pointer below the stack still says whose
+     * overflow it is. */
+    char *sp = interrupted_sp(uc);
+    if (s && (br__stack_fault_in(s, si->si_addr) || (sp && sp < s->lo && sp > s->lo - (64 << 20)))) {
       char b[160];
       size_t n = put_str(b, 0, sizeof b, "braid: task '");
       if (t->name[0]) {

@@ -289,9 +289,16 @@ bool br__wake_any_thread(struct br_task *t, int code) {
 
 /* --- cancellation state -------------------------------------------------- */
 
+/* A task's scopes live in its frames. For a suspended compact task those
+ * frames sit in its save buffer, not on the shared stack, so every scope
+ * pointer of a task other than the running one is translated. */
+static inline struct br_scope *scope_at(struct br_task *t, struct br_scope *s) {
+  return s ? br__task_addr(t, s) : NULL;
+}
+
 int br__checkpoint_slow(struct br_task *t) {
   int64_t now = 0;
-  for (struct br_scope *s = t->scope; s; s = s->parent) {
+  for (struct br_scope *s = scope_at(t, t->scope); s; s = scope_at(t, s->parent)) {
     if (s->state == 2) return BR_ECANCELED;
     if (s->state == 1) return BR_ETIMEDOUT;
     if (s->deadline != BR_NEVER) {
@@ -333,7 +340,7 @@ static int64_t scope_deadline(struct br_task *t) {
 
 /* Whether a cancel of t (task-level) would be seen by its current wait. */
 static bool cancel_visible(struct br_task *t) {
-  for (struct br_scope *s = t->scope; s; s = s->parent)
+  for (struct br_scope *s = scope_at(t, t->scope); s; s = scope_at(t, s->parent))
     if (s->shield) return false;
   return true;
 }

@@ -28,8 +28,7 @@ void br__ctx_make(br__ctx *c, void *lo, size_t size, void (*fn)(void *), void *a
 void br__ctx_switch(br__ctx *from, br__ctx *to) {
   /* Record an approximate stack pointer for compact mode's copy: everything
    * this frame and swapcontext use lies above it. */
-  char here;
-  from->sp = &here - 512;
+  from->sp = (void *)((uintptr_t)__builtin_frame_address(0) - 512);
   swapcontext(&from->uc, &to->uc);
 }
 #endif
