@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -295,12 +296,12 @@ static void on_usr1(int s) {
 
 typedef struct pest {
   pthread_t target;
-  volatile bool stop;
+  atomic_bool stop;
 } pest;
 
 static void *pester(void *arg) {
   pest *p = arg;
-  while (!p->stop) {
+  while (!atomic_load(&p->stop)) {
     pthread_kill(p->target, SIGUSR1);
     struct timespec ts = {0, 200000};
     nanosleep(&ts, NULL);
@@ -332,7 +333,7 @@ static void *body_eintr(void *arg) {
   char buf[400];
   assert_int_equal(br_read_full(sv[1], buf, 400, br_deadline_ms(10000)), 400);
   assert_int_equal(br_join(w, NULL), 0);
-  p.stop = true;
+  atomic_store(&p.stop, true);
   pthread_join(th, NULL);
   sigaction(SIGUSR1, &old, NULL);
   assert_true(hits > 0);

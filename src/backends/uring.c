@@ -126,7 +126,11 @@ static int uring_open(br__poller *p) {
   /* Try the cheapest task-work mode first, then plainer setups for older
    * kernels (each flag is refused with -EINVAL where unknown). */
   const unsigned flag_sets[] = {
-    IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN,
+    /* COOP_TASKRUN: completions are not pushed with an interrupt but run
+     * when we next enter the kernel; TASKRUN_FLAG tells us (in the SQ ring
+     * flags) when some are waiting, so a non-blocking poll can fetch them. */
+    IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN |
+        IORING_SETUP_TASKRUN_FLAG,
     IORING_SETUP_CQSIZE,
     0,
   };
