@@ -317,9 +317,24 @@ static void job_release(br__job *job, int n) {
   pool_release(p);
 }
 
-/* A job accepted by the pool has finished (ran, or was cancelled unstarted). */
-static void job_finished(br_pool *p) {
-  if (atomic_fetch_sub(&p->pending, 1) == 1 && atomic_load(&p->state) != S_RUNNING) wake_all(p);
+/* How a job accepted by the pool ended. */
+enum { END_RAN, END_FAILED, END_CANCELLED };
+
+/* A job accepted by the pool has finished. The counters move together with
+ * pending under inj_lock, so that a shutdown report taken under the same lock
+ * always adds up (pending == completed + cancelled). */
+static void job_finished(br_pool *p, int how) {
+  pthread_mutex_lock(&p->inj_lock);
+  int64_t left = atomic_fetch_sub(&p->pending, 1) - 1;
+  if (how == END_CANCELLED) {
+    atomic_fetch_add_explicit(&p->cancelled, 1, memory_order_relaxed);
+  } else {
+    atomic_fetch_add_explicit(&p->completed, 1, memory_order_relaxed);
+    if (how == END_FAILED) atomic_fetch_add_explicit(&p->failed, 1, memory_order_relaxed);
+  }
+  bool stopping = atomic_load(&p->state) != S_RUNNING;
+  pthread_mutex_unlock(&p->inj_lock);
+  if (left == 0 && stopping) wake_all(p);
 }
 
 static void job_cancel_hook(void *arg) {
@@ -339,8 +354,7 @@ static void job_cancel_hook(void *arg) {
   }
   pthread_mutex_unlock(&p->inj_lock);
   if (unlinked) {
-    atomic_fetch_add(&p->cancelled, 1);
-    job_finished(p);
+    job_finished(p, END_CANCELLED);
     job_release(job, 2); /* the queue's reference and ours */
   } else {
     job_release(job, 1);
@@ -451,8 +465,7 @@ static void run_job(br__worker *w, br__job *job) {
   if (atomic_load(&job->cancelled) || br_future_done(job->fut)) {
     /* Cancelled before it started: the hook completed the future (or will
      * run, and finds the job no longer queued). */
-    atomic_fetch_add(&p->cancelled, 1);
-    job_finished(p);
+    job_finished(p, END_CANCELLED);
     job_release(job, 1);
     return;
   }
@@ -469,15 +482,13 @@ static void run_job(br__worker *w, br__job *job) {
   w->root = proot;
   w->chain = link.prev;
 
+  /* Count it first: whoever sees the future complete also sees the stats. */
+  job_finished(p, job->fk.err ? END_FAILED : END_RAN);
   int rc;
-  if (job->fk.err) {
-    atomic_fetch_add_explicit(&p->failed, 1, memory_order_relaxed);
+  if (job->fk.err)
     rc = br_future_fail(job->fut, job->fk.err, "%s", job->fk.msg ? job->fk.msg : "");
-  } else {
+  else
     rc = br_future_set(job->fut, v);
-  }
-  atomic_fetch_add_explicit(&p->completed, 1, memory_order_relaxed);
-  job_finished(p);
   /* If our completion won, the cancel hook can never run: drop its
    * reference too. Otherwise the hook ran or will run and drops its own. */
   job_release(job, rc == 0 ? 2 : 1);
@@ -745,8 +756,7 @@ int br_pool_shutdown(br_pool *pool, unsigned mode, br_pool_report *report) {
     while ((job = inj_pop(pool))) {
       atomic_store(&job->cancelled, 1);
       (void)br_future_cancel(job->fut);
-      atomic_fetch_add(&pool->cancelled, 1);
-      job_finished(pool);
+      job_finished(pool, END_CANCELLED);
       job_release(job, 1);
     }
   }
