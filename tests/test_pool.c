@@ -796,6 +796,7 @@ static void test_shutdown_from_worker(void **state) {
 static void *spin_a_bit(void *arg) {
   volatile long x = 0;
   for (long i = 0; i < 2000; i++) x += i;
+  (void)x;
   return arg;
 }
 

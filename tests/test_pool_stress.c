@@ -83,6 +83,7 @@ enum { FLAT = 4096 };
 static void *slow_leaf(void *arg) {
   volatile unsigned x = 0;
   for (unsigned i = 0; i < 64; i++) x += i;
+  (void)x;
   return leaf(arg);
 }
 
