@@ -939,17 +939,32 @@ int br__pool_thread_wait(br_future *f, int64_t deadline) {
 /* ------------------------------------------------------------------------ */
 /* Fork-join                                                                 */
 
+/* The uncommon ends of br_pool_fork, out of line so that the fast path
+ * needs no stack frame. */
+__attribute__((noinline, cold)) static int fork_refused(br__worker *w, br_fork *f) {
+  if (!f) return BR_EINVAL;
+  f->state = F_FAILED;
+  f->err = !w ? BR_EPERM : BR_EINVAL;
+  f->msg = NULL;
+  return f->err;
+}
+
+/* No memory to grow the deque: run the child now. Still correct, just serial
+ * for this fork. */
+__attribute__((noinline, cold)) static int fork_inline(br__worker *w, br_fork *f) {
+  br_fork *pcur = w->cur;
+  w->cur = f;
+  f->value = f->fn(f->arg);
+  w->cur = pcur;
+  f->state = F_INLINE;
+  return 0;
+}
+
+__attribute__((noinline)) static void notify_slow(br_pool *p) { wake_one(p); }
+
 int br_pool_fork(br_fork *f, br_pool_fn fn, void *arg) {
   br__worker *w = tls_w;
-  if (UNLIKELY(!w || !f || !fn)) {
-    if (f) {
-      f->state = F_FAILED;
-      f->err = !w ? BR_EPERM : BR_EINVAL;
-      f->msg = NULL;
-      return f->err;
-    }
-    return BR_EINVAL;
-  }
+  if (UNLIKELY(!w || !f || !fn)) return fork_refused(w, f);
   f->fn = fn;
   f->arg = arg;
   f->msg = NULL;
@@ -960,18 +975,14 @@ int br_pool_fork(br_fork *f, br_pool_fn fn, void *arg) {
   __atomic_store_n(&f->done, D_RUNNING, __ATOMIC_RELAXED);
   f->state = F_PUSHED;
   ctr_inc(&w->forks);
-  if (UNLIKELY(br__deque_push(&w->dq, f) < 0)) {
-    /* No memory to grow the deque: run the child now. Still correct, just
-     * serial for this fork. */
-    br_fork *pcur = w->cur;
-    w->cur = f;
-    f->value = fn(arg);
-    w->cur = pcur;
-    f->state = F_INLINE;
-    return 0;
-  }
+  if (UNLIKELY(br__deque_push(&w->dq, f) < 0)) return fork_inline(w, f);
   w->open_forks++;
-  notify(w->pool);
+  /* notify(), with the wake-up out of line. */
+  br_pool *p = w->pool;
+  if (!p->membarrier) FULL_FENCE();
+  if (LIKELY(atomic_load_explicit(&p->nsleeping, memory_order_relaxed) == 0)) return 0;
+  if (atomic_load_explicit(&p->nspinning, memory_order_relaxed) != 0) return 0;
+  notify_slow(p);
   return 0;
 }
 

@@ -105,8 +105,9 @@ static inline void br__deque_destroy(br__deque *q) {
  * new array is published with a release store so that a thief that reads it
  * (acquire) also sees the copied slots. Returns NULL on ENOMEM (the deque is
  * then unchanged). */
-static inline br__deque_array *br__deque_grow(br__deque *q, br__deque_array *a, int64_t t,
-                                              int64_t b) {
+__attribute__((noinline, cold)) static br__deque_array *br__deque_grow(br__deque *q,
+                                                                       br__deque_array *a,
+                                                                       int64_t t, int64_t b) {
   br__deque_array *n = br__deque_array_new((a->mask + 1) * 2);
   if (!n) return NULL;
   for (int64_t i = t; i < b; i++)
