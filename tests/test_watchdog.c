@@ -141,6 +141,48 @@ static void test_stderr(void **state) {
   br_child_result_free(&r);
 }
 
+/* BRAID_DEBUG=1 watches every loop with no code at all. */
+static void *debug_body(void *arg) {
+  (void)arg;
+  br_sleep_ms(1); /* (br_run's first iteration has no heartbeat yet) */
+  br_task *t;
+  br_spawn(&t, blocker, NULL, &(br_spawn_opts){.name = "legacy-call"});
+  br_join(t, NULL);
+  br_sleep_ms(100);
+  return NULL;
+}
+
+static void child_debug(void *arg) {
+  (void)arg;
+  setenv("BRAID_DEBUG", "1", 1);
+  unsetenv("BRAID_WATCHDOG_MS");
+  br_run(debug_body, NULL, NULL);
+}
+
+static void test_braid_debug(void **state) {
+  (void)state;
+  br_child_result r;
+  assert_int_equal(br_test_run_child(child_debug, NULL, 20000, &r), 0);
+  assert_true(r.exited);
+  assert_int_equal(r.exit_code, 0);
+  if (!strstr(r.err, "in task 'legacy-call' (watchdog threshold 100 ms)")) fprintf(stderr, "%s", r.err);
+  assert_non_null(strstr(r.err, "in task 'legacy-call' (watchdog threshold 100 ms)"));
+  br_child_result_free(&r);
+}
+
+/* br_loop_opts.watchdog_ms: watched from birth, forgotten at free. */
+static void test_loop_option(void **state) {
+  (void)state;
+  memset(&S.stalls, 0, sizeof S - offsetof(seen, stalls));
+  br_watchdog_set_handler(handler, NULL);
+  br_loop_opts o = {.watchdog_ms = 50};
+  void *res;
+  assert_int_equal(br_run_opts(debug_body, NULL, &res, &o), 0);
+  br_watchdog_set_handler(NULL, NULL);
+  assert_int_equal(S.stalls, 1);
+  assert_string_equal(S.task, "legacy-call");
+}
+
 /* Several loops on several threads, one monitor. */
 static void *thread_loop(void *arg) {
   (void)arg;
@@ -172,7 +214,9 @@ int main(void) {
     /* First, while the process has one thread: the child it forks starts
      * threads, which ThreadSanitizer refuses after a multi-threaded fork. */
     cmocka_unit_test(test_stderr),
+    cmocka_unit_test(test_braid_debug),
     cmocka_unit_test(test_reports),
+    cmocka_unit_test(test_loop_option),
     cmocka_unit_test(test_many_loops),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

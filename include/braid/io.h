@@ -507,16 +507,16 @@ typedef void (*br_watchdog_fn)(const br_watchdog_report *r, void *ud);
  * ("braid: loop was blocked for 312 ms in total"). The backtrace is taken
  * by a signal (SIGRTMIN+5) sent to the stuck thread once per stall: a
  * blocking call it interrupts may return early with EINTR, as under a
- * profiler (link with -rdynamic for function names). Loops watch
- * themselves when BRAID_DEBUG=1 (once the core calls the watchdog's loop
- * hooks; see docs/io.md). One monitor thread serves every loop; it reads
- * the loop's heartbeat every threshold/4 and costs the loop nothing.
- * Disable a loop before freeing it.
+ * profiler (link with -rdynamic for function names). Loops created with
+ * br_loop_opts.watchdog_ms > 0 are watched from birth, and every loop is
+ * when BRAID_DEBUG=1; a loop is forgotten automatically when it is freed.
+ * One monitor thread serves every loop; it reads the loop's heartbeat every
+ * threshold/4 and costs the loop nothing.
  * 0, BR_EINVAL, BR_ENOMEM, BR_EAGAIN (monitor thread). Any thread. */
 int br_watchdog_enable(br_loop *loop, int64_t threshold_ms);
 
-/* br_watchdog_disable: stop watching loop (before freeing it). Idempotent;
- * loop_free does it for loops watched because of BRAID_DEBUG. Any thread. */
+/* br_watchdog_disable: stop watching loop. Idempotent; br_loop_free does it
+ * by itself. Any thread. */
 void br_watchdog_disable(br_loop *loop);
 
 /* br_watchdog_set_handler: route reports to fn(report, ud) instead of

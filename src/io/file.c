@@ -27,7 +27,6 @@
 #include <unistd.h>
 
 #include "backends/uring.h"
-#include "core/core.h"
 #include "core/loop.h"
 #include "io/io_internal.h"
 
@@ -53,8 +52,8 @@ typedef struct fop {
 
 /* Whether the calling task runs on the loop's shared (compact) stack. */
 static bool task_is_compact(void) {
-  struct br_task *t = br_self();
-  return t && t->compact;
+  br_task *t = br_self();
+  return t && br__task_is_compact(t);
 }
 
 /* --- the system calls themselves (plain thread, pool job) ---------------- */

@@ -6,6 +6,10 @@
  * mode reports callbacks slower than 100 ms; this does the same for braid,
  * with the task's name and the stuck thread's backtrace.
  *
+ * Which loops: those created with br_loop_opts.watchdog_ms > 0, every loop
+ * when BRAID_DEBUG=1 (the core reports loops to us through its observer
+ * hook), and any loop given to br_watchdog_enable().
+ *
  * How: the loop stamps a heartbeat each time it returns from its poller (0
  * while it sleeps inside it: idle is not stuck). One monitor thread for the
  * whole process reads the heartbeat of every watched loop every
@@ -36,20 +40,6 @@
 #include <unistd.h>
 
 #include "core/loop.h"
-#include "obs/watchdog.h"
-
-#ifdef BRAID_TSAN
-/* The heartbeat is a plain int64 written by the loop thread and read here
- * on purpose without synchronisation (a torn read is impossible on our
- * targets and a stale one only delays a report by one period). */
-void AnnotateIgnoreReadsBegin(const char *file, int line);
-void AnnotateIgnoreReadsEnd(const char *file, int line);
-#define RACY_BEGIN() AnnotateIgnoreReadsBegin(__FILE__, __LINE__)
-#define RACY_END() AnnotateIgnoreReadsEnd(__FILE__, __LINE__)
-#else
-#define RACY_BEGIN() ((void)0)
-#define RACY_END() ((void)0)
-#endif
 
 #define MAX_FRAMES 64
 
@@ -206,9 +196,7 @@ static void *monitor(void *arg) {
 
     for (size_t i = 0; i < W.n; i++) {
       entry *e = &W.v[i];
-      RACY_BEGIN();
       int64_t hb = br__loop_heartbeat(e->loop);
-      RACY_END();
       int64_t now = br_now();
       pending p;
       memset(&p, 0, sizeof p);
@@ -324,13 +312,23 @@ static int debug_on(void) {
   return v;
 }
 
-void br__watchdog_loop_created(br_loop *loop) {
-  if (debug_on()) enable(loop, 0, true);
-}
-
-void br__watchdog_loop_freed(br_loop *loop) {
+/* The core tells us about every loop (br__loop_set_observer): watch the
+ * ones created with br_loop_opts.watchdog_ms > 0, or all of them under
+ * BRAID_DEBUG=1, and forget each one before it is freed. */
+static void loop_observer(br_loop *loop, bool created) {
+  if (created) {
+    const br_loop_opts *o = br__loop_opts(loop);
+    int64_t ms = o ? o->watchdog_ms : 0;
+    if (ms > 0)
+      enable(loop, ms, true);
+    else if (debug_on())
+      enable(loop, 0, true);
+    return;
+  }
   pthread_mutex_lock(&W.mu);
   bool any = W.n > 0;
   pthread_mutex_unlock(&W.mu);
   if (any) disable(loop, false);
 }
+
+__attribute__((constructor)) static void watchdog_init(void) { br__loop_set_observer(loop_observer); }
