@@ -899,6 +899,10 @@ static void *outer_waits_inner(void *arg) {
   return IP(rc);
 }
 
+static void *wait_until_short(void *arg) {
+  return IP(br_pool_wait_until(arg, br_now() + 20 * 1000000LL, NULL));
+}
+
 static void test_wait_inside_jobs(void **state) {
   (void)state;
   br_pool *p = br_pool_new(1, NULL);
@@ -916,8 +920,24 @@ static void test_wait_inside_jobs(void **state) {
   assert_int_equal(atomic_load(&c.inner_rc), BR_EDEADLK);
   br_future_unref(a);
 
-  /* Outside a pool br_pool_wait is br_await. */
+  /* With a deadline, inside a job. The awaited job belongs to a second pool:
+   * one of p's own would be run by the helping wait itself. */
   br_future *f;
+  br_pool *other = br_pool_new(1, NULL);
+  gate g = {0};
+  br_future *slow;
+  br_pool_submit(other, &slow, blocker, &g);
+  assert_int_equal(br_pool_submit(p, &f, wait_until_short, slow), 0);
+  assert_int_equal(br_await(f, &v), 0);
+  assert_int_equal(PI(v), BR_ETIMEDOUT);
+  br_future_unref(f);
+  atomic_store(&g.release, 1);
+  assert_int_equal(br_pool_wait_until(slow, BR_NEVER, &v), 0);
+  assert_int_equal(PI(v), 1);
+  br_future_unref(slow);
+  br_pool_free(other);
+
+  /* Outside a pool br_pool_wait is br_await. */
   br_pool_submit(p, &f, add_one, IP(1));
   assert_int_equal(br_pool_wait(f, &v), 0);
   assert_int_equal(PI(v), 2);

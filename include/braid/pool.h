@@ -129,6 +129,12 @@ int br_pool_cancelled(void);
  * wait returns. */
 int br_pool_wait(br_future *f, void **value);
 
+/* br_pool_wait_until: br_pool_wait with an absolute deadline (br_now() ns,
+ * BR_NEVER for none): BR_ETIMEDOUT when it passes first (f is not
+ * cancelled; a job the caller is running meanwhile is finished first).
+ * Outside a pool job it is br_await_until(f, deadline, value). */
+int br_pool_wait_until(br_future *f, int64_t deadline, void **value);
+
 /* ------------------------------------------------------------------------ */
 /* Data parallelism. Each call returns when all the work is done (a task
  * awaiting it suspends, a plain thread blocks, a pool job runs the work itself

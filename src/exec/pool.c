@@ -911,11 +911,13 @@ static int worker_wait(br__worker *w, br_future *f, int64_t deadline) {
   return rc;
 }
 
-int br_pool_wait(br_future *f, void **value) {
+int br_pool_wait(br_future *f, void **value) { return br_pool_wait_until(f, BR_NEVER, value); }
+
+int br_pool_wait_until(br_future *f, int64_t deadline, void **value) {
   br__worker *w = tls_w;
-  if (!w) return br_await(f, value);
+  if (!w) return br_await_until(f, deadline, value);
   if (!f) return BR_EINVAL;
-  int rc = worker_wait(w, f, BR_NEVER);
+  int rc = worker_wait(w, f, deadline);
   if (rc) {
     if (value) *value = NULL;
     return rc;
