@@ -822,20 +822,28 @@ int br_pool_submit(br_pool *pool, br_future **out, br_pool_fn fn, void *arg) {
   return 0;
 }
 
-void *br_pool_fail(int code, const char *fmt, ...) {
+/* br__pool_vfail: for the core. br_fail() called outside a task can call
+ * this so that `return br_fail(...)` also works in pool jobs: it records the
+ * failure and returns 0 on a pool worker running a job, 1 (nothing done)
+ * anywhere else. */
+int br__pool_vfail(int code, const char *fmt, va_list ap);
+int br__pool_vfail(int code, const char *fmt, va_list ap) {
   br__worker *w = tls_w;
-  if (!w || !w->cur) return NULL;
+  if (!w || !w->cur) return 1;
   br_fork *c = w->cur;
   char *msg = NULL;
-  if (fmt) {
-    va_list ap;
-    va_start(ap, fmt);
-    if (vasprintf(&msg, fmt, ap) < 0) msg = NULL;
-    va_end(ap);
-  }
+  if (fmt && vasprintf(&msg, fmt, ap) < 0) msg = NULL;
   free(c->msg);
   c->msg = msg;
   c->err = code < 0 ? code : BR_EFAILED;
+  return 0;
+}
+
+void *br_pool_fail(int code, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  (void)br__pool_vfail(code, fmt, ap);
+  va_end(ap);
   return NULL;
 }
 
