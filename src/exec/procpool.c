@@ -46,6 +46,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -136,6 +137,7 @@ struct br_procpool {
   size_t ntimeout; /* dispatched jobs that have a timeout */
   pid_t server_pid;
   bool server_hello; /* the server said it is configured */
+  bool server_forked; /* fallback: the server was forked, not exec'd */
   int ctl, efd, epfd;
   pp_pool_shm *pshm;
   size_t pshm_size;
@@ -712,6 +714,84 @@ out:
 
 /* Close the control socket (the server then kills its workers and exits)
  * and reap the server. Returns its wait status, -1 if there was none. */
+/* The fallback when exec'ing the program is impossible although
+ * posix_spawn reported success: under qemu-user without binfmt_misc, vfork
+ * is emulated by fork and the exec of the foreign binary fails in the child
+ * (status 127). Fork the server from here instead. This is the one place
+ * braid forks a process that may have other threads, so it says so once on
+ * stderr: a job that takes a lock another thread held at this moment (a
+ * stdio stream, say) would wait forever. The server itself only uses system
+ * calls and malloc, which glibc makes safe in a forked child. */
+static int server_fork(br_procpool *p, bool warn) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return -errno;
+  static atomic_bool warned;
+  if (warn && !atomic_exchange(&warned, true))
+    fprintf(stderr, "braid: cannot exec /proc/self/exe (an emulator without binfmt_misc?); "
+                    "forking the process pool's server from this process instead\n");
+  pid_t pid = fork();
+  if (pid < 0) {
+    int e = -errno;
+    close(sv[0]);
+    close(sv[1]);
+    return e;
+  }
+  if (pid == 0) {
+    if (dup2(sv[1], PP_CTL_FD) < 0) _exit(126);
+    if (syscall(SYS_close_range, PP_CTL_FD + 1, ~0U, 0) < 0)
+      for (int fd = PP_CTL_FD + 1; fd < 65536; fd++) close(fd);
+    sigset_t none;
+    sigemptyset(&none);
+    signal(SIGCHLD, SIG_DFL);
+    signal(SIGPIPE, SIG_DFL);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    br__pp_server_main();
+  }
+  close(sv[1]);
+  int fds[2] = {p->efd, p->pshm_fd};
+  pp_msg m = {.type = PP_M_CONFIG};
+  int err = br__pp_send_fds(sv[0], &m, sizeof m, fds, 2, 0);
+  if (err < 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    close(sv[0]);
+    return err;
+  }
+  fcntl(sv[0], F_SETFL, O_NONBLOCK);
+  p->server_pid = pid;
+  p->server_hello = false;
+  p->server_forked = true;
+  p->ctl = sv[0];
+  return 0;
+}
+
+/* Whether this program runs under a user-mode emulator (qemu-user): the
+ * kernel's architecture (/proc/sys/kernel/arch, which qemu does not fake)
+ * differs from the one we were compiled for. There the exec of /proc/self/exe
+ * cannot work without binfmt_misc, and worse, qemu's emulation of the
+ * failed vfork+exec leaves it unable to create threads afterwards, so the
+ * pool must not even try: it forks its server (server_fork). */
+static bool emulated(void) {
+#if defined(__x86_64__)
+  static const char me[] = "x86_64";
+#elif defined(__aarch64__)
+  static const char me[] = "aarch64";
+#elif defined(__riscv) && __riscv_xlen == 64
+  static const char me[] = "riscv64";
+#else
+  static const char me[] = "";
+#endif
+  if (!me[0]) return false;
+  char buf[32] = {0};
+  int fd = open("/proc/sys/kernel/arch", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return false;
+  buf[strcspn(buf, "\n")] = 0;
+  return strcmp(buf, me) != 0;
+}
+
 static int server_stop(br_procpool *p) {
   int st = -1;
   if (p->ctl >= 0) {
@@ -734,13 +814,17 @@ static void server_died(br_procpool *p, pp_donelist *dl) {
   for (int i = 0; i < p->nworkers; i++) {
     pp_slot *s = &p->slots[i];
     if (s->state != S_LIVE) continue;
-    slot_died(p, s, -1, SD_NO_RESTART, dl);
+    slot_died(p, s, -1, SD_NO_RESTART | (p->server_hello ? 0 : SD_NO_COUNT), dl);
   }
   if (p->closing == C_IMMEDIATE) return;
   /* Killed (kill -9, OOM): start another. Exited by itself before it said
    * hello: this program cannot be a fork server; do not loop. */
   bool killed = st != -1 && WIFSIGNALED(st);
-  int err = p->server_hello || killed ? server_spawn(p) : BR_ENOSYS;
+  bool no_exec = !p->server_hello && !p->server_forked && st != -1 && WIFEXITED(st) &&
+                 WEXITSTATUS(st) == 127;
+  int err = no_exec ? server_fork(p, true)
+            : p->server_hello || killed ? (p->server_forked ? server_fork(p, false) : server_spawn(p))
+                                        : BR_ENOSYS;
   if (err < 0) {
     p->broken = err;
     free(p->broken_msg);
@@ -754,6 +838,7 @@ static void server_died(br_procpool *p, pp_donelist *dl) {
   }
   struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 1};
   epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->ctl, &ev);
+  fcntl(p->ctl, F_SETFL, O_NONBLOCK);
   for (int i = 0; i < p->nworkers; i++)
     if (slot_start(p, &p->slots[i]) < 0) p->slots[i].restart_at = pp_now() + PP_RESTART_DELAY_NS;
 }
@@ -1005,26 +1090,40 @@ int br_procpool_new(br_procpool **out, int workers, const br_procpool_opts *opts
   p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   p->epfd = epoll_create1(EPOLL_CLOEXEC);
   if (p->efd < 0 || p->epfd < 0) goto fail_errno;
-  err = server_spawn(p);
-  if (err < 0) goto fail;
-  struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 0};
-  epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->efd, &ev);
-  ev.data.u32 = 1;
-  epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->ctl, &ev);
-  int fcntl_err = fcntl(p->ctl, F_SETFL, O_NONBLOCK);
-  (void)fcntl_err;
-  for (int i = 0; i < workers; i++) {
-    err = slot_start(p, &p->slots[i]);
-    if (err < 0) goto fail;
-  }
-  /* The manager takes no signals: the program's handlers run elsewhere. */
+  /* The manager thread starts first, and waits on p->mu until the server
+   * and the first slots exist: qemu-user (the aarch64 CI) cannot create a
+   * thread in a process that has forked, and a thread of ours does not make
+   * posix_spawn any less safe. */
+  pthread_mutex_lock(&p->mu);
   sigset_t all, old;
-  sigfillset(&all);
+  sigfillset(&all); /* the manager takes no signals: the program's handlers run elsewhere */
   pthread_sigmask(SIG_SETMASK, &all, &old);
   err = -pthread_create(&p->mgr, NULL, mgr_main, p);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (err < 0) goto fail;
+  if (err < 0) {
+    pthread_mutex_unlock(&p->mu);
+    goto fail;
+  }
   p->mgr_started = true;
+  err = emulated() ? server_fork(p, false) : server_spawn(p);
+  if (err == 0) {
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 0};
+    epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->efd, &ev);
+    ev.data.u32 = 1;
+    epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->ctl, &ev);
+    fcntl(p->ctl, F_SETFL, O_NONBLOCK);
+    for (int i = 0; i < workers && err == 0; i++) err = slot_start(p, &p->slots[i]);
+  }
+  if (err < 0) {
+    /* Stop the manager: it finds nothing to finish and ends at once. */
+    p->closing = C_IMMEDIATE;
+    pthread_mutex_unlock(&p->mu);
+    wake_manager(p);
+    pthread_join(p->mgr, NULL);
+    p->mgr_started = false;
+    goto fail;
+  }
+  pthread_mutex_unlock(&p->mu);
   *out = p;
   return 0;
 fail_errno:
