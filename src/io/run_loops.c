@@ -36,6 +36,7 @@ typedef struct member {
   pthread_t thread;
   bool started;  /* thread created (index > 0) */
   bool closed;   /* refuses hand-offs; under g->mu */
+  bool no_keeper; /* its keeper could not be spawned */
   br_task *main; /* loop thread only */
   int rc;
   char *msg;
@@ -200,32 +201,38 @@ static void *keeper(void *arg) {
   return NULL;
 }
 
+/* Create m's loop and queue its keeper, on the loop's own thread. */
+static void prepare(member *m) {
+  group *g = m->g;
+  m->loop = br_loop_new(g->opts);
+  if (!m->loop) return;
+  int rc = br_loop_spawn(m->loop, NULL, keeper, m,
+                         &(br_spawn_opts){.name = "loops-keeper", .flags = BR_SPAWN_DETACHED});
+  if (rc) {
+    m->rc = rc;
+    m->no_keeper = true;
+    work_done(g);
+  }
+}
+
 static void *loop_thread(void *arg) {
   member *m = arg;
   group *g = m->g;
-  br_loop *L = br_loop_new(g->opts);
+  if (m->index > 0) prepare(m); /* loop 0 was prepared before any thread */
+  br_loop *L = m->loop;
   pthread_mutex_lock(&g->mu);
-  if (L) {
-    m->loop = L;
+  if (L)
     g->created++;
-  } else {
+  else
     g->failed = true;
-  }
   pthread_cond_broadcast(&g->cv);
   while (!g->failed && g->created < g->n) pthread_cond_wait(&g->cv, &g->mu);
   bool go = !g->failed;
   pthread_mutex_unlock(&g->mu);
   if (!L) return NULL;
-  if (go) {
+  if (go && !m->no_keeper) {
     tls_member = m;
-    int rc = br_loop_spawn(L, NULL, keeper, m,
-                           &(br_spawn_opts){.name = "loops-keeper", .flags = BR_SPAWN_DETACHED});
-    if (rc) {
-      m->rc = rc;
-      work_done(g);
-    } else {
-      br_loop_run(L);
-    }
+    br_loop_run(L);
     tls_member = NULL;
   }
   /* Refuse hand-offs from here on (the keeper did, unless it never ran). */
@@ -269,6 +276,10 @@ int br_run_loops(int n, br_task_fn main, void *arg, const br_loop_opts *opts) {
     g.m[i].g = &g;
     g.m[i].index = i;
   }
+  /* Loop 0 first, on this thread, before any other thread exists: the
+   * first loop and spawn of the process set up lazily initialised state
+   * (page size, stack cache) without racing the other loops. */
+  prepare(&g.m[0]);
   for (int i = 1; i < n; i++) {
     if (pthread_create(&g.m[i].thread, NULL, loop_thread, &g.m[i]) != 0) {
       pthread_mutex_lock(&g.mu);
