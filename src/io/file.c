@@ -157,16 +157,14 @@ static void undo(fop *f) {
 
 /* --- the ring ------------------------------------------------------------- */
 
-static br__poller *loop_ring(void) {
 #ifdef BRAID_HAVE_LIBURING
+static br__poller *loop_ring(void) {
   br_loop *L = br_loop_current();
   if (!L || !br__in_task()) return NULL;
   br__poller *p = br__loop_poller(L);
   return br__uring_active(p) ? p : NULL;
-#else
-  return NULL;
-#endif
 }
+#endif
 
 #ifdef BRAID_HAVE_LIBURING
 /* One operation on the ring; returns its result, or the interruption code
