@@ -188,8 +188,9 @@ int br_sleep_until(int64_t deadline);
 
 /* br_fail: record an error (code < 0, message formatted printf-style) as the
  * calling task's outcome and return NULL, so a task fails with
- * `return br_fail(BR_EIO, "reading %s", path);`. The last call wins. From a
- * plain thread it does nothing and returns NULL. */
+ * `return br_fail(BR_EIO, "reading %s", path);`. The last call wins. In a
+ * CPU-pool job it fails the job the same way. Anywhere else it does nothing
+ * and returns NULL. */
 void *br_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* br_join: wait for t to finish (task-only), store its result in *result

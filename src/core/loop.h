@@ -6,6 +6,7 @@
 #include <braid.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdarg.h>
 #include <stdint.h>
 
 #include "backends/poller.h"
@@ -30,5 +31,8 @@ bool br__task_is_compact(br_task *t);
  * br_loop_free before anything is released). The obs layer uses it for the
  * watchdog; the core never includes obs. Any thread. */
 void br__loop_set_observer(void (*fn)(br_loop *loop, bool created));
+/* Register what br_fail() does when called outside a task (the CPU pool
+ * records a job's failure). fn returns 0 if it handled the call. */
+void br__set_fail_hook(int (*fn)(int code, const char *fmt, va_list ap));
 
 #endif

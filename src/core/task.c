@@ -557,9 +557,27 @@ static void task_finish(struct br_task *t, void *result) {
   br__ctx_fell_off();
 }
 
+/* Outside tasks, br_fail may still mean something to a facility (a CPU-pool
+ * job records its failure this way); the facility registers a hook, so the
+ * core never calls up into it. */
+static int (*_Atomic fail_hook)(int code, const char *fmt, va_list ap);
+
+void br__set_fail_hook(int (*fn)(int code, const char *fmt, va_list ap)) {
+  atomic_store(&fail_hook, fn);
+}
+
 void *br_fail(int code, const char *fmt, ...) {
   struct br_task *t = br__require_task();
-  if (!t) return NULL;
+  if (!t) {
+    int (*hook)(int, const char *, va_list) = atomic_load(&fail_hook);
+    if (hook) {
+      va_list ap;
+      va_start(ap, fmt);
+      hook(code < 0 ? code : BR_EFAILED, fmt, ap);
+      va_end(ap);
+    }
+    return NULL;
+  }
   if (code >= 0) code = BR_EFAILED;
   va_list ap;
   va_start(ap, fmt);
