@@ -152,6 +152,7 @@ def main():
         "py.cpu": ([PY, me, "--peer", "cpu", "16" if q else "64", "10"], "speedup"),
     }
     raw = {k: [] for k in jobs}
+    load_before = os.getloadavg()
     for r in range(runs):
         for name, (cmd, metric) in jobs.items():
             res = run_json(cmd)
@@ -179,9 +180,13 @@ def main():
         ("64 x 10 ms CPU jobs: speed-up", b_cpu, "Pool.map", p_cpu,
          b_cpu / p_cpu, ">= 1.95x", b_cpu >= 1.95),
     ]
+    load_after = os.getloadavg()
     print()
     print(f"process pool, {os.cpu_count()} CPUs, {runs} run(s), medians; "
           f"ratio = how many times better braid is")
+    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}"
+          + ("  (busy machine: absolute figures and speed-ups suffer; compare ratios)"
+             if max(load_before[0], load_after[0]) > 1.5 else ""))
     w = max(len(r[0]) for r in rows)
     print(f"{'figure':{w}}  {'braid':>10}  {'peer':26} {'peer value':>10}  {'ratio':>8}  target")
     for fig, b, pn, pv, ratio, tgt, ok in rows:
@@ -194,6 +199,7 @@ def main():
         "benchmark": "procpool",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "loadavg_before": load_before[0], "loadavg_after": load_after[0],
                     "python": subprocess.run([PY, "--version"], capture_output=True, text=True).stdout.strip()},
         "runs": runs,
         "quick": q,
