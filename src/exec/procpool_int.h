@@ -19,4 +19,7 @@ int br__pp_submit(br_procpool *p, uint32_t job, const struct iovec *iov, int iov
  * BR_EINVAL. */
 int br__pp_job_index(const char *name);
 
+/* The fork server's main loop (procpool_server.c), on PP_CTL_FD. */
+_Noreturn void br__pp_server_main(void);
+
 #endif

@@ -411,7 +411,8 @@ static void server_reap(int ctl, size_t nkids) {
   }
 }
 
-static _Noreturn void server_main(void) {
+_Noreturn void br__pp_server_main(void);
+_Noreturn void br__pp_server_main(void) {
   sigset_t chld;
   sigemptyset(&chld);
   sigaddset(&chld, SIGCHLD);
@@ -512,5 +513,5 @@ __attribute__((constructor(101))) static void br__pp_server_entry(void) {
     /* The marker without our socket: someone else's environment. */
     return;
   }
-  server_main();
+  br__pp_server_main();
 }
