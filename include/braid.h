@@ -296,8 +296,19 @@ int br_future_set(br_future *f, void *value);
 int br_future_fail(br_future *f, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* br_future_cancel: complete f with BR_ECANCELED and call its cancel hook
- * (pool jobs use it to drop work that has not started). BR_EALREADY if done. */
+/* br_future_set_owned: complete f with a value the future owns: if nobody
+ * takes it with br_future_take(), value_free(value) runs when f is freed.
+ * BR_EALREADY if f was already complete (value stays the caller's). */
+int br_future_set_owned(br_future *f, void *value, void (*value_free)(void *));
+
+/* br_future_take: move the value out of a completed future: the caller owns
+ * it from now on, and the future reads NULL afterwards. NULL if pending. */
+void *br_future_take(br_future *f);
+
+/* br_future_cancel: complete f with BR_ECANCELED and, if and only if this call
+ * is what completed it, call its cancel hook (pool jobs use the hook to drop
+ * work that has not started). BR_EALREADY if f was already done. For a task's
+ * future it cancels the task instead (the task completes it when it ends). */
 int br_future_cancel(br_future *f);
 
 /* br_future_set_cancel_hook: what br_future_cancel should also do. The hook

@@ -53,6 +53,7 @@ struct br_future {
   br__waiter *waiters;      /* doubly linked, under lock */
   br_callback_fn cancel_hook;
   void *cancel_arg;
+  void (*value_free)(void *); /* frees an owned value nobody took */
   /* When the future is embedded in a task, the task is freed with it. */
   struct br_task *owner_task;
 };

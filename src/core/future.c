@@ -60,6 +60,7 @@ void br__future_init(struct br_future *f, struct br_task *owner) {
   f->waiters = NULL;
   f->cancel_hook = NULL;
   f->cancel_arg = NULL;
+  f->value_free = NULL;
   f->owner_task = owner;
 }
 
@@ -77,6 +78,7 @@ br_future *br_future_ref(br_future *f) {
 void br_future_unref(br_future *f) {
   if (!f) return;
   if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1) return;
+  if (f->value_free && f->value) f->value_free(f->value);
   if (f->owner_task) {
     br__task_future_gone(f->owner_task);
     return;
@@ -134,6 +136,32 @@ int br__future_complete(struct br_future *f, void *value, int err, char *msg) {
 int br_future_set(br_future *f, void *value) {
   if (!f) return BR_EINVAL;
   return br__future_complete(f, value, 0, NULL);
+}
+
+int br_future_set_owned(br_future *f, void *value, void (*value_free)(void *)) {
+  if (!f) return BR_EINVAL;
+  br__future_lock(f);
+  bool done = atomic_load_explicit(&f->done, memory_order_relaxed);
+  if (!done) f->value_free = value_free;
+  br__future_unlock(f);
+  if (done) return BR_EALREADY; /* the caller still owns value */
+  int rc = br__future_complete(f, value, 0, NULL);
+  if (rc) {
+    br__future_lock(f);
+    f->value_free = NULL;
+    br__future_unlock(f);
+  }
+  return rc;
+}
+
+void *br_future_take(br_future *f) {
+  if (!br_future_done(f)) return NULL;
+  br__future_lock(f);
+  void *v = f->value;
+  f->value = NULL;
+  f->value_free = NULL;
+  br__future_unlock(f);
+  return v;
 }
 
 int br_future_fail(br_future *f, int code, const char *fmt, ...) {
