@@ -37,10 +37,11 @@ static int make_work(cmp_kind k, const cmp_opts *o, cmp_work *w) {
 }
 
 /* Progress on a terminal only: the runs take seconds and print nothing. */
-static void progress(bool on, const char *fmt, const char *a, const char *b) {
+static void progress(bool on, cmp_kind k, const char *doing, const char *model) {
   if (!on) return;
-  fprintf(stderr, "\r\033[K");
-  if (fmt) fprintf(stderr, fmt, a, b);
+  fprintf(stderr, "\r\033[K"); /* back to the start of the line, erase it */
+  if (doing)
+    fprintf(stderr, "braid compare: %s workload: %s%s...", cmp_kind_name(k), doing, model);
   fflush(stderr);
 }
 
@@ -81,9 +82,9 @@ int cmd_compare(int argc, char **argv) {
     cmp_result *r = &res[nres++];
     memset(r, 0, sizeof *r);
     r->ntasks = (size_t)o.tasks;
-    progress(tty, "braid compare: %s workload: preparing%s", cmp_kind_name((cmp_kind)k), "");
+    progress(tty, (cmp_kind)k, "preparing", "");
     if ((rc = make_work((cmp_kind)k, &o, &r->work)) != 0) {
-      progress(tty, NULL, NULL, NULL);
+      progress(tty, (cmp_kind)k, NULL, NULL);
       fprintf(stderr, "braid compare: cannot set up the %s workload: %s\n",
               cmp_kind_name((cmp_kind)k), br_strerror(rc));
       nres--;
@@ -92,12 +93,11 @@ int cmd_compare(int argc, char **argv) {
     }
     for (int m = 0; m < CMP_NMODELS; m++) {
       if (!(o.models & (1u << m))) continue;
-      progress(tty, "braid compare: %s workload: running %s...", cmp_kind_name((cmp_kind)k),
-               cmp_model_name((cmp_model)m));
+      progress(tty, (cmp_kind)k, "running ", cmp_model_name((cmp_model)m));
       r->present[m] = true;
       if (run_best((cmp_model)m, &r->work, r->ntasks, &o, &r->runs[m]) != 0) failed = true;
     }
-    progress(tty, NULL, NULL, NULL);
+    progress(tty, (cmp_kind)k, NULL, NULL);
     if (!o.json) {
       if (nres > 1) fputc('\n', stdout);
       cmp_report_text(stdout, r, 1, &o);
