@@ -1,0 +1,696 @@
+/* test_badinput — misuse of the core API gets a clear error code, never a
+ * crash or a silent hang: NULL functions and handles, zero or absurd stack
+ * sizes, awaiting or joining yourself, joining twice, handles of another
+ * loop, calls from the wrong thread, duplicates. Each case runs in a child
+ * process with a timeout, so a crash or a hang fails that case alone. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <braid.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "test_util.h"
+
+/* ---- shared test scaffolding (copied in each core test file) ----------- */
+/* Failures inside tasks, callbacks and helper threads are recorded, not
+ * asserted: cmocka's longjmp must never leave a coroutine stack or another
+ * thread. The test function checks the record once the loop has finished
+ * (tf_assert_clean), so a failing test reports the first failed check with
+ * its file and line. */
+static pthread_mutex_t tf_lock = PTHREAD_MUTEX_INITIALIZER;
+static char tf_msg[1024];
+static int tf_count;
+
+__attribute__((format(printf, 3, 4), unused))
+static void tf_record(const char *file, int line, const char *fmt, ...) {
+  pthread_mutex_lock(&tf_lock);
+  if (!tf_count++) {
+    int n = snprintf(tf_msg, sizeof tf_msg, "%s:%d: ", file, line);
+    va_list ap;
+    va_start(ap, fmt);
+    if (n > 0 && (size_t)n < sizeof tf_msg) vsnprintf(tf_msg + n, sizeof tf_msg - (size_t)n, fmt, ap);
+    va_end(ap);
+  }
+  pthread_mutex_unlock(&tf_lock);
+}
+
+__attribute__((unused)) static void tf_assert_clean(void) {
+  pthread_mutex_lock(&tf_lock);
+  int n = tf_count;
+  char msg[sizeof tf_msg];
+  memcpy(msg, tf_msg, sizeof msg);
+  tf_count = 0;
+  tf_msg[0] = 0;
+  pthread_mutex_unlock(&tf_lock);
+  if (n) fail_msg("%d failed check(s); first: %s", n, msg);
+}
+
+/* T_*: check inside a function returning a pointer (task bodies, threads):
+ * record and return NULL. V_*: the same in a void function. */
+#define TF_CHECK_(ret, cond, ...)                   \
+  do {                                              \
+    if (!(cond)) {                                  \
+      tf_record(__FILE__, __LINE__, __VA_ARGS__);   \
+      return ret;                                   \
+    }                                               \
+  } while (0)
+#define TF_EQ_(ret, a, b)                                                                   \
+  do {                                                                                     \
+    long long a_ = (long long)(a), b_ = (long long)(b);                                    \
+    TF_CHECK_(ret, a_ == b_, "%s == %s failed (%lld vs %lld)", #a, #b, a_, b_);            \
+  } while (0)
+#define TF_RC_(ret, expr, want)                                                            \
+  do {                                                                                     \
+    int rc_ = (expr), w_ = (want);                                                         \
+    TF_CHECK_(ret, rc_ == w_, "%s returned %d (%s), want %d (%s)", #expr, rc_,             \
+              br_errname(rc_), w_, br_errname(w_));                                        \
+  } while (0)
+#define TF_RANGE_(ret, v, lo, hi)                                                          \
+  do {                                                                                     \
+    long long v_ = (long long)(v), lo_ = (long long)(lo), hi_ = (long long)(hi);           \
+    TF_CHECK_(ret, v_ >= lo_ && v_ <= hi_, "%s = %lld not in [%lld, %lld]", #v, v_, lo_, hi_); \
+  } while (0)
+#define TF_STR_(ret, a, b)                                                                 \
+  do {                                                                                     \
+    const char *sa_ = (a), *sb_ = (b);                                                     \
+    TF_CHECK_(ret, sa_ && sb_ && strcmp(sa_, sb_) == 0, "%s = \"%s\", want \"%s\"", #a,    \
+              sa_ ? sa_ : "(null)", sb_ ? sb_ : "(null)");                                  \
+  } while (0)
+#define T_TRUE(c) TF_CHECK_(NULL, c, "%s", #c)
+#define T_EQ(a, b) TF_EQ_(NULL, a, b)
+#define T_RC(e, w) TF_RC_(NULL, e, w)
+#define T_OK(e) TF_RC_(NULL, e, 0)
+#define T_RANGE(v, lo, hi) TF_RANGE_(NULL, v, lo, hi)
+#define T_STR(a, b) TF_STR_(NULL, a, b)
+#define V_TRUE(c) TF_CHECK_(, c, "%s", #c)
+#define V_EQ(a, b) TF_EQ_(, a, b)
+#define V_RC(e, w) TF_RC_(, e, w)
+#define V_OK(e) TF_RC_(, e, 0)
+
+__attribute__((unused)) static int64_t ms_since(int64_t t0) { return (br_now() - t0) / 1000000; }
+
+/* Run fn as br_run's main task; the test fails if a check failed inside or
+ * br_run did not return `want`. Returns main's result. */
+__attribute__((unused)) static void *run_main_rc(br_task_fn fn, void *arg, int want) {
+  void *result = NULL;
+  int rc = br_run(fn, arg, &result);
+  tf_assert_clean();
+  if (rc != want)
+    fail_msg("br_run returned %d (%s), want %d (%s)", rc, br_errname(rc), want, br_errname(want));
+  return result;
+}
+__attribute__((unused)) static void *run_main(br_task_fn fn, void *arg) { return run_main_rc(fn, arg, 0); }
+/* ---- end of scaffolding -------------------------------------------------- */
+
+#define IP(x) ((void *)(intptr_t)(x))
+#define PI(p) ((intptr_t)(p))
+
+/* Run fn in a child: it must exit 0 (checks recorded with T_/V_ are
+ * reported by the child on stderr), neither crash nor hang. */
+static void child_body(void *arg) {
+  void (*fn)(void) = (void (*)(void))arg;
+  fn();
+  if (tf_count) {
+    fprintf(stderr, "CHECK FAILED: %s\n", tf_msg);
+    fflush(stderr);
+    _exit(1);
+  }
+}
+
+static void isolated(void (*fn)(void), int timeout_ms) {
+  br_child_result r;
+  assert_int_equal(br_test_run_child(child_body, (void *)fn, timeout_ms, &r), 0);
+  bool ok = r.exited && r.exit_code == 0;
+  char msg[3000];
+  snprintf(msg, sizeof msg, "child %s (exit %d, signal %d%s); stderr:\n%.2500s",
+           r.timed_out ? "hung" : r.signaled ? "crashed" : "failed", r.exit_code, r.signo,
+           r.timed_out ? ", killed after the timeout" : "", r.err);
+  br_child_result_free(&r);
+  if (!ok) fail_msg("%s", msg);
+}
+
+static void *nothing(void *arg) {
+  (void)arg;
+  return NULL;
+}
+
+static void *returns_arg(void *arg) { return arg; }
+
+static void noop_cb(void *arg) { (void)arg; }
+
+static void *sleeper(void *arg) {
+  (void)arg;
+  br_sleep_ms(100000);
+  return NULL;
+}
+
+static void run_checks(br_task_fn fn) {
+  int rc = br_run(fn, NULL, NULL);
+  if (rc) tf_record(__FILE__, __LINE__, "br_run returned %s", br_errname(rc));
+}
+
+/* --- spawn ------------------------------------------------------------------- */
+
+static void *m_spawn(void *arg) {
+  (void)arg;
+  br_task *t = IP(1);
+  T_RC(br_spawn(&t, NULL, NULL, NULL), BR_EINVAL);
+  T_TRUE(t == NULL || t == IP(1));
+  T_RC(br_spawn(NULL, nothing, NULL, NULL), BR_EINVAL); /* no handle and not detached */
+  T_OK(br_spawn(NULL, nothing, NULL, &(br_spawn_opts){.flags = BR_SPAWN_DETACHED}));
+  const size_t bad[] = {1, 100, 4096, 16 * 1024 - 1, ((size_t)1 << 30) + 1, (size_t)1 << 40, SIZE_MAX};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    br_spawn_opts o = {.stack_size = bad[i]};
+    T_RC(br_spawn(&t, nothing, NULL, &o), BR_EINVAL);
+    o.flags = BR_SPAWN_COMPACT;
+    int rc = br_spawn(&t, nothing, NULL, &o);
+    T_TRUE(rc == BR_EINVAL || rc == 0); /* compact tasks share the loop's stack */
+    if (rc == 0) T_OK(br_join(t, NULL));
+  }
+  /* The limits themselves work (a 1 GiB stack is only reserved). */
+  const size_t good[] = {16 * 1024, 16 * 1024 + 1, 1000000, (size_t)1 << 30};
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+    T_OK(br_spawn(&t, returns_arg, IP(i + 1), &(br_spawn_opts){.stack_size = good[i]}));
+    void *r;
+    T_OK(br_join(t, &r));
+    T_EQ(PI(r), i + 1);
+  }
+  /* An empty name means the default one. */
+  T_OK(br_spawn(&t, nothing, NULL, &(br_spawn_opts){.name = ""}));
+  T_TRUE(strncmp(br_task_name(t), "task-", 5) == 0);
+  T_OK(br_join(t, NULL));
+  T_TRUE(br_loop_spawn(NULL, &t, nothing, NULL, NULL) < 0);
+  return NULL;
+}
+
+static void c_spawn(void) {
+  run_checks(m_spawn);
+  /* No loop at all. */
+  br_task *t;
+  V_RC(br_spawn(&t, nothing, NULL, NULL), BR_ENOTTASK);
+}
+
+static void test_spawn_bad_input(void **state) {
+  (void)state;
+  isolated(c_spawn, 60000);
+}
+
+/* A loop's tasks can only be spawned from its own thread. */
+typedef struct {
+  br_loop *loop;
+  int rc;
+} spawn_other;
+
+static void *spawn_from_other(void *arg) {
+  spawn_other *s = arg;
+  br_task *t;
+  s->rc = br_loop_spawn(s->loop, &t, nothing, NULL, NULL);
+  return NULL;
+}
+
+static void c_spawn_other_thread(void) {
+  spawn_other s = {.loop = br_loop_new(NULL)};
+  pthread_t th;
+  pthread_create(&th, NULL, spawn_from_other, &s);
+  pthread_join(th, NULL);
+  V_TRUE(s.rc < 0);
+  V_OK(br_loop_free(s.loop));
+}
+
+static void test_spawn_from_other_thread(void **state) {
+  (void)state;
+  isolated(c_spawn_other_thread, 30000);
+}
+
+/* --- handles --------------------------------------------------------------- */
+
+static void *m_handles(void *arg) {
+  (void)arg;
+  br_task *t, *keep;
+  /* Spawned first: a released task's memory is recycled by the next spawn,
+   * and a stale pointer to it then names the new task (undetectable). */
+  T_OK(br_spawn(&keep, nothing, NULL, NULL));
+  T_OK(br_spawn(&t, nothing, NULL, NULL));
+  T_OK(br_join(t, NULL));
+  T_RC(br_join(t, NULL), BR_EHANDLE);     /* joining twice */
+  T_RC(br_task_close(t), BR_EHANDLE);
+  T_RC(br_detach(t), BR_EHANDLE);
+  T_RC(br_wait_for(t, 1, NULL), BR_EHANDLE);
+  T_RC(br_cancel(t), BR_EHANDLE);
+  br_task_stats st;
+  T_RC(br_task_get_stats(t, &st), BR_EHANDLE);
+  T_TRUE(br_task_future(t) == NULL);
+  T_TRUE(!br_task_done(t));
+  T_EQ(br_task_id(t), 0);
+  T_STR(br_task_name(t), "<released>");
+
+  T_RC(br_join(NULL, NULL), BR_EHANDLE);
+  T_RC(br_task_close(NULL), BR_EHANDLE);
+  T_RC(br_detach(NULL), BR_EHANDLE);
+  T_RC(br_wait_for(NULL, 1, NULL), BR_EHANDLE);
+  T_RC(br_cancel(NULL), BR_EHANDLE);
+
+  /* Yourself. */
+  T_RC(br_join(br_self(), NULL), BR_EDEADLK);
+  T_RC(br_wait_for(br_self(), 10, NULL), BR_EDEADLK);
+  T_RC(br_task_close(br_self()), BR_EDEADLK);
+  T_RC(br_await(br_task_future(br_self()), NULL), BR_EDEADLK);
+  T_RC(br_future_wait_for(br_task_future(br_self()), 10, NULL), BR_EDEADLK);
+  br_task *self = br_self();
+  br_result out[1];
+  br_future *own = br_task_future(self);
+  T_RC(br_gather(&own, 1, out), BR_EDEADLK);
+
+  /* Gather: a released handle, a NULL entry. */
+  br_task *ts[2];
+  ts[0] = keep;
+  ts[1] = t; /* released */
+  br_result o2[2];
+  T_RC(br_gather_tasks(ts, 2, o2), BR_EHANDLE);
+  ts[1] = NULL;
+  T_RC(br_gather_tasks(ts, 2, o2), BR_EHANDLE);
+  T_RC(br_gather_tasks(ts, 1, NULL), BR_EINVAL);
+  ts[1] = self;
+  T_RC(br_gather_tasks(ts, 2, o2), BR_EDEADLK);
+  /* The valid handle was not consumed by the refused calls. */
+  T_OK(br_join(ts[0], NULL));
+  return NULL;
+}
+
+static void c_handles(void) { run_checks(m_handles); }
+
+static void test_handles(void **state) {
+  (void)state;
+  isolated(c_handles, 30000);
+}
+
+/* The same handle twice in one gather would be given back twice. */
+static void *m_gather_dup(void *arg) {
+  (void)arg;
+  br_task *t;
+  T_OK(br_spawn(&t, returns_arg, IP(3), NULL));
+  br_task *ts[2] = {t, t};
+  br_result out[2];
+  int rc = br_gather_tasks(ts, 2, out);
+  if (rc == 0) {
+    br_results_free(out, 2);
+    /* Accepted: then the handle must be given back exactly once and the
+     * loop must survive (a second spawn reuses the memory). */
+    br_task *u;
+    T_OK(br_spawn(&u, returns_arg, IP(4), NULL));
+    void *r;
+    T_OK(br_join(u, &r));
+    T_EQ(PI(r), 4);
+    T_RC(br_join(t, NULL), BR_EHANDLE);
+  } else {
+    T_TRUE(rc == BR_EINVAL || rc == BR_EHANDLE);
+    T_OK(br_join(t, NULL));
+  }
+  return NULL;
+}
+
+static void c_gather_dup(void) { run_checks(m_gather_dup); }
+
+static void test_gather_duplicate_handle(void **state) {
+  (void)state;
+  isolated(c_gather_dup, 30000);
+}
+
+/* --- handles of another loop ------------------------------------------------- */
+
+static br_task *foreign;
+
+static void *m_foreign_join(void *arg) {
+  (void)arg;
+  int64_t t0 = br_now();
+  T_TRUE(br_join(foreign, NULL) < 0);
+  T_RANGE(ms_since(t0), 0, 1000);
+  return NULL;
+}
+
+static void *m_foreign_wait_for(void *arg) {
+  (void)arg;
+  int64_t t0 = br_now();
+  int rc = br_wait_for(foreign, 50, NULL);
+  /* Not a plain timeout: the task is on a loop that is not even running;
+   * it cannot be waited for (or cancelled) from here. */
+  T_TRUE(rc < 0 && rc != BR_ETIMEDOUT);
+  T_RANGE(ms_since(t0), 0, 1000);
+  return NULL;
+}
+
+static void *m_foreign_gather(void *arg) {
+  (void)arg;
+  br_result out[1];
+  int64_t t0 = br_now();
+  br_scope s;
+  br_scope_enter(&s, br_deadline_ms(2000), false);
+  int rc = br_gather_tasks(&foreign, 1, out);
+  br_scope_exit(&s);
+  T_TRUE(rc < 0 && rc != BR_ETIMEDOUT);
+  T_RANGE(ms_since(t0), 0, 1000);
+  return NULL;
+}
+
+static void foreign_case(br_task_fn fn) {
+  br_loop *A = br_loop_new(NULL);
+  V_OK(br_loop_spawn(A, &foreign, returns_arg, IP(1), NULL));
+  run_checks(fn); /* a second loop on this thread, A idle */
+  /* A's task is still collectable (never run: closing cancels it first). */
+  int rc = br_task_close(foreign);
+  V_TRUE(rc == 0 || rc == BR_ECANCELED);
+  V_OK(br_loop_free(A));
+}
+
+static void c_foreign_join(void) { foreign_case(m_foreign_join); }
+static void c_foreign_wait_for(void) { foreign_case(m_foreign_wait_for); }
+static void c_foreign_gather(void) { foreign_case(m_foreign_gather); }
+
+static void test_join_task_of_other_loop(void **state) {
+  (void)state;
+  isolated(c_foreign_join, 20000);
+}
+
+static void test_wait_for_task_of_other_loop(void **state) {
+  (void)state;
+  isolated(c_foreign_wait_for, 20000);
+}
+
+static void test_gather_task_of_other_loop(void **state) {
+  (void)state;
+  isolated(c_foreign_gather, 20000);
+}
+
+/* --- wrong thread ------------------------------------------------------------- */
+
+/* br_cancel is for the task's loop thread: from any other thread it must be
+ * refused (it would edit the run queue under the loop's feet), whether or
+ * not that thread runs a loop of its own. */
+typedef struct {
+  br_task *t;
+  int rc;
+} xcancel;
+
+static void *cancel_from_plain(void *arg) {
+  xcancel *x = arg;
+  x->rc = br_cancel(x->t);
+  return NULL;
+}
+
+static void *m_cancel_plain(void *arg) {
+  (void)arg;
+  xcancel x = {0};
+  T_OK(br_spawn(&x.t, sleeper, NULL, NULL));
+  T_OK(br_yield());
+  pthread_t th;
+  T_EQ(pthread_create(&th, NULL, cancel_from_plain, &x), 0);
+  pthread_join(th, NULL);
+  int rc = x.rc;
+  T_RC(br_task_close(x.t), BR_ECANCELED);
+  T_RC(rc, BR_EPERM);
+  return NULL;
+}
+
+static void c_cancel_plain(void) { run_checks(m_cancel_plain); }
+
+static void test_cancel_from_plain_thread(void **state) {
+  (void)state;
+  isolated(c_cancel_plain, 20000);
+}
+
+/* Loop-thread-only calls made from a loop callback (outside any task): the
+ * refusal must not have side effects. */
+typedef struct {
+  br_task *t;
+  int close_rc, join_rc;
+  bool ran;
+} cb_ctx;
+
+static void misuse_cb(void *arg) {
+  cb_ctx *c = arg;
+  c->close_rc = br_task_close(c->t);
+  c->join_rc = br_join(c->t, NULL);
+  c->ran = true;
+}
+
+static void *sleep_then_value(void *arg) {
+  (void)arg;
+  if (br_sleep_ms(30)) return br_fail(BR_ECANCELED, "was cancelled");
+  return IP(9);
+}
+
+static void *m_cb_misuse(void *arg) {
+  (void)arg;
+  cb_ctx c = {0};
+  T_OK(br_spawn(&c.t, sleep_then_value, NULL, NULL));
+  T_OK(br_call_soon(br_loop_current(), misuse_cb, &c));
+  for (int i = 0; i < 100 && !c.ran; i++) T_OK(br_sleep_ms(1));
+  T_TRUE(c.ran);
+  T_TRUE(c.close_rc < 0);
+  T_RC(c.join_rc, BR_ENOTTASK);
+  void *r = NULL;
+  T_OK(br_join(c.t, &r)); /* the refused close did not cancel it */
+  T_EQ(PI(r), 9);
+  return NULL;
+}
+
+static void c_cb_misuse(void) { run_checks(m_cb_misuse); }
+
+static void test_refused_close_has_no_side_effect(void **state) {
+  (void)state;
+  isolated(c_cb_misuse, 20000);
+}
+
+/* --- futures and waits ------------------------------------------------------ */
+
+static void *m_wait_own(void *arg) {
+  (void)arg;
+  br_future *own = br_task_future(br_self());
+  int64_t t0 = br_now();
+  int rc = br_wait(&own, 1, BR_WAIT_ALL, br_deadline_ms(200));
+  T_RC(rc, BR_EDEADLK); /* waiting for one's own end: refused, not a timeout */
+  T_RANGE(ms_since(t0), 0, 150);
+  br_as_completed *it = br_as_completed_new(&own, 1);
+  t0 = br_now();
+  rc = br_as_completed_next(it, br_deadline_ms(200));
+  br_as_completed_free(it);
+  T_RC(rc, BR_EDEADLK);
+  return NULL;
+}
+
+static void c_wait_own(void) { run_checks(m_wait_own); }
+
+static void test_wait_on_own_future(void **state) {
+  (void)state;
+  isolated(c_wait_own, 20000);
+}
+
+static void c_null_futures(void) {
+  V_RC(br_future_set(NULL, NULL), BR_EINVAL);
+  V_RC(br_future_fail(NULL, BR_EIO, "x"), BR_EINVAL);
+  V_RC(br_future_cancel(NULL), BR_EINVAL);
+  V_RC(br_await(NULL, NULL), BR_EINVAL);
+  V_RC(br_await_until(NULL, BR_NEVER, NULL), BR_EINVAL);
+  V_RC(br_future_wait_for(NULL, 1, NULL), BR_EINVAL);
+  V_RC(br_future_on_done(NULL, noop_cb, NULL), BR_EINVAL);
+  V_TRUE(!br_future_done(NULL));
+  V_TRUE(br_future_value(NULL) == NULL);
+  V_TRUE(br_future_message(NULL) != NULL);
+  br_future_unref(NULL);
+  br_future_set_cancel_hook(NULL, NULL, NULL);
+  br_future *fs[2] = {br_future_new(), NULL};
+  br_result out[2];
+  V_RC(br_gather(fs, 2, out), BR_EINVAL);
+  V_RC(br_wait(fs, 2, BR_WAIT_ALL, BR_NEVER), BR_EINVAL);
+  V_RC(br_wait(NULL, 1, BR_WAIT_ALL, BR_NEVER), BR_EINVAL);
+  V_TRUE(br_as_completed_new(NULL, 3) == NULL);
+  V_RC(br_as_completed_next(NULL, BR_NEVER), BR_EINVAL);
+  br_as_completed_free(NULL);
+  br_future_unref(fs[0]);
+  br_results_free(NULL, 3);
+  V_TRUE(br_strdupf(NULL) == NULL);
+}
+
+static void test_null_futures(void **state) {
+  (void)state;
+  isolated(c_null_futures, 20000);
+}
+
+/* --- sync, scopes, groups, loops: NULL everywhere -------------------------- */
+
+static void *m_null_sync(void *arg) {
+  (void)arg;
+  int v = 0;
+  void *it;
+  T_RC(br_chan_send(NULL, &v), BR_EINVAL);
+  T_RC(br_chan_recv(NULL, &v), BR_EINVAL);
+  T_RC(br_chan_try_send(NULL, &v), BR_EINVAL);
+  T_RC(br_chan_try_recv(NULL, &v), BR_EINVAL);
+  br_chan *c = br_chan_new(sizeof v, 1);
+  T_RC(br_chan_send(c, NULL), BR_EINVAL);
+  T_RC(br_chan_recv(c, NULL), BR_EINVAL);
+  T_OK(br_chan_free(c));
+  T_TRUE(br_chan_new(0, 0) == NULL);
+  T_TRUE(br_chan_new(1, SIZE_MAX) == NULL); /* absurd capacity: NULL, no crash */
+  T_TRUE(br_chan_new(SIZE_MAX, 2) == NULL);
+  T_RC(br_queue_put(NULL, NULL), BR_EINVAL);
+  T_RC(br_queue_get(NULL, &it), BR_EINVAL);
+  T_RC(br_queue_try_put(NULL, NULL), BR_EINVAL);
+  T_RC(br_queue_try_get(NULL, &it), BR_EINVAL);
+  T_RC(br_queue_task_done(NULL), BR_EINVAL);
+  T_RC(br_queue_join(NULL), BR_EINVAL);
+  T_EQ(br_queue_size(NULL), 0);
+  br_queue *q = br_queue_new(0);
+  T_RC(br_queue_get(q, NULL), BR_EINVAL);
+  T_OK(br_queue_free(q));
+  T_OK(br_queue_free(NULL));
+  T_RC(br_mutex_lock(NULL), BR_EINVAL);
+  T_RC(br_mutex_trylock(NULL), BR_EINVAL);
+  T_RC(br_mutex_unlock(NULL), BR_EINVAL);
+  T_OK(br_mutex_free(NULL));
+  T_RC(br_sem_acquire(NULL), BR_EINVAL);
+  T_RC(br_sem_release(NULL), BR_EINVAL);
+  T_OK(br_sem_free(NULL));
+  br_sem *s = br_sem_new(UINT32_MAX);
+  T_RC(br_sem_release(s), BR_EOVERFLOW);
+  T_OK(br_sem_free(s));
+  T_RC(br_event_wait(NULL), BR_EINVAL);
+  br_event_set(NULL);
+  br_event_clear(NULL);
+  T_TRUE(!br_event_is_set(NULL));
+  T_OK(br_event_free(NULL));
+  br_scope sc;
+  T_RC(br_scope_enter(NULL, BR_NEVER, false), BR_EINVAL);
+  T_RC(br_scope_exit(NULL), BR_EINVAL);
+  memset(&sc, 0, sizeof sc);
+  T_RC(br_scope_exit(&sc), BR_EINVAL); /* never entered */
+  br_scope_cancel(NULL);
+  br_scope_cancel(&sc);
+  T_RC(br_group_spawn(NULL, nothing, NULL, NULL), BR_EINVAL);
+  T_RC(br_group_wait(NULL), BR_EINVAL);
+  br_group_cancel(NULL);
+  T_STR(br_group_message(NULL), "");
+  br_group_free(NULL);
+  br_group *g = br_group_new();
+  T_RC(br_group_spawn(g, NULL, NULL, NULL), BR_EINVAL);
+  T_OK(br_group_wait(g));
+  br_group_free(g);
+  T_RC(br_wait_fd(-1, BR_READABLE, BR_NEVER), BR_EBADF);
+  T_RC(br_wait_fd(0, 0, BR_NEVER), BR_EINVAL);
+  T_RC(br_call_soon(NULL, noop_cb, NULL), BR_EINVAL);
+  T_RC(br_call_soon_threadsafe(NULL, noop_cb, NULL), BR_EINVAL);
+  T_RC(br_loop_run(NULL), BR_EINVAL);
+  br_loop_stop(NULL);
+  T_RC(br_loop_free(br_loop_current()), BR_EBUSY);
+  T_RC(br_loop_run(br_loop_current()), BR_EBUSY);
+  T_RC(br_run(nothing, NULL, NULL), BR_EBUSY);
+  return NULL;
+}
+
+static void c_null_sync(void) {
+  run_checks(m_null_sync);
+  V_RC(br_run(NULL, NULL, NULL), BR_EINVAL);
+  V_OK(br_loop_free(NULL));
+  V_RC(br_wait_fd(0, BR_READABLE, BR_NEVER), BR_ENOTTASK);
+  br_fd_forget(3); /* no loop: nothing to do */
+}
+
+static void test_null_everywhere(void **state) {
+  (void)state;
+  isolated(c_null_sync, 30000);
+}
+
+/* Spawning while the loop is being freed (a cleanup that spawns) is refused
+ * cleanly. */
+static int spawn_during_free_rc = 1;
+
+static void *spawns_in_cleanup(void *arg) {
+  (void)arg;
+  br_sleep_ms(100000);
+  br_task *t;
+  spawn_during_free_rc = br_spawn(&t, nothing, NULL, NULL);
+  if (spawn_during_free_rc == 0) br_task_close(t);
+  return NULL;
+}
+
+static void *stopper(void *arg) {
+  (void)arg;
+  br_loop_stop(br_loop_current());
+  return NULL;
+}
+
+static void c_spawn_during_free(void) {
+  br_loop *L = br_loop_new(NULL);
+  br_task *t;
+  V_OK(br_loop_spawn(L, &t, spawns_in_cleanup, NULL, NULL));
+  br_loop_spawn(L, NULL, stopper, NULL, &(br_spawn_opts){.flags = BR_SPAWN_DETACHED});
+  br_loop_run(L);
+  V_OK(br_loop_free(L));
+  V_TRUE(spawn_during_free_rc != 1);
+}
+
+static void test_spawn_during_free(void **state) {
+  (void)state;
+  isolated(c_spawn_during_free, 20000);
+}
+
+/* br_wait_fd on a descriptor that is not open: BR_EBADF (braid.h), on each
+ * poller backend. */
+static void *m_wait_fd_closed(void *arg) {
+  (void)arg;
+  int fd = 987;
+  T_TRUE(fcntl(fd, F_GETFD) < 0); /* not open */
+  T_RC(br_wait_fd(fd, BR_READABLE, br_deadline_ms(100)), BR_EBADF);
+  T_RC(br_wait_fd(fd, BR_WRITABLE, br_deadline_ms(100)), BR_EBADF);
+  return NULL;
+}
+
+static void c_wait_fd_epoll(void) {
+  setenv("BRAID_BACKEND", "epoll", 1);
+  run_checks(m_wait_fd_closed);
+}
+
+static void c_wait_fd_uring(void) {
+  setenv("BRAID_BACKEND", "io_uring", 1);
+  run_checks(m_wait_fd_closed);
+}
+
+static void test_wait_fd_not_open_epoll(void **state) {
+  (void)state;
+  isolated(c_wait_fd_epoll, 20000);
+}
+
+static void test_wait_fd_not_open_io_uring(void **state) {
+  (void)state;
+  isolated(c_wait_fd_uring, 20000);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_spawn_bad_input),
+      cmocka_unit_test(test_spawn_from_other_thread),
+      cmocka_unit_test(test_handles),
+      cmocka_unit_test(test_gather_duplicate_handle),
+      cmocka_unit_test(test_join_task_of_other_loop),
+      cmocka_unit_test(test_wait_for_task_of_other_loop),
+      cmocka_unit_test(test_gather_task_of_other_loop),
+      cmocka_unit_test(test_cancel_from_plain_thread),
+      cmocka_unit_test(test_refused_close_has_no_side_effect),
+      cmocka_unit_test(test_wait_on_own_future),
+      cmocka_unit_test(test_null_futures),
+      cmocka_unit_test(test_null_everywhere),
+      cmocka_unit_test(test_spawn_during_free),
+      cmocka_unit_test(test_wait_fd_not_open_epoll),
+      cmocka_unit_test(test_wait_fd_not_open_io_uring),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
