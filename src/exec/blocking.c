@@ -177,6 +177,12 @@ static void *worker(void *arg) {
   cls *c = self->cls;
   pthread_mutex_lock(&c->mu);
   for (;;) {
+    /* The limit was lowered: surplus threads retire, even with work queued
+     * (the remaining ones take it; pass on a wake-up meant for us). */
+    if (c->threads > c->max_threads) {
+      if (c->head) pthread_cond_signal(&c->work);
+      goto out;
+    }
     while (!c->head) {
       if (c->shutdown || c->threads > c->max_threads) goto out;
       /* Idle: wait for work, retire after idle_ns without any. */
@@ -188,6 +194,10 @@ static void *worker(void *arg) {
       int rc = pthread_cond_clockwait(&c->work, &c->mu, CLOCK_MONOTONIC, &ts);
       c->idle--;
       if (rc == ETIMEDOUT && !c->head) goto out;
+    }
+    if (c->threads > c->max_threads) { /* lowered while we slept */
+      pthread_cond_signal(&c->work);
+      goto out;
     }
     job *j = c->head;
     c->head = j->next;
