@@ -62,6 +62,15 @@ void br__group_child_done(struct br_task *t) {
     g->first_msg = br_strdupf("%s", t->fail_msg ? t->fail_msg : br_strerror(err));
     cancel_all(g);
   }
+  /* The group needs nothing more from a finished child (its failure, if
+   * any, is copied above): give its handle back now, so a long-lived group
+   * (an accept loop) does not keep every child it ever ran. The child's own
+   * reference keeps its memory until the scheduler retires it. */
+  if (t->group_prev) t->group_prev->group_next = t->group_next; else g->children = t->group_next;
+  if (t->group_next) t->group_next->group_prev = t->group_prev;
+  t->group = NULL;
+  t->group_next = t->group_prev = NULL;
+  br__task_release(t);
   if (!g->live && g->waiter) br__wake(g->waiter, 0);
 }
 

@@ -298,6 +298,7 @@ int br__run_until(struct br_loop *L, struct br_task *t) {
   int rc = 0;
   struct br_task *prev_until = L->until;
   L->until = t; /* once t is done, the poller must not block */
+  atomic_store_explicit(&L->heartbeat, br__mono_ns(), memory_order_relaxed);
   while (!atomic_load_explicit(&t->fut.done, memory_order_acquire)) {
     rc = br__loop_iterate(L, true);
     if (rc <= 0) break;

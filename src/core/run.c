@@ -57,6 +57,7 @@ int br_run_opts(br_task_fn main, void *arg, void **result, const br_loop_opts *o
   br__overflow_thread_begin();
   bool cancelled_main = false;
   L->until = t; /* once main is done, the poller must not block */
+  atomic_store_explicit(&L->heartbeat, br_now(), memory_order_relaxed);
   while (!atomic_load_explicit(&t->fut.done, memory_order_acquire)) {
     if (owns_sigint && !cancelled_main && atomic_load(&sigints) > 0) {
       cancelled_main = true;

@@ -49,9 +49,14 @@ static size_t guard_budget_v;
 static atomic_int budget_once;
 
 size_t br__page_size(void) {
-  static size_t ps;
-  if (!ps) ps = (size_t)sysconf(_SC_PAGESIZE);
-  return ps;
+  /* Racing first calls store the same value; atomic so that is not a race. */
+  static atomic_size_t ps;
+  size_t v = atomic_load_explicit(&ps, memory_order_relaxed);
+  if (!v) {
+    v = (size_t)sysconf(_SC_PAGESIZE);
+    atomic_store_explicit(&ps, v, memory_order_relaxed);
+  }
+  return v;
 }
 
 size_t br__stack_guard_budget(void) {

@@ -4,6 +4,8 @@
 #ifdef BRAID_SWITCH_UCONTEXT
 #include "sys/switch.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -29,6 +31,10 @@ void br__ctx_switch(br__ctx *from, br__ctx *to) {
   /* Record an approximate stack pointer for compact mode's copy: everything
    * this frame and swapcontext use lies above it. */
   from->sp = (void *)((uintptr_t)__builtin_frame_address(0) - 512);
+  /* swapcontext also switches the signal mask; a thread's mask must not
+   * change because a task switched (the assembly switch leaves it alone),
+   * so the resumed context gets the mask in force now. */
+  pthread_sigmask(SIG_SETMASK, NULL, &to->uc.uc_sigmask);
   swapcontext(&from->uc, &to->uc);
 }
 #endif
