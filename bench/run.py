@@ -198,6 +198,8 @@ def run_program(cmd, env, timeout):
     # CPU time of the process: on a loaded machine the wall-clock figures of
     # a single-threaded program inflate, its CPU time much less.
     rec["cpu_s"] = ru.ru_utime + ru.ru_stime
+    if rec.get("ops"):
+        rec["cpu_ns_per_op"] = rec["cpu_s"] * 1e9 / rec["ops"]
     rec["loadavg_before"] = load1
     if stderr.strip():
         rec["stderr"] = tail
@@ -394,6 +396,10 @@ def med(results, group, label, metric):
 
 def evaluate_targets(results):
     T = []
+
+    def cpu_note(group, label):
+        c = med(results, group, label, "cpu_ns_per_op")
+        return f"CPU time: {fmt(c)} ns" if c is not None else ""
     for gname, labels in (("switch_yield", ["braid"]), ("switch_chan", ["braid"]),
                           ("spawn_churn", ["braid"]), ("spawn_live", ["braid", "braid compact"]),
                           ("sleepers_100k", ["braid", "braid compact"]),
@@ -415,13 +421,16 @@ def evaluate_targets(results):
         limit = 1.25 * SWITCH_FLOOR_NS
         add("bare switch (br_yield)", f"{fmt(v)} ns",
             f"<= {limit:.2f} ns (1.25 x ~{SWITCH_FLOOR_NS} ns floor)", v <= limit,
-            f"accounting off: {fmt(off)} ns" if off is not None else "")
+            cpu_note("switch_yield", "braid") +
+            (f"; accounting off: {fmt(off)} ns" if off is not None else ""))
     v = med(results, "switch_chan", "braid", "ns_per_op")
     if v is not None:
-        add("ping-pong (br_chan cap 0)", f"{fmt(v)} ns/switch", "< 30 ns", v < 30)
+        add("ping-pong (br_chan cap 0)", f"{fmt(v)} ns/switch", "< 30 ns", v < 30,
+            cpu_note("switch_chan", "braid"))
     v = med(results, "spawn_churn", "braid", "ns_per_op")
     if v is not None:
-        add("spawn churn", f"{fmt(v)} ns/task", "< 100 ns/task", v < 100)
+        add("spawn churn", f"{fmt(v)} ns/task", "< 100 ns/task", v < 100,
+            cpu_note("spawn_churn", "braid"))
     def vs_plain(ok):
         return "PASS" if ok else "MISS"
 
@@ -569,8 +578,10 @@ def main():
                      "env": {k: r["env"][k] for k in ("GOMAXPROCS",) if k in r["env"]},
                      "runs": rr, "error": errors.get(r["label"])}
             if rr:
-                keys = [m for m, _ in g["metrics"]] + ["elapsed_s", "rss_mib", "proc_s", "cpu_s"]
-                entry["median"] = {k: statistics.median(x[k] for x in rr) for k in dict.fromkeys(keys)}
+                keys = [m for m, _ in g["metrics"]] + ["elapsed_s", "rss_mib", "proc_s", "cpu_s",
+                                                       "cpu_ns_per_op"]
+                entry["median"] = {k: statistics.median(x[k] for x in rr)
+                                   for k in dict.fromkeys(keys) if all(k in x for x in rr)}
                 entry["n"] = rr[0].get("n")
             gres["runners"][r["label"]] = entry
         for b in (r for r in g["runners"] if r["kind"] == "braid"):
@@ -588,12 +599,17 @@ def main():
     print("\n" + "=" * 78)
     print(f"Results: median of {runs} run(s); ratio = braid / impl (below 1.0x: braid "
           "faster or smaller)")
+    print("CPU columns: user+sys time of the whole process (per op), for reading figures taken on "
+          "a busy machine;\nmulti-threaded peers (Go) can use more CPU than wall time.")
     for g in groups:
         gres = results[g["name"]]
         braid_labels = [r["label"] for r in g["runners"] if r["kind"] == "braid"]
         cols = [f"{m_u}" for _, m_u in g["metrics"]]
         if ("rss_mib", "MiB") not in g["metrics"]:
             cols.append("peak RSS MiB")
+        cpu_key, cpu_col = (("cpu_s", "CPU s") if g["metrics"][0][0] == "elapsed_s"
+                            else ("cpu_ns_per_op", f"CPU {g['metrics'][0][1]}"))
+        cols.append(cpu_col)
         header = ["impl"] + cols + [f"{b} / impl" for b in braid_labels]
         rows = []
         for r in g["runners"]:
@@ -606,6 +622,7 @@ def main():
             row += [fmt(md[m]) for m, _ in g["metrics"]]
             if ("rss_mib", "MiB") not in g["metrics"]:
                 row.append(fmt(md["rss_mib"]))
+            row.append(fmt(md.get(cpu_key)))
             for b in braid_labels:
                 rat = gres["ratios"].get(b, {}).get(r["label"])
                 row.append(" / ".join(fmt_ratio(rat[m]) for m, _ in g["metrics"]) if rat else "")
