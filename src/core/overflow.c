@@ -16,7 +16,6 @@
 #include <unistd.h>
 
 static struct sigaction prev_segv, prev_bus;
-static pthread_once_t once = PTHREAD_ONCE_INIT;
 static _Thread_local void *altstack_mem;
 static _Thread_local int altstack_depth;
 
@@ -94,19 +93,29 @@ static void on_fault(int sig, siginfo_t *si, void *uc) {
   chain(sig == SIGSEGV ? &prev_segv : &prev_bus, sig, si, uc);
 }
 
-static void install(void) {
+static pthread_mutex_t install_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void install_one(int sig, struct sigaction *prev) {
+  struct sigaction cur;
+  if (sigaction(sig, NULL, &cur) != 0) return;
+  if ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == on_fault) return;
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_sigaction = on_fault;
   sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
   sigemptyset(&sa.sa_mask);
-  sigaction(SIGSEGV, &sa, &prev_segv);
-  sigaction(SIGBUS, &sa, &prev_bus);
+  sigaction(sig, &sa, prev);
 }
 
+/* Checked at every loop creation rather than once per process: a forked
+ * child, or a program that installed its own handler since, gets ours again
+ * (theirs is chained to). */
 void br__overflow_install(void) {
   if (getenv("BRAID_NO_SEGV_HANDLER")) return;
-  pthread_once(&once, install);
+  pthread_mutex_lock(&install_lock);
+  install_one(SIGSEGV, &prev_segv);
+  install_one(SIGBUS, &prev_bus);
+  pthread_mutex_unlock(&install_lock);
 }
 
 /* Each thread that runs tasks needs an alternate signal stack; keep one the

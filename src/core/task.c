@@ -489,7 +489,7 @@ int br_loop_spawn(br_loop *L, br_task **out, br_task_fn fn, void *arg, const br_
     }
     br__ctx_make(&t->ctx, t->stack->lo, t->stack->size, task_entry, t);
   } else if (!L->shared) {
-    L->shared = br__stack_get(&L->stacks, L->stack_size);
+    L->shared = br__stack_get_guarded(&L->stacks, L->stack_size);
     if (!L->shared) {
       t->next = L->free_tasks;
       L->free_tasks = t;

@@ -52,6 +52,7 @@
 
 #include "exec/jobs.h"
 #include "exec/procpool_int.h"
+#include "sys/emulated.h"
 
 extern char **environ;
 extern const int br__pp_server_linked;
@@ -765,33 +766,6 @@ static int server_fork(br_procpool *p, bool warn) {
   return 0;
 }
 
-/* Whether this program runs under a user-mode emulator (qemu-user): the
- * kernel's architecture (/proc/sys/kernel/arch, which qemu does not fake)
- * differs from the one we were compiled for. There the exec of /proc/self/exe
- * cannot work without binfmt_misc, and worse, qemu's emulation of the
- * failed vfork+exec leaves it unable to create threads afterwards, so the
- * pool must not even try: it forks its server (server_fork). */
-static bool emulated(void) {
-#if defined(__x86_64__)
-  static const char me[] = "x86_64";
-#elif defined(__aarch64__)
-  static const char me[] = "aarch64";
-#elif defined(__riscv) && __riscv_xlen == 64
-  static const char me[] = "riscv64";
-#else
-  static const char me[] = "";
-#endif
-  if (!me[0]) return false;
-  char buf[32] = {0};
-  int fd = open("/proc/sys/kernel/arch", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return false;
-  buf[strcspn(buf, "\n")] = 0;
-  return strcmp(buf, me) != 0;
-}
-
 static int server_stop(br_procpool *p) {
   int st = -1;
   if (p->ctl >= 0) {
@@ -1105,7 +1079,10 @@ int br_procpool_new(br_procpool **out, int workers, const br_procpool_opts *opts
     goto fail;
   }
   p->mgr_started = true;
-  err = emulated() ? server_fork(p, false) : server_spawn(p);
+  /* Under a user-mode emulator the exec of /proc/self/exe cannot work
+   * without binfmt_misc, and qemu's emulation of the failed vfork+exec
+   * leaves it unable to create threads afterwards: fork the server. */
+  err = br__emulated() ? server_fork(p, false) : server_spawn(p);
   if (err == 0) {
     struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 0};
     epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->efd, &ev);

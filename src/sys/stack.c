@@ -1,6 +1,8 @@
 /* braid — coroutine stacks: see stack.h for the mapping budget. */
 #include "sys/stack.h"
 
+#include "sys/emulated.h"
+
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -23,10 +25,13 @@
 /* 1: the kernel supports MADV_GUARD_INSTALL, 0: it does not, -1: unknown. */
 static atomic_int light_guards = -1;
 
+/* Under a user-mode emulator (qemu-user) the kernel's guard pages are
+ * invisible to the emulator, which then cannot turn a fault on one into the
+ * guest's SIGSEGV: the overflow would kill the process without a report. */
 static bool light_guard(char *page) {
   int known = atomic_load_explicit(&light_guards, memory_order_relaxed);
   if (known == 0) return false;
-  if (known < 0 && getenv("BRAID_NO_LIGHT_GUARDS")) {
+  if (known < 0 && (getenv("BRAID_NO_LIGHT_GUARDS") || br__emulated())) {
     atomic_store(&light_guards, 0);
     return false;
   }
@@ -211,6 +216,18 @@ br__stack *br__stack_get(br__stack_cache *c, size_t size) {
   }
   s = carve_unguarded(c, size);
   if (s) arm_canary(s);
+  return s;
+}
+
+br__stack *br__stack_get_guarded(br__stack_cache *c, size_t size) {
+  if (atomic_load_explicit(&light_guards, memory_order_relaxed) != 0) {
+    br__stack *s = carve_unguarded(c, size);
+    if (s && s->light_guard) return s;
+    if (s) br__stack_put(c, s);
+  }
+  atomic_fetch_add(&guarded_live, 1); /* outside the budget: one per loop */
+  br__stack *s = map_guarded(c, size);
+  if (!s) atomic_fetch_sub(&guarded_live, 1);
   return s;
 }
 

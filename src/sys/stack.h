@@ -62,6 +62,9 @@ void br__stack_cache_fini(br__stack_cache *c);
  * reported through *why when mappings run out. */
 br__stack *br__stack_get(br__stack_cache *c, size_t size);
 void br__stack_put(br__stack_cache *c, br__stack *s);
+/* A stack that always has a guard page, whatever the budget (the shared
+ * stack of a loop's compact tasks: one per loop). NULL with errno. */
+br__stack *br__stack_get_guarded(br__stack_cache *c, size_t size);
 
 /* Whether the canary at the low end of s is intact. */
 static inline bool br__stack_canary_ok(const br__stack *s) {
