@@ -9,13 +9,13 @@
  */
 #include "core/core.h"
 
-#include <linux/futex.h>
+#include "sys/futex.h"
+
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 void br__future_lock(struct br_future *f) {
@@ -87,10 +87,6 @@ void br_future_unref(br_future *f) {
   free(f);
 }
 
-static void futex_wake_all(atomic_int *addr) {
-  syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
-}
-
 int br__future_complete(struct br_future *f, void *value, int err, char *msg) {
   br__future_lock(f);
   if (atomic_load_explicit(&f->done, memory_order_relaxed)) {
@@ -117,7 +113,7 @@ int br__future_complete(struct br_future *f, void *value, int err, char *msg) {
       br__wake_any_thread(w->task, 0);
     } else if (w->futex) {
       atomic_store_explicit(w->futex, 1, memory_order_release);
-      futex_wake_all(w->futex);
+      br__futex_wake_all(w->futex);
     } else if (w->cb) {
       w->next = cbs;
       cbs = w;
@@ -245,21 +241,7 @@ static int thread_wait(struct br_future *f, int64_t deadline) {
   }
   br__waiter_link(f, &w);
   br__future_unlock(f);
-  int rc = 0;
-  while (!atomic_load_explicit(&word, memory_order_acquire)) {
-    struct timespec ts, *tsp = NULL;
-    if (deadline != BR_NEVER) {
-      int64_t left = deadline - br_now();
-      if (left <= 0) {
-        rc = BR_ETIMEDOUT;
-        break;
-      }
-      ts.tv_sec = left / 1000000000;
-      ts.tv_nsec = left % 1000000000;
-      tsp = &ts;
-    }
-    syscall(SYS_futex, &word, FUTEX_WAIT_PRIVATE, 0, tsp, NULL, 0);
-  }
+  int rc = br__futex_wait_until(&word, deadline);
   br__future_lock(f);
   if (w.linked) br__waiter_unlink(f, &w);
   br__future_unlock(f);

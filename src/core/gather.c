@@ -1,10 +1,10 @@
 /* braid — gather, wait and as_completed over tasks and futures. */
 #include "core/core.h"
 
-#include <linux/futex.h>
+#include "sys/futex.h"
+
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 static void fill(br_result *out, struct br_future *f) {
@@ -107,20 +107,7 @@ static int wait_any(br_future *const *fs, size_t n, const unsigned char *skip, i
       rc = br__park_end(self, deadline, true);
     }
   } else if (!any_done) {
-    while (!atomic_load_explicit(&word, memory_order_acquire)) {
-      struct timespec ts, *tsp = NULL;
-      if (deadline != BR_NEVER) {
-        int64_t left = deadline - br_now();
-        if (left <= 0) {
-          rc = BR_ETIMEDOUT;
-          break;
-        }
-        ts.tv_sec = left / 1000000000;
-        ts.tv_nsec = left % 1000000000;
-        tsp = &ts;
-      }
-      syscall(SYS_futex, &word, FUTEX_WAIT_PRIVATE, 0, tsp, NULL, 0);
-    }
+    rc = br__futex_wait_until(&word, deadline);
   }
   for (size_t i = 0; i < n; i++) {
     if (!ws[i].task && !ws[i].futex) continue;
