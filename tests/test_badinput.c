@@ -540,7 +540,9 @@ static void *m_null_sync(void *arg) {
   T_RC(br_chan_recv(c, NULL), BR_EINVAL);
   T_OK(br_chan_free(c));
   T_TRUE(br_chan_new(0, 0) == NULL);
+#if !defined(BRAID_ASAN) && !defined(BRAID_TSAN) /* their malloc aborts on absurd sizes */
   T_TRUE(br_chan_new(1, SIZE_MAX) == NULL); /* absurd capacity: NULL, no crash */
+#endif
   T_TRUE(br_chan_new(SIZE_MAX, 2) == NULL);
   T_RC(br_queue_put(NULL, NULL), BR_EINVAL);
   T_RC(br_queue_get(NULL, &it), BR_EINVAL);
