@@ -176,6 +176,11 @@ static void *m_spawn(void *arg) {
     T_TRUE(rc == BR_EINVAL || rc == 0); /* compact tasks share the loop's stack */
     if (rc == 0) T_OK(br_join(t, NULL));
   }
+  /* Zero means "the loop's default" (braid.h), not an error. */
+  T_OK(br_spawn(&t, returns_arg, IP(5), &(br_spawn_opts){.stack_size = 0}));
+  void *r0;
+  T_OK(br_join(t, &r0));
+  T_EQ(PI(r0), 5);
   /* The limits themselves work (a 1 GiB stack is only reserved). */
   const size_t good[] = {16 * 1024, 16 * 1024 + 1, 1000000, (size_t)1 << 30};
   for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {

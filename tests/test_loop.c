@@ -746,6 +746,24 @@ static void test_second_sigint_exits_130(void **state) {
   br_child_result_free(&r);
 }
 
+/* Loops give back every descriptor they open (poller, wake-up eventfd). */
+static void test_no_fd_leak(void **state) {
+  (void)state;
+  int before = br_test_count_fds();
+  assert_true(before > 0);
+  for (int i = 0; i < 50; i++) {
+    br_loop *L = br_loop_new(NULL);
+    assert_non_null(L);
+    br_task *t;
+    assert_int_equal(br_loop_spawn(L, &t, sleeper_value, IP(i), NULL), 0);
+    assert_int_equal(br_loop_run(L), 0);
+    assert_int_equal(br_task_close(t), 0);
+    assert_int_equal(br_loop_free(L), 0);
+    assert_int_equal(br_run(returns_arg, NULL, NULL), 0);
+  }
+  assert_int_equal(br_test_count_fds(), before);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_new_run_free),
@@ -765,6 +783,7 @@ int main(void) {
       cmocka_unit_test(test_sigint_from_thread_cancels_main),
       cmocka_unit_test(test_sigint_raised_in_task_cancels_main),
       cmocka_unit_test(test_second_sigint_exits_130),
+      cmocka_unit_test(test_no_fd_leak),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
