@@ -257,6 +257,13 @@ static void run_sleepers(unsigned flags) {
 
 static void c_sleepers_compact(void) { run_sleepers(BR_SPAWN_COMPACT); }
 static void c_sleepers_default(void) { run_sleepers(0); }
+/* As on a kernel without MADV_GUARD_INSTALL (< 6.13, e.g. Debian 12's 6.1):
+ * guard pages cost mappings, so most stacks must come from the budget-free
+ * slabs. */
+static void c_sleepers_default_old_kernel(void) {
+  setenv("BRAID_NO_LIGHT_GUARDS", "1", 1);
+  run_sleepers(0);
+}
 
 static void test_million_sleepers_compact(void **state) {
   (void)state;
@@ -266,6 +273,11 @@ static void test_million_sleepers_compact(void **state) {
 static void test_million_sleepers_default_stacks(void **state) {
   (void)state;
   isolated(c_sleepers_default, 280000);
+}
+
+static void test_million_sleepers_default_stacks_without_light_guards(void **state) {
+  (void)state;
+  isolated(c_sleepers_default_old_kernel, 280000);
 }
 
 /* --- spawn churn ------------------------------------------------------------ */
@@ -553,6 +565,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_million_sleepers_compact),
       cmocka_unit_test(test_million_sleepers_default_stacks),
+      cmocka_unit_test(test_million_sleepers_default_stacks_without_light_guards),
       cmocka_unit_test(test_spawn_churn),
       cmocka_unit_test(test_cancellation_storm),
       cmocka_unit_test(test_loops_complete_each_others_futures),
