@@ -289,7 +289,7 @@ static void *pp_yielder(void *arg) {
   return NULL;
 }
 
-static double switch_ns(void) {
+__attribute__((unused)) static double switch_ns(void) {
   static double cached;
   if (cached > 0) return cached;
   br_task *a, *b;
