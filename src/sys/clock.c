@@ -4,30 +4,49 @@
 #include <braid.h>
 #include <stdatomic.h>
 
-static _Atomic double ns_per_tick;
+/* The cycle counter's rate is measured against the monotonic clock from an
+ * anchor taken at the first call: no busy-wait at start-up (a short program
+ * must not pay milliseconds for it). The estimate sharpens as the baseline
+ * grows and is frozen once it spans a second (good to a few ppm). */
+static _Atomic int64_t anchor_ns;
+static _Atomic uint64_t anchor_ticks;
+static _Atomic double frozen;
 
 double br__ns_per_tick(void) {
-  double v = atomic_load_explicit(&ns_per_tick, memory_order_relaxed);
+  double v = atomic_load_explicit(&frozen, memory_order_relaxed);
   if (v > 0) return v;
 #if defined(__aarch64__)
   uint64_t freq;
   __asm__ __volatile__("mrs %0, cntfrq_el0" : "=r"(freq));
   v = freq ? 1e9 / (double)freq : 1.0;
+  atomic_store_explicit(&frozen, v, memory_order_relaxed);
+  return v;
 #elif defined(__x86_64__)
-  /* Calibrate over ~2 ms of busy time: good to well under 1 %. */
-  int64_t t0 = br__mono_ns();
-  uint64_t c0 = br__ticks();
-  int64_t t1;
-  do {
-    t1 = br__mono_ns();
-  } while (t1 - t0 < 2000000);
+  int64_t t0 = atomic_load_explicit(&anchor_ns, memory_order_acquire);
+  if (!t0) {
+    uint64_t c = br__ticks();
+    int64_t t = br__mono_ns();
+    int64_t expect = 0;
+    if (atomic_compare_exchange_strong(&anchor_ns, &expect, t))
+      atomic_store_explicit(&anchor_ticks, c, memory_order_release);
+    else
+      while (!atomic_load_explicit(&anchor_ticks, memory_order_acquire)) {
+      }
+    t0 = atomic_load_explicit(&anchor_ns, memory_order_acquire);
+  }
+  uint64_t c0 = atomic_load_explicit(&anchor_ticks, memory_order_acquire);
+  while (!c0) c0 = atomic_load_explicit(&anchor_ticks, memory_order_acquire);
+  int64_t t1 = br__mono_ns();
+  /* Need a baseline of 100 us for a usable first estimate (~1 %). */
+  while (t1 - t0 < 100000) t1 = br__mono_ns();
   uint64_t c1 = br__ticks();
   v = c1 > c0 ? (double)(t1 - t0) / (double)(c1 - c0) : 1.0;
-#else
-  v = 1.0;
-#endif
-  atomic_store_explicit(&ns_per_tick, v, memory_order_relaxed);
+  if (t1 - t0 >= 1000000000) atomic_store_explicit(&frozen, v, memory_order_relaxed);
   return v;
+#else
+  atomic_store_explicit(&frozen, 1.0, memory_order_relaxed);
+  return 1.0;
+#endif
 }
 
 int64_t br_now(void) { return br__mono_ns(); }
