@@ -16,6 +16,7 @@
 
 #include "backends/poller.h"
 #include "core/timer.h"
+#include "sys/clock.h"
 #include "sys/stack.h"
 #include "sys/switch.h"
 
@@ -97,7 +98,7 @@ struct br_task {
   void *result;
   /* accounting */
   uint64_t id;
-  uint64_t created, finished; /* br__ticks() */
+  uint64_t created, finished; /* br__ticks(): a cycle-counter read is cheap */
   uint64_t run_ticks, resumed_at;
   int64_t cpu_ns, cpu_at;
   uint64_t switches;
@@ -124,8 +125,6 @@ struct br_loop {
   atomic_bool stop_flag;
   br_loop_opts opts;
   br_accounting acct;
-  int64_t mono0;                 /* br_now() and br__ticks() read together */
-  uint64_t ticks0;
   size_t stack_size;
   br__ctx sched;                 /* the scheduler's own context */
   void *sched_tsan;

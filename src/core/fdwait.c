@@ -6,6 +6,7 @@
 #include "core/core.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,6 +52,9 @@ int br_wait_fd(int fd, int events, int64_t deadline) {
   br__fdrec *r = fdrec(L, fd, true);
   if (!r) return BR_ENOMEM;
   if (!r->armed) {
+    /* Completion-based backends arm asynchronously: check the descriptor
+     * now, once, so a closed one is BR_EBADF on every backend. */
+    if (fcntl(fd, F_GETFD) < 0) return -errno;
     int rc = L->poller.ops->arm(&L->poller, fd);
     if (rc == -EEXIST) rc = 0;
     if (rc) return rc;

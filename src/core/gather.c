@@ -81,6 +81,8 @@ int br_gather(br_future *const *fs, size_t n, br_result *out) {
 static int wait_any(br_future *const *fs, size_t n, const unsigned char *skip, int64_t deadline) {
   struct br_task *self = br__require_task();
   if (!self && br__tls_loop) return BR_ENOTTASK;
+  for (size_t i = 0; self && i < n; i++)
+    if (!(skip && skip[i]) && fs[i]->owner_task == self && !br_future_done(fs[i])) return BR_EDEADLK;
   br__waiter *ws = calloc(n, sizeof *ws);
   if (!ws) return BR_ENOMEM;
   atomic_int word = 0;

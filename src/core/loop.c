@@ -56,9 +56,7 @@ br_loop *br_loop_new(const br_loop_opts *opts) {
   if (!L) return NULL;
   L->opts = o;
   L->acct = o.accounting == BR_ACCT_DEFAULT ? accounting_from_env() : o.accounting;
-  if (L->acct != BR_ACCT_OFF) (void)br__ns_per_tick();
-  L->ticks0 = br__ticks();
-  L->mono0 = br__mono_ns();
+  if (L->acct != BR_ACCT_OFF) (void)br__ns_per_tick(); /* anchor the cycle counter */
   L->stack_size = ss;
   L->thread = pthread_self();
   pthread_mutex_init(&L->remote_lock, NULL);
@@ -77,6 +75,7 @@ br_loop *br_loop_new(const br_loop_opts *opts) {
 }
 
 br_loop *br_loop_current(void) { return br__tls_loop; }
+
 
 /* --- loop observers (loop.h): how obs/ learns about loops without the core
  * including it. */

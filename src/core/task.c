@@ -674,15 +674,19 @@ int br_task_close(br_task *t) {
   if (rc) return rc;
   struct br_task *self = br__require_task();
   if (t == self) return BR_EDEADLK;
-  br__task_cancel(t, false);
-  if (self) {
-    br__task_wait_done(self, t, BR_NEVER, false);
-  } else {
-    struct br_loop *L = t->loop;
+  struct br_loop *L = t->loop;
+  /* Every refusal comes before the cancel: a refused close changes nothing. */
+  if (self && self->loop != L) return BR_EINVAL;
+  if (!self) {
+    if (!pthread_equal(L->thread, pthread_self())) return BR_EPERM;
     if (br__tls_loop && br__tls_loop != L) return BR_EPERM;
     if (L->running) return BR_ENOTTASK;
-    br__run_until(L, t);
   }
+  br__task_cancel(t, false);
+  if (self)
+    br__task_wait_done(self, t, BR_NEVER, false);
+  else
+    br__run_until(L, t);
   return collect(t, NULL);
 }
 
@@ -697,8 +701,9 @@ int br_detach(br_task *t) {
 }
 
 int br_cancel(br_task *t) {
-  if (!br__task_valid(t)) return BR_EHANDLE;
-  if (br__tls_loop && br__tls_loop != t->loop) return BR_EPERM;
+  if (!br__task_valid(t) || !t->loop) return BR_EHANDLE;
+  /* The run queue belongs to the loop's thread. */
+  if (!pthread_equal(t->loop->thread, pthread_self())) return BR_EPERM;
   br__task_cancel(t, false);
   return 0;
 }
@@ -764,11 +769,10 @@ int br_task_get_stats(br_task *t, br_task_stats *out) {
   if (!br__task_valid(t) || !out || !t->loop) return BR_EHANDLE;
   uint64_t ticks = t->run_ticks;
   if (t->state == BR__RUNNING && t->loop->acct != BR_ACCT_OFF) ticks += br__ticks() - t->resumed_at;
-  /* Timestamps are cycle-counter ticks (a clock_gettime per spawn would
-   * double its cost); they are mapped onto br_now()'s clock here. */
-  struct br_loop *L = t->loop;
-  out->created = t->created ? L->mono0 + br__ticks_to_ns(t->created - L->ticks0) : 0;
-  out->finished = t->finished ? L->mono0 + br__ticks_to_ns(t->finished - L->ticks0) : 0;
+  /* Stamps are cycle-counter readings (a clock_gettime per spawn would
+   * double its cost), mapped onto br_now()'s clock here. */
+  out->created = t->created ? br__ticks_to_mono(t->created) : 0;
+  out->finished = t->finished ? br__ticks_to_mono(t->finished) : 0;
   out->run_ns = br__ticks_to_ns(ticks);
   out->cpu_ns = t->loop->acct == BR_ACCT_PRECISE ? t->cpu_ns : out->run_ns;
   out->switches = t->switches;

@@ -49,6 +49,27 @@ double br__ns_per_tick(void) {
 #endif
 }
 
+int64_t br__ticks_to_mono(uint64_t ticks) {
+  double npt = br__ns_per_tick(); /* also makes sure the anchor exists */
+#if defined(__x86_64__)
+  int64_t t0 = atomic_load_explicit(&anchor_ns, memory_order_acquire);
+  uint64_t c0 = atomic_load_explicit(&anchor_ticks, memory_order_acquire);
+  return t0 + (int64_t)((double)(int64_t)(ticks - c0) * npt);
+#else
+  /* aarch64: the counter's rate is exact; anchor it to the clock once. */
+  static _Atomic int64_t off;
+  static atomic_int off_set;
+  if (!atomic_load_explicit(&off_set, memory_order_acquire)) {
+    int64_t now = br__mono_ns();
+    int64_t o = now - (int64_t)((double)br__ticks() * npt);
+    int expect = 0;
+    atomic_store_explicit(&off, o, memory_order_relaxed);
+    atomic_compare_exchange_strong(&off_set, &expect, 1);
+  }
+  return atomic_load_explicit(&off, memory_order_relaxed) + (int64_t)((double)ticks * npt);
+#endif
+}
+
 int64_t br_now(void) { return br__mono_ns(); }
 
 int64_t br_deadline_ms(int64_t ms) {

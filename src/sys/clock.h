@@ -37,6 +37,10 @@ static inline uint64_t br__ticks(void) {
 /* Nanoseconds per tick, calibrated once against the monotonic clock. */
 double br__ns_per_tick(void);
 
+/* Map a br__ticks() reading onto br_now()'s clock, with the rate measured
+ * over the longest baseline so far (drift stays within a few ppm). */
+int64_t br__ticks_to_mono(uint64_t ticks);
+
 static inline int64_t br__ticks_to_ns(uint64_t ticks) {
   return (int64_t)((double)ticks * br__ns_per_tick());
 }
