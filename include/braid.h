@@ -216,8 +216,9 @@ int br_detach(br_task *t);
 
 /* br_cancel: request cancellation of t. Its current blocking call (and every
  * later one) returns BR_ECANCELED until it finishes; the task decides how to
- * unwind. Does not wait. Returns 0, or BR_EHANDLE. Cancelling a finished
- * task does nothing. Call from the task's loop thread. */
+ * unwind. Does not wait. Cancelling a finished task does nothing. Returns 0,
+ * BR_EHANDLE for a released handle, BR_EPERM from any thread but the task's
+ * loop thread (hand it over with br_call_soon_threadsafe). */
 int br_cancel(br_task *t);
 
 /* br_cancelled: whether the calling task has been asked to stop (cancelled
