@@ -490,7 +490,7 @@ def main():
                     else sys.executable, help="interpreter for the asyncio/uvloop peers")
     ap.add_argument("--out", default=None,
                     help="results file (default bench/results.json; --quick: "
-                         "<build>/bench/results-quick.json)")
+                         "<build>/bench/results-quick.json; --only: <build>/bench/results-partial.json)")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per process")
     ap.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
     args = ap.parse_args()
@@ -502,8 +502,10 @@ def main():
             ap.error(f"--only {o}: unknown; choose from {', '.join(sorted(known))}")
     runs = args.runs or (1 if args.quick else 3)
     build_dir = Path(args.build_dir).resolve()
+    # Only a full run replaces bench/results.json; partial ones go to the build tree.
     out_path = Path(args.out) if args.out else (
-        build_dir / "bench" / "results-quick.json" if args.quick else BENCH / "results.json")
+        build_dir / "bench" / "results-quick.json" if args.quick else
+        build_dir / "bench" / "results-partial.json" if args.only else BENCH / "results.json")
 
     def log(msg):
         print(msg, flush=True)
