@@ -207,7 +207,10 @@ int br__run_until(struct br_loop *loop, struct br_task *t); /* outside tasks */
 
 /* A pointer into t's stack, usable now: a suspended compact task's frames
  * live in its save buffer, not on the shared stack. */
-void *br__task_addr(struct br_task *t, void *p);
+void *br__task_addr_slow(struct br_task *t, void *p);
+static inline void *br__task_addr(struct br_task *t, void *p) {
+  return t->compact ? br__task_addr_slow(t, p) : p;
+}
 
 /* --- loop (loop.c) --- */
 int br__loop_iterate(struct br_loop *loop, bool block);

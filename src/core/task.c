@@ -70,6 +70,8 @@ static inline void acct_resume(struct br_loop *L, struct br_task *t, uint64_t no
 
 #ifdef BRAID_ASAN
 __attribute__((no_sanitize("address")))
+#else
+__attribute__((unused))
 #endif
 static void raw_copy(char *dst, const char *src, size_t n) {
   /* Stack frames carry ASan redzones; copy them without instrumentation. */
@@ -103,12 +105,16 @@ static void shared_save(struct br_loop *L, struct br_task *t) {
 static void shared_restore(struct br_loop *L, struct br_task *t) {
   char *top = L->shared->lo + L->shared->size;
   BR__ASAN_UNPOISON(L->shared->lo, L->shared->size);
+#ifdef BRAID_ASAN
   raw_copy(top - t->saved_len, t->saved, t->saved_len);
+#else
+  memcpy(top - t->saved_len, t->saved, t->saved_len);
+#endif
 }
 
-void *br__task_addr(struct br_task *t, void *p) {
+void *br__task_addr_slow(struct br_task *t, void *p) {
   struct br_loop *L = t->loop;
-  if (!t->compact || L->shared_owner == t) return p;
+  if (L->shared_owner == t) return p;
   char *top = L->shared->lo + L->shared->size;
   char *c = p;
   if (c >= top - t->saved_len && c < top) return t->saved + (c - (top - t->saved_len));

@@ -31,18 +31,28 @@ br_chan *br_chan_new(size_t elem_size, size_t cap) {
   return c;
 }
 
+/* Elements are usually a word or two: copy those inline, not via libc. */
+static inline void elem_copy(void *dst, const void *src, size_t n) {
+  switch (n) {
+  case 4: __builtin_memcpy(dst, src, 4); break;
+  case 8: __builtin_memcpy(dst, src, 8); break;
+  case 16: __builtin_memcpy(dst, src, 16); break;
+  default: memcpy(dst, src, n);
+  }
+}
+
 static inline char *slot(struct br_chan *c, size_t i) { return c->buf + ((c->head + i) % c->cap) * c->elem; }
 
 static int try_send(struct br_chan *c, const void *elem) {
   if (c->closed) return BR_ECLOSED;
   struct br_task *r = br__wq_pop_live(&c->receivers);
   if (r) {
-    memcpy(br__task_addr(r, r->wq_ptr), elem, c->elem);
+    elem_copy(br__task_addr(r, r->wq_ptr), elem, c->elem);
     br__wq_finish(r);
     return 0;
   }
   if (c->len < c->cap) {
-    memcpy(slot(c, c->len), elem, c->elem);
+    elem_copy(slot(c, c->len), elem, c->elem);
     c->len++;
     return 0;
   }
@@ -51,12 +61,12 @@ static int try_send(struct br_chan *c, const void *elem) {
 
 static int try_recv(struct br_chan *c, void *elem) {
   if (c->len) {
-    memcpy(elem, slot(c, 0), c->elem);
+    elem_copy(elem, slot(c, 0), c->elem);
     c->head = (c->head + 1) % c->cap;
     c->len--;
     struct br_task *s = br__wq_pop_live(&c->senders);
     if (s) {
-      memcpy(slot(c, c->len), br__task_addr(s, s->wq_ptr), c->elem);
+      elem_copy(slot(c, c->len), br__task_addr(s, s->wq_ptr), c->elem);
       c->len++;
       br__wq_finish(s);
     }
@@ -64,7 +74,7 @@ static int try_recv(struct br_chan *c, void *elem) {
   }
   struct br_task *s = br__wq_pop_live(&c->senders);
   if (s) {
-    memcpy(elem, br__task_addr(s, s->wq_ptr), c->elem);
+    elem_copy(elem, br__task_addr(s, s->wq_ptr), c->elem);
     br__wq_finish(s);
     return 0;
   }

@@ -8,8 +8,10 @@
  * anchor taken at the first call: no busy-wait at start-up (a short program
  * must not pay milliseconds for it). The estimate sharpens as the baseline
  * grows and is frozen once it spans a second (good to a few ppm). */
+#if defined(__x86_64__)
 static _Atomic int64_t anchor_ns;
 static _Atomic uint64_t anchor_ticks;
+#endif
 static _Atomic double frozen;
 
 double br__ns_per_tick(void) {
