@@ -9,7 +9,8 @@
 #          libc, qemu-user, and from Debian's multiarch (dpkg arch arm64) the
 #          arm64 libc and cmocka the cross-built tests run with under qemu.
 #          The sanitizer builds use gcc's own ASan/UBSan/TSan runtimes (libasan8,
-#          libubsan1, libtsan2 come with gcc), so clang is not needed.
+#          libubsan1, libtsan2 come with gcc); clang and its libFuzzer runtime
+#          (libclang-rt-14-dev) are for the fuzzing stage (make fuzz).
 #   bench  build + the peers the benchmarks compare against: Go, Python with
 #          uvloop, libuv, TBB (C++), wrk and nginx.
 #
@@ -19,7 +20,8 @@
 set -euo pipefail
 
 pkgs_build=(cmake gcc make pkg-config libcmocka-dev liburing-dev)
-pkgs_test=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user libc6:arm64 libcmocka-dev:arm64)
+pkgs_test=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user libc6:arm64 libcmocka-dev:arm64
+           clang libclang-rt-14-dev)
 pkgs_bench=(g++ golang-go python3 python3-uvloop libuv1-dev libtbb-dev wrk nginx)
 
 groups=("$@")
