@@ -78,7 +78,7 @@ static void *main_task(void *arg) {
   void *items[2] = {(void *)(intptr_t)500, (void *)(intptr_t)500};
   br_result out[2];
   int t0 = atomic_load(&c->ts.ticks);
-  int64_t w0 = br_now();
+  w0 = br_now();
   c->rc[1] = br_pool_map(c->pool, compute, items, 2, 1, out);
   c->waited_ns[1] = br_now() - w0;
   c->ticks_during[1] = atomic_load(&c->ts.ticks) - t0;
