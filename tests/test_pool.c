@@ -1005,6 +1005,74 @@ static void *task_main(void *arg) {
   return IP(PI(v) * 1000 + s);
 }
 
+/* A task that gives up on a map (its scope's deadline passes): pieces not
+ * started are skipped, running ones are waited for, the call returns the
+ * deadline's error. Queued behind a busy worker, it returns at once. */
+typedef struct {
+  br_pool *pool;
+  int rc_queued, rc_running;
+  int64_t took_queued;
+  br_result out[8];
+  gate g;
+} giveup;
+
+static void *slow_item(void *arg) {
+  sleep_ms(PI(arg));
+  return arg;
+}
+
+static void *giveup_main(void *arg) {
+  giveup *c = arg;
+  void *items[8];
+  for (int i = 0; i < 8; i++) items[i] = IP(100);
+  /* 1: the only worker is blocked; the map's root sits in the queue. */
+  br_future *fb;
+  br_pool_submit(c->pool, &fb, blocker, &c->g);
+  br_scope s;
+  br_scope_enter(&s, br_deadline_ms(30), false);
+  int64_t t0 = br_now();
+  c->rc_queued = br_pool_map(c->pool, slow_item, items, 8, 1, c->out);
+  c->took_queued = br_now() - t0;
+  br_scope_exit(&s);
+  for (int i = 0; i < 8; i++)
+    if (c->out[i].err != BR_ECANCELED) c->rc_queued = 999;
+  atomic_store(&c->g.release, 1);
+  br_await(fb, NULL);
+  br_future_unref(fb);
+  /* 2: the map runs (one 100 ms item at a time); the deadline passes during
+   * the first item. */
+  br_scope_enter(&s, br_deadline_ms(50), false);
+  c->rc_running = br_pool_map(c->pool, slow_item, items, 8, 1, c->out);
+  br_scope_exit(&s);
+  return NULL;
+}
+
+static void test_map_caller_gives_up(void **state) {
+  (void)state;
+  giveup c = {0};
+  c.pool = br_pool_new(1, NULL);
+  assert_int_equal(br_run(giveup_main, &c, NULL), 0);
+  assert_int_equal(c.rc_queued, BR_ETIMEDOUT);
+  assert_true(c.took_queued < 1000 * 1000000LL); /* not after the blocker */
+  assert_int_equal(c.rc_running, BR_ETIMEDOUT);
+  int ran = 0, skipped = 0;
+  for (int i = 0; i < 8; i++) {
+    if (c.out[i].err == 0) {
+      assert_int_equal(PI(c.out[i].value), 100);
+      ran++;
+    } else {
+      assert_int_equal(c.out[i].err, BR_ECANCELED);
+      skipped++;
+    }
+  }
+  assert_true(ran >= 1);
+  assert_true(skipped >= 1);
+  br_pool_report r;
+  assert_int_equal(br_pool_shutdown(c.pool, BR_POOL_DRAIN, &r), 0);
+  assert_int_equal(r.pending, 0);
+  br_pool_free(c.pool);
+}
+
 static void test_from_task(void **state) {
   (void)state;
   br_pool *p = br_pool_new(2, NULL);
@@ -1042,6 +1110,7 @@ int main(void) {
       cmocka_unit_test(test_wait_inside_jobs),
       cmocka_unit_test(test_core_wait_hook),
       cmocka_unit_test(test_from_task),
+      cmocka_unit_test(test_map_caller_gives_up),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -65,6 +65,7 @@
 #include <linux/futex.h>
 #include <linux/membarrier.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -456,15 +457,15 @@ static void run_stolen(br__worker *w, br_fork *f) {
 /* Run a job taken from the injection queue. */
 static void run_job(br__worker *w, br__job *job) {
   br_pool *p = w->pool;
-  if (atomic_load(&p->state) == S_CANCEL && !br_future_done(job->fut)) {
-    /* Shutdown with BR_POOL_CANCEL began after we took the job: it must not
-     * start. If our cancel wins, the hook drops its own reference. */
+  if (atomic_load(&job->cancelled) || atomic_load(&p->state) == S_CANCEL ||
+      br_future_done(job->fut)) {
+    /* Cancelled before it started: by its future (the hook ran or will run,
+     * and finds the job no longer queued), by its waiter giving up (a map /
+     * for / reduce root), or by shutdown(BR_POOL_CANCEL) after we took it.
+     * Make sure the future says so; if this cancel is the one that completes
+     * it, the hook runs now and drops its own reference. */
     atomic_store(&job->cancelled, 1);
     (void)br_future_cancel(job->fut);
-  }
-  if (atomic_load(&job->cancelled) || br_future_done(job->fut)) {
-    /* Cancelled before it started: the hook completed the future (or will
-     * run, and finds the job no longer queued). */
     job_finished(p, END_CANCELLED);
     job_release(job, 1);
     return;
@@ -592,6 +593,9 @@ static void *worker_main(void *arg) {
         if (p->spin_ns <= 0 || now_ns() >= deadline) break;
         for (unsigned i = 0; i < backoff; i++) cpu_relax();
         if (backoff < 256) backoff *= 2;
+        /* A thread sharing our CPU (the submitter waiting to run, another
+         * worker when the pool is larger than the machine) gets its turn. */
+        else sched_yield();
       }
       if (x) {
         stop_spinning(w);
@@ -1028,6 +1032,7 @@ static void join_wait(br__worker *w, br_fork *f) {
     if (now_ns() < spin_until) {
       for (unsigned i = 0; i < backoff; i++) cpu_relax();
       if (backoff < 256) backoff *= 2;
+      else sched_yield();
       continue;
     }
     /* A long child: park on its done word. Wake up now and then to look at
@@ -1264,6 +1269,10 @@ static int par_run(br_pool *pool, br__par *par, size_t begin, size_t end, void *
   if (!job) return BR_ENOMEM;
   br_future *fut = br_future_ref(job->fut);
   br_future_set_cancel_hook(job->fut, job_cancel_hook, job);
+  /* A third reference, ours, so that we may still touch the job after it
+   * finished. Nobody else can complete this future: it only completes when
+   * the root has returned, or was cancelled before it started. */
+  atomic_fetch_add(&job->refs, 1);
   int rc = inj_push(pool, job);
   if (rc < 0) {
     br_future_unref(fut);
@@ -1277,11 +1286,19 @@ static int par_run(br_pool *pool, br__par *par, size_t begin, size_t end, void *
      * not started, but wait for what runs, since it uses our memory. */
     atomic_store(&par->stop, 1);
     atomic_store(&job->cancelled, 1);
+    /* Still queued (seen under the lock after setting cancelled): it will
+     * never run, whoever takes it now sees the flag, so complete it at once
+     * rather than wait for its turn. Taken already: it may be running. */
+    pthread_mutex_lock(&pool->inj_lock);
+    bool queued = job->qstate == Q_QUEUED;
+    pthread_mutex_unlock(&pool->inj_lock);
+    if (queued) (void)br_future_cancel(fut);
     await_shielded(fut);
   } else {
     rc = 0; /* the root ran, or was cancelled unstarted (started == 0) */
   }
   br_future_unref(fut);
+  job_release(job, 1);
   return rc;
 }
 
@@ -1317,7 +1334,8 @@ int br_pool_map(br_pool *pool, br_pool_fn fn, void *const *items, size_t n, size
   if (!atomic_load(&par.started)) {
     /* Nothing ran: every item still gets an outcome. */
     if (rc == 0) rc = BR_ECANCELED;
-    for (size_t i = 0; i < n; i++) out[i] = (br_result){NULL, rc, NULL};
+    int item = rc == BR_ETIMEDOUT ? BR_ECANCELED : rc;
+    for (size_t i = 0; i < n; i++) out[i] = (br_result){NULL, item, NULL};
   } else if (rc == 0) {
     /* Every out[i] holds its item's outcome (BR_ECANCELED if skipped). */
     for (size_t i = 0; i < n && rc == 0; i++) rc = out[i].err;
