@@ -151,6 +151,8 @@ static void *fail_positive(void *arg) {
   return br_pool_fail(5, "positive codes become EFAILED");
 }
 
+static void *failing_core(void *arg) { return br_fail(BR_ENOENT, "no file %ld", PI(arg)); }
+
 static void test_job_errors(void **state) {
   (void)state;
   br_pool *p = br_pool_new(2, NULL);
@@ -163,11 +165,16 @@ static void test_job_errors(void **state) {
   assert_int_equal(br_pool_submit(p, &f, fail_positive, NULL), 0);
   assert_int_equal(br_await(f, NULL), BR_EFAILED);
   br_future_unref(f);
+  /* The core's br_fail works in pool jobs too. */
+  assert_int_equal(br_pool_submit(p, &f, failing_core, IP(4)), 0);
+  assert_int_equal(br_await(f, NULL), BR_ENOENT);
+  assert_string_equal(br_future_message(f), "no file 4");
+  br_future_unref(f);
   /* Outside a pool job br_pool_fail does nothing. */
   assert_null(br_pool_fail(BR_EIO, "nobody listens"));
   br_pool_stats st;
   br_pool_get_stats(p, &st);
-  assert_int_equal(st.failed, 2);
+  assert_int_equal(st.failed, 3);
   br_pool_free(p);
 }
 

@@ -107,7 +107,8 @@ int br_pool_submit(br_pool *pool, br_future **out, br_pool_fn fn, void *arg);
  * fails with `return br_pool_fail(BR_EINVAL, "bad row %d", i);`. The last call
  * wins. Counts for the job, fork child, map item or for/reduce range that is
  * running on the calling worker. Outside a pool job it does nothing and
- * returns NULL. */
+ * returns NULL. The core's br_fail() does the same in a pool job once a pool
+ * exists, so code shared by tasks and jobs may use either. */
 void *br_pool_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* br_pool_cancelled: BR_ECANCELED if the job the caller is working for (the

@@ -77,6 +77,7 @@
 #include <unistd.h>
 
 #include "braid.h"
+#include "core/loop.h"
 #include "sys/deque.h"
 
 #define LIKELY(x) __builtin_expect(!!(x), 1)
@@ -634,7 +635,11 @@ static void pool_release(br_pool *p) {
   if (atomic_fetch_sub(&p->refs, 1) == 1) pool_destroy(p);
 }
 
+int br__pool_vfail(int code, const char *fmt, va_list ap);
+
 br_pool *br_pool_new(int nthreads, const br_pool_opts *opts) {
+  /* `return br_fail(...)` in a pool job fails the job, as in a task. */
+  br__set_fail_hook(br__pool_vfail);
   br_pool_opts o = {0};
   if (opts) o = *opts;
   if (nthreads < 0 || nthreads > BR_POOL_MAX_THREADS) {
@@ -826,11 +831,10 @@ int br_pool_submit(br_pool *pool, br_future **out, br_pool_fn fn, void *arg) {
   return 0;
 }
 
-/* br__pool_vfail: for the core. br_fail() called outside a task can call
- * this so that `return br_fail(...)` also works in pool jobs: it records the
- * failure and returns 0 on a pool worker running a job, 1 (nothing done)
- * anywhere else. */
-int br__pool_vfail(int code, const char *fmt, va_list ap);
+/* br__pool_vfail: the core's fail hook (br__set_fail_hook, registered by
+ * br_pool_new): br_fail() outside a task lands here, so `return br_fail(...)`
+ * also works in pool jobs. Records the failure and returns 0 on a pool worker
+ * running a job, 1 (nothing done) anywhere else. */
 int br__pool_vfail(int code, const char *fmt, va_list ap) {
   br__worker *w = tls_w;
   if (!w || !w->cur) return 1;
