@@ -16,13 +16,9 @@
  * KVM machines it is well below 2 at times: the virtual CPUs are not
  * always two free cores). Prints one JSON line either way.
  * Prints one JSON line; bench/pool_run.py runs them side by side. */
-#include <braid.h>
-
 #include <pthread.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
+
+#include "bench_common.h"
 
 static int variant_two, vs1, ceiling;
 
@@ -48,34 +44,6 @@ __attribute__((noinline)) static long fib_serial(long n) {
   return n < 2 ? n : fib_serial(n - 1) + fib_serial(n - 2);
 }
 
-/* --quiet S: before each timed run, wait (at most S seconds) until nothing
- * else on the machine is runnable: the 4th field of /proc/loadavg is
- * "running/total", and we are the one running. Our 2-core machines are
- * shared; one busy neighbour halves any speed-up. Returns 1 once quiet. */
-static int quiet_gate(double max_s) {
-  if (max_s <= 0) return 1;
-  struct timespec nap = {0, 2000000};
-  int calm = 0;
-  for (double waited = 0; waited < max_s; waited += 0.002) {
-    int running = 1, total;
-    double a, b, c;
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (f) {
-      if (fscanf(f, "%lf %lf %lf %d/%d", &a, &b, &c, &running, &total) != 5) running = 1;
-      fclose(f);
-    }
-    calm = running <= 1 ? calm + 1 : 0;
-    if (calm >= 3) return 1;
-    nanosleep(&nap, NULL);
-  }
-  return 0;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
 static volatile long ceiling_n;
 
 static void *serial_batch(void *arg) {
@@ -92,17 +60,17 @@ static int run_ceiling(long n, int threads, int reps, double quiet_s) {
   double *ratio = calloc((size_t)reps, sizeof *ratio);
   pthread_t *t = calloc((size_t)threads, sizeof *t);
   for (int r = 0; r < reps; r++) {
-    quiet_gate(quiet_s);
+    bench_quiet_gate(quiet_s);
     int64_t t0 = br_now();
     serial_batch(NULL);
     double one = (double)(br_now() - t0);
-    quiet_gate(quiet_s);
+    bench_quiet_gate(quiet_s);
     t0 = br_now();
     for (int i = 0; i < threads; i++) pthread_create(&t[i], NULL, serial_batch, NULL);
     for (int i = 0; i < threads; i++) pthread_join(t[i], NULL);
     ratio[r] = one * threads / (double)(br_now() - t0);
   }
-  qsort(ratio, (size_t)reps, sizeof *ratio, cmp_double);
+  qsort(ratio, (size_t)reps, sizeof *ratio, bench_cmp_double);
   printf("{\"bench\":\"fib_ceiling\",\"impl\":\"pthreads\",\"n\":%ld,\"threads\":%d,"
          "\"scaling\":%.4f,\"min_scaling\":%.4f,\"max_scaling\":%.4f}\n",
          n, threads, ratio[reps / 2], ratio[0], ratio[reps - 1]);
@@ -124,7 +92,7 @@ static long run_fib(br_pool *pool, long n) {
 
 static void print_times(const char *key, double *t, int r) {
   printf("\"%s\":[", key);
-  for (int i = 0; i < r; i++) printf("%s%.4f", i ? "," : "", t[i]);
+  bench_print_times(t, r, 4);
   printf("]");
 }
 
@@ -132,12 +100,13 @@ int main(int argc, char **argv) {
   long n = 30;
   int threads = 0, reps = 10, quiet_reps = 0;
   double quiet_s = 0;
+  const char *opt;
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "-n") && i + 1 < argc) n = atol(argv[++i]);
-    else if (!strcmp(argv[i], "-t") && i + 1 < argc) threads = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "-r") && i + 1 < argc) reps = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--quiet") && i + 1 < argc) quiet_s = atof(argv[++i]);
-    else if (!strcmp(argv[i], "--variant") && i + 1 < argc) variant_two = !strcmp(argv[++i], "two");
+    if ((opt = bench_arg(argc, argv, &i, "-n"))) n = atol(opt);
+    else if ((opt = bench_arg(argc, argv, &i, "-t"))) threads = atoi(opt);
+    else if ((opt = bench_arg(argc, argv, &i, "-r"))) reps = atoi(opt);
+    else if ((opt = bench_arg(argc, argv, &i, "--quiet"))) quiet_s = atof(opt);
+    else if ((opt = bench_arg(argc, argv, &i, "--variant"))) variant_two = !strcmp(opt, "two");
     else if (!strcmp(argv[i], "--vs1")) vs1 = 1;
     else if (!strcmp(argv[i], "--ceiling")) ceiling = 1;
     else {
@@ -154,10 +123,10 @@ int main(int argc, char **argv) {
   volatile long vn = n;
   long want = 0;
   for (int r = 0; r < reps; r++) {
-    quiet_gate(quiet_s);
+    bench_quiet_gate(quiet_s);
     int64_t t0 = br_now();
     want = fib_serial(vn);
-    ser[r] = (br_now() - t0) / 1e6;
+    ser[r] = bench_ms_since(t0);
   }
 
   br_pool *pool = br_pool_new(threads, NULL);
@@ -171,19 +140,19 @@ int main(int argc, char **argv) {
   br_pool_stats s0, s1;
   br_pool_get_stats(pool, &s0);
   for (int r = 0; r < reps; r++) {
-    quiet_reps += quiet_gate(quiet_s);
+    quiet_reps += bench_quiet_gate(quiet_s);
     int64_t t0 = br_now();
     long v = run_fib(pool, n);
-    par[r] = (br_now() - t0) / 1e6;
+    par[r] = bench_ms_since(t0);
     if (v != want) {
       fprintf(stderr, "fib(%ld) = %ld, want %ld\n", n, v, want);
       return 1;
     }
     if (pool1) {
-      quiet_gate(quiet_s);
+      bench_quiet_gate(quiet_s);
       t0 = br_now();
       v = run_fib(pool1, n);
-      one[r] = (br_now() - t0) / 1e6;
+      one[r] = bench_ms_since(t0);
       if (v != want) return 1;
       pair[r] = one[r] / par[r];
     }
@@ -201,11 +170,11 @@ int main(int argc, char **argv) {
   if (vs1) {
     printf(",");
     print_times("one_thread_ms", one, reps);
-    qsort(pair, (size_t)reps, sizeof *pair, cmp_double);
+    qsort(pair, (size_t)reps, sizeof *pair, bench_cmp_double);
     printf(",\"pair_speedup\":%.4f", pair[reps / 2]);
   }
-  qsort(par, (size_t)reps, sizeof *par, cmp_double);
-  qsort(ser, (size_t)reps, sizeof *ser, cmp_double);
+  qsort(par, (size_t)reps, sizeof *par, bench_cmp_double);
+  qsort(ser, (size_t)reps, sizeof *ser, bench_cmp_double);
   printf(",\"median_ms\":%.4f,\"min_ms\":%.4f,\"serial_median_ms\":%.4f,"
          "\"forks_per_run\":%lu,\"steals_per_run\":%.1f,\"quiet_reps\":%d}\n",
          par[reps / 2], par[0], ser[reps / 2], (unsigned long)((s1.forks - s0.forks) / (uint64_t)reps),

@@ -6,13 +6,9 @@
  *
  * THREADS 0 (default) means br_cpu_count(). Prints one JSON line. Built only
  * when CMake finds OpenMP. */
-#include <braid.h>
 #include <omp.h>
 
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
+#include "bench_common.h"
 
 static int variant_two;
 
@@ -31,44 +27,17 @@ static long fib(long n) {
   return a + b;
 }
 
-/* --quiet S: before each timed run, wait (at most S seconds) until nothing
- * else on the machine is runnable: the 4th field of /proc/loadavg is
- * "running/total", and we are the one running. Our 2-core machines are
- * shared; one busy neighbour halves any speed-up. Returns 1 once quiet. */
-static int quiet_gate(double max_s) {
-  if (max_s <= 0) return 1;
-  struct timespec nap = {0, 2000000};
-  int calm = 0;
-  for (double waited = 0; waited < max_s; waited += 0.002) {
-    int running = 1, total;
-    double a, b, c;
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (f) {
-      if (fscanf(f, "%lf %lf %lf %d/%d", &a, &b, &c, &running, &total) != 5) running = 1;
-      fclose(f);
-    }
-    calm = running <= 1 ? calm + 1 : 0;
-    if (calm >= 3) return 1;
-    nanosleep(&nap, NULL);
-  }
-  return 0;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
 int main(int argc, char **argv) {
   long n = 30;
   int threads = 0, reps = 10, quiet_reps = 0;
   double quiet_s = 0;
+  const char *opt;
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "-n") && i + 1 < argc) n = atol(argv[++i]);
-    else if (!strcmp(argv[i], "-t") && i + 1 < argc) threads = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "-r") && i + 1 < argc) reps = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--quiet") && i + 1 < argc) quiet_s = atof(argv[++i]);
-    else if (!strcmp(argv[i], "--variant") && i + 1 < argc) variant_two = !strcmp(argv[++i], "two");
+    if ((opt = bench_arg(argc, argv, &i, "-n"))) n = atol(opt);
+    else if ((opt = bench_arg(argc, argv, &i, "-t"))) threads = atoi(opt);
+    else if ((opt = bench_arg(argc, argv, &i, "-r"))) reps = atoi(opt);
+    else if ((opt = bench_arg(argc, argv, &i, "--quiet"))) quiet_s = atof(opt);
+    else if ((opt = bench_arg(argc, argv, &i, "--variant"))) variant_two = !strcmp(opt, "two");
     else {
       fprintf(stderr, "usage: %s [-n N] [-t THREADS] [-r REPEATS] [--quiet S] [--variant one|two]\n", argv[0]);
       return 2;
@@ -84,7 +53,7 @@ int main(int argc, char **argv) {
 #pragma omp single
   v = fib(n > 20 ? 20 : n);
   for (int r = 0; r < reps; r++) {
-    quiet_reps += quiet_gate(quiet_s);
+    quiet_reps += bench_quiet_gate(quiet_s);
     double t0 = omp_get_wtime();
 #pragma omp parallel num_threads(threads)
 #pragma omp single
@@ -94,8 +63,8 @@ int main(int argc, char **argv) {
   printf("{\"bench\":\"fib\",\"impl\":\"openmp\",\"variant\":\"%s\",\"n\":%ld,\"threads\":%d,"
          "\"value\":%ld,\"times_ms\":[",
          variant_two ? "two" : "one", n, threads, v);
-  for (int r = 0; r < reps; r++) printf("%s%.4f", r ? "," : "", t[r]);
-  qsort(t, (size_t)reps, sizeof *t, cmp_double);
+  bench_print_times(t, reps, 4);
+  qsort(t, (size_t)reps, sizeof *t, bench_cmp_double);
   printf("],\"median_ms\":%.4f,\"min_ms\":%.4f,\"quiet_reps\":%d}\n", t[reps / 2], t[0],
          quiet_reps);
   free(t);

@@ -7,17 +7,14 @@
  * THREADS 0 (default) means br_cpu_count(); the limit is set with
  * tbb::global_control (the calling thread counts as one of them, as the
  * OpenMP master does). Prints one JSON line. */
-#include <braid.h>
 #include <tbb/global_control.h>
 #include <tbb/task_group.h>
 
 #include <algorithm>
 #include <chrono>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <ctime>
 #include <vector>
+
+#include "bench_common.h"
 
 static bool variant_two;
 
@@ -32,37 +29,17 @@ static long fib(long n) {
   return a + b;
 }
 
-/* --quiet S: before each timed run, wait (at most S seconds) until nothing
- * else on the machine is runnable (see bench/fib.c). */
-static int quiet_gate(double max_s) {
-  if (max_s <= 0) return 1;
-  struct timespec nap = {0, 2000000};
-  int calm = 0;
-  for (double waited = 0; waited < max_s; waited += 0.002) {
-    int running = 1, total;
-    double a, b, c;
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (f) {
-      if (fscanf(f, "%lf %lf %lf %d/%d", &a, &b, &c, &running, &total) != 5) running = 1;
-      fclose(f);
-    }
-    calm = running <= 1 ? calm + 1 : 0;
-    if (calm >= 3) return 1;
-    nanosleep(&nap, nullptr);
-  }
-  return 0;
-}
-
 int main(int argc, char **argv) {
   long n = 30;
   int threads = 0, reps = 10, quiet_reps = 0;
   double quiet_s = 0;
+  const char *opt;
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "-n") && i + 1 < argc) n = atol(argv[++i]);
-    else if (!strcmp(argv[i], "-t") && i + 1 < argc) threads = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "-r") && i + 1 < argc) reps = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--quiet") && i + 1 < argc) quiet_s = atof(argv[++i]);
-    else if (!strcmp(argv[i], "--variant") && i + 1 < argc) variant_two = !strcmp(argv[++i], "two");
+    if ((opt = bench_arg(argc, argv, &i, "-n"))) n = atol(opt);
+    else if ((opt = bench_arg(argc, argv, &i, "-t"))) threads = atoi(opt);
+    else if ((opt = bench_arg(argc, argv, &i, "-r"))) reps = atoi(opt);
+    else if ((opt = bench_arg(argc, argv, &i, "--quiet"))) quiet_s = atof(opt);
+    else if ((opt = bench_arg(argc, argv, &i, "--variant"))) variant_two = !strcmp(opt, "two");
     else {
       fprintf(stderr, "usage: %s [-n N] [-t THREADS] [-r REPEATS] [--quiet S] [--variant one|two]\n", argv[0]);
       return 2;
@@ -74,7 +51,7 @@ int main(int argc, char **argv) {
   long v = fib(n > 20 ? 20 : n); /* warm up the arena */
   std::vector<double> t((size_t)reps);
   for (int r = 0; r < reps; r++) {
-    quiet_reps += quiet_gate(quiet_s);
+    quiet_reps += bench_quiet_gate(quiet_s);
     auto t0 = std::chrono::steady_clock::now();
     v = fib(n);
     t[(size_t)r] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -82,7 +59,7 @@ int main(int argc, char **argv) {
   printf("{\"bench\":\"fib\",\"impl\":\"tbb\",\"variant\":\"%s\",\"n\":%ld,\"threads\":%d,"
          "\"value\":%ld,\"times_ms\":[",
          variant_two ? "two" : "one", n, threads, v);
-  for (int r = 0; r < reps; r++) printf("%s%.4f", r ? "," : "", t[(size_t)r]);
+  bench_print_times(t.data(), reps, 4);
   std::sort(t.begin(), t.end());
   printf("],\"median_ms\":%.4f,\"min_ms\":%.4f,\"quiet_reps\":%d}\n", t[(size_t)reps / 2], t[0],
          quiet_reps);

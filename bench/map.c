@@ -9,12 +9,7 @@
  * milliseconds. bench/pool_run.py calibrates once and passes the same I to
  * bench_map_omp, so both do identical work. Serial and parallel runs
  * alternate so noise hits both alike. Prints one JSON line. */
-#include <braid.h>
-
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
+#include "bench_common.h"
 
 __attribute__((noinline)) static uint64_t work(uint64_t iters) {
   uint64_t x = iters | 1;
@@ -37,46 +32,19 @@ static uint64_t calibrate(double ms) {
   return (uint64_t)((double)probe * ms * 1e6 / best);
 }
 
-/* --quiet S: before each timed run, wait (at most S seconds) until nothing
- * else on the machine is runnable: the 4th field of /proc/loadavg is
- * "running/total", and we are the one running. Our 2-core machines are
- * shared; one busy neighbour halves any speed-up. Returns 1 once quiet. */
-static int quiet_gate(double max_s) {
-  if (max_s <= 0) return 1;
-  struct timespec nap = {0, 2000000};
-  int calm = 0;
-  for (double waited = 0; waited < max_s; waited += 0.002) {
-    int running = 1, total;
-    double a, b, c;
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (f) {
-      if (fscanf(f, "%lf %lf %lf %d/%d", &a, &b, &c, &running, &total) != 5) running = 1;
-      fclose(f);
-    }
-    calm = running <= 1 ? calm + 1 : 0;
-    if (calm >= 3) return 1;
-    nanosleep(&nap, NULL);
-  }
-  return 0;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
 int main(int argc, char **argv) {
   int n = 64, threads = 0, reps = 3, quiet_reps = 0;
   double quiet_s = 0;
   double ms = 10;
   uint64_t iters = 0;
+  const char *opt;
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "-n") && i + 1 < argc) n = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--ms") && i + 1 < argc) ms = atof(argv[++i]);
-    else if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = strtoull(argv[++i], NULL, 10);
-    else if (!strcmp(argv[i], "-t") && i + 1 < argc) threads = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "-r") && i + 1 < argc) reps = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--quiet") && i + 1 < argc) quiet_s = atof(argv[++i]);
+    if ((opt = bench_arg(argc, argv, &i, "-n"))) n = atoi(opt);
+    else if ((opt = bench_arg(argc, argv, &i, "--ms"))) ms = atof(opt);
+    else if ((opt = bench_arg(argc, argv, &i, "--iters"))) iters = strtoull(opt, NULL, 10);
+    else if ((opt = bench_arg(argc, argv, &i, "-t"))) threads = atoi(opt);
+    else if ((opt = bench_arg(argc, argv, &i, "-r"))) reps = atoi(opt);
+    else if ((opt = bench_arg(argc, argv, &i, "--quiet"))) quiet_s = atof(opt);
     else {
       fprintf(stderr, "usage: %s [-n N] [--ms MS] [--iters I] [-t THREADS] [-r REPEATS] [--quiet S]\n", argv[0]);
       return 2;
@@ -96,14 +64,14 @@ int main(int argc, char **argv) {
     return 1;
   }
   for (int r = 0; r < reps; r++) {
-    quiet_reps += quiet_gate(quiet_s);
+    quiet_reps += bench_quiet_gate(quiet_s);
     int64_t t0 = br_now();
     for (int i = 0; i < n; i++) want[i] = work((uint64_t)(uintptr_t)items[i]);
-    ser[r] = (br_now() - t0) / 1e6;
-    quiet_reps += quiet_gate(quiet_s);
+    ser[r] = bench_ms_since(t0);
+    quiet_reps += bench_quiet_gate(quiet_s);
     t0 = br_now();
     int rc = br_pool_map(pool, item, items, (size_t)n, 1, out);
-    par[r] = (br_now() - t0) / 1e6;
+    par[r] = bench_ms_since(t0);
     if (rc != 0) {
       fprintf(stderr, "map: %s\n", br_strerror(rc));
       return 1;
@@ -119,14 +87,14 @@ int main(int argc, char **argv) {
   printf("{\"bench\":\"map\",\"impl\":\"braid\",\"items\":%d,\"item_ms\":%.3f,\"iters\":%llu,"
          "\"threads\":%d,\"times_ms\":[",
          n, ms, (unsigned long long)iters, nt);
-  for (int r = 0; r < reps; r++) printf("%s%.3f", r ? "," : "", par[r]);
+  bench_print_times(par, reps, 3);
   printf("],\"serial_ms\":[");
-  for (int r = 0; r < reps; r++) printf("%s%.3f", r ? "," : "", ser[r]);
+  bench_print_times(ser, reps, 3);
   double best = 0;
   for (int r = 0; r < reps; r++)
     if (ser[r] / par[r] > best) best = ser[r] / par[r];
-  qsort(par, (size_t)reps, sizeof *par, cmp_double);
-  qsort(ser, (size_t)reps, sizeof *ser, cmp_double);
+  qsort(par, (size_t)reps, sizeof *par, bench_cmp_double);
+  qsort(ser, (size_t)reps, sizeof *ser, bench_cmp_double);
   printf("],\"median_ms\":%.3f,\"serial_median_ms\":%.3f,\"speedup\":%.3f,\"best_pair_speedup\":%.3f,"
          "\"quiet_reps\":%d}\n",
          par[reps / 2], ser[reps / 2], ser[reps / 2] / par[reps / 2], best, quiet_reps);

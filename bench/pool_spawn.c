@@ -13,11 +13,7 @@
  *    worker wake-up), and submit_batch_us: per job when 10,000 are submitted
  *    before any is awaited.
  * Prints one JSON line. */
-#include <braid.h>
-
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "bench_common.h"
 
 static void *empty(void *arg) { return arg; }
 
@@ -48,13 +44,8 @@ static void *tree(void *arg) {
   return NULL;
 }
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
 static double median(double *v, int n) {
-  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  qsort(v, (size_t)n, sizeof *v, bench_cmp_double);
   return v[n / 2];
 }
 
@@ -73,10 +64,11 @@ static double run_job_ms(br_pool *p, br_pool_fn fn, void *arg) {
 int main(int argc, char **argv) {
   long n = 10000000;
   int threads = 0, reps = 5;
+  const char *opt;
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "-n") && i + 1 < argc) n = atol(argv[++i]);
-    else if (!strcmp(argv[i], "-t") && i + 1 < argc) threads = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "-r") && i + 1 < argc) reps = atoi(argv[++i]);
+    if ((opt = bench_arg(argc, argv, &i, "-n"))) n = atol(opt);
+    else if ((opt = bench_arg(argc, argv, &i, "-t"))) threads = atoi(opt);
+    else if ((opt = bench_arg(argc, argv, &i, "-r"))) reps = atoi(opt);
     else {
       fprintf(stderr, "usage: %s [-n N] [-t THREADS] [-r REPEATS]\n", argv[0]);
       return 2;

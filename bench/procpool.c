@@ -15,12 +15,7 @@
  *
  * Workers: one per usable CPU (BR_PROCPOOL_CPUS), as Python's Pool().
  */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-
-#include <braid.h>
+#include "bench_common.h"
 
 static int noop(const void *in, size_t len, br_bytes *out) {
   return br_bytes_set(out, in, len);
@@ -60,11 +55,6 @@ static void warm(br_procpool *p) {
   int64_t in[64], out[64];
   for (int i = 0; i < 64; i++) in[i] = i;
   br_procpool_map_fixed(p, "noop", in, 8, 64, out, 8, NULL, NULL);
-}
-
-static int cmp_d(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
 }
 
 int main(int argc, char **argv) {
@@ -130,10 +120,10 @@ int main(int argc, char **argv) {
       jb[k] = (double)(t2 - t1) / 1e6;
       sd[k] = (double)(t3 - t2) / 1e6;
     }
-    qsort(tot, (size_t)n, 8, cmp_d);
-    qsort(cr, (size_t)n, 8, cmp_d);
-    qsort(jb, (size_t)n, 8, cmp_d);
-    qsort(sd, (size_t)n, 8, cmp_d);
+    qsort(tot, (size_t)n, 8, bench_cmp_double);
+    qsort(cr, (size_t)n, 8, bench_cmp_double);
+    qsort(jb, (size_t)n, 8, bench_cmp_double);
+    qsort(sd, (size_t)n, 8, bench_cmp_double);
     printf("{\"mode\":\"startup\",\"n\":%ld,\"ms_median\":%.3f,\"ms_min\":%.3f,"
            "\"create_ms\":%.3f,\"job_ms\":%.3f,\"shutdown_ms\":%.3f}\n",
            n, tot[n / 2], tot[0], cr[n / 2], jb[n / 2], sd[n / 2]);

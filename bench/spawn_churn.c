@@ -4,11 +4,7 @@
  * (default 1,000): spawn a wave, join it, repeat. Each task returns at once,
  * so the figure, elapsed / n, is spawn + first switch + exit + join.
  * --compact spawns with BR_SPAWN_COMPACT. Prints one JSON line. */
-#include <braid.h>
-
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "bench_common.h"
 
 typedef struct {
   long n, wave;
@@ -18,57 +14,38 @@ typedef struct {
 
 static void *nothing(void *arg) { return arg; }
 
-/* br_run gives back main's error code but not its message: print it here. */
-static void *fail(int rc, const char *what, long i) {
-  fprintf(stderr, "%s #%ld: %s\n", what, i, br_strerror(rc));
-  return br_fail(rc, "%s #%ld", what, i);
-}
-
 static void *bench_main(void *arg) {
   config *c = arg;
   br_spawn_opts so = {.flags = c->compact ? BR_SPAWN_COMPACT : 0};
   br_task **h = malloc((size_t)c->wave * sizeof *h);
-  if (!h) return fail(BR_ENOMEM, "malloc handles", 0);
+  if (!h) return bench_fail(BR_ENOMEM, "malloc handles", 0);
 
   int64_t t0 = br_now();
   for (long done = 0; done < c->n;) {
     long k = c->n - done < c->wave ? c->n - done : c->wave;
     for (long i = 0; i < k; i++) {
       int rc = br_spawn(&h[i], nothing, NULL, &so);
-      if (rc < 0) return fail(rc, "br_spawn", done + i);
+      if (rc < 0) return bench_fail(rc, "br_spawn", done + i);
     }
     for (long i = 0; i < k; i++) {
       int rc = br_join(h[i], NULL);
-      if (rc < 0) return fail(rc, "br_join", done + i);
+      if (rc < 0) return bench_fail(rc, "br_join", done + i);
     }
     done += k;
   }
-  c->elapsed_s = (double)(br_now() - t0) / 1e9;
+  c->elapsed_s = bench_s_since(t0);
   free(h);
   return NULL;
 }
 
-/* Peak RSS of this process since exec (VmHWM). run.py prefers it to the
- * ru_maxrss of wait4, which also counts the forking Python parent's memory
- * (the kernel carries the pre-exec peak across execve). */
-static long vmhwm_kib(void) {
-  FILE *f = fopen("/proc/self/status", "r");
-  char line[256];
-  long kib = -1;
-  if (!f) return -1;
-  while (fgets(line, sizeof line, f))
-    if (sscanf(line, "VmHWM: %ld kB", &kib) == 1) break;
-  fclose(f);
-  return kib;
-}
-
 int main(int argc, char **argv) {
   config c = {.n = 1000000, .wave = 1000};
+  const char *opt;
   for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "-n") == 0 && i + 1 < argc) {
-      c.n = strtol(argv[++i], NULL, 0);
-    } else if (strcmp(argv[i], "--wave") == 0 && i + 1 < argc) {
-      c.wave = strtol(argv[++i], NULL, 0);
+    if ((opt = bench_arg(argc, argv, &i, "-n"))) {
+      c.n = strtol(opt, NULL, 0);
+    } else if ((opt = bench_arg(argc, argv, &i, "--wave"))) {
+      c.wave = strtol(opt, NULL, 0);
     } else if (strcmp(argv[i], "--compact") == 0) {
       c.compact = true;
     } else {
@@ -85,7 +62,7 @@ int main(int argc, char **argv) {
   }
   printf("{\"bench\":\"spawn_churn\",\"impl\":\"braid\",\"n\":%ld,\"wave\":%ld,\"ops\":%ld,"
          "\"compact\":%s,\"vmhwm_kib\":%ld,\"elapsed_s\":%.9f,\"ns_per_op\":%.3f}\n",
-         c.n, c.wave, c.n, c.compact ? "true" : "false", vmhwm_kib(), c.elapsed_s,
+         c.n, c.wave, c.n, c.compact ? "true" : "false", bench_vmhwm_kib(), c.elapsed_s,
          c.elapsed_s * 1e9 / (double)c.n);
   return 0;
 }

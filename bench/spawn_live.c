@@ -6,11 +6,7 @@
  * --compact the tasks use BR_SPAWN_COMPACT (shared stack, copied out while
  * suspended). The JSON line also reports how many tasks were alive at the
  * peak, which must equal n. */
-#include <braid.h>
-
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "bench_common.h"
 
 typedef struct {
   long n;
@@ -27,51 +23,32 @@ static void *once(void *arg) {
   return rc < 0 ? br_fail(rc, "br_yield") : NULL;
 }
 
-/* br_run gives back main's error code but not its message: print it here. */
-static void *fail(int rc, const char *what, long i) {
-  fprintf(stderr, "%s #%ld: %s\n", what, i, br_strerror(rc));
-  return br_fail(rc, "%s #%ld", what, i);
-}
-
 static void *bench_main(void *arg) {
   config *c = arg;
   br_spawn_opts so = {.flags = c->compact ? BR_SPAWN_COMPACT : 0};
   br_task **h = malloc((size_t)c->n * sizeof *h);
-  if (!h) return fail(BR_ENOMEM, "malloc handles", 0);
+  if (!h) return bench_fail(BR_ENOMEM, "malloc handles", 0);
 
   int64_t t0 = br_now();
   for (long i = 0; i < c->n; i++) {
     int rc = br_spawn(&h[i], once, c, &so);
-    if (rc < 0) return fail(rc, "br_spawn", i);
+    if (rc < 0) return bench_fail(rc, "br_spawn", i);
   }
   for (long i = 0; i < c->n; i++) {
     int rc = br_join(h[i], NULL);
-    if (rc < 0) return fail(rc, "br_join", i);
+    if (rc < 0) return bench_fail(rc, "br_join", i);
   }
-  c->elapsed_s = (double)(br_now() - t0) / 1e9;
+  c->elapsed_s = bench_s_since(t0);
   free(h);
   return NULL;
 }
 
-/* Peak RSS of this process since exec (VmHWM). run.py prefers it to the
- * ru_maxrss of wait4, which also counts the forking Python parent's memory
- * (the kernel carries the pre-exec peak across execve). */
-static long vmhwm_kib(void) {
-  FILE *f = fopen("/proc/self/status", "r");
-  char line[256];
-  long kib = -1;
-  if (!f) return -1;
-  while (fgets(line, sizeof line, f))
-    if (sscanf(line, "VmHWM: %ld kB", &kib) == 1) break;
-  fclose(f);
-  return kib;
-}
-
 int main(int argc, char **argv) {
   config c = {.n = 1000000};
+  const char *opt;
   for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "-n") == 0 && i + 1 < argc) {
-      c.n = strtol(argv[++i], NULL, 0);
+    if ((opt = bench_arg(argc, argv, &i, "-n"))) {
+      c.n = strtol(opt, NULL, 0);
     } else if (strcmp(argv[i], "--compact") == 0) {
       c.compact = true;
     } else {
@@ -88,7 +65,7 @@ int main(int argc, char **argv) {
   }
   printf("{\"bench\":\"spawn_live\",\"impl\":\"braid\",\"n\":%ld,\"ops\":%ld,\"compact\":%s,"
          "\"peak_alive\":%ld,\"vmhwm_kib\":%ld,\"elapsed_s\":%.9f,\"ns_per_op\":%.3f}\n",
-         c.n, c.n, c.compact ? "true" : "false", c.peak, vmhwm_kib(), c.elapsed_s,
+         c.n, c.n, c.compact ? "true" : "false", c.peak, bench_vmhwm_kib(), c.elapsed_s,
          c.elapsed_s * 1e9 / (double)c.n);
   return 0;
 }

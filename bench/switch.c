@@ -11,17 +11,7 @@
  *
  * Prints one JSON line; bench/run.py compares it with the Go and asyncio
  * peers in bench/peers/. */
-#include <braid.h>
-
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-/* br_run gives back main's error code but not its message: print it here. */
-static void *fail(int rc, const char *what, long i) {
-  fprintf(stderr, "%s #%ld: %s\n", what, i, br_strerror(rc));
-  return br_fail(rc, "%s #%ld", what, i);
-}
+#include "bench_common.h"
 
 typedef struct {
   br_chan *ping, *pong;
@@ -34,7 +24,7 @@ static void *pinger(void *arg) {
     long v = i;
     int rc = br_chan_send(p->ping, &v);
     if (rc == 0) rc = br_chan_recv(p->pong, &v);
-    if (rc < 0) return fail(rc, "pinger round trip", i);
+    if (rc < 0) return bench_fail(rc, "pinger round trip", i);
     if (v != i) return br_fail(BR_EIO, "pinger: got %ld, sent %ld", v, i);
   }
   return NULL;
@@ -46,7 +36,7 @@ static void *ponger(void *arg) {
     long v;
     int rc = br_chan_recv(p->ping, &v);
     if (rc == 0) rc = br_chan_send(p->pong, &v);
-    if (rc < 0) return fail(rc, "ponger round trip", i);
+    if (rc < 0) return bench_fail(rc, "ponger round trip", i);
   }
   return NULL;
 }
@@ -55,7 +45,7 @@ static void *yielder(void *arg) {
   long n = *(long *)arg;
   for (long i = 0; i < n; i++) {
     int rc = br_yield();
-    if (rc < 0) return fail(rc, "br_yield", i);
+    if (rc < 0) return bench_fail(rc, "br_yield", i);
   }
   return NULL;
 }
@@ -79,7 +69,7 @@ static void *bench_main(void *arg) {
     p.n = c->n;
     p.ping = br_chan_new(sizeof(long), 0);
     p.pong = br_chan_new(sizeof(long), 0);
-    if (!p.ping || !p.pong) return fail(BR_ENOMEM, "br_chan_new", 0);
+    if (!p.ping || !p.pong) return bench_fail(BR_ENOMEM, "br_chan_new", 0);
   }
   int64_t t0 = br_now();
   if (p.ping) {
@@ -89,11 +79,11 @@ static void *bench_main(void *arg) {
     rc = br_spawn(&a, yielder, &n, &so);
     if (rc == 0) rc = br_spawn(&b, yielder, &n, &so);
   }
-  if (rc < 0) return fail(rc, "br_spawn", 0);
+  if (rc < 0) return bench_fail(rc, "br_spawn", 0);
   int ra = br_join(a, NULL);
   int rb = br_join(b, NULL);
   int64_t t1 = br_now();
-  if (ra < 0 || rb < 0) return fail(ra < 0 ? ra : rb, "worker task", ra < 0 ? 0 : 1);
+  if (ra < 0 || rb < 0) return bench_fail(ra < 0 ? ra : rb, "worker task", ra < 0 ? 0 : 1);
   c->elapsed_s = (double)(t1 - t0) / 1e9;
   if (p.ping) {
     br_chan_free(p.ping);
@@ -108,33 +98,20 @@ static int usage(void) {
   return 2;
 }
 
-/* Peak RSS of this process since exec (VmHWM). run.py prefers it to the
- * ru_maxrss of wait4, which also counts the forking Python parent's memory
- * (the kernel carries the pre-exec peak across execve). */
-static long vmhwm_kib(void) {
-  FILE *f = fopen("/proc/self/status", "r");
-  char line[256];
-  long kib = -1;
-  if (!f) return -1;
-  while (fgets(line, sizeof line, f))
-    if (sscanf(line, "VmHWM: %ld kB", &kib) == 1) break;
-  fclose(f);
-  return kib;
-}
-
 int main(int argc, char **argv) {
   config c = {.mode = "chan", .n = 5000000};
   br_loop_opts lo = {0};
   const char *acct = "default";
+  const char *opt;
   for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "-n") == 0 && i + 1 < argc) {
-      c.n = strtol(argv[++i], NULL, 0);
-    } else if (strcmp(argv[i], "--mode") == 0 && i + 1 < argc) {
-      c.mode = argv[++i];
+    if ((opt = bench_arg(argc, argv, &i, "-n"))) {
+      c.n = strtol(opt, NULL, 0);
+    } else if ((opt = bench_arg(argc, argv, &i, "--mode"))) {
+      c.mode = opt;
     } else if (strcmp(argv[i], "--compact") == 0) {
       c.compact = true;
-    } else if (strcmp(argv[i], "--acct") == 0 && i + 1 < argc) {
-      acct = argv[++i];
+    } else if ((opt = bench_arg(argc, argv, &i, "--acct"))) {
+      acct = opt;
     } else {
       return usage();
     }
@@ -153,7 +130,7 @@ int main(int argc, char **argv) {
   long ops = 2 * c.n;
   printf("{\"bench\":\"switch\",\"impl\":\"braid\",\"mode\":\"%s\",\"n\":%ld,\"ops\":%ld,"
          "\"compact\":%s,\"acct\":\"%s\",\"vmhwm_kib\":%ld,\"elapsed_s\":%.9f,\"ns_per_op\":%.3f}\n",
-         c.mode, c.n, ops, c.compact ? "true" : "false", acct, vmhwm_kib(), c.elapsed_s,
+         c.mode, c.n, ops, c.compact ? "true" : "false", acct, bench_vmhwm_kib(), c.elapsed_s,
          c.elapsed_s * 1e9 / (double)ops);
   return 0;
 }
