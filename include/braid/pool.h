@@ -4,7 +4,7 @@
  * worker threads, one per CPU the process may really use by default
  * (br_cpu_count()). Each worker owns a Chase-Lev deque; idle workers steal
  * from the others and from a shared queue that receives the jobs submitted
- * from outside the pool. Included by braid.h; do not include it alone.
+ * from outside the pool. Included by braid.h (and it includes braid.h).
  *
  * What you can do with it:
  *  - br_pool_submit: run one job, get a br_future (await it from a task: only
@@ -25,9 +25,9 @@
  * message, br_pool_join returns the code, br_pool_map stores both.
  *
  * Threads. Unless a function says otherwise it may be called from any
- * thread: a plain thread, a loop task (waits then suspend only the task), or a
- * job running in the pool (waits then run other pool work meanwhile instead
- * of blocking the worker).
+ * thread: a plain thread (its waits block it), a loop task (its waits
+ * suspend only the task; the loop goes on), or a job running in the pool
+ * (its waits run other pool work meanwhile instead of blocking the worker).
  *
  * Errors are braid's negative codes (braid/errno.h). The pool-specific ones:
  * BR_ESHUTDOWN (the pool is shutting down), BR_EDEADLK (a job waiting for
