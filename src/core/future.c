@@ -278,10 +278,23 @@ static int task_wait(struct br_task *self, struct br_future *f, int64_t deadline
   return 0;
 }
 
+/* A facility whose threads must not simply block (a CPU-pool worker helps
+ * with other jobs while it waits) registers how its threads wait. */
+static int (*_Atomic thread_wait_hook)(br_future *f, int64_t deadline);
+
+void br__set_thread_wait_hook(int (*fn)(br_future *f, int64_t deadline)) {
+  atomic_store(&thread_wait_hook, fn);
+}
+
 int br__future_wait(struct br_future *f, int64_t deadline) {
   struct br_task *self = br__require_task();
   if (self) return task_wait(self, f, deadline);
   if (br__tls_loop) return BR_ENOTTASK; /* a loop callback must not block */
+  int (*hook)(br_future *, int64_t) = atomic_load(&thread_wait_hook);
+  if (hook) {
+    int rc = hook(f, deadline);
+    if (rc != 1) return rc; /* 1: not one of the facility's threads */
+  }
   return thread_wait(f, deadline);
 }
 

@@ -636,10 +636,13 @@ static void pool_release(br_pool *p) {
 }
 
 int br__pool_vfail(int code, const char *fmt, va_list ap);
+int br__pool_thread_wait(br_future *f, int64_t deadline);
 
 br_pool *br_pool_new(int nthreads, const br_pool_opts *opts) {
-  /* `return br_fail(...)` in a pool job fails the job, as in a task. */
+  /* `return br_fail(...)` in a pool job fails the job, as in a task, and
+   * br_await in a job waits the pool's way (helping, BR_EDEADLK on itself). */
   br__set_fail_hook(br__pool_vfail);
+  br__set_thread_wait_hook(br__pool_thread_wait);
   br_pool_opts o = {0};
   if (opts) o = *opts;
   if (nthreads < 0 || nthreads > BR_POOL_MAX_THREADS) {
@@ -947,7 +950,6 @@ int br_pool_wait_until(br_future *f, int64_t deadline, void **value) {
  * (helping, BR_EDEADLK for a job waiting on itself) and returns 0 once f is
  * complete, BR_EDEADLK or BR_ETIMEDOUT; on any other thread it returns 1 and
  * does nothing, and the caller waits as usual. */
-int br__pool_thread_wait(br_future *f, int64_t deadline);
 int br__pool_thread_wait(br_future *f, int64_t deadline) {
   br__worker *w = tls_w;
   if (!w || !f) return 1;
