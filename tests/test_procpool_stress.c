@@ -254,7 +254,11 @@ static void test_shutdown_during_map(void **state) {
   tsleep_ms(60);
   assert_int_equal(br_procpool_shutdown(p, BR_SHUTDOWN_IMMEDIATE), 0);
   pthread_join(th, NULL);
-  assert_true(a.r == BR_ECANCELED || a.r == 0);
+  /* Whatever the interleaving, map returns: cancelled mid-way, done before the
+   * shutdown, or refused because the shutdown came first (a loaded machine
+   * may not have started the mapper thread within 60 ms). */
+  if (!(a.r == BR_ECANCELED || a.r == 0 || a.r == BR_ESHUTDOWN))
+    fail_msg("map during shutdown returned %d (%s)", a.r, br_errname(a.r));
   br_procpool_free(p);
 }
 
