@@ -37,6 +37,8 @@
  *   run_main(fn, arg)                run_main_rc(fn, arg, 0). */
 #ifndef BRAID_TESTS_CORE_TEST_H
 #define BRAID_TESTS_CORE_TEST_H
+#include "test_util.h"
+#include <unistd.h>
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -128,5 +130,34 @@ __attribute__((unused)) static inline void *run_main_rc(br_task_fn fn, void *arg
   return result;
 }
 __attribute__((unused)) static inline void *run_main(br_task_fn fn, void *arg) { return run_main_rc(fn, arg, 0); }
+
+/* isolated(fn, timeout_ms): run fn in a forked child (br_test_run_child) and
+ * fail the test unless the child exits 0 within the timeout: the checks it
+ * recorded are reported on its stderr, and a crash or hang is named. Lines of
+ * the child's stderr starting with two spaces are passed through. */
+__attribute__((unused)) static void isolated_child_body(void *arg) {
+  void (*fn)(void) = (void (*)(void))arg;
+  fn();
+  fflush(stdout);
+  if (tf_count) {
+    fprintf(stderr, "CHECK FAILED: %s\n", tf_msg);
+    fflush(stderr);
+    _exit(1);
+  }
+}
+
+__attribute__((unused)) static void isolated(void (*fn)(void), int timeout_ms) {
+  br_child_result r;
+  assert_int_equal(br_test_run_child(isolated_child_body, (void *)fn, timeout_ms, &r), 0);
+  bool ok = r.exited && r.exit_code == 0;
+  char msg[3000];
+  snprintf(msg, sizeof msg, "child %s (exit %d, signal %d); stderr:\n%.2500s",
+           r.timed_out ? "hung (killed at the timeout)" : r.signaled ? "crashed" : "failed", r.exit_code,
+           r.signo, r.err);
+  for (char *line = strtok(r.err, "\n"); line; line = strtok(NULL, "\n"))
+    if (strncmp(line, "  ", 2) == 0) fprintf(stderr, "%s\n", line);
+  br_child_result_free(&r);
+  if (!ok) fail_msg("%s", msg);
+}
 
 #endif /* BRAID_TESTS_CORE_TEST_H */

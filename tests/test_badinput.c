@@ -26,27 +26,6 @@
 
 /* Run fn in a child: it must exit 0 (checks recorded with T_/V_ are
  * reported by the child on stderr), neither crash nor hang. */
-static void child_body(void *arg) {
-  void (*fn)(void) = (void (*)(void))arg;
-  fn();
-  if (tf_count) {
-    fprintf(stderr, "CHECK FAILED: %s\n", tf_msg);
-    fflush(stderr);
-    _exit(1);
-  }
-}
-
-static void isolated(void (*fn)(void), int timeout_ms) {
-  br_child_result r;
-  assert_int_equal(br_test_run_child(child_body, (void *)fn, timeout_ms, &r), 0);
-  bool ok = r.exited && r.exit_code == 0;
-  char msg[3000];
-  snprintf(msg, sizeof msg, "child %s (exit %d, signal %d%s); stderr:\n%.2500s",
-           r.timed_out ? "hung" : r.signaled ? "crashed" : "failed", r.exit_code, r.signo,
-           r.timed_out ? ", killed after the timeout" : "", r.err);
-  br_child_result_free(&r);
-  if (!ok) fail_msg("%s", msg);
-}
 
 static void *nothing(void *arg) {
   (void)arg;

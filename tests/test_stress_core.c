@@ -71,31 +71,6 @@ static long max_map_count(void) {
 }
 
 /* Run fn in a child; it must exit 0 (checks are reported on stderr). */
-static void child_body(void *arg) {
-  void (*fn)(void) = (void (*)(void))arg;
-  fn();
-  fflush(stdout);
-  if (tf_count) {
-    fprintf(stderr, "CHECK FAILED: %s\n", tf_msg);
-    fflush(stderr);
-    _exit(1);
-  }
-}
-
-static void isolated(void (*fn)(void), int timeout_ms) {
-  br_child_result r;
-  assert_int_equal(br_test_run_child(child_body, (void *)fn, timeout_ms, &r), 0);
-  bool ok = r.exited && r.exit_code == 0;
-  char msg[3000];
-  snprintf(msg, sizeof msg, "child %s (exit %d, signal %d); stderr:\n%.2500s",
-           r.timed_out ? "hung (killed at the timeout)" : r.signaled ? "crashed" : "failed", r.exit_code, r.signo,
-           r.err);
-  /* Pass the child's report lines through. */
-  for (char *line = strtok(r.err, "\n"); line; line = strtok(NULL, "\n"))
-    if (strncmp(line, "  ", 2) == 0) fprintf(stderr, "%s\n", line);
-  br_child_result_free(&r);
-  if (!ok) fail_msg("%s", msg);
-}
 
 /* --- a million live sleepers --------------------------------------------- */
 
@@ -424,7 +399,7 @@ static void test_address_space_limit_is_a_clear_error(void **state) {
 #endif
   if (br_test_emulated()) skip(); /* qemu-user does not apply RLIMIT_AS to the guest */
   br_child_result r;
-  assert_int_equal(br_test_run_child(child_body, (void *)c_address_space_limit, 120000, &r), 0);
+  assert_int_equal(br_test_run_child(isolated_child_body, (void *)c_address_space_limit, 120000, &r), 0);
   bool ok = r.exited && r.exit_code == 0 && strstr(r.err, "braid:") != NULL;
   char msg[3000];
   snprintf(msg, sizeof msg, "exit %d signal %d timed out %d; stderr:\n%.2500s", r.exit_code, r.signo, r.timed_out,
@@ -461,7 +436,7 @@ static void test_mapping_limit_is_a_clear_error(void **state) {
   skip(); /* the sanitizers need mappings of their own to report anything */
 #endif
   br_child_result r;
-  assert_int_equal(br_test_run_child(child_body, (void *)c_mapping_limit, 120000, &r), 0);
+  assert_int_equal(br_test_run_child(isolated_child_body, (void *)c_mapping_limit, 120000, &r), 0);
   /* If braid refused a spawn, it said why on stderr. */
   bool ok = r.exited && r.exit_code == 0 && (!strstr(r.err, "REFUSED") || strstr(r.err, "braid:"));
   char msg[3000];
