@@ -66,7 +66,6 @@ struct br_task {
   bool handle_held;       /* a user handle is outstanding */
   bool detached;
   bool cancelled;         /* br_cancel was called */
-  bool in_group_cancel;   /* cancelled by its group because of a sibling */
   bool orphan;            /* outlived its loop (someone still holds its future) */
   br__ctx ctx;
   struct br_loop *loop;
@@ -202,7 +201,7 @@ bool br__task_valid(const struct br_task *t);
 void br__task_release(struct br_task *t);
 /* Wait (as `self`) until t is done; BR_ECANCELED/BR_ETIMEDOUT if interrupted. */
 int br__task_wait_done(struct br_task *self, struct br_task *t, int64_t deadline, bool cancellable);          /* drop the user handle */
-void br__task_cancel(struct br_task *t, bool by_group);
+void br__task_cancel(struct br_task *t);
 int br__run_until(struct br_loop *loop, struct br_task *t); /* outside tasks */
 
 /* A pointer into t's stack, usable now: a suspended compact task's frames

@@ -188,7 +188,7 @@ int br_future_cancel(br_future *f) {
     struct br_task *t = f->owner_task;
     if (atomic_load_explicit(&f->done, memory_order_acquire) || t->orphan) return BR_EALREADY;
     if (br__tls_loop != t->loop) return BR_EPERM;
-    br__task_cancel(t, false);
+    br__task_cancel(t);
     return 0;
   }
   br__future_lock(f);

@@ -28,7 +28,7 @@ int br_gather_tasks(br_task **tasks, size_t n, br_result *out) {
       int rc = br__task_wait_done(self, tasks[i], BR_NEVER, true);
       if (rc) {
         interrupted = rc;
-        for (size_t k = i; k < n; k++) br__task_cancel(tasks[k], false);
+        for (size_t k = i; k < n; k++) br__task_cancel(tasks[k]);
       }
     }
     if (interrupted) br__task_wait_done(self, tasks[i], BR_NEVER, false);

@@ -31,7 +31,7 @@ br_group *br_group_new(void) {
 
 static void cancel_all(struct br_group *g) {
   for (struct br_task *c = g->children; c; c = c->group_next)
-    if (c->state != BR__DONE) br__task_cancel(c, true);
+    if (c->state != BR__DONE) br__task_cancel(c);
 }
 
 int br_group_spawn(br_group *g, br_task_fn fn, void *arg, const br_spawn_opts *opts) {

@@ -339,7 +339,7 @@ int br_loop_free(br_loop *L) {
   /* Cancel everything still alive and let it unwind. */
   for (int round = 0; L->live && round < 1000000; round++) {
     for (struct br_task *t = L->all; t; t = t->all_next)
-      if (t->state != BR__DONE && !t->cancelled) br__task_cancel(t, false);
+      if (t->state != BR__DONE && !t->cancelled) br__task_cancel(t);
     if (br__loop_iterate(L, true) <= 0) break;
   }
   pthread_mutex_lock(&L->remote_lock);

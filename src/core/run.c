@@ -61,7 +61,7 @@ int br_run_opts(br_task_fn main, void *arg, void **result, const br_loop_opts *o
   while (!atomic_load_explicit(&t->fut.done, memory_order_acquire)) {
     if (owns_sigint && !cancelled_main && atomic_load(&sigints) > 0) {
       cancelled_main = true;
-      br__task_cancel(t, false);
+      br__task_cancel(t);
     }
     if (br__loop_iterate(L, true) < 0) break;
   }

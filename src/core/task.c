@@ -408,9 +408,8 @@ static bool parked_cancellable(struct br_task *t) {
   return t->state == BR__PARKED && t->park_cancellable;
 }
 
-void br__task_cancel(struct br_task *t, bool by_group) {
+void br__task_cancel(struct br_task *t) {
   if (t->state == BR__DONE) return;
-  if (!t->cancelled && by_group) t->in_group_cancel = true;
   t->cancelled = true;
   if (parked_cancellable(t) && cancel_visible(t)) br__wake(t, BR_ECANCELED);
 }
@@ -648,7 +647,7 @@ int br_join(br_task *t, void **result) {
   rc = br__task_wait_done(self, t, BR_NEVER, true);
   if (rc) {
     /* The joiner is being cancelled: no task outlives its handle. */
-    br__task_cancel(t, false);
+    br__task_cancel(t);
     br__task_wait_done(self, t, BR_NEVER, false);
     if (result) *result = NULL;
     br__task_release(t);
@@ -666,7 +665,7 @@ int br_wait_for(br_task *t, int64_t timeout_ms, void **result) {
   if (t->loop != self->loop) return BR_EINVAL;
   rc = br__task_wait_done(self, t, br_deadline_ms(timeout_ms), true);
   if (rc) {
-    br__task_cancel(t, false);
+    br__task_cancel(t);
     br__task_wait_done(self, t, BR_NEVER, false);
     if (result) *result = NULL;
     br__task_release(t);
@@ -688,7 +687,7 @@ int br_task_close(br_task *t) {
     if (br__tls_loop && br__tls_loop != L) return BR_EPERM;
     if (L->running) return BR_ENOTTASK;
   }
-  br__task_cancel(t, false);
+  br__task_cancel(t);
   if (self)
     br__task_wait_done(self, t, BR_NEVER, false);
   else
@@ -710,7 +709,7 @@ int br_cancel(br_task *t) {
   if (!br__task_valid(t) || !t->loop) return BR_EHANDLE;
   /* The run queue belongs to the loop's thread. */
   if (!pthread_equal(t->loop->thread, pthread_self())) return BR_EPERM;
-  br__task_cancel(t, false);
+  br__task_cancel(t);
   return 0;
 }
 
