@@ -56,4 +56,4 @@ static void *amain(void *arg) {
   return NULL;
 }
 
-int main(void) { return br_run(amain, NULL, NULL) == 0 ? 0 : 1; }
+int main(void) { return br_run(NULL, amain, NULL) == 0 ? 0 : 1; }

@@ -35,13 +35,14 @@ int main(void) {
   for (int i = 0; i < N; i++) items[i] = (void *)(intptr_t)1000000; // [10**6] * 4
   br_result results[N];
 
-  br_pool *pool = br_pool_new(4, NULL); // Pool(4)
-  if (!pool) {
-    perror("br_pool_new");
+  br_pool *pool;
+  int rc = br_pool_new(&pool, 4, NULL); // Pool(4)
+  if (rc != 0) {
+    fprintf(stderr, "br_pool_new: %s\n", br_strerror(rc));
     return 1;
   }
   int64_t t0 = br_now();
-  int rc = br_pool_map(pool, cpu_task, items, N, 1, results); // p.map(cpu_task, ...)
+  rc = br_pool_map(pool, results, cpu_task, items, N, 1); // p.map(cpu_task, ...)
   int64_t t1 = br_now();
   br_pool_free(pool); // leaving the `with` block
   if (rc != 0) {

@@ -49,7 +49,7 @@ static void *amain(void *arg) {
   }
 
   br_result results[N];
-  int rc = br_gather_tasks(tasks, N, results);
+  int rc = br_gather_tasks(results, tasks, N);
   printf("[");
   for (size_t i = 0; i < N; i++) {
     if (results[i].err == 0)
@@ -63,4 +63,4 @@ static void *amain(void *arg) {
   return rc ? br_fail(rc, "a fetch failed") : NULL;
 }
 
-int main(void) { return br_run(amain, NULL, NULL) == 0 ? 0 : 1; }
+int main(void) { return br_run(NULL, amain, NULL) == 0 ? 0 : 1; }

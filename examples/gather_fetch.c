@@ -41,7 +41,7 @@ static void *amain(void *arg) {
   }
 
   br_result results[N];
-  int rc = br_gather_tasks(tasks, N, results); // every result and every error
+  int rc = br_gather_tasks(results, tasks, N); // every result and every error
   if (rc == 0) {
     printf("[");
     for (int i = 0; i < N; i++) printf("%s'%s'", i ? ", " : "", (char *)results[i].value);
@@ -54,4 +54,4 @@ static void *amain(void *arg) {
   return rc ? br_fail(rc, "gather failed") : NULL;
 }
 
-int main(void) { return br_run(amain, NULL, NULL) == 0 ? 0 : 1; }
+int main(void) { return br_run(NULL, amain, NULL) == 0 ? 0 : 1; }

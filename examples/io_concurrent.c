@@ -36,14 +36,14 @@ static void *run_concurrent(void *arg) {
     }
   }
   br_result results[N];
-  int rc = br_gather_tasks(tasks, N, results);
+  int rc = br_gather_tasks(results, tasks, N);
   br_results_free(results, N);
   return rc ? br_fail(rc, "gather: %s", br_strerror(rc)) : NULL;
 }
 
 int main(void) {
   int64_t start = br_now(); // monotonic nanoseconds, like time.perf_counter()
-  int rc = br_run(run_concurrent, NULL, NULL);
+  int rc = br_run(NULL, run_concurrent, NULL);
   printf("Elapsed: %.2fs\n", (double)(br_now() - start) / 1e9);
   return rc == 0 ? 0 : 1;
 }

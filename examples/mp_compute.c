@@ -22,7 +22,10 @@
 // A job reads bytes and writes bytes: here one int64 in, one int64 out.
 static int compute(const void *in, size_t len, br_bytes *out) {
   int64_t x;
-  if (len != sizeof x) return br_job_errorf(BR_EINVAL, "compute wants an int64");
+  if (len != sizeof x) {
+    br_fail(BR_EINVAL, "compute wants an int64");
+    return BR_EINVAL;
+  }
   memcpy(&x, in, sizeof x);
   x = x * x;
   return br_bytes_set(out, &x, sizeof x);
@@ -39,7 +42,7 @@ int main(void) {
   }
   int64_t in[10], result[10];
   for (int i = 0; i < 10; i++) in[i] = i; // range(10)
-  rc = br_procpool_map_fixed(p, "compute", in, sizeof *in, 10, result, sizeof *result, NULL, NULL);
+  rc = br_procpool_map_fixed(p, result, sizeof *result, NULL, "compute", in, sizeof *in, 10, NULL);
   br_procpool_free(p);
   if (rc < 0) {
     fprintf(stderr, "map: %s\n", br_strerror(rc));

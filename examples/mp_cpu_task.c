@@ -20,7 +20,10 @@
 
 static int cpu_task(const void *in, size_t len, br_bytes *out) {
   int64_t n;
-  if (len != sizeof n) return br_job_errorf(BR_EINVAL, "cpu_task wants an int64");
+  if (len != sizeof n) {
+    br_fail(BR_EINVAL, "cpu_task wants an int64");
+    return BR_EINVAL;
+  }
   memcpy(&n, in, sizeof n);
   // volatile: keep the compiler from turning the loop into the closed form,
   // so this stays the CPU-bound work the seed means.
@@ -41,7 +44,7 @@ int main(void) {
   }
   const int64_t args[4] = {1000000, 1000000, 1000000, 1000000}; // [10**6] * 4
   int64_t results[4];
-  rc = br_procpool_map_fixed(p, "cpu_task", args, sizeof *args, 4, results, sizeof *results, NULL,
+  rc = br_procpool_map_fixed(p, results, sizeof *results, NULL, "cpu_task", args, sizeof *args, 4,
                              NULL);
   br_procpool_free(p);
   if (rc < 0) {

@@ -77,7 +77,7 @@ static void *run_asyncio(void *out) {
     }
   }
   br_result results[N];
-  int rc = br_gather_tasks(tasks, N, results);
+  int rc = br_gather_tasks(results, tasks, N);
   br_results_free(results, N);
   *(double *)out = seconds_since(start);
   return rc ? br_fail(rc, "gather: %s", br_strerror(rc)) : NULL;
@@ -87,7 +87,7 @@ int main(void) {
   double seq_time = run_sequential();
   double thr_time = run_threading();
   double async_time = 0;
-  if (br_run(run_asyncio, &async_time, NULL) != 0) return 1;
+  if (br_run(NULL, run_asyncio, &async_time) != 0) return 1;
 
   printf("Sequential: %.2fs\n", seq_time);
   printf("Threading : %.2fs\n", thr_time);

@@ -19,7 +19,7 @@ static void *amain(void *arg) {
   br_task *t[3];
   for (int i = 0; i < 3; i++) br_spawn(&t[i], fetch, (void *)(intptr_t)i, NULL);
   br_result r[3];
-  br_gather_tasks(t, 3, r);                           /* asyncio.gather: ~1 s, not 3 */
+  br_gather_tasks(r, t, 3);                           /* asyncio.gather: ~1 s, not 3 */
   for (int i = 0; i < 3; i++) {
     printf("%s\n", r[i].err ? r[i].msg : (char *)r[i].value);
     free(r[i].value);
@@ -28,4 +28,4 @@ static void *amain(void *arg) {
   return NULL;
 }
 
-int main(void) { return br_run(amain, NULL, NULL) ? 1 : 0; }  /* asyncio.run(main()) */
+int main(void) { return br_run(NULL, amain, NULL) ? 1 : 0; }  /* asyncio.run(main()) */

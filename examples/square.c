@@ -37,12 +37,13 @@ static void print_list(const br_result *r, size_t n) {
 
 static int map_and_print(int threads, void *const *items, size_t n) {
   br_result out[16];
-  br_pool *pool = br_pool_new(threads, NULL); // threads == 0: one per CPU
-  if (!pool) {
-    perror("br_pool_new");
+  br_pool *pool;
+  int rc = br_pool_new(&pool, threads, NULL); // threads == BR_CPUS: one per CPU
+  if (rc != 0) {
+    fprintf(stderr, "br_pool_new: %s\n", br_strerror(rc));
     return 1;
   }
-  int rc = br_pool_map(pool, square, items, n, 0, out);
+  rc = br_pool_map(pool, out, square, items, n, 0);
   br_pool_free(pool);
   if (rc != 0) {
     fprintf(stderr, "map failed: %s\n", br_strerror(rc));
@@ -58,5 +59,5 @@ int main(void) {
   for (int i = 0; i < 10; i++) range10[i] = (void *)(intptr_t)i;
   void *five[5] = {(void *)1, (void *)2, (void *)3, (void *)4, (void *)5};
   if (map_and_print(4, range10, 10)) return 1; // Pool(4), range(10)
-  return map_and_print(0, five, 5);            // Pool(), [1, 2, 3, 4, 5]
+  return map_and_print(BR_CPUS, five, 5);      // Pool(), [1, 2, 3, 4, 5]
 }

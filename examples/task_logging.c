@@ -76,7 +76,7 @@ static void *amain(void *arg) {
   for (int i = 0; i < N; i++) {
     int64_t left_ms = (deadline - br_now()) / 1000000;
     void *report = NULL;
-    int rc = br_wait_for(tasks[i], left_ms > 0 ? left_ms : 0, &report);
+    int rc = br_wait_for(tasks[i], &report, left_ms > 0 ? left_ms : 0);
     if (rc == 0)
       log_event("%s returned %s", names[i], (char *)report);
     else if (rc == BR_ETIMEDOUT)
@@ -90,5 +90,5 @@ static void *amain(void *arg) {
 
 int main(void) {
   t_start = br_now();
-  return br_run(amain, NULL, NULL) == 0 ? 0 : 1;
+  return br_run(NULL, amain, NULL) == 0 ? 0 : 1;
 }

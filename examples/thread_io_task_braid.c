@@ -41,16 +41,19 @@ static void *io_task_async(void *arg) {
 static void *main_task(void *arg) {
   (void)arg;
   br_future *f[3];
-  for (int i = 0; i < 3; i++) f[i] = br_to_thread(io_task, (void *)(intptr_t)i);
+  for (int i = 0; i < 3; i++) {
+    int rc = br_to_thread(&f[i], io_task, (void *)(intptr_t)i);
+    if (rc) return br_fail(rc, "to_thread");
+  }
   br_result r[3];
-  int rc = br_gather(f, 3, r);
+  int rc = br_gather(r, f, 3);
   br_results_free(r, 3);
   for (int i = 0; i < 3; i++) br_future_unref(f[i]);
   if (rc) return br_fail(rc, "to_thread");
 
   br_task *t[3];
   for (int i = 0; i < 3; i++) br_spawn(&t[i], io_task_async, (void *)(intptr_t)i, NULL);
-  return br_gather_tasks(t, 3, r) ? br_fail(BR_EFAILED, "tasks") : NULL;
+  return br_gather_tasks(r, t, 3) ? br_fail(BR_EFAILED, "tasks") : NULL;
 }
 
-int main(void) { return br_run(main_task, NULL, NULL) == 0 ? 0 : 1; }
+int main(void) { return br_run(NULL, main_task, NULL) == 0 ? 0 : 1; }

@@ -30,4 +30,4 @@ static void *main_task(void *arg) {
   return NULL;
 }
 
-int main(void) { return br_run(main_task, NULL, NULL) == 0 ? 0 : 1; }
+int main(void) { return br_run(NULL, main_task, NULL) == 0 ? 0 : 1; }

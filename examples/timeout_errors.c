@@ -60,7 +60,7 @@ static void *amain(void *arg) {
   }
 
   br_result results[N];
-  br_gather_tasks(tasks, N, results); // returns the first error; we look at each
+  br_gather_tasks(results, tasks, N); // returns the first error; we look at each
   int ok = 0;
   for (size_t i = 0; i < N; i++) {
     if (results[i].err == 0) {
@@ -77,4 +77,4 @@ static void *amain(void *arg) {
   return NULL;
 }
 
-int main(void) { return br_run(amain, NULL, NULL) == 0 ? 0 : 1; }
+int main(void) { return br_run(NULL, amain, NULL) == 0 ? 0 : 1; }

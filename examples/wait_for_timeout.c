@@ -35,7 +35,7 @@ static void *amain(void *arg) {
   if (rc != 0) return br_fail(rc, "spawn: %s", br_strerror(rc));
 
   void *result;
-  rc = br_wait_for(t, 1000, &result); // gives the handle back in every case
+  rc = br_wait_for(t, &result, 1000); // gives the handle back in every case
   if (rc == 0)
     printf("%s\n", (const char *)result);
   else if (rc == BR_ETIMEDOUT)
@@ -45,4 +45,4 @@ static void *amain(void *arg) {
   return NULL;
 }
 
-int main(void) { return br_run(amain, NULL, NULL) == 0 ? 0 : 1; }
+int main(void) { return br_run(NULL, amain, NULL) == 0 ? 0 : 1; }

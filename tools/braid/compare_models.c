@@ -165,7 +165,7 @@ static void *coro_main(void *p) {
       goto out;
     }
   }
-  int rc = br_gather_tasks(tasks, n, res);
+  int rc = br_gather_tasks(res, tasks, n);
   if (rc) {
     for (size_t i = 0; i < n; i++) {
       if (res[i].err) {
@@ -191,7 +191,7 @@ static void *coro_nothing(void *arg) { return arg; }
  * models' one-time costs (the first thread's) are small. */
 static void coro_warm_up(void) {
   static bool warm;
-  if (!warm) br_run(coro_nothing, NULL, NULL);
+  if (!warm) br_run(NULL, coro_nothing, NULL);
   warm = true;
 }
 
@@ -203,7 +203,7 @@ static void run_coroutines(const cmp_work *w, cmp_run *r) {
     snprintf(r->how + len, sizeof r->how - (size_t)len, ", yield every %ld ms", w->slice_ms);
   r->workers = 1;
   coro_run c = {.w = w, .r = r, .t0 = br_now()};
-  int rc = br_run(coro_main, &c, NULL);
+  int rc = br_run(NULL, coro_main, &c);
   r->wall_ns = br_now() - c.t0;
   if (rc && !r->err) cmp_run_error(r, rc, "the loop failed: %s", br_strerror(rc));
 }

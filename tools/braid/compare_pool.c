@@ -30,7 +30,7 @@ static void *pool_task(void *arg) {
   cmp_task_begin(j->t, j->t0);
   int rc = br_pool_for(br_pool_current(), 0, (size_t)j->w->pieces, 1, pool_pieces, (void *)j->w);
   cmp_task_end(j->t, j->t0);
-  return rc ? br_pool_fail(rc, "%s", br_strerror(rc)) : NULL;
+  return rc ? br_fail(rc, "%s", br_strerror(rc)) : NULL;
 }
 
 void cmp_run_pool(const cmp_work *w, cmp_run *r) {
@@ -43,9 +43,10 @@ void cmp_run_pool(const cmp_work *w, cmp_run *r) {
     goto out;
   }
   int64_t t0 = br_now();
-  br_pool *pool = br_pool_new(0, NULL);
-  if (!pool) {
-    cmp_run_error(r, -errno, "could not start the CPU pool: %s", strerror(errno));
+  br_pool *pool;
+  int prc = br_pool_new(&pool, BR_CPUS, NULL);
+  if (prc != 0) {
+    cmp_run_error(r, prc, "could not start the CPU pool: %s", br_strerror(prc));
     goto out;
   }
   r->setup_ns = br_now() - t0;
@@ -61,7 +62,7 @@ void cmp_run_pool(const cmp_work *w, cmp_run *r) {
       break;
     }
   }
-  if (br_gather(futures, submitted, res) != 0 && !r->err) {
+  if (br_gather(res, futures, submitted) != 0 && !r->err) {
     for (size_t i = 0; i < submitted; i++) {
       if (res[i].err) {
         cmp_run_error(r, res[i].err, "job %zu of %zu failed: %s", i + 1, n,

@@ -30,18 +30,22 @@ typedef struct piece_out {
 } piece_out;
 
 static int compare_piece(const void *in, size_t len, br_bytes *out) {
-  if (len != sizeof(piece_in))
-    return br_job_errorf(BR_EINVAL, "braid_compare_piece: %zu bytes of input, expected %zu", len,
-                         sizeof(piece_in));
+  if (len != sizeof(piece_in)) {
+    br_fail(BR_EINVAL, "braid_compare_piece: %zu bytes of input, expected %zu", len,
+            sizeof(piece_in));
+    return BR_EINVAL;
+  }
   piece_in a;
   memcpy(&a, in, sizeof a);
   cmp_work w = {.kind = (cmp_kind)a.kind,
                 .ms = (long)a.ms,
                 .slice_ms = (long)a.slice_ms,
                 .iters_per_ms = a.iters_per_ms};
-  if (cmp_work_bodies(&w) != 0 || w.pieces != a.pieces || a.k < 0 || a.k >= a.pieces)
-    return br_job_errorf(BR_EINVAL, "braid_compare_piece: bad piece %lld of %lld (workload %d)",
-                         (long long)a.k, (long long)a.pieces, (int)a.kind);
+  if (cmp_work_bodies(&w) != 0 || w.pieces != a.pieces || a.k < 0 || a.k >= a.pieces) {
+    br_fail(BR_EINVAL, "braid_compare_piece: bad piece %lld of %lld (workload %d)",
+            (long long)a.k, (long long)a.pieces, (int)a.kind);
+    return BR_EINVAL;
+  }
   piece_out o;
   int64_t c0 = cmp_thread_cpu_now();
   o.start = br_now();
@@ -84,14 +88,14 @@ void cmp_run_procs(const cmp_work *w, cmp_run *r) {
   }
   int64_t t0 = br_now();
   br_procpool *pool;
-  int rc = br_procpool_new(&pool, BR_PROCPOOL_CPUS, NULL);
+  int rc = br_procpool_new(&pool, BR_CPUS, NULL);
   if (rc) {
     cmp_run_error(r, rc, "could not start the process pool: %s", br_strerror(rc));
     goto out;
   }
   int workers = r->workers = br_procpool_size(pool);
-  br_map_opts mo = {.chunksize = 1};
-  rc = br_procpool_map(pool, "braid_compare_piece", items, total, &mo, res);
+  br_procpool_map_opts mo = {.chunksize = 1};
+  rc = br_procpool_map(pool, res, "braid_compare_piece", items, total, &mo);
   br_procpool_free(pool);
   r->wall_ns = br_now() - t0;
   for (size_t j = 0; j < total; j++) {
@@ -105,8 +109,6 @@ void cmp_run_procs(const cmp_work *w, cmp_run *r) {
       cmp_run_error(r, err, "task %zu of %zu, piece %zu: %s", j / per + 1, n, j % per + 1,
                     res[j].msg ? res[j].msg : br_strerror(err));
     }
-    br_bytes_free(res[j].value);
-    res[j].value = NULL;
   }
   if (rc && !r->err) cmp_run_error(r, rc, "the process pool failed: %s", br_strerror(rc));
   br_results_free(res, total);

@@ -70,7 +70,7 @@ static int cmd_version(int argc, char **argv) {
     fprintf(stderr, "braid version: takes no arguments\n");
     return BRAID_EXIT_USAGE;
   }
-  printf("braid %d.%d.%d\n", BR_VERSION_MAJOR, BR_VERSION_MINOR, BR_VERSION_PATCH);
+  printf("braid %s\n", br_version_string());
   return BRAID_EXIT_OK;
 }
 
