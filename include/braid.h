@@ -31,11 +31,32 @@ extern "C" {
 #endif
 
 #define BR_VERSION_MAJOR 0
-#define BR_VERSION_MINOR 1
+#define BR_VERSION_MINOR 2
 #define BR_VERSION_PATCH 0
+
+/* br_version: the library's version as (major << 16) | (minor << 8) | patch,
+ * e.g. 0x000200 for 0.2.0: compare it with the BR_VERSION_* macros the
+ * program was compiled against. br_version_string: "0.2.0". Any thread. */
+unsigned br_version(void);
+const char *br_version_string(void);
 
 /* A deadline that never expires. */
 #define BR_NEVER INT64_MAX
+
+/* "As many as the CPUs allow" (br_cpu_count()) wherever a count of threads,
+ * workers or loops is asked for: br_pool_new, br_procpool_new,
+ * br_run_loops. Negative counts are BR_EINVAL. */
+#define BR_CPUS 0
+
+/* How a pool (br_pool_shutdown, br_procpool_shutdown) stops. */
+typedef enum br_shutdown_mode {
+  /* Refuse new work, finish everything already queued. */
+  BR_SHUTDOWN_DRAIN = 0,
+  /* Refuse new work, cancel what has not started (its futures fail with
+   * BR_ECANCELED). Running CPU-pool jobs finish (threads cannot be killed;
+   * br_cancelled() tells them); running process-pool jobs are killed. */
+  BR_SHUTDOWN_CANCEL = 1
+} br_shutdown_mode;
 
 typedef struct br_loop br_loop;
 typedef struct br_task br_task;
@@ -529,6 +550,25 @@ void br_event_set(br_event *e);
 void br_event_clear(br_event *e);
 bool br_event_is_set(br_event *e);
 int br_event_free(br_event *e); /* BR_EBUSY while tasks wait on it */
+
+/* ------------------------------------------------------------------------ */
+/* Logging: every message the library prints goes through one hook           */
+
+typedef enum br_log_level { BR_LOG_ERROR, BR_LOG_WARN, BR_LOG_INFO, BR_LOG_DEBUG } br_log_level;
+
+/* A log hook: msg is one line without the "braid: " prefix or a newline,
+ * valid only during the call. */
+typedef void (*br_log_fn)(br_log_level level, const char *msg, void *ud);
+
+/* br_set_log: send every message of the library to fn(level, msg, ud)
+ * instead of stderr; NULL restores the default ("braid: <msg>\n" on stderr,
+ * written with one write(2)). The hook may be called from any thread,
+ * concurrently. Messages about a crash (a task's stack overflow, the
+ * watchdog) are passed from a signal handler with level BR_LOG_ERROR: a hook
+ * must then be async-signal-safe (write(2), no malloc, no stdio, no locks).
+ * Set it before starting loops or pools; a message racing with a change
+ * goes to the old hook or the new one. */
+void br_set_log(br_log_fn fn, void *ud);
 
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                             */

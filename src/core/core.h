@@ -42,6 +42,9 @@ typedef struct br__waiter {
   /* for callbacks */
   br_callback_fn cb;
   void *cb_arg;
+  /* 1 from the moment a completer takes this waiter out (under the future's
+   * lock) until it has woken it; see br__future_complete_ex. */
+  atomic_int waking;
 } br__waiter;
 
 struct br_future {
@@ -223,6 +226,10 @@ void br__report_failure_code(struct br_task *t, int code, const char *msg);
 /* --- futures (future.c) --- */
 void br__future_init(struct br_future *f, struct br_task *owner);
 int br__future_complete(struct br_future *f, void *value, int err, char *msg);
+/* As br__future_complete; value_free (may be NULL) makes the value owned. */
+int br__future_complete_ex(struct br_future *f, void *value, void (*value_free)(void *), int err,
+                           char *msg);
+void br__waiter_settle(br__waiter *w);
 void br__future_lock(struct br_future *f);
 void br__future_unlock(struct br_future *f);
 void br__waiter_link(struct br_future *f, br__waiter *w);

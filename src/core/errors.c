@@ -31,3 +31,14 @@ const char *br_errname(int code) {
     return "UNKNOWN";
   }
 }
+
+unsigned br_version(void) {
+  return ((unsigned)BR_VERSION_MAJOR << 16) | ((unsigned)BR_VERSION_MINOR << 8) |
+         (unsigned)BR_VERSION_PATCH;
+}
+
+#define BR__STR2(x) #x
+#define BR__STR(x) BR__STR2(x)
+const char *br_version_string(void) {
+  return BR__STR(BR_VERSION_MAJOR) "." BR__STR(BR_VERSION_MINOR) "." BR__STR(BR_VERSION_PATCH);
+}

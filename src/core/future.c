@@ -9,7 +9,9 @@
  */
 #include "core/core.h"
 
+#include "core/job.h"
 #include "sys/futex.h"
+#include "sys/spin.h"
 
 #include <sched.h>
 #include <stdarg.h>
@@ -21,13 +23,10 @@
 void br__future_lock(struct br_future *f) {
   for (;;) {
     if (!atomic_exchange_explicit(&f->lock, 1, memory_order_acquire)) return;
-    while (atomic_load_explicit(&f->lock, memory_order_relaxed)) {
-#if defined(__x86_64__)
-      __builtin_ia32_pause();
-#elif defined(__aarch64__)
-      __asm__ __volatile__("yield");
-#endif
-    }
+    /* Test-and-test-and-set with back-off: pause first, then give the CPU
+     * away (the holder may be preempted on a shared core). */
+    br__backoff b = BR__BACKOFF_INIT;
+    while (atomic_load_explicit(&f->lock, memory_order_relaxed)) br__backoff_step(&b);
   }
 }
 
@@ -87,7 +86,16 @@ void br_future_unref(br_future *f) {
   free(f);
 }
 
-int br__future_complete(struct br_future *f, void *value, int err, char *msg) {
+/* Completion. The waiters are taken out under the lock and woken after it
+ * is released (a wake-up may take a mutex and write to an eventfd; nobody
+ * should spin on the future meanwhile). A task or thread waiter lives in its
+ * waiter's memory, so each one taken out is marked `waking` under the lock
+ * and cleared (release) after its wake-up, as the completer's last access;
+ * a waiter that finds itself unlinked waits for `waking` to clear before it
+ * returns (br__waiter_settle). Callbacks are heap records the completer
+ * frees. */
+int br__future_complete_ex(struct br_future *f, void *value, void (*value_free)(void *), int err,
+                           char *msg) {
   br__future_lock(f);
   if (atomic_load_explicit(&f->done, memory_order_relaxed)) {
     br__future_unlock(f);
@@ -97,36 +105,44 @@ int br__future_complete(struct br_future *f, void *value, int err, char *msg) {
   f->value = value;
   f->err = err;
   f->msg = msg;
+  if (value_free) f->value_free = value_free;
   br__waiter *ws = f->waiters;
   f->waiters = NULL;
-  /* Callbacks run outside the lock (they may touch the future); task and
-   * thread waiters are woken under it so the waiter cannot vanish between
-   * the unlink and the wake-up (the waiter unlinks itself under the lock). */
-  br__waiter *cbs = NULL;
+  for (br__waiter *w = ws; w; w = w->next) {
+    w->linked = false;
+    if (!w->cb) atomic_store_explicit(&w->waking, 1, memory_order_relaxed);
+  }
   atomic_store_explicit(&f->done, 1, memory_order_release);
+  br__future_unlock(f);
   while (ws) {
     br__waiter *w = ws;
     ws = w->next;
-    w->linked = false;
-    w->prev = w->next = NULL;
-    if (w->task) {
+    if (w->cb) {
+      w->cb(w->cb_arg);
+      free(w);
+    } else if (w->task) {
       br__wake_any_thread(w->task, 0);
-    } else if (w->futex) {
-      atomic_store_explicit(w->futex, 1, memory_order_release);
-      br__futex_wake_all(w->futex);
-    } else if (w->cb) {
-      w->next = cbs;
-      cbs = w;
+      atomic_store_explicit(&w->waking, 0, memory_order_release);
+    } else {
+      atomic_int *word = w->futex;
+      atomic_store_explicit(word, 1, memory_order_release);
+      br__futex_wake_all(word);
+      atomic_store_explicit(&w->waking, 0, memory_order_release);
     }
   }
-  br__future_unlock(f);
-  while (cbs) {
-    br__waiter *w = cbs;
-    cbs = w->next;
-    w->cb(w->cb_arg);
-    free(w);
-  }
   return 0;
+}
+
+int br__future_complete(struct br_future *f, void *value, int err, char *msg) {
+  return br__future_complete_ex(f, value, NULL, err, msg);
+}
+
+/* Called by a waiter after it took the lock, unlinked itself if still
+ * linked, and released the lock: wait until a completer that took it out is
+ * done with it. The window is a wake-up call long. */
+void br__waiter_settle(br__waiter *w) {
+  br__backoff b = BR__BACKOFF_INIT;
+  while (atomic_load_explicit(&w->waking, memory_order_acquire)) br__backoff_step(&b);
 }
 
 int br_future_set(br_future *f, void *value) {
@@ -136,18 +152,8 @@ int br_future_set(br_future *f, void *value) {
 
 int br_future_set_owned(br_future *f, void *value, void (*value_free)(void *)) {
   if (!f) return BR_EINVAL;
-  br__future_lock(f);
-  bool done = atomic_load_explicit(&f->done, memory_order_relaxed);
-  if (!done) f->value_free = value_free;
-  br__future_unlock(f);
-  if (done) return BR_EALREADY; /* the caller still owns value */
-  int rc = br__future_complete(f, value, 0, NULL);
-  if (rc) {
-    br__future_lock(f);
-    f->value_free = NULL;
-    br__future_unlock(f);
-  }
-  return rc;
+  /* BR_EALREADY: the caller still owns value. */
+  return br__future_complete_ex(f, value, value_free, 0, NULL);
 }
 
 void *br_future_take(br_future *f) {
@@ -245,10 +251,7 @@ static int thread_wait(struct br_future *f, int64_t deadline) {
   br__future_lock(f);
   if (w.linked) br__waiter_unlink(f, &w);
   br__future_unlock(f);
-  /* The completer may still be about to call futex_wake on `word`; that is
-   * harmless (FUTEX_WAKE on a dead stack address wakes nobody) but it must
-   * not write to it: it wrote `1` before the wake, under the lock we just
-   * took, so it is done with it. */
+  br__waiter_settle(&w); /* `word` and `w` live on this stack */
   if (rc && atomic_load_explicit(&f->done, memory_order_acquire)) rc = 0;
   return rc;
 }
@@ -273,13 +276,14 @@ static int task_wait(struct br_task *self, struct br_future *f, int64_t deadline
     br__future_lock(f);
     if (w->linked) br__waiter_unlink(f, w);
     br__future_unlock(f);
+    br__waiter_settle(w);
     if (rc && !atomic_load_explicit(&f->done, memory_order_acquire)) return rc;
   }
   return 0;
 }
 
-/* A facility whose threads must not simply block (a CPU-pool worker helps
- * with other jobs while it waits) registers how its threads wait. */
+/* Until every executor waits through its job context (job.h), a facility
+ * may still register how its threads wait (returns 1: not its thread). */
 static int (*_Atomic thread_wait_hook)(br_future *f, int64_t deadline);
 
 void br__set_thread_wait_hook(int (*fn)(br_future *f, int64_t deadline)) {
@@ -290,6 +294,8 @@ int br__future_wait(struct br_future *f, int64_t deadline) {
   struct br_task *self = br__require_task();
   if (self) return task_wait(self, f, deadline);
   if (br__tls_loop) return BR_ENOTTASK; /* a loop callback must not block */
+  br__job_ctx *ctx = br__job_current();
+  if (ctx && ctx->ops && ctx->ops->wait) return ctx->ops->wait(ctx, f, deadline);
   int (*hook)(br_future *, int64_t) = atomic_load(&thread_wait_hook);
   if (hook) {
     int rc = hook(f, deadline);

@@ -116,6 +116,7 @@ static int wait_any(br_future *const *fs, size_t n, const unsigned char *skip, i
     br__future_lock(fs[i]);
     if (ws[i].linked) br__waiter_unlink(fs[i], &ws[i]);
     br__future_unlock(fs[i]);
+    br__waiter_settle(&ws[i]);
   }
   free(ws);
   return rc;

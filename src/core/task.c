@@ -13,6 +13,7 @@
  * different threads wake the task exactly once, and the loser just leaves.
  */
 #include "core/core.h"
+#include "core/job.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -562,9 +563,10 @@ static void task_finish(struct br_task *t, void *result) {
   br__ctx_fell_off();
 }
 
-/* Outside tasks, br_fail may still mean something to a facility (a CPU-pool
- * job records its failure this way); the facility registers a hook, so the
- * core never calls up into it. */
+/* Outside tasks, br_fail means something to the executor whose job the
+ * thread is running: its job context (core/job.h) records the failure. Until
+ * every executor enters job contexts, a process-wide hook is consulted
+ * last. */
 static int (*_Atomic fail_hook)(int code, const char *fmt, va_list ap);
 
 void br__set_fail_hook(int (*fn)(int code, const char *fmt, va_list ap)) {
@@ -572,22 +574,27 @@ void br__set_fail_hook(int (*fn)(int code, const char *fmt, va_list ap)) {
 }
 
 void *br_fail(int code, const char *fmt, ...) {
+  if (code >= 0) code = BR_EFAILED;
   struct br_task *t = br__require_task();
-  if (!t) {
+  br__job_ctx *ctx = t ? NULL : br__job_current();
+  if (!t && !(ctx && ctx->ops && ctx->ops->fail)) {
     int (*hook)(int, const char *, va_list) = atomic_load(&fail_hook);
     if (hook) {
       va_list ap;
       va_start(ap, fmt);
-      hook(code < 0 ? code : BR_EFAILED, fmt, ap);
+      hook(code, fmt, ap);
       va_end(ap);
     }
     return NULL;
   }
-  if (code >= 0) code = BR_EFAILED;
   va_list ap;
   va_start(ap, fmt);
   char *m = fmt ? br__vfmt(fmt, ap) : NULL;
   va_end(ap);
+  if (!t) {
+    ctx->ops->fail(ctx, code, m);
+    return NULL;
+  }
   free(t->fail_msg);
   t->fail_msg = m;
   t->fail_code = code;
@@ -625,6 +632,7 @@ int br__task_wait_done(struct br_task *self, struct br_task *t, int64_t deadline
     br__future_lock(&t->fut);
     if (w->linked) br__waiter_unlink(&t->fut, w);
     br__future_unlock(&t->fut);
+    br__waiter_settle(w);
     if (rc && !atomic_load_explicit(&t->fut.done, memory_order_acquire)) return rc;
   }
   return 0;
@@ -715,7 +723,10 @@ int br_cancel(br_task *t) {
 
 int br_cancelled(void) {
   struct br_task *t = br__require_task();
-  return t ? br__checkpoint(t) : 0;
+  if (t) return br__checkpoint(t);
+  br__job_ctx *ctx = br__job_current();
+  if (ctx && ctx->ops && ctx->ops->cancelled) return ctx->ops->cancelled(ctx);
+  return 0;
 }
 
 br_task *br_self(void) { return br__require_task(); }
