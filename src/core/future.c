@@ -94,8 +94,8 @@ void br_future_unref(br_future *f) {
  * a waiter that finds itself unlinked waits for `waking` to clear before it
  * returns (br__waiter_settle). Callbacks are heap records the completer
  * frees. */
-int br__future_complete_ex(struct br_future *f, void *value, void (*value_free)(void *), int err,
-                           char *msg) {
+static int complete(struct br_future *f, void *value, void (*value_free)(void *), int err,
+                    char *msg, bool take_hook) {
   br__future_lock(f);
   if (atomic_load_explicit(&f->done, memory_order_relaxed)) {
     br__future_unlock(f);
@@ -106,6 +106,15 @@ int br__future_complete_ex(struct br_future *f, void *value, void (*value_free)(
   f->err = err;
   f->msg = msg;
   if (value_free) f->value_free = value_free;
+  /* The cancel hook belongs to the completion by br_future_cancel, taken in
+   * the same critical section: two racing cancels cannot both miss it. */
+  br_callback_fn hook = NULL;
+  void *hook_arg = NULL;
+  if (take_hook) {
+    hook = f->cancel_hook;
+    hook_arg = f->cancel_arg;
+    f->cancel_hook = NULL;
+  }
   br__waiter *ws = f->waiters;
   f->waiters = NULL;
   for (br__waiter *w = ws; w; w = w->next) {
@@ -130,7 +139,13 @@ int br__future_complete_ex(struct br_future *f, void *value, void (*value_free)(
       atomic_store_explicit(&w->waking, 0, memory_order_release);
     }
   }
+  if (hook) hook(hook_arg);
   return 0;
+}
+
+int br__future_complete_ex(struct br_future *f, void *value, void (*value_free)(void *), int err,
+                           char *msg) {
+  return complete(f, value, value_free, err, msg, false);
 }
 
 int br__future_complete(struct br_future *f, void *value, int err, char *msg) {
@@ -197,14 +212,8 @@ int br_future_cancel(br_future *f) {
     br__task_cancel(t);
     return 0;
   }
-  br__future_lock(f);
-  br_callback_fn hook = f->cancel_hook;
-  void *arg = f->cancel_arg;
-  f->cancel_hook = NULL;
-  br__future_unlock(f);
-  int rc = br__future_complete(f, NULL, BR_ECANCELED, br_strdupf("cancelled"));
-  if (rc == 0 && hook) hook(arg);
-  return rc;
+  if (br_future_done(f)) return BR_EALREADY;
+  return complete(f, NULL, NULL, BR_ECANCELED, br_strdupf("cancelled"), true);
 }
 
 bool br_future_done(br_future *f) {
