@@ -50,7 +50,9 @@
   X(ESHUTDOWN, -30006, "pool is shutting down")                               \
   X(EFULL, -30007, "queue is full")                                           \
   X(ENOJOB, -30008, "no job registered under that name")                      \
-  X(ELIMIT, -30009, "a system limit was reached")
+  X(ELIMIT, -30009, "a system limit was reached") \
+  X(ETLS, -30010, "TLS handshake or certificate verification failed") \
+  X(EHTTP, -30011, "HTTP error status")
 
 /* BR_E* codes, e.g. BR_ETIMEDOUT == -ETIMEDOUT, BR_ENOTTASK == -30001. */
 enum br_errno {
