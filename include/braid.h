@@ -5,13 +5,19 @@
  * Facilities built on it have their own headers under braid/ and are included
  * at the end (the CPU pool, I/O, the process pool).
  *
- * Conventions used by every function below:
- *  - Errors are negative codes (see braid/errno.h): a negated errno such as
- *    -ETIMEDOUT, or one of braid's own (BR_ENOTTASK, BR_EHANDLE, ...).
- *    br_strerror() turns any of them into text.
+ * The rule every public function follows (docs/api.md has the details):
+ *  - A call that can fail returns int: 0 (or a documented count, index, fd
+ *    or byte count) on success, a negative code on failure (braid/errno.h:
+ *    a negated errno such as -ETIMEDOUT, or braid's own BR_ENOTTASK,
+ *    BR_EHANDLE, ...; br_strerror() gives the text). Never NULL + errno.
+ *  - Constructors are int br_X_new(br_X **out, ...); on failure *out is NULL.
+ *  - Arguments: the object acted on first, then out-parameters, then inputs,
+ *    then options (NULL for defaults) and deadlines/timeouts last.
+ *  - br_X_free(NULL) is a no-op returning 0; BR_CPUS (0) means "as many as
+ *    the CPUs allow"; fields of public structs named br__private are not
+ *    for users.
  *  - "Task-only" functions must be called from inside a braid task; from a
- *    plain thread they return BR_ENOTTASK (or NULL with errno set) and do
- *    nothing else.
+ *    plain thread they return BR_ENOTTASK and do nothing else.
  *  - Times are nanoseconds on the monotonic clock (br_now()); durations given
  *    in milliseconds say so in their name (_ms).
  *  - Every blocking call honours the deadline of its enclosing cancel scope;
@@ -63,6 +69,7 @@ typedef struct br_task br_task;
 typedef struct br_future br_future;
 typedef struct br_group br_group;
 typedef struct br_scope br_scope;
+typedef struct br_result br_result;
 
 /* A task's body. It receives the argument given at spawn and returns its
  * result (owned by whoever collects it: the joiner, gather's caller, ...).
@@ -89,7 +96,7 @@ typedef enum br_accounting {
   BR_ACCT_DEFAULT = 0, /* BR_ACCT_FAST, or BRAID_ACCOUNTING=off|fast|precise */
   BR_ACCT_OFF,         /* no per-switch clock reads at all */
   BR_ACCT_FAST,        /* run time from the CPU's cycle counter (a few ns);
-                          cpu time == run time, see docs/accounting.md */
+                          cpu time == run time (docs/accounting.md) */
   BR_ACCT_PRECISE      /* also reads the thread CPU clock (a system call) */
 } br_accounting;
 
@@ -111,11 +118,12 @@ typedef struct br_loop_opts {
   int64_t watchdog_ms;
 } br_loop_opts;
 
-/* br_loop_new: create an event loop bound to the calling thread. opts may be
- * NULL for defaults. The loop is freed with br_loop_free(). Returns NULL with
- * errno set on failure (ENOMEM, EMFILE, EINVAL for bad options). A thread may
+/* br_loop_new: create an event loop bound to the calling thread and store it
+ * in *out. opts may be NULL for defaults. The loop is freed with
+ * br_loop_free(). Returns 0, or BR_EINVAL (NULL out, bad options), BR_ENOMEM,
+ * BR_EMFILE (no descriptor for the poller); *out is then NULL. A thread may
  * own several loops but runs at most one at a time. */
-br_loop *br_loop_new(const br_loop_opts *opts);
+int br_loop_new(br_loop **out, const br_loop_opts *opts);
 
 /* br_loop_run: run the loop on the calling thread until no task, timer or
  * pending callback is left, or br_loop_stop() is called. Returns 0, or
@@ -128,7 +136,9 @@ int br_loop_run(br_loop *loop);
 void br_loop_stop(br_loop *loop);
 
 /* br_loop_free: cancel every task still alive, run the loop until they have
- * unwound, report failures nobody collected (stderr), release all memory.
+ * unwound, report failures nobody collected (br_set_log), release all
+ * memory. A task whose future is still referenced (br_future_ref) stays
+ * readable through that future; its handle is dead (BR_EHANDLE).
  * Returns 0, BR_EBUSY if called while the loop runs. NULL is a no-op. */
 int br_loop_free(br_loop *loop);
 
@@ -143,10 +153,10 @@ br_loop *br_loop_current(void);
  * is non-NULL. Returns main's error code (0 if it succeeded, BR_ECANCELED if it
  * was cancelled), or a setup error (BR_ENOMEM, BR_EINVAL for a NULL main,
  * BR_EBUSY when called from inside a running loop). */
-int br_run(br_task_fn main, void *arg, void **result);
+int br_run(void **result, br_task_fn main, void *arg);
 
 /* br_run_opts: br_run with loop options (may be NULL). */
-int br_run_opts(br_task_fn main, void *arg, void **result, const br_loop_opts *opts);
+int br_run_opts(void **result, br_task_fn main, void *arg, const br_loop_opts *opts);
 
 /* ------------------------------------------------------------------------ */
 /* Tasks                                                                     */
@@ -181,8 +191,11 @@ typedef struct br_spawn_opts {
  * br_loop_free() are closed then, and a failure nobody saw is reported.
  * Errors: BR_EINVAL (NULL fn or out, stack size out of range), BR_ENOTTASK
  * without a current loop, BR_ENOMEM / BR_ELIMIT when memory or mappings run
- * out (the message on stderr names the limit). Call from a task or from the
- * loop's thread. */
+ * out (a message through br_set_log names the limit). Call from a task or
+ * from the loop's thread.
+ * A handle is checked on every use: once given back (joined, closed,
+ * detached) it stays invalid even after braid reuses the task's memory for
+ * another task, and every call on it returns BR_EHANDLE. */
 int br_spawn(br_task **out, br_task_fn fn, void *arg, const br_spawn_opts *opts);
 
 /* br_loop_spawn: br_spawn onto a given loop, e.g. before br_loop_run(). Must
@@ -207,22 +220,32 @@ int br_sleep_ms(int64_t ms);
 /* br_sleep_until: suspend until br_now() >= deadline (ns). As br_sleep_ms. */
 int br_sleep_until(int64_t deadline);
 
-/* br_fail: record an error (code < 0, message formatted printf-style) as the
- * calling task's outcome and return NULL, so a task fails with
- * `return br_fail(BR_EIO, "reading %s", path);`. The last call wins. In a
- * CPU-pool job it fails the job the same way. Anywhere else it does nothing
- * and returns NULL. */
+/* br_fail: record an error (code < 0, else BR_EFAILED; message formatted
+ * printf-style, fmt may be NULL) as the outcome of what the calling thread
+ * is running and return NULL, so a task fails with
+ * `return br_fail(BR_EIO, "reading %s", path);`. The last call wins. It
+ * answers for the running task first, else for the executor's job the
+ * thread runs: a CPU-pool job, fork child, map item or reduce range; a
+ * br_to_thread call; a process-pool job (which must still return its
+ * negative code). Anywhere else it does nothing and returns NULL. */
 void *br_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* br_join: wait for t to finish (task-only), store its result in *result
  * (may be NULL) and give the handle back. Returns 0 if it succeeded, its
- * error code if it failed (BR_ECANCELED if cancelled; its message is printed
- * by br_task_message() before joining, or use br_future_* on
- * br_task_future()). Errors of the call itself: BR_EHANDLE for a released
- * handle (joining twice), BR_EDEADLK for joining yourself, BR_ENOTTASK.
- * If the joiner is cancelled while waiting, the target is cancelled too and
- * waited for (no task outlives its handle), and BR_ECANCELED is returned. */
+ * error code if it failed (BR_ECANCELED if cancelled; br_join_result also
+ * hands over its message). Errors of the call itself: BR_EHANDLE for a
+ * released or stale handle (joining twice), BR_EDEADLK for joining
+ * yourself, BR_ENOTTASK. If the joiner is cancelled while waiting, the
+ * target is cancelled too and waited for (no task outlives its handle), and
+ * BR_ECANCELED is returned. */
 int br_join(br_task *t, void **result);
+
+/* br_join_result: br_join that also keeps t's message: out->value is t's
+ * result (the caller's, as with br_join), out->err its code, out->msg a
+ * malloc'd copy of its message (NULL on success). Release with
+ * br_results_free(out, 1). Returns out->err, or an error of the call itself
+ * as br_join (then *out is cleared). */
+int br_join_result(br_task *t, br_result *out);
 
 /* br_task_close: cancel t if it still runs, wait for it to unwind, give the
  * handle back and drop its result (libdill's hclose). Returns t's outcome
@@ -242,21 +265,26 @@ int br_detach(br_task *t);
  * loop thread (hand it over with br_call_soon_threadsafe). */
 int br_cancel(br_task *t);
 
-/* br_cancelled: whether the calling task has been asked to stop (cancelled
- * or past its scope deadline): BR_ECANCELED / BR_ETIMEDOUT, else 0. */
+/* br_cancelled: whether the caller has been asked to stop: in a task,
+ * BR_ECANCELED (cancelled) or BR_ETIMEDOUT (past its scope deadline); in a
+ * CPU-pool job, BR_ECANCELED once its future was cancelled or the pool is
+ * shutting down with BR_SHUTDOWN_CANCEL; else 0. Any thread. */
 int br_cancelled(void);
 
 /* br_wait_for: join t, but give it at most timeout_ms milliseconds
  * (asyncio.wait_for). On timeout t is cancelled, waited for, released, and
  * BR_ETIMEDOUT is returned. Otherwise as br_join. Task-only. */
-int br_wait_for(br_task *t, int64_t timeout_ms, void **result);
+int br_wait_for(br_task *t, void **result, int64_t timeout_ms);
 
-/* br_task_future: the future that completes with t's outcome. Borrowed: it
- * lives as long as the handle, take a br_future_ref() to keep it longer. */
+/* br_task_future: the future that completes with t's outcome, or NULL for a
+ * released or stale handle. Borrowed: it lives as long as the handle; take a
+ * br_future_ref() to keep it longer, even past br_loop_free (the task's
+ * outcome stays readable through it). */
 br_future *br_task_future(br_task *t);
 
 /* Introspection; t == NULL means the calling task. br_task_name never
- * returns NULL (a released handle reads "<released>"). */
+ * returns NULL (a released or stale handle reads "<released>"); br_task_id
+ * is 0 and br_task_done false for one. */
 const char *br_task_name(br_task *t);
 uint64_t br_task_id(br_task *t);
 bool br_task_done(br_task *t);
@@ -278,14 +306,19 @@ int br_task_get_stats(br_task *t, br_task_stats *out);
 
 /* One task's or future's outcome. msg is owned by the result (NULL on
  * success); release a whole array with br_results_free(). */
-typedef struct br_result {
+struct br_result {
   void *value;
   int err;   /* 0 or a negative code */
   char *msg; /* error message, or NULL */
-} br_result;
+  /* private: do not touch; may change in any release */
+  struct {
+    void (*value_free)(void *); /* set when the runtime owns value */
+  } br__private;
+};
 
-/* br_results_free: free the messages of n results (not the values, which
- * belong to the caller). */
+/* br_results_free: release n results: each message, and each value the
+ * runtime owns (e.g. a process-pool result's br_bytes); values a task or
+ * job returned stay the caller's. Clears every entry. NULL does nothing. */
 void br_results_free(br_result *r, size_t n);
 
 /* br_gather_tasks: wait for all n tasks and store each outcome in out[i]
@@ -293,17 +326,20 @@ void br_results_free(br_result *r, size_t n);
  * back. Returns 0 if every task succeeded, otherwise the first failing
  * task's code in index order. If the caller is cancelled, every task still
  * running is cancelled and waited for, and BR_ECANCELED is returned. */
-int br_gather_tasks(br_task **tasks, size_t n, br_result *out);
+int br_gather_tasks(br_result *out, br_task **tasks, size_t n);
 
 /* br_gather: the same over futures of any kind (tasks, pool jobs, process
- * jobs). Futures are borrowed. Task-only or plain thread (blocks). */
-int br_gather(br_future *const *futures, size_t n, br_result *out);
+ * jobs). Futures are borrowed; a value a future owns is copied as borrowed
+ * (it lives as long as the future). From a task (suspends), a plain thread
+ * (blocks) or a CPU-pool job (helps); BR_ENOTTASK from a loop callback. */
+int br_gather(br_result *out, br_future *const *futures, size_t n);
 
 /* ------------------------------------------------------------------------ */
 /* Futures: one type for every kind of work                                  */
 
-/* br_future_new: a pending future with one reference. NULL on ENOMEM. */
-br_future *br_future_new(void);
+/* br_future_new: a pending future with one reference, in *out. BR_EINVAL
+ * (NULL out), BR_ENOMEM. */
+int br_future_new(br_future **out);
 
 /* Reference counting: a future is freed when its last reference goes.
  * Thread-safe. br_future_unref(NULL) does nothing. */
@@ -330,7 +366,8 @@ void *br_future_take(br_future *f);
 /* br_future_cancel: complete f with BR_ECANCELED and, if and only if this call
  * is what completed it, call its cancel hook (pool jobs use the hook to drop
  * work that has not started). BR_EALREADY if f was already done. For a task's
- * future it cancels the task instead (the task completes it when it ends). */
+ * future it cancels the task instead (the task completes it when it ends;
+ * BR_EPERM from another thread than the task's loop). */
 int br_future_cancel(br_future *f);
 
 /* br_future_set_cancel_hook: what br_future_cancel should also do. The hook
@@ -341,7 +378,8 @@ void br_future_set_cancel_hook(br_future *f, br_callback_fn hook, void *arg);
 bool br_future_done(br_future *f);
 
 /* br_await: wait for f. In a task only the task suspends (its loop goes on);
- * on a plain thread the thread blocks. Stores the value in *value (may be
+ * on a plain thread the thread blocks; in a CPU-pool job the worker runs
+ * other jobs meanwhile. BR_ENOTTASK from a loop callback. Stores the value in *value (may be
  * NULL) and returns 0, or f's error code. Waiting itself may fail with
  * BR_ECANCELED / BR_ETIMEDOUT (scope), BR_EDEADLK if f is the calling task's
  * own future. f stays pending if the wait is interrupted. */
@@ -349,11 +387,11 @@ int br_await(br_future *f, void **value);
 
 /* br_await_until: br_await with an absolute deadline (ns, BR_NEVER for none).
  * Returns BR_ETIMEDOUT when it passes; f is not cancelled. */
-int br_await_until(br_future *f, int64_t deadline, void **value);
+int br_await_until(br_future *f, void **value, int64_t deadline);
 
 /* br_future_wait_for: wait_for over a future: at most timeout_ms; on timeout
  * f is cancelled (br_future_cancel) and BR_ETIMEDOUT returned. */
-int br_future_wait_for(br_future *f, int64_t timeout_ms, void **value);
+int br_future_wait_for(br_future *f, void **value, int64_t timeout_ms);
 
 /* Outcome of a completed future (undefined while pending): the value, the
  * code (0 on success) and the message ("" on success). The message lives as
@@ -378,25 +416,30 @@ int br_future_on_done(br_future *f, br_callback_fn cb, void *arg);
 typedef enum { BR_WAIT_FIRST, BR_WAIT_FIRST_ERROR, BR_WAIT_ALL } br_wait_mode;
 int br_wait(br_future *const *futures, size_t n, br_wait_mode mode, int64_t deadline);
 
-/* br_as_completed: iterate futures in completion order. Init with the set
- * (borrowed, must outlive the iterator), then call next until it returns
- * BR_ECLOSED: each call returns the index of the next completed future, or
- * BR_ETIMEDOUT / BR_ECANCELED. Free with br_as_completed_free(). */
+/* br_as_completed: iterate futures in completion order. Create with the set
+ * (borrowed, must outlive the iterator; BR_EINVAL for NULL out or futures,
+ * BR_ENOMEM), then call next until it returns BR_ECLOSED: each call returns
+ * the index of the next completed future, or BR_ETIMEDOUT / BR_ECANCELED.
+ * Free with br_as_completed_free() (NULL: no-op). */
 typedef struct br_as_completed br_as_completed;
-br_as_completed *br_as_completed_new(br_future *const *futures, size_t n);
+int br_as_completed_new(br_as_completed **out, br_future *const *futures, size_t n);
 int br_as_completed_next(br_as_completed *it, int64_t deadline);
 void br_as_completed_free(br_as_completed *it);
 
 /* ------------------------------------------------------------------------ */
 /* Cancel scopes and deadlines (trio's move_on_after / fail_after)           */
 
+/* A cancel scope: the caller's storage (usually a local), managed only by
+ * br_scope_enter / br_scope_exit / br_scope_cancel. */
 struct br_scope {
-  /* private: managed by br_scope_enter / br_scope_exit */
-  struct br_scope *parent;
-  struct br_task *task;
-  int64_t deadline;
-  int state;
-  bool shield;
+  /* private: do not touch; may change in any release */
+  struct {
+    struct br_scope *parent;
+    struct br_task *task;
+    int64_t deadline;
+    int state;
+    bool shield;
+  } br__private;
 };
 
 /* br_scope_enter: open a scope on the calling task's scope stack (the struct
@@ -422,10 +465,10 @@ void br_scope_cancel(br_scope *s);
 /* ------------------------------------------------------------------------ */
 /* Task groups (asyncio.TaskGroup / trio nursery)                            */
 
-/* br_group_new: an empty group for the calling task's loop; free it with
- * br_group_free(). Returns NULL with errno ENOMEM, or EPERM when called
- * outside a task. */
-br_group *br_group_new(void);
+/* br_group_new: an empty group for the calling task's loop, in *out; free it
+ * with br_group_free(). Task-only. BR_EINVAL (NULL out), BR_ENOTTASK,
+ * BR_ENOMEM. */
+int br_group_new(br_group **out);
 
 /* br_group_spawn: spawn a task into g (opts as br_spawn, DETACHED ignored).
  * If any task of the group fails, all the others are cancelled. Returns 0 or
@@ -447,8 +490,9 @@ void br_group_cancel(br_group *g);
 const char *br_group_message(br_group *g);
 
 /* br_group_free: cancel and wait for anything still running, then free.
- * NULL is a no-op. */
-void br_group_free(br_group *g);
+ * Returns 0 (NULL is a no-op), BR_EPERM from a task of another loop or a
+ * plain thread (the group's tasks can only be waited for on their loop). */
+int br_group_free(br_group *g);
 
 /* ------------------------------------------------------------------------ */
 /* Callbacks on the loop                                                     */
@@ -490,9 +534,9 @@ typedef struct br_sem br_sem;
 typedef struct br_event br_event;
 
 /* Channels (Go's semantics): elements of elem_size bytes, capacity cap (0:
- * unbuffered, a send waits for a receiver). NULL on ENOMEM / EINVAL
- * (elem_size 0). */
-br_chan *br_chan_new(size_t elem_size, size_t cap);
+ * unbuffered, a send waits for a receiver). BR_EINVAL (NULL out,
+ * elem_size 0), BR_ENOMEM. Free with br_chan_free. */
+int br_chan_new(br_chan **out, size_t elem_size, size_t cap);
 /* br_chan_send: copy *elem into the channel, waiting for room. BR_ECLOSED if
  * the channel is (or gets) closed. */
 int br_chan_send(br_chan *c, const void *elem);
@@ -510,8 +554,9 @@ int br_chan_close(br_chan *c);
 /* br_chan_free: free a channel nobody waits on (BR_EBUSY otherwise). */
 int br_chan_free(br_chan *c);
 
-/* Queues (asyncio.Queue): pointers, maxsize 0 = unbounded. */
-br_queue *br_queue_new(size_t maxsize);
+/* Queues (asyncio.Queue): pointers, maxsize 0 = unbounded. BR_EINVAL (NULL
+ * out), BR_ENOMEM. */
+int br_queue_new(br_queue **out, size_t maxsize);
 int br_queue_put(br_queue *q, void *item);
 int br_queue_put_until(br_queue *q, void *item, int64_t deadline);
 int br_queue_get(br_queue *q, void **item);
@@ -528,7 +573,7 @@ int br_queue_free(br_queue *q); /* BR_EBUSY while tasks wait on it */
 
 /* Mutex: FIFO hand-off, owned by the locking task. Unlocking a mutex the
  * caller does not hold: BR_EPERM. */
-br_mutex *br_mutex_new(void);
+int br_mutex_new(br_mutex **out); /* BR_EINVAL, BR_ENOMEM */
 int br_mutex_lock(br_mutex *m);
 int br_mutex_lock_until(br_mutex *m, int64_t deadline);
 int br_mutex_trylock(br_mutex *m); /* BR_EBUSY */
@@ -536,14 +581,14 @@ int br_mutex_unlock(br_mutex *m);
 int br_mutex_free(br_mutex *m); /* BR_EBUSY while locked */
 
 /* Semaphore: the way to bound concurrency (at most `value` holders). */
-br_sem *br_sem_new(unsigned value);
+int br_sem_new(br_sem **out, unsigned value); /* BR_EINVAL, BR_ENOMEM */
 int br_sem_acquire(br_sem *s);
 int br_sem_acquire_until(br_sem *s, int64_t deadline);
 int br_sem_release(br_sem *s);
 int br_sem_free(br_sem *s); /* BR_EBUSY while tasks wait on it */
 
 /* Event: set once, wakes every waiter; clear() re-arms it. */
-br_event *br_event_new(void);
+int br_event_new(br_event **out); /* BR_EINVAL, BR_ENOMEM */
 int br_event_wait(br_event *e);
 int br_event_wait_until(br_event *e, int64_t deadline);
 void br_event_set(br_event *e);

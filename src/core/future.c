@@ -63,10 +63,13 @@ void br__future_init(struct br_future *f, struct br_task *owner) {
   f->owner_task = owner;
 }
 
-br_future *br_future_new(void) {
+int br_future_new(br_future **out) {
+  if (!out) return BR_EINVAL;
   struct br_future *f = malloc(sizeof *f);
-  if (f) br__future_init(f, NULL);
-  return f;
+  *out = f;
+  if (!f) return BR_ENOMEM;
+  br__future_init(f, NULL);
+  return 0;
 }
 
 br_future *br_future_ref(br_future *f) {
@@ -313,7 +316,7 @@ int br__future_wait(struct br_future *f, int64_t deadline) {
   return thread_wait(f, deadline);
 }
 
-int br_await_until(br_future *f, int64_t deadline, void **value) {
+int br_await_until(br_future *f, void **value, int64_t deadline) {
   if (!f) return BR_EINVAL;
   int rc = br__future_wait(f, deadline);
   if (rc) {
@@ -324,22 +327,16 @@ int br_await_until(br_future *f, int64_t deadline, void **value) {
   return f->err;
 }
 
-int br_await(br_future *f, void **value) { return br_await_until(f, BR_NEVER, value); }
+int br_await(br_future *f, void **value) { return br_await_until(f, value, BR_NEVER); }
 
-int br_future_wait_for(br_future *f, int64_t timeout_ms, void **value) {
+int br_future_wait_for(br_future *f, void **value, int64_t timeout_ms) {
   if (!f) return BR_EINVAL;
   int rc = br__future_wait(f, br_deadline_ms(timeout_ms));
   if (rc == BR_ETIMEDOUT || rc == BR_ECANCELED) {
     br_future_cancel(f);
     if (f->owner_task && !br_future_done(f)) {
       /* A task needs to unwind before its future completes. */
-      struct br_task *self = br__require_task();
-      if (self) {
-        br_scope sh;
-        br_scope_enter(&sh, BR_NEVER, true);
-        br__future_wait(f, BR_NEVER);
-        br_scope_exit(&sh);
-      }
+      if (br__require_task()) br__await_shielded(f);
     }
     if (value) *value = NULL;
     return rc;

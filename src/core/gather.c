@@ -7,13 +7,16 @@
 #include <string.h>
 #include <unistd.h>
 
+/* A result borrows the future's value: whoever owns it (the future, for an
+ * owned value) still frees it, so value_free stays NULL. */
 static void fill(br_result *out, struct br_future *f) {
+  *out = (br_result){0};
   out->value = f->value;
   out->err = f->err;
   out->msg = f->err ? br_strdupf("%s", f->msg ? f->msg : br_strerror(f->err)) : NULL;
 }
 
-int br_gather_tasks(br_task **tasks, size_t n, br_result *out) {
+int br_gather_tasks(br_result *out, br_task **tasks, size_t n) {
   struct br_task *self = br__require_task();
   if (!self) return BR_ENOTTASK;
   if ((!tasks || !out) && n) return BR_EINVAL;
@@ -42,7 +45,7 @@ int br_gather_tasks(br_task **tasks, size_t n, br_result *out) {
   return interrupted ? interrupted : first;
 }
 
-int br_gather(br_future *const *fs, size_t n, br_result *out) {
+int br_gather(br_result *out, br_future *const *fs, size_t n) {
   if ((!fs || !out) && n) return BR_EINVAL;
   for (size_t i = 0; i < n; i++)
     if (!fs[i]) return BR_EINVAL;
@@ -165,18 +168,23 @@ struct br_as_completed {
   unsigned char *seen;
 };
 
-br_as_completed *br_as_completed_new(br_future *const *fs, size_t n) {
-  if (!fs && n) return NULL;
+int br_as_completed_new(br_as_completed **out, br_future *const *fs, size_t n) {
+  if (!out) return BR_EINVAL;
+  *out = NULL;
+  if (!fs && n) return BR_EINVAL;
+  for (size_t i = 0; i < n; i++)
+    if (!fs[i]) return BR_EINVAL;
   struct br_as_completed *it = calloc(1, sizeof *it);
-  if (!it) return NULL;
+  if (!it) return BR_ENOMEM;
   it->seen = calloc(n ? n : 1, 1);
   if (!it->seen) {
     free(it);
-    return NULL;
+    return BR_ENOMEM;
   }
   it->fs = fs;
   it->n = n;
-  return it;
+  *out = it;
+  return 0;
 }
 
 int br_as_completed_next(br_as_completed *it, int64_t deadline) {

@@ -3,7 +3,6 @@
  * failure cancels the rest, and the waiter gets that failure. */
 #include "core/core.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,16 +16,16 @@ struct br_group {
   struct br_task *waiter;
 };
 
-br_group *br_group_new(void) {
+int br_group_new(br_group **out) {
+  if (!out) return BR_EINVAL;
+  *out = NULL;
   struct br_task *self = br__require_task();
-  if (!self) {
-    errno = EPERM;
-    return NULL;
-  }
+  if (!self) return BR_ENOTTASK;
   struct br_group *g = calloc(1, sizeof *g);
-  if (!g) return NULL;
+  if (!g) return BR_ENOMEM;
   g->loop = self->loop;
-  return g;
+  *out = g;
+  return 0;
 }
 
 static void cancel_all(struct br_group *g) {
@@ -120,11 +119,16 @@ const char *br_group_message(br_group *g) {
   return g && g->first_msg ? g->first_msg : "";
 }
 
-void br_group_free(br_group *g) {
-  if (!g) return;
+int br_group_free(br_group *g) {
+  if (!g) return 0;
+  struct br_task *self = br__require_task();
+  if (self && self->group == g) return BR_EDEADLK; /* it would wait for itself */
+  /* The children run on g's loop: only that loop's thread can wait for them. */
+  if (br__tls_loop != g->loop && !(self == NULL && br__tls_loop == NULL &&
+                                   pthread_equal(g->loop->thread, pthread_self())))
+    return BR_EPERM;
   if (g->live) {
     cancel_all(g);
-    struct br_task *self = br__require_task();
     int rc = 0;
     if (self) {
       wait_children(g, self, false, &rc);
@@ -136,4 +140,5 @@ void br_group_free(br_group *g) {
   release_children(g);
   free(g->first_msg);
   free(g);
+  return 0;
 }

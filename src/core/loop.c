@@ -34,26 +34,22 @@ static br_accounting accounting_from_env(void) {
   return BR_ACCT_FAST;
 }
 
-br_loop *br_loop_new(const br_loop_opts *opts) {
+int br_loop_new(br_loop **out, const br_loop_opts *opts) {
+  if (!out) return BR_EINVAL;
+  *out = NULL;
   br_loop_opts o = opts ? *opts : (br_loop_opts){0};
   size_t ss = BR__STACK_DEFAULT;
   const char *env = getenv("BRAID_STACK_SIZE");
   if (!o.stack_size && env && *env) o.stack_size = (size_t)strtoull(env, NULL, 0);
   if (o.stack_size) {
     ss = br__stack_round(o.stack_size);
-    if (!ss) {
-      errno = EINVAL;
-      return NULL;
-    }
+    if (!ss) return BR_EINVAL;
   }
   env = getenv("BRAID_COMPACT");
   if (!opts && env && !strcmp(env, "1")) o.compact = true;
-  if ((unsigned)o.accounting > BR_ACCT_PRECISE) {
-    errno = EINVAL;
-    return NULL;
-  }
+  if ((unsigned)o.accounting > BR_ACCT_PRECISE) return BR_EINVAL;
   struct br_loop *L = calloc(1, sizeof *L);
-  if (!L) return NULL;
+  if (!L) return BR_ENOMEM;
   L->opts = o;
   L->acct = o.accounting == BR_ACCT_DEFAULT ? accounting_from_env() : o.accounting;
   if (L->acct != BR_ACCT_OFF) (void)br__ns_per_tick(); /* anchor the cycle counter */
@@ -66,12 +62,12 @@ br_loop *br_loop_new(const br_loop_opts *opts) {
     br__stack_cache_fini(&L->stacks);
     pthread_mutex_destroy(&L->remote_lock);
     free(L);
-    errno = -rc;
-    return NULL;
+    return rc;
   }
   br__overflow_install();
   notify_observer(L, true);
-  return L;
+  *out = L;
+  return 0;
 }
 
 br_loop *br_loop_current(void) { return br__tls_loop; }

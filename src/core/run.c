@@ -28,14 +28,15 @@ static void on_sigint(int sig) {
   if (L) L->poller.ops->wake(&L->poller);
 }
 
-int br_run_opts(br_task_fn main, void *arg, void **result, const br_loop_opts *opts) {
+int br_run_opts(void **result, br_task_fn main, void *arg, const br_loop_opts *opts) {
   if (result) *result = NULL;
   if (!main) return BR_EINVAL;
   if (br__tls_loop && br__tls_loop->running) return BR_EBUSY;
-  struct br_loop *L = br_loop_new(opts);
-  if (!L) return BR_ENOMEM;
+  struct br_loop *L = NULL;
+  int rc = br_loop_new(&L, opts);
+  if (rc) return rc;
   struct br_task *t;
-  int rc = br_loop_spawn(L, &t, main, arg, &(br_spawn_opts){.name = "main"});
+  rc = br_loop_spawn(L, &t, main, arg, &(br_spawn_opts){.name = "main"});
   if (rc) {
     br_loop_free(L);
     return rc;
@@ -80,4 +81,4 @@ int br_run_opts(br_task_fn main, void *arg, void **result, const br_loop_opts *o
   return rc;
 }
 
-int br_run(br_task_fn main, void *arg, void **result) { return br_run_opts(main, arg, result, NULL); }
+int br_run(void **result, br_task_fn main, void *arg) { return br_run_opts(result, main, arg, NULL); }

@@ -305,50 +305,50 @@ static inline struct br_scope *scope_at(struct br_task *t, struct br_scope *s) {
 
 int br__checkpoint_slow(struct br_task *t) {
   int64_t now = 0;
-  for (struct br_scope *s = scope_at(t, t->scope); s; s = scope_at(t, s->parent)) {
-    if (s->state == 2) return BR_ECANCELED;
-    if (s->state == 1) return BR_ETIMEDOUT;
-    if (s->deadline != BR_NEVER) {
+  for (struct br_scope *s = scope_at(t, t->scope); s; s = scope_at(t, s->br__private.parent)) {
+    if (s->br__private.state == 2) return BR_ECANCELED;
+    if (s->br__private.state == 1) return BR_ETIMEDOUT;
+    if (s->br__private.deadline != BR_NEVER) {
       if (!now) now = br__mono_ns();
-      if (now >= s->deadline) {
-        s->state = 1;
+      if (now >= s->br__private.deadline) {
+        s->br__private.state = 1;
         return BR_ETIMEDOUT;
       }
     }
-    if (s->shield) return 0;
+    if (s->br__private.shield) return 0;
   }
   return t->cancelled ? BR_ECANCELED : 0;
 }
 
 bool br__scope_expired(struct br_task *t) {
   int64_t now = 0;
-  for (struct br_scope *s = t->scope; s; s = s->parent) {
-    if (s->state == 1) return true;
-    if (s->deadline != BR_NEVER) {
+  for (struct br_scope *s = t->scope; s; s = s->br__private.parent) {
+    if (s->br__private.state == 1) return true;
+    if (s->br__private.deadline != BR_NEVER) {
       if (!now) now = br__mono_ns();
-      if (now >= s->deadline) {
-        s->state = 1;
+      if (now >= s->br__private.deadline) {
+        s->br__private.state = 1;
         return true;
       }
     }
-    if (s->shield) return false;
+    if (s->br__private.shield) return false;
   }
   return false;
 }
 
 static int64_t scope_deadline(struct br_task *t) {
   int64_t d = BR_NEVER;
-  for (struct br_scope *s = t->scope; s; s = s->parent) {
-    if (s->deadline < d) d = s->deadline;
-    if (s->shield) break;
+  for (struct br_scope *s = t->scope; s; s = s->br__private.parent) {
+    if (s->br__private.deadline < d) d = s->br__private.deadline;
+    if (s->br__private.shield) break;
   }
   return d;
 }
 
 /* Whether a cancel of t (task-level) would be seen by its current wait. */
 static bool cancel_visible(struct br_task *t) {
-  for (struct br_scope *s = scope_at(t, t->scope); s; s = scope_at(t, s->parent))
-    if (s->shield) return false;
+  for (struct br_scope *s = scope_at(t, t->scope); s; s = scope_at(t, s->br__private.parent))
+    if (s->br__private.shield) return false;
   return true;
 }
 
@@ -645,41 +645,45 @@ static int collect(struct br_task *t, void **result) {
   return err;
 }
 
-int br_join(br_task *t, void **result) {
+/* The one join: wait for t until the deadline, then collect its outcome
+ * into *result and, if res is given, into a br_result with its message. If
+ * the wait is interrupted (the joiner is cancelled, or the deadline passes),
+ * t is cancelled and waited for (no task outlives its handle), the handle is
+ * given back and the interruption's code returned. */
+static int join_until(struct br_task *t, void **result, br_result *res, int64_t deadline) {
+  if (result) *result = NULL;
+  if (res) *res = (br_result){0};
   struct br_task *self = br__require_task();
   if (!self) return BR_ENOTTASK;
   int rc = check_handle(t);
   if (rc) return rc;
   if (t == self) return BR_EDEADLK;
   if (t->loop != self->loop) return BR_EINVAL;
-  rc = br__task_wait_done(self, t, BR_NEVER, true);
+  rc = br__task_wait_done(self, t, deadline, true);
   if (rc) {
-    /* The joiner is being cancelled: no task outlives its handle. */
     br__task_cancel(t);
     br__task_wait_done(self, t, BR_NEVER, false);
-    if (result) *result = NULL;
     br__task_release(t);
     return rc;
+  }
+  if (res) {
+    res->value = t->fut.value;
+    res->err = t->fut.err;
+    if (t->fut.err)
+      res->msg = br_strdupf("%s", t->fut.msg ? t->fut.msg : br_strerror(t->fut.err));
   }
   return collect(t, result);
 }
 
-int br_wait_for(br_task *t, int64_t timeout_ms, void **result) {
-  struct br_task *self = br__require_task();
-  if (!self) return BR_ENOTTASK;
-  int rc = check_handle(t);
-  if (rc) return rc;
-  if (t == self) return BR_EDEADLK;
-  if (t->loop != self->loop) return BR_EINVAL;
-  rc = br__task_wait_done(self, t, br_deadline_ms(timeout_ms), true);
-  if (rc) {
-    br__task_cancel(t);
-    br__task_wait_done(self, t, BR_NEVER, false);
-    if (result) *result = NULL;
-    br__task_release(t);
-    return rc;
-  }
-  return collect(t, result);
+int br_join(br_task *t, void **result) { return join_until(t, result, NULL, BR_NEVER); }
+
+int br_join_result(br_task *t, br_result *out) {
+  if (!out) return BR_EINVAL;
+  return join_until(t, NULL, out, BR_NEVER);
+}
+
+int br_wait_for(br_task *t, void **result, int64_t timeout_ms) {
+  return join_until(t, result, NULL, br_deadline_ms(timeout_ms));
 }
 
 int br_task_close(br_task *t) {

@@ -29,6 +29,7 @@ void br_results_free(br_result *r, size_t n) {
   if (!r) return;
   for (size_t i = 0; i < n; i++) {
     free(r[i].msg);
-    r[i].msg = NULL;
+    if (r[i].br__private.value_free && r[i].value) r[i].br__private.value_free(r[i].value);
+    r[i] = (br_result){0};
   }
 }

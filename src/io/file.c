@@ -191,8 +191,8 @@ static ssize_t ring_one(br__poller *p, fop *f, int64_t deadline, ssize_t *late) 
     io_uring_prep_nop(sqe);
     break;
   }
-  br_future *fut = br_future_new();
-  if (!fut) {
+  br_future *fut = NULL;
+  if (br_future_new(&fut) < 0) {
     /* The SQE is taken: turn it into a no-op nobody waits for. */
     io_uring_prep_nop(sqe);
     io_uring_sqe_set_data64(sqe, 3);
@@ -300,10 +300,11 @@ static ssize_t run_op(fop *f, int64_t deadline) {
   fop *h = malloc(sizeof *h);
   if (!h) return BR_ENOMEM;
   *h = *f;
-  br_future *fut = br_to_thread_class(BR_BLOCKING_FILE, pool_job, h);
-  if (!fut) {
+  br_future *fut = NULL;
+  int trc = br_to_thread_class(&fut, BR_BLOCKING_FILE, pool_job, h);
+  if (trc < 0) {
     free(h);
-    return BR_ENOMEM;
+    return trc;
   }
   int rc = br__await_pinned(fut, NULL, deadline);
   /* rc is the job's outcome, a pool refusal (the job never ran) or an
@@ -376,7 +377,7 @@ int br_file_close(int fd) {
   return 0;
 }
 
-int br_file_read_all(const char *path, char **out, size_t *len, size_t max, int64_t deadline) {
+int br_file_read_all(char **out, size_t *len, const char *path, size_t max, int64_t deadline) {
   if (!path || !out) return BR_EINVAL;
   *out = NULL;
   if (len) *len = 0;

@@ -15,20 +15,23 @@ struct br_chan {
   br__wq senders, receivers;
 };
 
-br_chan *br_chan_new(size_t elem_size, size_t cap) {
-  if (!elem_size || elem_size > (1u << 30) || (cap && elem_size > SIZE_MAX / cap)) return NULL;
+int br_chan_new(br_chan **out, size_t elem_size, size_t cap) {
+  if (!out) return BR_EINVAL;
+  *out = NULL;
+  if (!elem_size || elem_size > (1u << 30) || (cap && elem_size > SIZE_MAX / cap)) return BR_EINVAL;
   struct br_chan *c = calloc(1, sizeof *c);
-  if (!c) return NULL;
+  if (!c) return BR_ENOMEM;
   c->elem = elem_size;
   c->cap = cap;
   if (cap) {
     c->buf = malloc(elem_size * cap);
     if (!c->buf) {
       free(c);
-      return NULL;
+      return BR_ENOMEM;
     }
   }
-  return c;
+  *out = c;
+  return 0;
 }
 
 /* Elements are usually a word or two: copy those inline, not via libc. */

@@ -20,7 +20,11 @@ struct br_event {
   br__wq waiters;
 };
 
-br_mutex *br_mutex_new(void) { return calloc(1, sizeof(struct br_mutex)); }
+int br_mutex_new(br_mutex **out) {
+  if (!out) return BR_EINVAL;
+  *out = calloc(1, sizeof(struct br_mutex));
+  return *out ? 0 : BR_ENOMEM;
+}
 
 int br_mutex_lock_until(br_mutex *m, int64_t deadline) {
   if (!m) return BR_EINVAL;
@@ -64,10 +68,13 @@ int br_mutex_free(br_mutex *m) {
   return 0;
 }
 
-br_sem *br_sem_new(unsigned value) {
+int br_sem_new(br_sem **out, unsigned value) {
+  if (!out) return BR_EINVAL;
   struct br_sem *s = calloc(1, sizeof *s);
-  if (s) s->value = value;
-  return s;
+  *out = s;
+  if (!s) return BR_ENOMEM;
+  s->value = value;
+  return 0;
 }
 
 int br_sem_acquire_until(br_sem *s, int64_t deadline) {
@@ -105,7 +112,11 @@ int br_sem_free(br_sem *s) {
   return 0;
 }
 
-br_event *br_event_new(void) { return calloc(1, sizeof(struct br_event)); }
+int br_event_new(br_event **out) {
+  if (!out) return BR_EINVAL;
+  *out = calloc(1, sizeof(struct br_event));
+  return *out ? 0 : BR_ENOMEM;
+}
 
 int br_event_wait_until(br_event *e, int64_t deadline) {
   if (!e) return BR_EINVAL;

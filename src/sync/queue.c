@@ -10,10 +10,13 @@ struct br_queue {
   br__wq getters, putters, joiners;
 };
 
-br_queue *br_queue_new(size_t maxsize) {
+int br_queue_new(br_queue **out, size_t maxsize) {
+  if (!out) return BR_EINVAL;
   struct br_queue *q = calloc(1, sizeof *q);
-  if (q) q->maxsize = maxsize;
-  return q;
+  *out = q;
+  if (!q) return BR_ENOMEM;
+  q->maxsize = maxsize;
+  return 0;
 }
 
 static int grow(struct br_queue *q) {
