@@ -13,37 +13,47 @@
  *
  * Locking: each class has one mutex guarding its queue, counters and limits;
  * nothing else is shared between classes. A job's future is completed
- * outside the lock (completing wakes tasks and runs callbacks).
+ * outside the lock (completing wakes tasks and runs callbacks). The class
+ * lock is a leaf: the cancel op takes it from br_future_cancel, never under
+ * the future's lock.
  *
- * Job lifetime: a job is referenced by the queue/worker ("run" reference)
- * and by the future's cancel hook ("hook" reference). The hook reference is
- * dropped by the hook when br_future_cancel runs it, or by the worker when
- * its own completion of the future succeeded (then cancel lost the race and
- * the hook will never run). So the hook can never touch a freed job.
+ * Job lifetime: the core's job record protocol (core/job.h). The queue, then
+ * the worker running the job, hold RUN; the future's cancel hook holds HOOK.
+ * job_cancel (the hook's op) unlinks a job still queued and says so, and
+ * then the hook drops RUN for us; a job already running is only flagged
+ * (br_cancelled() in it answers BR_ECANCELED) and finishes normally, its
+ * late br__job_complete losing to the cancel.
+ *
+ * While a job runs its thread is in the job's context (core/job.h), so
+ * br_fail() in the job records the failure its future will carry and
+ * br_cancelled() reports a cancel of its future.
  */
 #include <braid.h>
 
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "core/core.h"
+#include "core/job.h"
 #include "exec/blocking.h"
 
 typedef struct job {
+  br__job base;    /* first: the ops cast back */
+  br__job_ctx ctx; /* the worker's job context while it runs */
   struct job *next;
   br_task_fn fn;
   void *arg;
-  br_future *f;
   struct cls *cls;
-  atomic_int refs;
   bool queued; /* under cls->mu */
-  int fail_code;
+  atomic_bool cancel_asked; /* its future was cancelled while it ran */
+  int fail_code; /* br_fail in the job: worker thread only */
   char *fail_msg;
 } job;
 
@@ -85,7 +95,6 @@ static cls classes[BR_BLOCKING_NCLASSES] = {
                        10000000000LL, 0, 0, false, "dns"},
 };
 
-static _Thread_local job *current_job;
 static pthread_once_t env_once = PTHREAD_ONCE_INIT;
 
 /* Test hook: make the next n thread creations fail (see blocking.h). */
@@ -106,16 +115,44 @@ static void read_env(void) {
   }
 }
 
-static void job_unref(job *j) {
-  if (atomic_fetch_sub_explicit(&j->refs, 1, memory_order_acq_rel) != 1) return;
-  br_future_unref(j->f);
-  free(j->fail_msg);
-  free(j);
+static job *job_of_ctx(br__job_ctx *ctx) {
+  return (job *)((char *)ctx - offsetof(job, ctx));
 }
 
-/* The future's cancel hook: drop the job if it has not started. */
-static void job_cancel_hook(void *arg) {
-  job *j = arg;
+/* --- the job context: what br_fail / br_cancelled / br_await do in a job */
+
+static void ctx_fail(br__job_ctx *ctx, int code, char *msg) {
+  job *j = job_of_ctx(ctx);
+  j->fail_code = code < 0 ? code : BR_EFAILED;
+  free(j->fail_msg);
+  j->fail_msg = msg;
+}
+
+static int ctx_cancelled(br__job_ctx *ctx) {
+  return atomic_load_explicit(&job_of_ctx(ctx)->cancel_asked, memory_order_relaxed)
+             ? BR_ECANCELED
+             : 0;
+}
+
+/* A job blocks its thread while it waits for a future, except for its own
+ * future, which cannot complete before the job returns. */
+static int ctx_wait(br__job_ctx *ctx, br_future *f, int64_t deadline) {
+  job *j = job_of_ctx(ctx);
+  if (f == j->base.fut) return BR_EDEADLK;
+  br__job_ctx *prev = br__job_enter(NULL); /* plain blocking wait */
+  int rc = br__future_wait(f, deadline);
+  br__job_leave(prev);
+  return rc;
+}
+
+static const br__job_ctx_ops ctx_ops = {
+    .fail = ctx_fail, .cancelled = ctx_cancelled, .wait = ctx_wait};
+
+/* --- the job record (core/job.h protocol) ---------------------------------- */
+
+/* br_future_cancel won: take the job back if it is still queued. */
+static bool job_cancel(br__job *bj) {
+  job *j = (job *)bj;
   cls *c = j->cls;
   bool dropped = false;
   pthread_mutex_lock(&c->mu);
@@ -135,24 +172,30 @@ static void job_cancel_hook(void *arg) {
     }
   }
   pthread_mutex_unlock(&c->mu);
-  if (dropped) job_unref(j); /* the run reference */
-  job_unref(j);              /* the hook reference */
+  if (!dropped) atomic_store_explicit(&j->cancel_asked, true, memory_order_relaxed);
+  return dropped;
 }
 
+static void job_release(br__job *bj) {
+  job *j = (job *)bj;
+  free(j->fail_msg);
+  free(j);
+}
+
+static const br__job_ops job_ops = {.cancel = job_cancel, .release = job_release};
+
 static void run_job(job *j) {
-  current_job = j;
+  br__job_ctx *prev = br__job_enter(&j->ctx);
   void *v = j->fn(j->arg);
-  current_job = NULL;
-  int rc;
-  if (j->fail_code < 0)
-    rc = br_future_fail(j->f, j->fail_code, "%s", j->fail_msg ? j->fail_msg : br_strerror(j->fail_code));
-  else
-    rc = br_future_set(j->f, v);
-  /* rc == 0: our completion won, so the cancel hook will never run and its
-   * reference is ours to drop. Otherwise the future was cancelled: the hook
-   * runs (or ran) and drops it. */
-  if (rc == 0) job_unref(j);
-  job_unref(j);
+  br__job_leave(prev);
+  if (j->fail_code < 0) {
+    char *msg = j->fail_msg;
+    j->fail_msg = NULL;
+    br__job_complete(&j->base, NULL, NULL, j->fail_code, msg);
+  } else {
+    br__job_complete(&j->base, v, NULL, 0, NULL);
+  }
+  /* j may be gone now. */
 }
 
 static int64_t mono_ns(void) {
@@ -175,6 +218,9 @@ static void join_exited(cls *c) {
 static void *worker(void *arg) {
   worker_rec *self = arg;
   cls *c = self->cls;
+  char tname[16]; /* what top and gdb show: "br-block-user" */
+  snprintf(tname, sizeof tname, "br-block-%s", c->name);
+  pthread_setname_np(pthread_self(), tname);
   pthread_mutex_lock(&c->mu);
   for (;;) {
     /* The limit was lowered: surplus threads retire, even with work queued
@@ -245,26 +291,24 @@ static int spawn_worker(cls *c) {
   return rc;
 }
 
-br_future *br_to_thread_class(br_blocking_class which, br_task_fn fn, void *arg) {
+int br_to_thread_class(br_future **out, br_blocking_class which, br_task_fn fn, void *arg) {
+  if (!out) return BR_EINVAL;
+  *out = NULL;
+  if ((unsigned)which >= BR_BLOCKING_NCLASSES || !fn) return BR_EINVAL;
   pthread_once(&env_once, read_env);
-  br_future *f = br_future_new();
-  if (!f) return NULL;
-  if ((unsigned)which >= BR_BLOCKING_NCLASSES || !fn) {
-    br_future_fail(f, BR_EINVAL, "br_to_thread: %s", !fn ? "NULL function" : "bad class");
-    return f;
-  }
   cls *c = &classes[which];
   job *j = calloc(1, sizeof *j);
-  if (!j) {
-    br_future_unref(f);
-    return NULL;
+  if (!j) return BR_ENOMEM;
+  br_future *f;
+  if (br__job_init(&j->base, &job_ops, &f) < 0) {
+    free(j);
+    return BR_ENOMEM;
   }
+  j->ctx.ops = &ctx_ops;
   j->fn = fn;
   j->arg = arg;
-  j->f = br_future_ref(f);
   j->cls = c;
-  atomic_init(&j->refs, 2);
-  br_future_set_cancel_hook(f, job_cancel_hook, j);
+  atomic_init(&j->cancel_asked, false);
 
   int err = 0, create_err = 0;
   pthread_mutex_lock(&c->mu);
@@ -289,7 +333,7 @@ br_future *br_to_thread_class(br_blocking_class which, br_task_fn fn, void *arg)
     } else if (c->threads < c->max_threads) {
       create_err = spawn_worker(c);
       if (create_err && c->threads == 0) {
-        /* unlink again: it is the tail */
+        /* unlink again: it is the tail, and no thread saw it */
         job *prev = NULL;
         for (job *p = c->head; p != j; p = p->next) prev = p;
         if (prev)
@@ -311,40 +355,22 @@ br_future *br_to_thread_class(br_blocking_class which, br_task_fn fn, void *arg)
   pthread_mutex_unlock(&c->mu);
 
   if (err) {
-    if (err == BR_EAGAIN)
-      br_future_fail(f, err, "blocking pool (%s): cannot start a thread: %s", c->name,
-                     strerror(create_err));
-    else if (err == BR_EFULL)
-      br_future_fail(f, err, "blocking pool (%s): queue full (%zu jobs)", c->name, c->max_queue);
-    else
-      br_future_fail(f, err, "blocking pool is shutting down");
-    /* The failing completion above came first, so the hook never runs. */
-    job_unref(j);
-    job_unref(j);
+    /* Nobody else ever saw the job or its future. */
+    br__job_abandon(&j->base);
+    return err;
   }
-  return f;
+  *out = f;
+  return 0;
 }
 
-br_future *br_to_thread(br_task_fn fn, void *arg) {
-  return br_to_thread_class(BR_BLOCKING_USER, fn, arg);
+int br_to_thread(br_future **out, br_task_fn fn, void *arg) {
+  return br_to_thread_class(out, BR_BLOCKING_USER, fn, arg);
 }
 
-void *br_to_thread_fail(int code, const char *fmt, ...) {
-  job *j = current_job;
-  if (!j) return NULL;
-  j->fail_code = code < 0 ? code : BR_EFAILED;
-  free(j->fail_msg);
-  j->fail_msg = NULL;
-  if (fmt) {
-    va_list ap;
-    va_start(ap, fmt);
-    if (vasprintf(&j->fail_msg, fmt, ap) < 0) j->fail_msg = NULL;
-    va_end(ap);
-  }
-  return NULL;
+bool br__blocking_in_job(void) {
+  br__job_ctx *ctx = br__job_current();
+  return ctx && ctx->ops == &ctx_ops;
 }
-
-bool br__blocking_in_job(void) { return current_job != NULL; }
 
 int br_blocking_set_limits(br_blocking_class which, const br_blocking_limits *l) {
   if ((unsigned)which >= BR_BLOCKING_NCLASSES || !l || l->idle_ms < 0) return BR_EINVAL;
@@ -372,7 +398,9 @@ int br_blocking_get_stats(br_blocking_class which, br_blocking_stats *out) {
   return 0;
 }
 
-void br_blocking_shutdown(void) {
+int br_blocking_shutdown(void) {
+  if (br__blocking_in_job()) return BR_EDEADLK;
+  if (br_self()) return BR_EBUSY;
   for (int i = 0; i < BR_BLOCKING_NCLASSES; i++) {
     cls *c = &classes[i];
     pthread_mutex_lock(&c->mu);
@@ -385,6 +413,7 @@ void br_blocking_shutdown(void) {
     c->shutdown = false;
     pthread_mutex_unlock(&c->mu);
   }
+  return 0;
 }
 
 /* After fork() only the forking thread survives: forget the parent's

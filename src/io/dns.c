@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/job.h"
 #include "io/io_internal.h"
 
 typedef struct dns_job {
@@ -111,7 +112,7 @@ static bool is_numeric_service(const char *s) {
   return true;
 }
 
-int br_resolve(const char *host, const char *service, int family, br_addr *out, size_t max,
+int br_resolve(br_addr *out, size_t max, const char *host, const char *service, int family,
                int64_t deadline) {
   if (!out || max == 0) return BR_EINVAL;
   if (family != AF_UNSPEC && family != AF_INET && family != AF_INET6) return BR_EINVAL;
@@ -139,31 +140,23 @@ int br_resolve(const char *host, const char *service, int family, br_addr *out, 
     dns_free(j);
     return BR_ENOMEM;
   }
-  br_future *f = br_to_thread_class(BR_BLOCKING_DNS, dns_run, j);
-  if (!f) {
+  br_future *f;
+  rc = br_to_thread_class(&f, BR_BLOCKING_DNS, dns_run, j);
+  if (rc < 0) {
+    /* The pool refused the job (queue full, no thread): it never ran. */
     dns_free(j);
-    return BR_ENOMEM;
+    return rc;
   }
   j->f = f;
-  rc = br_await_until(f, deadline, NULL);
+  rc = br_await_until(f, NULL, deadline);
   if (!br_future_done(f)) {
     /* Interrupted: leave the job to finish on its own. */
     atomic_store(&j->abandoned, true);
     if (br_future_on_done(f, dns_abandoned_done, j) < 0) {
       /* No memory for the callback: wait it out rather than leak. */
-      br_scope shield;
-      int src = br_scope_enter(&shield, BR_NEVER, true);
-      br_await(f, NULL);
-      if (src == 0) br_scope_exit(&shield);
+      br__await_shielded(f);
       dns_abandoned_done(j);
     }
-    return rc;
-  }
-  if (br_future_error(f) < 0) {
-    /* The pool refused the job (queue full, no thread): it never ran. */
-    rc = br_future_error(f);
-    dns_free(j);
-    br_future_unref(f);
     return rc;
   }
   rc = j->rc;

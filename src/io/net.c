@@ -85,10 +85,10 @@ int br_addr_unix(br_addr *out, const char *path) {
 }
 
 int br_addr_port(const br_addr *a) {
-  if (!a) return -1;
+  if (!a) return BR_EINVAL;
   if (a->u.sa.sa_family == AF_INET) return ntohs(a->u.in4.sin_port);
   if (a->u.sa.sa_family == AF_INET6) return ntohs(a->u.in6.sin6_port);
-  return -1;
+  return BR_EINVAL;
 }
 
 int br_addr_format(const br_addr *a, char *buf, size_t n) {
@@ -194,7 +194,7 @@ static int host_addr(br_addr *out, const char *host, int port, int64_t deadline)
   if (port < 0 || port > 65535) return BR_EINVAL;
   char svc[8];
   snprintf(svc, sizeof svc, "%d", port);
-  int n = br_resolve(host, svc, AF_UNSPEC, out, 1, deadline);
+  int n = br_resolve(out, 1, host, svc, AF_UNSPEC, deadline);
   return n < 0 ? n : 0;
 }
 
@@ -349,7 +349,7 @@ int br_tcp_connect(const char *host, int port, unsigned flags, int64_t deadline)
     if (port < 0 || port > 65535) return BR_EINVAL;
     char svc[8];
     snprintf(svc, sizeof svc, "%d", port);
-    n = br_resolve(host, svc, AF_UNSPEC, addrs, 8, deadline);
+    n = br_resolve(addrs, 8, host, svc, AF_UNSPEC, deadline);
     if (n < 0) return n;
   }
   int rc = BR_ECONNREFUSED;
@@ -367,7 +367,7 @@ int br_unix_connect(const char *path, int64_t deadline) {
   return br_connect(&a, 0, deadline);
 }
 
-int br_socketpair(int type, int fds[2]) {
+int br_socketpair(int fds[2], int type) {
   if (!fds || (type != SOCK_STREAM && type != SOCK_DGRAM && type != SOCK_SEQPACKET))
     return BR_EINVAL;
   return socketpair(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) < 0 ? -errno : 0;

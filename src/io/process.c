@@ -59,9 +59,9 @@ int br_process_spawn(br_process *p, const char *const argv[], const br_process_o
   br_process_opts o = opts ? *opts : (br_process_opts){0};
   p->pid = -1;
   p->in = p->out = p->err = -1;
-  p->pidfd_ = -1;
-  p->status_ = 0;
-  p->reaped_ = false;
+  p->br__private.pidfd = -1;
+  p->br__private.status = 0;
+  p->br__private.reaped = false;
   if (o.in == BR_STDIO_STDOUT || o.out == BR_STDIO_STDOUT) return BR_EINVAL;
 
   br_stdio modes[3] = {o.in, o.out, o.err};
@@ -146,7 +146,7 @@ int br_process_spawn(br_process *p, const char *const argv[], const br_process_o
   p->out = pipes[1][0];
   p->err = pipes[2][0];
   int pfd = pidfd_open_(pid);
-  p->pidfd_ = pfd >= 0 ? pfd : -1;
+  p->br__private.pidfd = pfd >= 0 ? pfd : -1;
   return 0;
 
 fail:
@@ -166,31 +166,31 @@ static int decode(int st) {
 
 /* Reap without waiting: 1 if reaped, 0 if still running, or an error. */
 static int try_reap(br_process *p) {
-  if (p->reaped_) return 1;
+  if (p->br__private.reaped) return 1;
   int st;
   pid_t r;
   do r = waitpid(p->pid, &st, WNOHANG);
   while (r < 0 && errno == EINTR);
   if (r < 0) return -errno;
   if (r == 0) return 0;
-  p->status_ = decode(st);
-  p->reaped_ = true;
+  p->br__private.status = decode(st);
+  p->br__private.reaped = true;
   return 1;
 }
 
 int br_process_wait(br_process *p, int *status, int64_t deadline) {
   if (!p || p->pid <= 0) return BR_EINVAL;
-  if (!p->reaped_ && !br__in_task()) return BR_ENOTTASK;
+  if (!p->br__private.reaped && !br__in_task()) return BR_ENOTTASK;
   int64_t backoff = 1000000;
   for (;;) {
     int r = try_reap(p);
     if (r < 0) return r;
     if (r == 1) {
-      if (status) *status = p->status_;
+      if (status) *status = p->br__private.status;
       return 0;
     }
-    if (p->pidfd_ >= 0) {
-      r = br__io_wait(p->pidfd_, BR_READABLE, deadline);
+    if (p->br__private.pidfd >= 0) {
+      r = br__io_wait(p->br__private.pidfd, BR_READABLE, deadline);
     } else {
       int64_t now = br_now();
       if (now >= deadline) return BR_ETIMEDOUT;
@@ -203,11 +203,11 @@ int br_process_wait(br_process *p, int *status, int64_t deadline) {
 
 int br_process_kill(br_process *p, int sig) {
   if (!p || p->pid <= 0) return BR_EINVAL;
-  if (p->reaped_) return BR_ESRCH;
+  if (p->br__private.reaped) return BR_ESRCH;
 #ifdef SYS_pidfd_send_signal
-  if (p->pidfd_ >= 0) {
+  if (p->br__private.pidfd >= 0) {
     /* Through the pidfd: immune to the pid being reused. */
-    if (syscall(SYS_pidfd_send_signal, p->pidfd_, sig, NULL, 0) == 0) return 0;
+    if (syscall(SYS_pidfd_send_signal, p->br__private.pidfd, sig, NULL, 0) == 0) return 0;
     if (errno != ENOSYS) return -errno;
   }
 #endif
@@ -220,16 +220,16 @@ void br_process_close(br_process *p) {
   if (p->out >= 0) br_close(p->out);
   if (p->err >= 0) br_close(p->err);
   p->in = p->out = p->err = -1;
-  if (p->pid > 0 && !p->reaped_ && try_reap(p) == 0) {
+  if (p->pid > 0 && !p->br__private.reaped && try_reap(p) == 0) {
     br_process_kill(p, SIGKILL);
     int st;
     while (waitpid(p->pid, &st, 0) < 0 && errno == EINTR) {
     }
-    p->status_ = decode(st);
-    p->reaped_ = true;
+    p->br__private.status = decode(st);
+    p->br__private.reaped = true;
   }
-  if (p->pidfd_ >= 0) br_close(p->pidfd_);
-  p->pidfd_ = -1;
+  if (p->br__private.pidfd >= 0) br_close(p->br__private.pidfd);
+  p->br__private.pidfd = -1;
 }
 
 /* --- communicate ---------------------------------------------------------- */
@@ -288,8 +288,8 @@ static void *feed_stdin(void *arg) {
   return NULL;
 }
 
-int br_process_communicate(br_process *p, const void *input, size_t in_len, char **out,
-                           size_t *out_len, char **err, size_t *err_len, int *status,
+int br_process_communicate(br_process *p, char **out, size_t *out_len, char **err,
+                           size_t *err_len, int *status, const void *input, size_t in_len,
                            int64_t deadline) {
   if (!p) return BR_EINVAL;
   if (!br__in_task()) return BR_ENOTTASK;
@@ -337,14 +337,17 @@ done:
   if (terr) br_join(terr, NULL);
   if (!rc) rc = st->so.rc ? st->so.rc : st->se.rc ? st->se.rc : st->f.rc;
   if (!rc) rc = br_process_wait(p, status, deadline);
+  /* Streams that gave nothing (or were not pipes) hand back "". */
+  if (!rc && out && !st->so.buf && !(st->so.buf = calloc(1, 1))) rc = BR_ENOMEM;
+  if (!rc && err && !st->se.buf && !(st->se.buf = calloc(1, 1))) rc = BR_ENOMEM;
   if (!rc) {
     if (out) {
-      *out = st->so.buf ? st->so.buf : strdup("");
+      *out = st->so.buf;
       st->so.buf = NULL;
       if (out_len) *out_len = st->so.len;
     }
     if (err) {
-      *err = st->se.buf ? st->se.buf : strdup("");
+      *err = st->se.buf;
       st->se.buf = NULL;
       if (err_len) *err_len = st->se.len;
     }

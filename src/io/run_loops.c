@@ -27,6 +27,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/log.h"
 #include "io/io_internal.h"
 
 typedef struct member {
@@ -92,7 +93,7 @@ static void handoff_run(void *arg) {
                          &(br_spawn_opts){.name = h->named ? h->name : NULL,
                                           .flags = BR_SPAWN_DETACHED});
   if (rc) {
-    fprintf(stderr, "braid: br_loops_spawn: cannot spawn on loop %d: %s\n", br_loops_index(),
+    br__log(BR_LOG_ERROR, "br_loops_spawn: cannot spawn on loop %d: %s", br_loops_index(),
             br_strerror(rc));
     work_done(h->g);
     free(h);
@@ -161,8 +162,7 @@ static void *sigint_watch(void *arg) {
       atomic_compare_exchange_strong(&g->cancelled, &none, 2);
       cancel_all(g);
     } else {
-      static const char msg[] = "\nbraid: second interrupt, exiting\n";
-      if (write(2, msg, sizeof msg - 1) < 0) { /* exiting anyway */ }
+      br__log(BR_LOG_ERROR, "second interrupt, exiting");
       _exit(130);
     }
   }
@@ -183,13 +183,16 @@ static void *keeper(void *arg) {
     m->rc = rc;
     m->msg = br_strdupf("cannot spawn %s", name);
   } else {
-    br_future *f = br_future_ref(br_task_future(m->main));
     br_scope shield; /* the keeper itself is never cancelled; be explicit */
     br_scope_enter(&shield, BR_NEVER, true);
-    m->rc = br_join(m->main, NULL);
+    br_result res;
+    m->rc = br_join_result(m->main, &res);
     m->main = NULL;
-    if (m->rc && br_future_message(f)[0]) m->msg = strdup(br_future_message(f));
-    br_future_unref(f);
+    if (m->rc && res.msg && res.msg[0]) {
+      m->msg = res.msg; /* ours now */
+      res.msg = NULL;
+    }
+    br_results_free(&res, 1);
     br_scope_exit(&shield);
   }
   work_done(g);
@@ -204,8 +207,7 @@ static void *keeper(void *arg) {
 /* Create m's loop and queue its keeper, on the loop's own thread. */
 static void prepare(member *m) {
   group *g = m->g;
-  m->loop = br_loop_new(g->opts);
-  if (!m->loop) return;
+  if (br_loop_new(&m->loop, g->opts) < 0) return; /* m->loop stays NULL */
   int rc = br_loop_spawn(m->loop, NULL, keeper, m,
                          &(br_spawn_opts){.name = "loops-keeper", .flags = BR_SPAWN_DETACHED});
   if (rc) {
@@ -244,14 +246,12 @@ static void *loop_thread(void *arg) {
 }
 
 int br_run_loops(int n, br_task_fn main, void *arg, const br_loop_opts *opts) {
-  if (!main) return BR_EINVAL;
+  if (!main || n < 0 || n > 4096) return BR_EINVAL;
   if (br_loop_current()) return BR_EBUSY;
-  if (n <= 0) n = br_cpu_count();
-  if (n > 4096) return BR_EINVAL;
+  if (n == BR_CPUS) n = br_cpu_count();
   group g = {.n = n, .main = main, .arg = arg, .opts = opts};
   g.m = calloc((size_t)n, sizeof *g.m);
-  g.all_done = br_future_new();
-  if (!g.m || !g.all_done) {
+  if (!g.m || br_future_new(&g.all_done) < 0) {
     free(g.m);
     br_future_unref(g.all_done);
     return BR_ENOMEM;
@@ -315,7 +315,7 @@ int br_run_loops(int n, br_task_fn main, void *arg, const br_loop_opts *opts) {
     if (!rc && g.m[i].rc) {
       rc = g.m[i].rc;
       if (g.m[i].msg && rc != BR_ECANCELED)
-        fprintf(stderr, "braid: main-%d failed: %s: %s\n", i, br_strerror(rc), g.m[i].msg);
+        br__log(BR_LOG_ERROR, "main-%d failed: %s: %s", i, br_strerror(rc), g.m[i].msg);
     }
     free(g.m[i].msg);
   }

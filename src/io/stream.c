@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/job.h"
 #include "io/io_internal.h"
 
 static _Thread_local unsigned io_budget;
@@ -58,16 +59,13 @@ void br__eat_sigpipe(void) {
 }
 
 int br__await_pinned(br_future *f, void **value, int64_t deadline) {
-  int rc = br_await_until(f, deadline, NULL);
+  int rc = br_await_until(f, NULL, deadline);
   if (br_future_done(f)) {
     if (value) *value = br_future_value(f);
     return br_future_error(f);
   }
   /* Interrupted while the producer still owns our memory: wait it out. */
-  br_scope shield;
-  int src = br_scope_enter(&shield, BR_NEVER, true);
-  br_await(f, NULL);
-  if (src == 0) br_scope_exit(&shield);
+  br__await_shielded(f);
   if (value) *value = br_future_value(f);
   return rc;
 }

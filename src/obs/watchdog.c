@@ -20,6 +20,13 @@
  * the loop moves again, with the total time. The loop pays nothing: no
  * timer, no extra system call.
  *
+ * The signal handler only does what is async-signal-safe: backtrace()
+ * (its unwinder is loaded before the first signal, see sample_init), plain
+ * loads of the running task's fields, and its own digit formatting for an
+ * unnamed task ("task-<id>"; br_task_name would format with snprintf).
+ * Everything that formats with stdio or allocates (the report, the
+ * symbolised backtrace) runs on the monitor thread.
+ *
  * Locking: W.mu guards the registry; the monitor holds it while it samples
  * a loop, so br_watchdog_disable() returning means the monitor no longer
  * touches that loop. Reports are delivered after W.mu is released (a
@@ -33,12 +40,13 @@
 #include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "core/core.h"
+#include "core/log.h"
 #include "core/loop.h"
 
 #define MAX_FRAMES 64
@@ -72,6 +80,37 @@ static bool sample_ok;
 
 static int sample_signal(void) { return SIGRTMIN + 5; }
 
+/* The static build references this symbol (-u br__watchdog_link) so that
+ * the linker keeps this file, whose constructor hooks the watchdog into
+ * every loop, although no user code calls into it. */
+void br__watchdog_link(void) {}
+
+/* The name of the task running on L, into out[0..cap) (cap >= 2), as
+ * br_task_name() gives it: its own name, or "task-<id>". Runs in the signal
+ * handler on L's thread: no stdio, no locks, no allocation. "" between
+ * tasks. */
+static void current_task_name(br_loop *L, char *out, size_t cap) {
+  struct br_task *t = L->current;
+  size_t i = 0;
+  if (t && t->magic == BR__TASK_MAGIC) {
+    if (t->name[0]) {
+      for (; i < sizeof t->name && t->name[i] && i < cap - 1; i++) out[i] = t->name[i];
+    } else {
+      static const char prefix[] = "task-";
+      char digits[24];
+      size_t nd = 0;
+      uint64_t id = t->id;
+      do {
+        digits[nd++] = (char)('0' + id % 10);
+        id /= 10;
+      } while (id && nd < sizeof digits);
+      for (size_t k = 0; prefix[k] && i < cap - 1; k++) out[i++] = prefix[k];
+      while (nd && i < cap - 1) out[i++] = digits[--nd];
+    }
+  }
+  out[i] = '\0';
+}
+
 static void on_sample(int sig, siginfo_t *si, void *uc) {
   (void)sig;
   (void)si;
@@ -79,11 +118,10 @@ static void on_sample(int sig, siginfo_t *si, void *uc) {
   int saved = errno;
   br_loop *L = atomic_load(&sample_loop);
   if (L && br_loop_current() == L) {
+    char name[sizeof sample_name];
+    current_task_name(L, name, sizeof name);
+    memcpy(sample_name, name, sizeof name);
     sample_n = backtrace(sample_frames, MAX_FRAMES);
-    const char *nm = br__loop_current_task_name(L);
-    size_t i = 0;
-    for (; nm && nm[i] && i < sizeof sample_name - 1; i++) sample_name[i] = nm[i];
-    sample_name[i] = '\0';
     sem_post(&sample_done);
   }
   errno = saved;
@@ -153,19 +191,27 @@ static int take_sample(br_loop *L, void **frames, char *name) {
   return n;
 }
 
-static void report_stderr(const br_watchdog_report *r, int64_t threshold_ns) {
+/* The default report, through the log hook (br_set_log): one message for
+ * the stall, then one per frame of the backtrace. Monitor thread. */
+static void report_log(const br_watchdog_report *r, int64_t threshold_ns) {
   if (r->nframes < 0) {
-    fprintf(stderr, "braid: loop was blocked for %lld ms in total\n",
+    br__log(BR_LOG_WARN, "loop was blocked for %lld ms in total",
             (long long)(r->stalled_ns / 1000000));
     return;
   }
-  fprintf(stderr, "braid: loop blocked for %lld ms in task '%s' (watchdog threshold %lld ms)\n",
+  br__log(BR_LOG_WARN, "loop blocked for %lld ms in task '%s' (watchdog threshold %lld ms)",
           (long long)(r->stalled_ns / 1000000), r->task[0] ? r->task : "<none>",
           (long long)(threshold_ns / 1000000));
   if (r->nframes > 0) {
-    fprintf(stderr, "braid: where the loop thread is now:\n");
-    fflush(stderr);
-    backtrace_symbols_fd((void *const *)r->frames, r->nframes, 2);
+    br__log(BR_LOG_WARN, "where the loop thread is now:");
+    char **syms = backtrace_symbols((void *const *)r->frames, r->nframes);
+    for (int i = 0; i < r->nframes; i++) {
+      if (syms)
+        br__log(BR_LOG_WARN, "  #%d %s", i, syms[i]);
+      else
+        br__log(BR_LOG_WARN, "  #%d %p", i, r->frames[i]);
+    }
+    free(syms);
   }
 }
 
@@ -224,7 +270,7 @@ static void *monitor(void *arg) {
       if (fn)
         fn(&p.r, ud);
       else
-        report_stderr(&p.r, p.threshold_ns);
+        report_log(&p.r, p.threshold_ns);
       pthread_mutex_lock(&W.mu);
       break;
     }
