@@ -43,15 +43,19 @@ typedef struct br_result br_result;
 /* Bytes                                                                     */
 
 /* A growable byte buffer: a job's output, a pool result. data is NULL while
- * empty. The fields after len are private. A br_bytes that a job writes to
- * is owned by the runtime; a br_bytes* handed out as a pool result belongs to
- * the caller, who releases it with br_bytes_free(). */
+ * empty. A br_bytes that a job writes to is owned by the runtime; a
+ * br_bytes* handed out as a submitted job's value belongs to the caller, who
+ * releases it with br_bytes_free(); one in a br_result array (map,
+ * iterators) is released with the array by br_results_free(). */
 typedef struct br_bytes {
   void *data;
   size_t len;
-  size_t br__cap;
-  int br__kind; /* heap, memfd mapping, ... */
-  int br__fd;
+  /* private: do not touch; may change in any release */
+  struct {
+    size_t cap;
+    int kind; /* heap, memfd mapping, ... */
+    int fd;
+  } br__private;
 } br_bytes;
 
 /* A borrowed view of an input item. */
@@ -85,10 +89,22 @@ void br_bytes_free(br_bytes *b);
 /* Jobs                                                                      */
 
 /* A job: reads in[0..in_len) and writes its result into *out (empty on
- * entry, owned by the runtime: do not free it). Returns 0, or a negative
- * code (see br_job_errorf) which fails the job; out is then discarded.
- * It runs in a worker process: it may crash, leak or hang without harm to
- * the parent. in is read-only and valid only during the call. */
+ * entry, owned by the runtime: do not free it). Returns 0 on success. It
+ * fails — out is then discarded — if it returns a negative code or called
+ * br_fail() (braid.h): the future's code is the returned negative code,
+ * else br_fail's; its message is br_fail's (truncated to 1 KiB), else the
+ * code's text:
+ *
+ *     if (in_len != 8) {
+ *       br_fail(BR_EINVAL, "bad length %zu", in_len);
+ *       return BR_EINVAL;
+ *     }
+ *
+ * A positive return value fails the job with BR_EFAILED. br_cancelled()
+ * inside a job returns BR_ECANCELED once its future has been cancelled (the
+ * result would be dropped). It runs in a worker process: it may crash, leak
+ * or hang without harm to the parent. in is read-only and valid only during
+ * the call. */
 typedef int (*br_job_fn)(const void *in, size_t in_len, br_bytes *out);
 
 /* The registry entry BR_JOB places in the "br_jobs" ELF section. */
@@ -123,12 +139,6 @@ const br_job_desc *br_job_find(const char *name);
 size_t br_job_count(void);
 const br_job_desc *br_job_at(size_t index);
 
-/* br_job_errorf: from inside a job, record a message for its failure and
- * return code, so a job fails with
- * `return br_job_errorf(BR_EINVAL, "bad length %zu", in_len);`.
- * The message (truncated to 1 KiB) reaches the parent's future. */
-int br_job_errorf(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
 /* br_job_in_worker: true inside a worker process (false in the parent). */
 bool br_job_in_worker(void);
 
@@ -137,8 +147,6 @@ bool br_job_in_worker(void);
 
 typedef struct br_procpool br_procpool;
 
-/* br_procpool_new's `workers`: one worker per usable CPU (br_cpu_count()). */
-#define BR_PROCPOOL_CPUS (-1)
 /* The most workers one pool accepts (more is a mistake, not a pool). */
 #define BR_PROCPOOL_MAX_WORKERS 1024
 
@@ -168,93 +176,98 @@ typedef struct br_procpool_opts {
 } br_procpool_opts;
 
 /* br_procpool_new: create a pool of `workers` worker processes (1 ..
- * BR_PROCPOOL_MAX_WORKERS, or BR_PROCPOOL_CPUS) and store it in *out.
- * opts may be NULL. The fork server is started before this returns; the
+ * BR_PROCPOOL_MAX_WORKERS, or BR_CPUS: one per usable CPU, br_cpu_count())
+ * and store it in *out (left NULL on failure). opts may be NULL. The fork server is started before this returns; the
  * workers start in the background and jobs submitted meanwhile wait for
  * them. The pool is released with br_procpool_free().
- * Errors: BR_EINVAL (out NULL, worker count out of range), BR_ENOJOB (unknown
- * initializer), BR_EEXIST (two jobs share a name; named on stderr),
+ * Errors: BR_EINVAL (out NULL, worker count negative or over the maximum),
+ * BR_ENOJOB (unknown initializer), BR_EEXIST (two jobs share a name; named
+ * through the log hook, br_set_log),
  * BR_ENOSYS (/proc/self/exe cannot be executed), BR_ENOMEM, BR_EMFILE and
  * other negated errno values of the system calls. Any thread. */
 int br_procpool_new(br_procpool **out, int workers, const br_procpool_opts *opts);
 
-/* Per-call options for br_procpool_submit_ex. */
-typedef struct br_submit_opts {
+/* Per-call options for br_procpool_submit. */
+typedef struct br_procpool_submit_opts {
   int64_t timeout_ms; /* 0: the pool's default; < 0: no timeout */
-} br_submit_opts;
+} br_procpool_submit_opts;
 
 /* br_procpool_submit: queue job `job` with a copy of arg[0..len) as input,
  * and store a new future for its outcome in *out (the caller owns that one
- * reference: br_future_unref() it). On success the future's value is a
- * br_bytes* the caller owns (br_bytes_free) — take it once. On failure it
- * carries the job's code and message, or BR_EWORKERDIED (the message names
- * the signal or exit status), BR_ETIMEDOUT, BR_ECANCELED (immediate
- * shutdown), BR_E2BIG (result over max_payload), BR_EFAILED (initializer).
- * br_future_cancel() drops a job that has not started; a running job runs
- * on and its result is discarded. Errors of the call itself (no future is
- * made): BR_EINVAL, BR_ENOJOB, BR_E2BIG (len > max_payload), BR_ESHUTDOWN,
- * BR_ENOMEM. Never waits. Any thread. */
-int br_procpool_submit(br_procpool *p, const char *job, const void *arg, size_t len,
-                       br_future **out);
-int br_procpool_submit_ex(br_procpool *p, const char *job, const void *arg, size_t len,
-                          const br_submit_opts *opts, br_future **out);
+ * reference: br_future_unref() it; *out is left NULL on failure). opts may
+ * be NULL. On success the future's value is a br_bytes* the caller owns
+ * (br_bytes_free) — take it once. On failure it carries the job's code and
+ * message (see br_job_fn), or BR_EWORKERDIED (the message names the signal
+ * or exit status), BR_ETIMEDOUT, BR_ECANCELED (BR_SHUTDOWN_CANCEL), BR_E2BIG
+ * (result over max_payload), BR_EFAILED (initializer). br_future_cancel()
+ * drops a job that has not started; a running job runs on (br_cancelled()
+ * tells it) and its result is discarded. Errors of the call itself (no
+ * future is made): BR_EINVAL, BR_ENOJOB, BR_E2BIG (len > max_payload),
+ * BR_ESHUTDOWN, BR_ENOMEM. Never waits. Any thread. */
+int br_procpool_submit(br_procpool *p, br_future **out, const char *job, const void *arg,
+                       size_t len, const br_procpool_submit_opts *opts);
 
-typedef struct br_map_opts {
+typedef struct br_procpool_map_opts {
   size_t chunksize;   /* items per worker hand-off; 0: like Pool.map,
                          ceil(n / (4 * workers)) */
   int64_t timeout_ms; /* per item; 0: the pool's default; < 0: none */
-} br_map_opts;
+} br_procpool_map_opts;
 
 /* br_procpool_map: run job on items[0..n) and wait for all of them
- * (Pool.map). out[i] receives item i's outcome: value a br_bytes* (caller
- * frees with br_bytes_free), or err/msg (free the messages with
- * br_results_free). Returns 0 if every item succeeded, else the first
- * failing item's code (index order); all items are still run. A crash or
+ * (Pool.map). out[i] receives item i's outcome: value a br_bytes*, or
+ * err/msg. br_results_free(out, n) releases the whole array: values and
+ * messages (to keep a value, take it out of out[i] and clear out[i].value
+ * first; free it with br_bytes_free). Returns 0 if every item succeeded,
+ * else the first failing item's code (index order); all items are still
+ * run. A crash or
  * timeout fails the item that was running with BR_EWORKERDIED/BR_ETIMEDOUT
  * and the other items of its chunk with BR_EWORKERDIED ("lost"), never
  * re-running anything. Errors of the call: BR_EINVAL, BR_ENOJOB, BR_E2BIG,
  * BR_ESHUTDOWN, BR_ENOMEM; BR_ECANCELED / BR_ETIMEDOUT if the calling task
  * is cancelled or its scope expires (the rest is then cancelled, out[] is
  * left empty). opts may be NULL. Suspends a task, blocks a thread. */
-int br_procpool_map(br_procpool *p, const char *job, const br_buf *items, size_t n,
-                    const br_map_opts *opts, br_result *out);
+int br_procpool_map(br_procpool *p, br_result *out, const char *job, const br_buf *items,
+                    size_t n, const br_procpool_map_opts *opts);
 
 /* br_procpool_map_fixed: map over a plain array: item i is
  * in[i*in_size .. +in_size), its result must be exactly out_size bytes and
  * is copied to out[i*out_size ..] (a result of another size fails the item
  * with BR_ERANGE). errors, if not NULL, receives each item's code. Returns
  * as br_procpool_map. The easy form of `pool.map(square, range(10))`. */
-int br_procpool_map_fixed(br_procpool *p, const char *job, const void *in, size_t in_size,
-                          size_t n, void *out, size_t out_size, const br_map_opts *opts,
-                          int *errors);
+int br_procpool_map_fixed(br_procpool *p, void *out, size_t out_size, int *errors,
+                          const char *job, const void *in, size_t in_size, size_t n,
+                          const br_procpool_map_opts *opts);
 
 /* A producer of input items for the streaming iterators: store item `index`
  * in *item and return 1, or return 0 at the end, or a negative code to stop
  * with an error. The bytes are copied before the next call. */
-typedef int (*br_item_fn)(void *ud, size_t index, br_buf *item);
+typedef int (*br_procpool_item_fn)(void *ud, size_t index, br_buf *item);
 
-typedef struct br_imap_opts {
+typedef struct br_procpool_imap_opts {
   size_t chunksize; /* 0: 1, as Pool.imap */
   size_t window;    /* most items in flight or buffered; 0: 4 * workers *
                        chunksize (memory stays bounded by it) */
   int64_t timeout_ms;
-} br_imap_opts;
+} br_procpool_imap_opts;
 
 typedef struct br_procpool_iter br_procpool_iter;
 
 /* br_procpool_imap / br_procpool_imap_unordered: stream job over the items
  * that next(ud, ...) produces (Pool.imap / imap_unordered). Items are pulled
  * lazily, so at most `window` are queued, running or waiting to be taken
- * at any time. Store the iterator in *out; free with br_procpool_iter_free.
- * Errors: BR_EINVAL, BR_ENOJOB, BR_ESHUTDOWN, BR_ENOMEM. Any thread. */
-int br_procpool_imap(br_procpool *p, const char *job, br_item_fn next, void *ud,
-                     const br_imap_opts *opts, br_procpool_iter **out);
-int br_procpool_imap_unordered(br_procpool *p, const char *job, br_item_fn next, void *ud,
-                               const br_imap_opts *opts, br_procpool_iter **out);
+ * at any time. Store the iterator in *out (left NULL on failure); free with
+ * br_procpool_iter_free. opts may be NULL. Errors: BR_EINVAL, BR_ENOJOB,
+ * BR_ENOMEM; a pool that is shut down makes the items fail with
+ * BR_ESHUTDOWN. Any thread. */
+int br_procpool_imap(br_procpool *p, br_procpool_iter **out, const char *job,
+                     br_procpool_item_fn next, void *ud, const br_procpool_imap_opts *opts);
+int br_procpool_imap_unordered(br_procpool *p, br_procpool_iter **out, const char *job,
+                               br_procpool_item_fn next, void *ud,
+                               const br_procpool_imap_opts *opts);
 
 /* br_procpool_iter_next: wait for the next outcome — in input order (imap)
- * or as they complete (unordered) — store it in *res (value a br_bytes*
- * the caller frees, or err/msg: br_results_free(res, 1)) and the item's
+ * or as they complete (unordered) — store it in *res (value a br_bytes*,
+ * or err/msg; release it with br_results_free(res, 1)) and the item's
  * index in *index (may be NULL). Returns 0 when an outcome was stored (look
  * at res->err), BR_ECLOSED after the last one, or an error of the iteration
  * itself: the producer's negative code, BR_ECANCELED / BR_ETIMEDOUT (the
@@ -262,36 +275,33 @@ int br_procpool_imap_unordered(br_procpool *p, const char *job, br_item_fn next,
  * a thread. One consumer at a time. */
 int br_procpool_iter_next(br_procpool_iter *it, br_result *res, size_t *index);
 
-/* br_procpool_iter_free: cancel what has not run, wait for what runs, drop
- * unread outcomes, free. NULL is a no-op. */
+/* br_procpool_iter_free: cancel the items that have not started, drop every
+ * outcome not read yet (items already running finish in their workers and
+ * their outcomes are dropped when they come; nothing waits), free. NULL is
+ * a no-op. Any thread. */
 void br_procpool_iter_free(br_procpool_iter *it);
 
-/* How br_procpool_shutdown stops the pool. */
-typedef enum br_shutdown_mode {
-  /* Refuse new jobs (BR_ESHUTDOWN), finish every job already submitted,
-   * then stop the workers. */
-  BR_SHUTDOWN_GRACEFUL = 0,
-  /* Refuse new jobs, kill the workers at once; every job not finished
-   * fails with BR_ECANCELED. */
-  BR_SHUTDOWN_IMMEDIATE = 1
-} br_shutdown_mode;
-
 /* br_procpool_shutdown: stop the pool and wait until every worker and the
- * fork server are gone and every future is completed. Safe to call several
- * times, from several threads, and while jobs crash or workers recycle; a
- * later IMMEDIATE call upgrades a GRACEFUL one in progress. Returns 0 or
+ * fork server are gone and every future is completed. mode (braid.h):
+ * BR_SHUTDOWN_DRAIN refuses new jobs (BR_ESHUTDOWN), finishes every job
+ * already submitted, then stops the workers; BR_SHUTDOWN_CANCEL refuses new
+ * jobs and kills the workers at once: every job not finished fails with
+ * BR_ECANCELED. Safe to call several times, from several threads, and while
+ * jobs crash or workers recycle; a later CANCEL call upgrades a DRAIN one in
+ * progress. Returns 0, BR_EINVAL (p NULL, unknown mode), or
  * BR_ECANCELED / BR_ETIMEDOUT if the calling task's wait was interrupted
  * (the shutdown goes on), BR_EDEADLK from a callback of one of the pool's
  * futures (those run on the pool's own thread). Suspends a task, blocks a
  * thread. */
 int br_procpool_shutdown(br_procpool *p, br_shutdown_mode mode);
 
-/* br_procpool_free: br_procpool_shutdown(p, BR_SHUTDOWN_GRACEFUL) if it was
+/* br_procpool_free: br_procpool_shutdown(p, BR_SHUTDOWN_DRAIN) if it was
  * not shut down, then release everything. Futures handed out stay valid
- * (each holds its own reference). If a task calling it is cancelled while
- * waiting, it blocks the thread until the shutdown is over. NULL is a no-op.
- * Not from a job, nor from a callback of the pool's futures. */
-void br_procpool_free(br_procpool *p);
+ * (each holds its own reference). Waits even if the calling task is
+ * cancelled meanwhile (the pool's memory must outlive its manager thread).
+ * Returns 0 (NULL is a no-op), or BR_EDEADLK from a callback of one of the
+ * pool's futures (those run on the pool's own thread; nothing is freed). */
+int br_procpool_free(br_procpool *p);
 
 typedef struct br_procpool_stats {
   int workers;            /* configured */
@@ -305,10 +315,12 @@ typedef struct br_procpool_stats {
   uint64_t started;       /* worker processes started, replacements included */
 } br_procpool_stats;
 
-/* br_procpool_get_stats: a snapshot of the counters. Any thread. */
-void br_procpool_get_stats(br_procpool *p, br_procpool_stats *out);
+/* br_procpool_get_stats: a snapshot of the counters into *out. 0, or
+ * BR_EINVAL if p or out is NULL. Any thread. */
+int br_procpool_get_stats(br_procpool *p, br_procpool_stats *out);
 
-/* br_procpool_size: the configured number of workers. */
+/* br_procpool_size: the configured number of workers (0 for NULL). Any
+ * thread. */
 int br_procpool_size(const br_procpool *p);
 
 #ifdef __cplusplus

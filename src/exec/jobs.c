@@ -1,5 +1,10 @@
 /* braid — the BR_JOB registry and br_bytes.
  *
+ * Who runs this: any thread of any process running the program — the
+ * parent, the fork server, a worker, an MPI rank. The registry is built once
+ * per process under pthread_once and read-only afterwards; a br_bytes is
+ * used by one thread at a time (its owner's).
+ *
  * BR_JOB puts one br_job_desc per job into the "br_jobs" section; the linker
  * defines __start_br_jobs / __stop_br_jobs around it. The references are weak
  * so a program without any job still links (both are then NULL). The table
@@ -9,9 +14,10 @@
  */
 #include "exec/jobs.h"
 
+#include "core/log.h"
+
 #include <fcntl.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,7 +54,7 @@ static void jobs_build(void) {
   for (; d < end; d++) {
     if (d->magic == 0 && d->name == NULL) continue;
     if (d->magic != BR__JOB_MAGIC || !d->name || !d->fn) {
-      fprintf(stderr, "braid: corrupt entry in the br_jobs section\n");
+      br__log(BR_LOG_ERROR, "corrupt entry in the br_jobs section");
       jobs_err = BR_EINVAL;
       return;
     }
@@ -57,8 +63,7 @@ static void jobs_build(void) {
   qsort(jobs_table, jobs_n, sizeof *jobs_table, desc_cmp);
   for (size_t i = 1; i < jobs_n; i++) {
     if (strcmp(jobs_table[i - 1]->name, jobs_table[i]->name) == 0) {
-      fprintf(stderr, "braid: two jobs are registered as \"%s\" (BR_JOB)\n",
-              jobs_table[i]->name);
+      br__log(BR_LOG_ERROR, "two jobs are registered as \"%s\" (BR_JOB)", jobs_table[i]->name);
       jobs_err = BR_EEXIST;
     }
   }
@@ -100,23 +105,6 @@ const br_job_desc *br_job_at(size_t index) {
 
 bool br_job_in_worker(void) { return br__in_worker; }
 
-/* ---- job error messages (a worker runs one job at a time, on one thread,
- * but thread-local keeps br_job_errorf harmless if a job calls it from a
- * thread of its own) */
-
-static _Thread_local char job_msg[1024];
-
-int br_job_errorf(int code, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(job_msg, sizeof job_msg, fmt, ap);
-  va_end(ap);
-  return code;
-}
-
-const char *br__job_take_error(void) { return job_msg; }
-void br__job_reset_error(void) { job_msg[0] = 0; }
-
 /* ---- br_bytes */
 
 static size_t page_round(size_t n) {
@@ -125,14 +113,14 @@ static size_t page_round(size_t n) {
 }
 
 static void bytes_release(br_bytes *b) {
-  if (!b->data && b->br__fd <= 0) return;
-  switch (b->br__kind) {
+  if (!b->data && b->br__private.fd <= 0) return;
+  switch (b->br__private.kind) {
   case BR__BYTES_MEMFD:
-    if (b->data) munmap(b->data, b->br__cap);
-    if (b->br__fd > 0) close(b->br__fd);
+    if (b->data) munmap(b->data, b->br__private.cap);
+    if (b->br__private.fd > 0) close(b->br__private.fd);
     break;
   case BR__BYTES_MAP:
-    if (b->data) munmap(b->data, b->br__cap ? b->br__cap : 1);
+    if (b->data) munmap(b->data, b->br__private.cap ? b->br__private.cap : 1);
     break;
   default:
     free(b->data);
@@ -151,18 +139,20 @@ void br_bytes_free(br_bytes *b) {
   free(b);
 }
 
+void br__bytes_free_cb(void *b) { br_bytes_free(b); }
+
 void br__bytes_adopt_map(br_bytes *b, void *data, size_t len) {
   memset(b, 0, sizeof *b);
   b->data = data;
   b->len = len;
-  b->br__cap = len;
-  b->br__kind = BR__BYTES_MAP;
+  b->br__private.cap = len;
+  b->br__private.kind = BR__BYTES_MAP;
 }
 
 /* Grow a memfd-backed buffer to hold cap bytes (page-rounded). */
 static int memfd_grow(br_bytes *b, size_t need) {
   size_t cap = page_round(need + need / 4);
-  if (b->br__kind != BR__BYTES_MEMFD) {
+  if (b->br__private.kind != BR__BYTES_MEMFD) {
     int fd = memfd_create("braid-bytes", MFD_CLOEXEC);
     if (fd < 0) return -errno;
     if (ftruncate(fd, (off_t)cap) < 0) {
@@ -179,40 +169,40 @@ static int memfd_grow(br_bytes *b, size_t need) {
     if (b->len) memcpy(m, b->data, b->len);
     free(b->data);
     b->data = m;
-    b->br__fd = fd;
-    b->br__cap = cap;
-    b->br__kind = BR__BYTES_MEMFD;
+    b->br__private.fd = fd;
+    b->br__private.cap = cap;
+    b->br__private.kind = BR__BYTES_MEMFD;
     return 0;
   }
-  if (ftruncate(b->br__fd, (off_t)cap) < 0) return -errno;
-  void *m = mremap(b->data, b->br__cap, cap, MREMAP_MAYMOVE);
+  if (ftruncate(b->br__private.fd, (off_t)cap) < 0) return -errno;
+  void *m = mremap(b->data, b->br__private.cap, cap, MREMAP_MAYMOVE);
   if (m == MAP_FAILED) return -errno;
   b->data = m;
-  b->br__cap = cap;
+  b->br__private.cap = cap;
   return 0;
 }
 
 static int bytes_reserve(br_bytes *b, size_t need) {
-  if (need <= b->br__cap && b->br__kind != BR__BYTES_MAP) return 0;
-  if (b->br__kind == BR__BYTES_MAP) {
+  if (need <= b->br__private.cap && b->br__private.kind != BR__BYTES_MAP) return 0;
+  if (b->br__private.kind == BR__BYTES_MAP) {
     /* A received mapping: copy to the heap before growing. */
     void *m = malloc(need ? need : 1);
     if (!m) return BR_ENOMEM;
     if (b->len) memcpy(m, b->data, b->len);
-    munmap(b->data, b->br__cap ? b->br__cap : 1);
+    munmap(b->data, b->br__private.cap ? b->br__private.cap : 1);
     b->data = m;
-    b->br__cap = need;
-    b->br__kind = BR__BYTES_HEAP;
+    b->br__private.cap = need;
+    b->br__private.kind = BR__BYTES_HEAP;
     return 0;
   }
-  if (b->br__kind == BR__BYTES_MEMFD || (br__in_worker && need >= BR__BYTES_MEMFD_MIN))
+  if (b->br__private.kind == BR__BYTES_MEMFD || (br__in_worker && need >= BR__BYTES_MEMFD_MIN))
     return memfd_grow(b, need);
-  size_t cap = b->br__cap ? b->br__cap : 64;
+  size_t cap = b->br__private.cap ? b->br__private.cap : 64;
   while (cap < need) cap = cap * 2 > cap ? cap * 2 : need;
   void *m = realloc(b->data, cap);
   if (!m) return BR_ENOMEM;
   b->data = m;
-  b->br__cap = cap;
+  b->br__private.cap = cap;
   return 0;
 }
 
@@ -240,9 +230,9 @@ int br_bytes_set(br_bytes *b, const void *p, size_t n) {
 }
 
 int br__bytes_to_memfd(br_bytes *b) {
-  if (b->br__kind != BR__BYTES_MEMFD) {
+  if (b->br__private.kind != BR__BYTES_MEMFD) {
     int r = memfd_grow(b, b->len ? b->len : 1);
     if (r < 0) return r;
   }
-  return b->br__fd;
+  return b->br__private.fd;
 }

@@ -11,7 +11,7 @@
 /* br_bytes kinds. */
 enum {
   BR__BYTES_HEAP = 0,  /* malloc'd (or empty) */
-  BR__BYTES_MEMFD = 1, /* MAP_SHARED mapping of the memfd br__fd */
+  BR__BYTES_MEMFD = 1, /* MAP_SHARED mapping of the memfd br__private.fd */
   BR__BYTES_MAP = 2    /* MAP_SHARED mapping, no fd kept (a received result) */
 };
 
@@ -19,20 +19,19 @@ enum {
 #define BR__BYTES_MEMFD_MIN ((size_t)1 << 20)
 
 /* br__jobs_init: build the sorted table once (thread-safe, idempotent).
- * Returns 0, or BR_EEXIST if two jobs share a name (printed on stderr), or
+ * Returns 0, or BR_EEXIST if two jobs share a name (logged), or
  * BR_EINVAL for a corrupt descriptor. */
 int br__jobs_init(void);
 
 /* br__job_index: index of name in the sorted table, or BR_ENOJOB. */
 int br__job_index(const char *name);
 
-/* Worker-process state used by br_bytes and br_job_errorf. */
+/* True in a worker process (set once as it starts, before any job): big
+ * br_bytes are then memfd-backed. */
 extern bool br__in_worker;
 
-/* br__job_take_error: the message recorded by br_job_errorf during the last
- * job (or ""), and reset it. Worker only. */
-const char *br__job_take_error(void);
-void br__job_reset_error(void);
+/* br_bytes_free with the signature of a future's or result's value_free. */
+void br__bytes_free_cb(void *b);
 
 /* br__bytes_adopt_map: make b own a MAP_SHARED mapping of len bytes
  * (released with munmap). */

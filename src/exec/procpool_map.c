@@ -1,11 +1,17 @@
 /* braid — process pool: map, map_fixed, imap and imap_unordered.
  *
+ * Who runs this: the caller's thread (a task suspends in br_await, a plain
+ * thread blocks); an iterator is used by one consumer at a time. No lock of
+ * its own: everything goes through br__pp_submit and the chunk futures.
+ *
  * All of them cut the input into chunks, submit each chunk as one request
  * (one hand-off to a worker, one result back) and decode the per-item
  * entries of the chunk's result (procpool_shm.h: pp_entry). A chunk's future
- * owns its result bytes, never the caller's arrays, so a map whose caller is
- * cancelled can return at once: it cancels the chunks that have not started
- * and drops the others' results when they come.
+ * owns its result bytes (value_free), never the caller's arrays, so a map
+ * whose caller is cancelled can return at once: it cancels the chunks that
+ * have not started and the futures free the others' results when they come.
+ * Item values handed to the caller (br_result.value) carry value_free, so
+ * br_results_free releases them with the messages.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -13,13 +19,24 @@
 #include "exec/jobs.h"
 #include "exec/procpool_int.h"
 
-/* Drop a chunk future we no longer want: cancel it if it is pending, free
- * its result if it already has one. */
+/* Drop a chunk future we no longer want: cancel it if it is pending (its
+ * result, if it comes, is freed with the future). */
 static void chunk_drop(br_future *f) {
   if (!f) return;
-  if (br_future_cancel(f) == BR_EALREADY && br_future_error(f) == 0)
-    br_bytes_free(br_future_value(f));
+  (void)br_future_cancel(f);
   br_future_unref(f);
+}
+
+/* out->value = a copy of data[0..len) that br_results_free releases. */
+static int result_put_bytes(br_result *out, const void *data, size_t len) {
+  br_bytes *b = calloc(1, sizeof *b);
+  if (!b || br_bytes_set(b, data, len) < 0) {
+    free(b);
+    return BR_ENOMEM;
+  }
+  out->value = b;
+  out->br__private.value_free = br__bytes_free_cb;
+  return 0;
 }
 
 /* Walk the entries of a chunk result. */
@@ -69,16 +86,10 @@ static void sink_put(map_sink *k, size_t i, int err, const void *data, size_t le
   if (!err) {
     if (k->fixed) {
       memcpy(k->fixed + i * k->out_size, data, len);
-    } else {
-      br_bytes *b = calloc(1, sizeof *b);
-      if (!b || br_bytes_set(b, data, len) < 0) {
-        free(b);
-        err = BR_ENOMEM;
-        msg = "out of memory";
-        msglen = strlen(msg);
-      } else {
-        k->out[i].value = b;
-      }
+    } else if (result_put_bytes(&k->out[i], data, len) < 0) {
+      err = BR_ENOMEM;
+      msg = "out of memory";
+      msglen = strlen(msg);
     }
   }
   if (err) {
@@ -114,12 +125,11 @@ static void sink_chunk(map_sink *k, size_t first, uint32_t count, int r, br_futu
     }
     sink_put(k, first + i, err, d, len, msg, ml, first_err);
   }
-  br_bytes_free(v);
 }
 
 /* The common engine. items (generic) or in/in_size (fixed). */
 static int map_run(br_procpool *p, const char *job, const br_buf *items, const char *in,
-                   size_t in_size, size_t n, const br_map_opts *opts, map_sink *k) {
+                   size_t in_size, size_t n, const br_procpool_map_opts *opts, map_sink *k) {
   int idx = br__pp_job_index(job);
   if (idx < 0) return idx;
   if (n == 0) return 0;
@@ -165,8 +175,8 @@ static int map_run(br_procpool *p, const char *job, const br_buf *items, const c
       total += count * in_size;
       iovcnt = 2;
     }
-    err = br__pp_submit(p, (uint32_t)idx, items ? iov : fixed_iov, iovcnt, total, PP_F_CHUNK,
-                        count, timeout, &futs[c]);
+    err = br__pp_submit(p, &futs[c], (uint32_t)idx, items ? iov : fixed_iov, iovcnt, total,
+                        PP_F_CHUNK, count, timeout);
     if (err < 0) goto out;
   }
   int first_err = 0;
@@ -174,11 +184,7 @@ static int map_run(br_procpool *p, const char *job, const br_buf *items, const c
     int r = br_await(futs[c], NULL);
     if (r < 0 && !br_future_done(futs[c])) {
       /* Our own wait was interrupted: drop everything, leave out[] empty. */
-      for (size_t i = 0; i < c * cs && k->out; i++) {
-        br_bytes_free(k->out[i].value);
-        free(k->out[i].msg);
-        memset(&k->out[i], 0, sizeof k->out[i]);
-      }
+      if (k->out) br_results_free(k->out, c * cs);
       err = r;
       goto out;
     }
@@ -198,17 +204,17 @@ out:
   return err;
 }
 
-int br_procpool_map(br_procpool *p, const char *job, const br_buf *items, size_t n,
-                    const br_map_opts *opts, br_result *out) {
+int br_procpool_map(br_procpool *p, br_result *out, const char *job, const br_buf *items,
+                    size_t n, const br_procpool_map_opts *opts) {
   if (!p || (n && (!items || !out))) return BR_EINVAL;
   if (n) memset(out, 0, n * sizeof *out);
   map_sink k = {.out = out};
   return map_run(p, job, items, NULL, 0, n, opts, &k);
 }
 
-int br_procpool_map_fixed(br_procpool *p, const char *job, const void *in, size_t in_size,
-                          size_t n, void *out, size_t out_size, const br_map_opts *opts,
-                          int *errors) {
+int br_procpool_map_fixed(br_procpool *p, void *out, size_t out_size, int *errors,
+                          const char *job, const void *in, size_t in_size, size_t n,
+                          const br_procpool_map_opts *opts) {
   if (!p || (n && ((in_size && !in) || (out_size && !out)))) return BR_EINVAL;
   map_sink k = {.fixed = out, .out_size = out_size, .errors = errors};
   if (!out) k.fixed = (char *)""; /* out_size 0: nothing to copy */
@@ -227,7 +233,7 @@ typedef struct ichunk {
 struct br_procpool_iter {
   br_procpool *p;
   uint32_t job;
-  br_item_fn next;
+  br_procpool_item_fn next;
   void *ud;
   size_t chunksize, window;
   int64_t timeout_ms;
@@ -249,8 +255,9 @@ struct br_procpool_iter {
   br_bytes lens, data;
 };
 
-static int imap_new(br_procpool *p, const char *job, br_item_fn next, void *ud,
-                    const br_imap_opts *opts, bool ordered, br_procpool_iter **out) {
+static int imap_new(br_procpool *p, br_procpool_iter **out, const char *job,
+                    br_procpool_item_fn next, void *ud, const br_procpool_imap_opts *opts,
+                    bool ordered) {
   if (!out) return BR_EINVAL;
   *out = NULL;
   if (!p || !next) return BR_EINVAL;
@@ -279,14 +286,15 @@ static int imap_new(br_procpool *p, const char *job, br_item_fn next, void *ud,
   return 0;
 }
 
-int br_procpool_imap(br_procpool *p, const char *job, br_item_fn next, void *ud,
-                     const br_imap_opts *opts, br_procpool_iter **out) {
-  return imap_new(p, job, next, ud, opts, true, out);
+int br_procpool_imap(br_procpool *p, br_procpool_iter **out, const char *job,
+                     br_procpool_item_fn next, void *ud, const br_procpool_imap_opts *opts) {
+  return imap_new(p, out, job, next, ud, opts, true);
 }
 
-int br_procpool_imap_unordered(br_procpool *p, const char *job, br_item_fn next, void *ud,
-                               const br_imap_opts *opts, br_procpool_iter **out) {
-  return imap_new(p, job, next, ud, opts, false, out);
+int br_procpool_imap_unordered(br_procpool *p, br_procpool_iter **out, const char *job,
+                               br_procpool_item_fn next, void *ud,
+                               const br_procpool_imap_opts *opts) {
+  return imap_new(p, out, job, next, ud, opts, false);
 }
 
 /* Pull and submit chunks while the window has room. */
@@ -317,12 +325,11 @@ static void imap_fill(br_procpool_iter *it) {
     pp_chunk_hdr h = {.count = count};
     struct iovec iov[3] = {{&h, sizeof h}, {it->lens.data, it->lens.len}, {it->data.data, it->data.len}};
     br_future *f;
-    int r = br__pp_submit(it->p, it->job, iov, 3, sizeof h + it->lens.len + it->data.len,
-                          PP_F_CHUNK, count, it->timeout_ms, &f);
+    int r = br__pp_submit(it->p, &f, it->job, iov, 3, sizeof h + it->lens.len + it->data.len,
+                          PP_F_CHUNK, count, it->timeout_ms);
     if (r < 0) {
       /* Not submitted: report the items as failed, in order. */
-      f = br_future_new();
-      if (!f) {
+      if (br_future_new(&f) < 0) {
         it->eof = true;
         it->src_err = r;
         break;
@@ -358,15 +365,9 @@ int br_procpool_iter_next(br_procpool_iter *it, br_result *res, size_t *index) {
         res->err = err;
         if (err) {
           res->msg = strndup(msg, ml);
-        } else {
-          br_bytes *b = calloc(1, sizeof *b);
-          if (!b || br_bytes_set(b, d, len) < 0) {
-            free(b);
-            res->err = BR_ENOMEM;
-            res->msg = strdup("out of memory");
-          } else {
-            res->value = b;
-          }
+        } else if (result_put_bytes(res, d, len) < 0) {
+          res->err = BR_ENOMEM;
+          res->msg = strdup("out of memory");
         }
       }
       if (it->cur_i == it->cur_n) {
@@ -413,7 +414,7 @@ int br_procpool_iter_next(br_procpool_iter *it, br_result *res, size_t *index) {
       it->cur_err = r;
       it->cur_msg = strdup(br_future_message(c.f));
     } else {
-      it->cur = br_future_value(c.f);
+      it->cur = br_future_take(c.f); /* ours now: freed when handed out */
       it->cur_c = (entry_cursor){it->cur ? it->cur->data : NULL,
                                  it->cur ? (const char *)it->cur->data + it->cur->len : NULL};
     }

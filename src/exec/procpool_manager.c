@@ -1,0 +1,540 @@
+/* braid — process pool: the manager thread, in the parent.
+ *
+ * Who runs this: the pool's one manager thread (br__pp_mgr_main, started
+ * by br_procpool_new with every signal blocked), and nothing else. It takes
+ * the results the workers publish, fails the jobs of workers that died or
+ * ran out of time, restarts workers and the fork server, moves pending jobs
+ * into rings, and completes the futures; when the pool is shut down it
+ * stops everything and completes p->closed last.
+ *
+ * Lock rules: the manager takes p->mu for each pass over the slots and for
+ * each control message, collecting finished jobs in a pp_donelist; it
+ * completes their futures only after releasing p->mu (complete_all), since
+ * a future's callbacks run right there, on this thread, and may submit
+ * again (br_procpool_shutdown and br_procpool_free refuse to run here:
+ * BR_EDEADLK). It sleeps in epoll_wait on the eventfd the workers and
+ * br__pp_wake_manager write, after announcing it in pshm->mgr_sleeping
+ * (procpool_shm.h: sleeping and waking).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "exec/jobs.h"
+#include "exec/procpool_int.h"
+
+static void donelist_push(pp_donelist *l, pp_job *j, int code, char *msg, br_bytes *value) {
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? 2 * l->cap : 64;
+    pp_done *v = realloc(l->v, cap * sizeof *v);
+    if (!v) {
+      /* Out of memory while finishing jobs: there is no way to report it
+       * that does not lose a job, and no job may be lost silently. */
+      br__log(BR_LOG_ERROR, "out of memory completing process-pool jobs");
+      abort();
+    }
+    l->v = v;
+    l->cap = cap;
+  }
+  l->v[l->n++] = (pp_done){j, code, msg, value};
+}
+
+/* Text for a wait status: "killed by signal 11 (SIGSEGV: Segmentation
+ * fault)" or "exited with status 3". */
+static void describe_status(int st, char *buf, size_t n) {
+  if (st == -1) {
+    snprintf(buf, n, "lost with the fork server");
+  } else if (WIFSIGNALED(st)) {
+    int sig = WTERMSIG(st);
+    const char *abbrev = sigabbrev_np(sig);
+    snprintf(buf, n, "killed by signal %d (SIG%s: %s)%s%s", sig, abbrev ? abbrev : "?",
+             strsignal(sig), WCOREDUMP(st) ? ", core dumped" : "",
+             sig == SIGKILL ? "; SIGKILL comes from outside, e.g. kill -9 or the OOM killer" : "");
+  } else if (WIFEXITED(st)) {
+    snprintf(buf, n, "exited with status %d", WEXITSTATUS(st));
+  } else {
+    snprintf(buf, n, "ended with wait status 0x%x", st);
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* results */
+
+static void update_depth(br_procpool *p, uint64_t run_ns) {
+  double x = (double)run_ns + 200.0; /* + a hand-off's fixed cost */
+  p->avg_ns = p->avg_ns ? p->avg_ns * 0.875 + x * 0.125 : x;
+  double d = PP_DEPTH_BUDGET_NS / p->avg_ns;
+  p->depth = d < 2 ? 2 : d > PP_MAX_DEPTH ? PP_MAX_DEPTH : (uint32_t)d;
+}
+
+/* Map a memfd received on the slot socket; NULL on failure. */
+static br_bytes *recv_mapped(pp_slot *s, size_t len, int *err) {
+  int fd = -1, nfd = 0;
+  char c;
+  int r = br__pp_recv_fds(s->sock, &c, 1, &fd, 1, &nfd, MSG_DONTWAIT);
+  if (r < 0 || nfd != 1) {
+    *err = r < 0 ? r : BR_EIO;
+    return NULL;
+  }
+  br_bytes *b = calloc(1, sizeof *b);
+  void *m = len ? mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) : NULL;
+  close(fd);
+  if (!b || m == MAP_FAILED) {
+    *err = b ? -errno : BR_ENOMEM;
+    if (m && m != MAP_FAILED) munmap(m, len);
+    free(b);
+    return NULL;
+  }
+  br__bytes_adopt_map(b, m, len);
+  return b;
+}
+
+static br_bytes *bytes_copy(const void *p, size_t n) {
+  br_bytes *b = calloc(1, sizeof *b);
+  if (!b || br_bytes_set(b, p, n) < 0) {
+    free(b);
+    return NULL;
+  }
+  return b;
+}
+
+/* Take one published result of slot s; false if there is none. p->mu held. */
+static bool take_result(br_procpool *p, pp_slot *s, pp_donelist *dl) {
+  pp_rec *rec = pp_ring_peek(s->res, &s->res_tail);
+  if (!rec) return false;
+  pp_job *j = s->fifo_n ? pp_fifo_at(s, 0) : NULL;
+  if (!j || j->seq != rec->seq) {
+    /* Impossible unless the worker scribbled over its own rings; kill it
+     * and let the death path fail what it held. */
+    br__log(BR_LOG_ERROR, "process pool worker %d broke the result protocol; killing it",
+            (int)s->pid);
+    s->res_tail = atomic_load(&s->res->head);
+    atomic_store(&s->res->tail, s->res_tail);
+    pp_msg m = {.type = PP_M_KILL, .slot = (uint32_t)s->idx, .gen = s->gen};
+    br__pp_send_fds(p->ctl, &m, sizeof m, NULL, 0, 0);
+    s->killing = true;
+    return false;
+  }
+  int code = 0, err = 0;
+  char *msg = NULL;
+  br_bytes *value = NULL;
+  if (rec->flags & PP_F_CHUNK) {
+    value = rec->flags & PP_F_FD ? recv_mapped(s, rec->len, &err) : bytes_copy(rec + 1, rec->len);
+    if (!value) {
+      code = err ? err : BR_ENOMEM;
+      msg = br__pp_strdupf("could not take the results of a chunk: %s", br_strerror(code));
+    }
+  } else {
+    const pp_entry *e = (const pp_entry *)(rec + 1);
+    const char *after = (const char *)(e + 1);
+    if (e->err) {
+      code = e->err;
+      const char *m = after;
+      msg = strndup(m, e->msglen);
+    } else {
+      value = rec->flags & PP_F_FD ? recv_mapped(s, e->len, &err) : bytes_copy(after, e->len);
+      if (!value) {
+        code = err ? err : BR_ENOMEM;
+        msg = br__pp_strdupf("could not take the result: %s", br_strerror(code));
+      }
+    }
+  }
+  s->res_tail += rec->size;
+  atomic_store_explicit(&s->res->tail, s->res_tail, memory_order_release);
+  update_depth(p, rec->run_ns);
+  s->fifo_head = (s->fifo_head + 1) & (PP_MAX_DEPTH - 1);
+  s->fifo_n--;
+  s->req_free = j->rec_end;
+  if (j->timeout_ns) p->ntimeout--;
+  j->state = J_DONE;
+  p->st.completed++;
+  if (code) p->st.failed++;
+  donelist_push(dl, j, code, msg, value);
+  return true;
+}
+
+static bool drain_slot(br_procpool *p, pp_slot *s, pp_donelist *dl) {
+  bool any = false;
+  while (s->state == S_LIVE && take_result(p, s, dl)) any = true;
+  if (any) pp_notify(&s->res->prod_wait, &s->res->prod_seq);
+  return any;
+}
+
+/* Complete the futures of finished jobs, without p->mu (callbacks run
+ * here). A submitted job's value becomes the caller's (they take it once
+ * and br_bytes_free it); a chunk's value stays owned by its future, which
+ * frees it (procpool_map.c only reads it). If the future was cancelled
+ * first, br__job_complete loses and the outcome is dropped here. */
+static void complete_all(pp_donelist *dl) {
+  for (size_t i = 0; i < dl->n; i++) {
+    pp_done *d = &dl->v[i];
+    pp_job *j = d->job;
+    bool chunk = j->flags & PP_F_CHUNK;
+    char *msg = d->msg;
+    if (d->code && !msg) msg = strdup(br_strerror(d->code));
+    int r = br__job_complete(&j->base, d->value, chunk ? br__bytes_free_cb : NULL, d->code, msg);
+    if (r < 0 && !chunk) br_bytes_free(d->value);
+  }
+  dl->n = 0;
+}
+
+/* Build the result entries of a chunk that died at item `at`. */
+static br_bytes *chunk_failure(uint32_t count, uint32_t at, int code, const char *msg) {
+  br_bytes *b = calloc(1, sizeof *b);
+  if (!b) return NULL;
+  char lost[160], notrun[160];
+  snprintf(lost, sizeof lost, "result lost: the worker died later in the same chunk (item %u)", at);
+  snprintf(notrun, sizeof notrun, "not run: the worker died earlier in the same chunk (item %u)",
+           at);
+  static const char zero[8];
+  for (uint32_t i = 0; i < count; i++) {
+    const char *m = i < at ? lost : i == at ? msg : notrun;
+    pp_entry e = {.err = i == at ? code : BR_EWORKERDIED, .msglen = (uint32_t)strlen(m)};
+    if (br_bytes_append(b, &e, sizeof e) < 0 || br_bytes_append(b, m, e.msglen) < 0 ||
+        br_bytes_append(b, zero, pp_align8(e.msglen) - e.msglen) < 0) {
+      br_bytes_free(b);
+      return NULL;
+    }
+  }
+  return b;
+}
+
+/* Fail job j, which was running in slot s when it ended. p->mu held. */
+static void fail_started(br_procpool *p, pp_slot *s, pp_job *j, int st, pp_donelist *dl) {
+  char why[256];
+  describe_status(st, why, sizeof why);
+  int code;
+  char *msg;
+  if (p->closing == C_CANCEL && !j->timed_out) {
+    code = BR_ECANCELED;
+    msg = br__pp_strdupf("job '%s' stopped: the pool was shut down immediately", br__pp_job_name(j->job));
+  } else if (j->timed_out) {
+    code = BR_ETIMEDOUT;
+    msg = br__pp_strdupf("job '%s' timed out after %lld ms; worker %d (pid %d) was killed and replaced",
+                   br__pp_job_name(j->job), (long long)(j->timeout_ns / 1000000), s->idx, (int)s->pid);
+  } else {
+    code = BR_EWORKERDIED;
+    msg = br__pp_strdupf("worker %d (pid %d) died while running job '%s': %s", s->idx, (int)s->pid,
+                   br__pp_job_name(j->job), why);
+  }
+  j->state = J_DONE;
+  if (j->timeout_ns) p->ntimeout--;
+  p->st.completed++;
+  p->st.failed++;
+  if (j->flags & PP_F_CHUNK) {
+    uint32_t at = atomic_load(&s->ctl->cur_item);
+    if (at >= j->count) at = 0;
+    br_bytes *v = chunk_failure(j->count, at, code, msg ? msg : br_strerror(code));
+    if (v) {
+      free(msg);
+      donelist_push(dl, j, 0, NULL, v);
+      return;
+    }
+  }
+  donelist_push(dl, j, code, msg, NULL);
+}
+
+/* Fail every pending job: the pool broke or stops at once. p->mu held. */
+static void fail_pending(br_procpool *p, int code, const char *msg, pp_donelist *dl) {
+  while (p->pend_head) {
+    pp_job *j = p->pend_head;
+    p->pend_head = j->next;
+    p->npending--;
+    j->state = J_DONE;
+    if (j->cancelled) {
+      br__job_unref(&j->base);
+      continue;
+    }
+    p->st.completed++;
+    p->st.failed++;
+    donelist_push(dl, j, code, br__pp_strdupf("job '%s': %s", br__pp_job_name(j->job), msg), NULL);
+  }
+  p->pend_tail = NULL;
+}
+
+/* Slot s's worker is gone (wait status st, -1 if unknown). Fail the job it
+ * had started, requeue the ones it had not, start a replacement. p->mu held.
+ */
+static void slot_died(br_procpool *p, pp_slot *s, int st, int how, pp_donelist *dl) {
+  drain_slot(p, s, dl);
+  uint32_t wstate = atomic_load(&s->ctl->state);
+  /* The start-of-job handshake: mark every request we still hold, then
+   * read how far the worker got. */
+  for (size_t i = 0; i < s->fifo_n; i++) {
+    pp_rec *rec = (pp_rec *)(s->req->data + pp_fifo_at(s, i)->rec_off);
+    atomic_store(&rec->cancel, 1);
+  }
+  uint64_t started = atomic_load(&s->ctl->started_seq);
+  bool busy = false;
+  pp_job *rq_head = NULL, **rq_tail = &rq_head;
+  size_t nrq = 0;
+  for (size_t i = 0; i < s->fifo_n; i++) {
+    pp_job *j = pp_fifo_at(s, i);
+    if (j->seq <= started) {
+      busy = true;
+      fail_started(p, s, j, st, dl);
+      continue;
+    }
+    if (j->timeout_ns) p->ntimeout--;
+    if (j->cancelled) {
+      j->state = J_DONE;
+      br__job_unref(&j->base);
+      continue;
+    }
+    /* Never started: take the bytes back out of the dead ring. */
+    if (j->memfd < 0 && j->len) {
+      pp_rec *rec = (pp_rec *)(s->req->data + j->rec_off);
+      j->payload = malloc(j->len);
+      if (!j->payload) {
+        p->st.completed++;
+        p->st.failed++;
+        donelist_push(dl, j, BR_ENOMEM, br__pp_strdupf("out of memory requeueing a job"), NULL);
+        continue;
+      }
+      memcpy(j->payload, rec + 1, j->len);
+    }
+    j->state = J_PENDING;
+    j->next = NULL;
+    *rq_tail = j;
+    rq_tail = &j->next;
+    nrq++;
+  }
+  if (rq_head) {
+    *rq_tail = p->pend_head;
+    if (!p->pend_head) p->pend_tail = (pp_job *)((char *)rq_tail - offsetof(pp_job, next));
+    p->pend_head = rq_head;
+    p->npending += nrq;
+  }
+  bool retired = !busy && st == 0 && wstate == PP_W_RETIRING;
+  if (retired) p->st.recycled++;
+  else if (!(how & SD_NO_COUNT)) p->st.worker_deaths++;
+  if (wstate == PP_W_INIT_FAILED && !p->broken) {
+    p->broken = BR_EFAILED;
+    free(p->broken_msg);
+    p->broken_msg = br__pp_strdupf("the initializer '%s' failed in a worker (%s): %s", p->init_name,
+                             br_errname(s->ctl->init_err), s->ctl->init_msg);
+  }
+  br__pp_slot_teardown(s);
+  if (p->broken) {
+    fail_pending(p, p->broken, p->broken_msg ? p->broken_msg : "the pool is broken", dl);
+    return;
+  }
+  if (p->closing == C_CANCEL || p->stopped || (how & SD_NO_RESTART)) return;
+  if (br__pp_slot_start(p, s) < 0) s->restart_at = pp_now() + PP_RESTART_DELAY_NS;
+}
+
+/* The server vanished: its workers died with it. p->mu held. */
+static void server_died(br_procpool *p, pp_donelist *dl) {
+  /* Reaping it means PR_SET_PDEATHSIG has been sent to its workers. */
+  int st = br__pp_server_stop(p);
+  for (int i = 0; i < p->nworkers; i++) {
+    pp_slot *s = &p->slots[i];
+    if (s->state != S_LIVE) continue;
+    slot_died(p, s, -1, SD_NO_RESTART | (p->server_hello ? 0 : SD_NO_COUNT), dl);
+  }
+  if (p->closing == C_CANCEL) return;
+  /* Killed (kill -9, OOM): start another. Exited by itself before it said
+   * hello: this program cannot be a fork server; do not loop. */
+  bool killed = st != -1 && WIFSIGNALED(st);
+  bool no_exec = !p->server_hello && !p->server_forked && st != -1 && WIFEXITED(st) &&
+                 WEXITSTATUS(st) == 127;
+  int err = no_exec ? br__pp_server_fork(p, true)
+            : p->server_hello || killed ? (p->server_forked ? br__pp_server_fork(p, false) : br__pp_server_spawn(p))
+                                        : BR_ENOSYS;
+  if (err < 0) {
+    p->broken = err;
+    free(p->broken_msg);
+    p->broken_msg = err == BR_ENOSYS
+                        ? br__pp_strdupf("the fork server (the program exec'd from /proc/self/exe) "
+                                   "exited before it was ready")
+                        : br__pp_strdupf("the fork server died and could not be restarted: %s",
+                                   br_strerror(err));
+    fail_pending(p, err, p->broken_msg, dl);
+    return;
+  }
+  struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 1};
+  epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->ctl, &ev);
+  fcntl(p->ctl, F_SETFL, O_NONBLOCK);
+  for (int i = 0; i < p->nworkers; i++)
+    if (br__pp_slot_start(p, &p->slots[i]) < 0) p->slots[i].restart_at = pp_now() + PP_RESTART_DELAY_NS;
+}
+
+/* Read every message the server sent. Returns true if any. */
+static bool handle_ctl(br_procpool *p, pp_donelist *dl) {
+  bool any = false;
+  while (p->ctl >= 0) {
+    pp_msg m;
+    int fds[4], nfd;
+    int r = br__pp_recv_fds(p->ctl, &m, sizeof m, fds, 4, &nfd, MSG_DONTWAIT);
+    for (int i = 0; i < nfd; i++) close(fds[i]);
+    if (r == BR_EAGAIN) break;
+    any = true;
+    pthread_mutex_lock(&p->mu);
+    if (r <= 0) {
+      server_died(p, dl);
+      pthread_mutex_unlock(&p->mu);
+      continue;
+    }
+    if (m.type == PP_M_HELLO) {
+      p->server_hello = true;
+      pthread_mutex_unlock(&p->mu);
+      continue;
+    }
+    pp_slot *s = m.slot < (uint32_t)p->nworkers ? &p->slots[m.slot] : NULL;
+    if (s && s->state == S_LIVE && s->gen == m.gen) {
+      if (m.type == PP_M_STARTED) {
+        p->server_hello = true;
+        s->pid = m.pid;
+        p->st.started++;
+      } else if (m.type == PP_M_EXITED) {
+        slot_died(p, s, m.status, 0, dl);
+      } else if (m.type == PP_M_START_FAILED) {
+        /* fork failed (EAGAIN, ENOMEM): requeue, retry a little later. */
+        slot_died(p, s, -1, SD_NO_RESTART | SD_NO_COUNT, dl);
+        s->restart_at = pp_now() + PP_RESTART_DELAY_NS;
+      }
+    }
+    pthread_mutex_unlock(&p->mu);
+  }
+  return any;
+}
+
+/* ------------------------------------------------------------------------ */
+/* the manager thread */
+
+/* Kill workers whose job ran out of time; restart slots that failed to
+ * start. Returns the next time to look again (BR_NEVER: none). p->mu held.
+ */
+static int64_t check_timers(br_procpool *p, int64_t now) {
+  int64_t next = BR_NEVER;
+  for (int i = 0; i < p->nworkers; i++) {
+    pp_slot *s = &p->slots[i];
+    if (s->state == S_EMPTY) {
+      if (s->restart_at && !p->broken && p->closing != C_CANCEL) {
+        if (now >= s->restart_at) {
+          s->restart_at = 0;
+          if (br__pp_slot_start(p, s) < 0) s->restart_at = now + PP_RESTART_DELAY_NS;
+        }
+        if (s->restart_at && s->restart_at < next) next = s->restart_at;
+      }
+      continue;
+    }
+    if (!p->ntimeout || !s->fifo_n || s->killing) continue;
+    pp_job *j = pp_fifo_at(s, 0);
+    if (!j->timeout_ns) continue;
+    int64_t t0 = atomic_load(&s->ctl->item_start_ns);
+    if (atomic_load(&s->ctl->started_seq) != j->seq || !t0) {
+      if (now + 1000000 < next) next = now + 1000000; /* about to start */
+      continue;
+    }
+    if (now - t0 >= j->timeout_ns) {
+      pp_msg m = {.type = PP_M_KILL, .slot = (uint32_t)s->idx, .gen = s->gen};
+      j->timed_out = true;
+      s->killing = true;
+      p->st.timeouts++;
+      br__pp_send_fds(p->ctl, &m, sizeof m, NULL, 0, 0);
+    } else if (t0 + j->timeout_ns < next) {
+      next = t0 + j->timeout_ns;
+    }
+  }
+  return next;
+}
+
+static bool all_idle(br_procpool *p) {
+  if (p->npending) return false;
+  for (int i = 0; i < p->nworkers; i++)
+    if (p->slots[i].state == S_LIVE && p->slots[i].fifo_n) return false;
+  return true;
+}
+
+static bool results_waiting(br_procpool *p) {
+  for (int i = 0; i < p->nworkers; i++) {
+    pp_slot *s = &p->slots[i];
+    if (s->state == S_LIVE && atomic_load(&s->res->head) != s->res_tail) return true;
+  }
+  return false;
+}
+
+/* Stop everything: the server kills the workers; what they finished is
+ * delivered, the rest fails BR_ECANCELED. */
+static void stop_all(br_procpool *p, pp_donelist *dl) {
+  pthread_mutex_lock(&p->mu);
+  p->stopped = true;
+  br__pp_server_stop(p);
+  for (int i = 0; i < p->nworkers; i++) {
+    pp_slot *s = &p->slots[i];
+    if (s->state == S_LIVE) slot_died(p, s, SIGKILL, SD_NO_RESTART | SD_NO_COUNT, dl);
+  }
+  fail_pending(p, BR_ECANCELED, "cancelled: the pool was shut down immediately", dl);
+  pthread_mutex_unlock(&p->mu);
+  complete_all(dl);
+}
+
+void *br__pp_mgr_main(void *arg) {
+  br_procpool *p = arg;
+  pp_donelist dl = {0};
+  int64_t last_progress = pp_now();
+  for (;;) {
+    bool progress = false;
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < p->nworkers; i++)
+      if (p->slots[i].state == S_LIVE) progress |= drain_slot(p, &p->slots[i], &dl);
+    if (p->pend_head) br__pp_pump(p);
+    int64_t now = pp_now();
+    int64_t next = check_timers(p, now);
+    bool finish = p->closing == C_CANCEL || (p->closing == C_DRAIN && all_idle(p));
+    pthread_mutex_unlock(&p->mu);
+    complete_all(&dl);
+    progress |= handle_ctl(p, &dl);
+    complete_all(&dl);
+    if (finish) break;
+    now = pp_now();
+    if (progress) {
+      last_progress = now;
+      continue;
+    }
+    if (now - last_progress < PP_SPIN_NS) {
+      for (int i = 0; i < 32; i++) pp_cpu_relax();
+      continue;
+    }
+    atomic_store(&p->pshm->mgr_sleeping, 1);
+    pp_fence();
+    pthread_mutex_lock(&p->mu);
+    bool waiting = results_waiting(p) || (p->closing == C_DRAIN && all_idle(p)) ||
+                   p->closing == C_CANCEL;
+    pthread_mutex_unlock(&p->mu);
+    if (!waiting) {
+      int ms = -1;
+      if (next != BR_NEVER) {
+        int64_t d = next - now;
+        ms = d <= 0 ? 0 : (int)((d + 999999) / 1000000);
+      }
+      struct epoll_event ev[4];
+      epoll_wait(p->epfd, ev, 4, ms);
+    }
+    atomic_store(&p->pshm->mgr_sleeping, 0);
+    uint64_t v;
+    while (read(p->efd, &v, sizeof v) > 0) {
+    }
+    last_progress = pp_now();
+  }
+  stop_all(p, &dl);
+  free(dl.v);
+  br_future_set(p->closed, NULL);
+  return NULL;
+}
+
+void br__pp_wake_manager(br_procpool *p) {
+  uint64_t one = 1;
+  ssize_t r = write(p->efd, &one, sizeof one);
+  (void)r;
+}

@@ -1,0 +1,178 @@
+/* braid — process pool: worker slots and the pending queue, in the parent.
+ *
+ * Who runs this: submitters (any thread, from br__pp_submit) and the
+ * manager thread. Lock rule: every function here is called with p->mu held
+ * and never releases it; none completes a future or blocks (the only system
+ * calls are the non-blocking sends of a slot start or of a large payload's
+ * memfd, and a futex wake of a sleeping worker).
+ *
+ * A slot is one worker's place in the pool. br__pp_slot_start gives it a
+ * fresh shared region (procpool_shm.h) and socket and asks the fork server
+ * for a worker; requests may be written into the region's request ring at
+ * once, before the worker exists. The ring's bytes of a dispatched request
+ * stay valid until the manager has taken its result (procpool_shm.h:
+ * request ring ownership), which is what lets the manager requeue the
+ * requests of a worker that died.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "exec/procpool_int.h"
+
+void br__pp_slot_teardown(pp_slot *s) {
+  if (s->base) munmap(s->base, PP_SLOT_SIZE);
+  if (s->sock >= 0) close(s->sock);
+  s->base = NULL;
+  s->sock = -1;
+  s->state = S_EMPTY;
+  s->pid = 0;
+  s->killing = false;
+  s->fifo_head = s->fifo_n = 0;
+}
+
+/* Create a fresh region and socket for slot s and ask the server for a
+ * worker. Jobs may be dispatched into it at once. Before the manager
+ * exists, br_procpool_new holds p->mu too. */
+int br__pp_slot_start(br_procpool *p, pp_slot *s) {
+  int fd = memfd_create("braid-worker", MFD_CLOEXEC);
+  if (fd < 0) return -errno;
+  int sv[2] = {-1, -1};
+  int err = 0;
+  if (ftruncate(fd, (off_t)PP_SLOT_SIZE) < 0) goto fail_errno;
+  s->base = mmap(NULL, PP_SLOT_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (s->base == MAP_FAILED) {
+    s->base = NULL;
+    goto fail_errno;
+  }
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) goto fail_errno;
+  s->gen++;
+  pp_msg m = {.type = PP_M_START, .slot = (uint32_t)s->idx, .gen = s->gen};
+  int fds[2] = {fd, sv[1]};
+  err = br__pp_send_fds(p->ctl, &m, sizeof m, fds, 2, 0);
+  if (err < 0) goto fail;
+  close(fd);
+  close(sv[1]);
+  s->ctl = s->base;
+  s->req = pp_slot_req(s->base);
+  s->res = pp_slot_res(s->base);
+  s->sock = sv[0];
+  s->req_head = s->req_free = s->res_tail = 0;
+  s->next_seq = s->dispatched = 0;
+  s->fifo_head = s->fifo_n = 0;
+  s->state = S_LIVE;
+  s->pid = 0;
+  s->killing = false;
+  return 0;
+fail_errno:
+  err = -errno;
+fail:
+  if (s->base) munmap(s->base, PP_SLOT_SIZE);
+  s->base = NULL;
+  if (sv[0] >= 0) close(sv[0]), close(sv[1]);
+  close(fd);
+  return err;
+}
+
+/* Write job j's request into slot s. payload: iov (a new job) or the job's
+ * own copy. Returns false if s has no room now. */
+bool br__pp_slot_dispatch(br_procpool *p, pp_slot *s, pp_job *j, const struct iovec *iov,
+                          int iovcnt) {
+  if (s->state != S_LIVE || s->killing || s->fifo_n >= p->depth) return false;
+  if (p->max_jobs && s->dispatched >= p->max_jobs) return false;
+  bool fd = j->memfd >= 0;
+  uint64_t need = sizeof(pp_rec) + (fd ? 0 : pp_align8(j->len));
+  uint64_t end;
+  pp_rec *rec = pp_ring_reserve(s->req, s->req_head, s->req_free + PP_RING_CAP, need, &end);
+  if (!rec) return false;
+  if (fd && br__pp_send_fds(s->sock, "p", 1, &j->memfd, 1, MSG_DONTWAIT) < 0) return false;
+  rec->size = (uint32_t)need;
+  rec->kind = PP_REQ;
+  rec->flags = (uint16_t)(j->flags | (fd ? PP_F_FD : 0));
+  atomic_store_explicit(&rec->cancel, 0, memory_order_relaxed);
+  rec->job = j->job;
+  rec->seq = ++s->next_seq;
+  rec->len = j->len;
+  rec->run_ns = 0;
+  if (!fd) {
+    char *dst = (char *)(rec + 1);
+    if (iov) {
+      for (int i = 0; i < iovcnt; i++) {
+        if (iov[i].iov_len) memcpy(dst, iov[i].iov_base, iov[i].iov_len);
+        dst += iov[i].iov_len;
+      }
+    } else if (j->len) {
+      memcpy(dst, j->payload, j->len);
+    }
+  }
+  j->slot = s->idx;
+  j->seq = rec->seq;
+  j->rec_off = (uint64_t)((unsigned char *)rec - s->req->data);
+  j->rec_end = end;
+  j->state = J_DISPATCHED;
+  s->fifo[(s->fifo_head + s->fifo_n) & (PP_MAX_DEPTH - 1)] = j;
+  s->fifo_n++;
+  s->dispatched++;
+  if (j->timeout_ns) p->ntimeout++;
+  s->req_head = end;
+  atomic_store_explicit(&s->req->head, end, memory_order_release);
+  pp_notify(&s->req->cons_wait, &s->req->cons_seq);
+  return true;
+}
+
+/* The live slot with the fewest requests in flight, or NULL. */
+pp_slot *br__pp_slot_pick(br_procpool *p) {
+  pp_slot *best = NULL;
+  uint32_t n = (uint32_t)p->nworkers;
+  uint32_t start = p->rr++ % n;
+  for (uint32_t k = 0; k < n; k++) {
+    pp_slot *s = &p->slots[(start + k) % n];
+    if (s->state != S_LIVE || s->killing || s->fifo_n >= p->depth) continue;
+    if (p->max_jobs && s->dispatched >= p->max_jobs) continue;
+    if (!best || s->fifo_n < best->fifo_n) best = s;
+    if (s->fifo_n == 0) break;
+  }
+  return best;
+}
+
+/* Move pending jobs into rings while there is room, oldest first; drop
+ * the cancelled ones. */
+void br__pp_pump(br_procpool *p) {
+  while (p->pend_head) {
+    pp_job *j = p->pend_head;
+    if (j->cancelled) {
+      p->pend_head = j->next;
+      if (!p->pend_head) p->pend_tail = NULL;
+      p->npending--;
+      j->state = J_DONE;
+      br__job_unref(&j->base);
+      continue;
+    }
+    pp_slot *s = br__pp_slot_pick(p);
+    if (!s || !br__pp_slot_dispatch(p, s, j, NULL, 0)) {
+      /* The least-loaded slot may be full by bytes; try the others. */
+      bool ok = false;
+      for (int i = 0; i < p->nworkers && !ok; i++)
+        if (&p->slots[i] != s) ok = br__pp_slot_dispatch(p, &p->slots[i], j, NULL, 0);
+      if (!ok) return;
+    }
+    p->pend_head = j->next;
+    if (!p->pend_head) p->pend_tail = NULL;
+    p->npending--;
+    j->next = NULL;
+    free(j->payload);
+    j->payload = NULL;
+  }
+}
+
+void br__pp_pend_push_back(br_procpool *p, pp_job *j) {
+  j->next = NULL;
+  j->state = J_PENDING;
+  if (p->pend_tail) p->pend_tail->next = j;
+  else p->pend_head = j;
+  p->pend_tail = j;
+  p->npending++;
+}

@@ -1,0 +1,351 @@
+/* braid — process pool: the worker process.
+ *
+ * Who runs this: a worker process, forked by the fork server
+ * (procpool_server.c) for one slot of the pool, single-threaded (unless a
+ * job starts threads of its own). It maps its slot region, runs the
+ * initializer, then loops: take the next request from the request ring,
+ * run the job (or every item of a map chunk), write the outcome into the
+ * result ring, wake the manager if it sleeps. It exits to be recycled after
+ * max_jobs_per_worker requests, and dies with the server (PR_SET_PDEATHSIG).
+ *
+ * Lock rules: none; the rings are single-producer single-consumer and the
+ * handshakes with the parent are in procpool_shm.h (sleeping and waking,
+ * the start-of-job handshake). While a job runs, the worker's job context
+ * (core/job.h) is current, so br_fail() records the job's code and message
+ * and br_cancelled() reads the request's cancel flag.
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "core/job.h"
+#include "core/log.h"
+#include "exec/jobs.h"
+#include "exec/procpool_int.h"
+
+typedef struct worker {
+  pp_pool_shm *pool;
+  pp_slot_shm *ctl;
+  pp_ring *req, *res;
+  int sock;   /* slot socket: memfds in both directions */
+  int efd;    /* the manager's eventfd */
+  uint64_t rd;      /* read cursor in the request ring */
+  uint64_t res_pos; /* write position in the result ring */
+  uint64_t jobs;
+  br_bytes acc;     /* chunk results */
+  /* The job context (core/job.h), current while a job runs. */
+  br__job_ctx ctx;
+  const pp_rec *cur;  /* the request being run, for br_cancelled() */
+  int fail_code;      /* br_fail's during the current item, or 0 */
+  char *fail_msg;     /* malloc'd, or NULL */
+} worker;
+
+/* br_fail() inside a job: the last call wins. */
+static void worker_ctx_fail(br__job_ctx *ctx, int code, char *msg) {
+  worker *w = (worker *)((char *)ctx - offsetof(worker, ctx));
+  free(w->fail_msg);
+  w->fail_code = code;
+  w->fail_msg = msg;
+}
+
+/* br_cancelled() inside a job: the parent sets the request's cancel flag
+ * when the job's future is cancelled (its result would be dropped). */
+static int worker_ctx_cancelled(br__job_ctx *ctx) {
+  worker *w = (worker *)((char *)ctx - offsetof(worker, ctx));
+  return w->cur && atomic_load_explicit(&((pp_rec *)w->cur)->cancel, memory_order_relaxed)
+             ? BR_ECANCELED
+             : 0;
+}
+
+static const br__job_ctx_ops worker_ctx_ops = {
+    .fail = worker_ctx_fail, .cancelled = worker_ctx_cancelled, .wait = NULL};
+
+static void worker_wake_manager(worker *w) {
+  pp_fence();
+  if (atomic_load_explicit(&w->pool->mgr_sleeping, memory_order_relaxed) &&
+      atomic_exchange(&w->pool->mgr_sleeping, 0)) {
+    uint64_t one = 1;
+    ssize_t r = write(w->efd, &one, sizeof one);
+    (void)r;
+  }
+}
+
+/* The next request, sleeping while there is none. */
+static pp_rec *worker_next(worker *w) {
+  pp_rec *rec = pp_ring_peek(w->req, &w->rd);
+  if (rec) return rec;
+  int64_t spin_until = pp_now() + PP_SPIN_NS;
+  for (;;) {
+    for (int i = 0; i < 64; i++) {
+      pp_cpu_relax();
+      if ((rec = pp_ring_peek(w->req, &w->rd))) return rec;
+    }
+    if (pp_now() > spin_until) break;
+  }
+  for (;;) {
+    uint32_t seq = atomic_load(&w->req->cons_seq);
+    atomic_store(&w->req->cons_wait, 1);
+    pp_fence();
+    if ((rec = pp_ring_peek(w->req, &w->rd))) {
+      atomic_store(&w->req->cons_wait, 0);
+      return rec;
+    }
+    pp_futex_wait(&w->req->cons_seq, seq, NULL);
+    atomic_store(&w->req->cons_wait, 0);
+    if ((rec = pp_ring_peek(w->req, &w->rd))) return rec;
+  }
+}
+
+/* Reserve a result record of `need` bytes, waiting for the manager to free
+ * space if the ring is full. */
+static pp_rec *worker_reserve(worker *w, uint64_t need, uint64_t *end) {
+  for (;;) {
+    uint64_t limit = atomic_load_explicit(&w->res->tail, memory_order_acquire) + PP_RING_CAP;
+    pp_rec *r = pp_ring_reserve(w->res, w->res_pos, limit, need, end);
+    if (r) return r;
+    uint32_t seq = atomic_load(&w->res->prod_seq);
+    atomic_store(&w->res->prod_wait, 1);
+    pp_fence();
+    limit = atomic_load(&w->res->tail) + PP_RING_CAP;
+    if (!pp_ring_reserve(w->res, w->res_pos, limit, need, end)) {
+      worker_wake_manager(w);
+      struct timespec ts = {0, 50 * 1000 * 1000};
+      pp_futex_wait(&w->res->prod_seq, seq, &ts);
+    }
+    atomic_store(&w->res->prod_wait, 0);
+  }
+}
+
+static void worker_publish(worker *w, uint64_t end) {
+  w->res_pos = end;
+  atomic_store_explicit(&w->res->head, end, memory_order_release);
+  worker_wake_manager(w);
+}
+
+/* Run one item; the outcome is in *out (on success) or err/msg. *msg stays
+ * valid until the next run_item. A job fails if it returns a negative code
+ * (that code) or called br_fail (br_fail's code); the message is br_fail's,
+ * else the code's text. */
+static int run_item(worker *w, uint32_t job, uint32_t item, const void *in, size_t len,
+                    br_bytes *out, const char **msg) {
+  const br_job_desc *d = br_job_at(job);
+  *msg = "";
+  atomic_store_explicit(&w->ctl->cur_item, item, memory_order_relaxed);
+  atomic_store_explicit(&w->ctl->item_start_ns, pp_now(), memory_order_release);
+  if (!d) {
+    *msg = "job index unknown in the worker";
+    return BR_ENOJOB;
+  }
+  free(w->fail_msg);
+  w->fail_msg = NULL;
+  w->fail_code = 0;
+  br__job_ctx *prev = br__job_enter(&w->ctx);
+  int err = d->fn(in, len, out);
+  br__job_leave(prev);
+  if (err > 0) err = BR_EFAILED;
+  if (err == 0 && w->fail_code < 0) err = w->fail_code;
+  if (err < 0) {
+    *msg = w->fail_msg && *w->fail_msg ? w->fail_msg : br_strerror(err);
+    br_bytes_clear(out);
+    return err;
+  }
+  if (w->pool->max_payload && out->len > w->pool->max_payload) {
+    static _Thread_local char m[160];
+    snprintf(m, sizeof m, "result of %zu bytes is over the pool's limit of %llu", out->len,
+             (unsigned long long)w->pool->max_payload);
+    *msg = m;
+    br_bytes_clear(out);
+    return BR_E2BIG;
+  }
+  return 0;
+}
+
+static void entry_append(br_bytes *acc, int err, const char *msg, const br_bytes *out) {
+  size_t ml = err ? strnlen(msg, PP_MSG_MAX - 1) : 0;
+  pp_entry e = {.err = err, .msglen = (uint32_t)ml, .len = err ? 0 : out->len};
+  static const char zero[8];
+  br_bytes_append(acc, &e, sizeof e);
+  if (e.len) br_bytes_append(acc, out->data, e.len);
+  if (ml) br_bytes_append(acc, msg, ml);
+  size_t pad = (size_t)(pp_align8(e.len + ml) - (e.len + ml));
+  if (pad) br_bytes_append(acc, zero, pad);
+}
+
+/* Something the worker cannot go on without failed: say so and exit; the
+ * manager fails the job it was running with the exit status. */
+static _Noreturn void worker_fatal(const char *what, int err) {
+  br__log(BR_LOG_ERROR, "process pool worker %d: %s: %s", (int)getpid(), what, br_strerror(err));
+  _exit(120);
+}
+
+/* Send a result record whose payload is acc (chunk) or a single entry. */
+static void worker_result(worker *w, const pp_rec *req, int err, const char *msg, br_bytes *out,
+                          bool chunk, uint64_t run_ns) {
+  uint16_t flags = chunk ? PP_F_CHUNK : 0;
+  uint64_t end;
+  if (chunk) {
+    br_bytes *acc = &w->acc;
+    bool fd = acc->len > PP_INLINE_MAX;
+    if (fd) {
+      int mfd = br__bytes_to_memfd(acc);
+      if (mfd < 0) worker_fatal("memfd for a chunk result", mfd);
+      int r = br__pp_send_fds(w->sock, "r", 1, &mfd, 1, 0);
+      if (r < 0) worker_fatal("sending a result", r);
+      flags |= PP_F_FD;
+    }
+    uint64_t need = sizeof(pp_rec) + (fd ? 0 : pp_align8(acc->len));
+    pp_rec *rec = worker_reserve(w, need, &end);
+    rec->size = (uint32_t)need;
+    rec->kind = PP_RES;
+    rec->flags = flags;
+    rec->seq = req->seq;
+    rec->job = req->job;
+    rec->len = acc->len;
+    rec->run_ns = run_ns;
+    if (!fd && acc->len) memcpy(rec + 1, acc->data, acc->len);
+    worker_publish(w, end);
+    br_bytes_clear(acc);
+    return;
+  }
+  size_t ml = err ? strnlen(msg, PP_MSG_MAX - 1) : 0;
+  size_t dl = err ? 0 : out->len;
+  bool fd = dl > PP_INLINE_MAX;
+  if (fd) {
+    int mfd = br__bytes_to_memfd(out);
+    if (mfd < 0) {
+      err = mfd;
+      msg = "could not allocate shared memory for the result";
+      ml = strlen(msg);
+      dl = 0;
+      fd = false;
+    } else {
+      int r = br__pp_send_fds(w->sock, "r", 1, &mfd, 1, 0);
+      if (r < 0) worker_fatal("sending a result", r);
+      flags |= PP_F_FD;
+    }
+  }
+  uint64_t body = sizeof(pp_entry) + (fd ? 0 : dl) + ml;
+  uint64_t need = sizeof(pp_rec) + pp_align8(body);
+  pp_rec *rec = worker_reserve(w, need, &end);
+  rec->size = (uint32_t)need;
+  rec->kind = PP_RES;
+  rec->flags = flags;
+  rec->seq = req->seq;
+  rec->job = req->job;
+  rec->len = body;
+  rec->run_ns = run_ns;
+  pp_entry *e = (pp_entry *)(rec + 1);
+  e->err = err;
+  e->msglen = (uint32_t)ml;
+  e->len = dl;
+  char *p = (char *)(e + 1);
+  if (!fd && dl) memcpy(p, out->data, dl), p += dl;
+  if (ml) memcpy(p, msg, ml);
+  worker_publish(w, end);
+}
+
+static void worker_run(worker *w, pp_rec *req) {
+  const void *payload = req + 1;
+  void *map = NULL;
+  size_t map_len = 0;
+  if (req->flags & PP_F_FD) {
+    int fd = -1, nfd = 0;
+    char c;
+    int r = br__pp_recv_fds(w->sock, &c, 1, &fd, 1, &nfd, 0);
+    if (r < 0 || nfd != 1) worker_fatal("receiving a payload", r < 0 ? r : BR_EIO);
+    map_len = req->len;
+    if (map_len) {
+      map = mmap(NULL, map_len, PROT_READ, MAP_SHARED, fd, 0);
+      if (map == MAP_FAILED) worker_fatal("mapping a payload", -errno);
+    }
+    close(fd);
+    payload = map;
+  }
+  bool chunk = req->flags & PP_F_CHUNK;
+  /* The start-of-job handshake (procpool_shm.h). */
+  atomic_store(&w->ctl->started_seq, req->seq);
+  bool cancelled = atomic_load(&req->cancel) != 0;
+  w->cur = req;
+  int64_t t0 = pp_now();
+  br_bytes out = {0};
+  if (!chunk) {
+    const char *msg;
+    int err = cancelled ? BR_ECANCELED : run_item(w, req->job, 0, payload, req->len, &out, &msg);
+    if (cancelled) msg = "cancelled before it started";
+    worker_result(w, req, err, msg, &out, false, (uint64_t)(pp_now() - t0));
+    br_bytes_clear(&out);
+  } else {
+    const pp_chunk_hdr *h = payload;
+    const uint64_t *lens = (const uint64_t *)(h + 1);
+    const char *data = (const char *)(h->flags & PP_CHUNK_FIXED ? (const void *)lens
+                                                                 : (const void *)(lens + h->count));
+    for (uint32_t i = 0; i < h->count; i++) {
+      size_t len = h->flags & PP_CHUNK_FIXED ? h->item_size : lens[i];
+      const char *msg = "cancelled before it started";
+      int err = cancelled ? BR_ECANCELED : run_item(w, req->job, i, data, len, &out, &msg);
+      entry_append(&w->acc, err, msg, &out);
+      br_bytes_clear(&out);
+      data += len;
+    }
+    worker_result(w, req, 0, "", NULL, true, (uint64_t)(pp_now() - t0));
+  }
+  w->cur = NULL;
+  atomic_store_explicit(&w->ctl->item_start_ns, 0, memory_order_release);
+  if (map) munmap(map, map_len);
+}
+
+static void apply_limits(const pp_pool_shm *pool) {
+  if (pool->mem_limit) {
+    struct rlimit rl = {pool->mem_limit, pool->mem_limit};
+    setrlimit(RLIMIT_AS, &rl);
+  }
+  if (pool->cpu_limit_s) {
+    /* Soft limit: SIGXCPU; hard limit a second later: SIGKILL. */
+    struct rlimit rl = {pool->cpu_limit_s, pool->cpu_limit_s + 1};
+    setrlimit(RLIMIT_CPU, &rl);
+  }
+}
+
+_Noreturn void br__pp_worker_main(pp_pool_shm *pool, int efd, int slot_fd, int sock) {
+  worker w = {.pool = pool, .efd = efd, .sock = sock, .ctx = {&worker_ctx_ops}};
+  br__in_worker = true;
+  void *base = mmap(NULL, PP_SLOT_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, slot_fd, 0);
+  if (base == MAP_FAILED) worker_fatal("mapping the slot", -errno);
+  close(slot_fd);
+  w.ctl = base;
+  w.req = pp_slot_req(base);
+  w.res = pp_slot_res(base);
+  apply_limits(pool);
+  if (pool->init_job >= 0) {
+    const char *msg;
+    br_bytes out = {0};
+    const void *arg = (const char *)pool + PP_POOL_SHM_HDR;
+    int err = run_item(&w, (uint32_t)pool->init_job, 0, arg, pool->init_arg_len, &out, &msg);
+    br_bytes_clear(&out);
+    if (err < 0) {
+      w.ctl->init_err = err;
+      snprintf(w.ctl->init_msg, sizeof w.ctl->init_msg, "%s", msg);
+      atomic_store(&w.ctl->state, PP_W_INIT_FAILED);
+      fflush(NULL);
+      _exit(PP_EXIT_INIT_FAILED);
+    }
+    atomic_store(&w.ctl->item_start_ns, 0);
+  }
+  atomic_store(&w.ctl->state, PP_W_READY);
+  for (;;) {
+    pp_rec *req = worker_next(&w);
+    worker_run(&w, req);
+    w.rd += req->size;
+    w.jobs++;
+    if (pool->max_jobs && w.jobs >= pool->max_jobs) {
+      atomic_store(&w.ctl->state, PP_W_RETIRING);
+      fflush(NULL);
+      _exit(0);
+    }
+  }
+}
