@@ -3,7 +3,7 @@
  *   bench_fib [-n 30] [-t THREADS] [-r REPEATS] [--quiet S] [--variant one|two] [--vs1]
  *
  * Runs the serial C function and braid's pool (br_pool_fork / br_pool_join)
- * on THREADS workers (0, the default: br_cpu_count()). Variant "one" (the
+ * on THREADS workers (0, the default: BR_CPUS, one per usable CPU). Variant "one" (the
  * default) forks fib(n-1) and calls fib(n-2) directly, as TBB's and Cilk's
  * fib do; "two" forks both children. bench/fib_tbb.cpp and bench/fib_omp.c
  * are the same program over oneTBB task_group and OpenMP tasks. --vs1 also
@@ -98,7 +98,7 @@ static void print_times(const char *key, double *t, int r) {
 
 int main(int argc, char **argv) {
   long n = 30;
-  int threads = 0, reps = 10, quiet_reps = 0;
+  int threads = BR_CPUS, reps = 10, quiet_reps = 0;
   double quiet_s = 0;
   const char *opt;
   for (int i = 1; i < argc; i++) {
@@ -129,10 +129,11 @@ int main(int argc, char **argv) {
     ser[r] = bench_ms_since(t0);
   }
 
-  br_pool *pool = br_pool_new(threads, NULL);
-  br_pool *pool1 = vs1 ? br_pool_new(1, NULL) : NULL;
-  if (!pool || (vs1 && !pool1)) {
-    perror("br_pool_new");
+  br_pool *pool = NULL, *pool1 = NULL;
+  int rc = br_pool_new(&pool, threads, NULL);
+  if (rc == 0 && vs1) rc = br_pool_new(&pool1, 1, NULL);
+  if (rc != 0) {
+    fprintf(stderr, "br_pool_new: %s\n", br_strerror(rc));
     return 1;
   }
   /* Warm up: fault in the workers' stacks and deques. */

@@ -33,7 +33,7 @@ static uint64_t calibrate(double ms) {
 }
 
 int main(int argc, char **argv) {
-  int n = 64, threads = 0, reps = 3, quiet_reps = 0;
+  int n = 64, threads = BR_CPUS, reps = 3, quiet_reps = 0;
   double quiet_s = 0;
   double ms = 10;
   uint64_t iters = 0;
@@ -58,9 +58,10 @@ int main(int argc, char **argv) {
   double *ser = malloc((size_t)reps * sizeof *ser), *par = malloc((size_t)reps * sizeof *par);
   for (int i = 0; i < n; i++) items[i] = (void *)(uintptr_t)(iters + (uint64_t)i % 2);
 
-  br_pool *pool = br_pool_new(threads, NULL);
-  if (!pool) {
-    perror("br_pool_new");
+  br_pool *pool;
+  int err = br_pool_new(&pool, threads, NULL);
+  if (err != 0) {
+    fprintf(stderr, "br_pool_new: %s\n", br_strerror(err));
     return 1;
   }
   for (int r = 0; r < reps; r++) {
@@ -70,7 +71,7 @@ int main(int argc, char **argv) {
     ser[r] = bench_ms_since(t0);
     quiet_reps += bench_quiet_gate(quiet_s);
     t0 = br_now();
-    int rc = br_pool_map(pool, item, items, (size_t)n, 1, out);
+    int rc = br_pool_map(pool, out, item, items, (size_t)n, 1);
     par[r] = bench_ms_since(t0);
     if (rc != 0) {
       fprintf(stderr, "map: %s\n", br_strerror(rc));

@@ -63,7 +63,7 @@ static double run_job_ms(br_pool *p, br_pool_fn fn, void *arg) {
 
 int main(int argc, char **argv) {
   long n = 10000000;
-  int threads = 0, reps = 5;
+  int threads = BR_CPUS, reps = 5;
   const char *opt;
   for (int i = 1; i < argc; i++) {
     if ((opt = bench_arg(argc, argv, &i, "-n"))) n = atol(opt);
@@ -75,9 +75,10 @@ int main(int argc, char **argv) {
     }
   }
   if (reps < 1 || reps > 100 || n < 2) return 2;
-  br_pool *p = br_pool_new(threads, NULL);
-  if (!p) {
-    perror("br_pool_new");
+  br_pool *p;
+  int err = br_pool_new(&p, threads, NULL);
+  if (err != 0) {
+    fprintf(stderr, "br_pool_new: %s\n", br_strerror(err));
     return 1;
   }
   double fj[100], tr[100], sub[100], bat[100];

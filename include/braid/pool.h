@@ -9,8 +9,9 @@
  * What you can do with it:
  *  - br_pool_submit: run one job, get a br_future (await it from a task: only
  *    the task suspends; wait for it from a plain thread: the thread blocks).
- *  - br_pool_map / br_pool_for / br_pool_reduce: data parallelism over an
- *    array or an index range, split recursively and balanced by stealing.
+ *  - br_pool_map / br_pool_map_fixed / br_pool_for / br_pool_reduce: data
+ *    parallelism over an array or an index range, split recursively and
+ *    balanced by stealing.
  *  - br_pool_fork / br_pool_join: nested fork-join inside jobs, cheap enough
  *    for one fork per call of a recursive function (a fork + join that is not
  *    stolen costs a few nanoseconds and allocates nothing: the br_fork lives
@@ -21,13 +22,26 @@
  * Jobs and their outcomes. A job is a br_pool_fn: it receives its argument
  * and returns its result (a pointer, or an integer cast to one; ownership is
  * the caller's business). To fail like an exception, a job returns
- * br_pool_fail(code, "fmt", ...): its future fails with that code and
- * message, br_pool_join returns the code, br_pool_map stores both.
+ * br_fail(code, "fmt", ...) (braid.h), exactly as a task does: its future
+ * fails with that code and message, br_pool_join returns the code,
+ * br_pool_join_result and br_pool_map hand over both. br_fail counts for
+ * whatever piece of pool work the calling thread runs: a submitted job, a
+ * fork child, a map item, a for / reduce range. br_cancelled() (braid.h)
+ * tells pool work that its job was cancelled or its pool is shutting down
+ * with BR_SHUTDOWN_CANCEL.
  *
  * Threads. Unless a function says otherwise it may be called from any
  * thread: a plain thread (its waits block it), a loop task (its waits
  * suspend only the task; the loop goes on), or a job running in the pool
  * (its waits run other pool work meanwhile instead of blocking the worker).
+ * The same holds for braid.h's br_await / br_await_until / br_gather called
+ * inside a pool job: while the future is pending the worker runs other
+ * queued and stealable jobs of its pool (to a bounded nesting depth, then
+ * it parks), and waiting for a job that cannot finish before the caller does
+ * (the calling job itself, or one this worker runs further down its stack)
+ * returns BR_EDEADLK. Caveat of every helping wait: a job it runs meanwhile
+ * sits on top of the caller's stack, so it must not itself wait for
+ * something the caller would only do after its wait returns.
  *
  * Errors are braid's negative codes (braid/errno.h). The pool-specific ones:
  * BR_ESHUTDOWN (the pool is shutting down), BR_EDEADLK (a job waiting for
@@ -70,12 +84,14 @@ typedef struct br_pool_opts {
   const char *name;
 } br_pool_opts;
 
-/* br_pool_new: start a pool of nthreads workers (0: br_cpu_count()). opts may
- * be NULL for defaults. Free it with br_pool_free(). Returns NULL with errno
- * set: EINVAL for nthreads < 0 or > BR_POOL_MAX_THREADS or options out of
- * range, ENOMEM, EAGAIN when the system refuses more threads (then no thread
- * of the pool is left running). Any thread. */
-br_pool *br_pool_new(int nthreads, const br_pool_opts *opts);
+/* br_pool_new: start a pool of nthreads workers (BR_CPUS, i.e. 0: one per
+ * CPU the process may use, br_cpu_count(), at most BR_POOL_MAX_THREADS) and
+ * store it in *out; the caller owns it and frees it with br_pool_free(). opts
+ * may be NULL for defaults. Returns 0; on failure *out is NULL and nothing
+ * is left running: BR_EINVAL for a NULL out, nthreads < 0 or >
+ * BR_POOL_MAX_THREADS, or options out of range; BR_ENOMEM; BR_EAGAIN when
+ * the system refuses more threads. Any thread. */
+int br_pool_new(br_pool **out, int nthreads, const br_pool_opts *opts);
 
 /* br_pool_size: the number of worker threads (> 0). NULL: 0. */
 int br_pool_size(const br_pool *pool);
@@ -91,50 +107,16 @@ int br_pool_worker_index(void);
 /* br_pool_submit: queue fn(arg) on the pool and store a new future for its
  * outcome in *out; the caller owns that reference (br_future_unref() it when
  * done; dropping it does not cancel the job). The future completes with fn's
- * result, with the code and message of br_pool_fail(), or with BR_ECANCELED if
+ * result, with the code and message of br_fail(), or with BR_ECANCELED if
  * it was cancelled before the job started (br_future_cancel(),
- * br_future_wait_for() timing out, or br_pool_shutdown(BR_POOL_CANCEL)); a job
- * that has started always runs to its end (it may poll br_pool_cancelled()),
+ * br_future_wait_for() timing out, or br_pool_shutdown(BR_SHUTDOWN_CANCEL)); a
+ * job that has started always runs to its end (it may poll br_cancelled()),
  * and a result it returns after its future was cancelled is dropped.
  * Errors (*out untouched, nothing queued): BR_EINVAL for a NULL pool, fn or
  * out, BR_ESHUTDOWN once br_pool_shutdown() has begun, BR_ENOMEM.
  * Any thread, including the pool's own jobs (the job is queued, never run
  * inline). */
 int br_pool_submit(br_pool *pool, br_future **out, br_pool_fn fn, void *arg);
-
-/* br_pool_fail: make the calling job fail with code (< 0; anything else
- * becomes BR_EFAILED) and a printf-style message, and return NULL, so a job
- * fails with `return br_pool_fail(BR_EINVAL, "bad row %d", i);`. The last call
- * wins. Counts for the job, fork child, map item or for/reduce range that is
- * running on the calling worker. Outside a pool job it does nothing and
- * returns NULL. The core's br_fail() does the same in a pool job once a pool
- * exists, so code shared by tasks and jobs may use either. */
-void *br_pool_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-/* br_pool_cancelled: BR_ECANCELED if the job the caller is working for (the
- * submitted job, or the map / for / reduce call, that this piece of work
- * descends from) has been cancelled or its pool is shutting down with
- * BR_POOL_CANCEL; else 0 (also outside a pool). Cheap: poll it in long loops. */
-int br_pool_cancelled(void);
-
-/* br_pool_wait: wait for any future from inside a pool job without wasting
- * the worker: while f is pending the worker runs other queued and stealable
- * jobs of its pool (to a bounded nesting depth, then it parks). Stores the
- * value in *value (may be NULL) and returns 0 or f's error code.
- * BR_EDEADLK if f belongs to a job that cannot finish before the caller does:
- * the calling job itself, or a job that this worker is running further down
- * its stack (a job that, directly or through a fork child, is waiting for the
- * caller). Outside a pool job it is br_await(f, value). Caveat of every
- * helping wait: a job it runs meanwhile sits on top of the caller's stack, so
- * it must not itself wait for something the caller would only do after its
- * wait returns. */
-int br_pool_wait(br_future *f, void **value);
-
-/* br_pool_wait_until: br_pool_wait with an absolute deadline (br_now() ns,
- * BR_NEVER for none): BR_ETIMEDOUT when it passes first (f is not
- * cancelled; a job the caller is running meanwhile is finished first).
- * Outside a pool job it is br_await_until(f, deadline, value). */
-int br_pool_wait_until(br_future *f, int64_t deadline, void **value);
 
 /* ------------------------------------------------------------------------ */
 /* Data parallelism. Each call returns when all the work is done (a task
@@ -148,13 +130,35 @@ int br_pool_wait_until(br_future *f, int64_t deadline, void **value);
 /* br_pool_map: out[i] = fn(items[i]) for i < n, like multiprocessing's
  * Pool.map. chunk is how many consecutive items one piece runs serially (0:
  * automatic, about n / (64 * workers), at least 1). Every out[i] is filled:
- * value, err (0, the code of br_pool_fail, or BR_ECANCELED if skipped) and msg
- * (malloc'd message or NULL: release them with br_results_free(out, n)).
- * Returns 0 if every item succeeded, else the error of the lowest failing
- * index; the call's own errors: BR_EINVAL (NULL pool/fn, NULL items or out
- * with n > 0), BR_ESHUTDOWN, BR_ENOMEM, BR_ECANCELED. */
-int br_pool_map(br_pool *pool, br_pool_fn fn, void *const *items, size_t n, size_t chunk,
-                br_result *out);
+ * value (the caller's: the runtime never frees it), err (0, the code of
+ * br_fail, or BR_ECANCELED if skipped) and msg (malloc'd message or NULL);
+ * release the messages with br_results_free(out, n). A failing item does not
+ * stop the others. Returns 0 if every item succeeded, else the error of the
+ * lowest failing index; the call's own errors: BR_EINVAL (NULL pool/fn, NULL
+ * items or out with n > 0), BR_ESHUTDOWN, BR_ENOMEM, BR_ECANCELED. */
+int br_pool_map(br_pool *pool, br_result *out, br_pool_fn fn, void *const *items, size_t n,
+                size_t chunk);
+
+/* An item function for br_pool_map_fixed: read one input item at in, write
+ * its result at out, return 0 (or any non-negative value) on success, or a
+ * negative code to fail the item. An item also fails if it called br_fail()
+ * (the code: the returned negative code, else br_fail's). */
+typedef int (*br_pool_item_fn)(const void *in, void *out);
+
+/* br_pool_map_fixed: map over plain arrays, without a pointer per item (the
+ * CPU pool's twin of br_procpool_map_fixed): item i reads
+ * in[i*in_size .. +in_size) and writes its result to out[i*out_size ..
+ * +out_size), both arrays the caller's. errors, if not NULL, receives each
+ * item's code: 0, its failure code, or BR_ECANCELED if it was skipped.
+ * Messages are dropped (use br_pool_map to keep them). The out slot of a
+ * failed item holds whatever fn left there; that of a skipped item is not
+ * touched. in may be NULL when in_size is 0, out when out_size is 0. chunk,
+ * threads, cancellation and errors as br_pool_map: a failing item does not
+ * stop the others; returns 0 if every item succeeded, else the error of the
+ * lowest failing index, or BR_EINVAL / BR_ESHUTDOWN / BR_ENOMEM /
+ * BR_ECANCELED for the call itself (then every errors[i] is set too). */
+int br_pool_map_fixed(br_pool *pool, void *out, size_t out_size, int *errors, br_pool_item_fn fn,
+                      const void *in, size_t in_size, size_t n, size_t chunk);
 
 /* A range body: process indices [lo, hi); return 0, or a negative code to
  * fail (pieces not yet started are then skipped). */
@@ -163,7 +167,7 @@ typedef int (*br_pool_range_fn)(void *ud, size_t lo, size_t hi);
 /* br_pool_for: run body(ud, lo, hi) over disjoint pieces covering [begin,
  * end), each at most grain long (0: automatic, about (end-begin) / (32 *
  * workers), at least 1). Returns 0, the failure of the lowest-indexed piece
- * that failed (a body's return value, or its br_pool_fail code), or
+ * that failed (a body's negative return value, or its br_fail code), or
  * BR_EINVAL / BR_ESHUTDOWN / BR_ENOMEM / BR_ECANCELED. begin >= end is a
  * successful no-op. */
 int br_pool_for(br_pool *pool, size_t begin, size_t end, size_t grain, br_pool_range_fn body,
@@ -175,32 +179,37 @@ int br_pool_for(br_pool *pool, size_t begin, size_t end, size_t grain, br_pool_r
 typedef int (*br_pool_fold_fn)(void *ud, size_t lo, size_t hi, void *acc);
 typedef void (*br_pool_combine_fn)(void *ud, void *acc, const void *other);
 
-/* br_pool_reduce: parallel reduction of [begin, end) into *result, which on
+/* br_pool_reduce: parallel reduction of [begin, end) into result, which on
  * entry holds the identity element (size bytes, at most 4096) and on success
  * the result. The operation must be associative (not necessarily
  * commutative: pieces are combined in index order); the split tree depends
  * only on the range and the grain, so a floating-point sum gives the same
  * bits on every run. grain and errors as br_pool_for; on error *result is
  * left unchanged. */
-int br_pool_reduce(br_pool *pool, size_t begin, size_t end, size_t grain, void *result, size_t size,
+int br_pool_reduce(br_pool *pool, void *result, size_t size, size_t begin, size_t end, size_t grain,
                    br_pool_fold_fn fold, br_pool_combine_fn combine, void *ud);
 
 /* ------------------------------------------------------------------------ */
 /* Nested fork-join, for jobs running in the pool                            */
 
-/* A forked child. Lives on the forking job's stack; fields are private. */
+/* A forked child. Lives on the forking job's stack (declare one, pass its
+ * address to br_pool_fork, then to br_pool_join); it needs no initialisation
+ * and no destruction. */
 typedef struct br_fork {
-  br_pool_fn fn;
-  void *arg;
-  void *value;
-  char *msg;
-  void *owner;        /* the forking worker */
-  void *root;         /* the job this fork belongs to */
-  uintptr_t thief;    /* atomic: the stealing worker, 0 while not stolen */
-  uint32_t done;      /* atomic futex word: 0 running, 1 done, 2 joiner parked */
-  int err;
-  uint32_t state;
-  uint32_t pad_;
+  /* private: do not touch; may change in any release */
+  struct {
+    br_pool_fn fn;
+    void *arg;
+    void *value;
+    char *msg;
+    void *owner;     /* the forking worker */
+    void *root;      /* the job this fork belongs to */
+    uintptr_t thief; /* atomic: the stealing worker, 0 while not stolen */
+    uint32_t done;   /* atomic futex word: 0 running, 1 done, 2 joiner parked */
+    int err;
+    uint32_t state;
+    uint32_t pad;
+  } br__private;
 } br_fork;
 
 /* br_pool_fork: make fn(arg) available to the other workers as a child of the
@@ -216,7 +225,7 @@ int br_pool_fork(br_fork *f, br_pool_fn fn, void *arg);
 
 /* br_pool_join: wait for the child forked in f and collect it: stores its
  * result in *value (may be NULL) and returns 0 or its error code (its message
- * is dropped; see br_pool_join_msg). If no other worker took the child, the
+ * is dropped; see br_pool_join_result). If no other worker took the child, the
  * caller runs it now, inline (a plain function call). If one did, the caller
  * works while it waits: it steals only from that thief ("leapfrogging"), so
  * everything it runs descends from its own child, its stack grows by at most
@@ -226,23 +235,21 @@ int br_pool_fork(br_fork *f, br_pool_fn fn, void *arg);
  * joined already; BR_EPERM outside a pool job. Pool jobs only. */
 int br_pool_join(br_fork *f, void **value);
 
-/* br_pool_join_msg: br_pool_join, and if the child failed, *msg receives its
- * message (malloc'd, the caller frees it; NULL when the child succeeded or
- * gave none). msg may be NULL. */
-int br_pool_join_msg(br_fork *f, void **value, char **msg);
+/* br_pool_join_result: br_pool_join, handing over the child's whole outcome
+ * in *res: value, err (the return value) and msg (its br_fail message,
+ * malloc'd, or NULL when it succeeded or gave none). The caller owns the
+ * message: release it with br_results_free(res, 1) (the value stays the
+ * caller's). res may be NULL (then it is br_pool_join(f, NULL)). On an
+ * error of the call itself (BR_EINVAL, BR_EPERM as br_pool_join) *res holds
+ * that code, a NULL value and no message. Pool jobs only. */
+int br_pool_join_result(br_fork *f, br_result *res);
 
 /* ------------------------------------------------------------------------ */
 /* Shutdown and statistics                                                   */
 
-enum {
-  BR_POOL_DRAIN = 1,  /* run every queued job, then stop */
-  BR_POOL_CANCEL = 2  /* cancel queued jobs (futures fail BR_ECANCELED), let
-                         running ones finish (br_pool_cancelled() tells them) */
-};
-
 /* What br_pool_shutdown did. */
 typedef struct br_pool_report {
-  unsigned mode;       /* BR_POOL_DRAIN or BR_POOL_CANCEL, as applied */
+  br_shutdown_mode mode; /* BR_SHUTDOWN_DRAIN or BR_SHUTDOWN_CANCEL, as applied */
   uint64_t pending;    /* jobs queued or running when shutdown began */
   uint64_t completed;  /* ...of which ran to completion (successfully or not) */
   uint64_t cancelled;  /* ...of which were cancelled without running */
@@ -251,17 +258,19 @@ typedef struct br_pool_report {
 } br_pool_report;
 
 /* br_pool_shutdown: stop accepting jobs (br_pool_submit and friends return
- * BR_ESHUTDOWN from now on), then either run all queued jobs (BR_POOL_DRAIN) or
- * cancel those not started (BR_POOL_CANCEL), wait for the running ones and
- * for the workers to exit, and fill *report (may be NULL). Every future the
- * pool handed out is complete when it returns. In a task it suspends only
- * the task; on a plain thread it blocks. Returns 0; BR_EINVAL for a NULL pool
- * or another mode; BR_EALREADY if shutdown already happened (report is
- * still filled, describing that shutdown); BR_EDEADLK from one of the pool's
- * own workers. */
-int br_pool_shutdown(br_pool *pool, unsigned mode, br_pool_report *report);
+ * BR_ESHUTDOWN from now on), then either run all queued jobs
+ * (BR_SHUTDOWN_DRAIN) or cancel those not started (BR_SHUTDOWN_CANCEL: their
+ * futures fail BR_ECANCELED; running jobs finish, and br_cancelled() tells
+ * them), wait for the running ones and for the workers to exit, and fill
+ * *report (may be NULL). Every future the pool handed out is complete when
+ * it returns. In a task it suspends only the task (and is not interrupted
+ * by the task's cancellation: the workers are always waited for); on a
+ * plain thread it blocks. Returns 0; BR_EINVAL for a NULL pool or another
+ * mode; BR_EALREADY if shutdown already happened (report is still filled,
+ * describing that shutdown); BR_EDEADLK from one of the pool's own workers. */
+int br_pool_shutdown(br_pool *pool, br_pool_report *report, br_shutdown_mode mode);
 
-/* br_pool_free: shut the pool down if that was not done (BR_POOL_CANCEL:
+/* br_pool_free: shut the pool down if that was not done (BR_SHUTDOWN_CANCEL:
  * closing a handle cancels and joins), then free it. The pool's futures stay
  * valid (they are reference-counted). Returns 0, BR_EDEADLK from one of the
  * pool's workers (nothing is done). NULL is a no-op. */
@@ -281,7 +290,7 @@ typedef struct br_pool_stats {
 } br_pool_stats;
 
 /* br_pool_get_stats: counters summed over the workers (a racy snapshot while
- * the pool runs). BR_EINVAL for NULL arguments. */
+ * the pool runs). Returns 0; BR_EINVAL for NULL arguments. Any thread. */
 int br_pool_get_stats(br_pool *pool, br_pool_stats *out);
 
 #ifdef __cplusplus
