@@ -1,79 +1,50 @@
-# Installation of braid: the library, its headers, the braid command, a
-# pkg-config file (braid.pc) and a CMake package (braidConfig.cmake, version
-# file, exported targets in the braid:: namespace).
+# SPDX-License-Identifier: MIT
+# Installation of braid: both libraries, the headers, the braid command, the
+# pkg-config files and a CMake package, in the GNUInstallDirs layout (on
+# Debian with CMAKE_INSTALL_PREFIX=/usr the libraries go to
+# lib/<multiarch>, e.g. /usr/lib/x86_64-linux-gnu).
 #
-#   cmake --install build --prefix /opt/braid    (or `make install PREFIX=...`)
-#   pkg-config --cflags --libs braid             (PKG_CONFIG_PATH=<prefix>/lib/pkgconfig)
-#   find_package(braid) + braid::braid           (CMAKE_PREFIX_PATH=<prefix>)
+#   cmake -S . -B build -DCMAKE_INSTALL_PREFIX=/usr && cmake --build build
+#   DESTDIR=/tmp/stage cmake --install build      (`make install PREFIX=/usr`)
 #
-# The library is installed static; with -DBUILD_SHARED_LIBS=ON the shared
-# library is installed as well (braid::braid is then the shared one and
-# braid::braid_static the archive).
+# Installed:
+#   <libdir>/libbraid.so.0.2.0, libbraid.so.0 (SONAME), libbraid.so, libbraid.a
+#   <includedir>/braid.h, <includedir>/braid/*.h
+#   <libdir>/pkgconfig/braid.pc          -lbraid (shared); `--static`: the archive's needs
+#   <libdir>/pkgconfig/braid-static.pc   the archive by path, with everything it needs
+#   <libdir>/cmake/braid/                find_package(braid): braid::braid (shared
+#                                        when installed), braid::braid_shared,
+#                                        braid::braid_static
+#   <bindir>/braid
 include(CMakePackageConfigHelpers)
 
 set(BRAID_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/braid)
 set(BRAID_INSTALL_TARGETS braid)
-
-# Did src/ link liburing? (Its pkg-config result lives in src/'s scope.)
-get_target_property(_braid_links braid LINK_LIBRARIES)
-set(BRAID_USES_URING FALSE)
-if(_braid_links MATCHES "LIBURING|uring")
-  set(BRAID_USES_URING TRUE)
-endif()
-
-if(BUILD_SHARED_LIBS)
-  # A second, static build of the same objects' sources, installed beside the
-  # shared library as libbraid.a.
-  get_target_property(_braid_sources braid SOURCES)
-  get_target_property(_braid_src_dir braid SOURCE_DIR)
-  set(_abs_sources)
-  foreach(s IN LISTS _braid_sources)
-    if(NOT IS_ABSOLUTE "${s}")
-      set(s "${_braid_src_dir}/${s}")
-    endif()
-    list(APPEND _abs_sources "${s}")
-  endforeach()
-  add_library(braid_static STATIC ${_abs_sources})
-  add_library(braid::braid_static ALIAS braid_static)
-  foreach(prop INCLUDE_DIRECTORIES COMPILE_DEFINITIONS COMPILE_OPTIONS
-          INTERFACE_INCLUDE_DIRECTORIES INTERFACE_COMPILE_DEFINITIONS)
-    get_target_property(v braid ${prop})
-    if(v)
-      set_property(TARGET braid_static PROPERTY ${prop} "${v}")
-    endif()
-  endforeach()
-  target_link_libraries(braid_static PUBLIC Threads::Threads PRIVATE ${CMAKE_DL_LIBS} m)
-  if(BRAID_USES_URING)
-    # Same name as in src/ (imported targets are directory-scoped), so the
-    # exported link interface names PkgConfig::LIBURING, which
-    # braidConfig.cmake recreates for the consumer.
-    find_package(PkgConfig REQUIRED)
-    pkg_check_modules(LIBURING REQUIRED QUIET IMPORTED_TARGET liburing)
-    target_link_libraries(braid_static PRIVATE PkgConfig::LIBURING)
-  endif()
-  set_target_properties(braid_static PROPERTIES OUTPUT_NAME braid POSITION_INDEPENDENT_CODE ON
-    EXPORT_NAME braid_static)
+if(TARGET braid_static)
   list(APPEND BRAID_INSTALL_TARGETS braid_static)
 endif()
 
 install(TARGETS ${BRAID_INSTALL_TARGETS} EXPORT braidTargets
-  ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
-  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
-  RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
+  ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT devel
+  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT runtime NAMELINK_COMPONENT devel
+  RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT runtime
   INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 
-install(FILES ${PROJECT_SOURCE_DIR}/include/braid.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(FILES ${PROJECT_SOURCE_DIR}/include/braid.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
+  COMPONENT devel)
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/braid DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
-  FILES_MATCHING PATTERN "*.h")
+  COMPONENT devel FILES_MATCHING PATTERN "*.h")
+install(FILES ${PROJECT_SOURCE_DIR}/LICENSE DESTINATION ${CMAKE_INSTALL_DOCDIR} COMPONENT runtime)
 
 # The braid command (tools/braid; target braid_cli, installed as `braid`).
 if(TARGET braid_cli)
-  install(TARGETS braid_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+  install(TARGETS braid_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT runtime)
 endif()
 
-# pkg-config. A static-only install lists braid's own dependencies in Libs
-# (a plain `pkg-config --libs braid` must link); a shared one keeps them in
-# Libs.private for `pkg-config --static`.
+# pkg-config. braid.pc: the shared library when it is built (its own
+# dependencies in Libs.private, for `pkg-config --static`), else the archive
+# with everything in Libs. braid-static.pc: always the archive, named by path
+# so that the linker cannot pick the .so.
 set(_deps "-lm")
 if(CMAKE_DL_LIBS)
   string(APPEND _deps " -l${CMAKE_DL_LIBS}")
@@ -81,24 +52,34 @@ endif()
 if(BRAID_USES_URING)
   string(APPEND _deps " -luring")
 endif()
-if(BUILD_SHARED_LIBS)
-  set(BRAID_PC_LIBS "-pthread")
-  set(BRAID_PC_LIBS_PRIVATE "${_deps}")
+set(BRAID_PC_STATIC_LIBS "${BRAID_STATIC_LINK_OPTIONS} -pthread ${_deps}")
+if(BRAID_BUILD_SHARED)
+  set(BRAID_PC_LIBS "-L\${libdir} -lbraid -pthread")
+  set(BRAID_PC_LIBS_PRIVATE "${BRAID_PC_STATIC_LIBS}")
 else()
-  set(BRAID_PC_LIBS "-pthread ${_deps}")
+  set(BRAID_PC_LIBS "-L\${libdir} -lbraid ${BRAID_PC_STATIC_LIBS}")
   set(BRAID_PC_LIBS_PRIVATE "")
 endif()
+set(BRAID_PC_NAME braid)
+set(BRAID_PC_DESCRIPTION "C runtime for doing many things at once: coroutines on an event loop, a work-stealing CPU pool, a process pool")
 set(_pcdir ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
 file(RELATIVE_PATH BRAID_PC_RELPREFIX /${_pcdir} /)
 string(REGEX REPLACE "/$" "" BRAID_PC_RELPREFIX "${BRAID_PC_RELPREFIX}")
 configure_file(${PROJECT_SOURCE_DIR}/cmake/braid.pc.in ${PROJECT_BINARY_DIR}/braid.pc @ONLY)
-install(FILES ${PROJECT_BINARY_DIR}/braid.pc DESTINATION ${_pcdir})
+set(BRAID_PC_NAME braid-static)
+set(BRAID_PC_DESCRIPTION "braid, linked statically (libbraid.a)")
+set(BRAID_PC_LIBS "\${libdir}/libbraid.a ${BRAID_PC_STATIC_LIBS}")
+set(BRAID_PC_LIBS_PRIVATE "")
+configure_file(${PROJECT_SOURCE_DIR}/cmake/braid.pc.in ${PROJECT_BINARY_DIR}/braid-static.pc @ONLY)
+install(FILES ${PROJECT_BINARY_DIR}/braid.pc ${PROJECT_BINARY_DIR}/braid-static.pc
+  DESTINATION ${_pcdir} COMPONENT devel)
 
 # CMake package.
-install(EXPORT braidTargets NAMESPACE braid:: DESTINATION ${BRAID_CMAKE_DIR})
+install(EXPORT braidTargets NAMESPACE braid:: DESTINATION ${BRAID_CMAKE_DIR} COMPONENT devel)
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/braidConfig.cmake.in
   ${PROJECT_BINARY_DIR}/braidConfig.cmake INSTALL_DESTINATION ${BRAID_CMAKE_DIR})
+# 0.x: a new minor version may change the API, so only the same minor matches.
 write_basic_package_version_file(${PROJECT_BINARY_DIR}/braidConfigVersion.cmake
   VERSION ${PROJECT_VERSION} COMPATIBILITY SameMinorVersion)
 install(FILES ${PROJECT_BINARY_DIR}/braidConfig.cmake ${PROJECT_BINARY_DIR}/braidConfigVersion.cmake
-  DESTINATION ${BRAID_CMAKE_DIR})
+  DESTINATION ${BRAID_CMAKE_DIR} COMPONENT devel)
