@@ -1,6 +1,7 @@
 /* The blocking-call watchdog: a task that blocks its loop is reported with
- * its name, how long, and a backtrace of the stuck thread; idle loops and
- * loops that keep yielding are not. */
+ * its name (its own or "task-<id>", formatted inside the signal handler),
+ * how long, and a backtrace of the stuck thread, through the handler or the
+ * log hook; idle loops and loops that keep yielding are not. */
 #include <braid.h>
 
 #include <pthread.h>
@@ -112,7 +113,7 @@ static void test_reports(void **state) {
 static void *stderr_body(void *arg) {
   (void)arg;
   br_watchdog_enable(br_loop_current(), 0); /* default: BRAID_WATCHDOG_MS */
-  br_sleep_ms(1); /* (br_run's first iteration has no heartbeat yet: see NOTES-io-core) */
+  br_sleep_ms(1); /* (br_run's first iteration has no heartbeat yet) */
   br_task *t;
   br_spawn(&t, blocker, NULL, &(br_spawn_opts){.name = "parser"});
   br_join(t, NULL);
@@ -124,7 +125,7 @@ static void *stderr_body(void *arg) {
 static void child_stderr(void *arg) {
   (void)arg;
   setenv("BRAID_WATCHDOG_MS", "100", 1);
-  br_run(stderr_body, NULL, NULL);
+  br_run(NULL, stderr_body, NULL);
 }
 
 static void test_stderr(void **state) {
@@ -139,6 +140,86 @@ static void test_stderr(void **state) {
   assert_non_null(strstr(r.err, "braid: where the loop thread is now:"));
   assert_non_null(strstr(r.err, "braid: loop was blocked for "));
   br_child_result_free(&r);
+}
+
+/* The default report goes through the log hook: the stall at BR_LOG_WARN,
+ * then one message per frame. */
+typedef struct logged {
+  pthread_mutex_t mu;
+  int stall_msgs, frame_msgs, end_msgs, other_level;
+  char stall[256];
+} logged;
+
+static logged LG = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void log_hook(br_log_level level, const char *msg, void *ud) {
+  (void)ud;
+  pthread_mutex_lock(&LG.mu);
+  if (level != BR_LOG_WARN) LG.other_level++;
+  if (strncmp(msg, "loop blocked for ", 17) == 0) {
+    LG.stall_msgs++;
+    snprintf(LG.stall, sizeof LG.stall, "%s", msg);
+  } else if (strncmp(msg, "  #", 3) == 0) {
+    LG.frame_msgs++;
+  } else if (strncmp(msg, "loop was blocked for ", 21) == 0) {
+    LG.end_msgs++;
+  }
+  pthread_mutex_unlock(&LG.mu);
+}
+
+static void *log_body(void *arg) {
+  (void)arg;
+  assert_int_equal(br_watchdog_enable(br_loop_current(), 50), 0);
+  br_sleep_ms(1);
+  br_task *t;
+  br_spawn(&t, blocker, NULL, &(br_spawn_opts){.name = "logged"});
+  br_join(t, NULL);
+  br_sleep_ms(100);
+  br_watchdog_disable(br_loop_current());
+  return NULL;
+}
+
+static void test_log_hook(void **state) {
+  (void)state;
+  br_set_log(log_hook, NULL);
+  io_run(log_body, NULL);
+  br_set_log(NULL, NULL);
+  pthread_mutex_lock(&LG.mu);
+  assert_int_equal(LG.stall_msgs, 1);
+  assert_non_null(strstr(LG.stall, "in task 'logged' (watchdog threshold 50 ms)"));
+  assert_true(LG.frame_msgs > 0);
+  assert_int_equal(LG.end_msgs, 1);
+  assert_int_equal(LG.other_level, 0);
+  pthread_mutex_unlock(&LG.mu);
+}
+
+/* A task without a name is reported as br_task_name() calls it,
+ * "task-<id>": the signal handler formats the id itself (no stdio). */
+static void *unnamed_body(void *arg) {
+  uint64_t *id = arg;
+  assert_int_equal(br_watchdog_enable(br_loop_current(), 50), 0);
+  br_sleep_ms(1);
+  br_task *t;
+  br_spawn(&t, blocker, NULL, NULL);
+  *id = br_task_id(t);
+  br_join(t, NULL);
+  br_sleep_ms(100);
+  br_watchdog_disable(br_loop_current());
+  return NULL;
+}
+
+static void test_unnamed_task(void **state) {
+  (void)state;
+  memset(&S.stalls, 0, sizeof S - offsetof(seen, stalls));
+  br_watchdog_set_handler(handler, NULL);
+  uint64_t id = 0;
+  io_run(unnamed_body, &id);
+  br_watchdog_set_handler(NULL, NULL);
+  char want[32];
+  snprintf(want, sizeof want, "task-%llu", (unsigned long long)id);
+  assert_true(id > 0);
+  assert_int_equal(S.stalls, 1);
+  assert_string_equal(S.task, want);
 }
 
 /* BRAID_DEBUG=1 watches every loop with no code at all. */
@@ -156,7 +237,7 @@ static void child_debug(void *arg) {
   (void)arg;
   setenv("BRAID_DEBUG", "1", 1);
   unsetenv("BRAID_WATCHDOG_MS");
-  br_run(debug_body, NULL, NULL);
+  br_run(NULL, debug_body, NULL);
 }
 
 static void test_braid_debug(void **state) {
@@ -177,7 +258,7 @@ static void test_loop_option(void **state) {
   br_watchdog_set_handler(handler, NULL);
   br_loop_opts o = {.watchdog_ms = 50};
   void *res;
-  assert_int_equal(br_run_opts(debug_body, NULL, &res, &o), 0);
+  assert_int_equal(br_run_opts(&res, debug_body, NULL, &o), 0);
   br_watchdog_set_handler(NULL, NULL);
   assert_int_equal(S.stalls, 1);
   assert_string_equal(S.task, "legacy-call");
@@ -186,7 +267,8 @@ static void test_loop_option(void **state) {
 /* Several loops on several threads, one monitor. */
 static void *thread_loop(void *arg) {
   (void)arg;
-  br_loop *L = br_loop_new(NULL);
+  br_loop *L;
+  assert_int_equal(br_loop_new(&L, NULL), 0);
   br_watchdog_enable(L, 50);
   br_task *t;
   br_loop_spawn(L, &t, blocker, NULL, &(br_spawn_opts){.name = "blocker"});
@@ -217,6 +299,8 @@ int main(void) {
     cmocka_unit_test(test_braid_debug),
     cmocka_unit_test(test_reports),
     cmocka_unit_test(test_loop_option),
+    cmocka_unit_test(test_log_hook),
+    cmocka_unit_test(test_unnamed_task),
     cmocka_unit_test(test_many_loops),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
