@@ -59,7 +59,7 @@ int main(int argc, char **argv) {
   }
   if (c.n <= 0 || c.ms < 0) return 2;
 
-  int rc = br_run(bench_main, &c, NULL);
+  int rc = br_run(NULL, bench_main, &c);
   if (rc < 0) {
     fprintf(stderr, "bench_sleepers: %s\n", br_strerror(rc));
     return 1;

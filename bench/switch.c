@@ -67,8 +67,8 @@ static void *bench_main(void *arg) {
 
   if (strcmp(c->mode, "chan") == 0) {
     p.n = c->n;
-    p.ping = br_chan_new(sizeof(long), 0);
-    p.pong = br_chan_new(sizeof(long), 0);
+    (void)br_chan_new(&p.ping, sizeof(long), 0);
+    (void)br_chan_new(&p.pong, sizeof(long), 0);
     if (!p.ping || !p.pong) return bench_fail(BR_ENOMEM, "br_chan_new", 0);
   }
   int64_t t0 = br_now();
@@ -122,7 +122,7 @@ int main(int argc, char **argv) {
   else if (strcmp(acct, "precise") == 0) lo.accounting = BR_ACCT_PRECISE;
   else if (strcmp(acct, "default") != 0) return usage();
 
-  int rc = br_run_opts(bench_main, &c, NULL, &lo);
+  int rc = br_run_opts(NULL, bench_main, &c, &lo);
   if (rc < 0) {
     fprintf(stderr, "bench_switch: %s\n", br_strerror(rc));
     return 1;

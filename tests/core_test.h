@@ -34,7 +34,11 @@
  *                                    tf_assert_clean(), then fail unless
  *                                    br_run returned want; returns main's
  *                                    result.
- *   run_main(fn, arg)                run_main_rc(fn, arg, 0). */
+ *   run_main(fn, arg)                run_main_rc(fn, arg, 0).
+ *   tf_future(), tf_chan(size, cap), tf_queue(max)
+ *                                    the constructor's object, or NULL (for
+ *                                    initialisers; tests of the constructors
+ *                                    themselves call br_X_new). */
 #ifndef BRAID_TESTS_CORE_TEST_H
 #define BRAID_TESTS_CORE_TEST_H
 #include "test_util.h"
@@ -66,6 +70,21 @@ static inline void tf_record(const char *file, int line, const char *fmt, ...) {
     va_end(ap);
   }
   pthread_mutex_unlock(&tf_lock);
+}
+
+__attribute__((unused)) static inline br_future *tf_future(void) {
+  br_future *f = NULL;
+  return br_future_new(&f) == 0 ? f : NULL;
+}
+
+__attribute__((unused)) static inline br_chan *tf_chan(size_t size, size_t cap) {
+  br_chan *c = NULL;
+  return br_chan_new(&c, size, cap) == 0 ? c : NULL;
+}
+
+__attribute__((unused)) static inline br_queue *tf_queue(size_t max) {
+  br_queue *q = NULL;
+  return br_queue_new(&q, max) == 0 ? q : NULL;
 }
 
 __attribute__((unused)) static inline void tf_assert_clean(void) {
@@ -123,7 +142,7 @@ __attribute__((unused)) static inline int64_t ms_since(int64_t t0) { return (br_
 
 __attribute__((unused)) static inline void *run_main_rc(br_task_fn fn, void *arg, int want) {
   void *result = NULL;
-  int rc = br_run(fn, arg, &result);
+  int rc = br_run(&result, fn, arg);
   tf_assert_clean();
   if (rc != want)
     fail_msg("br_run returned %d (%s), want %d (%s)", rc, br_errname(rc), want, br_errname(want));

@@ -181,7 +181,7 @@ static void run_mode(br_accounting mode) {
   acct_arg a = {.mode = mode};
   br_loop_opts o = {.accounting = mode};
   cpu_busy = mode == BR_ACCT_PRECISE;
-  int rc = br_run_opts(m_accounting, &a, NULL, &o);
+  int rc = br_run_opts(NULL, m_accounting, &a, &o);
   tf_assert_clean();
   assert_int_equal(rc, 0);
 }
@@ -227,12 +227,12 @@ static void *m_off(void *arg) {
 static void test_off_mode(void **state) {
   (void)state;
   br_loop_opts o = {.accounting = BR_ACCT_OFF};
-  int rc = br_run_opts(m_off, NULL, NULL, &o);
+  int rc = br_run_opts(NULL, m_off, NULL, &o);
   tf_assert_clean();
   assert_int_equal(rc, 0);
   /* BRAID_ACCOUNTING=off does the same for a loop with default options. */
   setenv("BRAID_ACCOUNTING", "off", 1);
-  rc = br_run(m_off, NULL, NULL);
+  rc = br_run(NULL, m_off, NULL);
   unsetenv("BRAID_ACCOUNTING");
   tf_assert_clean();
   assert_int_equal(rc, 0);

@@ -43,7 +43,7 @@ static void *sleeper(void *arg) {
 }
 
 static void run_checks(br_task_fn fn) {
-  int rc = br_run(fn, NULL, NULL);
+  int rc = br_run(NULL, fn, NULL);
   if (rc) tf_record(__FILE__, __LINE__, "br_run returned %s", br_errname(rc));
 }
 
@@ -112,7 +112,8 @@ static void *spawn_from_other(void *arg) {
 }
 
 static void c_spawn_other_thread(void) {
-  spawn_other s = {.loop = br_loop_new(NULL)};
+  spawn_other s = {0};
+  V_OK(br_loop_new(&s.loop, NULL));
   pthread_t th;
   pthread_create(&th, NULL, spawn_from_other, &s);
   pthread_join(th, NULL);
@@ -138,7 +139,7 @@ static void *m_handles(void *arg) {
   T_RC(br_join(t, NULL), BR_EHANDLE);     /* joining twice */
   T_RC(br_task_close(t), BR_EHANDLE);
   T_RC(br_detach(t), BR_EHANDLE);
-  T_RC(br_wait_for(t, 1, NULL), BR_EHANDLE);
+  T_RC(br_wait_for(t, NULL, 1), BR_EHANDLE);
   T_RC(br_cancel(t), BR_EHANDLE);
   br_task_stats st;
   T_RC(br_task_get_stats(t, &st), BR_EHANDLE);
@@ -150,31 +151,31 @@ static void *m_handles(void *arg) {
   T_RC(br_join(NULL, NULL), BR_EHANDLE);
   T_RC(br_task_close(NULL), BR_EHANDLE);
   T_RC(br_detach(NULL), BR_EHANDLE);
-  T_RC(br_wait_for(NULL, 1, NULL), BR_EHANDLE);
+  T_RC(br_wait_for(NULL, NULL, 1), BR_EHANDLE);
   T_RC(br_cancel(NULL), BR_EHANDLE);
 
   /* Yourself. */
   T_RC(br_join(br_self(), NULL), BR_EDEADLK);
-  T_RC(br_wait_for(br_self(), 10, NULL), BR_EDEADLK);
+  T_RC(br_wait_for(br_self(), NULL, 10), BR_EDEADLK);
   T_RC(br_task_close(br_self()), BR_EDEADLK);
   T_RC(br_await(br_task_future(br_self()), NULL), BR_EDEADLK);
-  T_RC(br_future_wait_for(br_task_future(br_self()), 10, NULL), BR_EDEADLK);
+  T_RC(br_future_wait_for(br_task_future(br_self()), NULL, 10), BR_EDEADLK);
   br_task *self = br_self();
   br_result out[1];
   br_future *own = br_task_future(self);
-  T_RC(br_gather(&own, 1, out), BR_EDEADLK);
+  T_RC(br_gather(out, &own, 1), BR_EDEADLK);
 
   /* Gather: a released handle, a NULL entry. */
   br_task *ts[2];
   ts[0] = keep;
   ts[1] = t; /* released */
   br_result o2[2];
-  T_RC(br_gather_tasks(ts, 2, o2), BR_EHANDLE);
+  T_RC(br_gather_tasks(o2, ts, 2), BR_EHANDLE);
   ts[1] = NULL;
-  T_RC(br_gather_tasks(ts, 2, o2), BR_EHANDLE);
-  T_RC(br_gather_tasks(ts, 1, NULL), BR_EINVAL);
+  T_RC(br_gather_tasks(o2, ts, 2), BR_EHANDLE);
+  T_RC(br_gather_tasks(NULL, ts, 1), BR_EINVAL);
   ts[1] = self;
-  T_RC(br_gather_tasks(ts, 2, o2), BR_EDEADLK);
+  T_RC(br_gather_tasks(o2, ts, 2), BR_EDEADLK);
   /* The valid handle was not consumed by the refused calls. */
   T_OK(br_join(ts[0], NULL));
   return NULL;
@@ -194,7 +195,7 @@ static void *m_gather_dup(void *arg) {
   T_OK(br_spawn(&t, returns_arg, IP(3), NULL));
   br_task *ts[2] = {t, t};
   br_result out[2];
-  int rc = br_gather_tasks(ts, 2, out);
+  int rc = br_gather_tasks(out, ts, 2);
   if (rc == 0) {
     br_results_free(out, 2);
     /* Accepted: then the handle must be given back exactly once and the
@@ -234,7 +235,7 @@ static void *m_foreign_join(void *arg) {
 static void *m_foreign_wait_for(void *arg) {
   (void)arg;
   int64_t t0 = br_now();
-  int rc = br_wait_for(foreign, 50, NULL);
+  int rc = br_wait_for(foreign, NULL, 50);
   /* Not a plain timeout: the task is on a loop that is not even running;
    * it cannot be waited for (or cancelled) from here. */
   T_TRUE(rc < 0 && rc != BR_ETIMEDOUT);
@@ -248,7 +249,7 @@ static void *m_foreign_gather(void *arg) {
   int64_t t0 = br_now();
   br_scope s;
   br_scope_enter(&s, br_deadline_ms(2000), false);
-  int rc = br_gather_tasks(&foreign, 1, out);
+  int rc = br_gather_tasks(out, &foreign, 1);
   br_scope_exit(&s);
   T_TRUE(rc < 0 && rc != BR_ETIMEDOUT);
   T_RANGE(ms_since(t0), 0, 1000);
@@ -256,7 +257,8 @@ static void *m_foreign_gather(void *arg) {
 }
 
 static void foreign_case(br_task_fn fn) {
-  br_loop *A = br_loop_new(NULL);
+  br_loop *A = NULL;
+  (void)br_loop_new(&A, NULL);
   V_OK(br_loop_spawn(A, &foreign, returns_arg, IP(1), NULL));
   run_checks(fn); /* a second loop on this thread, A idle */
   /* A's task is still collectable (never run: closing cancels it first). */
@@ -373,7 +375,8 @@ static void *m_wait_own(void *arg) {
   int rc = br_wait(&own, 1, BR_WAIT_ALL, br_deadline_ms(200));
   T_RC(rc, BR_EDEADLK); /* waiting for one's own end: refused, not a timeout */
   T_RANGE(ms_since(t0), 0, 150);
-  br_as_completed *it = br_as_completed_new(&own, 1);
+  br_as_completed *it = NULL;
+  (void)br_as_completed_new(&it, &own, 1);
   t0 = br_now();
   rc = br_as_completed_next(it, br_deadline_ms(200));
   br_as_completed_free(it);
@@ -393,20 +396,24 @@ static void c_null_futures(void) {
   V_RC(br_future_fail(NULL, BR_EIO, "x"), BR_EINVAL);
   V_RC(br_future_cancel(NULL), BR_EINVAL);
   V_RC(br_await(NULL, NULL), BR_EINVAL);
-  V_RC(br_await_until(NULL, BR_NEVER, NULL), BR_EINVAL);
-  V_RC(br_future_wait_for(NULL, 1, NULL), BR_EINVAL);
+  V_RC(br_await_until(NULL, NULL, BR_NEVER), BR_EINVAL);
+  V_RC(br_future_wait_for(NULL, NULL, 1), BR_EINVAL);
   V_RC(br_future_on_done(NULL, noop_cb, NULL), BR_EINVAL);
   V_TRUE(!br_future_done(NULL));
   V_TRUE(br_future_value(NULL) == NULL);
   V_TRUE(br_future_message(NULL) != NULL);
   br_future_unref(NULL);
   br_future_set_cancel_hook(NULL, NULL, NULL);
-  br_future *fs[2] = {br_future_new(), NULL};
+  br_future *fs[2] = {tf_future(), NULL};
   br_result out[2];
-  V_RC(br_gather(fs, 2, out), BR_EINVAL);
+  V_RC(br_gather(out, fs, 2), BR_EINVAL);
   V_RC(br_wait(fs, 2, BR_WAIT_ALL, BR_NEVER), BR_EINVAL);
   V_RC(br_wait(NULL, 1, BR_WAIT_ALL, BR_NEVER), BR_EINVAL);
-  V_TRUE(br_as_completed_new(NULL, 3) == NULL);
+  br_as_completed *it = NULL;
+  V_RC(br_as_completed_new(&it, NULL, 3), BR_EINVAL);
+  V_TRUE(it == NULL);
+  V_RC(br_as_completed_new(NULL, fs, 1), BR_EINVAL);
+  V_RC(br_future_new(NULL), BR_EINVAL);
   V_RC(br_as_completed_next(NULL, BR_NEVER), BR_EINVAL);
   br_as_completed_free(NULL);
   br_future_unref(fs[0]);
@@ -429,15 +436,23 @@ static void *m_null_sync(void *arg) {
   T_RC(br_chan_recv(NULL, &v), BR_EINVAL);
   T_RC(br_chan_try_send(NULL, &v), BR_EINVAL);
   T_RC(br_chan_try_recv(NULL, &v), BR_EINVAL);
-  br_chan *c = br_chan_new(sizeof v, 1);
+  br_chan *c = NULL;
+  (void)br_chan_new(&c, sizeof v, 1);
   T_RC(br_chan_send(c, NULL), BR_EINVAL);
   T_RC(br_chan_recv(c, NULL), BR_EINVAL);
   T_OK(br_chan_free(c));
-  T_TRUE(br_chan_new(0, 0) == NULL);
+  br_chan *bad = NULL;
+  T_RC(br_chan_new(&bad, 0, 0), BR_EINVAL);
 #if !defined(BRAID_ASAN) && !defined(BRAID_TSAN) /* their malloc aborts on absurd sizes */
-  T_TRUE(br_chan_new(1, SIZE_MAX) == NULL); /* absurd capacity: NULL, no crash */
+  T_TRUE(br_chan_new(&bad, 1, SIZE_MAX) < 0); /* absurd capacity: refused, no crash */
 #endif
-  T_TRUE(br_chan_new(SIZE_MAX, 2) == NULL);
+  T_RC(br_chan_new(&bad, SIZE_MAX, 2), BR_EINVAL);
+  T_TRUE(bad == NULL);
+  T_RC(br_chan_new(NULL, 1, 1), BR_EINVAL);
+  T_RC(br_queue_new(NULL, 1), BR_EINVAL);
+  T_RC(br_mutex_new(NULL), BR_EINVAL);
+  T_RC(br_sem_new(NULL, 1), BR_EINVAL);
+  T_RC(br_event_new(NULL), BR_EINVAL);
   T_RC(br_queue_put(NULL, NULL), BR_EINVAL);
   T_RC(br_queue_get(NULL, &it), BR_EINVAL);
   T_RC(br_queue_try_put(NULL, NULL), BR_EINVAL);
@@ -445,7 +460,8 @@ static void *m_null_sync(void *arg) {
   T_RC(br_queue_task_done(NULL), BR_EINVAL);
   T_RC(br_queue_join(NULL), BR_EINVAL);
   T_EQ(br_queue_size(NULL), 0);
-  br_queue *q = br_queue_new(0);
+  br_queue *q = NULL;
+  (void)br_queue_new(&q, 0);
   T_RC(br_queue_get(q, NULL), BR_EINVAL);
   T_OK(br_queue_free(q));
   T_OK(br_queue_free(NULL));
@@ -456,7 +472,8 @@ static void *m_null_sync(void *arg) {
   T_RC(br_sem_acquire(NULL), BR_EINVAL);
   T_RC(br_sem_release(NULL), BR_EINVAL);
   T_OK(br_sem_free(NULL));
-  br_sem *s = br_sem_new(UINT32_MAX);
+  br_sem *s = NULL;
+  (void)br_sem_new(&s, UINT32_MAX);
   T_RC(br_sem_release(s), BR_EOVERFLOW);
   T_OK(br_sem_free(s));
   T_RC(br_event_wait(NULL), BR_EINVAL);
@@ -476,7 +493,8 @@ static void *m_null_sync(void *arg) {
   br_group_cancel(NULL);
   T_STR(br_group_message(NULL), "");
   br_group_free(NULL);
-  br_group *g = br_group_new();
+  br_group *g = NULL;
+  (void)br_group_new(&g);
   T_RC(br_group_spawn(g, NULL, NULL, NULL), BR_EINVAL);
   T_OK(br_group_wait(g));
   br_group_free(g);
@@ -488,7 +506,7 @@ static void *m_null_sync(void *arg) {
   br_loop_stop(NULL);
   T_RC(br_loop_free(br_loop_current()), BR_EBUSY);
   T_RC(br_loop_run(br_loop_current()), BR_EBUSY);
-  T_RC(br_run(nothing, NULL, NULL), BR_EBUSY);
+  T_RC(br_run(NULL, nothing, NULL), BR_EBUSY);
   return NULL;
 }
 
@@ -525,7 +543,8 @@ static void *stopper(void *arg) {
 }
 
 static void c_spawn_during_free(void) {
-  br_loop *L = br_loop_new(NULL);
+  br_loop *L = NULL;
+  (void)br_loop_new(&L, NULL);
   br_task *t;
   V_OK(br_loop_spawn(L, &t, spawns_in_cleanup, NULL, NULL));
   br_loop_spawn(L, NULL, stopper, NULL, &(br_spawn_opts){.flags = BR_SPAWN_DETACHED});

@@ -66,7 +66,8 @@ static void completer_join(completer *c) { pthread_join(c->th, NULL); }
 
 static void test_single_assignment(void **state) {
   (void)state;
-  br_future *f = br_future_new();
+  br_future *f = NULL;
+  (void)br_future_new(&f);
   assert_non_null(f);
   assert_false(br_future_done(f));
   assert_int_equal(br_future_set(f, IP(42)), 0);
@@ -85,7 +86,7 @@ static void test_single_assignment(void **state) {
   assert_int_equal(PI(v), 42);
   br_future_unref(f);
 
-  f = br_future_new();
+  (void)br_future_new(&f);
   assert_int_equal(br_future_fail(f, BR_EIO, "broken %s #%d", "pipe", 3), 0);
   assert_true(br_future_done(f));
   assert_int_equal(br_future_error(f), BR_EIO);
@@ -118,7 +119,8 @@ static void test_single_assignment_racing_threads(void **state) {
   (void)state;
   long rounds = br_test_scaled(2000);
   for (long k = 0; k < rounds; k++) {
-    br_future *f = br_future_new();
+    br_future *f = NULL;
+    (void)br_future_new(&f);
     atomic_int go = 0;
     racer r[4];
     pthread_t th[4];
@@ -167,7 +169,8 @@ static void record_cb(void *arg) {
 
 static void test_callbacks(void **state) {
   (void)state;
-  br_future *f = br_future_new();
+  br_future *f = NULL;
+  (void)br_future_new(&f);
   cb_rec a = {.f = f}, b = {.f = f}, c = {.f = f};
   assert_int_equal(br_future_on_done(f, record_cb, &a), 0);
   assert_int_equal(br_future_on_done(f, record_cb, &b), 0);
@@ -199,7 +202,8 @@ static void unref_cb(void *arg) { br_future_unref(arg); }
 
 static void test_callback_drops_last_ref(void **state) {
   (void)state;
-  br_future *f = br_future_new();
+  br_future *f = NULL;
+  (void)br_future_new(&f);
   assert_int_equal(br_future_on_done(f, unref_cb, br_future_ref(f)), 0);
   br_future_unref(f); /* the callback's ref is the last one now */
   completer k;
@@ -212,7 +216,8 @@ static void test_callback_drops_last_ref(void **state) {
 
 static void test_refcount(void **state) {
   (void)state;
-  br_future *f = br_future_new();
+  br_future *f = NULL;
+  (void)br_future_new(&f);
   assert_ptr_equal(br_future_ref(f), f);
   assert_ptr_equal(br_future_ref(f), f);
   br_future_unref(f);
@@ -224,7 +229,7 @@ static void test_refcount(void **state) {
   assert_null(br_future_ref(NULL));
 
   /* Refs taken and dropped from many threads. */
-  f = br_future_new();
+  (void)br_future_new(&f);
   enum { T = 4 };
   completer k[T];
   for (int i = 0; i < T; i++) completer_start(&k[i], f, i, 0, IP(i + 1));
@@ -252,7 +257,8 @@ static void hook_fn(void *arg) {
 
 static void test_cancel_and_hook(void **state) {
   (void)state;
-  br_future *f = br_future_new();
+  br_future *f = NULL;
+  (void)br_future_new(&f);
   hook_rec h = {0};
   br_future_set_cancel_hook(f, hook_fn, &h);
   assert_int_equal(br_future_cancel(f), 0);
@@ -267,7 +273,7 @@ static void test_cancel_and_hook(void **state) {
   br_future_unref(f);
 
   /* Completed normally: cancelling does nothing and the hook never runs. */
-  f = br_future_new();
+  (void)br_future_new(&f);
   hook_rec h2 = {0};
   br_future_set_cancel_hook(f, hook_fn, &h2);
   assert_int_equal(br_future_set(f, IP(3)), 0);
@@ -303,7 +309,7 @@ static void *set_after(void *arg) {
 
 static void *m_await_in_task(void *arg) {
   (void)arg;
-  tick_ctx c = {.f = br_future_new()};
+  tick_ctx c = {.f = tf_future()};
   br_task *tk, *st;
   T_OK(br_spawn(&tk, ticker, &c, NULL));
   T_OK(br_spawn(&st, set_after, &c, NULL));
@@ -320,7 +326,8 @@ static void *m_await_in_task(void *arg) {
   br_future_unref(c.f);
 
   /* An error is the await's result. */
-  br_future *g = br_future_new();
+  br_future *g = NULL;
+  (void)br_future_new(&g);
   br_future_fail(g, BR_ECONNRESET, "peer left");
   v = IP(1);
   T_RC(br_await(g, &v), BR_ECONNRESET);
@@ -358,7 +365,7 @@ static void *blocking_waiter(void *arg) {
 
 static void test_await_blocks_plain_thread(void **state) {
   (void)state;
-  blocker b = {.f = br_future_new()};
+  blocker b = {.f = tf_future()};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, blocking_waiter, &b), 0);
   sleep_ms_thread(50);
@@ -369,9 +376,10 @@ static void test_await_blocks_plain_thread(void **state) {
   assert_in_range(b.waited_ms, 40, 2000);
 
   /* Deadline from a plain thread: BR_ETIMEDOUT, the future stays pending. */
-  br_future *g = br_future_new();
+  br_future *g = NULL;
+  (void)br_future_new(&g);
   int64_t t0 = br_now();
-  assert_int_equal(br_await_until(g, br_deadline_ms(30), NULL), BR_ETIMEDOUT);
+  assert_int_equal(br_await_until(g, NULL, br_deadline_ms(30)), BR_ETIMEDOUT);
   assert_in_range(ms_since(t0), 29, 2000);
   assert_false(br_future_done(g));
   br_future_unref(g);
@@ -400,7 +408,7 @@ static void *m_thread_waits_for_task(void *arg) {
 
 static void test_plain_thread_waits_for_task(void **state) {
   (void)state;
-  blocker b = {.f = br_future_new()};
+  blocker b = {.f = tf_future()};
   run_main(m_thread_waits_for_task, &b);
   assert_int_equal(b.rc, 0);
   assert_int_equal(PI(b.v), 21);
@@ -431,13 +439,13 @@ static int64_t cpu_ns(void) {
 
 static void *m_wakes_sleeping_loop(void *arg) {
   (void)arg;
-  late_set l = {.f = br_future_new()};
+  late_set l = {.f = tf_future()};
   br_future *f = br_future_ref(l.f);
   pthread_t th;
   T_EQ(pthread_create(&th, NULL, set_from_thread_later, &l), 0);
   int64_t c0 = cpu_ns();
   void *v = NULL;
-  int rc = br_await_until(f, br_deadline_ms(10000), &v);
+  int rc = br_await_until(f, &v, br_deadline_ms(10000));
   int64_t woke = br_now();
   int64_t cpu = cpu_ns() - c0;
   pthread_join(th, NULL);
@@ -469,9 +477,10 @@ static void *awaits(void *arg) {
 
 static void *m_await_interrupted(void *arg) {
   (void)arg;
-  br_future *f = br_future_new();
+  br_future *f = NULL;
+  (void)br_future_new(&f);
   int64_t t0 = br_now();
-  T_RC(br_await_until(f, br_deadline_ms(30), NULL), BR_ETIMEDOUT);
+  T_RC(br_await_until(f, NULL, br_deadline_ms(30)), BR_ETIMEDOUT);
   T_RANGE(ms_since(t0), 29, 1000);
   T_TRUE(!br_future_done(f)); /* not cancelled by a deadline */
 
@@ -528,7 +537,7 @@ static void *m_await_in_callback(void *arg) {
 
 static void test_await_in_loop_callback_refused(void **state) {
   (void)state;
-  cb_await c = {.f = br_future_new()};
+  cb_await c = {.f = tf_future()};
   run_main(m_await_in_callback, &c);
   br_future_unref(c.f);
 }
@@ -537,12 +546,13 @@ static void test_await_in_loop_callback_refused(void **state) {
 
 static void *m_future_wait_for(void *arg) {
   (void)arg;
-  br_future *f = br_future_new();
+  br_future *f = NULL;
+  (void)br_future_new(&f);
   hook_rec h = {0};
   br_future_set_cancel_hook(f, hook_fn, &h);
   int64_t t0 = br_now();
   void *v = IP(1);
-  T_RC(br_future_wait_for(f, 40, &v), BR_ETIMEDOUT);
+  T_RC(br_future_wait_for(f, &v, 40), BR_ETIMEDOUT);
   T_RANGE(ms_since(t0), 39, 1000);
   T_TRUE(v == NULL);
   T_TRUE(br_future_done(f));
@@ -550,20 +560,20 @@ static void *m_future_wait_for(void *arg) {
   T_EQ(atomic_load(&h.calls), 1);
   br_future_unref(f);
 
-  f = br_future_new();
+  (void)br_future_new(&f);
   completer k;
   completer_start(&k, f, 10, 0, IP(6));
-  T_OK(br_future_wait_for(f, 5000, &v));
+  T_OK(br_future_wait_for(f, &v, 5000));
   T_EQ(PI(v), 6);
   completer_join(&k);
   br_future_unref(f);
 
   /* Over a task's future: the task is cancelled and has unwound. */
   int rc = 0;
-  aw_ctx a = {.f = br_future_new()};
+  aw_ctx a = {.f = tf_future()};
   br_task *t;
   T_OK(br_spawn(&t, awaits, &a, NULL));
-  rc = br_future_wait_for(br_task_future(t), 30, NULL);
+  rc = br_future_wait_for(br_task_future(t), NULL, 30);
   T_RC(rc, BR_ETIMEDOUT);
   T_TRUE(br_task_done(t));
   T_RC(a.rc, BR_ECANCELED);
@@ -576,8 +586,9 @@ static void test_future_wait_for(void **state) {
   (void)state;
   run_main(m_future_wait_for, NULL);
   /* From a plain thread too. */
-  br_future *f = br_future_new();
-  assert_int_equal(br_future_wait_for(f, 20, NULL), BR_ETIMEDOUT);
+  br_future *f = NULL;
+  (void)br_future_new(&f);
+  assert_int_equal(br_future_wait_for(f, NULL, 20), BR_ETIMEDOUT);
   assert_int_equal(br_future_error(f), BR_ECANCELED);
   br_future_unref(f);
 }
@@ -592,7 +603,7 @@ typedef struct {
 } fset;
 
 static void fset_start(fset *s, const int delays[NF], const int codes[NF]) {
-  for (int i = 0; i < NF; i++) s->f[i] = br_future_new();
+  for (int i = 0; i < NF; i++) s->f[i] = tf_future();
   for (int i = 0; i < NF; i++) {
     completer_start(&s->k[i], s->f[i], delays[i], codes[i], IP(100 + i));
   }
@@ -610,7 +621,7 @@ static const int g_codes[NF] = {0, 0, BR_EIO, BR_ENOENT};
 
 static int check_gather(fset *s, int64_t t0) {
   br_result out[NF];
-  int rc = br_gather(s->f, NF, out);
+  int rc = br_gather(out, s->f, NF);
   int64_t el = ms_since(t0);
   int bad = 0;
   if (rc != BR_EIO) bad |= 1; /* first failure in index order */
@@ -635,15 +646,15 @@ static void *m_gather_futures(void *arg) {
   /* Mixed kinds: a task's future beside thread-completed ones. */
   br_future *f2[2];
   br_task *t;
-  T_OK(br_spawn(&t, task_completes, (f2[0] = br_future_new()), NULL));
+  T_OK(br_spawn(&t, task_completes, (f2[0] = tf_future()), NULL));
   f2[1] = br_task_future(t);
   br_result out[2];
-  T_OK(br_gather(f2, 2, out));
+  T_OK(br_gather(out, f2, 2));
   T_EQ(PI(out[0].value), 21);
   T_TRUE(out[1].value == NULL && out[1].err == 0);
   T_OK(br_join(t, NULL));
   br_future_unref(f2[0]);
-  T_OK(br_gather(NULL, 0, NULL));
+  T_OK(br_gather(NULL, NULL, 0));
   return NULL;
 }
 
@@ -668,7 +679,7 @@ typedef struct {
 static void *gathers(void *arg) {
   gcancel *g = arg;
   br_result out[3];
-  g->rc = br_gather(g->f, 3, out);
+  g->rc = br_gather(out, g->f, 3);
   for (int i = 0; i < 3; i++) g->done_after[i] = br_future_done(g->f[i]);
   br_results_free(out, 3);
   return NULL;
@@ -677,7 +688,7 @@ static void *gathers(void *arg) {
 static void *m_gather_cancelled(void *arg) {
   (void)arg;
   gcancel g = {0};
-  for (int i = 0; i < 3; i++) g.f[i] = br_future_new();
+  for (int i = 0; i < 3; i++) g.f[i] = tf_future();
   br_future_set(g.f[0], IP(1));
   br_task *t;
   T_OK(br_spawn(&t, gathers, &g, NULL));
@@ -742,7 +753,8 @@ static void check_waits(void) {
 static void *m_waits(void *arg) {
   (void)arg;
   check_waits();
-  br_future *f = br_future_new();
+  br_future *f = NULL;
+  (void)br_future_new(&f);
   T_RC(br_wait(&f, 0, BR_WAIT_ALL, BR_NEVER), BR_EINVAL);
   T_RC(br_wait(&f, 1, (br_wait_mode)7, BR_NEVER), BR_EINVAL);
   T_RC(br_wait(NULL, 1, BR_WAIT_ALL, BR_NEVER), BR_EINVAL);
@@ -764,7 +776,8 @@ static void check_as_completed(void) {
   static const int codes[NF] = {0, BR_EIO, 0, 0};
   fset s;
   fset_start(&s, d, codes);
-  br_as_completed *it = br_as_completed_new(s.f, NF);
+  br_as_completed *it = NULL;
+  (void)br_as_completed_new(&it, s.f, NF);
   V_TRUE(it != NULL);
   int order[NF + 1];
   int bad_deadline = 0;
@@ -792,8 +805,8 @@ static void check_as_completed(void) {
   V_RC(again, BR_ECLOSED);
 
   /* A deadline while waiting, then going on. */
-  br_future *g[2] = {br_future_new(), br_future_new()};
-  it = br_as_completed_new(g, 2);
+  br_future *g[2] = {tf_future(), tf_future()};
+  (void)br_as_completed_new(&it, g, 2);
   V_RC(br_as_completed_next(it, br_deadline_ms(20)), BR_ETIMEDOUT);
   br_future_set(g[1], NULL);
   V_EQ(br_as_completed_next(it, BR_NEVER), 1);
@@ -808,7 +821,8 @@ static void check_as_completed(void) {
 static void *m_as_completed(void *arg) {
   (void)arg;
   check_as_completed();
-  br_as_completed *it = br_as_completed_new(NULL, 0);
+  br_as_completed *it = NULL;
+  (void)br_as_completed_new(&it, NULL, 0);
   T_TRUE(it != NULL);
   T_RC(br_as_completed_next(it, BR_NEVER), BR_ECLOSED);
   br_as_completed_free(it);
@@ -852,7 +866,7 @@ static void *m_many_futures(void *arg) {
   br_task **ts = calloc((size_t)n, sizeof *ts);
   T_TRUE(fs && ts);
   for (long i = 0; i < n; i++) {
-    fs[i] = br_future_new();
+    (void)br_future_new(&fs[i]);
     br_spawn_opts o = {.flags = (i % 2) ? BR_SPAWN_COMPACT : 0};
     T_OK(br_spawn(&ts[i], bulk_awaiter, fs[i], &o));
   }

@@ -45,7 +45,8 @@ static void *child(void *arg) {
 
 static void *m_all_succeed(void *arg) {
   (void)arg;
-  br_group *g = br_group_new();
+  br_group *g = NULL;
+  (void)br_group_new(&g);
   T_TRUE(g != NULL);
   child_spec c[5];
   memset(c, 0, sizeof c);
@@ -63,7 +64,7 @@ static void *m_all_succeed(void *arg) {
   br_group_free(g);
 
   /* An empty group. */
-  g = br_group_new();
+  (void)br_group_new(&g);
   T_OK(br_group_wait(g));
   br_group_free(g);
   br_group_free(NULL);
@@ -77,7 +78,8 @@ static void test_all_succeed(void **state) {
 
 static void *m_first_failure_cancels(void *arg) {
   (void)arg;
-  br_group *g = br_group_new();
+  br_group *g = NULL;
+  (void)br_group_new(&g);
   child_spec a = {.delay_ms = 20, .code = BR_EIO, .msg = "A broke: 7"};
   child_spec b = {.delay_ms = 10000};
   child_spec c = {.delay_ms = 10000, .fail_on_cancel = BR_ECANCELED};
@@ -105,7 +107,8 @@ static void test_first_failure_cancels_siblings(void **state) {
 
 static void *m_first_of_two_failures(void *arg) {
   (void)arg;
-  br_group *g = br_group_new();
+  br_group *g = NULL;
+  (void)br_group_new(&g);
   child_spec late = {.delay_ms = 40, .code = BR_EIO, .msg = "late"};
   child_spec early = {.delay_ms = 10, .code = BR_EPIPE, .msg = "early"};
   T_OK(br_group_spawn(g, child, &late, NULL));
@@ -120,7 +123,7 @@ static void *m_first_of_two_failures(void *arg) {
   br_group_free(g);
 
   /* A failure without a message is reported with the code's text. */
-  g = br_group_new();
+  (void)br_group_new(&g);
   child_spec quiet = {.delay_ms = 1, .code = BR_ENOENT, .msg = ""};
   T_OK(br_group_spawn(g, child, &quiet, NULL));
   T_RC(br_group_wait(g), BR_ENOENT);
@@ -137,7 +140,8 @@ static void test_first_of_two_failures_reported(void **state) {
 /* br_group_cancel: the children are cancelled, which is not a failure. */
 static void *m_group_cancel(void *arg) {
   (void)arg;
-  br_group *g = br_group_new();
+  br_group *g = NULL;
+  (void)br_group_new(&g);
   child_spec c[3];
   memset(c, 0, sizeof c);
   for (int i = 0; i < 3; i++) {
@@ -172,7 +176,8 @@ typedef struct {
 
 static void *group_waiter(void *arg) {
   waiter_ctx *w = arg;
-  br_group *g = br_group_new();
+  br_group *g = NULL;
+  (void)br_group_new(&g);
   if (!g) return br_fail(BR_ENOMEM, "group");
   for (int i = 0; i < 3; i++) {
     w->c[i].delay_ms = 10000;
@@ -209,7 +214,8 @@ static void test_waiter_cancelled(void **state) {
 /* br_group_free with children still running cancels and waits for them. */
 static void *m_free_running(void *arg) {
   (void)arg;
-  br_group *g = br_group_new();
+  br_group *g = NULL;
+  (void)br_group_new(&g);
   child_spec c[2] = {{.delay_ms = 10000}, {.delay_ms = 10000}};
   T_OK(br_group_spawn(g, child, &c[0], NULL));
   T_OK(br_group_spawn(g, child, &c[1], &(br_spawn_opts){.flags = BR_SPAWN_DETACHED})); /* DETACHED ignored */
@@ -244,7 +250,7 @@ static void *m_siblings(void *arg) {
   (void)arg;
   sib_ctx s;
   memset(&s, 0, sizeof s);
-  s.g = br_group_new();
+  (void)br_group_new(&s.g);
   T_OK(br_group_spawn(s.g, spawns_sibling, &s, NULL));
   int64_t t0 = br_now();
   T_OK(br_group_wait(s.g));
@@ -264,7 +270,8 @@ static void test_children_spawn_siblings(void **state) {
 /* Nested groups: an inner failure surfaces through the outer group. */
 static void *inner_group(void *arg) {
   (void)arg;
-  br_group *g = br_group_new();
+  br_group *g = NULL;
+  (void)br_group_new(&g);
   child_spec ok = {.delay_ms = 10000};
   child_spec bad = {.delay_ms = 5, .code = BR_ECONNREFUSED, .msg = "db down"};
   br_group_spawn(g, child, &ok, NULL);
@@ -279,7 +286,8 @@ static void *inner_group(void *arg) {
 
 static void *m_nested(void *arg) {
   (void)arg;
-  br_group *g = br_group_new();
+  br_group *g = NULL;
+  (void)br_group_new(&g);
   child_spec slow = {.delay_ms = 10000};
   T_OK(br_group_spawn(g, child, &slow, NULL));
   T_OK(br_group_spawn(g, inner_group, NULL, &(br_spawn_opts){.flags = BR_SPAWN_COMPACT}));
@@ -301,7 +309,8 @@ static void *m_many(void *arg) {
   long n = br_test_scaled(5000);
   child_spec *c = calloc((size_t)n, sizeof *c);
   T_TRUE(c != NULL);
-  br_group *g = br_group_new();
+  br_group *g = NULL;
+  (void)br_group_new(&g);
   for (long i = 0; i < n; i++) {
     c[i].delay_ms = (i == n / 2) ? 20 : 10000;
     if (i == n / 2) {
@@ -341,7 +350,7 @@ static void *plain_group_calls(void *arg) {
 
 static void *m_plain_thread(void *arg) {
   plain_ctx *p = arg;
-  p->g = br_group_new();
+  (void)br_group_new(&p->g);
   pthread_t th;
   T_EQ(pthread_create(&th, NULL, plain_group_calls, p), 0);
   pthread_join(th, NULL);
@@ -357,9 +366,11 @@ static void test_plain_thread(void **state) {
   plain_ctx p = {0};
   run_main(m_plain_thread, &p);
   assert_int_equal(p.wait_rc, BR_ENOTTASK);
-  errno = 0;
-  assert_null(br_group_new());
-  assert_int_equal(errno, EPERM);
+  /* Outside a task: BR_ENOTTASK, *out cleared. */
+  br_group *g = (br_group *)&g;
+  assert_int_equal(br_group_new(&g), BR_ENOTTASK);
+  assert_null(g);
+  assert_int_equal(br_group_new(NULL), BR_EINVAL);
 }
 
 int main(void) {

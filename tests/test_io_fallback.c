@@ -40,7 +40,7 @@ static void *ping(void *arg) {
   br__poller *p = br__loop_poller(br_loop_current());
   if (p->ops != &br__poller_epoll) return br_fail(BR_EIO, "backend %s", p->ops->name);
   int sv[2];
-  br_socketpair(SOCK_STREAM, sv);
+  br_socketpair(sv, SOCK_STREAM);
   br_write(sv[0], "ping", 4, BR_NEVER);
   char buf[8] = {0};
   ssize_t n = br_read(sv[1], buf, sizeof buf, br_deadline_ms(2000));
@@ -53,7 +53,7 @@ static void child(void *arg) {
   const char *backend = arg;
   refuse_io_uring(EPERM);
   setenv("BRAID_BACKEND", backend, 1);
-  int rc = br_run(ping, NULL, NULL);
+  int rc = br_run(NULL, ping, NULL);
   exit(rc == 0 ? 0 : 1);
 }
 

@@ -46,16 +46,16 @@ static void *body_basic(void *arg) {
 
   char *all = NULL;
   size_t len = 0;
-  assert_int_equal(br_file_read_all(path, &all, &len, 0, BR_NEVER), 0);
+  assert_int_equal(br_file_read_all(&all, &len, path, 0, BR_NEVER), 0);
   assert_int_equal(len, 12);
   assert_string_equal(all, "hello World!");
   free(all);
-  assert_int_equal(br_file_read_all(path, &all, &len, 5, BR_NEVER), BR_E2BIG);
+  assert_int_equal(br_file_read_all(&all, &len, path, 5, BR_NEVER), BR_E2BIG);
   assert_null(all);
 
   /* Errors are negated errnos. */
   assert_int_equal(br_file_open("/nonexistent/x", O_RDONLY, 0, BR_NEVER), BR_ENOENT);
-  assert_int_equal(br_file_read_all("/nonexistent/x", &all, &len, 0, BR_NEVER), BR_ENOENT);
+  assert_int_equal(br_file_read_all(&all, &len, "/nonexistent/x", 0, BR_NEVER), BR_ENOENT);
   assert_int_equal(br_file_read(-1, buf, 1, 0, BR_NEVER), BR_EBADF);
   unlink(path);
 
@@ -72,7 +72,7 @@ static void *body_basic(void *arg) {
     off += (size_t)w;
   }
   br_file_close(fd);
-  assert_int_equal(br_file_read_all(path, &all, &len, 0, BR_NEVER), 0);
+  assert_int_equal(br_file_read_all(&all, &len, path, 0, BR_NEVER), 0);
   assert_int_equal(len, big);
   assert_memory_equal(all, data, big);
   free(all);
@@ -111,7 +111,7 @@ static void *read_one(void *arg) {
   if (r != n || memcmp(buf, want, (size_t)n)) return br_fail(BR_EIO, "file %d: got %zd", i, r);
   char *all;
   size_t len;
-  int rc = br_file_read_all(path, &all, &len, 0, BR_NEVER);
+  int rc = br_file_read_all(&all, &len, path, 0, BR_NEVER);
   if (rc) return br_fail(rc, "read_all");
   rc = len == (size_t)n && !memcmp(all, want, len) ? 0 : BR_EIO;
   free(all);
@@ -131,7 +131,8 @@ static void *body_many(void *arg) {
     br_file_close(fd);
   }
   for (int compact = 0; compact < 2; compact++) {
-    br_group *g = br_group_new();
+    br_group *g = NULL;
+    (void)br_group_new(&g);
     for (int i = 0; i < n; i++)
       br_group_spawn(g, read_one, (void *)(intptr_t)i,
                      &(br_spawn_opts){.flags = compact ? BR_SPAWN_COMPACT : BR_SPAWN_OWN_STACK});

@@ -1,5 +1,4 @@
-/* test_loop — the event loop: create/run/stop/free, br_run (result, errors,
- * Ctrl-C handling), call_soon ordering and call_soon_threadsafe from many
+/* test_loop — the event loop: create/run/stop/free, br_run (* Ctrl-C handling, result, errors), call_soon ordering and call_soon_threadsafe from many
  * threads. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -32,7 +31,8 @@ static void *nothing(void *arg) {
 static void test_new_run_free(void **state) {
   (void)state;
   assert_null(br_loop_current());
-  br_loop *L = br_loop_new(NULL);
+  br_loop *L = NULL;
+  (void)br_loop_new(&L, NULL);
   assert_non_null(L);
   assert_null(br_loop_current()); /* bound to the thread, but not running */
   int64_t t0 = br_now();
@@ -45,17 +45,18 @@ static void test_new_run_free(void **state) {
 
 static void test_bad_options(void **state) {
   (void)state;
-  errno = 0;
-  assert_null(br_loop_new(&(br_loop_opts){.stack_size = 1}));
-  assert_int_equal(errno, EINVAL);
-  errno = 0;
-  assert_null(br_loop_new(&(br_loop_opts){.stack_size = (size_t)2 << 30}));
-  assert_int_equal(errno, EINVAL);
-  errno = 0;
-  assert_null(br_loop_new(&(br_loop_opts){.accounting = (br_accounting)99}));
-  assert_int_equal(errno, EINVAL);
+  br_loop *bad = (br_loop *)&bad; /* must be overwritten with NULL */
+  assert_int_equal(br_loop_new(&bad, &(br_loop_opts){.stack_size = 1}), BR_EINVAL);
+  assert_null(bad);
+  bad = (br_loop *)&bad;
+  assert_int_equal(br_loop_new(&bad, &(br_loop_opts){.stack_size = (size_t)2 << 30}), BR_EINVAL);
+  assert_null(bad);
+  assert_int_equal(br_loop_new(&bad, &(br_loop_opts){.accounting = (br_accounting)99}), BR_EINVAL);
+  assert_null(bad);
+  assert_int_equal(br_loop_new(NULL, NULL), BR_EINVAL);
   /* Limits are accepted. */
-  br_loop *L = br_loop_new(&(br_loop_opts){.stack_size = 16 * 1024});
+  br_loop *L = NULL;
+  (void)br_loop_new(&L, &(br_loop_opts){.stack_size = 16 * 1024});
   assert_non_null(L);
   assert_int_equal(br_loop_free(L), 0);
 }
@@ -77,7 +78,7 @@ static void *inspect_loop(void *arg) {
 static void test_current_and_busy(void **state) {
   (void)state;
   self_ctx c = {0};
-  c.loop = br_loop_new(NULL);
+  (void)br_loop_new(&c.loop, NULL);
   assert_non_null(c.loop);
   br_task *t;
   assert_int_equal(br_loop_spawn(c.loop, &t, inspect_loop, &c, NULL), 0);
@@ -96,7 +97,8 @@ static void *run_other_loop(void *arg) {
 
 static void test_run_from_other_thread(void **state) {
   (void)state;
-  br_loop *L = br_loop_new(NULL);
+  br_loop *L = NULL;
+  (void)br_loop_new(&L, NULL);
   assert_non_null(L);
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, run_other_loop, L), 0);
@@ -117,7 +119,8 @@ static void *tracer(void *arg) {
 static void test_spawn_before_run(void **state) {
   (void)state;
   ntrace = 0;
-  br_loop *L = br_loop_new(NULL);
+  br_loop *L = NULL;
+  (void)br_loop_new(&L, NULL);
   assert_non_null(L);
   br_task *t[4];
   for (int i = 0; i < 4; i++) assert_int_equal(br_loop_spawn(L, &t[i], tracer, IP(i), NULL), 0);
@@ -139,7 +142,8 @@ static void *loop_thread(void *arg) {
   (void)arg;
   long sum = 0;
   for (int round = 0; round < 3; round++) {
-    br_loop *L = br_loop_new(NULL);
+    br_loop *L = NULL;
+    (void)br_loop_new(&L, NULL);
     if (!L) return IP(-1);
     br_task *t[8];
     for (int i = 0; i < 8; i++)
@@ -289,7 +293,7 @@ static void *m_call_soon_threadsafe(void *arg) {
   pthread_t th[CST_THREADS];
   for (long i = 0; i < CST_THREADS; i++) T_EQ(pthread_create(&th[i], NULL, cst_submitter, IP(i)), 0);
   /* Wait in the loop (not the thread) until every callback has run. */
-  int rc = br_await_until(cst.all_done, br_deadline_ms(60000), NULL);
+  int rc = br_await_until(cst.all_done, NULL, br_deadline_ms(60000));
   for (int i = 0; i < CST_THREADS; i++) pthread_join(th[i], NULL);
   T_OK(rc);
   /* Nothing more arrives. */
@@ -305,10 +309,11 @@ static void test_call_soon_threadsafe_many_threads(void **state) {
   cst.hits = calloc((size_t)n, sizeof *cst.hits);
   assert_non_null(cst.hits);
   for (int i = 0; i < CST_THREADS; i++) cst.last_seq[i] = -1;
-  cst.all_done = br_future_new();
+  (void)br_future_new(&cst.all_done);
   cst.loop_thread = pthread_self();
   /* br_run creates the loop: hand it to the threads from inside. */
-  br_loop *L = br_loop_new(NULL);
+  br_loop *L = NULL;
+  (void)br_loop_new(&L, NULL);
   assert_non_null(L);
   cst.loop = L;
   br_task *t;
@@ -352,12 +357,12 @@ static void *late_submitter(void *arg) {
 static void *m_threadsafe_wakes(void *arg) {
   wake_ctx *w = arg;
   w->loop = br_loop_current();
-  w->f = br_future_new();
+  (void)br_future_new(&w->f);
   T_TRUE(w->f != NULL);
   pthread_t th;
   T_EQ(pthread_create(&th, NULL, late_submitter, w), 0);
   void *v = NULL;
-  int rc = br_await_until(w->f, br_deadline_ms(5000), &v);
+  int rc = br_await_until(w->f, &v, br_deadline_ms(5000));
   int64_t woke = br_now();
   pthread_join(th, NULL);
   br_future_unref(w->f);
@@ -394,7 +399,7 @@ static void probe_cb(void *arg) {
 static void test_call_soon_threadsafe_after_close(void **state) {
   (void)state;
   closed_ctx c = {0};
-  c.loop = br_loop_new(NULL);
+  (void)br_loop_new(&c.loop, NULL);
   assert_non_null(c.loop);
   /* Queued while the loop is idle: runs while br_loop_free drains. */
   assert_int_equal(br_call_soon_threadsafe(c.loop, probe_cb, &c), 0);
@@ -436,7 +441,8 @@ static void *stop_later(void *arg) {
 
 static void test_stop(void **state) {
   (void)state;
-  br_loop *L = br_loop_new(NULL);
+  br_loop *L = NULL;
+  (void)br_loop_new(&L, NULL);
   assert_non_null(L);
   stop_ctx s = {0};
   br_task *t;
@@ -470,7 +476,8 @@ static void test_stop(void **state) {
  * moment too early) must not be lost: the run returns after one iteration. */
 static void test_stop_before_run(void **state) {
   (void)state;
-  br_loop *L = br_loop_new(NULL);
+  br_loop *L = NULL;
+  (void)br_loop_new(&L, NULL);
   assert_non_null(L);
   stop_ctx z = {0};
   br_task *t;
@@ -493,7 +500,8 @@ static void test_stop_before_run(void **state) {
 
 static void test_free_cancels_live_tasks(void **state) {
   (void)state;
-  br_loop *L = br_loop_new(NULL);
+  br_loop *L = NULL;
+  (void)br_loop_new(&L, NULL);
   assert_non_null(L);
   stop_ctx s[5];
   memset(s, 0, sizeof s);
@@ -533,32 +541,32 @@ static void *leaves_tasks_behind(void *arg) {
 
 static void *nested_run(void *arg) {
   int *rc = arg;
-  *rc = br_run(nothing, NULL, NULL);
+  *rc = br_run(NULL, nothing, NULL);
   return NULL;
 }
 
 static void test_br_run_basics(void **state) {
   (void)state;
   void *r = NULL;
-  assert_int_equal(br_run(returns_arg, IP(1234), &r), 0);
+  assert_int_equal(br_run(&r, returns_arg, IP(1234)), 0);
   assert_int_equal(PI(r), 1234);
-  assert_int_equal(br_run(returns_arg, IP(1), NULL), 0);
-  assert_int_equal(br_run(NULL, NULL, &r), BR_EINVAL);
+  assert_int_equal(br_run(NULL, returns_arg, IP(1)), 0);
+  assert_int_equal(br_run(&r, NULL, NULL), BR_EINVAL);
 
   int nested = 0;
-  assert_int_equal(br_run(nested_run, &nested, NULL), 0);
+  assert_int_equal(br_run(NULL, nested_run, &nested), 0);
   assert_int_equal(nested, BR_EBUSY);
 
   /* Tasks main leaves behind are cancelled and joined before br_run returns. */
   memset(leftover, 0, sizeof leftover);
-  assert_int_equal(br_run(leaves_tasks_behind, NULL, &r), 0);
+  assert_int_equal(br_run(&r, leaves_tasks_behind, NULL), 0);
   assert_int_equal(PI(r), 77);
   for (int i = 0; i < 3; i++) {
     assert_true(leftover[i].cleanup);
     assert_int_equal(leftover[i].sleep_rc, BR_ECANCELED);
   }
   /* With options. */
-  assert_int_equal(br_run_opts(returns_arg, IP(5), &r, &(br_loop_opts){.compact = true}), 0);
+  assert_int_equal(br_run_opts(&r, returns_arg, IP(5), &(br_loop_opts){.compact = true}), 0);
   assert_int_equal(PI(r), 5);
   assert_null(br_loop_current());
 }
@@ -611,7 +619,7 @@ static void *sig_main(void *arg) {
 
 static void child_sigint(void *arg) {
   int64_t t0 = br_now();
-  int rc = br_run(sig_main, arg, NULL);
+  int rc = br_run(NULL, sig_main, arg);
   fprintf(stderr, "br_run=%s in %lld ms\n", br_errname(rc), (long long)ms_since(t0));
   /* Our own SIGINT disposition is back: default (terminate). */
   struct sigaction sa;
@@ -662,14 +670,15 @@ static void test_no_fd_leak(void **state) {
   int before = br_test_count_fds();
   assert_true(before > 0);
   for (int i = 0; i < 50; i++) {
-    br_loop *L = br_loop_new(NULL);
+    br_loop *L = NULL;
+    (void)br_loop_new(&L, NULL);
     assert_non_null(L);
     br_task *t;
     assert_int_equal(br_loop_spawn(L, &t, sleeper_value, IP(i), NULL), 0);
     assert_int_equal(br_loop_run(L), 0);
     assert_int_equal(br_task_close(t), 0);
     assert_int_equal(br_loop_free(L), 0);
-    assert_int_equal(br_run(returns_arg, NULL, NULL), 0);
+    assert_int_equal(br_run(NULL, returns_arg, NULL), 0);
   }
   assert_int_equal(br_test_count_fds(), before);
 }

@@ -82,7 +82,7 @@ static void *ovf_main(void *arg) {
 }
 
 static void *ovf_thread(void *arg) {
-  br_run(ovf_main, arg, NULL);
+  br_run(NULL, ovf_main, arg);
   return NULL;
 }
 
@@ -95,7 +95,7 @@ static void ovf_child(void *arg) {
     pthread_create(&th, NULL, ovf_thread, c);
     pthread_join(th, NULL);
   } else {
-    br_run(ovf_main, c, NULL);
+    br_run(NULL, ovf_main, c);
   }
 }
 
@@ -227,7 +227,7 @@ static void *ordinary_main(void *arg) {
 
 static void ordinary_child(void *arg) {
   (void)arg;
-  fprintf(stderr, "br_run=%d\n", br_run(ordinary_main, NULL, NULL));
+  fprintf(stderr, "br_run=%d\n", br_run(NULL, ordinary_main, NULL));
 }
 
 static void test_ordinary_code_fits_default_stack(void **state) {

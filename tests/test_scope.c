@@ -335,17 +335,20 @@ static void *m_scope_over_calls(void *arg) {
     T_RC(br_scope_exit(&s), BR_ETIMEDOUT);                         \
   } while (0)
 
-  br_future *f = br_future_new();
+  br_future *f = NULL;
+  (void)br_future_new(&f);
   EXPECT_TIMEOUT(br_await(f, NULL));
   br_future_unref(f);
 
-  br_chan *c = br_chan_new(sizeof(int), 0);
+  br_chan *c = NULL;
+  (void)br_chan_new(&c, sizeof(int), 0);
   int v = 1;
   EXPECT_TIMEOUT(br_chan_recv(c, &v));
   EXPECT_TIMEOUT(br_chan_send(c, &v));
   T_OK(br_chan_free(c));
 
-  br_queue *q = br_queue_new(1);
+  br_queue *q = NULL;
+  (void)br_queue_new(&q, 1);
   void *item;
   EXPECT_TIMEOUT(br_queue_get(q, &item));
   T_OK(br_queue_put(q, NULL));
@@ -355,11 +358,13 @@ static void *m_scope_over_calls(void *arg) {
   T_OK(br_queue_task_done(q));
   T_OK(br_queue_free(q));
 
-  br_event *e = br_event_new();
+  br_event *e = NULL;
+  (void)br_event_new(&e);
   EXPECT_TIMEOUT(br_event_wait(e));
   T_OK(br_event_free(e));
 
-  br_sem *sem = br_sem_new(0);
+  br_sem *sem = NULL;
+  (void)br_sem_new(&sem, 0);
   EXPECT_TIMEOUT(br_sem_acquire(sem));
   T_OK(br_sem_free(sem));
 

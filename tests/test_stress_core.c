@@ -132,7 +132,7 @@ static void run_sleepers(unsigned flags) {
   sl.n = live_cap(br_test_scaled(1000000));
   sl.flags = flags;
   long want = sl.n;
-  int rc = br_run(m_sleepers, NULL, NULL);
+  int rc = br_run(NULL, m_sleepers, NULL);
   if (rc) tf_record(__FILE__, __LINE__, "br_run: %s", br_strerror(rc));
   V_EQ(sl.n, want);
   V_EQ(sl.done, want);
@@ -238,12 +238,12 @@ static void *m_storm(void *arg) {
   (void)arg;
   long n = live_cap(br_test_scaled(100000));
   memset(&st, 0, sizeof st);
-  st.chan = br_chan_new(sizeof(int), 0);
-  st.event = br_event_new();
-  st.future = br_future_new();
-  st.mutex = br_mutex_new();
-  st.sem = br_sem_new(0);
-  st.queue = br_queue_new(0);
+  (void)br_chan_new(&st.chan, sizeof(int), 0);
+  (void)br_event_new(&st.event);
+  (void)br_future_new(&st.future);
+  (void)br_mutex_new(&st.mutex);
+  (void)br_sem_new(&st.sem, 0);
+  (void)br_queue_new(&st.queue, 0);
   T_OK(br_mutex_lock(st.mutex)); /* held by main: lockers wait */
   br_task **h = malloc((size_t)n * sizeof *h);
   for (long i = 0; i < n; i++) {
@@ -321,7 +321,7 @@ static void *xl_main(void *arg) {
   return NULL;
 }
 
-static void *xl_thread(void *arg) { return IP(br_run(xl_main, arg, NULL)); }
+static void *xl_thread(void *arg) { return IP(br_run(NULL, xl_main, arg)); }
 
 static void test_loops_complete_each_others_futures(void **state) {
   (void)state;
@@ -330,7 +330,7 @@ static void test_loops_complete_each_others_futures(void **state) {
   xloop x[XL];
   for (int k = 0; k < XL; k++) {
     f[k] = malloc((size_t)n * sizeof *f[k]);
-    for (long i = 0; i < n; i++) f[k][i] = br_future_new();
+    for (long i = 0; i < n; i++) f[k][i] = tf_future();
   }
   for (int k = 0; k < XL; k++) x[k] = (xloop){.n = n, .mine = f[k], .theirs = f[(k + 1) % XL]};
   pthread_t th[XL];
@@ -360,7 +360,8 @@ static void *waits_for_event(void *arg) {
 static bool refused;
 static void *m_until_refused(void *arg) {
   long cap = (long)PI(arg);
-  br_event *e = br_event_new();
+  br_event *e = NULL;
+  (void)br_event_new(&e);
   br_task **h = malloc((size_t)cap * sizeof *h);
   T_TRUE(e && h);
   long n = 0;
@@ -387,7 +388,7 @@ static void c_address_space_limit(void) {
   /* 2 GiB of address space: a few thousand 256 KiB stacks at most. */
   struct rlimit rl = {(rlim_t)2 << 30, (rlim_t)2 << 30};
   V_EQ(setrlimit(RLIMIT_AS, &rl), 0);
-  int rc = br_run(m_until_refused, IP(1000000), NULL);
+  int rc = br_run(NULL, m_until_refused, IP(1000000));
   V_TRUE(rc == 0);
   V_TRUE(refused); /* 1,000,000 stacks cannot fit in 2 GiB */
 }
@@ -425,7 +426,7 @@ static void c_mapping_limit(void) {
     mprotect(base + i * ps, ps, PROT_READ | PROT_WRITE);
   }
   fprintf(stderr, "  %ld mappings in use (max %ld)\n", map_count(), maxmaps);
-  int rc = br_run(m_until_refused, IP(br_test_scaled(200000)), NULL);
+  int rc = br_run(NULL, m_until_refused, IP(br_test_scaled(200000)));
   V_TRUE(rc == 0);
   if (refused) fprintf(stderr, "REFUSED\n");
 }

@@ -208,7 +208,8 @@ static void *sets_upward(void *arg) {
 static void test_loop_thread_mode_preserved(void **state) {
   (void)state;
   fesetround(FE_DOWNWARD);
-  br_loop *L = br_loop_new(NULL);
+  br_loop *L = NULL;
+  (void)br_loop_new(&L, NULL);
   br_task *t;
   assert_int_equal(br_loop_spawn(L, &t, sets_upward, NULL, NULL), 0);
   assert_int_equal(br_loop_run(L), 0);
@@ -410,7 +411,7 @@ static void *loop_job_main(void *arg) {
 }
 
 static void *loop_thread(void *arg) {
-  return IP(br_run(loop_job_main, arg, NULL));
+  return IP(br_run(NULL, loop_job_main, arg));
 }
 
 static void test_tasks_never_migrate(void **state) {
@@ -419,7 +420,7 @@ static void test_tasks_never_migrate(void **state) {
   memset(j, 0, sizeof j);
   pthread_t th[2];
   for (int k = 0; k < 2; k++) {
-    for (int i = 0; i < 8; i++) j[k].f[i] = br_future_new();
+    for (int i = 0; i < 8; i++) j[k].f[i] = tf_future();
     assert_int_equal(pthread_create(&th[k], NULL, loop_thread, &j[k]), 0);
   }
   /* Complete the futures from this (third) thread while both loops run. */

@@ -74,7 +74,8 @@ static void *recv_late(void *arg) {
 
 static void *m_unbuffered(void *arg) {
   (void)arg;
-  br_chan *c = br_chan_new(sizeof(int), 0);
+  br_chan *c = NULL;
+  (void)br_chan_new(&c, sizeof(int), 0);
   T_TRUE(c != NULL);
   chan_ctx s = {.c = c, .t0 = br_now()};
   br_task *st, *rt;
@@ -167,7 +168,7 @@ static void *m_stream(void *arg) {
   (void)arg;
   size_t caps[] = {0, 1, 7};
   for (size_t k = 0; k < 3; k++) {
-    stream_ctx s = {.c = br_chan_new(sizeof(big_elem), caps[k]), .n = (int)br_test_scaled(5000)};
+    stream_ctx s = {.c = tf_chan(sizeof(big_elem), caps[k]), .n = (int)br_test_scaled(5000)};
     T_TRUE(s.c != NULL);
     br_task *p, *q;
     T_OK(spawn_i(&p, producer, &s, 0));
@@ -184,7 +185,8 @@ static void test_chan_stream_in_order(void **state) { run_mode(state, m_stream);
 
 static void *m_buffered(void *arg) {
   (void)arg;
-  br_chan *c = br_chan_new(sizeof(int), 3);
+  br_chan *c = NULL;
+  (void)br_chan_new(&c, sizeof(int), 3);
   T_TRUE(c != NULL);
   /* Three sends fit without a receiver. */
   for (int i = 1; i <= 3; i++) T_OK(br_chan_send_until(c, &i, br_deadline_ms(1)));
@@ -219,7 +221,8 @@ static void *blocked_recv(void *arg) {
 
 static void *m_close(void *arg) {
   (void)arg;
-  br_chan *c = br_chan_new(sizeof(int), 4);
+  br_chan *c = NULL;
+  (void)br_chan_new(&c, sizeof(int), 4);
   for (int i = 1; i <= 3; i++) T_OK(br_chan_send(c, &i));
   T_OK(br_chan_close(c));
   T_RC(br_chan_close(c), BR_ECLOSED);
@@ -237,7 +240,7 @@ static void *m_close(void *arg) {
   T_OK(br_chan_free(c));
 
   /* Close wakes every blocked receiver ... */
-  c = br_chan_new(sizeof(int), 0);
+  (void)br_chan_new(&c, sizeof(int), 0);
   chan_ctx r[3];
   br_task *rt[3];
   for (int i = 0; i < 3; i++) {
@@ -254,7 +257,7 @@ static void *m_close(void *arg) {
   T_OK(br_chan_free(c));
 
   /* ... and every blocked sender. */
-  c = br_chan_new(sizeof(int), 1);
+  (void)br_chan_new(&c, sizeof(int), 1);
   v = 0;
   T_OK(br_chan_send(c, &v));
   chan_ctx s = {.c = c, .t0 = br_now()};
@@ -276,7 +279,8 @@ static void test_chan_close(void **state) { run_mode(state, m_close); }
 /* A cancelled receiver does not swallow the next element. */
 static void *m_chan_cancel(void *arg) {
   (void)arg;
-  br_chan *c = br_chan_new(sizeof(int), 0);
+  br_chan *c = NULL;
+  (void)br_chan_new(&c, sizeof(int), 0);
   chan_ctx a = {.c = c}, b = {.c = c};
   br_task *ta, *tb;
   T_OK(spawn_i(&ta, blocked_recv, &a, 0));
@@ -298,8 +302,11 @@ static void test_chan_cancelled_receiver(void **state) { run_mode(state, m_chan_
 
 static void test_chan_bad_input(void **state) {
   (void)state;
-  assert_null(br_chan_new(0, 4));
-  br_chan *c = br_chan_new(sizeof(int), 1);
+  br_chan *bad = (br_chan *)&bad;
+  assert_int_equal(br_chan_new(&bad, 0, 4), BR_EINVAL);
+  assert_null(bad);
+  br_chan *c = NULL;
+  (void)br_chan_new(&c, sizeof(int), 1);
   int v = 0;
   assert_int_equal(br_chan_send(c, &v), BR_ENOTTASK); /* plain thread */
   assert_int_equal(br_chan_recv(c, &v), BR_ENOTTASK);
@@ -320,7 +327,8 @@ static void *late_put(void *arg) {
 
 static void *m_queue_basic(void *arg) {
   (void)arg;
-  br_queue *q = br_queue_new(0);
+  br_queue *q = NULL;
+  (void)br_queue_new(&q, 0);
   T_TRUE(q != NULL);
   for (intptr_t i = 1; i <= 1000; i++) T_OK(br_queue_put(q, IP(i)));
   T_EQ(br_queue_size(q), 1000);
@@ -366,7 +374,8 @@ static void *blocking_put(void *arg) {
 
 static void *m_queue_maxsize(void *arg) {
   (void)arg;
-  br_queue *q = br_queue_new(2);
+  br_queue *q = NULL;
+  (void)br_queue_new(&q, 2);
   T_OK(br_queue_put(q, IP(1)));
   T_OK(br_queue_try_put(q, IP(2)));
   T_RC(br_queue_try_put(q, IP(9)), BR_EFULL);
@@ -414,7 +423,7 @@ static void *worker(void *arg) {
 
 static void *m_queue_join(void *arg) {
   (void)arg;
-  work_ctx w = {.q = br_queue_new(4)};
+  work_ctx w = {.q = tf_queue(4)};
   br_task *ws[3];
   for (int i = 0; i < 3; i++) T_OK(spawn_i(&ws[i], worker, &w, i));
   int n = 30;
@@ -435,7 +444,8 @@ static void *blocked_get(void *arg) {
 
 static void *m_queue_busy(void *arg) {
   (void)arg;
-  br_queue *q = br_queue_new(0);
+  br_queue *q = NULL;
+  (void)br_queue_new(&q, 0);
   br_task *t;
   T_OK(spawn_i(&t, blocked_get, q, 0));
   T_OK(br_yield());
@@ -479,7 +489,7 @@ static void *locker(void *arg) {
 static void *m_mutex_fifo(void *arg) {
   (void)arg;
   memset(&mx, 0, sizeof mx);
-  mx.m = br_mutex_new();
+  (void)br_mutex_new(&mx.m);
   T_TRUE(mx.m != NULL);
   T_OK(br_mutex_lock(mx.m));
   br_task *t[5];
@@ -516,7 +526,7 @@ static void *plain_unlock(void *arg) {
 static void *m_mutex_ownership(void *arg) {
   (void)arg;
   memset(&mx, 0, sizeof mx);
-  mx.m = br_mutex_new();
+  (void)br_mutex_new(&mx.m);
   T_RC(br_mutex_unlock(mx.m), BR_EPERM); /* not locked */
   T_OK(br_mutex_lock(mx.m));
   br_task *t;
@@ -551,7 +561,7 @@ static void *timed_locker(void *arg) {
 static void *m_mutex_cancel_timeout(void *arg) {
   (void)arg;
   memset(&mx, 0, sizeof mx);
-  mx.m = br_mutex_new();
+  (void)br_mutex_new(&mx.m);
   T_OK(br_mutex_lock(mx.m));
   br_task *a, *b, *c;
   T_OK(spawn_i(&a, locker, IP(1), 0));
@@ -592,7 +602,7 @@ static void *incrementer(void *arg) {
 static void *m_mutex_exclusion(void *arg) {
   (void)arg;
   memset(&mx, 0, sizeof mx);
-  mx.m = br_mutex_new();
+  (void)br_mutex_new(&mx.m);
   br_task *t[10];
   for (int i = 0; i < 10; i++) T_OK(spawn_i(&t[i], incrementer, NULL, i));
   for (int i = 0; i < 10; i++) T_OK(br_join(t[i], NULL));
@@ -630,7 +640,7 @@ static void *m_sem_bounds(void *arg) {
   unsigned limits[] = {1, 3, 7};
   for (int k = 0; k < 3; k++) {
     memset(&sm, 0, sizeof sm);
-    sm.s = br_sem_new(limits[k]);
+    (void)br_sem_new(&sm.s, limits[k]);
     br_task *t[40];
     for (int i = 0; i < 40; i++) T_OK(spawn_i(&t[i], sem_user, IP(i), i));
     for (int i = 0; i < 40; i++) T_OK(br_join(t[i], NULL));
@@ -651,7 +661,7 @@ static void *sem_waiter(void *arg) {
 static void *m_sem_misc(void *arg) {
   (void)arg;
   memset(&sm, 0, sizeof sm);
-  sm.s = br_sem_new(0);
+  (void)br_sem_new(&sm.s, 0);
   T_RC(br_sem_acquire_until(sm.s, br_deadline_ms(10)), BR_ETIMEDOUT);
   br_task *a, *b;
   T_OK(spawn_i(&a, sem_waiter, NULL, 0));
@@ -696,7 +706,7 @@ static void *ev_waiter(void *arg) {
 static void *m_event(void *arg) {
   (void)arg;
   memset(&ev, 0, sizeof ev);
-  ev.e = br_event_new();
+  (void)br_event_new(&ev.e);
   T_TRUE(!br_event_is_set(ev.e));
   br_task *t[10];
   for (int i = 0; i < 10; i++) T_OK(spawn_i(&t[i], ev_waiter, IP(i), i));
@@ -723,19 +733,23 @@ static void test_event_wakes_all(void **state) { run_mode(state, m_event); }
 
 static void test_sync_from_plain_thread(void **state) {
   (void)state;
-  br_queue *q = br_queue_new(0);
+  br_queue *q = NULL;
+  (void)br_queue_new(&q, 0);
   void *it;
   assert_int_equal(br_queue_put(q, NULL), BR_ENOTTASK);
   assert_int_equal(br_queue_get(q, &it), BR_ENOTTASK);
   assert_int_equal(br_queue_join(q), BR_ENOTTASK);
   assert_int_equal(br_queue_free(q), 0);
-  br_mutex *m = br_mutex_new();
+  br_mutex *m = NULL;
+  (void)br_mutex_new(&m);
   assert_int_equal(br_mutex_lock(m), BR_ENOTTASK);
   assert_int_equal(br_mutex_free(m), 0);
-  br_sem *s = br_sem_new(1);
+  br_sem *s = NULL;
+  (void)br_sem_new(&s, 1);
   assert_int_equal(br_sem_acquire(s), BR_ENOTTASK);
   assert_int_equal(br_sem_free(s), 0);
-  br_event *e = br_event_new();
+  br_event *e = NULL;
+  (void)br_event_new(&e);
   assert_int_equal(br_event_wait(e), BR_ENOTTASK);
   br_event_set(e); /* setting from anywhere is harmless with no waiter */
   assert_true(br_event_is_set(e));
