@@ -13,7 +13,7 @@
  *                               the same jobs run one after another here:
  *                               speed-up
  *
- * Workers: one per usable CPU (BR_PROCPOOL_CPUS), as Python's Pool().
+ * Workers: one per usable CPU (BR_CPUS), as Python's Pool().
  */
 #include "bench_common.h"
 
@@ -43,7 +43,7 @@ BR_JOB(burn, burn);
 
 static br_procpool *pool(void) {
   br_procpool *p;
-  int r = br_procpool_new(&p, BR_PROCPOOL_CPUS, NULL);
+  int r = br_procpool_new(&p, BR_CPUS, NULL);
   if (r < 0) {
     fprintf(stderr, "br_procpool_new: %s\n", br_strerror(r));
     exit(1);
@@ -54,7 +54,7 @@ static br_procpool *pool(void) {
 static void warm(br_procpool *p) {
   int64_t in[64], out[64];
   for (int i = 0; i < 64; i++) in[i] = i;
-  br_procpool_map_fixed(p, "noop", in, 8, 64, out, 8, NULL, NULL);
+  br_procpool_map_fixed(p, out, 8, NULL, "noop", in, 8, 64, NULL);
 }
 
 int main(int argc, char **argv) {
@@ -68,7 +68,7 @@ int main(int argc, char **argv) {
     int64_t t0 = br_now();
     for (long i = 0; i < n; i++) {
       int64_t x = i;
-      if (br_procpool_submit(p, "noop", &x, 8, &f[i]) < 0) return 1;
+      if (br_procpool_submit(p, &f[i], "noop", &x, 8, NULL) < 0) return 1;
     }
     long bad = 0;
     for (long i = 0; i < n; i++) {
@@ -89,7 +89,7 @@ int main(int argc, char **argv) {
     int64_t *in = malloc((size_t)n * 8), *out = malloc((size_t)n * 8);
     for (long i = 0; i < n; i++) in[i] = i;
     int64_t t0 = br_now();
-    int r = br_procpool_map_fixed(p, "noop", in, 8, (size_t)n, out, 8, NULL, NULL);
+    int r = br_procpool_map_fixed(p, out, 8, NULL, "noop", in, 8, (size_t)n, NULL);
     double dt = (double)(br_now() - t0);
     br_procpool_free(p);
     for (long i = 0; i < n && r == 0; i++)
@@ -109,7 +109,7 @@ int main(int argc, char **argv) {
       int64_t x = 7;
       br_future *f;
       void *v;
-      if (br_procpool_submit(p, "noop", &x, 8, &f) < 0 || br_await(f, &v) != 0) return 1;
+      if (br_procpool_submit(p, &f, "noop", &x, 8, NULL) < 0 || br_await(f, &v) != 0) return 1;
       br_bytes_free(v);
       br_future_unref(f);
       int64_t t2 = br_now();
@@ -144,7 +144,7 @@ int main(int argc, char **argv) {
     br_procpool *p = pool();
     warm(p);
     t0 = br_now();
-    int r = br_procpool_map_fixed(p, "burn", in, 8, (size_t)n, out, 8, NULL, NULL);
+    int r = br_procpool_map_fixed(p, out, 8, NULL, "burn", in, 8, (size_t)n, NULL);
     double par = (double)(br_now() - t0) / 1e6;
     br_procpool_free(p);
     printf("{\"mode\":\"cpu\",\"n\":%ld,\"job_ms\":%lld,\"workers\":%d,\"sequential_ms\":%.2f,"

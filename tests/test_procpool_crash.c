@@ -25,7 +25,7 @@ static br_procpool *new_pool(int n, const br_procpool_opts *o) {
 
 static br_future *submit(br_procpool *p, tjob j) {
   br_future *f;
-  assert_int_equal(br_procpool_submit(p, "tjob", &j, sizeof j, &f), 0);
+  assert_int_equal(br_procpool_submit(p, &f, "tjob", &j, sizeof j, NULL), 0);
   return f;
 }
 
@@ -146,14 +146,14 @@ static void test_timeout(void **state) {
   br_procpool_opts o = topts(&t);
   o.timeout_ms = 10000; /* pool default, overridden below */
   br_procpool *p = new_pool(2, &o);
-  br_submit_opts so = {.timeout_ms = 150};
+  br_procpool_submit_opts so = {.timeout_ms = 150};
   tjob h = tj(0, A_HANG, 0);
   br_future *fh;
   int64_t t0 = br_now();
-  assert_int_equal(br_procpool_submit_ex(p, "tjob", &h, sizeof h, &so, &fh), 0);
+  assert_int_equal(br_procpool_submit(p, &fh, "tjob", &h, sizeof h, &so), 0);
   tjob s = tj(1, A_SPIN, 0);
   br_future *fs;
-  assert_int_equal(br_procpool_submit_ex(p, "tjob", &s, sizeof s, &so, &fs), 0);
+  assert_int_equal(br_procpool_submit(p, &fs, "tjob", &s, sizeof s, &so), 0);
   br_future *f[20];
   for (uint32_t i = 0; i < 20; i++) f[i] = submit(p, tj(2 + i, A_OK, 0));
   assert_int_equal(br_await(fh, NULL), BR_ETIMEDOUT);
@@ -177,8 +177,8 @@ static void test_timeout(void **state) {
   for (uint32_t i = 0; i < 12; i++) items[i] = tj(100 + i, i == 5 ? A_HANG : A_OK, 0);
   uint64_t out[12];
   int errs[12];
-  br_map_opts mo = {.chunksize = 4, .timeout_ms = 150};
-  int r = br_procpool_map_fixed(p, "tjob", items, sizeof(tjob), 12, out, 8, &mo, errs);
+  br_procpool_map_opts mo = {.chunksize = 4, .timeout_ms = 150};
+  int r = br_procpool_map_fixed(p, out, 8, errs, "tjob", items, sizeof(tjob), 12, &mo);
   assert_int_equal(r, BR_EWORKERDIED); /* item 4, first failing in index order */
   for (int i = 0; i < 12; i++) {
     int want = i < 4 || i >= 8 ? 0 : i == 5 ? BR_ETIMEDOUT : BR_EWORKERDIED;

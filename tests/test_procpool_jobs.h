@@ -11,6 +11,7 @@
 
 #include <braid.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -32,7 +33,11 @@ enum {
   A_BIG,       /* result of ms MiB, byte i = (uint8_t)(i * 7 + 1) */
   A_SPIN,      /* burn CPU forever */
   A_ALLOC,     /* malloc and touch ms MiB */
-  A_INITVAL    /* result: the value the initializer stored */
+  A_INITVAL,   /* result: the value the initializer stored */
+  A_FAILONLY,  /* call br_fail(BR_ERANGE, ...) and return 0 */
+  A_FAILCODE,  /* call br_fail(BR_ERANGE, ...) and return BR_EIO */
+  A_CANCELWAIT, /* spin until br_cancelled() says so (at most ms), result: its code */
+  A_WAITFLAG    /* wait until counters[ms] is not 0 (set by the test) */
 };
 
 typedef struct tjob {
@@ -50,17 +55,31 @@ static uint64_t tinit_value;
 static int tinit_fn(const void *in, size_t len, br_bytes *out) {
   (void)out;
   char path[256];
-  if (len == 0 || len >= sizeof path) return br_job_errorf(BR_EINVAL, "bad init arg");
+  if (len == 0 || len >= sizeof path) {
+    br_fail(BR_EINVAL, "bad init arg");
+    return BR_EINVAL;
+  }
   memcpy(path, in, len);
   path[len] = 0;
-  if (strcmp(path, "fail") == 0) return br_job_errorf(BR_EINVAL, "initializer refused: %s", path);
+  if (strcmp(path, "fail") == 0) {
+    br_fail(BR_EINVAL, "initializer refused: %s", path);
+    return BR_EINVAL;
+  }
   tinit_value = 4242;
   if (strcmp(path, "none") == 0) return 0;
   int fd = open(path, O_RDWR);
-  if (fd < 0) return br_job_errorf(-errno, "open %s", path);
+  if (fd < 0) {
+    int e = -errno;
+    br_fail(e, "open %s", path);
+    return e;
+  }
   void *m = mmap(NULL, TCOUNTERS * sizeof(uint32_t), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   close(fd);
-  if (m == MAP_FAILED) return br_job_errorf(-errno, "mmap");
+  if (m == MAP_FAILED) {
+    int e = -errno;
+    br_fail(e, "mmap");
+    return e;
+  }
   tcounters = m;
   return 0;
 }
@@ -73,7 +92,10 @@ static void tsleep_ms(unsigned ms) {
 }
 
 static int tjob_fn(const void *in, size_t len, br_bytes *out) {
-  if (len != sizeof(tjob)) return br_job_errorf(BR_EINVAL, "tjob: %zu bytes", len);
+  if (len != sizeof(tjob)) {
+    br_fail(BR_EINVAL, "tjob: %zu bytes", len);
+    return BR_EINVAL;
+  }
   tjob j;
   memcpy(&j, in, sizeof j);
   if (tcounters && j.id < TCOUNTERS) atomic_fetch_add(&tcounters[j.id], 1);
@@ -105,7 +127,24 @@ static int tjob_fn(const void *in, size_t len, br_bytes *out) {
     for (;;) pause();
   }
   case A_FAIL:
-    return br_job_errorf(BR_ERANGE, "job %u refuses", j.id);
+    br_fail(BR_ERANGE, "job %u refuses", j.id);
+    return BR_ERANGE;
+  case A_FAILONLY: /* failing through br_fail alone */
+    br_fail(BR_ERANGE, "job %u refuses through br_fail", j.id);
+    return 0;
+  case A_FAILCODE: /* the returned code wins, the message is br_fail's */
+    br_fail(BR_ERANGE, "job %u: message from br_fail", j.id);
+    return BR_EIO;
+  case A_CANCELWAIT: {
+    int64_t end = (int64_t)time(NULL) + (j.ms + 999) / 1000;
+    int c;
+    while ((c = br_cancelled()) == 0 && (int64_t)time(NULL) <= end) tsleep_ms(1);
+    v = (uint64_t)(int64_t)c;
+    break;
+  }
+  case A_WAITFLAG:
+    while (tcounters && atomic_load(&tcounters[j.ms]) == 0) tsleep_ms(1);
+    break;
   case A_BIG: {
     size_t n = (size_t)j.ms << 20;
     unsigned char *p = br_bytes_resize(out, n);
@@ -119,7 +158,10 @@ static int tjob_fn(const void *in, size_t len, br_bytes *out) {
   case A_ALLOC: {
     size_t n = (size_t)j.ms << 20;
     char *p = malloc(n);
-    if (!p) return br_job_errorf(BR_ENOMEM, "malloc of %u MiB failed", j.ms);
+    if (!p) {
+      br_fail(BR_ENOMEM, "malloc of %u MiB failed", j.ms);
+      return BR_ENOMEM;
+    }
     memset(p, 1, n);
     v = (uint64_t)p[n - 1];
     free(p);

@@ -1,8 +1,8 @@
 /* test_procpool_stress — volume and concurrency: 100,000 small jobs; two
  * threads submitting at once while a CPU pool and a loop run in the same
  * process; recycling (max_jobs_per_worker) while jobs crash and the pool
- * shuts down, gracefully and immediately (the mix that deadlocked Python's
- * pool, cpython#115634). Every job must end exactly once: run once and
+ * shuts down, in both modes (DRAIN and CANCEL; the mix that deadlocked
+ * Python's pool, cpython#115634). Every job must end exactly once: run once and
  * reported, or never run and reported cancelled. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -34,7 +34,7 @@ static void test_100k_small_jobs(void **state) {
   int64_t t0 = br_now();
   for (uint32_t i = 0; i < n; i++) {
     tjob j = tj(i, A_OK, 0);
-    assert_int_equal(br_procpool_submit(p, "tjob", &j, sizeof j, &f[i]), 0);
+    assert_int_equal(br_procpool_submit(p, &f[i], "tjob", &j, sizeof j, NULL), 0);
   }
   for (uint32_t i = 0; i < n; i++) {
     void *v;
@@ -68,7 +68,7 @@ static void *submitter(void *arg) {
   br_future **f = calloc(a->n, sizeof *f);
   for (uint32_t i = 0; i < a->n; i++) {
     tjob j = tj(a->base + i, i % 97 == 13 ? A_SEGV : A_OK, 0);
-    if (br_procpool_submit(a->p, "tjob", &j, sizeof j, &f[i]) != 0) a->bad++;
+    if (br_procpool_submit(a->p, &f[i], "tjob", &j, sizeof j, NULL) != 0) a->bad++;
   }
   for (uint32_t i = 0; i < a->n; i++) {
     void *v = NULL;
@@ -108,7 +108,7 @@ static void *loop_main(void *arg) {
   for (uint32_t i = 0; i < 200; i++) {
     tjob j = tj(900000 + i, A_OK, 0);
     br_future *f;
-    assert_int_equal(br_procpool_submit(a->p, "tjob", &j, sizeof j, &f), 0);
+    assert_int_equal(br_procpool_submit(a->p, &f, "tjob", &j, sizeof j, NULL), 0);
     void *v;
     assert_int_equal(br_await(f, &v), 0);
     assert_int_equal(tresult(v), 900000 + i);
@@ -125,8 +125,8 @@ static void test_threads_cpu_pool_and_loop(void **state) {
   tcounter_open(&t);
   br_procpool_opts o = topts(&t);
   br_procpool *p = new_pool(2, &o);
-  br_pool *cpu = br_pool_new(2, NULL);
-  assert_non_null(cpu);
+  br_pool *cpu;
+  assert_int_equal(br_pool_new(&cpu, 2, NULL), 0);
   br_future *cf[64];
   for (int i = 0; i < 64; i++)
     assert_int_equal(br_pool_submit(cpu, &cf[i], cpu_work, (void *)(uintptr_t)i), 0);
@@ -136,7 +136,7 @@ static void test_threads_cpu_pool_and_loop(void **state) {
   assert_int_equal(pthread_create(&ta, NULL, submitter, &a), 0);
   assert_int_equal(pthread_create(&tb, NULL, submitter, &b), 0);
   loop_arg la = {.p = p};
-  assert_int_equal(br_run(loop_main, &la, NULL), 0);
+  assert_int_equal(br_run(NULL, loop_main, &la), 0);
   pthread_join(ta, NULL);
   pthread_join(tb, NULL);
   assert_int_equal(a.bad, 0);
@@ -170,14 +170,14 @@ static void recycle_crash_shutdown(br_shutdown_mode mode) {
   for (uint32_t i = 0; i < n; i++) {
     uint32_t action = i % 11 == 3 ? A_SEGV : i % 11 == 7 ? A_ABORT : i % 13 == 5 ? A_EXIT : A_OK;
     tjob j = tj(i, action, 0);
-    assert_int_equal(br_procpool_submit(p, "tjob", &j, sizeof j, &f[i]), 0);
+    assert_int_equal(br_procpool_submit(p, &f[i], "tjob", &j, sizeof j, NULL), 0);
   }
   /* Let some of it run, then shut down while recycling and crashing. */
   br_await(f[n / 10], NULL); /* the value is taken in the loop below */
   assert_int_equal(br_procpool_shutdown(p, mode), 0);
   tjob j = tj(0, A_OK, 0);
   br_future *late;
-  assert_int_equal(br_procpool_submit(p, "tjob", &j, sizeof j, &late), BR_ESHUTDOWN);
+  assert_int_equal(br_procpool_submit(p, &late, "tjob", &j, sizeof j, NULL), BR_ESHUTDOWN);
   uint32_t ok = 0, died = 0, cancelled = 0;
   for (uint32_t i = 0; i < n; i++) {
     assert_true(br_future_done(f[i])); /* shutdown completed every future */
@@ -195,7 +195,7 @@ static void recycle_crash_shutdown(br_shutdown_mode mode) {
       died++;
     } else {
       assert_int_equal(r, BR_ECANCELED);
-      assert_int_equal(mode, BR_SHUTDOWN_IMMEDIATE);
+      assert_int_equal(mode, BR_SHUTDOWN_CANCEL);
       assert_true(t.c[i] <= 1);
       cancelled++;
     }
@@ -204,10 +204,10 @@ static void recycle_crash_shutdown(br_shutdown_mode mode) {
   br_procpool_stats st;
   br_procpool_get_stats(p, &st);
   printf("# %s: %u ok, %u died, %u cancelled; %llu recycled, %llu deaths, %llu started\n",
-         mode == BR_SHUTDOWN_GRACEFUL ? "graceful" : "immediate", ok, died, cancelled,
+         mode == BR_SHUTDOWN_DRAIN ? "drain" : "cancel", ok, died, cancelled,
          (unsigned long long)st.recycled, (unsigned long long)st.worker_deaths,
          (unsigned long long)st.started);
-  if (mode == BR_SHUTDOWN_GRACEFUL) {
+  if (mode == BR_SHUTDOWN_DRAIN) {
     assert_int_equal(cancelled, 0);
     assert_int_equal(ok + died, n);
     assert_true(st.recycled > 0);
@@ -218,14 +218,14 @@ static void recycle_crash_shutdown(br_shutdown_mode mode) {
   tcounter_close(&t);
 }
 
-static void test_recycle_crash_graceful_shutdown(void **state) {
+static void test_recycle_crash_drain_shutdown(void **state) {
   (void)state;
-  recycle_crash_shutdown(BR_SHUTDOWN_GRACEFUL);
+  recycle_crash_shutdown(BR_SHUTDOWN_DRAIN);
 }
 
-static void test_recycle_crash_immediate_shutdown(void **state) {
+static void test_recycle_crash_cancel_shutdown(void **state) {
   (void)state;
-  recycle_crash_shutdown(BR_SHUTDOWN_IMMEDIATE);
+  recycle_crash_shutdown(BR_SHUTDOWN_CANCEL);
 }
 
 /* Shutdown from another thread while a thread is blocked in map. */
@@ -240,8 +240,8 @@ static void *mapper(void *arg) {
   for (uint32_t i = 0; i < 64; i++) items[i] = tj(i, A_SLEEP, 20);
   uint64_t out[64];
   int errs[64];
-  br_map_opts mo = {.chunksize = 2};
-  a->r = br_procpool_map_fixed(a->p, "tjob", items, sizeof(tjob), 64, out, 8, &mo, errs);
+  br_procpool_map_opts mo = {.chunksize = 2};
+  a->r = br_procpool_map_fixed(a->p, out, 8, errs, "tjob", items, sizeof(tjob), 64, &mo);
   return NULL;
 }
 
@@ -252,7 +252,7 @@ static void test_shutdown_during_map(void **state) {
   pthread_t th;
   pthread_create(&th, NULL, mapper, &a);
   tsleep_ms(60);
-  assert_int_equal(br_procpool_shutdown(p, BR_SHUTDOWN_IMMEDIATE), 0);
+  assert_int_equal(br_procpool_shutdown(p, BR_SHUTDOWN_CANCEL), 0);
   pthread_join(th, NULL);
   /* Whatever the interleaving, map returns: cancelled mid-way, done before the
    * shutdown, or refused because the shutdown came first (a loaded machine
@@ -270,7 +270,7 @@ static void *pool_cycle(void *arg) {
     if (br_procpool_new(&p, 2, NULL) != 0) return (void *)1;
     tjob j = tj(0, A_OK, 0);
     br_future *f;
-    if (br_procpool_submit(p, "tjob", &j, sizeof j, &f) != 0) return (void *)1;
+    if (br_procpool_submit(p, &f, "tjob", &j, sizeof j, NULL) != 0) return (void *)1;
     void *v;
     if (br_await(f, &v) != 0) return (void *)1;
     br_bytes_free(v);
@@ -300,8 +300,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_100k_small_jobs),
       cmocka_unit_test(test_threads_cpu_pool_and_loop),
-      cmocka_unit_test(test_recycle_crash_graceful_shutdown),
-      cmocka_unit_test(test_recycle_crash_immediate_shutdown),
+      cmocka_unit_test(test_recycle_crash_drain_shutdown),
+      cmocka_unit_test(test_recycle_crash_cancel_shutdown),
       cmocka_unit_test(test_shutdown_during_map),
       cmocka_unit_test(test_pools_from_threads),
   };

@@ -177,9 +177,9 @@ typedef struct br_procpool_opts {
 
 /* br_procpool_new: create a pool of `workers` worker processes (1 ..
  * BR_PROCPOOL_MAX_WORKERS, or BR_CPUS: one per usable CPU, br_cpu_count())
- * and store it in *out (left NULL on failure). opts may be NULL. The fork server is started before this returns; the
- * workers start in the background and jobs submitted meanwhile wait for
- * them. The pool is released with br_procpool_free().
+ * and store it in *out (left NULL on failure). opts may be NULL. The fork
+ * server is started before this returns; the workers start in the
+ * background and jobs submitted meanwhile wait for them. The pool is released with br_procpool_free().
  * Errors: BR_EINVAL (out NULL, worker count negative or over the maximum),
  * BR_ENOJOB (unknown initializer), BR_EEXIST (two jobs share a name; named
  * through the log hook, br_set_log),

@@ -66,8 +66,7 @@ static void describe_status(int st, char *buf, size_t n) {
   }
 }
 
-/* ------------------------------------------------------------------------ */
-/* results */
+/* ---- results: what the workers published */
 
 static void update_depth(br_procpool *p, uint64_t run_ns) {
   double x = (double)run_ns + 200.0; /* + a hand-off's fixed cost */
@@ -187,6 +186,8 @@ static void complete_all(pp_donelist *dl) {
   dl->n = 0;
 }
 
+/* ---- deaths: workers that crashed, timed out, retired or never started */
+
 /* Build the result entries of a chunk that died at item `at`. */
 static br_bytes *chunk_failure(uint32_t count, uint32_t at, int code, const char *msg) {
   br_bytes *b = calloc(1, sizeof *b);
@@ -216,15 +217,18 @@ static void fail_started(br_procpool *p, pp_slot *s, pp_job *j, int st, pp_donel
   char *msg;
   if (p->closing == C_CANCEL && !j->timed_out) {
     code = BR_ECANCELED;
-    msg = br__pp_strdupf("job '%s' stopped: the pool was shut down immediately", br__pp_job_name(j->job));
+    msg = br__pp_strdupf("job '%s' stopped: the pool was shut down with BR_SHUTDOWN_CANCEL",
+                         br__pp_job_name(j->job));
   } else if (j->timed_out) {
     code = BR_ETIMEDOUT;
-    msg = br__pp_strdupf("job '%s' timed out after %lld ms; worker %d (pid %d) was killed and replaced",
-                   br__pp_job_name(j->job), (long long)(j->timeout_ns / 1000000), s->idx, (int)s->pid);
+    msg = br__pp_strdupf("job '%s' timed out after %lld ms; worker %d (pid %d) was killed and "
+                         "replaced",
+                         br__pp_job_name(j->job), (long long)(j->timeout_ns / 1000000), s->idx,
+                         (int)s->pid);
   } else {
     code = BR_EWORKERDIED;
-    msg = br__pp_strdupf("worker %d (pid %d) died while running job '%s': %s", s->idx, (int)s->pid,
-                   br__pp_job_name(j->job), why);
+    msg = br__pp_strdupf("worker %d (pid %d) died while running job '%s': %s", s->idx,
+                         (int)s->pid, br__pp_job_name(j->job), why);
   }
   j->state = J_DONE;
   if (j->timeout_ns) p->ntimeout--;
@@ -320,8 +324,8 @@ static void slot_died(br_procpool *p, pp_slot *s, int st, int how, pp_donelist *
   if (wstate == PP_W_INIT_FAILED && !p->broken) {
     p->broken = BR_EFAILED;
     free(p->broken_msg);
-    p->broken_msg = br__pp_strdupf("the initializer '%s' failed in a worker (%s): %s", p->init_name,
-                             br_errname(s->ctl->init_err), s->ctl->init_msg);
+    p->broken_msg = br__pp_strdupf("the initializer '%s' failed in a worker (%s): %s",
+                                   p->init_name, br_errname(s->ctl->init_err), s->ctl->init_msg);
   }
   br__pp_slot_teardown(s);
   if (p->broken) {
@@ -331,6 +335,8 @@ static void slot_died(br_procpool *p, pp_slot *s, int st, int how, pp_donelist *
   if (p->closing == C_CANCEL || p->stopped || (how & SD_NO_RESTART)) return;
   if (br__pp_slot_start(p, s) < 0) s->restart_at = pp_now() + PP_RESTART_DELAY_NS;
 }
+
+/* ---- the fork server's messages */
 
 /* The server vanished: its workers died with it. p->mu held. */
 static void server_died(br_procpool *p, pp_donelist *dl) {
@@ -347,17 +353,19 @@ static void server_died(br_procpool *p, pp_donelist *dl) {
   bool killed = st != -1 && WIFSIGNALED(st);
   bool no_exec = !p->server_hello && !p->server_forked && st != -1 && WIFEXITED(st) &&
                  WEXITSTATUS(st) == 127;
-  int err = no_exec ? br__pp_server_fork(p, true)
-            : p->server_hello || killed ? (p->server_forked ? br__pp_server_fork(p, false) : br__pp_server_spawn(p))
-                                        : BR_ENOSYS;
+  int err;
+  if (no_exec) err = br__pp_server_fork(p, true);
+  else if (p->server_hello || killed)
+    err = p->server_forked ? br__pp_server_fork(p, false) : br__pp_server_spawn(p);
+  else err = BR_ENOSYS;
   if (err < 0) {
     p->broken = err;
     free(p->broken_msg);
     p->broken_msg = err == BR_ENOSYS
-                        ? br__pp_strdupf("the fork server (the program exec'd from /proc/self/exe) "
-                                   "exited before it was ready")
+                        ? br__pp_strdupf("the fork server (the program exec'd from "
+                                         "/proc/self/exe) exited before it was ready")
                         : br__pp_strdupf("the fork server died and could not be restarted: %s",
-                                   br_strerror(err));
+                                         br_strerror(err));
     fail_pending(p, err, p->broken_msg, dl);
     return;
   }
@@ -365,7 +373,8 @@ static void server_died(br_procpool *p, pp_donelist *dl) {
   epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->ctl, &ev);
   fcntl(p->ctl, F_SETFL, O_NONBLOCK);
   for (int i = 0; i < p->nworkers; i++)
-    if (br__pp_slot_start(p, &p->slots[i]) < 0) p->slots[i].restart_at = pp_now() + PP_RESTART_DELAY_NS;
+    if (br__pp_slot_start(p, &p->slots[i]) < 0)
+      p->slots[i].restart_at = pp_now() + PP_RESTART_DELAY_NS;
 }
 
 /* Read every message the server sent. Returns true if any. */
@@ -408,8 +417,7 @@ static bool handle_ctl(br_procpool *p, pp_donelist *dl) {
   return any;
 }
 
-/* ------------------------------------------------------------------------ */
-/* the manager thread */
+/* ---- the loop */
 
 /* Kill workers whose job ran out of time; restart slots that failed to
  * start. Returns the next time to look again (BR_NEVER: none). p->mu held.
@@ -474,7 +482,7 @@ static void stop_all(br_procpool *p, pp_donelist *dl) {
     pp_slot *s = &p->slots[i];
     if (s->state == S_LIVE) slot_died(p, s, SIGKILL, SD_NO_RESTART | SD_NO_COUNT, dl);
   }
-  fail_pending(p, BR_ECANCELED, "cancelled: the pool was shut down immediately", dl);
+  fail_pending(p, BR_ECANCELED, "cancelled: the pool was shut down with BR_SHUTDOWN_CANCEL", dl);
   pthread_mutex_unlock(&p->mu);
   complete_all(dl);
 }

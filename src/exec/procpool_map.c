@@ -323,7 +323,8 @@ static void imap_fill(br_procpool_iter *it) {
     }
     if (!count) break;
     pp_chunk_hdr h = {.count = count};
-    struct iovec iov[3] = {{&h, sizeof h}, {it->lens.data, it->lens.len}, {it->data.data, it->data.len}};
+    struct iovec iov[3] = {
+        {&h, sizeof h}, {it->lens.data, it->lens.len}, {it->data.data, it->data.len}};
     br_future *f;
     int r = br__pp_submit(it->p, &f, it->job, iov, 3, sizeof h + it->lens.len + it->data.len,
                           PP_F_CHUNK, count, it->timeout_ms);
