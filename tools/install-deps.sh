@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # install-deps.sh — install the Debian packages braid needs, and only the missing ones.
 #
 #   tools/install-deps.sh [build] [test] [bench] ...   (default: build)
@@ -10,7 +11,8 @@
 #          arm64 libc and cmocka the cross-built tests run with under qemu.
 #          The sanitizer builds use gcc's own ASan/UBSan/TSan runtimes (libasan8,
 #          libubsan1, libtsan2 come with gcc); clang and its libFuzzer runtime
-#          (libclang-rt-14-dev) are for the fuzzing stage (make fuzz).
+#          (libclang-rt-14-dev) are for the clang build (make clang) and the
+#          fuzzing stage (make fuzz); g++ for the C++17 header checks.
 #   bench  build + the peers the benchmarks compare against: Go, Python with
 #          uvloop, libuv, TBB (C++), wrk and nginx.
 #
@@ -20,9 +22,14 @@
 set -euo pipefail
 
 pkgs_build=(cmake gcc make pkg-config libcmocka-dev liburing-dev)
-pkgs_test=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user libc6:arm64 libcmocka-dev:arm64
+pkgs_test=(g++ gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user libc6:arm64 libcmocka-dev:arm64
            clang libclang-rt-14-dev)
 pkgs_bench=(g++ golang-go python3 python3-uvloop libuv1-dev libtbb-dev wrk nginx)
+
+# Add-on libraries and tools: each appends its packages to a group above in a
+# block of its own, with a comment saying what needs them, e.g.
+#   # braid-http (src/http): libcurl's multi interface.
+#   pkgs_build+=(libcurl4-openssl-dev)
 
 groups=("$@")
 [ ${#groups[@]} -gt 0 ] || groups=(build)
@@ -33,7 +40,7 @@ for g in "${groups[@]}"; do
     build) want+=("${pkgs_build[@]}") ;;
     test)  want+=("${pkgs_build[@]}" "${pkgs_test[@]}") ;;
     bench) want+=("${pkgs_build[@]}" "${pkgs_bench[@]}") ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '3,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install-deps: unknown group '$g' (build, test, bench)" >&2; exit 2 ;;
   esac
 done
