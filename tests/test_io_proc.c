@@ -103,7 +103,7 @@ static void *body_process(void *arg) {
   char *out = NULL;
   size_t out_len = 0;
   int status = -1;
-  assert_int_equal(br_process_communicate(&p, input, big, &out, &out_len, NULL, NULL, &status,
+  assert_int_equal(br_process_communicate(&p, &out, &out_len, NULL, NULL, &status, input, big,
                                           br_deadline_ms(10000)), 0);
   assert_int_equal(status, 0);
   assert_int_equal(out_len, big);
@@ -117,9 +117,13 @@ static void *body_process(void *arg) {
   o = (br_process_opts){.out = BR_STDIO_PIPE, .err = BR_STDIO_PIPE};
   assert_int_equal(br_process_spawn(&p, sh, &o), 0);
   char *err = NULL;
-  assert_int_equal(br_process_communicate(&p, NULL, 0, &out, NULL, &err, NULL, &status, BR_NEVER), 0);
+  size_t err_len = 0;
+  assert_int_equal(br_process_communicate(&p, &out, &out_len, &err, &err_len, &status, NULL, 0,
+                                          BR_NEVER), 0);
   assert_string_equal(out, "out\n");
+  assert_int_equal(out_len, 4);
   assert_string_equal(err, "err\n");
+  assert_int_equal(err_len, 4);
   assert_int_equal(status, 3);
   free(out);
   free(err);
@@ -130,10 +134,30 @@ static void *body_process(void *arg) {
 
   o = (br_process_opts){.out = BR_STDIO_PIPE, .err = BR_STDIO_STDOUT};
   assert_int_equal(br_process_spawn(&p, sh, &o), 0);
-  assert_int_equal(br_process_communicate(&p, NULL, 0, &out, NULL, NULL, NULL, &status, BR_NEVER), 0);
+  assert_int_equal(br_process_communicate(&p, &out, NULL, NULL, NULL, &status, NULL, 0, BR_NEVER), 0);
   assert_true(strstr(out, "out\n") && strstr(out, "err\n"));
   free(out);
   br_process_close(&p);
+  br_process_close(&p); /* again: nothing left to do */
+  br_process_close(NULL);
+
+  /* A stream that is not a pipe gives "" (not NULL), and status may be
+   * NULL. */
+  const char *truecmd[] = {"/bin/sh", "-c", "exit 0", NULL};
+  assert_int_equal(br_process_spawn(&p, truecmd, NULL), 0);
+  out = err = (char *)"x";
+  out_len = err_len = 9;
+  assert_int_equal(br_process_communicate(&p, &out, &out_len, &err, &err_len, NULL, NULL, 0,
+                                          br_deadline_ms(5000)), 0);
+  assert_string_equal(out, "");
+  assert_string_equal(err, "");
+  assert_int_equal(out_len, 0);
+  assert_int_equal(err_len, 0);
+  free(out);
+  free(err);
+  br_process_close(&p);
+  assert_int_equal(br_process_communicate(NULL, &out, NULL, NULL, NULL, NULL, NULL, 0, BR_NEVER),
+                   BR_EINVAL);
 
   /* Killed by a signal: Python's negative returncode. */
   const char *sleeper[] = {"/bin/sleep", "30", NULL};
@@ -166,7 +190,7 @@ static void *body_process(void *arg) {
   char *env[] = {"BRAID_X=42", NULL};
   o = (br_process_opts){.in = BR_STDIO_NULL, .out = BR_STDIO_PIPE, .cwd = "/tmp", .envp = env};
   assert_int_equal(br_process_spawn(&p, pwd, &o), 0);
-  assert_int_equal(br_process_communicate(&p, NULL, 0, &out, NULL, NULL, NULL, &status, BR_NEVER), 0);
+  assert_int_equal(br_process_communicate(&p, &out, NULL, NULL, NULL, &status, NULL, 0, BR_NEVER), 0);
   assert_string_equal(out, "/tmp\n42\n");
   free(out);
   br_process_close(&p);
@@ -224,7 +248,7 @@ static void *wait_child(void *arg) {
 
 static void *body_many_children(void *arg) {
   (void)arg;
-  br_group *g = br_group_new();
+  br_group *g = io_group();
   long n = br_test_scaled(50);
   for (long i = 0; i < n; i++) br_group_spawn(g, wait_child, NULL, NULL);
   int rc = br_group_wait(g);

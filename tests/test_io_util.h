@@ -21,7 +21,7 @@
 /* Run body as a braid main task and require it to succeed. */
 static inline void io_run(br_task_fn body, void *arg) {
   void *res = NULL;
-  int rc = br_run(body, arg, &res);
+  int rc = br_run(&res, body, arg);
   if (rc != 0) fprintf(stderr, "main failed: %s\n", br_strerror(rc));
   assert_int_equal(rc, 0);
 }
@@ -62,6 +62,14 @@ static inline void io_assert_all_cloexec(void) {
     }
   }
   closedir(d);
+}
+
+/* A new task group (convention: int br_group_new(&g)). */
+static inline br_group *io_group(void) {
+  br_group *g = NULL;
+  assert_int_equal(br_group_new(&g), 0);
+  assert_non_null(g);
+  return g;
 }
 
 /* A listener on 127.0.0.1 (or host) with an ephemeral port. */

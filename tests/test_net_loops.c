@@ -47,7 +47,7 @@ static void *client(void *arg) {
 
 static void *clients_main(void *arg) {
   (void)arg;
-  br_group *g = br_group_new();
+  br_group *g = io_group();
   for (int i = 0; i < nclients; i++) br_group_spawn(g, client, NULL, NULL);
   int rc = br_group_wait(g);
   if (rc) fprintf(stderr, "client: %s\n", br_group_message(g));
@@ -67,7 +67,7 @@ static void *server_main(void *arg) {
     int rc = br_loops_spawn(NLOOPS - 1, clients_main, NULL, "clients");
     if (rc) return br_fail(rc, "handoff");
   }
-  br_group *g = br_group_new();
+  br_group *g = io_group();
   for (;;) {
     int fd = br_accept(lfd, NULL, BR_NEVER);
     if (fd < 0) break; /* cancelled once every client is done */
@@ -145,10 +145,62 @@ static void *fail_on_two(void *arg) {
   return NULL;
 }
 
+typedef struct logged {
+  pthread_mutex_t mu;
+  int errors;
+  char last[256];
+} logged;
+
+static void log_hook(br_log_level level, const char *msg, void *ud) {
+  logged *lg = ud;
+  pthread_mutex_lock(&lg->mu);
+  if (level == BR_LOG_ERROR) {
+    lg->errors++;
+    snprintf(lg->last, sizeof lg->last, "%s", msg);
+  }
+  pthread_mutex_unlock(&lg->mu);
+}
+
 static void test_failure(void **state) {
   (void)state;
+  /* The first failing main's code, its message through the log hook. */
+  logged lg = {.mu = PTHREAD_MUTEX_INITIALIZER};
+  br_set_log(log_hook, &lg);
   assert_int_equal(br_run_loops(NLOOPS, fail_on_two, NULL, NULL), BR_EIO);
+  br_set_log(NULL, NULL);
+  assert_int_equal(lg.errors, 1);
+  assert_non_null(strstr(lg.last, "main-2 failed"));
+  assert_non_null(strstr(lg.last, "loop two gives up"));
   assert_int_equal(br_run_loops(2, NULL, NULL, NULL), BR_EINVAL);
+  /* Negative counts are invalid (0 is BR_CPUS), and so is more than 4096. */
+  assert_int_equal(br_run_loops(-1, fail_on_two, NULL, NULL), BR_EINVAL);
+  assert_int_equal(br_run_loops(-4, fail_on_two, NULL, NULL), BR_EINVAL);
+  assert_int_equal(br_run_loops(4097, fail_on_two, NULL, NULL), BR_EINVAL);
+}
+
+/* BR_CPUS: one loop per CPU the process may use. */
+static atomic_int cpus_seen;
+static atomic_int cpus_bad;
+
+static void *count_loops(void *arg) {
+  (void)arg;
+  if (br_loops_count() != br_cpu_count()) atomic_fetch_add(&cpus_bad, 1);
+  if (br_loops_index() < 0 || br_loops_index() >= br_loops_count()) atomic_fetch_add(&cpus_bad, 1);
+  atomic_fetch_add(&cpus_seen, 1);
+  return NULL;
+}
+
+static void test_cpus(void **state) {
+  (void)state;
+  atomic_store(&cpus_seen, 0);
+  atomic_store(&cpus_bad, 0);
+  assert_int_equal(BR_CPUS, 0);
+  assert_int_equal(br_run_loops(BR_CPUS, count_loops, NULL, NULL), 0);
+  assert_int_equal(atomic_load(&cpus_seen), br_cpu_count());
+  assert_int_equal(atomic_load(&cpus_bad), 0);
+  /* Outside a group there is no index. */
+  assert_int_equal(br_loops_index(), -1);
+  assert_int_equal(br_loops_count(), 0);
 }
 
 static void *wait_forever(void *arg) {
@@ -187,6 +239,7 @@ int main(void) {
     cmocka_unit_test(test_reuseport),
     cmocka_unit_test(test_handoff),
     cmocka_unit_test(test_failure),
+    cmocka_unit_test(test_cpus),
     cmocka_unit_test(test_sigint),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -61,7 +61,7 @@ static void *body_emfile(void *arg) {
   struct rlimit old;
   getrlimit(RLIMIT_NOFILE, &old);
   int port;
-  emfile_state s = {.lfd = io_listen(NULL, &port), .g = br_group_new()};
+  emfile_state s = {.lfd = io_listen(NULL, &port), .g = io_group()};
   br_addr a;
   br_addr_ip(&a, "127.0.0.1", port);
   /* Four clients connect before descriptors run out (the kernel completes
@@ -173,7 +173,7 @@ static void *b_process(void *a) {
 static void *b_resolve(void *a) {
   (void)a;
   br_addr out[4];
-  return (void *)(intptr_t)br_resolve("localhost", "80", AF_UNSPEC, out, 4, BR_NEVER);
+  return (void *)(intptr_t)br_resolve(out, 4, "localhost", "80", AF_UNSPEC, BR_NEVER);
 }
 static void *slow_job(void *a) {
   (void)a;
@@ -183,8 +183,10 @@ static void *slow_job(void *a) {
 }
 static void *b_to_thread(void *a) {
   (void)a;
-  br_future *f = br_to_thread(slow_job, NULL);
-  int rc = br_await(f, NULL);
+  br_future *f;
+  int rc = br_to_thread(&f, slow_job, NULL);
+  if (rc) return (void *)(intptr_t)rc;
+  rc = br_await(f, NULL);
   br_future_unref(f);
   return (void *)(intptr_t)rc;
 }
@@ -217,7 +219,7 @@ static void *body_cancel_everything(void *arg) {
   int s1 = br_accept(g_lfd, NULL, br_deadline_ms(2000));
   g_idle_fd = c1;
   int fullpair[2];
-  br_socketpair(SOCK_STREAM, fullpair);
+  br_socketpair(fullpair, SOCK_STREAM);
   g_full_fd = fullpair[0];
   /* A listener whose backlog is full: connects hang. */
   int full = br_tcp_listen("127.0.0.1", 0, 1, 0);
@@ -327,7 +329,7 @@ static void *body_eintr(void *arg) {
   pthread_t th;
   pthread_create(&th, NULL, pester, &p);
   int sv[2];
-  br_socketpair(SOCK_STREAM, sv);
+  br_socketpair(sv, SOCK_STREAM);
   br_task *w;
   br_spawn(&w, delayed_writer, (void *)(intptr_t)sv[0], NULL);
   char buf[400];
@@ -396,16 +398,28 @@ static void *body_udp_dns(void *arg) {
   udp_round("::1", AF_INET6);
 
   br_addr out[8];
-  int n = br_resolve("localhost", "8080", AF_INET, out, 8, br_deadline_ms(5000));
+  int n = br_resolve(out, 8, "localhost", "8080", AF_INET, br_deadline_ms(5000));
   assert_true(n >= 1);
   char text[64];
   br_addr_format(&out[0], text, sizeof text);
   assert_string_equal(text, "127.0.0.1:8080");
-  n = br_resolve("127.0.0.1", "http", AF_UNSPEC, out, 8, BR_NEVER); /* service by name */
+  n = br_resolve(out, 8, "127.0.0.1", "http", AF_UNSPEC, BR_NEVER); /* service by name */
   assert_true(n >= 1);
   assert_int_equal(br_addr_port(&out[0]), 80);
-  assert_int_equal(br_resolve("[::1", "1", AF_UNSPEC, out, 8, br_deadline_ms(5000)) < 0, 1);
-  assert_int_equal(br_resolve("x", "1", 12345, out, 8, BR_NEVER), BR_EINVAL);
+  assert_int_equal(br_resolve(out, 8, "[::1", "1", AF_UNSPEC, br_deadline_ms(5000)) < 0, 1);
+  assert_int_equal(br_resolve(out, 8, "x", "1", 12345, BR_NEVER), BR_EINVAL);
+  assert_int_equal(br_resolve(NULL, 8, "localhost", "1", AF_UNSPEC, BR_NEVER), BR_EINVAL);
+  assert_int_equal(br_resolve(out, 0, "localhost", "1", AF_UNSPEC, BR_NEVER), BR_EINVAL);
+  /* At most max addresses, in out[0..max). */
+  memset(out, 0, sizeof out);
+  assert_int_equal(br_resolve(out, 1, "127.0.0.1", "7", AF_UNSPEC, BR_NEVER), 1);
+  assert_int_equal(br_addr_port(&out[0]), 7);
+  assert_int_equal(out[1].len, 0);
+  /* br_addr_port: only IP addresses have a port. */
+  br_addr ux;
+  assert_int_equal(br_addr_unix(&ux, "/tmp/x.sock"), 0);
+  assert_int_equal(br_addr_port(&ux), BR_EINVAL);
+  assert_int_equal(br_addr_port(NULL), BR_EINVAL);
   /* Many lookups at once go through the DNS class without blocking us. */
   br_addr tmp;
   assert_int_equal(br_addr_ip(&tmp, "fe80::1%1", 5), 0);
@@ -430,7 +444,7 @@ static void *body_cloexec(void *arg) {
   br_addr peer;
   int s = br_accept(lfd, &peer, br_deadline_ms(2000));
   int sv[2], pp[2];
-  br_socketpair(SOCK_STREAM, sv);
+  br_socketpair(sv, SOCK_STREAM);
   br_pipe(pp);
   br_addr u;
   br_addr_ip(&u, "127.0.0.1", 0);

@@ -35,7 +35,7 @@ static void *echo_conn(void *arg) {
 
 static void *echo_server(void *arg) {
   server *s = arg;
-  br_group *g = br_group_new();
+  br_group *g = io_group();
   for (int i = 0; i < s->conns; i++) {
     int fd = br_accept(s->lfd, NULL, br_deadline_ms(10000));
     if (fd < 0) {
@@ -76,7 +76,7 @@ static void run_echo(const br_addr *addr, int lfd, int nclients, size_t size) {
   br_task *st;
   assert_int_equal(br_spawn(&st, echo_server, &s, &(br_spawn_opts){.name = "server"}), 0);
   client_arg *ca = calloc((size_t)nclients, sizeof *ca);
-  br_group *g = br_group_new();
+  br_group *g = io_group();
   for (int i = 0; i < nclients; i++) {
     ca[i] = (client_arg){.addr = *addr, .id = i, .size = size};
     assert_int_equal(br_group_spawn(g, echo_client, &ca[i], NULL), 0);
@@ -286,7 +286,7 @@ static void *slow_read(void *arg) {
 static void *body_partial(void *arg) {
   (void)arg;
   int sv[2];
-  assert_int_equal(br_socketpair(SOCK_STREAM, sv), 0);
+  assert_int_equal(br_socketpair(sv, SOCK_STREAM), 0);
   /* Small buffers: every large write is split many times. */
   int small = 4096;
   setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
@@ -435,7 +435,7 @@ static void *body_sendfile(void *arg) {
   assert_true(in >= 0);
   unlink(path);
   int sv[2];
-  br_socketpair(SOCK_STREAM, sv);
+  br_socketpair(sv, SOCK_STREAM);
   slow_reader s = {.fd = sv[1], .expect = size - 1000};
   br_task *t;
   br_spawn(&t, slow_read, &s, NULL);
@@ -487,7 +487,7 @@ static void *ticker(void *arg) {
 static void *body_fairness(void *arg) {
   (void)arg;
   int sv[2];
-  br_socketpair(SOCK_STREAM, sv);
+  br_socketpair(sv, SOCK_STREAM);
   flood f = {.fd = sv[0]};
   br_task *w, *tk;
   br_spawn(&w, flood_writer, &f, NULL);
