@@ -15,5 +15,7 @@ enum { BRAID_EXIT_OK = 0, BRAID_EXIT_FAIL = 1, BRAID_EXIT_USAGE = 2 };
 
 int cmd_compare(int argc, char **argv);
 void cmd_compare_help(FILE *out);
+int cmd_profile(int argc, char **argv);
+void cmd_profile_help(FILE *out);
 
 #endif

@@ -17,6 +17,9 @@ static const command commands[] = {
     {"compare", "run N waiting or computing tasks one by one, on threads, as coroutines and "
                 "in processes:\n             times, speed-ups and timelines",
      cmd_compare, cmd_compare_help},
+    {"profile", "run a command and say what it waits on: the verdict (cpu-bound,\n"
+                "             io-bound, mixed), where the time went, which model fits",
+     cmd_profile, cmd_profile_help},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
 

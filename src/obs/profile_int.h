@@ -1,0 +1,77 @@
+/* braid — the profiler's internals (obs layer; not public).
+ *
+ * One sampler, used by br_profile_command (a command's process tree) and by
+ * br_profile (this process's threads while one call runs). The sampler runs
+ * on one thread and owns everything here; nothing is shared.
+ *
+ * Accounting per thread and round: schedstat gives exact run and run-queue
+ * nanoseconds since the thread started, so their deltas are the round's
+ * on-CPU and waiting-for-a-CPU time. The rest of the round the thread was
+ * blocked; that remainder is split between the blocked state seen at the
+ * round's start and the one seen at its end (a thread blocked in the same
+ * call at both ends gets all of it), so a one-sample glimpse never owns a
+ * whole round.
+ */
+#ifndef BRAID_OBS_PROFILE_INT_H
+#define BRAID_OBS_PROFILE_INT_H
+
+#include <braid.h>
+#include <braid/profile.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+typedef struct prof_thread {
+  pid_t pid, tid;
+  int fd_sched, fd_syscall, fd_children; /* kept open: one pread per round */
+  uint64_t run_ns, wait_ns;              /* schedstat at the last round */
+  int cat;                               /* blocked category at the last round, -1: none */
+  bool alive, seen;                      /* seen: found in the current round */
+  int64_t first_ns, last_ns;             /* when first and last sampled */
+  double t[BR_PROFILE_T_COUNT];          /* nanoseconds per category */
+  int trace_cat;                         /* the open trace slice: category, -1 none */
+  int64_t trace_from;
+} prof_thread;
+
+typedef struct prof_proc {
+  pid_t pid;
+  bool alive;
+  uint64_t read_bytes, write_bytes; /* last values of /proc/PID/io */
+} prof_proc;
+
+typedef struct prof_state {
+  pid_t self;          /* the profiling process */
+  pid_t skip_tid;      /* the sampler thread (function mode), or 0 */
+  bool include_self;   /* function mode: this process's own threads count */
+  prof_thread *th;
+  size_t nth, cap_th;
+  prof_proc *pr;
+  size_t npr, cap_pr;
+  int64_t start_ns, last_ns;
+  double cores_peak;
+  int samples;
+  FILE *trace;         /* trace-event JSON being written, or NULL */
+  bool trace_any;
+} prof_state;
+
+/* Sampling (profile_sample.c). */
+int br__prof_init(prof_state *s, bool include_self, pid_t skip_tid, const char *trace_path);
+/* One round: discover processes and threads, account every thread. */
+void br__prof_round(prof_state *s);
+/* Close everything; the tallies stay readable until br__prof_free. */
+void br__prof_finish(prof_state *s);
+void br__prof_free(prof_state *s);
+
+/* The blocked category of a thread right now (profile_syscall.c): reads its
+ * syscall file and classifies the call and its descriptor. -1 if running,
+ * BR_PROFILE_T_COUNT if the thread has exited (a zombie's file reads empty). */
+int br__prof_blocked_category(pid_t pid, int fd_syscall);
+
+/* Verdict, evidence and recommendation from the tallies (profile_verdict.c).
+ * wall_ns: the work's wall time; extra_cpu_ns: CPU time rusage saw that the
+ * samples did not (processes too short-lived to be sampled). */
+void br__prof_report(const prof_state *s, int64_t wall_ns, int64_t extra_cpu_ns,
+                     br_profile_report *out);
+
+#endif

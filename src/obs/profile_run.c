@@ -1,0 +1,254 @@
+/* profile_run.c — br_profile_command and br_profile: who samples, who waits.
+ *
+ * Command mode: the calling thread forks and execs the command, then samples
+ * the tree at a rising interval (10, 20, 40 ms, ... up to the configured one)
+ * until a reaper thread reports that no child is left. The reaper blocks in
+ * waitpid(-1) and reaps everything (the command, and orphans reparented to
+ * us as subreaper), so the end of the work is seen when it happens, not at
+ * the next sample. CPU time of processes that lived between two samples is
+ * not lost: getrusage(RUSAGE_CHILDREN) counts every reaped descendant, and
+ * what it saw beyond the samples is added as on-CPU time.
+ *
+ * Function mode: a sampler thread samples this process while the caller runs
+ * the function, and is told to stop through a pipe when it returns.
+ */
+#include "obs/profile_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/log.h"
+
+enum { FIRST_INTERVAL_MS = 10, DEFAULT_INTERVAL_MS = 100 };
+
+static int64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int64_t tv_ns(struct timeval tv) {
+  return (int64_t)tv.tv_sec * 1000000000 + (int64_t)tv.tv_usec * 1000;
+}
+
+static int64_t rusage_cpu_ns(int who) {
+  struct rusage ru;
+  if (getrusage(who, &ru) != 0) return 0;
+  return tv_ns(ru.ru_utime) + tv_ns(ru.ru_stime);
+}
+
+static int interval_of(const br_profile_opts *opts) {
+  return opts && opts->interval_ms > 0 ? opts->interval_ms : DEFAULT_INTERVAL_MS;
+}
+
+/* Wait up to ms for fd to become readable. */
+static bool wait_readable(int fd, int ms) {
+  struct pollfd p = {fd, POLLIN, 0};
+  int rc;
+  do rc = poll(&p, 1, ms);
+  while (rc < 0 && errno == EINTR);
+  return rc > 0;
+}
+
+static double sampled_cpu_ns(const prof_state *s) {
+  double cpu = 0;
+  for (size_t i = 0; i < s->nth; i++)
+    if (s->th[i].cat != -2) cpu += s->th[i].t[BR_PROFILE_T_CPU];
+  return cpu;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Command mode                                                              */
+
+typedef struct reaper {
+  pid_t child;
+  int status;       /* the command's wait status */
+  int64_t end_ns;   /* when the last child was reaped */
+  int notify;       /* write end: "no child left" */
+} reaper;
+
+static void *reaper_main(void *arg) {
+  reaper *r = arg;
+  for (;;) {
+    int st;
+    pid_t p = waitpid(-1, &st, 0);
+    if (p == r->child) r->status = st;
+    if (p < 0 && errno == EINTR) continue;
+    if (p < 0) break; /* ECHILD: the whole tree is gone */
+  }
+  r->end_ns = mono_ns();
+  char c = 1;
+  ssize_t w;
+  do w = write(r->notify, &c, 1);
+  while (w < 0 && errno == EINTR);
+  return NULL;
+}
+
+int br_profile_command(br_profile_report *out, char *const argv[], const br_profile_opts *opts) {
+  if (!out || !argv || !argv[0]) return BR_EINVAL;
+  int exec_pipe[2], done_pipe[2];
+  if (pipe2(exec_pipe, O_CLOEXEC) != 0) return -errno;
+  if (pipe2(done_pipe, O_CLOEXEC) != 0) {
+    int e = -errno;
+    close(exec_pipe[0]);
+    close(exec_pipe[1]);
+    return e;
+  }
+  prof_state s;
+  int rc = br__prof_init(&s, false, 0, opts ? opts->trace_path : NULL);
+  if (rc) {
+    br__prof_free(&s);
+    goto close_pipes;
+  }
+  int was_reaper = 0;
+  (void)prctl(PR_GET_CHILD_SUBREAPER, &was_reaper);
+  (void)prctl(PR_SET_CHILD_SUBREAPER, 1);
+  int64_t cpu0 = rusage_cpu_ns(RUSAGE_CHILDREN), self0 = rusage_cpu_ns(RUSAGE_SELF);
+  s.start_ns = s.last_ns = mono_ns();
+
+  pid_t pid = fork();
+  if (pid < 0) {
+    rc = -errno;
+    goto restore;
+  }
+  if (pid == 0) {
+    close(exec_pipe[0]);
+    execvp(argv[0], argv);
+    int e = errno;
+    ssize_t w = write(exec_pipe[1], &e, sizeof e);
+    (void)w;
+    _exit(127);
+  }
+  close(exec_pipe[1]);
+  exec_pipe[1] = -1;
+  int exec_errno = 0;
+  ssize_t got;
+  do got = read(exec_pipe[0], &exec_errno, sizeof exec_errno);
+  while (got < 0 && errno == EINTR);
+  if (got == (ssize_t)sizeof exec_errno) {
+    (void)waitpid(pid, NULL, 0);
+    br__log(BR_LOG_ERROR, "profile: cannot run '%s': %s", argv[0], strerror(exec_errno));
+    rc = -exec_errno;
+    goto restore;
+  }
+
+  reaper r = {.child = pid, .notify = done_pipe[1]};
+  pthread_t reaper_thread;
+  if ((rc = -pthread_create(&reaper_thread, NULL, reaper_main, &r)) != 0) {
+    (void)kill(pid, SIGKILL);
+    (void)waitpid(pid, NULL, 0);
+    goto restore;
+  }
+  int interval = FIRST_INTERVAL_MS, target = interval_of(opts);
+  if (interval > target) interval = target;
+  br__prof_round(&s);
+  while (!wait_readable(done_pipe[0], interval)) {
+    br__prof_round(&s);
+    if (interval < target) interval = interval * 2 < target ? interval * 2 : target;
+  }
+  pthread_join(reaper_thread, NULL);
+  br__prof_round(&s); /* closes what exited */
+  s.last_ns = r.end_ns;
+  br__prof_finish(&s);
+  int64_t rusage_cpu = rusage_cpu_ns(RUSAGE_CHILDREN) - cpu0;
+  int64_t extra = rusage_cpu - (int64_t)sampled_cpu_ns(&s);
+  br__prof_report(&s, r.end_ns - s.start_ns, extra, out);
+  out->exit_status = r.status;
+  out->profiler_cpu_s = (double)(rusage_cpu_ns(RUSAGE_SELF) - self0) / 1e9;
+  rc = 0;
+
+restore:
+  (void)prctl(PR_SET_CHILD_SUBREAPER, was_reaper);
+  br__prof_free(&s);
+close_pipes:
+  close(exec_pipe[0]);
+  if (exec_pipe[1] >= 0) close(exec_pipe[1]);
+  close(done_pipe[0]);
+  close(done_pipe[1]);
+  return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Function mode                                                             */
+
+typedef struct sampler {
+  prof_state s;
+  const br_profile_opts *opts;
+  int stop;            /* read end: the call returned */
+  atomic_int started;  /* the sampler knows its own thread id */
+  int64_t cpu_ns;      /* the sampler thread's own CPU time */
+  int rc;
+} sampler;
+
+static void *sampler_main(void *arg) {
+  sampler *sm = arg;
+  pid_t self_tid = (pid_t)syscall(SYS_gettid);
+  sm->rc = br__prof_init(&sm->s, true, self_tid, sm->opts ? sm->opts->trace_path : NULL);
+  atomic_store(&sm->started, 1);
+  if (sm->rc) return NULL;
+  int interval = FIRST_INTERVAL_MS, target = interval_of(sm->opts);
+  if (interval > target) interval = target;
+  br__prof_round(&sm->s);
+  while (!wait_readable(sm->stop, interval)) {
+    br__prof_round(&sm->s);
+    if (interval < target) interval = interval * 2 < target ? interval * 2 : target;
+  }
+  br__prof_round(&sm->s);
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  sm->cpu_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+  return NULL;
+}
+
+int br_profile(br_profile_report *out, void **result, void *(*fn)(void *), void *arg,
+               const br_profile_opts *opts) {
+  if (!out || !fn) return BR_EINVAL;
+  int stop[2];
+  if (pipe2(stop, O_CLOEXEC) != 0) return -errno;
+  sampler *sm = calloc(1, sizeof *sm);
+  if (!sm) {
+    close(stop[0]);
+    close(stop[1]);
+    return BR_ENOMEM;
+  }
+  sm->opts = opts;
+  sm->stop = stop[0];
+  pthread_t th;
+  int rc = -pthread_create(&th, NULL, sampler_main, sm);
+  if (rc == 0) {
+    /* The call must not start before the sampler has its first look, or a
+     * short call would have nothing to show. */
+    while (!atomic_load(&sm->started)) sched_yield();
+    int64_t t0 = mono_ns();
+    void *value = fn(arg);
+    int64_t t1 = mono_ns();
+    if (result) *result = value;
+    char c = 1;
+    ssize_t w;
+    do w = write(stop[1], &c, 1);
+    while (w < 0 && errno == EINTR);
+    pthread_join(th, NULL);
+    rc = sm->rc;
+    if (rc == 0) {
+      br__prof_finish(&sm->s);
+      br__prof_report(&sm->s, t1 - t0, 0, out);
+      out->profiler_cpu_s = (double)sm->cpu_ns / 1e9;
+    }
+  }
+  br__prof_free(&sm->s);
+  free(sm);
+  close(stop[0]);
+  close(stop[1]);
+  return rc;
+}

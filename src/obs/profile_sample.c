@@ -1,0 +1,286 @@
+/* profile_sample.c — one sampling round over a process tree.
+ *
+ * The tree is found from the profiling process downwards: the children
+ * listed in /proc/PID/task/TID/children of every thread of every process
+ * already known. In command mode the profiling process is a child subreaper,
+ * so an orphaned grandchild is reparented to it and stays in the tree. Each
+ * thread's schedstat, syscall and children files are opened once and re-read
+ * with pread, so a round costs about three system calls per thread.
+ */
+#include "obs/profile_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static int64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int open_task_file(pid_t pid, pid_t tid, const char *name) {
+  char path[96];
+  snprintf(path, sizeof path, "/proc/%d/task/%d/%s", (int)pid, (int)tid, name);
+  return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+static prof_thread *find_thread(prof_state *s, pid_t tid) {
+  for (size_t i = 0; i < s->nth; i++)
+    if (s->th[i].tid == tid && s->th[i].alive) return &s->th[i];
+  return NULL;
+}
+
+static prof_proc *find_proc(prof_state *s, pid_t pid) {
+  for (size_t i = 0; i < s->npr; i++)
+    if (s->pr[i].pid == pid && s->pr[i].alive) return &s->pr[i];
+  return NULL;
+}
+
+static prof_proc *add_proc(prof_state *s, pid_t pid) {
+  prof_proc *p = find_proc(s, pid);
+  if (p) return p;
+  if (s->npr == s->cap_pr) {
+    size_t cap = s->cap_pr ? 2 * s->cap_pr : 16;
+    prof_proc *np = realloc(s->pr, cap * sizeof *np);
+    if (!np) return NULL;
+    s->pr = np;
+    s->cap_pr = cap;
+  }
+  p = &s->pr[s->npr++];
+  *p = (prof_proc){.pid = pid, .alive = true};
+  return p;
+}
+
+static prof_thread *add_thread(prof_state *s, pid_t pid, pid_t tid, int64_t now) {
+  if (s->nth == s->cap_th) {
+    size_t cap = s->cap_th ? 2 * s->cap_th : 32;
+    prof_thread *nt = realloc(s->th, cap * sizeof *nt);
+    if (!nt) return NULL;
+    s->th = nt;
+    s->cap_th = cap;
+  }
+  prof_thread *t = &s->th[s->nth];
+  *t = (prof_thread){.pid = pid, .tid = tid, .cat = -1, .alive = true, .trace_cat = -1,
+                     .first_ns = now, .last_ns = now};
+  t->fd_sched = open_task_file(pid, tid, "schedstat");
+  if (t->fd_sched < 0) return NULL; /* gone already */
+  t->fd_syscall = open_task_file(pid, tid, "syscall");
+  t->fd_children = open_task_file(pid, tid, "children");
+  s->nth++;
+  return t;
+}
+
+static void close_thread(prof_thread *t) {
+  if (t->fd_sched >= 0) close(t->fd_sched);
+  if (t->fd_syscall >= 0) close(t->fd_syscall);
+  if (t->fd_children >= 0) close(t->fd_children);
+  t->fd_sched = t->fd_syscall = t->fd_children = -1;
+  t->alive = false;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Trace: one slice per stretch of a thread in the same state.               */
+
+static void trace_close_slice(prof_state *s, prof_thread *t, int64_t at) {
+  if (!s->trace || t->trace_cat < 0 || at <= t->trace_from) return;
+  fprintf(s->trace, "%s\n{\"name\":\"%s\",\"cat\":\"braid.profile\",\"ph\":\"X\",\"ts\":%.3f,"
+          "\"dur\":%.3f,\"pid\":%d,\"tid\":%d}",
+          s->trace_any ? "," : "", br_profile_time_name((br_profile_time)t->trace_cat),
+          (double)(t->trace_from - s->start_ns) / 1e3, (double)(at - t->trace_from) / 1e3,
+          (int)t->pid, (int)t->tid);
+  s->trace_any = true;
+}
+
+static void trace_state(prof_state *s, prof_thread *t, int cat, int64_t from) {
+  if (!s->trace || cat == t->trace_cat) return;
+  trace_close_slice(s, t, from);
+  t->trace_cat = cat;
+  t->trace_from = from;
+}
+
+static void trace_name_thread(prof_state *s, const prof_thread *t) {
+  if (!s->trace) return;
+  char path[96], comm[64] = "?";
+  snprintf(path, sizeof path, "/proc/%d/task/%d/comm", (int)t->pid, (int)t->tid);
+  FILE *f = fopen(path, "re");
+  if (f) {
+    if (fgets(comm, sizeof comm, f)) comm[strcspn(comm, "\n\"\\")] = '\0';
+    fclose(f);
+  }
+  fprintf(s->trace, "%s\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":%d,"
+          "\"args\":{\"name\":\"%s\"}}",
+          s->trace_any ? "," : "", (int)t->pid, (int)t->tid, comm);
+  s->trace_any = true;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Discovery                                                                 */
+
+/* Add pid's threads (and their children's pids to the work list). */
+static void discover_process(prof_state *s, pid_t pid, pid_t **work, size_t *nwork,
+                             size_t *capwork, int64_t now) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+  DIR *d = opendir(path);
+  if (!d) return;
+  if (pid != s->self || s->include_self) add_proc(s, pid);
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    pid_t tid = (pid_t)atoi(e->d_name);
+    prof_thread *t = find_thread(s, tid);
+    bool counted = (pid != s->self || s->include_self) && tid != s->skip_tid;
+    if (!t) {
+      if (!counted && pid != s->self) continue;
+      t = add_thread(s, pid, tid, now);
+      if (!t) continue;
+      if (!counted) t->cat = -2; /* the profiler's own thread: only its children matter */
+      else trace_name_thread(s, t);
+    }
+    t->seen = true;
+    if (t->fd_children < 0) continue;
+    char buf[4096];
+    ssize_t n = pread(t->fd_children, buf, sizeof buf - 1, 0);
+    if (n <= 0) continue;
+    buf[n] = '\0';
+    for (char *p = buf, *end; *p; p = end) {
+      long c = strtol(p, &end, 10);
+      if (end == p) break;
+      if (*nwork == *capwork) {
+        size_t cap = *capwork ? 2 * *capwork : 16;
+        pid_t *nw = realloc(*work, cap * sizeof *nw);
+        if (!nw) break;
+        *work = nw;
+        *capwork = cap;
+      }
+      (*work)[(*nwork)++] = (pid_t)c;
+    }
+  }
+  closedir(d);
+}
+
+static void read_io(prof_proc *p) {
+  char path[64], line[128];
+  snprintf(path, sizeof path, "/proc/%d/io", (int)p->pid);
+  FILE *f = fopen(path, "re");
+  if (!f) return;
+  unsigned long long v;
+  while (fgets(line, sizeof line, f)) {
+    if (sscanf(line, "read_bytes: %llu", &v) == 1) p->read_bytes = v;
+    else if (sscanf(line, "write_bytes: %llu", &v) == 1) p->write_bytes = v;
+  }
+  fclose(f);
+}
+
+/* ------------------------------------------------------------------------ */
+
+int br__prof_init(prof_state *s, bool include_self, pid_t skip_tid, const char *trace_path) {
+  *s = (prof_state){.self = getpid(), .skip_tid = skip_tid, .include_self = include_self};
+  s->start_ns = s->last_ns = now_ns();
+  if (trace_path) {
+    s->trace = fopen(trace_path, "we");
+    if (!s->trace) return -errno;
+    fputs("{\"displayTimeUnit\":\"ms\",\"traceEvents\":[", s->trace);
+  }
+  if (access("/proc/self/task", R_OK) != 0) return BR_ENOSYS;
+  return 0;
+}
+
+void br__prof_round(prof_state *s) {
+  int64_t now = now_ns();
+  for (size_t i = 0; i < s->nth; i++) s->th[i].seen = false;
+  for (size_t i = 0; i < s->npr; i++) s->pr[i].alive = false;
+
+  pid_t *work = NULL;
+  size_t nwork = 0, capwork = 0;
+  discover_process(s, s->self, &work, &nwork, &capwork, now);
+  for (size_t i = 0; i < nwork; i++) {
+    bool dup = false;
+    for (size_t j = 0; j < i && !dup; j++) dup = work[j] == work[i];
+    if (!dup) discover_process(s, work[i], &work, &nwork, &capwork, now);
+  }
+  free(work);
+
+  uint64_t round_run = 0;
+  int64_t span = now - s->last_ns;
+  for (size_t i = 0; i < s->nth; i++) {
+    prof_thread *t = &s->th[i];
+    if (!t->alive) continue;
+    char buf[128];
+    /* Read even a thread this round did not find (its process may have been
+     * between parents): only a failed read means it is gone. */
+    ssize_t n = pread(t->fd_sched, buf, sizeof buf - 1, 0);
+    int cat = n > 0 && t->cat != -2 && t->fd_syscall >= 0
+                  ? br__prof_blocked_category(t->pid, t->fd_syscall)
+                  : BR_PROFILE_T_OTHER;
+    if (n <= 0 || cat == BR_PROFILE_T_COUNT) { /* exited since the last round */
+      trace_close_slice(s, t, t->last_ns);
+      close_thread(t);
+      continue;
+    }
+    if (t->cat == -2) continue; /* the profiler's own thread */
+    buf[n] = '\0';
+    unsigned long long run = 0, wait = 0;
+    if (sscanf(buf, "%llu %llu", &run, &wait) != 2) continue;
+    /* The first round is the baseline: what ran before it is not the work's. */
+    bool baseline = s->samples == 0;
+    bool fresh = !baseline && t->last_ns == t->first_ns && t->run_ns == 0 && t->wait_ns == 0;
+    uint64_t drun = run - t->run_ns, dwait = wait - t->wait_ns;
+    int64_t dt = fresh ? (int64_t)(drun + dwait) : now - t->last_ns;
+    int64_t blocked = dt - (int64_t)drun - (int64_t)dwait;
+    if (blocked < 0) blocked = 0;
+    if (baseline) drun = dwait = 0, blocked = 0;
+    t->t[BR_PROFILE_T_CPU] += (double)drun;
+    t->t[BR_PROFILE_T_RUNQUEUE] += (double)dwait;
+    if (blocked > 0) {
+      int before = t->cat >= 0 ? t->cat : cat, after = cat >= 0 ? cat : before;
+      if (before < 0) before = after = BR_PROFILE_T_OTHER;
+      t->t[before] += (double)blocked / 2;
+      t->t[after] += (double)blocked / 2;
+    }
+    if (s->trace) {
+      /* The round's dominant state for the trace. */
+      int shown = cat >= 0 ? cat : BR_PROFILE_T_CPU;
+      if (dt > 0 && (double)drun > 0.5 * (double)dt) shown = BR_PROFILE_T_CPU;
+      trace_state(s, t, shown, fresh ? now - dt : t->last_ns);
+    }
+    t->cat = cat;
+    t->run_ns = run;
+    t->wait_ns = wait;
+    t->last_ns = now;
+    round_run += drun;
+  }
+  for (size_t i = 0; i < s->npr; i++)
+    if (s->pr[i].alive) read_io(&s->pr[i]);
+  if (span > 0 && s->samples > 0) {
+    double cores = (double)round_run / (double)span;
+    if (cores > s->cores_peak) s->cores_peak = cores;
+  }
+  s->last_ns = now;
+  s->samples++;
+}
+
+void br__prof_finish(prof_state *s) {
+  for (size_t i = 0; i < s->nth; i++) {
+    if (!s->th[i].alive) continue;
+    trace_close_slice(s, &s->th[i], s->last_ns);
+    close_thread(&s->th[i]);
+  }
+  if (s->trace) {
+    fputs("\n]}\n", s->trace);
+    fclose(s->trace);
+    s->trace = NULL;
+  }
+}
+
+void br__prof_free(prof_state *s) {
+  br__prof_finish(s);
+  free(s->th);
+  free(s->pr);
+  *s = (prof_state){0};
+}

@@ -1,0 +1,242 @@
+/* profile_verdict.c — from where the time went to what to do about it.
+ *
+ * The verdict looks at how many cores the work *asked for* on average: its
+ * on-CPU time plus its time waiting for a CPU, over the wall time. Work that
+ * asks for at least 0.7 of a core is computing (cpu-bound); at most 0.3, it
+ * is waiting (io-bound); in between it does both in turns (mixed). Asking
+ * rather than getting keeps a CPU-bound program CPU-bound on a busy machine,
+ * where the sub-verdict "starved" says what happened to it. A thread that
+ * barely ran and spent its life on a futex is an idle worker of a pool, not a
+ * thread fighting for a lock: its futex time counts as idle.
+ */
+#include "obs/profile_int.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+enum {
+  TOO_SHORT_NS = 10 * 1000 * 1000, /* under 10 ms, nothing is worth a thread */
+};
+#define CPU_BOUND_CORES 0.7
+#define IO_BOUND_CORES 0.3
+
+static const char *const time_names[BR_PROFILE_T_COUNT] = {
+    "cpu", "runqueue", "network", "pipe", "disk", "sleep", "lock", "child", "idle", "other"};
+
+const char *br_profile_time_name(br_profile_time t) {
+  return (unsigned)t < BR_PROFILE_T_COUNT ? time_names[t] : "?";
+}
+
+const char *br_profile_verdict_name(br_profile_verdict v) {
+  switch (v) {
+  case BR_PROFILE_CPU_BOUND: return "cpu-bound";
+  case BR_PROFILE_IO_BOUND: return "io-bound";
+  case BR_PROFILE_MIXED: return "mixed";
+  }
+  return "?";
+}
+
+const char *br_profile_detail_name(br_profile_detail d) {
+  switch (d) {
+  case BR_PROFILE_PLAIN: return "";
+  case BR_PROFILE_PARALLEL: return "parallel";
+  case BR_PROFILE_SERIALIZED: return "serialized";
+  case BR_PROFILE_STARVED: return "starved";
+  case BR_PROFILE_TOO_SHORT: return "too-short";
+  }
+  return "?";
+}
+
+/* What the waiting is mostly made of (CPU and run queue left out). */
+static br_profile_time main_wait(const double *t) {
+  br_profile_time best = BR_PROFILE_T_OTHER;
+  double most = -1;
+  for (int k = BR_PROFILE_T_NET; k < BR_PROFILE_T_COUNT; k++)
+    if (t[k] > most) {
+      most = t[k];
+      best = (br_profile_time)k;
+    }
+  return best;
+}
+
+static const char *wait_words(br_profile_time k) {
+  switch (k) {
+  case BR_PROFILE_T_NET: return "waiting on the network";
+  case BR_PROFILE_T_PIPE: return "waiting on a pipe or terminal";
+  case BR_PROFILE_T_DISK: return "waiting on files or the disk";
+  case BR_PROFILE_T_SLEEP: return "sleeping or waiting for timers";
+  case BR_PROFILE_T_LOCK: return "blocked on locks";
+  case BR_PROFILE_T_CHILD: return "waiting for child processes";
+  case BR_PROFILE_T_IDLE: return "idle in an event loop or pool";
+  default: return "blocked in other system calls";
+  }
+}
+
+static void recommend(br_profile_report *r, br_profile_time wait) {
+  const char *rec = "", *py = "";
+  switch (r->detail) {
+  case BR_PROFILE_TOO_SHORT:
+    rec = "leave it serial: too short to be worth a thread or a process";
+    py = "a plain function call";
+    break;
+  case BR_PROFILE_SERIALIZED:
+    rec = "the threads take turns on one core: run the work in processes (br_procpool) or "
+          "remove the lock they share";
+    py = "multiprocessing / ProcessPoolExecutor instead of threads (the GIL serializes them)";
+    break;
+  case BR_PROFILE_STARVED:
+    rec = "it is runnable but waits for a CPU: the machine is oversubscribed; use fewer "
+          "workers (BR_CPUS) or a quieter machine";
+    py = "fewer worker processes than os.cpu_count()";
+    break;
+  case BR_PROFILE_PARALLEL:
+    rec = "already parallel: keep the CPU pool (br_pool) or process pool busy; more cores or "
+          "less work is the next step";
+    py = "ProcessPoolExecutor(max_workers=os.cpu_count())";
+    break;
+  case BR_PROFILE_PLAIN:
+    break;
+  }
+  if (r->detail == BR_PROFILE_PLAIN) switch (r->verdict) {
+    case BR_PROFILE_CPU_BOUND:
+      if (r->cores > 1) {
+        rec = "spread the computation over the cores: the CPU pool (br_pool_map, "
+              "br_pool_submit), or the process pool (br_procpool) for isolation";
+        py = "multiprocessing.Pool / ProcessPoolExecutor (threads would hold the GIL)";
+      } else {
+        rec = "one CPU only: leave it serial (more threads or processes cannot help)";
+        py = "a plain loop";
+      }
+      break;
+    case BR_PROFILE_IO_BOUND:
+      if (wait == BR_PROFILE_T_DISK) {
+        rec = "overlap the file I/O: br_to_thread, or br_file_* from tasks (io_uring)";
+        py = "asyncio.to_thread / ThreadPoolExecutor";
+      } else if (wait == BR_PROFILE_T_LOCK) {
+        rec = "the threads wait for each other, not for the CPU: shrink the critical section "
+              "or hand the shared state to one task (br_chan)";
+        py = "a queue.Queue owned by one thread instead of a shared lock";
+      } else if (wait == BR_PROFILE_T_CHILD) {
+        rec = "it waits for its child processes: profile what they do; run them concurrently "
+              "with br_process_spawn from tasks";
+        py = "asyncio.create_subprocess_exec";
+      } else {
+        rec = "coroutines on a loop: br_spawn one task per wait with braid/io.h, thousands of "
+              "waits overlap on one thread";
+        py = "asyncio (aiohttp for HTTP)";
+      }
+      break;
+    case BR_PROFILE_MIXED:
+      rec = "tasks that wait on the loop and hand the computing to the CPU pool "
+            "(br_pool_submit + br_await)";
+      py = "asyncio with loop.run_in_executor(ProcessPoolExecutor())";
+      break;
+    }
+  snprintf(r->recommendation, sizeof r->recommendation, "%s", rec);
+  snprintf(r->python, sizeof r->python, "%s", py);
+}
+
+void br__prof_report(const prof_state *s, int64_t wall_ns, int64_t extra_cpu_ns,
+                     br_profile_report *out) {
+  double t[BR_PROFILE_T_COUNT] = {0};
+  int threads = 0, busy = 0;
+  double busy_lock = 0, busy_total = 0;
+  if (wall_ns <= 0) wall_ns = 1;
+  for (size_t i = 0; i < s->nth; i++) {
+    const prof_thread *th = &s->th[i];
+    if (th->cat == -2) continue;
+    threads++;
+    double life = 0;
+    for (int k = 0; k < BR_PROFILE_T_COUNT; k++) life += th->t[k];
+    double lock = th->t[BR_PROFILE_T_LOCK];
+    bool idle_worker = life > 0 && th->t[BR_PROFILE_T_CPU] < 0.02 * life;
+    for (int k = 0; k < BR_PROFILE_T_COUNT; k++) t[k] += th->t[k];
+    if (idle_worker) {
+      t[BR_PROFILE_T_LOCK] -= lock;
+      t[BR_PROFILE_T_IDLE] += lock;
+    }
+    if (th->t[BR_PROFILE_T_CPU] >= 0.1 * (double)wall_ns) {
+      busy++;
+      busy_lock += lock;
+      busy_total += life;
+    }
+  }
+  if (extra_cpu_ns > 0) t[BR_PROFILE_T_CPU] += (double)extra_cpu_ns;
+  double total = 0;
+  for (int k = 0; k < BR_PROFILE_T_COUNT; k++) total += t[k];
+
+  *out = (br_profile_report){0};
+  out->wall_s = (double)wall_ns / 1e9;
+  out->cpu_s = t[BR_PROFILE_T_CPU] / 1e9;
+  out->thread_s = total / 1e9;
+  for (int k = 0; k < BR_PROFILE_T_COUNT; k++) out->time[k] = total > 0 ? t[k] / total : 0;
+  out->cores_avg = t[BR_PROFILE_T_CPU] / (double)wall_ns;
+  out->cores_peak = s->cores_peak > out->cores_avg ? s->cores_peak : out->cores_avg;
+  out->cores = br_cpu_count();
+  out->threads = threads;
+  out->busy_threads = busy;
+  out->samples = s->samples;
+  for (size_t i = 0; i < s->npr; i++) {
+    out->read_bytes += s->pr[i].read_bytes;
+    out->write_bytes += s->pr[i].write_bytes;
+  }
+  int procs = 0;
+  for (size_t i = 0; i < s->npr; i++) {
+    bool dup = false;
+    for (size_t j = 0; j < i && !dup; j++) dup = s->pr[j].pid == s->pr[i].pid;
+    procs += !dup;
+  }
+  out->processes = procs;
+
+  double asked = (t[BR_PROFILE_T_CPU] + t[BR_PROFILE_T_RUNQUEUE]) / (double)wall_ns;
+  double rq_share = t[BR_PROFILE_T_RUNQUEUE] /
+                    (t[BR_PROFILE_T_CPU] + t[BR_PROFILE_T_RUNQUEUE] + 1);
+  if (asked >= CPU_BOUND_CORES) out->verdict = BR_PROFILE_CPU_BOUND;
+  else if (asked <= IO_BOUND_CORES) out->verdict = BR_PROFILE_IO_BOUND;
+  else out->verdict = BR_PROFILE_MIXED;
+
+  br_profile_time wait = main_wait(t);
+  if (wall_ns < TOO_SHORT_NS) {
+    out->detail = BR_PROFILE_TOO_SHORT;
+  } else if (out->verdict != BR_PROFILE_IO_BOUND && busy >= 2 && out->cores >= 2 &&
+             out->cores_avg <= 1.3 && busy_total > 0 && busy_lock >= 0.25 * busy_total) {
+    /* Checked before starvation: a lock the program takes is its own design,
+     * and stays the diagnosis on a busy machine too. */
+    out->detail = BR_PROFILE_SERIALIZED;
+  } else if (out->verdict != BR_PROFILE_IO_BOUND && rq_share >= 0.25) {
+    out->detail = BR_PROFILE_STARVED;
+  } else if (out->verdict == BR_PROFILE_CPU_BOUND && out->cores_avg >= 1.5) {
+    out->detail = BR_PROFILE_PARALLEL;
+  }
+
+  char *e = out->evidence;
+  size_t n = sizeof out->evidence;
+  switch (out->detail) {
+  case BR_PROFILE_SERIALIZED:
+    snprintf(e, n, "%d threads computed but only %.2f of %d cores were busy on average; "
+             "%.0f%% of those threads' time went to waiting on a lock",
+             busy, out->cores_avg, out->cores, 100 * busy_lock / busy_total);
+    break;
+  case BR_PROFILE_STARVED:
+    snprintf(e, n, "it asked for %.2f cores but got %.2f of %d: %.0f%% of its runnable time "
+             "was spent waiting for a CPU", asked, out->cores_avg, out->cores, 100 * rq_share);
+    break;
+  default:
+    if (out->verdict == BR_PROFILE_IO_BOUND)
+      snprintf(e, n, "%.2f of %d cores busy on average over %.2f s; %.0f%% of thread time %s, "
+               "%.0f%% on a CPU", out->cores_avg, out->cores, out->wall_s,
+               100 * out->time[wait], wait_words(wait), 100 * out->time[BR_PROFILE_T_CPU]);
+    else if (out->time[wait] >= 0.01)
+      snprintf(e, n, "%.2f of %d cores busy on average over %.2f s (peak %.2f); %.0f%% of "
+               "thread time on a CPU, %.0f%% %s", out->cores_avg, out->cores, out->wall_s,
+               out->cores_peak, 100 * out->time[BR_PROFILE_T_CPU], 100 * out->time[wait],
+               wait_words(wait));
+    else
+      snprintf(e, n, "%.2f of %d cores busy on average over %.2f s (peak %.2f); %.0f%% of "
+               "thread time on a CPU", out->cores_avg, out->cores, out->wall_s,
+               out->cores_peak, 100 * out->time[BR_PROFILE_T_CPU]);
+    break;
+  }
+  recommend(out, wait);
+}

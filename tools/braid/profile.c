@@ -1,0 +1,86 @@
+/* braid — `braid profile`: run a command, say what it waits on and which model fits. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include <braid.h>
+#include <braid/profile.h>
+
+#include "commands.h"
+
+void cmd_profile_help(FILE *out) {
+  fprintf(out,
+          "usage: braid profile [--json] [--interval MS] [--trace FILE] -- CMD [ARGS...]\n"
+          "\n"
+          "Runs CMD and watches every thread of every process it starts (also orphaned\n"
+          "and daemonised ones) until all of them have exited, then prints\n"
+          "  - the verdict: cpu-bound, io-bound or mixed, with parallel, serialized\n"
+          "    (threads taking turns on one core: a lock or interpreter lock), starved\n"
+          "    (waiting for a CPU) or too-short where it applies;\n"
+          "  - where the time went: on CPU, waiting for a CPU, network, pipe, disk,\n"
+          "    sleep, lock, child, idle, as fractions of the threads' time;\n"
+          "  - the evidence, and what to use, in braid's terms and in Python's.\n"
+          "It exits with CMD's exit status (128+N if a signal N killed it).\n"
+          "\n"
+          "  --json          one JSON object instead of text\n"
+          "  --interval MS   sampling interval once warmed up (default 100)\n"
+          "  --trace FILE    also write the samples as Chrome/Perfetto trace JSON\n");
+}
+
+static int usage_error(const char *fmt, const char *arg) {
+  fprintf(stderr, "braid profile: ");
+  fprintf(stderr, fmt, arg);
+  fprintf(stderr, " (see 'braid help profile')\n");
+  return BRAID_EXIT_USAGE;
+}
+
+int cmd_profile(int argc, char **argv) {
+  bool json = false;
+  br_profile_opts opts = {0};
+  int i = 1;
+  for (; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--")) {
+      i++;
+      break;
+    } else if (!strcmp(a, "--json")) {
+      json = true;
+    } else if (!strcmp(a, "--interval") || !strcmp(a, "--trace")) {
+      if (i + 1 >= argc) return usage_error("%s needs a value", a);
+      const char *v = argv[++i];
+      if (!strcmp(a, "--trace")) {
+        opts.trace_path = v;
+        continue;
+      }
+      char *end;
+      errno = 0;
+      long ms = strtol(v, &end, 10);
+      if (errno || *end || end == v || ms < 1 || ms > 60000)
+        return usage_error("--interval wants milliseconds from 1 to 60000, not '%s'", v);
+      opts.interval_ms = (int)ms;
+    } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      cmd_profile_help(stdout);
+      return BRAID_EXIT_OK;
+    } else if (a[0] == '-') {
+      return usage_error("unknown option '%s'", a);
+    } else {
+      break; /* the command, without a "--" */
+    }
+  }
+  if (i >= argc) return usage_error("%s", "no command to run: braid profile -- CMD [ARGS...]");
+
+  br_profile_report r;
+  int rc = br_profile_command(&r, &argv[i], &opts);
+  if (rc) {
+    fprintf(stderr, "braid profile: cannot run '%s': %s\n", argv[i], br_strerror(rc));
+    return rc == BR_ENOENT ? 127 : 126;
+  }
+  if (json) br_profile_print_json(stdout, &r);
+  else br_profile_print(stderr, &r); /* stdout stays the command's */
+  fflush(stdout);
+  if (WIFEXITED(r.exit_status)) return WEXITSTATUS(r.exit_status);
+  if (WIFSIGNALED(r.exit_status)) return 128 + WTERMSIG(r.exit_status);
+  return BRAID_EXIT_FAIL;
+}
