@@ -1,4 +1,4 @@
-/* bench_procpool — the process pool's costs (issue 5), one JSON line per
+/* bench_procpool — the process pool's costs, one JSON line per
  * measurement, for bench/procpool_run.py to set beside Python's
  * multiprocessing.Pool and ProcessPoolExecutor:
  *

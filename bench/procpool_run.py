@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""braid process-pool benchmarks (issue 5), side by side with Python.
+"""braid process-pool benchmarks, side by side with Python.
 
 Sets bench_procpool (bench/procpool.c) beside /usr/bin/python3's
 multiprocessing.Pool.map (default chunksize and chunksize=1) and
@@ -19,14 +19,20 @@ concurrent.futures.ProcessPoolExecutor.map, in the same run, interleaved
 Every Python peer runs in a fresh interpreter (`procpool_run.py --peer ...`)
 with the platform's default start method and Pool() / ProcessPoolExecutor()
 sized to os.cpu_count(), as a user would write it. braid's pool has one
-worker per usable CPU (BR_PROCPOOL_CPUS).
+worker per usable CPU (BR_CPUS).
 
-Prints a table with the issue's targets and writes bench/procpool_results.json.
+Prints a table with the targets and writes bench/procpool_results.json.
 The braid program must be built: <build>/bench/bench_procpool.
 
     /usr/bin/python3 bench/procpool_run.py                  # ~1 minute
     /usr/bin/python3 bench/procpool_run.py --quick          # smoke test
     /usr/bin/python3 bench/procpool_run.py --build /tmp/b   # another build dir
+
+--against OTHER_EXE compares this build's bench_procpool with another one
+(e.g. built from an earlier commit) instead of with Python: per-job overhead
+and create + job + shutdown, the two programs alternating within each run
+(--runs rounds, default 3), medians and the median of the per-round ratios
+(this / other; below 1 means this build is faster). Nothing is written.
 """
 
 import argparse
@@ -120,12 +126,48 @@ def run_json(cmd, timeout=600):
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+def against(exe, other, runs, quick):
+    """This build vs another bench_procpool, alternating (ABBA within a round,
+    so neither always runs first on a warm or cold machine)."""
+    if not other.exists():
+        print(f"{other} not found", file=sys.stderr)
+        return 2
+    tests = {
+        "overhead": (["overhead", "20000" if quick else "300000"], "us_per_job"),
+        "startup": (["startup", "10" if quick else "30"], "ms_median"),
+    }
+    res = {(w, t): [] for w in ("this", "other") for t in tests}
+    load_before = os.getloadavg()
+    for r in range(runs):
+        for t, (args, metric) in tests.items():
+            order = ("this", "other", "other", "this") if r % 2 == 0 else ("other", "this", "this", "other")
+            vals = {"this": [], "other": []}
+            for w in order:
+                v = run_json([str(exe if w == "this" else other)] + args)[metric]
+                vals[w].append(v)
+                print(f"run {r + 1}/{runs} {t:9} {w:5} {metric} = {v:.4g}", file=sys.stderr)
+            for w in vals:
+                res[(w, t)].append(statistics.mean(vals[w]))
+    load_after = os.getloadavg()
+    print(f"\n{exe} (this) vs {other} (other), {runs} round(s) of 2+2 alternating runs, "
+          f"load {load_before[0]:.2f} -> {load_after[0]:.2f}")
+    for t, (_, metric) in tests.items():
+        ratios = [x / y for x, y in zip(res[("this", t)], res[("other", t)])]
+        print(f"{t:9} {metric:11} this {statistics.median(res[('this', t)]):8.4g}  "
+              f"other {statistics.median(res[('other', t)]):8.4g}  "
+              f"this/other {statistics.median(ratios):.3f} (per round: "
+              + ", ".join(f"{x:.3f}" for x in ratios) + ")")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default=str(ROOT / "build"), help="build directory (default: build)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="small sizes, one run")
     ap.add_argument("--json", default=str(ROOT / "bench" / "procpool_results.json"))
+    ap.add_argument("--against", metavar="OTHER_EXE",
+                    help="compare with another bench_procpool instead of Python")
     ap.add_argument("--peer", nargs=3, metavar=("MODE", "N", "MS"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.peer:
@@ -138,6 +180,8 @@ def main():
         return 2
     q = a.quick
     runs = 1 if q else a.runs
+    if a.against:
+        return against(exe, Path(a.against), runs, q)
     me = str(Path(__file__).resolve())
     # name -> (command, metric)
     jobs = {

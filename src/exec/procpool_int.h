@@ -58,7 +58,7 @@ enum { J_PENDING = 0, J_DISPATCHED, J_DONE };
 enum { S_EMPTY = 0, S_LIVE };
 /* br_procpool.closing: only ever increases */
 enum { C_OPEN = 0, C_DRAIN, C_CANCEL };
-/* br__pp_slot_died's `how` */
+/* how a slot died (procpool_manager.c, slot_died) */
 enum { SD_NO_RESTART = 1, SD_NO_COUNT = 2 };
 
 typedef struct pp_job pp_job;
@@ -184,7 +184,13 @@ const char *br__pp_job_name(uint32_t idx);
 /* asprintf that returns NULL on failure. */
 char *br__pp_strdupf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* ---- procpool_slot.c: every function with mu held */
+/* ---- procpool_slot.c: every function with mu held.
+ * slot_start: a fresh region and socket for s, and a worker asked of the
+ * server (0 or a negative code); slot_teardown: release them;
+ * slot_dispatch: write j's request (payload from iov, or j's own copy when
+ * iov is NULL) into s's ring, false if s has no room; slot_pick: the live
+ * slot with the fewest requests in flight, or NULL; pump: move pending jobs
+ * into rings while there is room; pend_push_back: queue j last. */
 
 int br__pp_slot_start(br_procpool *p, pp_slot *s);
 void br__pp_slot_teardown(pp_slot *s);
@@ -195,7 +201,10 @@ void br__pp_pump(br_procpool *p);
 void br__pp_pend_push_back(br_procpool *p, pp_job *j);
 
 /* ---- procpool_spawn.c: starting and stopping the fork server, in the
- * parent (br_procpool_new before the manager runs, then the manager) */
+ * parent (br_procpool_new with mu held, then the manager with mu held).
+ * spawn/fork set p->ctl, p->server_pid and clear p->server_hello; stop
+ * closes the control socket, reaps the server and returns its wait status
+ * (-1 if there was none). */
 
 int br__pp_server_spawn(br_procpool *p);
 int br__pp_server_fork(br_procpool *p, bool warn);
@@ -203,7 +212,10 @@ int br__pp_server_stop(br_procpool *p);
 
 /* ---- procpool_manager.c */
 
+/* The manager thread's body (arg: the pool); it ends after a shutdown,
+ * completing p->closed last. */
 void *br__pp_mgr_main(void *arg);
+/* Wake the manager if it sleeps (a write to its eventfd). Any thread. */
 void br__pp_wake_manager(br_procpool *p);
 
 /* ---- procpool_server.c (the fork server process) */

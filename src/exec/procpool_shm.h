@@ -268,7 +268,9 @@ static inline pp_rec *pp_ring_peek(pp_ring *r, uint64_t *pos) {
   }
 }
 
-/* Sending and receiving one fd on a socket. */
+/* Sending and receiving a message with up to four descriptors attached
+ * (SCM_RIGHTS) on a socket (procpool_fdpass.c). 0 / the bytes received, or
+ * a negative code. */
 int br__pp_send_fds(int sock, const void *buf, size_t len, const int *fds, int nfds, int flags);
 int br__pp_recv_fds(int sock, void *buf, size_t len, int *fds, int maxfds, int *nfds, int flags);
 

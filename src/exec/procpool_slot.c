@@ -23,6 +23,8 @@
 
 #include "exec/procpool_int.h"
 
+/* Release slot s's region and socket; its worker is gone (or going: the
+ * server kills what it forked when asked). The slot reads EMPTY after. */
 void br__pp_slot_teardown(pp_slot *s) {
   if (s->base) munmap(s->base, PP_SLOT_SIZE);
   if (s->sock >= 0) close(s->sock);

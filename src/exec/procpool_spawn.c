@@ -35,12 +35,13 @@
 extern char **environ;
 
 
-/* Start the fork server: exec this very program with the marker (see
- * procpool_server.c for why) and hand it its configuration. posix_spawn
+/* Start the fork server: exec this very program with the marker (see the
+ * top of this file for why) and hand it its configuration. posix_spawn
  * reports a failed exec; we do not wait for the server's hello (it would
  * cost a round trip before the first worker is even asked for): requests
  * queue on the socket meanwhile, and a server that exits before its hello
- * breaks the pool (the manager's server_died) instead of being restarted in a loop. */
+ * breaks the pool (procpool_manager.c, server_died) instead of being
+ * restarted in a loop. */
 int br__pp_server_spawn(br_procpool *p) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return -errno;
