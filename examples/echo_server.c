@@ -31,7 +31,9 @@ static void *echo(void *arg) {
 
 static void *server(void *arg) {
   int lfd = (int)(intptr_t)arg;
-  br_group *conns = br_group_new();
+  br_group *conns;
+  int rc = br_group_new(&conns);
+  if (rc < 0) return br_fail(rc, "no group for the connections");
   for (;;) {
     int fd = br_accept(lfd, NULL, BR_NEVER);
     if (fd < 0) break; /* cancelled: stop accepting */
@@ -69,7 +71,8 @@ static void *self_test(void *arg) {
   printf("listening on %s\n", name);
   br_task *srv;
   br_spawn(&srv, server, (void *)(intptr_t)lfd, &(br_spawn_opts){.name = "server"});
-  br_group *g = br_group_new();
+  br_group *g;
+  if (br_group_new(&g) < 0) return br_fail(BR_ENOMEM, "no group");
   for (int i = 0; i < 50; i++) br_group_spawn(g, client, (void *)(intptr_t)br_addr_port(&a), NULL);
   int rc = br_group_wait(g);
   printf(rc ? "clients failed: %s\n" : "50 clients: 500 messages echoed intact\n", br_group_message(g));
@@ -93,8 +96,8 @@ static void *serve_forever(void *arg) {
 
 int main(int argc, char **argv) {
   if (argc == 3 && !strcmp(argv[1], "--port")) {
-    int rc = br_run(serve_forever, (void *)(intptr_t)atoi(argv[2]), NULL);
+    int rc = br_run(NULL, serve_forever, (void *)(intptr_t)atoi(argv[2]));
     return rc == 0 || rc == BR_ECANCELED ? 0 : 1;
   }
-  return br_run(self_test, NULL, NULL) == 0 ? 0 : 1;
+  return br_run(NULL, self_test, NULL) == 0 ? 0 : 1;
 }

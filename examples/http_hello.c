@@ -1,6 +1,8 @@
 // http_hello — a minimal HTTP/1.1 keep-alive "hello" server: one task per
-// connection, pipelined requests answered in one write, a keep-alive idle
-// deadline, bad requests answered with 400 and closed. The parser is
+// connection, pipelined requests answered in batches of one write each, a
+// keep-alive idle deadline, a deadline for each whole request (a client
+// that trickles its request byte by byte cannot hold the connection:
+// slowloris), bad requests answered with 400 and closed. The parser is
 // examples/http_parse.h (fuzzed by tests/fuzz_http_parse.c).
 //
 //   http_hello                     self-test: serve, query it, print, exit
@@ -9,7 +11,9 @@
 //
 // expect: ^GET / -> HTTP/1.1 200 OK, body 'Hello, World!'$
 // expect: ^pipelined 3 requests -> 3 responses$
+// expect: ^pipelined 400 requests -> 400 responses$
 // expect: ^bad request -> HTTP/1.1 400 Bad Request, closed$
+// expect: ^slow request -> HTTP/1.1 408 Request Timeout, closed$
 // expect: ^served 200 requests on 20 keep-alive connections$
 #include <braid.h>
 
@@ -22,6 +26,11 @@
 #include "http_parse.h"
 
 #define IDLE_MS 10000 /* keep-alive: close connections idle this long */
+
+/* A request must arrive whole within this long of its first byte, however
+ * often single bytes trickle in (each read has the idle deadline, which a
+ * slow client would renew forever). The self-test lowers it. */
+static int request_ms = 10000;
 
 static const char HELLO[] = "HTTP/1.1 200 OK\r\nServer: braid\r\nContent-Type: text/plain\r\n"
                             "Content-Length: 13\r\n\r\nHello, World!";
@@ -39,16 +48,24 @@ static const char *error_response(int64_t rc) {
   }
 }
 
+static const char TIMEOUT[] = "HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
 static void *connection(void *arg) {
   int fd = (int)(intptr_t)arg;
   char in[8192], out[8192];
   size_t have = 0;
   bool drained = false;
+  int64_t request_deadline = BR_NEVER; /* for the partial request in `in` */
   for (;;) {
-    /* Answer every complete request in the buffer (pipelining), in one write. */
+    /* Answer the complete requests in the buffer (pipelining), as many as
+     * fit in one write. */
     size_t off = 0, outn = 0;
-    bool close_after = false;
-    while (!close_after && outn + sizeof HELLO_CLOSE < sizeof out) {
+    bool close_after = false, out_full = false;
+    while (!close_after) {
+      if (outn + sizeof HELLO_CLOSE >= sizeof out) {
+        out_full = true; /* more may be waiting: answer them next round */
+        break;
+      }
       http_request r;
       int64_t h = http_parse(in + off, have - off, &r);
       if (h == HTTP_INCOMPLETE) break;
@@ -72,16 +89,28 @@ static void *connection(void *arg) {
     if (close_after) break;
     memmove(in, in + off, have - off);
     have -= off;
+    if (off) /* a new request starts with what is left, if anything */
+      request_deadline = have ? br_deadline_ms(request_ms) : BR_NEVER;
+    if (out_full) continue; /* the client may wait for these before it sends more */
     if (have == sizeof in) { /* a head that does not fit */
       br_write(fd, error_response(HTTP_TOO_LARGE), strlen(error_response(HTTP_TOO_LARGE)), br_deadline_ms(1000));
       break;
     }
-    /* After a short read the socket was empty: wait before reading again. */
+    /* Wait for more: idle connections for IDLE_MS, a started request only
+     * until its own deadline. After a short read the socket was empty:
+     * wait before reading again. */
+    int64_t deadline = br_deadline_ms(IDLE_MS);
+    if (have && request_deadline < deadline) deadline = request_deadline;
     size_t room = sizeof in - have;
-    ssize_t n = drained ? br_read_ready(fd, in + have, room, br_deadline_ms(IDLE_MS))
-                        : br_read(fd, in + have, room, br_deadline_ms(IDLE_MS));
+    ssize_t n = drained ? br_read_ready(fd, in + have, room, deadline)
+                        : br_read(fd, in + have, room, deadline);
+    if (n == BR_ETIMEDOUT && have) { /* too slow: say so, then close */
+      br_write(fd, TIMEOUT, sizeof TIMEOUT - 1, br_deadline_ms(1000));
+      break;
+    }
     if (n <= 0) break; /* peer closed, reset, idle too long, or cancelled */
     drained = (size_t)n < room;
+    if (!have) request_deadline = br_deadline_ms(request_ms);
     have += (size_t)n;
   }
   br_close(fd);
@@ -94,7 +123,9 @@ static int listen_port;
  * the server cancels them and waits for them to close. */
 static void *serve(void *arg) {
   int lfd = (int)(intptr_t)arg;
-  br_group *conns = br_group_new();
+  br_group *conns;
+  int rc = br_group_new(&conns);
+  if (rc < 0) return br_fail(rc, "no group for the connections");
   for (;;) {
     int fd = br_accept_flags(lfd, NULL, BR_SOCK_NODELAY, BR_NEVER);
     if (fd < 0) break; /* cancelled */
@@ -128,15 +159,69 @@ static int port_of(int fd) {
 static ssize_t read_responses(int fd, char *buf, size_t cap, int count) {
   size_t have = 0;
   buf[0] = '\0';
+  int seen = 0;
+  const char *scan = buf;
   for (;;) {
-    int seen = 0;
-    for (const char *p = buf; (p = strstr(p, "Hello, World!")) != NULL; p++) seen++;
+    for (const char *p; (p = strstr(scan, "Hello, World!")) != NULL; scan = p + 1) seen++;
     if (seen >= count) return (ssize_t)have;
+    /* rescan the tail: a body may have been cut in two */
+    if (buf + have - scan > 13) scan = buf + have - 13;
     ssize_t n = br_read(fd, buf + have, cap - have - 1, br_deadline_ms(5000));
     if (n <= 0) return -1;
     have += (size_t)n;
     buf[have] = '\0';
   }
+}
+
+/* Count the responses to n pipelined requests sent in one write. */
+static int pipelined(int port, int n) {
+  int fd = br_tcp_connect("127.0.0.1", port, 0, br_deadline_ms(5000));
+  if (fd < 0) return -1;
+  static const char one[] = "GET /p HTTP/1.1\r\n\r\n";
+  size_t len = sizeof one - 1, cap = 200 * (size_t)n + 1;
+  char *req = malloc(len * (size_t)n), *buf = malloc(cap);
+  int got = -1;
+  if (req && buf) {
+    for (int i = 0; i < n; i++) memcpy(req + len * (size_t)i, one, len);
+    if (br_write(fd, req, len * (size_t)n, br_deadline_ms(5000)) >= 0) {
+      ssize_t r = read_responses(fd, buf, cap, n);
+      got = 0;
+      for (const char *p = buf; r > 0 && (p = strstr(p, "HTTP/1.1 200 OK")) != NULL; p++) got++;
+    }
+  }
+  free(req);
+  free(buf);
+  br_close(fd);
+  return got;
+}
+
+/* A client that sends its request one byte every 50 ms and never finishes
+ * it: the server must answer 408 and close once the request deadline
+ * passes, not keep the connection while every byte renews the idle
+ * deadline. Prints what it saw. */
+static void slow_request(int port) {
+  int fd = br_tcp_connect("127.0.0.1", port, BR_SOCK_NODELAY, br_deadline_ms(5000));
+  if (fd < 0) return;
+  static const char req[] = "GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+  char buf[256] = {0};
+  size_t have = 0;
+  bool closed = false;
+  for (size_t i = 0; i < sizeof req - 1 && !closed; i++) {
+    if (br_write(fd, req + i, 1, br_deadline_ms(1000)) < 0) break; /* server gone */
+    for (;;) {
+      ssize_t n = br_read(fd, buf + have, sizeof buf - 1 - have, br_deadline_ms(50));
+      if (n == BR_ETIMEDOUT) break; /* nothing yet: send the next byte */
+      if (n <= 0) {
+        closed = true;
+        break;
+      }
+      have += (size_t)n;
+    }
+  }
+  buf[have] = '\0';
+  const char *what = have ? buf : "no answer";
+  printf("slow request -> %.*s, %s\n", (int)strcspn(what, "\r"), what, closed ? "closed" : "still open");
+  br_close(fd);
 }
 
 static void *client(void *arg) {
@@ -179,6 +264,8 @@ static void *self_test(void *arg) {
   for (const char *p = buf; n > 0 && (p = strstr(p, "HTTP/1.1 200 OK")) != NULL; p++) got++;
   printf("pipelined 3 requests -> %d responses\n", got);
   br_close(fd);
+  /* More than one output buffer's worth (~88 responses): every one. */
+  printf("pipelined 400 requests -> %d responses\n", pipelined(port, 400));
 
   fd = br_tcp_connect("127.0.0.1", port, 0, br_deadline_ms(5000));
   const char bad[] = "GET / HTTP/1.1\r\nBad Header\r\n\r\n";
@@ -189,7 +276,12 @@ static void *self_test(void *arg) {
          n > 0 && br_read(fd, buf, 1, br_deadline_ms(5000)) == 0 ? "closed" : "open?");
   br_close(fd);
 
-  br_group *g = br_group_new();
+  request_ms = 500; /* (the server's tasks read it at each wait) */
+  slow_request(port);
+  request_ms = 10000;
+
+  br_group *g;
+  if (br_group_new(&g) < 0) return br_fail(BR_ENOMEM, "no group");
   for (int i = 0; i < 20; i++) br_group_spawn(g, client, (void *)(intptr_t)port, NULL);
   int rc = br_group_wait(g);
   if (rc == 0) printf("served 200 requests on 20 keep-alive connections\n");
@@ -206,7 +298,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[i], "--port")) listen_port = atoi(argv[i + 1]);
     else if (!strcmp(argv[i], "--loops")) loops = atoi(argv[i + 1]);
   }
-  if (!listen_port) return br_run(self_test, NULL, NULL) == 0 ? 0 : 1;
+  if (!listen_port) return br_run(NULL, self_test, NULL) == 0 ? 0 : 1;
   fprintf(stderr, "http_hello: serving on 127.0.0.1:%d with %d loop(s)\n", listen_port, loops);
   int rc = br_run_loops(loops, loop_main, NULL, NULL);
   return rc == 0 || rc == BR_ECANCELED ? 0 : 1;
