@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "test_pool.h"
 #include "test_util.h"
 
 #define IP(x) ((void *)(intptr_t)(x))
@@ -43,34 +44,30 @@ static int run_job(br_pool *p, br_pool_fn fn, void *arg, void **value) {
 /* ------------------------------------------------------------------------ */
 /* Creating pools                                                            */
 
+/* br_pool_new(&p, bad, opts) fails with BR_EINVAL and leaves p NULL. */
+static void expect_new_einval(int nthreads, const br_pool_opts *opts) {
+  br_pool *p = (br_pool *)0x1;
+  assert_int_equal(br_pool_new(&p, nthreads, opts), BR_EINVAL);
+  assert_null(p);
+}
+
 static void test_new_bad_thread_counts(void **state) {
   (void)state;
-  errno = 0;
-  assert_null(br_pool_new(-1, NULL));
-  assert_int_equal(errno, EINVAL);
-  errno = 0;
-  assert_null(br_pool_new(BR_POOL_MAX_THREADS + 1, NULL));
-  assert_int_equal(errno, EINVAL);
-  errno = 0;
-  assert_null(br_pool_new(1000000, NULL));
-  assert_int_equal(errno, EINVAL);
-  errno = 0;
-  assert_null(br_pool_new(-2147483647 - 1, NULL));
-  assert_int_equal(errno, EINVAL);
+  expect_new_einval(-1, NULL);
+  expect_new_einval(BR_POOL_MAX_THREADS + 1, NULL);
+  expect_new_einval(1000000, NULL);
+  expect_new_einval(-2147483647 - 1, NULL);
   br_pool_opts o = {.stack_size = 4096};
-  errno = 0;
-  assert_null(br_pool_new(1, &o));
-  assert_int_equal(errno, EINVAL);
+  expect_new_einval(1, &o);
   o.stack_size = (size_t)1 << 40;
-  errno = 0;
-  assert_null(br_pool_new(1, &o));
-  assert_int_equal(errno, EINVAL);
+  expect_new_einval(1, &o);
+  assert_int_equal(br_pool_new(NULL, 1, NULL), BR_EINVAL);
 }
 
 static void test_new_default_size_is_cpu_count(void **state) {
   (void)state;
-  br_pool *p = br_pool_new(0, NULL);
-  assert_non_null(p);
+  assert_int_equal(BR_CPUS, 0);
+  br_pool *p = new_pool(BR_CPUS, NULL);
   assert_int_equal(br_pool_size(p), br_cpu_count());
   assert_true(br_pool_size(p) >= 1);
   assert_null(br_pool_current());
@@ -93,7 +90,7 @@ static void *whoami(void *arg) {
 
 static void test_submit_and_await(void **state) {
   (void)state;
-  br_pool *p = br_pool_new(2, NULL);
+  br_pool *p = new_pool(2, NULL);
   assert_non_null(p);
   void *v = NULL;
   assert_int_equal(run_job(p, add_one, IP(41), &v), 0);
@@ -108,7 +105,7 @@ static void test_submit_and_await(void **state) {
   br_future *fs[N];
   for (int i = 0; i < N; i++) assert_int_equal(br_pool_submit(p, &fs[i], add_one, IP(i)), 0);
   br_result rs[N];
-  assert_int_equal(br_gather(fs, N, rs), 0);
+  assert_int_equal(br_gather(rs, fs, N), 0);
   for (int i = 0; i < N; i++) {
     assert_int_equal(rs[i].err, 0);
     assert_int_equal(PI(rs[i].value), i + 1);
@@ -126,36 +123,45 @@ static void test_submit_and_await(void **state) {
 
 static void test_submit_bad_input(void **state) {
   (void)state;
-  br_pool *p = br_pool_new(1, NULL);
+  br_pool *p = new_pool(1, NULL);
   br_future *f = (br_future *)0x1;
   assert_int_equal(br_pool_submit(NULL, &f, add_one, NULL), BR_EINVAL);
   assert_int_equal(br_pool_submit(p, &f, NULL, NULL), BR_EINVAL);
   assert_int_equal(br_pool_submit(p, NULL, add_one, NULL), BR_EINVAL);
   assert_ptr_equal(f, (br_future *)0x1); /* untouched */
-  assert_int_equal(br_pool_shutdown(p, BR_POOL_DRAIN, NULL), 0);
+  assert_int_equal(br_pool_shutdown(p, NULL, BR_SHUTDOWN_DRAIN), 0);
   assert_int_equal(br_pool_submit(p, &f, add_one, NULL), BR_ESHUTDOWN);
   assert_ptr_equal(f, (br_future *)0x1);
   void *items[1] = {NULL};
   br_result out[1];
-  assert_int_equal(br_pool_map(p, add_one, items, 1, 0, out), BR_ESHUTDOWN);
+  assert_int_equal(br_pool_map(p, out, add_one, items, 1, 0), BR_ESHUTDOWN);
   assert_int_equal(out[0].err, BR_ESHUTDOWN);
   assert_int_equal(br_pool_free(p), 0);
 }
 
 static void *failing(void *arg) {
-  return br_pool_fail(BR_EIO, "disk %ld is on fire", PI(arg));
+  return br_fail(BR_EIO, "disk %ld is on fire", PI(arg));
 }
 
 static void *fail_positive(void *arg) {
   (void)arg;
-  return br_pool_fail(5, "positive codes become EFAILED");
+  return br_fail(5, "positive codes become EFAILED");
 }
 
-static void *failing_core(void *arg) { return br_fail(BR_ENOENT, "no file %ld", PI(arg)); }
+/* The last br_fail wins; a NULL format leaves no message. */
+static void *failing_twice(void *arg) {
+  br_fail(BR_EIO, "first");
+  return br_fail(BR_ENOENT, "no file %ld", PI(arg));
+}
+
+static void *fail_no_message(void *arg) {
+  (void)arg;
+  return br_fail(BR_EPIPE, NULL);
+}
 
 static void test_job_errors(void **state) {
   (void)state;
-  br_pool *p = br_pool_new(2, NULL);
+  br_pool *p = new_pool(2, NULL);
   br_future *f;
   assert_int_equal(br_pool_submit(p, &f, failing, IP(3)), 0);
   assert_int_equal(br_await(f, NULL), BR_EIO);
@@ -165,16 +171,19 @@ static void test_job_errors(void **state) {
   assert_int_equal(br_pool_submit(p, &f, fail_positive, NULL), 0);
   assert_int_equal(br_await(f, NULL), BR_EFAILED);
   br_future_unref(f);
-  /* The core's br_fail works in pool jobs too. */
-  assert_int_equal(br_pool_submit(p, &f, failing_core, IP(4)), 0);
+  assert_int_equal(br_pool_submit(p, &f, failing_twice, IP(4)), 0);
   assert_int_equal(br_await(f, NULL), BR_ENOENT);
   assert_string_equal(br_future_message(f), "no file 4");
   br_future_unref(f);
-  /* Outside a pool job br_pool_fail does nothing. */
-  assert_null(br_pool_fail(BR_EIO, "nobody listens"));
+  assert_int_equal(br_pool_submit(p, &f, fail_no_message, NULL), 0);
+  assert_int_equal(br_await(f, NULL), BR_EPIPE);
+  br_future_unref(f);
+  /* Outside any task or job br_fail does nothing. */
+  assert_null(br_fail(BR_EIO, "nobody listens"));
+  assert_int_equal(br_cancelled(), 0);
   br_pool_stats st;
   br_pool_get_stats(p, &st);
-  assert_int_equal(st.failed, 3);
+  assert_int_equal(st.failed, 4);
   br_pool_free(p);
 }
 
@@ -198,7 +207,7 @@ static void test_fib_task_per_call(void **state) {
   (void)state;
   int n = (int)(br_test_scale() > 1 ? 22 : 27);
   for (int threads = 1; threads <= 4; threads *= 2) {
-    br_pool *p = br_pool_new(threads, NULL);
+    br_pool *p = new_pool(threads, NULL);
     void *v;
     assert_int_equal(run_job(p, fib, IP(n), &v), 0);
     assert_int_equal(PI(v), fib_serial(n));
@@ -234,7 +243,7 @@ static void *chain(void *arg) {
 static void test_fork_any_depth(void **state) {
   (void)state;
   br_pool_opts o = {.stack_size = 64u << 20};
-  br_pool *p = br_pool_new(2, &o);
+  br_pool *p = new_pool(2, &o);
   long depth = 100000 / br_test_scale();
   void *v;
   assert_int_equal(run_job(p, chain, IP(depth), &v), 0);
@@ -275,7 +284,7 @@ static void *mark_top(void *arg) {
 static void test_leapfrog_bounds_stack(void **state) {
   (void)state;
   enum { W = 4 };
-  br_pool *p = br_pool_new(W, NULL);
+  br_pool *p = new_pool(W, NULL);
   br_future *fs[W];
   for (int i = 0; i < W; i++) br_pool_submit(p, &fs[i], mark_top, NULL);
   for (int i = 0; i < W; i++) {
@@ -300,7 +309,7 @@ static void test_leapfrog_bounds_stack(void **state) {
 }
 
 static void *child_fails(void *arg) {
-  return br_pool_fail(BR_ERANGE, "child %ld out of range", PI(arg));
+  return br_fail(BR_ERANGE, "child %ld out of range", PI(arg));
 }
 
 static void *forker_with_errors(void *arg) {
@@ -313,12 +322,25 @@ static void *forker_with_errors(void *arg) {
   void *v = NULL;
   CHECK(br_pool_join(&b, &v) == 0);
   CHECK(PI(v) == 2);
-  char *msg = NULL;
-  CHECK(br_pool_join_msg(&a, NULL, &msg) == BR_ERANGE);
-  CHECK(msg && strcmp(msg, "child 7 out of range") == 0);
-  free(msg);
-  /* Joined twice. */
+  br_result res;
+  CHECK(br_pool_join_result(&a, &res) == BR_ERANGE);
+  CHECK(res.err == BR_ERANGE && res.value == NULL);
+  CHECK(res.msg && strcmp(res.msg, "child 7 out of range") == 0);
+  br_results_free(&res, 1);
+  CHECK(res.msg == NULL);
+  /* Joined twice: the call's own error, no message. */
   CHECK(br_pool_join(&a, NULL) == BR_EINVAL);
+  CHECK(br_pool_join_result(&a, &res) == BR_EINVAL);
+  CHECK(res.err == BR_EINVAL && res.msg == NULL);
+  CHECK(br_pool_join_result(NULL, &res) == BR_EINVAL);
+  /* A child that succeeds: its value, no message. */
+  br_fork e;
+  CHECK(br_pool_fork(&e, add_one, IP(41)) == 0);
+  CHECK(br_pool_join_result(&e, &res) == 0);
+  CHECK(PI(res.value) == 42 && res.err == 0 && res.msg == NULL);
+  /* res may be NULL. */
+  CHECK(br_pool_fork(&e, child_fails, IP(8)) == 0);
+  CHECK(br_pool_join_result(&e, NULL) == BR_ERANGE);
   CHECK(br_pool_fork(NULL, add_one, NULL) == BR_EINVAL);
   br_fork c;
   CHECK(br_pool_fork(&c, NULL, NULL) == BR_EINVAL);
@@ -326,15 +348,15 @@ static void *forker_with_errors(void *arg) {
   /* A child error the parent turns into its own failure. */
   br_fork d;
   br_pool_fork(&d, child_fails, IP(9));
-  int rc = br_pool_join_msg(&d, NULL, &msg);
-  void *r = br_pool_fail(rc, "parent: %s", msg);
-  free(msg);
+  int rc = br_pool_join_result(&d, &res);
+  void *r = br_fail(rc, "parent: %s", res.msg);
+  br_results_free(&res, 1);
   return r;
 }
 
 static void test_fork_join_errors(void **state) {
   (void)state;
-  br_pool *p = br_pool_new(2, NULL);
+  br_pool *p = new_pool(2, NULL);
   br_future *f;
   assert_int_equal(br_pool_submit(p, &f, forker_with_errors, NULL), 0);
   assert_int_equal(br_await(f, NULL), BR_ERANGE);
@@ -351,7 +373,11 @@ static void test_fork_outside_pool(void **state) {
   void *v = IP(99);
   assert_int_equal(br_pool_join(&f, &v), BR_EPERM);
   assert_int_equal(br_pool_join(NULL, NULL), BR_EINVAL);
-  assert_int_equal(br_pool_cancelled(), 0);
+  br_result res;
+  assert_int_equal(br_pool_join_result(&f, &res), BR_EPERM);
+  assert_int_equal(res.err, BR_EPERM);
+  assert_null(res.msg);
+  assert_int_equal(br_cancelled(), 0);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -361,13 +387,13 @@ static void *square(void *arg) { return IP(PI(arg) * PI(arg)); }
 
 static void *fail_odd(void *arg) {
   long x = PI(arg);
-  if (x % 2) return br_pool_fail(-1000 - (int)x, "odd %ld", x);
+  if (x % 2) return br_fail(-1000 - (int)x, "odd %ld", x);
   return IP(x);
 }
 
 static void test_map(void **state) {
   (void)state;
-  br_pool *p = br_pool_new(2, NULL);
+  br_pool *p = new_pool(2, NULL);
   enum { N = 1000 };
   static void *items[N];
   static br_result out[N];
@@ -375,7 +401,7 @@ static void test_map(void **state) {
   size_t chunks[] = {0, 1, 3, 64, 999, 1000, 5000};
   for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
     memset(out, 0xab, sizeof out);
-    assert_int_equal(br_pool_map(p, square, items, N, chunks[c], out), 0);
+    assert_int_equal(br_pool_map(p, out, square, items, N, chunks[c]), 0);
     for (int i = 0; i < N; i++) {
       assert_int_equal(out[i].err, 0);
       assert_null(out[i].msg);
@@ -383,7 +409,7 @@ static void test_map(void **state) {
     }
   }
   /* Errors: every item runs; the lowest failing index decides. */
-  assert_int_equal(br_pool_map(p, fail_odd, items + 4, 10, 1, out), -1005);
+  assert_int_equal(br_pool_map(p, out, fail_odd, items + 4, 10, 1), -1005);
   for (int i = 0; i < 10; i++) {
     long x = i + 4;
     if (x % 2) {
@@ -397,11 +423,98 @@ static void test_map(void **state) {
     }
   }
   br_results_free(out, 10);
-  assert_int_equal(br_pool_map(p, square, items, 0, 0, NULL), 0);
-  assert_int_equal(br_pool_map(p, NULL, items, 1, 0, out), BR_EINVAL);
-  assert_int_equal(br_pool_map(p, square, NULL, 1, 0, out), BR_EINVAL);
-  assert_int_equal(br_pool_map(p, square, items, 1, 0, NULL), BR_EINVAL);
-  assert_int_equal(br_pool_map(NULL, square, items, 1, 0, out), BR_EINVAL);
+  assert_null(out[1].msg);
+  assert_int_equal(br_pool_map(p, NULL, square, items, 0, 0), 0);
+  assert_int_equal(br_pool_map(p, out, NULL, items, 1, 0), BR_EINVAL);
+  assert_int_equal(br_pool_map(p, out, square, NULL, 1, 0), BR_EINVAL);
+  assert_int_equal(br_pool_map(p, NULL, square, items, 1, 0), BR_EINVAL);
+  assert_int_equal(br_pool_map(NULL, out, square, items, 1, 0), BR_EINVAL);
+  br_pool_free(p);
+}
+
+/* map_fixed: plain arrays in and out, an int per item. */
+static int square_fixed(const void *in, void *out) {
+  int64_t x = *(const int64_t *)in;
+  *(int64_t *)out = x * x;
+  return (int)(x % 3); /* non-negative values are successes */
+}
+
+static int fail_some_fixed(const void *in, void *out) {
+  int64_t x = *(const int64_t *)in;
+  *(int64_t *)out = -1;
+  if (x == 3) return BR_ERANGE;        /* a returned code */
+  if (x == 5) {                        /* br_fail, then success: fails */
+    br_fail(BR_EIO, "item %lld", (long long)x);
+    return 0;
+  }
+  if (x == 7) {                        /* both: the returned code wins */
+    br_fail(BR_EIO, "item %lld", (long long)x);
+    return BR_EPIPE;
+  }
+  *(int64_t *)out = x;
+  return 0;
+}
+
+static _Atomic int fixed_calls;
+static int count_fixed(const void *in, void *out) {
+  (void)in;
+  (void)out;
+  atomic_fetch_add(&fixed_calls, 1);
+  return 0;
+}
+
+static void test_map_fixed(void **state) {
+  (void)state;
+  br_pool *p = new_pool(2, NULL);
+  enum { N = 1000 };
+  static int64_t in[N], out[N];
+  static int errs[N];
+  for (int i = 0; i < N; i++) in[i] = i;
+  size_t chunks[] = {0, 1, 7, 1000, 4096};
+  for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+    memset(out, 0, sizeof out);
+    memset(errs, 0x5a, sizeof errs);
+    assert_int_equal(br_pool_map_fixed(p, out, sizeof out[0], errs, square_fixed, in, sizeof in[0],
+                                       N, chunks[c]),
+                     0);
+    for (int i = 0; i < N; i++) {
+      assert_int_equal(out[i], (int64_t)i * i);
+      assert_int_equal(errs[i], 0);
+    }
+  }
+  /* errors may be NULL. */
+  assert_int_equal(br_pool_map_fixed(p, out, sizeof out[0], NULL, square_fixed, in, sizeof in[0],
+                                     N, 0),
+                   0);
+  /* Failing items: every item runs; the lowest failing index decides. */
+  assert_int_equal(
+      br_pool_map_fixed(p, out, sizeof out[0], errs, fail_some_fixed, in, sizeof in[0], 10, 1),
+      BR_ERANGE);
+  for (int i = 0; i < 10; i++) {
+    int want = i == 3 ? BR_ERANGE : i == 5 ? BR_EIO : i == 7 ? BR_EPIPE : 0;
+    assert_int_equal(errs[i], want);
+    if (!want) assert_int_equal(out[i], i);
+  }
+  assert_int_equal(
+      br_pool_map_fixed(p, out, sizeof out[0], NULL, fail_some_fixed, in + 4, sizeof in[0], 6, 0),
+      BR_EIO);
+  /* Zero-sized items: in / out may be NULL. */
+  atomic_store(&fixed_calls, 0);
+  assert_int_equal(br_pool_map_fixed(p, NULL, 0, errs, count_fixed, NULL, 0, 100, 3), 0);
+  assert_int_equal(atomic_load(&fixed_calls), 100);
+  /* Bad input. */
+  assert_int_equal(br_pool_map_fixed(p, out, 8, errs, square_fixed, in, 8, 0, 0), 0);
+  assert_int_equal(br_pool_map_fixed(NULL, out, 8, errs, square_fixed, in, 8, 1, 0), BR_EINVAL);
+  assert_int_equal(br_pool_map_fixed(p, out, 8, errs, NULL, in, 8, 1, 0), BR_EINVAL);
+  assert_int_equal(br_pool_map_fixed(p, NULL, 8, errs, square_fixed, in, 8, 1, 0), BR_EINVAL);
+  assert_int_equal(br_pool_map_fixed(p, out, 8, errs, square_fixed, NULL, 8, 1, 0), BR_EINVAL);
+  assert_int_equal(br_pool_map_fixed(p, out, 8, errs, square_fixed, in, SIZE_MAX / 2, 4, 0),
+                   BR_EINVAL);
+  br_pool_report r;
+  assert_int_equal(br_pool_shutdown(p, &r, BR_SHUTDOWN_DRAIN), 0);
+  errs[0] = 0;
+  assert_int_equal(br_pool_map_fixed(p, out, 8, errs, square_fixed, in, 8, 1, 0), BR_ESHUTDOWN);
+  assert_int_equal(errs[0], BR_ESHUTDOWN);
   br_pool_free(p);
 }
 
@@ -419,13 +532,13 @@ static int mark_range(void *ud, size_t lo, size_t hi) {
 
 static int fail_with_message(void *ud, size_t lo, size_t hi) {
   (void)ud;
-  if (lo <= 500 && 500 < hi) br_pool_fail(BR_EIO, "range %zu", lo);
+  if (lo <= 500 && 500 < hi) br_fail(BR_EIO, "range %zu", lo);
   return 0;
 }
 
 static void test_for(void **state) {
   (void)state;
-  br_pool *p = br_pool_new(3, NULL);
+  br_pool *p = new_pool(3, NULL);
   size_t n = 1000000 / (size_t)br_test_scale();
   for_ctx c = {calloc(n, 1), SIZE_MAX};
   size_t grains[] = {0, 1000, 7, n, n * 2};
@@ -507,32 +620,32 @@ static int fold_fail(void *ud, size_t lo, size_t hi, void *acc) {
 
 static void test_reduce(void **state) {
   (void)state;
-  br_pool *p = br_pool_new(2, NULL);
+  br_pool *p = new_pool(2, NULL);
   size_t n = 2000000 / (size_t)br_test_scale();
   uint64_t sum = 0;
-  assert_int_equal(br_pool_reduce(p, 0, n, 0, &sum, sizeof sum, fold_sum, combine_sum, NULL), 0);
+  assert_int_equal(br_pool_reduce(p, &sum, sizeof sum, 0, n, 0, fold_sum, combine_sum, NULL), 0);
   assert_true(sum == (uint64_t)n * (n - 1) / 2);
   sum = 0;
-  assert_int_equal(br_pool_reduce(p, 0, 100, 10, &sum, sizeof sum, fold_sum, combine_sum, NULL), 0);
+  assert_int_equal(br_pool_reduce(p, &sum, sizeof sum, 0, 100, 10, fold_sum, combine_sum, NULL), 0);
   assert_int_equal(sum, 4950);
   sum = 0;
-  assert_int_equal(br_pool_reduce(p, 7, 8, 0, &sum, sizeof sum, fold_sum, combine_sum, NULL), 0);
+  assert_int_equal(br_pool_reduce(p, &sum, sizeof sum, 7, 8, 0, fold_sum, combine_sum, NULL), 0);
   assert_int_equal(sum, 7);
 
   /* Floating point: same bits on every run. */
   double *x = malloc(n * sizeof *x);
   for (size_t i = 0; i < n; i++) x[i] = 1.0 / (double)(i + 1) * ((i % 3) ? 1 : -1e3);
   double s1 = 0, s2 = 0;
-  assert_int_equal(br_pool_reduce(p, 0, n, 1000, &s1, sizeof s1, fold_fsum, combine_fsum, x), 0);
+  assert_int_equal(br_pool_reduce(p, &s1, sizeof s1, 0, n, 1000, fold_fsum, combine_fsum, x), 0);
   for (int r = 0; r < 5; r++) {
     s2 = 0;
-    assert_int_equal(br_pool_reduce(p, 0, n, 1000, &s2, sizeof s2, fold_fsum, combine_fsum, x), 0);
+    assert_int_equal(br_pool_reduce(p, &s2, sizeof s2, 0, n, 1000, fold_fsum, combine_fsum, x), 0);
     assert_memory_equal(&s1, &s2, sizeof s1);
   }
   free(x);
 
   span sp = {0, 0, 1};
-  assert_int_equal(br_pool_reduce(p, 3, 100003, 97, &sp, sizeof sp, fold_span, combine_span, NULL), 0);
+  assert_int_equal(br_pool_reduce(p, &sp, sizeof sp, 3, 100003, 97, fold_span, combine_span, NULL), 0);
   assert_int_equal(sp.ok, 1);
   assert_int_equal(sp.lo, 3);
   assert_int_equal(sp.hi, 100003);
@@ -540,17 +653,17 @@ static void test_reduce(void **state) {
   /* Big accumulators (heap, not the inline buffer). */
   static uint64_t big[256];
   memset(big, 0, sizeof big);
-  assert_int_equal(br_pool_reduce(p, 0, 1000, 10, big, sizeof big, fold_sum, combine_sum, NULL), 0);
+  assert_int_equal(br_pool_reduce(p, big, sizeof big, 0, 1000, 10, fold_sum, combine_sum, NULL), 0);
   assert_true(big[0] == 499500);
 
   sum = 123;
-  assert_int_equal(br_pool_reduce(p, 0, 1000, 10, &sum, sizeof sum, fold_fail, combine_sum, NULL),
+  assert_int_equal(br_pool_reduce(p, &sum, sizeof sum, 0, 1000, 10, fold_fail, combine_sum, NULL),
                    BR_EOVERFLOW);
   assert_int_equal(sum, 123); /* unchanged on error */
-  assert_int_equal(br_pool_reduce(p, 0, 10, 0, &sum, 0, fold_sum, combine_sum, NULL), BR_EINVAL);
-  assert_int_equal(br_pool_reduce(p, 0, 10, 0, &sum, 8192, fold_sum, combine_sum, NULL), BR_EINVAL);
-  assert_int_equal(br_pool_reduce(p, 0, 10, 0, NULL, 8, fold_sum, combine_sum, NULL), BR_EINVAL);
-  assert_int_equal(br_pool_reduce(p, 0, 10, 0, &sum, 8, NULL, combine_sum, NULL), BR_EINVAL);
+  assert_int_equal(br_pool_reduce(p, &sum, 0, 0, 10, 0, fold_sum, combine_sum, NULL), BR_EINVAL);
+  assert_int_equal(br_pool_reduce(p, &sum, 8192, 0, 10, 0, fold_sum, combine_sum, NULL), BR_EINVAL);
+  assert_int_equal(br_pool_reduce(p, NULL, 8, 0, 10, 0, fold_sum, combine_sum, NULL), BR_EINVAL);
+  assert_int_equal(br_pool_reduce(p, &sum, 8, 0, 10, 0, NULL, combine_sum, NULL), BR_EINVAL);
   br_pool_free(p);
 }
 
@@ -563,7 +676,7 @@ static void *nested_map(void *arg) {
   br_result *out = malloc((size_t)n * sizeof *out);
   for (long i = 0; i < n; i++) items[i] = IP(i);
   long total = -1;
-  if (br_pool_map(p, square, items, (size_t)n, 0, out) == 0) {
+  if (br_pool_map(p, out, square, items, (size_t)n, 0) == 0) {
     total = 0;
     for (long i = 0; i < n; i++) total += PI(out[i].value);
   }
@@ -575,7 +688,7 @@ static void *nested_map(void *arg) {
 static void test_nested_parallel_calls(void **state) {
   (void)state;
   for (int threads = 1; threads <= 2; threads++) {
-    br_pool *p = br_pool_new(threads, NULL);
+    br_pool *p = new_pool(threads, NULL);
     void *v;
     assert_int_equal(run_job(p, nested_map, IP(1000), &v), 0);
     assert_int_equal(PI(v), 332833500L);
@@ -597,9 +710,9 @@ static void *blocker(void *arg) {
   gate *g = arg;
   atomic_store(&g->started, 1);
   while (!atomic_load(&g->release)) {
-    if (br_pool_cancelled()) {
+    if (br_cancelled()) {
       atomic_store(&g->saw_cancel, 1);
-      return br_pool_fail(BR_ECANCELED, "stopped early");
+      return br_fail(BR_ECANCELED, "stopped early");
     }
     sleep_ms(1);
   }
@@ -618,7 +731,7 @@ static void wait_started(gate *g) {
 
 static void test_cancel_not_started(void **state) {
   (void)state;
-  br_pool *p = br_pool_new(1, NULL);
+  br_pool *p = new_pool(1, NULL);
   gate g = {0};
   br_future *fb, *fx, *fy;
   assert_int_equal(br_pool_submit(p, &fb, blocker, &g), 0);
@@ -653,7 +766,7 @@ static void test_cancel_not_started(void **state) {
 
 static void test_cancel_running_job_sees_it(void **state) {
   (void)state;
-  br_pool *p = br_pool_new(1, NULL);
+  br_pool *p = new_pool(1, NULL);
   gate g = {0};
   br_future *f;
   assert_int_equal(br_pool_submit(p, &f, blocker, &g), 0);
@@ -664,26 +777,26 @@ static void test_cancel_running_job_sees_it(void **state) {
   while (!atomic_load(&g.saw_cancel)) sleep_ms(1);
   br_future_unref(f);
   br_pool_report r;
-  assert_int_equal(br_pool_shutdown(p, BR_POOL_DRAIN, &r), 0);
+  assert_int_equal(br_pool_shutdown(p, &r, BR_SHUTDOWN_DRAIN), 0);
   br_pool_free(p);
 }
 
 /* Timed-out waits cancel a queued job (br_future_wait_for). */
 static void test_wait_for_cancels_queued_job(void **state) {
   (void)state;
-  br_pool *p = br_pool_new(1, NULL);
+  br_pool *p = new_pool(1, NULL);
   gate g = {0};
   br_future *fb, *fx;
   br_pool_submit(p, &fb, blocker, &g);
   wait_started(&g);
   atomic_store(&ran_count, 0);
   br_pool_submit(p, &fx, count_run, IP(5));
-  assert_int_equal(br_future_wait_for(fx, 20, NULL), BR_ETIMEDOUT);
+  assert_int_equal(br_future_wait_for(fx, NULL, 20), BR_ETIMEDOUT);
   assert_int_equal(br_future_error(fx), BR_ECANCELED);
   atomic_store(&g.release, 1);
   br_await(fb, NULL);
   br_pool_report r;
-  assert_int_equal(br_pool_shutdown(p, BR_POOL_DRAIN, &r), 0);
+  assert_int_equal(br_pool_shutdown(p, &r, BR_SHUTDOWN_DRAIN), 0);
   assert_int_equal(atomic_load(&ran_count), 0);
   br_future_unref(fb);
   br_future_unref(fx);
@@ -699,7 +812,7 @@ static void *release_later(void *arg) {
 
 static void test_shutdown_drain(void **state) {
   (void)state;
-  br_pool *p = br_pool_new(1, NULL);
+  br_pool *p = new_pool(1, NULL);
   gate g = {0};
   br_future *fb, *fs[5];
   br_pool_submit(p, &fb, blocker, &g);
@@ -709,9 +822,9 @@ static void test_shutdown_drain(void **state) {
   pthread_t t;
   pthread_create(&t, NULL, release_later, &g);
   br_pool_report r;
-  assert_int_equal(br_pool_shutdown(p, BR_POOL_DRAIN, &r), 0);
+  assert_int_equal(br_pool_shutdown(p, &r, BR_SHUTDOWN_DRAIN), 0);
   pthread_join(t, NULL);
-  assert_int_equal(r.mode, BR_POOL_DRAIN);
+  assert_int_equal(r.mode, BR_SHUTDOWN_DRAIN);
   assert_int_equal(r.pending, 6);
   assert_int_equal(r.completed, 6);
   assert_int_equal(r.cancelled, 0);
@@ -729,16 +842,16 @@ static void test_shutdown_drain(void **state) {
   br_future_unref(fb);
   /* Again: BR_EALREADY, same report. */
   br_pool_report r2;
-  assert_int_equal(br_pool_shutdown(p, BR_POOL_CANCEL, &r2), BR_EALREADY);
+  assert_int_equal(br_pool_shutdown(p, &r2, BR_SHUTDOWN_CANCEL), BR_EALREADY);
   assert_memory_equal(&r, &r2, sizeof r);
-  assert_int_equal(br_pool_shutdown(p, 0, NULL), BR_EINVAL);
-  assert_int_equal(br_pool_shutdown(NULL, BR_POOL_DRAIN, NULL), BR_EINVAL);
+  assert_int_equal(br_pool_shutdown(p, NULL, (br_shutdown_mode)7), BR_EINVAL);
+  assert_int_equal(br_pool_shutdown(NULL, NULL, BR_SHUTDOWN_DRAIN), BR_EINVAL);
   br_pool_free(p);
 }
 
 static void test_shutdown_cancel(void **state) {
   (void)state;
-  br_pool *p = br_pool_new(1, NULL);
+  br_pool *p = new_pool(1, NULL);
   gate g = {0};
   br_future *fb, *fs[5];
   br_pool_submit(p, &fb, blocker, &g);
@@ -746,10 +859,10 @@ static void test_shutdown_cancel(void **state) {
   atomic_store(&ran_count, 0);
   for (int i = 0; i < 5; i++) br_pool_submit(p, &fs[i], count_run, IP(i));
   br_pool_report r;
-  assert_int_equal(br_pool_shutdown(p, BR_POOL_CANCEL, &r), 0);
-  assert_int_equal(r.mode, BR_POOL_CANCEL);
+  assert_int_equal(br_pool_shutdown(p, &r, BR_SHUTDOWN_CANCEL), 0);
+  assert_int_equal(r.mode, BR_SHUTDOWN_CANCEL);
   assert_int_equal(r.pending, 6);
-  assert_int_equal(r.completed, 1); /* the blocker, told by br_pool_cancelled() */
+  assert_int_equal(r.completed, 1); /* the blocker, told by br_cancelled() */
   assert_int_equal(r.cancelled, 5);
   assert_int_equal(atomic_load(&ran_count), 0);
   assert_int_equal(atomic_load(&g.saw_cancel), 1);
@@ -766,7 +879,7 @@ static void test_shutdown_cancel(void **state) {
 /* br_pool_free on a live pool cancels what is queued. */
 static void test_free_cancels_pending(void **state) {
   (void)state;
-  br_pool *p = br_pool_new(1, NULL);
+  br_pool *p = new_pool(1, NULL);
   gate g = {0};
   br_future *fb, *fx;
   br_pool_submit(p, &fb, blocker, &g);
@@ -783,14 +896,14 @@ static void *shutdown_self(void *arg) {
   (void)arg;
   br_pool *p = br_pool_current();
   long bad = 0;
-  if (br_pool_shutdown(p, BR_POOL_DRAIN, NULL) != BR_EDEADLK) bad++;
+  if (br_pool_shutdown(p, NULL, BR_SHUTDOWN_DRAIN) != BR_EDEADLK) bad++;
   if (br_pool_free(p) != BR_EDEADLK) bad++;
   return IP(bad);
 }
 
 static void test_shutdown_from_worker(void **state) {
   (void)state;
-  br_pool *p = br_pool_new(2, NULL);
+  br_pool *p = new_pool(2, NULL);
   void *v;
   assert_int_equal(run_job(p, shutdown_self, NULL, &v), 0);
   assert_int_equal(PI(v), 0);
@@ -809,7 +922,7 @@ static void *spin_a_bit(void *arg) {
 
 static void test_cancel_race(void **state) {
   (void)state;
-  br_pool *p = br_pool_new(2, NULL);
+  br_pool *p = new_pool(2, NULL);
   int n = (int)br_test_scaled(20000);
   br_future **fs = malloc((size_t)n * sizeof *fs);
   for (int i = 0; i < n; i++) {
@@ -831,7 +944,7 @@ static void test_cancel_race(void **state) {
   }
   free(fs);
   br_pool_report r;
-  assert_int_equal(br_pool_shutdown(p, BR_POOL_DRAIN, &r), 0);
+  assert_int_equal(br_pool_shutdown(p, &r, BR_SHUTDOWN_DRAIN), 0);
   br_pool_stats st;
   br_pool_get_stats(p, &st);
   assert_int_equal(ok + cancelled, n);
@@ -854,12 +967,12 @@ typedef struct {
 static void *wait_for_myself(void *arg) {
   self_ref *s = arg;
   while (!atomic_load(&s->ready)) sleep_ms(1);
-  return IP(br_pool_wait(s->self, NULL));
+  return IP(br_await(s->self, NULL));
 }
 
 static void test_wait_on_self_is_edeadlk(void **state) {
   (void)state;
-  br_pool *p = br_pool_new(2, NULL);
+  br_pool *p = new_pool(2, NULL);
   self_ref s = {0};
   br_future *f;
   assert_int_equal(br_pool_submit(p, &f, wait_for_myself, &s), 0);
@@ -878,7 +991,7 @@ static void *submit_and_wait(void *arg) {
   br_future *b;
   if (br_pool_submit(br_pool_current(), &b, add_one, IP(10)) != 0) return IP(-1);
   void *v = NULL;
-  int rc = br_pool_wait(b, &v);
+  int rc = br_await(b, &v);
   br_future_unref(b);
   return rc ? IP(rc) : v;
 }
@@ -892,7 +1005,7 @@ typedef struct {
 
 static void *inner_waits_outer(void *arg) {
   cycle *c = arg;
-  atomic_store(&c->inner_rc, br_pool_wait(c->a, NULL));
+  atomic_store(&c->inner_rc, br_await(c->a, NULL));
   return NULL;
 }
 
@@ -901,18 +1014,18 @@ static void *outer_waits_inner(void *arg) {
   while (!atomic_load(&c->ready)) sleep_ms(1);
   br_future *b;
   br_pool_submit(br_pool_current(), &b, inner_waits_outer, c);
-  int rc = br_pool_wait(b, NULL);
+  int rc = br_await(b, NULL);
   br_future_unref(b);
   return IP(rc);
 }
 
 static void *wait_until_short(void *arg) {
-  return IP(br_pool_wait_until(arg, br_now() + 20 * 1000000LL, NULL));
+  return IP(br_await_until(arg, NULL, br_now() + 20 * 1000000LL));
 }
 
 static void test_wait_inside_jobs(void **state) {
   (void)state;
-  br_pool *p = br_pool_new(1, NULL);
+  br_pool *p = new_pool(1, NULL);
   void *v;
   assert_int_equal(run_job(p, submit_and_wait, NULL, &v), 0);
   assert_int_equal(PI(v), 11);
@@ -930,7 +1043,7 @@ static void test_wait_inside_jobs(void **state) {
   /* With a deadline, inside a job. The awaited job belongs to a second pool:
    * one of p's own would be run by the helping wait itself. */
   br_future *f;
-  br_pool *other = br_pool_new(1, NULL);
+  br_pool *other = new_pool(1, NULL);
   gate g = {0};
   br_future *slow;
   br_pool_submit(other, &slow, blocker, &g);
@@ -939,28 +1052,22 @@ static void test_wait_inside_jobs(void **state) {
   assert_int_equal(PI(v), BR_ETIMEDOUT);
   br_future_unref(f);
   atomic_store(&g.release, 1);
-  assert_int_equal(br_pool_wait_until(slow, BR_NEVER, &v), 0);
+  assert_int_equal(br_await_until(slow, &v, BR_NEVER), 0);
   assert_int_equal(PI(v), 1);
   br_future_unref(slow);
   br_pool_free(other);
-
-  /* Outside a pool br_pool_wait is br_await. */
-  br_pool_submit(p, &f, add_one, IP(1));
-  assert_int_equal(br_pool_wait(f, &v), 0);
-  assert_int_equal(PI(v), 2);
-  br_future_unref(f);
   br_pool_free(p);
 }
 
-/* br__pool_thread_wait: the entry point the core's br_await can call on a
- * plain thread (see src/exec/pool.c). */
-int br__pool_thread_wait(br_future *f, int64_t deadline);
-
-static void *hook_waits(void *arg) {
+/* br_await / br_await_until inside a job go through the core's job context
+ * to the pool's helping wait: BR_EDEADLK on its own future, BR_ETIMEDOUT at a
+ * deadline, and gather works the same way. */
+static void *core_waits(void *arg) {
   self_ref *s = arg;
   while (!atomic_load(&s->ready)) sleep_ms(1);
   long bad = 0;
-  if (br__pool_thread_wait(s->self, BR_NEVER) != BR_EDEADLK) bad |= 1;
+  if (br_await(s->self, NULL) != BR_EDEADLK) bad |= 1;
+  if (br_await_until(s->self, NULL, BR_NEVER) != BR_EDEADLK) bad |= 1;
   /* Another job, running on the other worker: a short deadline times out.
    * (Wait until it started there: a helping wait could otherwise run it
    * itself, and it would never return, since it waits for us.) */
@@ -968,27 +1075,34 @@ static void *hook_waits(void *arg) {
   br_future *slow;
   br_pool_submit(br_pool_current(), &slow, blocker, &g);
   while (!atomic_load(&g.started)) sleep_ms(1);
-  if (br__pool_thread_wait(slow, br_now() + 20 * 1000000LL) != BR_ETIMEDOUT) bad |= 2;
+  if (br_await_until(slow, NULL, br_now() + 20 * 1000000LL) != BR_ETIMEDOUT) bad |= 2;
   atomic_store(&g.release, 1);
-  if (br__pool_thread_wait(slow, BR_NEVER) != 0) bad |= 4;
-  if (br_future_error(slow) != 0) bad |= 8;
+  void *v = NULL;
+  if (br_await(slow, &v) != 0 || PI(v) != 1) bad |= 4;
   br_future_unref(slow);
+  br_future *fs[3];
+  br_result rs[3];
+  for (int i = 0; i < 3; i++) br_pool_submit(br_pool_current(), &fs[i], add_one, IP(i));
+  if (br_gather(rs, fs, 3) != 0) bad |= 8;
+  for (int i = 0; i < 3; i++) {
+    if (PI(rs[i].value) != i + 1) bad |= 16;
+    br_future_unref(fs[i]);
+  }
+  br_results_free(rs, 3);
   return IP(bad);
 }
 
-static void test_core_wait_hook(void **state) {
+static void test_core_await_in_job(void **state) {
   (void)state;
-  br_pool *p = br_pool_new(2, NULL);
+  br_pool *p = new_pool(2, NULL);
   self_ref s = {0};
   br_future *f;
-  assert_int_equal(br_pool_submit(p, &f, hook_waits, &s), 0);
+  assert_int_equal(br_pool_submit(p, &f, core_waits, &s), 0);
   s.self = f;
   atomic_store(&s.ready, 1);
   void *v;
   assert_int_equal(br_await(f, &v), 0);
   assert_int_equal(PI(v), 0);
-  /* Not a pool worker: "not mine", the core waits its usual way. */
-  assert_int_equal(br__pool_thread_wait(f, BR_NEVER), 1);
   br_future_unref(f);
   br_pool_free(p);
 }
@@ -1006,7 +1120,7 @@ static void *task_main(void *arg) {
   if (rc) return IP(rc);
   void *items[5] = {IP(1), IP(2), IP(3), IP(4), IP(5)};
   br_result out[5];
-  if (br_pool_map(p, square, items, 5, 0, out) != 0) return IP(-2);
+  if (br_pool_map(p, out, square, items, 5, 0) != 0) return IP(-2);
   long s = 0;
   for (int i = 0; i < 5; i++) s += PI(out[i].value);
   return IP(PI(v) * 1000 + s);
@@ -1038,7 +1152,7 @@ static void *giveup_main(void *arg) {
   br_scope s;
   br_scope_enter(&s, br_deadline_ms(30), false);
   int64_t t0 = br_now();
-  c->rc_queued = br_pool_map(c->pool, slow_item, items, 8, 1, c->out);
+  c->rc_queued = br_pool_map(c->pool, c->out, slow_item, items, 8, 1);
   c->took_queued = br_now() - t0;
   br_scope_exit(&s);
   for (int i = 0; i < 8; i++)
@@ -1049,7 +1163,7 @@ static void *giveup_main(void *arg) {
   /* 2: the map runs (one 100 ms item at a time); the deadline passes during
    * the first item. */
   br_scope_enter(&s, br_deadline_ms(50), false);
-  c->rc_running = br_pool_map(c->pool, slow_item, items, 8, 1, c->out);
+  c->rc_running = br_pool_map(c->pool, c->out, slow_item, items, 8, 1);
   br_scope_exit(&s);
   return NULL;
 }
@@ -1057,8 +1171,8 @@ static void *giveup_main(void *arg) {
 static void test_map_caller_gives_up(void **state) {
   (void)state;
   giveup c = {0};
-  c.pool = br_pool_new(1, NULL);
-  assert_int_equal(br_run(giveup_main, &c, NULL), 0);
+  c.pool = new_pool(1, NULL);
+  assert_int_equal(br_run(NULL, giveup_main, &c), 0);
   assert_int_equal(c.rc_queued, BR_ETIMEDOUT);
   assert_true(c.took_queued < 1000 * 1000000LL); /* not after the blocker */
   assert_int_equal(c.rc_running, BR_ETIMEDOUT);
@@ -1075,16 +1189,86 @@ static void test_map_caller_gives_up(void **state) {
   assert_true(ran >= 1);
   assert_true(skipped >= 1);
   br_pool_report r;
-  assert_int_equal(br_pool_shutdown(c.pool, BR_POOL_DRAIN, &r), 0);
+  assert_int_equal(br_pool_shutdown(c.pool, &r, BR_SHUTDOWN_DRAIN), 0);
   assert_int_equal(r.pending, 0);
+  br_pool_free(c.pool);
+}
+
+/* map_fixed from a task that gives up: queued behind a busy worker it
+ * returns at once with every item BR_ECANCELED; running, the items that
+ * run see br_cancelled() and the rest are skipped. */
+typedef struct {
+  br_pool *pool;
+  gate g;
+  int rc_queued, rc_running;
+  int64_t in[8], out[8];
+  int errs_queued[8], errs_running[8];
+} fixed_giveup;
+
+static _Atomic int fixed_saw_cancel;
+
+/* Runs until its map is cancelled (at most 10 s). */
+static int until_cancelled(const void *in, void *out) {
+  int64_t t0 = br_now();
+  while (!br_cancelled()) {
+    if (br_now() - t0 > 10 * 1000000000LL) return BR_ETIMEDOUT;
+    sleep_ms(1);
+  }
+  atomic_fetch_add(&fixed_saw_cancel, 1);
+  *(int64_t *)out = *(const int64_t *)in;
+  return br_cancelled();
+}
+
+static void *fixed_giveup_main(void *arg) {
+  fixed_giveup *c = arg;
+  br_future *fb;
+  br_pool_submit(c->pool, &fb, blocker, &c->g);
+  wait_started(&c->g);
+  br_scope s;
+  br_scope_enter(&s, br_deadline_ms(30), false);
+  c->rc_queued = br_pool_map_fixed(c->pool, c->out, sizeof c->out[0], c->errs_queued,
+                                   until_cancelled, c->in, sizeof c->in[0], 8, 1);
+  br_scope_exit(&s);
+  atomic_store(&c->g.release, 1);
+  br_await(fb, NULL);
+  br_future_unref(fb);
+  br_scope_enter(&s, br_deadline_ms(50), false);
+  c->rc_running = br_pool_map_fixed(c->pool, c->out, sizeof c->out[0], c->errs_running,
+                                    until_cancelled, c->in, sizeof c->in[0], 8, 1);
+  br_scope_exit(&s);
+  return NULL;
+}
+
+static void test_map_fixed_cancelled(void **state) {
+  (void)state;
+  fixed_giveup c = {0};
+  c.pool = new_pool(1, NULL);
+  for (int i = 0; i < 8; i++) {
+    c.in[i] = 100 + i;
+    c.out[i] = -7;
+  }
+  atomic_store(&fixed_saw_cancel, 0);
+  assert_int_equal(br_run(NULL, fixed_giveup_main, &c), 0);
+  assert_int_equal(c.rc_queued, BR_ETIMEDOUT);
+  for (int i = 0; i < 8; i++) assert_int_equal(c.errs_queued[i], BR_ECANCELED);
+  assert_int_equal(c.rc_running, BR_ETIMEDOUT);
+  /* One worker: the first item ran and saw the cancellation, the rest were
+   * skipped (their out slots untouched). */
+  assert_int_equal(atomic_load(&fixed_saw_cancel), 1);
+  assert_int_equal(c.errs_running[0], BR_ECANCELED);
+  assert_int_equal(c.out[0], 100);
+  for (int i = 1; i < 8; i++) {
+    assert_int_equal(c.errs_running[i], BR_ECANCELED);
+    assert_int_equal(c.out[i], -7);
+  }
   br_pool_free(c.pool);
 }
 
 static void test_from_task(void **state) {
   (void)state;
-  br_pool *p = br_pool_new(2, NULL);
+  br_pool *p = new_pool(2, NULL);
   void *res = NULL;
-  assert_int_equal(br_run(task_main, p, &res), 0);
+  assert_int_equal(br_run(&res, task_main, p), 0);
   assert_int_equal(PI(res), 6765L * 1000 + 55);
   br_pool_free(p);
 }
@@ -1115,9 +1299,11 @@ int main(void) {
       cmocka_unit_test(test_cancel_race),
       cmocka_unit_test(test_wait_on_self_is_edeadlk),
       cmocka_unit_test(test_wait_inside_jobs),
-      cmocka_unit_test(test_core_wait_hook),
+      cmocka_unit_test(test_core_await_in_job),
       cmocka_unit_test(test_from_task),
       cmocka_unit_test(test_map_caller_gives_up),
+      cmocka_unit_test(test_map_fixed),
+      cmocka_unit_test(test_map_fixed_cancelled),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

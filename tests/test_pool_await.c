@@ -10,6 +10,8 @@
 
 #include <braid.h>
 
+#include "test_pool.h"
+
 static void *leaf(void *a) { return (void *)((intptr_t)a * 2); }
 
 static void *nested(void *a) {
@@ -24,7 +26,7 @@ static void *nested(void *a) {
 
 static void test_nested_await_on_one_worker(void **state) {
   (void)state;
-  br_pool *p = br_pool_new(1, NULL);
+  br_pool *p = new_pool(1, NULL);
   assert_non_null(p);
   br_future *f;
   assert_int_equal(br_pool_submit(p, &f, nested, p), 0);
@@ -47,7 +49,7 @@ static void *awaits_itself(void *a) {
 
 static void test_await_own_future_is_edeadlk(void **state) {
   (void)state;
-  br_pool *p = br_pool_new(2, NULL);
+  br_pool *p = new_pool(2, NULL);
   assert_non_null(p);
   br_future *f;
   assert_int_equal(br_pool_submit(p, &f, awaits_itself, NULL), 0);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <time.h>
 
+#include "test_pool.h"
 #include "test_util.h"
 
 static int64_t cpu_ns(void) {
@@ -59,7 +60,7 @@ static void test_idle_pool_uses_no_cpu(void **state) {
   (void)state;
   int n = br_cpu_count() * 2;
   if (n < 4) n = 4;
-  br_pool *p = br_pool_new(n, NULL);
+  br_pool *p = new_pool(n, NULL);
   assert_non_null(p);
   idle_second(p, "fresh pool");
   for (int r = 0; r < 3; r++) {

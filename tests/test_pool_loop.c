@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 
+#include "test_pool.h"
 #include "test_util.h"
 
 #define MS 1000000LL
@@ -79,7 +80,7 @@ static void *main_task(void *arg) {
   br_result out[2];
   int t0 = atomic_load(&c->ts.ticks);
   w0 = br_now();
-  c->rc[1] = br_pool_map(c->pool, compute, items, 2, 1, out);
+  c->rc[1] = br_pool_map(c->pool, out, compute, items, 2, 1);
   c->waited_ns[1] = br_now() - w0;
   c->ticks_during[1] = atomic_load(&c->ts.ticks) - t0;
 
@@ -91,9 +92,9 @@ static void *main_task(void *arg) {
 static void test_loop_keeps_ticking_while_awaiting(void **state) {
   (void)state;
   ctx c = {0};
-  c.pool = br_pool_new(2, NULL);
+  c.pool = new_pool(2, NULL);
   assert_non_null(c.pool);
-  assert_int_equal(br_run(main_task, &c, NULL), 0);
+  assert_int_equal(br_run(NULL, main_task, &c), 0);
   fprintf(stderr,
           "1 s job: waited %.1f ms, %d ticks; map 2 x 0.5 s: waited %.1f ms, %d ticks; "
           "worst tick lateness %.2f ms\n",

@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "test_pool.h"
 #include "test_util.h"
 
 #define IP(x) ((void *)(intptr_t)(x))
@@ -90,7 +91,7 @@ static void *slow_leaf(void *arg) {
 static void *flat(void *arg) {
   range *r = arg;
   br_fork *f = malloc(FLAT * sizeof *f);
-  if (!f) return br_pool_fail(BR_ENOMEM, "no memory for the batch");
+  if (!f) return br_fail(BR_ENOMEM, "no memory for the batch");
   for (long lo = r->lo; lo < r->hi; lo += FLAT) {
     long hi = lo + FLAT < r->hi ? lo + FLAT : r->hi;
     for (long i = lo; i < hi; i++) br_pool_fork(&f[i - lo], slow_leaf, IP(i));
@@ -105,7 +106,7 @@ static void test_ten_million_forks(void **state) {
   long n = br_test_scaled(10000000);
   hits = calloc((size_t)n, 1);
   assert_non_null(hits);
-  br_pool *p = br_pool_new(WORKERS, NULL);
+  br_pool *p = new_pool(WORKERS, NULL);
   assert_non_null(p);
   range tree = {0, n / 2}, batches = {n / 2, n};
   br_future *f, *g;
@@ -169,7 +170,7 @@ static void *inner_submitter(void *arg) {
       if (br_pool_submit(spool, &fs[j - i], mark2, IP(j)) != 0) return IP(-1);
     for (long j = i; j < e; j++) {
       void *v;
-      if (br_pool_wait(fs[j - i], &v) != 0 || PI(v) != j) bad++;
+      if (br_await(fs[j - i], &v) != 0 || PI(v) != j) bad++;
       br_future_unref(fs[j - i]);
     }
   }
@@ -203,7 +204,7 @@ static void test_million_submits(void **state) {
   (void)state;
   long n = br_test_scaled(1000000);
   hits2 = calloc((size_t)n, 1);
-  spool = br_pool_new(WORKERS, NULL);
+  spool = new_pool(WORKERS, NULL);
   /* Quarters: two outside threads, and two jobs submitting from inside. */
   long q = n / 4;
   outside o1 = {0, q, 0}, o2 = {q, 2 * q, 0};
@@ -229,7 +230,7 @@ static void test_million_submits(void **state) {
   for (long i = 0; i < n; i++) bad += atomic_load(&hits2[i]) != 1;
   assert_int_equal(bad, 0);
   br_pool_report r;
-  assert_int_equal(br_pool_shutdown(spool, BR_POOL_DRAIN, &r), 0);
+  assert_int_equal(br_pool_shutdown(spool, &r, BR_SHUTDOWN_DRAIN), 0);
   assert_int_equal(r.submitted, (uint64_t)n + 2);
   assert_int_equal(r.failed, 0);
   br_pool_free(spool);
