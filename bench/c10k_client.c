@@ -55,7 +55,8 @@ static int cmp64(const void *a, const void *b) {
 
 static void *main_task(void *arg) {
   (void)arg;
-  all_up = br_event_new();
+  int rc = br_event_new(&all_up);
+  if (rc < 0) return br_fail(rc, "event");
   br_task **t = calloc((size_t)nconn, sizeof *t);
   for (int i = 0; i < nconn; i++) {
     br_spawn(&t[i], conn_task, (void *)(intptr_t)i, &(br_spawn_opts){.flags = BR_SPAWN_COMPACT});
@@ -84,7 +85,7 @@ int main(int argc, char **argv) {
   rl.rlim_cur = rl.rlim_max;
   setrlimit(RLIMIT_NOFILE, &rl);
   lat = calloc((size_t)nconn * (size_t)secs, sizeof *lat);
-  int rc = br_run(main_task, NULL, NULL);
+  int rc = br_run(NULL, main_task, NULL);
   size_t n = 0, total = (size_t)nconn * (size_t)secs;
   for (size_t i = 0; i < total; i++)
     if (lat[i] >= 0) lat[n++] = lat[i];

@@ -21,7 +21,7 @@ static void *read_all_task(void *arg) {
   snprintf(path, sizeof path, "%s/f%d", dir, (int)(intptr_t)arg);
   char *data;
   size_t len;
-  int rc = br_file_read_all(path, &data, &len, 0, BR_NEVER);
+  int rc = br_file_read_all(&data, &len, path, 0, BR_NEVER);
   if (rc) return br_fail(rc, "%s", path);
   bytes += (long long)len;
   free(data);
@@ -44,7 +44,8 @@ static void *open_read_task(void *arg) {
 
 static double run(br_task_fn fn) {
   int64_t t0 = br_now();
-  br_group *g = br_group_new();
+  br_group *g;
+  if (br_group_new(&g) < 0) return -1;
   for (int i = 0; i < nfiles; i++) br_group_spawn(g, fn, (void *)(intptr_t)i, NULL);
   int rc = br_group_wait(g);
   if (rc) fprintf(stderr, "files: %s\n", br_group_message(g));
@@ -83,5 +84,5 @@ int main(int argc, char **argv) {
   }
   dir = argv[1];
   nfiles = atoi(argv[2]);
-  return br_run(main_task, NULL, NULL) == 0 ? 0 : 1;
+  return br_run(NULL, main_task, NULL) == 0 ? 0 : 1;
 }
