@@ -435,7 +435,7 @@ struct br_scope {
   /* private: do not touch; may change in any release */
   struct {
     struct br_scope *parent;
-    struct br_task *task;
+    struct br__task *task;
     int64_t deadline;
     int state;
     bool shield;

@@ -12,7 +12,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 
-#include "backends/poller.h"
+#include "core/poller.h"
 #include "core/loop.h"
 #include "test_io_util.h"
 

@@ -1,6 +1,6 @@
 /* braid — the epoll backend: edge-triggered, one registration per fd for
  * both directions, an eventfd for wake-ups from other threads. */
-#include "backends/poller.h"
+#include "core/poller.h"
 
 #include <braid.h>
 #include <errno.h>

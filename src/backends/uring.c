@@ -11,14 +11,14 @@
  * descriptor kept readable fires every iteration) — correct, just slower.
  *
  * Every submission carries a tagged user_data (low 3 bits):
- *   0  a native operation: the rest is a br_future* to complete with res
+ *   0  a submitted operation (submit): the rest is its br__io_req *
  *   1  a readiness poll: fd and a generation number (below)
  *   2  the wake-up eventfd's poll
  *   3  bookkeeping (poll removals): ignored
  * The generation makes a late completion of a removed poll harmless when
  * the descriptor number has been reused and re-armed meanwhile.
  *
- * Submission: arm and native operations only queue SQEs; poll() submits them
+ * Submission: arm and submitted operations only queue SQEs; poll() submits them
  * together with its wait, so a loop iteration costs one io_uring_enter no
  * matter how many descriptors changed. disarm submits at once, because the
  * poll holds a reference on the file: until the removal runs, a closed
@@ -29,9 +29,7 @@
  * (-ENOSYS: no kernel support or built without liburing; -EPERM: seccomp,
  * io_uring_disabled), and the loop falls back to epoll.
  */
-#include "backends/uring.h"
-
-#include "backends/poller.h"
+#include "core/poller.h"
 
 #include <errno.h>
 
@@ -44,13 +42,10 @@ static int uring_open(br__poller *p) {
 
 const br__poller_ops br__poller_uring = {.name = "io_uring", .open = uring_open};
 
-bool br__uring_active(const br__poller *p) {
-  (void)p;
-  return false;
-}
-
 #else
 
+#include <braid.h> /* BR_READABLE, BR_WRITABLE */
+#include <fcntl.h>
 #include <liburing.h>
 #include <poll.h>
 #include <stdint.h>
@@ -83,8 +78,6 @@ typedef struct uring {
 static inline uint64_t fd_ud(int fd, uint32_t gen) {
   return ((uint64_t)(gen & 0x1fffffffu) << 35) | ((uint64_t)(uint32_t)fd << 3) | TAG_FD;
 }
-
-bool br__uring_active(const br__poller *p) { return p && p->ops == &br__poller_uring && p->impl; }
 
 /* Get an SQE, pushing queued ones to the kernel when the ring is full. */
 static struct io_uring_sqe *get_sqe(uring *u) {
@@ -179,9 +172,9 @@ static int uring_open(br__poller *p) {
 static void uring_close(br__poller *p) {
   uring *u = p->impl;
   if (!u) return;
-  /* Completions still owed to native operations hold future references;
-   * a loop is only freed once its tasks are done, so there are none left
-   * that anyone waits for. Closing the ring cancels what is in flight. */
+  /* A submitted operation's caller waits for it (pinned) before its task
+   * can end, and a loop is only freed once its tasks are done: nothing is
+   * in flight here any more. */
   io_uring_queue_exit(&u->ring);
   close(p->wake_fd);
   free(u->slots);
@@ -248,11 +241,8 @@ static int handle_cqe(br__poller *p, uring *u, struct io_uring_cqe *cqe, br__rea
   bool more = (cqe->flags & IORING_CQE_F_MORE) != 0;
   switch (ud & TAG_MASK) {
   case TAG_OP: {
-    br_future *f = (br_future *)(uintptr_t)ud;
-    if (f) {
-      br_future_set(f, (void *)(intptr_t)cqe->res);
-      br_future_unref(f);
-    }
+    br__io_req *req = (br__io_req *)(uintptr_t)ud;
+    if (req) req->done(req, cqe->res);
     return 0;
   }
   case TAG_WAKE: {
@@ -346,6 +336,32 @@ static void uring_wake(br__poller *p) {
   (void)r;
 }
 
+/* Submitted I/O: prepare one SQE; it goes to the kernel with the next poll. */
+static int uring_submit(br__poller *p, br__io_req *req) {
+  uring *u = p->impl;
+  unsigned n = (unsigned)(req->n > 0x7ffff000 ? 0x7ffff000 : req->n);
+  uint64_t off = req->off < 0 ? (uint64_t)-1 : (uint64_t)req->off;
+  if (req->op > BR__IO_FSYNC) return -ENOSYS;
+  struct io_uring_sqe *sqe = get_sqe(u);
+  if (!sqe) return -EAGAIN;
+  switch (req->op) {
+  case BR__IO_OPEN:
+    io_uring_prep_openat(sqe, AT_FDCWD, req->path, req->flags | O_CLOEXEC, (mode_t)req->mode);
+    break;
+  case BR__IO_READ:
+    io_uring_prep_read(sqe, req->fd, req->buf, n, off);
+    break;
+  case BR__IO_WRITE:
+    io_uring_prep_write(sqe, req->fd, req->buf, n, off);
+    break;
+  case BR__IO_FSYNC:
+    io_uring_prep_fsync(sqe, req->fd, 0);
+    break;
+  }
+  io_uring_sqe_set_data(sqe, req); /* TAG_OP: pointers are 8-aligned */
+  return 0;
+}
+
 const br__poller_ops br__poller_uring = {
   .name = "io_uring",
   .open = uring_open,
@@ -354,16 +370,7 @@ const br__poller_ops br__poller_uring = {
   .disarm = uring_disarm,
   .poll = uring_poll,
   .wake = uring_wake,
+  .submit = uring_submit,
 };
-
-struct io_uring_sqe *br__uring_get_sqe(br__poller *p) {
-  if (!br__uring_active(p)) return NULL;
-  return get_sqe(p->impl);
-}
-
-void br__uring_commit(br__poller *p, struct io_uring_sqe *sqe, br_future *f) {
-  (void)p;
-  io_uring_sqe_set_data(sqe, br_future_ref(f));
-}
 
 #endif

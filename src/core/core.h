@@ -14,7 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "backends/poller.h"
+#include "core/poller.h"
 #include "core/timer.h"
 #include "sys/clock.h"
 #include "sys/stack.h"
@@ -35,7 +35,7 @@ enum br__task_state {
  * waiting allocates nothing. */
 typedef struct br__waiter {
   struct br__waiter *prev, *next;
-  struct br_task *task;     /* for task waiters */
+  struct br__task *task;     /* for task waiters */
   bool linked;
   /* for thread waiters (a plain thread blocked on a future) */
   atomic_int *futex;
@@ -59,10 +59,10 @@ struct br_future {
   void *cancel_arg;
   void (*value_free)(void *); /* frees an owned value nobody took */
   /* When the future is embedded in a task, the task is freed with it. */
-  struct br_task *owner_task;
+  struct br__task *owner_task;
 };
 
-struct br_task {
+struct br__task {
   uint32_t magic;
   uint8_t state;
   bool compact;
@@ -70,9 +70,10 @@ struct br_task {
   bool detached;
   bool cancelled;         /* br_cancel was called */
   bool orphan;            /* outlived its loop (someone still holds its future) */
+  bool gather_mark;       /* br_gather_tasks' duplicate check */
   br__ctx ctx;
   struct br_loop *loop;
-  struct br_task *next;   /* run-queue link */
+  struct br__task *next;   /* run-queue link */
   br_task_fn fn;
   void *arg;
   br__stack *stack;       /* own stack, or NULL for compact tasks */
@@ -86,13 +87,13 @@ struct br_task {
   bool park_remote;       /* parked where another thread may wake it */
   br__waiter waitnode;    /* for waiting on one future (join, await) */
   /* sync wait queues (sync/waitq.h) */
-  struct br_task *wq_next, *wq_prev;
+  struct br__task *wq_next, *wq_prev;
   void *wq_ptr;           /* the waiter's element buffer (its own stack) */
   bool wq_linked, wq_done;
   br__timer timer;
   struct br_scope *scope; /* innermost cancel scope */
   struct br_group *group;
-  struct br_task *group_next, *group_prev;
+  struct br__task *group_next, *group_prev;
   /* outcome (the task's future) */
   struct br_future fut;
   int fail_code;
@@ -105,8 +106,11 @@ struct br_task {
   int64_t cpu_ns, cpu_at;
   uint64_t switches;
   void *tsan_fiber;
-  struct br_task *all_next, *all_prev; /* every task whose memory is held */
-  char name[32];          /* last: spawn zeroes everything before it */
+  struct br__task *all_next, *all_prev; /* every task whose memory is held */
+  char name[32];          /* spawn zeroes everything up to here */
+  /* The handle's slot and generation (handle.c): kept while the struct is
+   * recycled, so they live past the part spawn zeroes. */
+  uint32_t slot, gen;
 };
 
 typedef struct br__cb {
@@ -116,7 +120,7 @@ typedef struct br__cb {
 } br__cb;
 
 typedef struct br__fdrec {
-  struct br_task *reader, *writer;
+  struct br__task *reader, *writer;
   uint8_t ready;  /* readiness bits seen and not yet consumed */
   bool armed;
 } br__fdrec;
@@ -130,18 +134,18 @@ struct br_loop {
   size_t stack_size;
   br__ctx sched;                 /* the scheduler's own context */
   void *sched_tsan;
-  struct br_task *current;
-  struct br_task *until;         /* br_run / run_until target: stop blocking once done */
+  struct br__task *current;
+  struct br__task *until;         /* br_run / run_until target: stop blocking once done */
   /* run queue (FIFO, intrusive) */
-  struct br_task *rq_head, *rq_tail;
+  struct br__task *rq_head, *rq_tail;
   size_t ready;
   size_t budget;                 /* resumes left in this iteration */
   br__cb *cb_head, *cb_tail;     /* call_soon */
   /* remote wake-ups and callbacks from other threads */
   pthread_mutex_t remote_lock;
-  struct br_task *remote_tasks;  /* LIFO, reversed when drained */
+  struct br__task *remote_tasks;  /* LIFO, reversed when drained */
   br__cb *remote_cbs;
-  struct br_task *remote_free;   /* tasks whose last ref went on another thread */
+  struct br__task *remote_free;   /* tasks whose last ref went on another thread */
   atomic_int remote_pending;
   atomic_int sleeping;           /* 1 while (about to be) in poll */
   bool remote_closed;
@@ -151,12 +155,12 @@ struct br_loop {
   size_t live;                   /* tasks not yet DONE */
   size_t handles;                /* tasks whose memory is not yet freed */
   uint64_t next_id;
-  struct br_task *all;
-  struct br_task *free_tasks;    /* recycled task structs */
+  struct br__task *all;
+  struct br__task *free_tasks;    /* recycled task structs */
   br__stack_cache stacks;
   /* compact mode */
   br__stack *shared;             /* the shared stack */
-  struct br_task *shared_owner;  /* whose frames are on it now */
+  struct br__task *shared_owner;  /* whose frames are on it now */
   /* I/O */
   br__poller poller;
   br__fdrec *fds;
@@ -170,61 +174,71 @@ struct br_loop {
 extern _Thread_local struct br_loop *br__tls_loop;
 
 /* --- scheduling (task.c) --- */
-static inline struct br_task *br__self_inline(void) {
+static inline struct br__task *br__self_inline(void) {
   struct br_loop *L = br__tls_loop;
   return L ? L->current : NULL;
 }
 #define br__require_task() br__self_inline()
-int br__checkpoint_slow(struct br_task *t);
+int br__checkpoint_slow(struct br__task *t);
 /* The common case (no scope, not cancelled) without a call. */
-static inline int br__checkpoint(struct br_task *t) {
+static inline int br__checkpoint(struct br__task *t) {
   if (!t->scope && !t->cancelled) return 0;
   return br__checkpoint_slow(t);
 }
-void br__ready(struct br_task *t);                 /* loop thread */
-void br__wake(struct br_task *t, int code);        /* loop thread: claim + ready */
-bool br__wake_any_thread(struct br_task *t, int code); /* claim + ready or remote */
+void br__ready(struct br__task *t);                 /* loop thread */
+void br__wake(struct br__task *t, int code);        /* loop thread: claim + ready */
+bool br__wake_any_thread(struct br__task *t, int code); /* claim + ready or remote */
 /* Park the running task until woken or `deadline` (also scope deadlines).
  * Returns the wake code: 0 or what the waker passed, BR_ETIMEDOUT at a
  * deadline, BR_ECANCELED on cancel. Returns at once (without parking) if the
  * task is already cancelled or past its deadline. */
 int br__park(int64_t deadline);
-void br__park_begin(struct br_task *t);
+void br__park_begin(struct br__task *t);
 /* As br__park_begin, for waits another thread may end (foreign futures). */
-void br__park_begin_remote(struct br_task *t);
-int br__park_end(struct br_task *t, int64_t deadline, bool cancellable);
+void br__park_begin_remote(struct br__task *t);
+int br__park_end(struct br__task *t, int64_t deadline, bool cancellable);
 void br__run_ready(struct br_loop *L);
 void br__timer_fired(br__timer *tm);
-void br__task_future_gone(struct br_task *t);
-void br__scope_cancel_wake(struct br_task *t);
+void br__task_future_gone(struct br__task *t);
+void br__scope_cancel_wake(struct br__task *t);
 /* The cancellation state visible to t now: 0, BR_ECANCELED, BR_ETIMEDOUT. */
 /* Whether a deadline (not a cancel) of t's scopes has passed. */
-bool br__scope_expired(struct br_task *t);
-bool br__task_valid(const struct br_task *t);
-void br__task_release(struct br_task *t);
+bool br__scope_expired(struct br__task *t);
+bool br__task_valid(const struct br__task *t);
+/* --- handles (handle.c): br_task * values are slot + generation --- */
+int br__task_slot_new(struct br__task *t);       /* a fresh struct: BR_ENOMEM, BR_ELIMIT */
+void br__task_slot_retire(struct br__task *t);   /* struct recycled: old handles die */
+void br__task_slot_free(struct br__task *t);     /* struct freed: slot back to the table */
+br_task *br__task_handle(const struct br__task *t);
+/* The live task a handle names, or NULL (stale, garbage, NULL). */
+struct br__task *br__task_get(br_task *h);
+const char *br__task_name(struct br__task *t);
+int br__loop_spawn(struct br_loop *L, struct br__task **out, br_task_fn fn, void *arg,
+                   const br_spawn_opts *opts);
+void br__task_release(struct br__task *t);
 /* Wait (as `self`) until t is done; BR_ECANCELED/BR_ETIMEDOUT if interrupted. */
-int br__task_wait_done(struct br_task *self, struct br_task *t, int64_t deadline, bool cancellable);          /* drop the user handle */
-void br__task_cancel(struct br_task *t);
-int br__run_until(struct br_loop *loop, struct br_task *t); /* outside tasks */
+int br__task_wait_done(struct br__task *self, struct br__task *t, int64_t deadline, bool cancellable);          /* drop the user handle */
+void br__task_cancel(struct br__task *t);
+int br__run_until(struct br_loop *loop, struct br__task *t); /* outside tasks */
 
 /* A pointer into t's stack, usable now: a suspended compact task's frames
  * live in its save buffer, not on the shared stack. */
-void *br__task_addr_slow(struct br_task *t, void *p);
-static inline void *br__task_addr(struct br_task *t, void *p) {
+void *br__task_addr_slow(struct br__task *t, void *p);
+static inline void *br__task_addr(struct br__task *t, void *p) {
   return t->compact ? br__task_addr_slow(t, p) : p;
 }
 
 /* --- loop (loop.c) --- */
 int br__loop_iterate(struct br_loop *loop, bool block);
-void br__remote_push_task(struct br_loop *loop, struct br_task *t);
-void br__remote_push_free(struct br_loop *loop, struct br_task *t);
-void br__task_free_mem(struct br_task *t);
+void br__remote_push_task(struct br_loop *loop, struct br__task *t);
+void br__remote_push_free(struct br_loop *loop, struct br__task *t);
+void br__task_free_mem(struct br__task *t);
 /* Report a detached (or never collected) task's failure: stderr or the
  * loop's on_detached_error. */
-void br__report_failure_code(struct br_task *t, int code, const char *msg);
+void br__report_failure_code(struct br__task *t, int code, const char *msg);
 
 /* --- futures (future.c) --- */
-void br__future_init(struct br_future *f, struct br_task *owner);
+void br__future_init(struct br_future *f, struct br__task *owner);
 int br__future_complete(struct br_future *f, void *value, int err, char *msg);
 /* As br__future_complete; value_free (may be NULL) makes the value owned. */
 int br__future_complete_ex(struct br_future *f, void *value, void (*value_free)(void *), int err,
@@ -240,7 +254,7 @@ void br__fd_ready(void *ctx, int fd, int events);
 void br__fds_free(struct br_loop *loop);
 
 /* --- groups (group.c) --- */
-void br__group_child_done(struct br_task *t);
+void br__group_child_done(struct br__task *t);
 
 /* --- overflow detection (overflow.c) --- */
 void br__overflow_install(void);

@@ -31,19 +31,19 @@ void br__fd_ready(void *ctx, int fd, int events) {
   if (!r) return;
   r->ready |= (uint8_t)events;
   if ((events & BR_READABLE) && r->reader) {
-    struct br_task *t = r->reader;
+    struct br__task *t = r->reader;
     r->reader = NULL;
     br__wake(t, BR_READABLE);
   }
   if ((events & BR_WRITABLE) && r->writer) {
-    struct br_task *t = r->writer;
+    struct br__task *t = r->writer;
     r->writer = NULL;
     br__wake(t, BR_WRITABLE);
   }
 }
 
 int br_wait_fd(int fd, int events, int64_t deadline) {
-  struct br_task *t = br__require_task();
+  struct br__task *t = br__require_task();
   if (!t) return BR_ENOTTASK;
   if (fd < 0) return BR_EBADF;
   events &= BR_READABLE | BR_WRITABLE;
@@ -94,7 +94,7 @@ void br_fd_forget(int fd) {
   br__fdrec *r = fdrec(L, fd, false);
   if (!r) return;
   if (r->armed) L->poller.ops->disarm(&L->poller, fd);
-  struct br_task *rd = r->reader, *wr = r->writer;
+  struct br__task *rd = r->reader, *wr = r->writer;
   memset(r, 0, sizeof *r);
   if (rd) br__wake(rd, BR_EBADF);
   if (wr && wr != rd) br__wake(wr, BR_EBADF);

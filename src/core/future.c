@@ -49,7 +49,7 @@ void br__waiter_unlink(struct br_future *f, br__waiter *w) {
   w->linked = false;
 }
 
-void br__future_init(struct br_future *f, struct br_task *owner) {
+void br__future_init(struct br_future *f, struct br__task *owner) {
   atomic_store_explicit(&f->lock, 0, memory_order_relaxed);
   atomic_store_explicit(&f->refs, 1, memory_order_relaxed);
   atomic_store_explicit(&f->done, 0, memory_order_relaxed);
@@ -209,7 +209,7 @@ int br_future_cancel(br_future *f) {
   if (!f) return BR_EINVAL;
   if (f->owner_task) {
     /* A task's future is completed by the task: cancel the task. */
-    struct br_task *t = f->owner_task;
+    struct br__task *t = f->owner_task;
     if (atomic_load_explicit(&f->done, memory_order_acquire) || t->orphan) return BR_EALREADY;
     if (br__tls_loop != t->loop) return BR_EPERM;
     br__task_cancel(t);
@@ -269,7 +269,7 @@ static int thread_wait(struct br_future *f, int64_t deadline) {
 }
 
 /* A task parks until completion, the deadline or cancellation. */
-static int task_wait(struct br_task *self, struct br_future *f, int64_t deadline) {
+static int task_wait(struct br__task *self, struct br_future *f, int64_t deadline) {
   if (f->owner_task == self) return BR_EDEADLK;
   while (!atomic_load_explicit(&f->done, memory_order_acquire)) {
     br__waiter *w = &self->waitnode;
@@ -303,7 +303,7 @@ void br__set_thread_wait_hook(int (*fn)(br_future *f, int64_t deadline)) {
 }
 
 int br__future_wait(struct br_future *f, int64_t deadline) {
-  struct br_task *self = br__require_task();
+  struct br__task *self = br__require_task();
   if (self) return task_wait(self, f, deadline);
   if (br__tls_loop) return BR_ENOTTASK; /* a loop callback must not block */
   br__job_ctx *ctx = br__job_current();

@@ -17,31 +17,48 @@ static void fill(br_result *out, struct br_future *f) {
 }
 
 int br_gather_tasks(br_result *out, br_task **tasks, size_t n) {
-  struct br_task *self = br__require_task();
+  struct br__task *self = br__require_task();
   if (!self) return BR_ENOTTASK;
   if ((!tasks || !out) && n) return BR_EINVAL;
-  for (size_t i = 0; i < n; i++) {
-    if (!br__task_valid(tasks[i]) || !tasks[i]->handle_held) return BR_EHANDLE;
-    if (tasks[i] == self) return BR_EDEADLK;
-    if (tasks[i]->loop != self->loop) return BR_EINVAL;
+  /* Handles are decoded at each use: each stays live (held) until the
+   * last loop below gives it back. */
+#define TASK(i) br__task_get(tasks[i])
+  /* The same handle twice would be given back twice: BR_EINVAL. A mark
+   * on each task finds duplicates in one pass. */
+  int bad = 0;
+  size_t checked = 0;
+  for (; checked < n && !bad; checked++) {
+    struct br__task *t = TASK(checked);
+    if (!br__task_valid(t) || !t->handle_held) bad = BR_EHANDLE;
+    else if (t == self) bad = BR_EDEADLK;
+    else if (t->loop != self->loop) bad = BR_EINVAL;
+    else if (t->gather_mark) bad = BR_EINVAL;
+    else t->gather_mark = true;
   }
+  for (size_t i = 0; i < checked; i++) {
+    struct br__task *t = TASK(i);
+    if (br__task_valid(t)) t->gather_mark = false;
+  }
+  if (bad) return bad;
   int interrupted = 0;
   for (size_t i = 0; i < n; i++) {
     if (!interrupted) {
-      int rc = br__task_wait_done(self, tasks[i], BR_NEVER, true);
+      int rc = br__task_wait_done(self, TASK(i), BR_NEVER, true);
       if (rc) {
         interrupted = rc;
-        for (size_t k = i; k < n; k++) br__task_cancel(tasks[k]);
+        for (size_t k = i; k < n; k++) br__task_cancel(TASK(k));
       }
     }
-    if (interrupted) br__task_wait_done(self, tasks[i], BR_NEVER, false);
+    if (interrupted) br__task_wait_done(self, TASK(i), BR_NEVER, false);
   }
   int first = 0;
   for (size_t i = 0; i < n; i++) {
-    fill(&out[i], &tasks[i]->fut);
+    struct br__task *t = TASK(i);
+    fill(&out[i], &t->fut);
     if (!first && out[i].err) first = out[i].err;
-    br__task_release(tasks[i]);
+    br__task_release(t);
   }
+#undef TASK
   return interrupted ? interrupted : first;
 }
 
@@ -59,7 +76,7 @@ int br_gather(br_result *out, br_future *const *fs, size_t n) {
     /* asyncio.gather: cancelling the gather cancels what it waits for. */
     for (size_t i = 0; i < n; i++)
       if (!br_future_done(fs[i])) br_future_cancel(fs[i]);
-    struct br_task *self = br__require_task();
+    struct br__task *self = br__require_task();
     for (size_t i = 0; i < n; i++) {
       if (br_future_done(fs[i])) continue;
       if (fs[i]->owner_task && self) br__task_wait_done(self, fs[i]->owner_task, BR_NEVER, false);
@@ -82,7 +99,7 @@ int br_gather(br_result *out, br_future *const *fs, size_t n) {
 /* Park until any future in fs (not marked in skip) completes, or the
  * deadline. Works from a task (parks) and a plain thread (futex). */
 static int wait_any(br_future *const *fs, size_t n, const unsigned char *skip, int64_t deadline) {
-  struct br_task *self = br__require_task();
+  struct br__task *self = br__require_task();
   if (!self && br__tls_loop) return BR_ENOTTASK;
   for (size_t i = 0; self && i < n; i++)
     if (!(skip && skip[i]) && fs[i]->owner_task == self && !br_future_done(fs[i])) return BR_EDEADLK;

@@ -8,18 +8,18 @@
 
 struct br_group {
   struct br_loop *loop;
-  struct br_task *children; /* linked through group_next/group_prev */
+  struct br__task *children; /* linked through group_next/group_prev */
   size_t live;
   int first_err;
   char *first_msg;
   bool failed, closed;
-  struct br_task *waiter;
+  struct br__task *waiter;
 };
 
 int br_group_new(br_group **out) {
   if (!out) return BR_EINVAL;
   *out = NULL;
-  struct br_task *self = br__require_task();
+  struct br__task *self = br__require_task();
   if (!self) return BR_ENOTTASK;
   struct br_group *g = calloc(1, sizeof *g);
   if (!g) return BR_ENOMEM;
@@ -29,7 +29,7 @@ int br_group_new(br_group **out) {
 }
 
 static void cancel_all(struct br_group *g) {
-  for (struct br_task *c = g->children; c; c = c->group_next)
+  for (struct br__task *c = g->children; c; c = c->group_next)
     if (c->state != BR__DONE) br__task_cancel(c);
 }
 
@@ -38,8 +38,8 @@ int br_group_spawn(br_group *g, br_task_fn fn, void *arg, const br_spawn_opts *o
   if (g->closed || g->failed) return BR_ESHUTDOWN;
   br_spawn_opts o = opts ? *opts : (br_spawn_opts){0};
   o.flags &= ~(unsigned)BR_SPAWN_DETACHED;
-  struct br_task *t;
-  int rc = br_loop_spawn(g->loop, &t, fn, arg, &o);
+  struct br__task *t;
+  int rc = br__loop_spawn(g->loop, &t, fn, arg, &o);
   if (rc) return rc;
   t->group = g;
   t->group_prev = NULL;
@@ -50,7 +50,7 @@ int br_group_spawn(br_group *g, br_task_fn fn, void *arg, const br_spawn_opts *o
   return 0;
 }
 
-void br__group_child_done(struct br_task *t) {
+void br__group_child_done(struct br__task *t) {
   struct br_group *g = t->group;
   if (!g) return;
   g->live--;
@@ -73,7 +73,7 @@ void br__group_child_done(struct br_task *t) {
   if (!g->live && g->waiter) br__wake(g->waiter, 0);
 }
 
-static void wait_children(struct br_group *g, struct br_task *self, bool cancellable, int *rc) {
+static void wait_children(struct br_group *g, struct br__task *self, bool cancellable, int *rc) {
   while (g->live) {
     g->waiter = self;
     br__park_begin(self);
@@ -88,10 +88,10 @@ static void wait_children(struct br_group *g, struct br_task *self, bool cancell
 }
 
 static void release_children(struct br_group *g) {
-  struct br_task *c = g->children;
+  struct br__task *c = g->children;
   g->children = NULL;
   while (c) {
-    struct br_task *n = c->group_next;
+    struct br__task *n = c->group_next;
     c->group = NULL;
     br__task_release(c);
     c = n;
@@ -100,7 +100,7 @@ static void release_children(struct br_group *g) {
 
 int br_group_wait(br_group *g) {
   if (!g) return BR_EINVAL;
-  struct br_task *self = br__require_task();
+  struct br__task *self = br__require_task();
   if (!self) return BR_ENOTTASK;
   if (self->group == g) return BR_EDEADLK;
   int rc = 0;
@@ -121,7 +121,7 @@ const char *br_group_message(br_group *g) {
 
 int br_group_free(br_group *g) {
   if (!g) return 0;
-  struct br_task *self = br__require_task();
+  struct br__task *self = br__require_task();
   if (self && self->group == g) return BR_EDEADLK; /* it would wait for itself */
   /* The children run on g's loop: only that loop's thread can wait for them. */
   if (br__tls_loop != g->loop && !(self == NULL && br__tls_loop == NULL &&
@@ -133,7 +133,7 @@ int br_group_free(br_group *g) {
     if (self) {
       wait_children(g, self, false, &rc);
     } else {
-      for (struct br_task *c = g->children; c; c = c->group_next)
+      for (struct br__task *c = g->children; c; c = c->group_next)
         if (c->state != BR__DONE) br__run_until(g->loop, c);
     }
   }

@@ -1,67 +1,52 @@
-/* braid — the log hook (br_set_log) and br__log. */
+/* braid — br_set_log and br__log: formatting on top of the sys layer's
+ * process-wide sink (sys/log_sink.h). */
 #include "core/log.h"
 
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
-/* The hook and its user data are published together: a reader never pairs
- * one hook with another's ud. */
+#include "sys/log_sink.h"
+
+/* The user's hook and data, handed to the sink as its ud; two pairs
+ * alternate for the same reason as the sink's own slots. */
 typedef struct {
   br_log_fn fn;
   void *ud;
-} log_sink;
+} user_hook;
 
-static log_sink sinks[2];
-static _Atomic(log_sink *) current;
-static atomic_int next_slot;
-static pthread_mutex_t set_lock = PTHREAD_MUTEX_INITIALIZER;
+static user_hook hooks[2];
+static unsigned next_hook;
+static pthread_mutex_t hook_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void trampoline(int level, const char *msg, void *ud) {
+  const user_hook *h = ud;
+  h->fn((br_log_level)level, msg, h->ud);
+}
 
 void br_set_log(br_log_fn fn, void *ud) {
-  pthread_mutex_lock(&set_lock);
   if (!fn) {
-    atomic_store_explicit(&current, NULL, memory_order_release);
-  } else {
-    /* Alternate between two slots so a reader holding the old one still
-     * reads a consistent pair (a reader races at most one update). */
-    int i = atomic_fetch_add_explicit(&next_slot, 1, memory_order_relaxed) & 1;
-    sinks[i].fn = fn;
-    sinks[i].ud = ud;
-    atomic_store_explicit(&current, &sinks[i], memory_order_release);
-  }
-  pthread_mutex_unlock(&set_lock);
-}
-
-static void default_sink(const char *msg) {
-  char buf[1024];
-  size_t n = strlen(msg);
-  if (n > sizeof buf - 9) n = sizeof buf - 9;
-  memcpy(buf, "braid: ", 7);
-  memcpy(buf + 7, msg, n);
-  buf[7 + n] = '\n';
-  ssize_t w = write(2, buf, 8 + n);
-  (void)w;
-}
-
-void br__log_raw(br_log_level level, const char *msg) {
-  log_sink *s = atomic_load_explicit(&current, memory_order_acquire);
-  if (s) {
-    s->fn(level, msg, s->ud);
+    br__log_sink_set(NULL, NULL);
     return;
   }
-  default_sink(msg);
+  pthread_mutex_lock(&hook_lock);
+  user_hook *h = &hooks[next_hook++ & 1];
+  h->fn = fn;
+  h->ud = ud;
+  br__log_sink_set(trampoline, h); /* publishes h (release) */
+  pthread_mutex_unlock(&hook_lock);
 }
+
+void br__log_raw(br_log_level level, const char *msg) { br__log_emit((int)level, msg); }
 
 void br__vlog(br_log_level level, const char *fmt, va_list ap) {
   char buf[1024];
   int n = vsnprintf(buf, sizeof buf, fmt, ap);
   if (n < 0) return;
-  /* Strip one trailing newline: the sink adds its own. */
+  /* One line: the sink adds its own newline. */
   size_t len = strlen(buf);
   if (len && buf[len - 1] == '\n') buf[len - 1] = '\0';
-  br__log_raw(level, buf);
+  br__log_emit((int)level, buf);
 }
 
 void br__log(br_log_level level, const char *fmt, ...) {

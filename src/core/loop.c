@@ -13,6 +13,7 @@
  * The loop ends when no task is alive and nothing is queued.
  */
 #include "core/core.h"
+#include "core/log.h"
 #include "core/loop.h"
 
 #include <errno.h>
@@ -95,7 +96,7 @@ static void remote_signal(struct br_loop *L) {
   if (atomic_load_explicit(&L->sleeping, memory_order_seq_cst)) L->poller.ops->wake(&L->poller);
 }
 
-void br__remote_push_task(struct br_loop *L, struct br_task *t) {
+void br__remote_push_task(struct br_loop *L, struct br__task *t) {
   pthread_mutex_lock(&L->remote_lock);
   t->next = L->remote_tasks;
   L->remote_tasks = t;
@@ -103,7 +104,7 @@ void br__remote_push_task(struct br_loop *L, struct br_task *t) {
   remote_signal(L);
 }
 
-void br__remote_push_free(struct br_loop *L, struct br_task *t) {
+void br__remote_push_free(struct br_loop *L, struct br__task *t) {
   pthread_mutex_lock(&L->remote_lock);
   t->next = L->remote_free;
   L->remote_free = t;
@@ -151,28 +152,28 @@ static void drain_remote(struct br_loop *L) {
   if (!atomic_load_explicit(&L->remote_pending, memory_order_acquire)) return;
   atomic_store_explicit(&L->remote_pending, 0, memory_order_seq_cst);
   pthread_mutex_lock(&L->remote_lock);
-  struct br_task *ts = L->remote_tasks;
+  struct br__task *ts = L->remote_tasks;
   br__cb *cs = L->remote_cbs;
-  struct br_task *fr = L->remote_free;
+  struct br__task *fr = L->remote_free;
   L->remote_tasks = NULL;
   L->remote_cbs = NULL;
   L->remote_free = NULL;
   pthread_mutex_unlock(&L->remote_lock);
   while (fr) {
-    struct br_task *n = fr->next;
+    struct br__task *n = fr->next;
     br__task_free_mem(fr);
     fr = n;
   }
   /* Both lists are LIFO: reverse to keep submission order. */
-  struct br_task *rt = NULL;
+  struct br__task *rt = NULL;
   while (ts) {
-    struct br_task *n = ts->next;
+    struct br__task *n = ts->next;
     ts->next = rt;
     rt = ts;
     ts = n;
   }
   while (rt) {
-    struct br_task *n = rt->next;
+    struct br__task *n = rt->next;
     br__ready(rt);
     rt = n;
   }
@@ -253,7 +254,7 @@ int br__loop_iterate(struct br_loop *L, bool block) {
   atomic_store_explicit(&L->sleeping, 0, memory_order_relaxed);
   atomic_store_explicit(&L->heartbeat, br__mono_ns(), memory_order_relaxed);
   if (rc < 0 && rc != -EINTR) {
-    fprintf(stderr, "braid: poller %s failed: %s\n", L->poller.ops->name, strerror(-rc));
+    br__log(BR_LOG_ERROR, "poller %s failed: %s", L->poller.ops->name, strerror(-rc));
     return rc;
   }
   return 1;
@@ -283,7 +284,7 @@ int br_loop_run(br_loop *L) {
 }
 
 /* Run until task t is done (used outside tasks: br_task_close, br_run). */
-int br__run_until(struct br_loop *L, struct br_task *t) {
+int br__run_until(struct br_loop *L, struct br__task *t) {
   struct br_loop *prev = br__tls_loop;
   br__tls_loop = L;
   bool was_running = L->running;
@@ -291,7 +292,7 @@ int br__run_until(struct br_loop *L, struct br_task *t) {
   L->sched_tsan = BR__TSAN_CURRENT();
   br__overflow_thread_begin();
   int rc = 0;
-  struct br_task *prev_until = L->until;
+  struct br__task *prev_until = L->until;
   L->until = t; /* once t is done, the poller must not block */
   atomic_store_explicit(&L->heartbeat, br__mono_ns(), memory_order_relaxed);
   while (!atomic_load_explicit(&t->fut.done, memory_order_acquire)) {
@@ -314,13 +315,13 @@ void br_loop_stop(br_loop *L) {
   L->poller.ops->wake(&L->poller);
 }
 
-void br__report_failure_code(struct br_task *t, int code, const char *msg) {
+void br__report_failure_code(struct br__task *t, int code, const char *msg) {
   struct br_loop *L = t->loop;
   if (L->opts.on_detached_error) {
-    L->opts.on_detached_error(t, code, msg ? msg : "", L->opts.ud);
+    L->opts.on_detached_error(br__task_handle(t), code, msg ? msg : "", L->opts.ud);
     return;
   }
-  fprintf(stderr, "braid: detached task '%s' failed: %s (%s)%s%s\n", br_task_name(t),
+  br__log(BR_LOG_ERROR, "detached task '%s' failed: %s (%s)%s%s", br__task_name(t),
           br_strerror(code), br_errname(code), msg && *msg ? ": " : "", msg ? msg : "");
 }
 
@@ -334,7 +335,7 @@ int br_loop_free(br_loop *L) {
   L->sched_tsan = BR__TSAN_CURRENT();
   /* Cancel everything still alive and let it unwind. */
   for (int round = 0; L->live && round < 1000000; round++) {
-    for (struct br_task *t = L->all; t; t = t->all_next)
+    for (struct br__task *t = L->all; t; t = t->all_next)
       if (t->state != BR__DONE && !t->cancelled) br__task_cancel(t);
     if (br__loop_iterate(L, true) <= 0) break;
   }
@@ -344,12 +345,12 @@ int br_loop_free(br_loop *L) {
   drain_remote(L);
   run_callbacks(L);
   /* Handles nobody gave back: report failures nobody saw, then release. */
-  struct br_task *t = L->all;
+  struct br__task *t = L->all;
   while (t) {
-    struct br_task *n = t->all_next;
+    struct br__task *n = t->all_next;
     if (t->handle_held) {
       if (t->state == BR__DONE && t->fut.err && t->fut.err != BR_ECANCELED)
-        fprintf(stderr, "braid: task '%s' failed and nobody joined it: %s%s%s\n", br_task_name(t),
+        br__log(BR_LOG_ERROR, "task '%s' failed and nobody joined it: %s%s%s", br__task_name(t),
                 br_strerror(t->fut.err), t->fut.msg ? ": " : "", t->fut.msg ? t->fut.msg : "");
       br__task_release(t);
     }
@@ -359,9 +360,9 @@ int br_loop_free(br_loop *L) {
    * orphans: their future stays readable and is freed with its last ref. */
   t = L->all;
   while (t) {
-    struct br_task *n = t->all_next;
+    struct br__task *n = t->all_next;
     if (t->state != BR__DONE)
-      fprintf(stderr, "braid: task '%s' did not finish before its loop was freed\n", br_task_name(t));
+      br__log(BR_LOG_WARN, "task '%s' did not finish before its loop was freed", br__task_name(t));
     t->orphan = true;
     t->loop = NULL;
     t->all_next = t->all_prev = NULL;
@@ -369,8 +370,9 @@ int br_loop_free(br_loop *L) {
   }
   L->all = NULL;
   while (L->free_tasks) {
-    struct br_task *f = L->free_tasks;
+    struct br__task *f = L->free_tasks;
     L->free_tasks = f->next;
+    br__task_slot_free(f);
     free(f);
   }
   br__fds_free(L);
@@ -387,9 +389,42 @@ int br_loop_free(br_loop *L) {
 /* --- hooks for the obs and io layers (loop.h) -------------------------- */
 
 br__poller *br__loop_poller(br_loop *L) { return &L->poller; }
+
+/* A submitted request and the future it completes; req comes first so the
+ * backend's done(req) finds the whole record. */
+typedef struct submitted_io {
+  br__io_req req;
+  br_future *f;
+} submitted_io;
+
+static void submitted_done(br__io_req *r, int64_t res) {
+  submitted_io *s = (submitted_io *)r;
+  (void)br_future_set(s->f, (void *)(intptr_t)res);
+  br_future_unref(s->f);
+  free(s);
+}
+
+int br__loop_submit_io(br_loop *L, const br__io_req *req, br_future **out) {
+  *out = NULL;
+  if (!L || !req) return BR_EINVAL;
+  if (!L->poller.ops->submit) return BR_ENOSYS;
+  submitted_io *s = malloc(sizeof *s);
+  if (!s) return BR_ENOMEM;
+  s->req = *req;
+  s->req.done = submitted_done;
+  int rc = br_future_new(&s->f);
+  if (rc == 0) rc = L->poller.ops->submit(&L->poller, &s->req);
+  if (rc) {
+    br_future_unref(s->f);
+    free(s);
+    return rc;
+  }
+  *out = br_future_ref(s->f); /* one reference for the caller, one for done */
+  return 0;
+}
 int64_t br__loop_heartbeat(br_loop *L) { return atomic_load_explicit(&L->heartbeat, memory_order_relaxed); }
 const char *br__loop_current_task_name(br_loop *L) {
-  struct br_task *t = L->current;
-  return t ? br_task_name(t) : NULL;
+  struct br__task *t = L->current;
+  return t ? br__task_name(t) : NULL;
 }
 pthread_t br__loop_thread(br_loop *L) { return L->thread; }

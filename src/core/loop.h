@@ -9,10 +9,19 @@
 #include <stdarg.h>
 #include <stdint.h>
 
-#include "backends/poller.h"
+#include "core/poller.h"
 
-/* The loop's poller (for backends offering native operations). */
+/* The loop's poller. */
 br__poller *br__loop_poller(br_loop *loop);
+/* Submitted I/O: hand req (copied) to the loop's poller if it performs I/O
+ * itself (io_uring), and store in *out a future completed, on the loop's
+ * thread, with (void *)(intptr_t)res (>= 0, or a negative errno). Errors:
+ * BR_ENOSYS when the poller does not offer it (fall back, e.g. to the
+ * blocking pool), BR_EAGAIN when it has no room now (yield and retry),
+ * BR_ENOMEM. The memory req names must stay valid until the future
+ * completes, even if the waiter is cancelled: wait for it to the end.
+ * Loop thread only. */
+int br__loop_submit_io(br_loop *loop, const br__io_req *req, br_future **out);
 /* br_now() at the loop's last return from its poller; 0 while it sleeps in
  * the poller (idle is not stuck). Read racily by the watchdog thread: a torn
  * read is impossible for an aligned int64 on our targets. */

@@ -7,6 +7,7 @@
  * fault goes to the handler that was installed before ours. Only
  * async-signal-safe calls are made here. */
 #include "core/core.h"
+#include "core/log.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -66,7 +67,7 @@ static char *interrupted_sp(void *ucv) {
 
 static void on_fault(int sig, siginfo_t *si, void *uc) {
   struct br_loop *L = br__tls_loop;
-  struct br_task *t = L ? L->current : NULL;
+  struct br__task *t = L ? L->current : NULL;
   if (t) {
     br__stack *s = t->compact ? L->shared : t->stack;
     /* An unguarded stack overflows into its neighbour and faults further
@@ -75,7 +76,7 @@ static void on_fault(int sig, siginfo_t *si, void *uc) {
     char *sp = interrupted_sp(uc);
     if (s && (br__stack_fault_in(s, si->si_addr) || (sp && sp < s->lo && sp > s->lo - (64 << 20)))) {
       char b[160];
-      size_t n = put_str(b, 0, sizeof b, "braid: task '");
+      size_t n = put_str(b, 0, sizeof b, "task '");
       if (t->name[0]) {
         n = put_str(b, n, sizeof b, t->name);
       } else {
@@ -84,8 +85,9 @@ static void on_fault(int sig, siginfo_t *si, void *uc) {
       }
       n = put_str(b, n, sizeof b, "' overflowed its ");
       n = put_u64(b, n, sizeof b, s->size / 1024);
-      n = put_str(b, n, sizeof b, " KiB stack\n");
-      if (write(2, b, n) < 0) { /* nothing to do */ }
+      n = put_str(b, n, sizeof b, " KiB stack");
+      b[n < sizeof b ? n : sizeof b - 1] = '\0';
+      br__log_raw(BR_LOG_ERROR, b); /* formatted without stdio: signal handler */
       signal(sig, SIG_DFL);
       return;
     }

@@ -5,6 +5,7 @@
  * program whose cleanup hangs. The handler only counts and wakes the loop
  * (eventfd write: async-signal-safe); the loop does the cancelling. */
 #include "core/core.h"
+#include "core/log.h"
 
 #include <signal.h>
 #include <stdatomic.h>
@@ -20,8 +21,7 @@ static struct br_loop *_Atomic fg_loop;
 static void on_sigint(int sig) {
   (void)sig;
   if (atomic_fetch_add(&sigints, 1) >= 1) {
-    static const char msg[] = "\nbraid: second interrupt, exiting\n";
-    if (write(2, msg, sizeof msg - 1) < 0) { /* exiting anyway */ }
+    br__log_raw(BR_LOG_ERROR, "second interrupt, exiting"); /* async-signal-safe */
     _exit(130);
   }
   struct br_loop *L = atomic_load(&fg_loop);
@@ -35,8 +35,8 @@ int br_run_opts(void **result, br_task_fn main, void *arg, const br_loop_opts *o
   struct br_loop *L = NULL;
   int rc = br_loop_new(&L, opts);
   if (rc) return rc;
-  struct br_task *t;
-  rc = br_loop_spawn(L, &t, main, arg, &(br_spawn_opts){.name = "main"});
+  struct br__task *t;
+  rc = br__loop_spawn(L, &t, main, arg, &(br_spawn_opts){.name = "main"});
   if (rc) {
     br_loop_free(L);
     return rc;

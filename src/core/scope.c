@@ -4,7 +4,7 @@
 #include "core/core.h"
 
 int br_scope_enter(br_scope *s, int64_t deadline, bool shield) {
-  struct br_task *t = br__require_task();
+  struct br__task *t = br__require_task();
   if (!t) return BR_ENOTTASK;
   if (!s) return BR_EINVAL;
   s->br__private.parent = t->scope;
@@ -18,7 +18,7 @@ int br_scope_enter(br_scope *s, int64_t deadline, bool shield) {
 
 int br_scope_exit(br_scope *s) {
   if (!s || !s->br__private.task || s->br__private.task->scope != s) return BR_EINVAL;
-  struct br_task *t = s->br__private.task;
+  struct br__task *t = s->br__private.task;
   t->scope = s->br__private.parent;
   s->br__private.task = NULL;
   if (s->br__private.state == 2) return BR_ECANCELED;

@@ -13,6 +13,7 @@
  * different threads wake the task exactly once, and the loser just leaves.
  */
 #include "core/core.h"
+#include "core/log.h"
 #include "core/job.h"
 
 #include <errno.h>
@@ -38,12 +39,12 @@ static _Thread_local bool from_sched;
 /* ------------------------------------------------------------------------ */
 
 
-bool br__task_valid(const struct br_task *t) {
+bool br__task_valid(const struct br__task *t) {
   return t && t->magic == BR__TASK_MAGIC;
 }
 
-static void overflow_abort(struct br_task *t, const char *how) {
-  fprintf(stderr, "braid: task '%s' overflowed its %zu KiB stack (%s)\n", br_task_name(t),
+static void overflow_abort(struct br__task *t, const char *how) {
+  br__log(BR_LOG_ERROR, "task '%s' overflowed its %zu KiB stack (%s)", br__task_name(t),
           (t->compact ? t->loop->shared->size : t->stack->size) / 1024, how);
   abort();
 }
@@ -52,7 +53,7 @@ static void overflow_abort(struct br_task *t, const char *how) {
 
 /* One clock read per switch serves both sides: it ends the slice of the task
  * that stops and starts the slice of the one that resumes. */
-static inline uint64_t acct_suspend(struct br_loop *L, struct br_task *t) {
+static inline uint64_t acct_suspend(struct br_loop *L, struct br__task *t) {
   if (L->acct == BR_ACCT_OFF) return 0;
   uint64_t now = br__ticks();
   t->run_ticks += now - t->resumed_at;
@@ -60,7 +61,7 @@ static inline uint64_t acct_suspend(struct br_loop *L, struct br_task *t) {
   return now;
 }
 
-static inline void acct_resume(struct br_loop *L, struct br_task *t, uint64_t now) {
+static inline void acct_resume(struct br_loop *L, struct br__task *t, uint64_t now) {
   t->switches++;
   if (L->acct == BR_ACCT_OFF) return;
   t->resumed_at = now ? now : br__ticks();
@@ -79,7 +80,7 @@ static void raw_copy(char *dst, const char *src, size_t n) {
   for (size_t i = 0; i < n; i++) dst[i] = src[i];
 }
 
-static void shared_save(struct br_loop *L, struct br_task *t) {
+static void shared_save(struct br_loop *L, struct br__task *t) {
   char *top = L->shared->lo + L->shared->size;
   char *sp = t->ctx.sp;
   if (sp < L->shared->lo) sp = L->shared->lo;
@@ -88,8 +89,8 @@ static void shared_save(struct br_loop *L, struct br_task *t) {
     size_t cap = (len + 63) & ~(size_t)63; /* tight: a million of these add up */
     char *b = realloc(t->saved, cap);
     if (!b) {
-      fprintf(stderr, "braid: out of memory saving compact task '%s' (%zu bytes)\n",
-              br_task_name(t), len);
+      br__log(BR_LOG_ERROR, "out of memory saving compact task '%s' (%zu bytes)",
+              br__task_name(t), len);
       abort();
     }
     t->saved = b;
@@ -103,7 +104,7 @@ static void shared_save(struct br_loop *L, struct br_task *t) {
   t->saved_len = len;
 }
 
-static void shared_restore(struct br_loop *L, struct br_task *t) {
+static void shared_restore(struct br_loop *L, struct br__task *t) {
   char *top = L->shared->lo + L->shared->size;
   BR__ASAN_UNPOISON(L->shared->lo, L->shared->size);
 #ifdef BRAID_ASAN
@@ -113,7 +114,7 @@ static void shared_restore(struct br_loop *L, struct br_task *t) {
 #endif
 }
 
-void *br__task_addr_slow(struct br_task *t, void *p) {
+void *br__task_addr_slow(struct br__task *t, void *p) {
   struct br_loop *L = t->loop;
   if (L->shared_owner == t) return p;
   char *top = L->shared->lo + L->shared->size;
@@ -124,10 +125,10 @@ void *br__task_addr_slow(struct br_task *t, void *p) {
 
 /* --- the task body's frame ----------------------------------------------- */
 
-static void task_finish(struct br_task *t, void *result);
+static void task_finish(struct br__task *t, void *result);
 
 static void task_entry(void *arg) {
-  struct br_task *t = arg;
+  struct br__task *t = arg;
 #ifdef BRAID_ASAN
   if (from_sched)
     BR__ASAN_FINISH(NULL, &sched_bottom, &sched_size);
@@ -138,13 +139,13 @@ static void task_entry(void *arg) {
   task_finish(t, r);
 }
 
-static void retire(struct br_loop *L, struct br_task *t);
+static void retire(struct br_loop *L, struct br__task *t);
 
 /* Make n the running task: put its frames on the shared stack if it is a
  * compact task, and do the bookkeeping of a resume. Runs on the stack of
  * whoever switches to n, which is never the shared stack when n is compact
  * (compact -> compact always goes through the scheduler). */
-static inline void resume_prepare(struct br_loop *L, struct br_task *n, uint64_t now) {
+static inline void resume_prepare(struct br_loop *L, struct br__task *n, uint64_t now) {
   if (n->compact && L->shared_owner != n) {
     if (L->shared_owner) shared_save(L, L->shared_owner);
     if (n->state == BR__NEW) {
@@ -164,12 +165,12 @@ static inline void resume_prepare(struct br_loop *L, struct br_task *n, uint64_t
 #endif
 }
 
-static inline br__stack *stack_of(struct br_loop *L, struct br_task *t) {
+static inline br__stack *stack_of(struct br_loop *L, struct br__task *t) {
   return t->compact ? L->shared : t->stack;
 }
 
-static inline struct br_task *rq_pop(struct br_loop *L) {
-  struct br_task *n = L->rq_head;
+static inline struct br__task *rq_pop(struct br_loop *L) {
+  struct br__task *n = L->rq_head;
   L->rq_head = n->next;
   if (!L->rq_head) L->rq_tail = NULL;
   L->ready--;
@@ -183,10 +184,10 @@ static inline struct br_task *rq_pop(struct br_loop *L) {
  * That is allowed while the iteration's budget lasts (so the poller still
  * runs regularly) and unless both tasks are compact (copying frames on and
  * off the shared stack must not happen while running on it). */
-static void suspend(struct br_loop *L, struct br_task *t) {
+static void suspend(struct br_loop *L, struct br__task *t) {
   uint64_t now = acct_suspend(L, t);
   if (t->stack && !br__stack_canary_ok(t->stack)) overflow_abort(t, "canary smashed");
-  struct br_task *n = L->rq_head;
+  struct br__task *n = L->rq_head;
   if (n && L->budget && !(t->compact && n->compact)) {
     rq_pop(L);
     L->budget--;
@@ -215,7 +216,7 @@ static void suspend(struct br_loop *L, struct br_task *t) {
 /* --- scheduler side ------------------------------------------------------ */
 
 
-static void retire(struct br_loop *L, struct br_task *t) {
+static void retire(struct br_loop *L, struct br__task *t) {
   /* The body has returned and we are back on the scheduler stack. */
   if (t->stack) {
     br__stack_put(&L->stacks, t->stack);
@@ -239,7 +240,7 @@ static void retire(struct br_loop *L, struct br_task *t) {
 void br__run_ready(struct br_loop *L) {
   L->budget = L->ready + 256;
   while (L->budget && L->rq_head) {
-    struct br_task *t = rq_pop(L);
+    struct br__task *t = rq_pop(L);
     L->budget--;
     resume_prepare(L, t, 0);
 #ifdef BRAID_ASAN
@@ -251,13 +252,13 @@ void br__run_ready(struct br_loop *L) {
     br__ctx_switch(&L->sched, &t->ctx);
     BR__ASAN_FINISH(asan_fake, NULL, NULL);
     /* Whoever switched back is current now (tasks hand off directly). */
-    struct br_task *back = L->current;
+    struct br__task *back = L->current;
     L->current = NULL;
     if (back && back->state == BR__DONE) retire(L, back);
   }
 }
 
-void br__ready(struct br_task *t) {
+void br__ready(struct br__task *t) {
   struct br_loop *L = t->loop;
   if (t->state != BR__NEW) t->state = BR__READY;
   t->next = NULL;
@@ -269,7 +270,7 @@ void br__ready(struct br_task *t) {
   L->ready++;
 }
 
-void br__wake(struct br_task *t, int code) {
+void br__wake(struct br__task *t, int code) {
   /* A task parked where no other thread can reach it (a channel, a timer,
    * a task's future) can only be woken from this thread: a plain load and
    * store do. One parked on a foreign future races with its completer on
@@ -284,7 +285,7 @@ void br__wake(struct br_task *t, int code) {
   br__ready(t);
 }
 
-bool br__wake_any_thread(struct br_task *t, int code) {
+bool br__wake_any_thread(struct br__task *t, int code) {
   if (atomic_exchange_explicit(&t->parked, 0, memory_order_acq_rel) != 1) return false;
   t->wake_code = code;
   if (br__tls_loop == t->loop && !t->loop->freeing)
@@ -299,11 +300,11 @@ bool br__wake_any_thread(struct br_task *t, int code) {
 /* A task's scopes live in its frames. For a suspended compact task those
  * frames sit in its save buffer, not on the shared stack, so every scope
  * pointer of a task other than the running one is translated. */
-static inline struct br_scope *scope_at(struct br_task *t, struct br_scope *s) {
+static inline struct br_scope *scope_at(struct br__task *t, struct br_scope *s) {
   return s ? br__task_addr(t, s) : NULL;
 }
 
-int br__checkpoint_slow(struct br_task *t) {
+int br__checkpoint_slow(struct br__task *t) {
   int64_t now = 0;
   for (struct br_scope *s = scope_at(t, t->scope); s; s = scope_at(t, s->br__private.parent)) {
     if (s->br__private.state == 2) return BR_ECANCELED;
@@ -320,7 +321,7 @@ int br__checkpoint_slow(struct br_task *t) {
   return t->cancelled ? BR_ECANCELED : 0;
 }
 
-bool br__scope_expired(struct br_task *t) {
+bool br__scope_expired(struct br__task *t) {
   int64_t now = 0;
   for (struct br_scope *s = t->scope; s; s = s->br__private.parent) {
     if (s->br__private.state == 1) return true;
@@ -336,7 +337,7 @@ bool br__scope_expired(struct br_task *t) {
   return false;
 }
 
-static int64_t scope_deadline(struct br_task *t) {
+static int64_t scope_deadline(struct br__task *t) {
   int64_t d = BR_NEVER;
   for (struct br_scope *s = t->scope; s; s = s->br__private.parent) {
     if (s->br__private.deadline < d) d = s->br__private.deadline;
@@ -346,7 +347,7 @@ static int64_t scope_deadline(struct br_task *t) {
 }
 
 /* Whether a cancel of t (task-level) would be seen by its current wait. */
-static bool cancel_visible(struct br_task *t) {
+static bool cancel_visible(struct br__task *t) {
   for (struct br_scope *s = scope_at(t, t->scope); s; s = scope_at(t, s->br__private.parent))
     if (s->br__private.shield) return false;
   return true;
@@ -354,20 +355,20 @@ static bool cancel_visible(struct br_task *t) {
 
 /* --- parking -------------------------------------------------------------- */
 
-void br__park_begin(struct br_task *t) {
+void br__park_begin(struct br__task *t) {
   t->park_remote = false;
   atomic_store_explicit(&t->parked, 1, memory_order_release);
   t->wake_code = 0;
 }
 
-void br__park_begin_remote(struct br_task *t) {
+void br__park_begin_remote(struct br__task *t) {
   t->park_remote = true;
   atomic_store_explicit(&t->parked, 1, memory_order_release);
   t->wake_code = 0;
 }
 
 /* Finish parking (after br__park_begin and publishing the waiter). */
-int br__park_end(struct br_task *t, int64_t deadline, bool cancellable) {
+int br__park_end(struct br__task *t, int64_t deadline, bool cancellable) {
   struct br_loop *L = t->loop;
   if (cancellable) {
     int rc = br__checkpoint(t);
@@ -393,7 +394,7 @@ int br__park_end(struct br_task *t, int64_t deadline, bool cancellable) {
 }
 
 int br__park(int64_t deadline) {
-  struct br_task *t = br__require_task();
+  struct br__task *t = br__require_task();
   if (!t) return BR_ENOTTASK;
   br__park_begin(t);
   return br__park_end(t, deadline, true);
@@ -401,36 +402,41 @@ int br__park(int64_t deadline) {
 
 /* Called by the loop for an expired task timer. */
 void br__timer_fired(br__timer *tm) {
-  struct br_task *t = (struct br_task *)((char *)tm - offsetof(struct br_task, timer));
+  struct br__task *t = (struct br__task *)((char *)tm - offsetof(struct br__task, timer));
   br__wake(t, BR_ETIMEDOUT);
 }
 
-static bool parked_cancellable(struct br_task *t) {
+static bool parked_cancellable(struct br__task *t) {
   return t->state == BR__PARKED && t->park_cancellable;
 }
 
-void br__task_cancel(struct br_task *t) {
+void br__task_cancel(struct br__task *t) {
   if (t->state == BR__DONE) return;
   t->cancelled = true;
   if (parked_cancellable(t) && cancel_visible(t)) br__wake(t, BR_ECANCELED);
 }
 
-void br__scope_cancel_wake(struct br_task *t) {
+void br__scope_cancel_wake(struct br__task *t) {
   if (parked_cancellable(t) && br__checkpoint(t)) br__wake(t, BR_ECANCELED);
 }
 
 /* --- spawning -------------------------------------------------------------- */
 
-static struct br_task *task_alloc(struct br_loop *L) {
-  struct br_task *t = L->free_tasks;
+static struct br__task *task_alloc(struct br_loop *L) {
+  struct br__task *t = L->free_tasks;
   if (t) {
     L->free_tasks = t->next;
     return t;
   }
-  return malloc(sizeof *t);
+  t = malloc(sizeof *t);
+  if (t && br__task_slot_new(t) < 0) {
+    free(t);
+    return NULL;
+  }
+  return t;
 }
 
-void br__task_free_mem(struct br_task *t) {
+void br__task_free_mem(struct br__task *t) {
   struct br_loop *L = t->loop;
   if (br__tls_loop != L) {
     /* The last reference went on another thread: the loop's lists are not
@@ -439,6 +445,7 @@ void br__task_free_mem(struct br_task *t) {
     return;
   }
   t->magic = BR__TASK_DEAD;
+  br__task_slot_retire(t); /* every handle of this task is stale from now on */
   if (t->all_prev) t->all_prev->all_next = t->all_next; else L->all = t->all_next;
   if (t->all_next) t->all_next->all_prev = t->all_prev;
   free(t->fail_msg);
@@ -451,8 +458,9 @@ void br__task_free_mem(struct br_task *t) {
 }
 
 /* Called by future.c when a task's embedded future loses its last ref. */
-void br__task_future_gone(struct br_task *t) {
+void br__task_future_gone(struct br__task *t) {
   if (t->orphan) { /* its loop is gone: plain heap memory now */
+    br__task_slot_free(t);
     free(t->fail_msg);
     free(t->fut.msg);
     free(t);
@@ -461,7 +469,8 @@ void br__task_future_gone(struct br_task *t) {
   br__task_free_mem(t);
 }
 
-int br_loop_spawn(br_loop *L, br_task **out, br_task_fn fn, void *arg, const br_spawn_opts *opts) {
+int br__loop_spawn(struct br_loop *L, struct br__task **out, br_task_fn fn, void *arg,
+                   const br_spawn_opts *opts) {
   if (!L) return BR_ENOTTASK;
   unsigned flags = opts ? opts->flags : 0;
   bool detached = flags & BR_SPAWN_DETACHED;
@@ -475,9 +484,9 @@ int br_loop_spawn(br_loop *L, br_task **out, br_task_fn fn, void *arg, const br_
     if (!size) return BR_EINVAL;
   }
   bool compact = (L->opts.compact || (flags & BR_SPAWN_COMPACT)) && !(flags & BR_SPAWN_OWN_STACK);
-  struct br_task *t = task_alloc(L);
+  struct br__task *t = task_alloc(L);
   if (!t) return BR_ENOMEM;
-  memset(t, 0, offsetof(struct br_task, name) + 1);
+  memset(t, 0, offsetof(struct br__task, name) + 1);
   t->loop = L;
   t->fn = fn;
   t->arg = arg;
@@ -488,8 +497,8 @@ int br_loop_spawn(br_loop *L, br_task **out, br_task_fn fn, void *arg, const br_
       int e = errno;
       t->next = L->free_tasks;
       L->free_tasks = t;
-      fprintf(stderr, "braid: cannot allocate a %zu KiB task stack: %s (%zu guarded stacks live, "
-              "vm.max_map_count budget %zu)\n", size / 1024, strerror(e),
+      br__log(BR_LOG_ERROR, "cannot allocate a %zu KiB task stack: %s (%zu guarded stacks live, "
+              "vm.max_map_count budget %zu)", size / 1024, strerror(e),
               br__stack_guarded_live(), br__stack_guard_budget());
       return e == ENOMEM ? BR_ENOMEM : BR_ELIMIT;
     }
@@ -526,6 +535,13 @@ int br_loop_spawn(br_loop *L, br_task **out, br_task_fn fn, void *arg, const br_
   return 0;
 }
 
+int br_loop_spawn(br_loop *L, br_task **out, br_task_fn fn, void *arg, const br_spawn_opts *opts) {
+  struct br__task *t = NULL;
+  int rc = br__loop_spawn(L, out ? &t : NULL, fn, arg, opts);
+  if (out) *out = br__task_handle(t);
+  return rc;
+}
+
 int br_spawn(br_task **out, br_task_fn fn, void *arg, const br_spawn_opts *opts) {
   struct br_loop *L = br__tls_loop;
   if (!L) return BR_ENOTTASK;
@@ -534,14 +550,14 @@ int br_spawn(br_task **out, br_task_fn fn, void *arg, const br_spawn_opts *opts)
 
 /* --- finishing ------------------------------------------------------------ */
 
-static void task_finish(struct br_task *t, void *result) {
+static void task_finish(struct br__task *t, void *result) {
   struct br_loop *L = t->loop;
   int err = t->fail_code;
   char *msg = t->fail_msg;
   t->fail_msg = NULL;
   if (!err && t->cancelled) {
     err = BR_ECANCELED;
-    msg = br_strdupf("task '%s' was cancelled", br_task_name(t));
+    msg = br_strdupf("task '%s' was cancelled", br__task_name(t));
   }
   t->result = result;
   if (L->acct != BR_ACCT_OFF) t->finished = br__ticks();
@@ -575,7 +591,7 @@ void br__set_fail_hook(int (*fn)(int code, const char *fmt, va_list ap)) {
 
 void *br_fail(int code, const char *fmt, ...) {
   if (code >= 0) code = BR_EFAILED;
-  struct br_task *t = br__require_task();
+  struct br__task *t = br__require_task();
   br__job_ctx *ctx = t ? NULL : br__job_current();
   if (!t && !(ctx && ctx->ops && ctx->ops->fail)) {
     int (*hook)(int, const char *, va_list) = atomic_load(&fail_hook);
@@ -603,18 +619,18 @@ void *br_fail(int code, const char *fmt, ...) {
 
 /* --- handles --------------------------------------------------------------- */
 
-void br__task_release(struct br_task *t) {
+void br__task_release(struct br__task *t) {
   t->handle_held = false;
   br_future_unref(&t->fut);
 }
 
-static int check_handle(struct br_task *t) {
+static int check_handle(struct br__task *t) {
   if (!br__task_valid(t) || !t->handle_held) return BR_EHANDLE;
   return 0;
 }
 
 /* Wait until t is done; cancellable or not. */
-int br__task_wait_done(struct br_task *self, struct br_task *t, int64_t deadline, bool cancellable) {
+int br__task_wait_done(struct br__task *self, struct br__task *t, int64_t deadline, bool cancellable) {
   while (!atomic_load_explicit(&t->fut.done, memory_order_acquire)) {
     br__waiter *w = &self->waitnode;
     br__future_lock(&t->fut);
@@ -638,7 +654,7 @@ int br__task_wait_done(struct br_task *self, struct br_task *t, int64_t deadline
   return 0;
 }
 
-static int collect(struct br_task *t, void **result) {
+static int collect(struct br__task *t, void **result) {
   int err = t->fut.err;
   if (result) *result = t->fut.value;
   br__task_release(t);
@@ -650,10 +666,11 @@ static int collect(struct br_task *t, void **result) {
  * the wait is interrupted (the joiner is cancelled, or the deadline passes),
  * t is cancelled and waited for (no task outlives its handle), the handle is
  * given back and the interruption's code returned. */
-static int join_until(struct br_task *t, void **result, br_result *res, int64_t deadline) {
+static int join_until(br_task *h, void **result, br_result *res, int64_t deadline) {
   if (result) *result = NULL;
   if (res) *res = (br_result){0};
-  struct br_task *self = br__require_task();
+  struct br__task *t = br__task_get(h);
+  struct br__task *self = br__require_task();
   if (!self) return BR_ENOTTASK;
   int rc = check_handle(t);
   if (rc) return rc;
@@ -686,10 +703,11 @@ int br_wait_for(br_task *t, void **result, int64_t timeout_ms) {
   return join_until(t, result, NULL, br_deadline_ms(timeout_ms));
 }
 
-int br_task_close(br_task *t) {
+int br_task_close(br_task *h) {
+  struct br__task *t = br__task_get(h);
   int rc = check_handle(t);
   if (rc) return rc;
-  struct br_task *self = br__require_task();
+  struct br__task *self = br__require_task();
   if (t == self) return BR_EDEADLK;
   struct br_loop *L = t->loop;
   /* Every refusal comes before the cancel: a refused close changes nothing. */
@@ -707,7 +725,8 @@ int br_task_close(br_task *t) {
   return collect(t, NULL);
 }
 
-int br_detach(br_task *t) {
+int br_detach(br_task *h) {
+  struct br__task *t = br__task_get(h);
   int rc = check_handle(t);
   if (rc) return rc;
   t->detached = true;
@@ -717,7 +736,8 @@ int br_detach(br_task *t) {
   return 0;
 }
 
-int br_cancel(br_task *t) {
+int br_cancel(br_task *h) {
+  struct br__task *t = br__task_get(h);
   if (!br__task_valid(t) || !t->loop) return BR_EHANDLE;
   /* The run queue belongs to the loop's thread. */
   if (!pthread_equal(t->loop->thread, pthread_self())) return BR_EPERM;
@@ -726,17 +746,17 @@ int br_cancel(br_task *t) {
 }
 
 int br_cancelled(void) {
-  struct br_task *t = br__require_task();
+  struct br__task *t = br__require_task();
   if (t) return br__checkpoint(t);
   br__job_ctx *ctx = br__job_current();
   if (ctx && ctx->ops && ctx->ops->cancelled) return ctx->ops->cancelled(ctx);
   return 0;
 }
 
-br_task *br_self(void) { return br__require_task(); }
+br_task *br_self(void) { return br__task_handle(br__require_task()); }
 
 int br_yield(void) {
-  struct br_task *t = br__require_task();
+  struct br__task *t = br__require_task();
   if (!t) return BR_ENOTTASK;
   int rc = br__checkpoint(t);
   if (rc) return rc;
@@ -746,7 +766,7 @@ int br_yield(void) {
 }
 
 int br_sleep_until(int64_t deadline) {
-  struct br_task *t = br__require_task();
+  struct br__task *t = br__require_task();
   if (!t) return BR_ENOTTASK;
   br__park_begin(t);
   int rc = br__park_end(t, deadline, true);
@@ -761,31 +781,44 @@ int br_sleep_ms(int64_t ms) {
 
 /* --- introspection --------------------------------------------------------- */
 
-bool br__task_is_compact(br_task *t) { return t && t->compact; }
+bool br__task_is_compact(br_task *h) {
+  struct br__task *t = br__task_get(h);
+  return t && t->compact;
+}
 
-const char *br_task_name(br_task *t) {
-  if (!t) t = br__require_task();
-  if (!t) return "<no task>";
-  if (t->magic != BR__TASK_MAGIC) return "<released>";
+/* NULL names the calling task. */
+static struct br__task *task_or_self(br_task *h) {
+  return h ? br__task_get(h) : br__require_task();
+}
+
+const char *br__task_name(struct br__task *t) {
+  if (!br__task_valid(t)) return "<released>";
   if (!t->name[0]) snprintf(t->name, sizeof t->name, "task-%llu", (unsigned long long)t->id);
   return t->name;
 }
 
-uint64_t br_task_id(br_task *t) {
-  if (!t) t = br__require_task();
+const char *br_task_name(br_task *h) {
+  if (!h && !br__require_task()) return "<no task>";
+  return br__task_name(task_or_self(h));
+}
+
+uint64_t br_task_id(br_task *h) {
+  struct br__task *t = task_or_self(h);
   return br__task_valid(t) ? t->id : 0;
 }
 
-bool br_task_done(br_task *t) {
+bool br_task_done(br_task *h) {
+  struct br__task *t = br__task_get(h);
   return br__task_valid(t) && t->state == BR__DONE;
 }
 
-br_future *br_task_future(br_task *t) {
+br_future *br_task_future(br_task *h) {
+  struct br__task *t = br__task_get(h);
   return br__task_valid(t) ? &t->fut : NULL;
 }
 
-int br_task_get_stats(br_task *t, br_task_stats *out) {
-  if (!t) t = br__require_task();
+int br_task_get_stats(br_task *h, br_task_stats *out) {
+  struct br__task *t = task_or_self(h);
   if (!br__task_valid(t) || !out || !t->loop) return BR_EHANDLE;
   uint64_t ticks = t->run_ticks;
   if (t->state == BR__RUNNING && t->loop->acct != BR_ACCT_OFF) ticks += br__ticks() - t->resumed_at;

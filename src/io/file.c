@@ -2,13 +2,15 @@
  *
  * Regular files are always "ready" to epoll, yet reading one may wait for
  * the disk, so readiness cannot help. Three paths, picked per call:
- *   - the loop's poller is io_uring: the operation goes to the loop's own
- *     ring (backends/uring.h) and is submitted with the loop's next poll, so
- *     the file operations of many tasks cost one system call;
- *   - another loop: a job in the blocking pool's FILE class;
+ *   - the loop's poller performs I/O itself (io_uring): the operation is
+ *     submitted to it (br__loop_submit_io, the poller's optional `submit`)
+ *     and goes to the kernel with the loop's next poll, so the file
+ *     operations of many tasks cost one system call;
+ *   - a poller without it (epoll), or one that refuses the operation: a job
+ *     in the blocking pool's FILE class;
  *   - a plain thread: the system call itself (blocking is allowed there).
  *
- * Memory rules. The kernel (ring) or a pool thread uses the caller's memory
+ * Memory rules. The kernel (poller) or a pool thread uses the caller's memory
  * while the task is suspended, so: (1) an interrupted call waits, shielded,
  * for the operation to finish before it returns (br__await_pinned), and
  * releases what the operation produced (an opened fd, a buffer); (2) the
@@ -26,13 +28,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "backends/uring.h"
 #include "core/loop.h"
 #include "io/io_internal.h"
-
-#ifdef BRAID_HAVE_LIBURING
-#include <liburing.h>
-#endif
 
 enum { OP_OPEN, OP_READ, OP_WRITE, OP_FSYNC, OP_READ_ALL };
 
@@ -155,52 +152,33 @@ static void undo(fop *f) {
   }
 }
 
-/* --- the ring ------------------------------------------------------------- */
+/* --- submitted to the loop's poller -------------------------------------- */
 
-#ifdef BRAID_HAVE_LIBURING
-static br__poller *loop_ring(void) {
+/* The loop's poller, if the caller is a task (only a task may wait). */
+static br_loop *task_loop(void) {
   br_loop *L = br_loop_current();
-  if (!L || !br__in_task()) return NULL;
-  br__poller *p = br__loop_poller(L);
-  return br__uring_active(p) ? p : NULL;
+  return L && br__in_task() ? L : NULL;
 }
-#endif
 
-#ifdef BRAID_HAVE_LIBURING
-/* One operation on the ring; returns its result, or the interruption code
- * (after the kernel is done; the result is then in *late). */
-static ssize_t ring_one(br__poller *p, fop *f, int64_t deadline, ssize_t *late) {
-  struct io_uring_sqe *sqe = br__uring_get_sqe(p);
-  if (!sqe) return BR_EAGAIN;
+/* One operation through the poller; returns its result, or the
+ * interruption code (after the kernel is done; the result is then in
+ * *late). BR_ENOSYS: the poller does not perform it (fall back); BR_EAGAIN:
+ * no room or a transient -EAGAIN/-EINTR (retry). */
+static ssize_t ring_one(br_loop *L, fop *f, int64_t deadline, ssize_t *late) {
+  br__io_req req = {.fd = f->fd, .path = f->path, .flags = f->flags, .mode = f->mode,
+                    .buf = f->buf, .n = f->n, .off = f->off};
   switch (f->op) {
-  case OP_OPEN:
-    io_uring_prep_openat(sqe, AT_FDCWD, f->path, f->flags | O_CLOEXEC, (mode_t)f->mode);
-    break;
-  case OP_READ:
-    io_uring_prep_read(sqe, f->fd, f->buf, (unsigned)(f->n > 0x7ffff000 ? 0x7ffff000 : f->n),
-                       f->off < 0 ? (uint64_t)-1 : (uint64_t)f->off);
-    break;
-  case OP_WRITE:
-    io_uring_prep_write(sqe, f->fd, f->buf, (unsigned)(f->n > 0x7ffff000 ? 0x7ffff000 : f->n),
-                        f->off < 0 ? (uint64_t)-1 : (uint64_t)f->off);
-    break;
-  case OP_FSYNC:
-    io_uring_prep_fsync(sqe, f->fd, 0);
-    break;
-  default:
-    io_uring_prep_nop(sqe);
-    break;
+  case OP_OPEN: req.op = BR__IO_OPEN; break;
+  case OP_READ: req.op = BR__IO_READ; break;
+  case OP_WRITE: req.op = BR__IO_WRITE; break;
+  case OP_FSYNC: req.op = BR__IO_FSYNC; break;
+  default: return BR_ENOSYS;
   }
   br_future *fut = NULL;
-  if (br_future_new(&fut) < 0) {
-    /* The SQE is taken: turn it into a no-op nobody waits for. */
-    io_uring_prep_nop(sqe);
-    io_uring_sqe_set_data64(sqe, 3);
-    return BR_ENOMEM;
-  }
-  br__uring_commit(p, sqe, fut);
+  int rc = br__loop_submit_io(L, &req, &fut);
+  if (rc < 0) return rc;
   void *v = NULL;
-  int rc = br__await_pinned(fut, &v, deadline);
+  rc = br__await_pinned(fut, &v, deadline);
   br_future_unref(fut);
   ssize_t res = (ssize_t)(intptr_t)v;
   if (rc < 0 && rc != BR_ETIMEDOUT && rc != BR_ECANCELED) return rc;
@@ -213,10 +191,12 @@ static ssize_t ring_one(br__poller *p, fop *f, int64_t deadline, ssize_t *late) 
 }
 
 /* read_all on the ring: open, read until end of file, close. */
-static ssize_t ring_read_all(br__poller *p, fop *f, int64_t deadline) {
+static ssize_t ring_read_all(br_loop *L, fop *f, int64_t deadline) {
   fop o = {.op = OP_OPEN, .path = f->path, .flags = O_RDONLY};
   ssize_t late = -1;
-  ssize_t fd = ring_one(p, &o, deadline, &late);
+  ssize_t fd;
+  do fd = ring_one(L, &o, deadline, &late);
+  while (fd == BR_EAGAIN && br_yield() == 0);
   if (fd < 0) {
     if (late >= 0) close((int)late);
     return fd;
@@ -242,8 +222,12 @@ static ssize_t ring_read_all(br__poller *p, fop *f, int64_t deadline) {
       cap = ncap;
     }
     fop r = {.op = OP_READ, .fd = (int)fd, .buf = buf + len, .n = cap - len, .off = (int64_t)len};
-    ssize_t n = ring_one(p, &r, deadline, &late);
-    if (n == BR_EAGAIN) continue;
+    ssize_t n = ring_one(L, &r, deadline, &late);
+    if (n == BR_EAGAIN) {
+      int y = br_yield();
+      if (y < 0) rc = y;
+      continue;
+    }
     if (n < 0) rc = n;
     else if (n == 0) break;
     else len += (size_t)n;
@@ -261,7 +245,6 @@ static ssize_t ring_read_all(br__poller *p, fop *f, int64_t deadline) {
   f->len = len;
   return 0;
 }
-#endif
 
 /* --- dispatch ------------------------------------------------------------- */
 
@@ -272,16 +255,18 @@ static ssize_t run_op(fop *f, int64_t deadline) {
   int b = br__io_budget();
   if (b < 0) return b;
 
-#ifdef BRAID_HAVE_LIBURING
-  br__poller *p = loop_ring();
-  if (p) {
-    if (f->op == OP_READ_ALL) return f->res = ring_read_all(p, f, deadline);
+  br_loop *L = task_loop();
+  if (L && f->op == OP_READ_ALL) {
+    ssize_t r = ring_read_all(L, f, deadline);
+    if (r != BR_ENOSYS) return f->res = r;
+  } else if (L) {
     for (;;) {
       ssize_t late = -1;
-      ssize_t r = ring_one(p, f, deadline, &late);
+      ssize_t r = ring_one(L, f, deadline, &late);
+      if (r == BR_ENOSYS) break; /* the poller does not do it: the pool does */
       if (r == BR_EAGAIN) {
-        /* no SQE (should not happen) or a transient -EAGAIN: retry after
-         * the loop has had a turn */
+        /* no room in the poller or a transient -EAGAIN: retry after the
+         * loop has had a turn */
         int y = br_yield();
         if (y < 0) return y;
         continue;
@@ -294,7 +279,6 @@ static ssize_t run_op(fop *f, int64_t deadline) {
       return f->res = r;
     }
   }
-#endif
 
   /* Blocking pool: the description must live on the heap. */
   fop *h = malloc(sizeof *h);

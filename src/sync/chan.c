@@ -48,7 +48,7 @@ static inline char *slot(struct br_chan *c, size_t i) { return c->buf + ((c->hea
 
 static int try_send(struct br_chan *c, const void *elem) {
   if (c->closed) return BR_ECLOSED;
-  struct br_task *r = br__wq_pop_live(&c->receivers);
+  struct br__task *r = br__wq_pop_live(&c->receivers);
   if (r) {
     elem_copy(br__task_addr(r, r->wq_ptr), elem, c->elem);
     br__wq_finish(r);
@@ -67,7 +67,7 @@ static int try_recv(struct br_chan *c, void *elem) {
     elem_copy(elem, slot(c, 0), c->elem);
     c->head = (c->head + 1) % c->cap;
     c->len--;
-    struct br_task *s = br__wq_pop_live(&c->senders);
+    struct br__task *s = br__wq_pop_live(&c->senders);
     if (s) {
       elem_copy(slot(c, c->len), br__task_addr(s, s->wq_ptr), c->elem);
       c->len++;
@@ -75,7 +75,7 @@ static int try_recv(struct br_chan *c, void *elem) {
     }
     return 0;
   }
-  struct br_task *s = br__wq_pop_live(&c->senders);
+  struct br__task *s = br__wq_pop_live(&c->senders);
   if (s) {
     elem_copy(elem, br__task_addr(s, s->wq_ptr), c->elem);
     br__wq_finish(s);
@@ -96,7 +96,7 @@ int br_chan_try_recv(br_chan *c, void *elem) {
 
 int br_chan_send_until(br_chan *c, const void *elem, int64_t deadline) {
   if (!c || !elem) return BR_EINVAL;
-  struct br_task *self = br__require_task();
+  struct br__task *self = br__require_task();
   if (!self) return BR_ENOTTASK;
   int rc = br__checkpoint(self);
   if (rc) return rc;
@@ -109,7 +109,7 @@ int br_chan_send_until(br_chan *c, const void *elem, int64_t deadline) {
 
 int br_chan_recv_until(br_chan *c, void *elem, int64_t deadline) {
   if (!c || !elem) return BR_EINVAL;
-  struct br_task *self = br__require_task();
+  struct br__task *self = br__require_task();
   if (!self) return BR_ENOTTASK;
   int rc = br__checkpoint(self);
   if (rc) return rc;
@@ -127,7 +127,7 @@ int br_chan_close(br_chan *c) {
   if (!c) return BR_EINVAL;
   if (c->closed) return BR_ECLOSED;
   c->closed = true;
-  struct br_task *t;
+  struct br__task *t;
   while ((t = br__wq_pop_live(&c->receivers))) br__wake(t, 0);
   while ((t = br__wq_pop_live(&c->senders))) br__wake(t, 0);
   return 0;

@@ -6,7 +6,7 @@
 #include "sync/waitq.h"
 
 struct br_mutex {
-  struct br_task *owner;
+  struct br__task *owner;
   br__wq waiters;
 };
 
@@ -28,7 +28,7 @@ int br_mutex_new(br_mutex **out) {
 
 int br_mutex_lock_until(br_mutex *m, int64_t deadline) {
   if (!m) return BR_EINVAL;
-  struct br_task *self = br__require_task();
+  struct br__task *self = br__require_task();
   if (!self) return BR_ENOTTASK;
   if (m->owner == self) return BR_EDEADLK;
   int rc = br__checkpoint(self);
@@ -45,7 +45,7 @@ int br_mutex_lock(br_mutex *m) { return br_mutex_lock_until(m, BR_NEVER); }
 
 int br_mutex_trylock(br_mutex *m) {
   if (!m) return BR_EINVAL;
-  struct br_task *self = br__require_task();
+  struct br__task *self = br__require_task();
   if (!self) return BR_ENOTTASK;
   if (m->owner) return BR_EBUSY;
   m->owner = self;
@@ -55,7 +55,7 @@ int br_mutex_trylock(br_mutex *m) {
 int br_mutex_unlock(br_mutex *m) {
   if (!m) return BR_EINVAL;
   if (!m->owner || m->owner != br__require_task()) return BR_EPERM;
-  struct br_task *next = br__wq_pop_live(&m->waiters);
+  struct br__task *next = br__wq_pop_live(&m->waiters);
   m->owner = next;
   if (next) br__wq_finish(next);
   return 0;
@@ -79,7 +79,7 @@ int br_sem_new(br_sem **out, unsigned value) {
 
 int br_sem_acquire_until(br_sem *s, int64_t deadline) {
   if (!s) return BR_EINVAL;
-  struct br_task *self = br__require_task();
+  struct br__task *self = br__require_task();
   if (!self) return BR_ENOTTASK;
   int rc = br__checkpoint(self);
   if (rc) return rc;
@@ -95,7 +95,7 @@ int br_sem_acquire(br_sem *s) { return br_sem_acquire_until(s, BR_NEVER); }
 
 int br_sem_release(br_sem *s) {
   if (!s) return BR_EINVAL;
-  struct br_task *next = br__wq_pop_live(&s->waiters);
+  struct br__task *next = br__wq_pop_live(&s->waiters);
   if (next) {
     br__wq_finish(next);
     return 0;
@@ -120,7 +120,7 @@ int br_event_new(br_event **out) {
 
 int br_event_wait_until(br_event *e, int64_t deadline) {
   if (!e) return BR_EINVAL;
-  struct br_task *self = br__require_task();
+  struct br__task *self = br__require_task();
   if (!self) return BR_ENOTTASK;
   if (e->set) return 0;
   int rc = br__checkpoint(self);
@@ -134,7 +134,7 @@ int br_event_wait(br_event *e) { return br_event_wait_until(e, BR_NEVER); }
 void br_event_set(br_event *e) {
   if (!e || e->set) return;
   e->set = true;
-  struct br_task *t;
+  struct br__task *t;
   while ((t = br__wq_pop_live(&e->waiters))) br__wq_finish(t);
 }
 

@@ -32,7 +32,7 @@ static int grow(struct br_queue *q) {
 }
 
 static int push(struct br_queue *q, void *item) {
-  struct br_task *g = br__wq_pop_live(&q->getters);
+  struct br__task *g = br__wq_pop_live(&q->getters);
   q->unfinished++;
   if (g) {
     *(void **)br__task_addr(g, g->wq_ptr) = item;
@@ -58,7 +58,7 @@ int br_queue_try_put(br_queue *q, void *item) {
 
 int br_queue_put_until(br_queue *q, void *item, int64_t deadline) {
   if (!q) return BR_EINVAL;
-  struct br_task *self = br__require_task();
+  struct br__task *self = br__require_task();
   if (!self) return BR_ENOTTASK;
   int rc = br__checkpoint(self);
   if (rc) return rc;
@@ -75,7 +75,7 @@ static void *pop(struct br_queue *q) {
   void *it = q->ring[q->head];
   q->head = (q->head + 1) % q->cap;
   q->len--;
-  struct br_task *p = br__wq_pop_live(&q->putters);
+  struct br__task *p = br__wq_pop_live(&q->putters);
   if (p) br__wq_finish(p); /* room for one more: the putter retries */
   return it;
 }
@@ -89,7 +89,7 @@ int br_queue_try_get(br_queue *q, void **item) {
 
 int br_queue_get_until(br_queue *q, void **item, int64_t deadline) {
   if (!q || !item) return BR_EINVAL;
-  struct br_task *self = br__require_task();
+  struct br__task *self = br__require_task();
   if (!self) return BR_ENOTTASK;
   int rc = br__checkpoint(self);
   if (rc) return rc;
@@ -107,7 +107,7 @@ int br_queue_task_done(br_queue *q) {
   if (!q) return BR_EINVAL;
   if (!q->unfinished) return BR_EINVAL;
   if (--q->unfinished == 0) {
-    struct br_task *t;
+    struct br__task *t;
     while ((t = br__wq_pop_live(&q->joiners))) br__wq_finish(t);
   }
   return 0;
@@ -115,7 +115,7 @@ int br_queue_task_done(br_queue *q) {
 
 int br_queue_join(br_queue *q) {
   if (!q) return BR_EINVAL;
-  struct br_task *self = br__require_task();
+  struct br__task *self = br__require_task();
   if (!self) return BR_ENOTTASK;
   while (q->unfinished) {
     int rc = br__wq_wait(&q->joiners, self, NULL, BR_NEVER);

@@ -12,11 +12,11 @@
 #include "core/core.h"
 
 typedef struct br__wq {
-  struct br_task *head, *tail;
+  struct br__task *head, *tail;
   size_t n;
 } br__wq;
 
-static inline void br__wq_push(br__wq *q, struct br_task *t, void *ptr) {
+static inline void br__wq_push(br__wq *q, struct br__task *t, void *ptr) {
   t->wq_ptr = ptr;
   t->wq_done = false;
   t->wq_linked = true;
@@ -27,7 +27,7 @@ static inline void br__wq_push(br__wq *q, struct br_task *t, void *ptr) {
   q->n++;
 }
 
-static inline void br__wq_remove(br__wq *q, struct br_task *t) {
+static inline void br__wq_remove(br__wq *q, struct br__task *t) {
   if (!t->wq_linked) return;
   if (t->wq_prev) t->wq_prev->wq_next = t->wq_next; else q->head = t->wq_next;
   if (t->wq_next) t->wq_next->wq_prev = t->wq_prev; else q->tail = t->wq_prev;
@@ -38,18 +38,18 @@ static inline void br__wq_remove(br__wq *q, struct br_task *t) {
 
 /* First waiter still parked (not yet claimed by a timeout/cancel), unlinked;
  * or NULL. Claimed ones are unlinked and skipped. */
-static inline struct br_task *br__wq_pop_live(br__wq *q) {
+static inline struct br__task *br__wq_pop_live(br__wq *q) {
   while (q->head) {
-    struct br_task *t = q->head;
+    struct br__task *t = q->head;
     br__wq_remove(q, t);
     if (atomic_load_explicit(&t->parked, memory_order_acquire) == 1) return t;
   }
   return NULL;
 }
 
-static inline struct br_task *br__wq_peek_live(br__wq *q) {
+static inline struct br__task *br__wq_peek_live(br__wq *q) {
   while (q->head) {
-    struct br_task *t = q->head;
+    struct br__task *t = q->head;
     if (atomic_load_explicit(&t->parked, memory_order_acquire) == 1) return t;
     br__wq_remove(q, t);
   }
@@ -57,7 +57,7 @@ static inline struct br_task *br__wq_peek_live(br__wq *q) {
 }
 
 /* Complete t's operation and wake it. */
-static inline void br__wq_finish(struct br_task *t) {
+static inline void br__wq_finish(struct br__task *t) {
   t->wq_done = true;
   br__wake(t, 0);
 }
@@ -65,7 +65,7 @@ static inline void br__wq_finish(struct br_task *t) {
 /* Park the calling task on q; returns 0 if a waker completed the operation
  * (wq_done), else the park's error (timeout, cancel) or 1 for "woken without
  * completion" (e.g. close). */
-static inline int br__wq_wait(br__wq *q, struct br_task *self, void *ptr, int64_t deadline) {
+static inline int br__wq_wait(br__wq *q, struct br__task *self, void *ptr, int64_t deadline) {
   br__park_begin(self);
   br__wq_push(q, self, ptr);
   int rc = br__park_end(self, deadline, true);

@@ -3,6 +3,8 @@
  * is documented at the top of switch_x86_64.S and switch_aarch64.S. */
 #include "sys/switch.h"
 
+#include "sys/log_sink.h"
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,8 +12,7 @@
 #include <unistd.h>
 
 void br__ctx_fell_off(void) {
-  static const char msg[] = "braid: a context function returned (internal error)\n";
-  if (write(2, msg, sizeof msg - 1) < 0) { /* nothing more we can do */ }
+  br__log_emit(0 /* error */, "a context function returned (internal error)");
   abort();
 }
 

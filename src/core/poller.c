@@ -1,8 +1,9 @@
-/* braid — choosing a poller backend at run time. */
-#include "backends/poller.h"
+/* braid — the core picks the poller backend at run time (core/poller.h). */
+#include "core/poller.h"
+
+#include "core/log.h"
 
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <stdbool.h>
 #include <string.h>
@@ -21,14 +22,14 @@ int br__poller_open(br__poller *p, const char *name) {
     int rc = p->ops->open(p);
     if (rc == 0) return 0;
     if (!strcmp(name, "io_uring")) {
-      fprintf(stderr, "braid: BRAID_BACKEND=io_uring but io_uring is unavailable (%s); using epoll\n",
+      br__log(BR_LOG_WARN, "BRAID_BACKEND=io_uring but io_uring is unavailable (%s); using epoll",
               strerror(-rc));
     } else if (debug) {
-      fprintf(stderr, "braid: io_uring unavailable (%s); using epoll\n", strerror(-rc));
+      br__log(BR_LOG_INFO, "io_uring unavailable (%s); using epoll", strerror(-rc));
     }
     p->ops = &br__poller_epoll;
     return p->ops->open(p);
   }
-  fprintf(stderr, "braid: unknown BRAID_BACKEND '%s' (want auto, epoll or io_uring)\n", name);
+  br__log(BR_LOG_ERROR, "unknown BRAID_BACKEND '%s' (want auto, epoll or io_uring)", name);
   return -EINVAL;
 }
