@@ -12,13 +12,13 @@ Runs, in interleaved rounds so that machine noise hits every contender alike:
              very file, see --py-map).
   spawn      ns per spawned and synced empty task (bench_pool_spawn).
 
-then prints the figures, the ratios and the targets of issue 3, and writes
+then prints the figures, the ratios and the targets below, and writes
 bench/pool_results.json. Programs come from <build>/bench (cmake --build
 first); a missing peer (no OpenMP, no TBB) is reported and skipped.
 
   bench/pool_run.py [--build DIR] [--rounds N] [--quick] [--out FILE]
 
-Targets (issue 3): task-per-call fib(30) on all threads at least 5x faster
+Targets: task-per-call fib(30) on all threads at least 5x faster
 than TBB and 25x faster than OpenMP tasks in the same run; braid on all
 threads at least 1.8x faster than on 1; the map at least 1.95x over serial.
 """
@@ -332,7 +332,7 @@ def main():
             print(f"  {threads} thread(s): fork+join {fmt(s['fork_join_ns'], ' ns')}, "
                   f"tree {fmt(s['tree_ns'], ' ns')}/task, submit+await {fmt(s['submit_us'], ' us')}, "
                   f"batched submit {fmt(s['submit_batch_us'], ' us')}/job")
-    print("\ntargets (issue 3)")
+    print("\ntargets")
     ok_all = True
     for name, value, best, goal in targets:
         ok = value is not None and value >= goal
