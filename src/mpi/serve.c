@@ -1,0 +1,545 @@
+/* braid-mpi — a worker rank: receive work, run jobs in order, send results.
+ *
+ * Threads. The rank's own thread (the one in br_mpipool_new) makes every
+ * MPI call: it receives work, hands one item at a time to a one-thread
+ * braid CPU pool, and while the item runs it goes on receiving (a CANCEL
+ * for the running unit cancels the pool job's future, so br_cancelled()
+ * turns true in the job), sends heartbeats (so rank 0 can tell a busy rank
+ * on another host from a dead one), cancels the item once its timeout has
+ * passed, and ends the rank if the item ignores that for kill_after (a
+ * running C function cannot be taken back, and a rank stuck for ever would
+ * make the whole run hang in MPI_Finalize). Running jobs on a CPU-pool
+ * thread gives them braid's job context for free: br_fail's code and
+ * message arrive on the pool job's future.
+ *
+ * Idle ranks sleep between probes with an exponential back-off, 1 us up to
+ * 1 ms, and up to 5 ms after a second without work: a waiting rank costs a
+ * fraction of a percent of a core (tests/test_mpi_basic.c measures it),
+ * where a blocking MPI_Recv would spin a core at 100 % in Open MPI.
+ *
+ * A fatal signal inside a job (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT) is
+ * reported to rank 0 with a DIED message from the signal handler before
+ * the signal is re-raised with its default action (so the launcher sees the
+ * real cause). Sending from a signal handler is not async-signal-safe in
+ * general; the handler only sends when it can take mpi_mu without waiting,
+ * i.e. when the rank's thread is not inside an MPI call, and jobs never
+ * call MPI. Otherwise rank 0 finds the death by itself (fd.c).
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mpi/mpi_fd.h"
+#include "mpi/mpi_int.h"
+
+typedef struct s_unit {
+  struct s_unit *next;
+  w_unit h;
+  uint64_t *lens;
+  char *data;
+} s_unit;
+
+typedef struct serve {
+  MPI_Comm comm;
+  const mp_opts *o;
+  int rank;
+  pthread_mutex_t mpi_mu; /* held around MPI calls (the signal handler tries it) */
+  br_pool *pool;          /* one thread: runs the jobs */
+  s_unit *head, *tail;
+  bool stop;
+  mp_peer root;
+  uint64_t run_unit;      /* the unit whose item runs, 0 when none */
+  bool cancel_run;        /* a CANCEL for it arrived */
+  /* The item in the pool, under st_mu. */
+  pthread_mutex_t st_mu;
+  pthread_cond_t st_cv;
+} serve;
+
+/* One item handed to the pool thread. */
+typedef struct s_item {
+  serve *s;
+  br_job_fn fn;
+  const void *in;
+  size_t len;
+  br_bytes out;
+  int rc;
+  bool started, done; /* under s->st_mu */
+} s_item;
+
+static serve *g_srv; /* for the signal handler */
+static volatile sig_atomic_t g_in_job;
+static volatile uint64_t g_unit, g_item;
+
+/* ---- MPI under the lock */
+
+static int send_msg(serve *s, int tag, const void *p, size_t n) {
+  pthread_mutex_lock(&s->mpi_mu);
+  int r = MPI_Send(p, (int)n, MPI_BYTE, 0, tag, s->comm);
+  pthread_mutex_unlock(&s->mpi_mu);
+  return r == MPI_SUCCESS ? 0 : br__mpi_err(r, "MPI_Send");
+}
+
+/* ---- fatal signals */
+
+static const int fatal_sigs[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
+#define NFATAL (sizeof fatal_sigs / sizeof *fatal_sigs)
+static struct sigaction old_act[NFATAL];
+
+static void put_str(char *b, size_t *n, size_t cap, const char *s) {
+  while (*s && *n + 1 < cap) b[(*n)++] = *s++;
+  b[*n] = 0;
+}
+
+static void put_num(char *b, size_t *n, size_t cap, long long v) {
+  char t[24];
+  int i = 0;
+  if (v < 0) {
+    put_str(b, n, cap, "-");
+    v = -v;
+  }
+  do t[i++] = (char)('0' + v % 10); while ((v /= 10) && i < 23);
+  while (i && *n + 1 < cap) b[(*n)++] = t[--i];
+  b[*n] = 0;
+}
+
+static void on_fatal(int sig, siginfo_t *si, void *uc) {
+  (void)si;
+  (void)uc;
+  serve *s = g_srv;
+  if (s && g_in_job && pthread_mutex_trylock(&s->mpi_mu) == 0) {
+    w_died d = {.sig = sig, .why = DIED_SIGNAL, .unit = g_unit, .item = g_item};
+    MPI_Send(&d, (int)sizeof d, MPI_BYTE, 0, T_DIED, s->comm);
+    /* Keep the lock: nothing else may use MPI in a dying process. */
+    char b[160];
+    size_t n = 0;
+    put_str(b, &n, sizeof b, "mpi: rank ");
+    put_num(b, &n, sizeof b, s->rank);
+    put_str(b, &n, sizeof b, ": a job got signal ");
+    put_num(b, &n, sizeof b, sig);
+    put_str(b, &n, sizeof b, "; the rank ends");
+    br__mplog_raw(BR_LOG_ERROR, b);
+  }
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+static void install_handlers(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = on_fatal;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  sigemptyset(&sa.sa_mask);
+  for (size_t i = 0; i < NFATAL; i++) sigaction(fatal_sigs[i], &sa, &old_act[i]);
+}
+
+static void remove_handlers(void) {
+  for (size_t i = 0; i < NFATAL; i++) sigaction(fatal_sigs[i], &old_act[i], NULL);
+}
+
+/* The pool thread's alternate signal stack, so a job that overflows its
+ * stack is still reported. Set on the first job; lives as long as the
+ * thread. */
+static _Thread_local void *tls_altstack;
+
+static void *item_job(void *arg) {
+  s_item *it = arg;
+  serve *s = it->s;
+  if (!tls_altstack && (tls_altstack = malloc(64 * 1024))) {
+    stack_t st = {.ss_sp = tls_altstack, .ss_size = 64 * 1024, .ss_flags = 0};
+    sigaltstack(&st, NULL);
+  }
+  pthread_mutex_lock(&s->st_mu);
+  it->started = true;
+  pthread_mutex_unlock(&s->st_mu);
+  g_in_job = 1;
+  it->rc = it->fn(it->in, it->len, &it->out);
+  g_in_job = 0;
+  pthread_mutex_lock(&s->st_mu);
+  it->done = true;
+  pthread_cond_signal(&s->st_cv);
+  pthread_mutex_unlock(&s->st_mu);
+  return NULL;
+}
+
+/* ---- receiving */
+
+static void send_skipped(serve *s, uint64_t id) {
+  w_result r = {.id = id, .nitems = 0, .skipped = 1};
+  send_msg(s, T_RESULT, &r, sizeof r);
+}
+
+static int take_work(serve *s, const char *p, size_t n) {
+  uint32_t count;
+  if (n < sizeof count) return BR_EIO;
+  memcpy(&count, p, sizeof count);
+  size_t off = sizeof count;
+  for (uint32_t k = 0; k < count; k++) {
+    s_unit *u = calloc(1, sizeof *u);
+    if (!u || off + sizeof u->h > n) {
+      free(u);
+      return u ? BR_EIO : BR_ENOMEM;
+    }
+    memcpy(&u->h, p + off, sizeof u->h);
+    off += sizeof u->h;
+    size_t ni = u->h.nitems, total = 0;
+    u->lens = malloc((ni ? ni : 1) * sizeof *u->lens);
+    if (!u->lens || off + ni * sizeof *u->lens > n) {
+      free(u->lens);
+      free(u);
+      return BR_EIO;
+    }
+    memcpy(u->lens, p + off, ni * sizeof *u->lens);
+    off += ni * sizeof *u->lens;
+    for (size_t i = 0; i < ni; i++) total += u->lens[i];
+    if (off + total > n || !(u->data = malloc(total ? total : 1))) {
+      free(u->lens);
+      free(u);
+      return BR_EIO;
+    }
+    memcpy(u->data, p + off, total);
+    off += total;
+    if (s->tail) s->tail->next = u;
+    else s->head = u;
+    s->tail = u;
+  }
+  return 0;
+}
+
+static void free_unit(s_unit *u) {
+  free(u->lens);
+  free(u->data);
+  free(u);
+}
+
+static void take_cancel(serve *s, const char *p, size_t n) {
+  for (size_t off = 0; off + sizeof(uint64_t) <= n; off += sizeof(uint64_t)) {
+    uint64_t id;
+    memcpy(&id, p + off, sizeof id);
+    if (s->run_unit == id) s->cancel_run = true;
+    for (s_unit **pp = &s->head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
+      if ((*pp)->h.id != id) continue;
+      s_unit *u = *pp;
+      *pp = u->next;
+      if (s->tail == u) s->tail = prev;
+      free_unit(u);
+      send_skipped(s, id);
+      break;
+    }
+  }
+}
+
+/* Receive every message that has arrived; true if any did. */
+static bool poll_msgs(serve *s) {
+  bool any = false;
+  for (;;) {
+    int flag = 0;
+    MPI_Status st;
+    pthread_mutex_lock(&s->mpi_mu);
+    int r = MPI_Iprobe(0, MPI_ANY_TAG, s->comm, &flag, &st);
+    if (r != MPI_SUCCESS || !flag) {
+      pthread_mutex_unlock(&s->mpi_mu);
+      if (r != MPI_SUCCESS) {
+        br__mpi_err(r, "MPI_Iprobe");
+        s->stop = true;
+      }
+      return any;
+    }
+    int cnt = 0;
+    MPI_Get_count(&st, MPI_BYTE, &cnt);
+    char *buf = malloc(cnt ? (size_t)cnt : 1);
+    if (!buf) {
+      pthread_mutex_unlock(&s->mpi_mu);
+      br__mplog(BR_LOG_ERROR, "mpi: rank %d: out of memory receiving %d bytes", s->rank, cnt);
+      s->stop = true;
+      return any;
+    }
+    r = MPI_Recv(buf, cnt, MPI_BYTE, 0, st.MPI_TAG, s->comm, MPI_STATUS_IGNORE);
+    pthread_mutex_unlock(&s->mpi_mu);
+    any = true;
+    if (r != MPI_SUCCESS) {
+      br__mpi_err(r, "MPI_Recv");
+      s->stop = true;
+    } else if (st.MPI_TAG == T_WORK) {
+      if (take_work(s, buf, (size_t)cnt) < 0) {
+        br__mplog(BR_LOG_ERROR, "mpi: rank %d: malformed work message", s->rank);
+        s->stop = true;
+      }
+    } else if (st.MPI_TAG == T_CANCEL) {
+      take_cancel(s, buf, (size_t)cnt);
+    } else if (st.MPI_TAG == T_STOP) {
+      s->stop = true;
+    }
+    free(buf);
+  }
+}
+
+/* ---- running */
+
+typedef struct s_out {
+  w_item h;
+  br_bytes b;
+  char *msg;
+} s_out;
+
+static void sleep_ns(int64_t ns) {
+  struct timespec ts = {ns / 1000000000, ns % 1000000000};
+  nanosleep(&ts, NULL);
+}
+
+static bool poll_msgs(serve *s);
+
+/* Run one item on the pool thread; meanwhile receive, beat, and enforce the
+ * timeout. Returns the item's code; *msg gets br_fail's message (malloc'd). */
+static int run_item(serve *s, s_item *it, int64_t timeout_ns, char **msg) {
+  *msg = NULL;
+  br_future *f;
+  int rc = br_pool_submit(s->pool, &f, item_job, it);
+  if (rc < 0) return rc;
+  int64_t t0 = br_now(), last_beat = t0, soft = timeout_ns > 0 ? t0 + timeout_ns : 0;
+  bool cancelled = false;
+  pthread_mutex_lock(&s->st_mu);
+  while (!it->done) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 10 * 1000 * 1000;
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&s->st_cv, &s->st_mu, &ts);
+    if (it->done) break;
+    bool started = it->started;
+    pthread_mutex_unlock(&s->st_mu);
+    int64_t now = br_now();
+    poll_msgs(s);
+    if (s->cancel_run && (!soft || soft > now)) soft = now;
+    if (now - last_beat >= s->o->heartbeat_ns) {
+      last_beat = now;
+      send_msg(s, T_BEAT, NULL, 0);
+    }
+    if (soft && now >= soft && started && !cancelled) {
+      /* The job has started (so the pool runs it to its end): cancelling
+       * its future only makes br_cancelled() true inside it. */
+      cancelled = true;
+      br_future_cancel(f);
+    }
+    if (soft && s->o->kill_after_ns >= 0 && now >= soft + s->o->kill_after_ns) {
+      w_died d = {.why = DIED_OVERRUN, .unit = s->run_unit, .item = g_item,
+                  .overrun_ns = now - soft};
+      br__mplog(BR_LOG_ERROR,
+                "mpi: rank %d: a job ran %.1f s past its timeout or cancellation; the rank ends",
+                s->rank, (double)d.overrun_ns / 1e9);
+      pthread_mutex_lock(&s->mpi_mu);
+      MPI_Send(&d, (int)sizeof d, MPI_BYTE, 0, T_DIED, s->comm);
+      _exit(124);
+    }
+    pthread_mutex_lock(&s->st_mu);
+  }
+  pthread_mutex_unlock(&s->st_mu);
+  int err = it->rc < 0 ? it->rc : 0;
+  if (!cancelled) {
+    /* Done: the future completes as the pool thread leaves the job. */
+    int e = br_await(f, NULL);
+    if (!err && e < 0) err = e;
+    if (e < 0) {
+      const char *m = br_future_message(f);
+      if (m && *m) *msg = strdup(m);
+    }
+  } else if (!err) {
+    err = BR_ECANCELED;
+  }
+  br_future_unref(f);
+  return err;
+}
+
+static void run_unit(serve *s, s_unit *u) {
+  size_t ni = u->h.nitems;
+  s_out *res = calloc(ni ? ni : 1, sizeof *res);
+  const br_job_desc *d = br_job_at(u->h.job);
+  s->run_unit = u->h.id;
+  s->cancel_run = false;
+  size_t off = 0;
+  for (size_t i = 0; res && i < ni; i++) {
+    s_out *o = &res[i];
+    const char *in = u->data + off;
+    size_t len = (size_t)u->lens[i];
+    off += len;
+    if (!d) {
+      o->h.err = BR_ENOJOB;
+      continue;
+    }
+    if (s->cancel_run) {
+      o->h.err = BR_ECANCELED;
+      continue;
+    }
+    s_item it = {.s = s, .fn = d->fn, .in = in, .len = len};
+    g_unit = u->h.id;
+    g_item = i;
+    char *msg = NULL;
+    int64_t t0 = br_now();
+    int err = run_item(s, &it, u->h.timeout_ns, &msg);
+    int64_t t1 = br_now();
+    o->b = it.out;
+    o->h.ns = t1 - t0;
+    if (err == BR_ECANCELED && u->h.timeout_ns > 0 && t1 - t0 > u->h.timeout_ns && !s->cancel_run)
+      err = BR_ETIMEDOUT;
+    if (err == 0 && u->h.timeout_ns > 0 && t1 - t0 > u->h.timeout_ns) err = BR_ETIMEDOUT;
+    if (err == BR_ETIMEDOUT) {
+      free(msg);
+      if (asprintf(&msg, "job '%s' ran %.1f ms, over its timeout of %.1f ms", d->name,
+                   (double)(t1 - t0) / 1e6, (double)u->h.timeout_ns / 1e6) < 0)
+        msg = NULL;
+    } else if (err == 0 && o->b.len > s->o->max_payload) {
+      err = BR_E2BIG;
+    }
+    o->h.err = err;
+    if (err) {
+      br_bytes_clear(&o->b);
+      o->msg = msg;
+      o->h.msglen = msg ? (uint32_t)strnlen(msg, MP_MSG_MAX) : 0;
+    } else {
+      free(msg);
+      o->h.len = o->b.len;
+    }
+  }
+  s->run_unit = 0;
+
+  /* Pack and send one RESULT. */
+  mp_buf m = {0};
+  w_result r = {.id = u->h.id, .nitems = res ? (uint32_t)ni : 0};
+  int prc = mp_buf_put(&m, &r, sizeof r);
+  size_t total = 0;
+  for (size_t i = 0; res && i < ni; i++) total += res[i].h.len + res[i].h.msglen;
+  if (res && total + sizeof r + ni * sizeof(w_item) > (size_t)INT32_MAX) {
+    for (size_t i = 0; i < ni; i++) {
+      br_bytes_clear(&res[i].b);
+      res[i].h.len = 0;
+      res[i].h.err = BR_E2BIG;
+    }
+  }
+  for (size_t i = 0; res && i < ni && prc == 0; i++) prc = mp_buf_put(&m, &res[i].h, sizeof res[i].h);
+  for (size_t i = 0; res && i < ni && prc == 0; i++) {
+    if (res[i].h.len) prc = mp_buf_put(&m, res[i].b.data, res[i].h.len);
+    if (prc == 0 && res[i].h.msglen) prc = mp_buf_put(&m, res[i].msg, res[i].h.msglen);
+  }
+  if (prc < 0 || !res) {
+    /* Out of memory: report the unit as lost rather than nothing. */
+    mp_buf_free(&m);
+    w_result e = {.id = u->h.id, .nitems = 0, .skipped = 2};
+    send_msg(s, T_RESULT, &e, sizeof e);
+  } else {
+    send_msg(s, T_RESULT, m.p, m.len);
+  }
+  mp_buf_free(&m);
+  for (size_t i = 0; res && i < ni; i++) {
+    br_bytes_clear(&res[i].b);
+    free(res[i].msg);
+  }
+  free(res);
+}
+
+/* ---- the initializer and HELLO */
+
+static int run_init(serve *s, char **msg) {
+  *msg = NULL;
+  if (!s->o->initializer) return 0;
+  const br_job_desc *d = br_job_find(s->o->initializer);
+  if (!d) return BR_ENOJOB;
+  s_item it = {.s = s, .fn = d->fn, .in = s->o->init_arg, .len = s->o->init_arg_len};
+  int err = run_item(s, &it, 0, msg);
+  br_bytes_clear(&it.out);
+  return err;
+}
+
+int br__mpi_serve(MPI_Comm comm, const mp_opts *o) {
+  serve s = {.comm = comm, .o = o};
+  MPI_Comm_rank(comm, &s.rank);
+  pthread_mutex_init(&s.mpi_mu, NULL);
+  pthread_mutex_init(&s.st_mu, NULL);
+  pthread_cond_init(&s.st_cv, NULL);
+
+  /* Rank 0's identity, for noticing that it is gone. */
+  struct {
+    int32_t pid;
+    char host[MP_HOST_MAX];
+  } rootid;
+  int r = MPI_Bcast(&rootid, (int)sizeof rootid, MPI_BYTE, 0, comm);
+  if (r != MPI_SUCCESS) return br__mpi_err(r, "MPI_Bcast");
+  char myhost[MP_HOST_MAX];
+  br__mpi_hostname(myhost, sizeof myhost);
+  br__mpfd_init(&s.root, rootid.pid, rootid.host, myhost, br_now());
+
+  int prc = br_pool_new(&s.pool, 1, NULL);
+  if (prc < 0) return prc;
+  char *imsg = NULL;
+  int ierr = run_init(&s, &imsg);
+  mp_buf h = {0};
+  w_hello hello = {.version = MP_WIRE_VERSION, .njobs = (uint32_t)br_job_count(),
+                   .table_hash = br__mpi_table_hash(), .pid = (int32_t)getpid(),
+                   .init_err = ierr, .msglen = imsg ? (uint32_t)strnlen(imsg, MP_MSG_MAX) : 0};
+  memcpy(hello.host, myhost, sizeof hello.host);
+  if (mp_buf_put(&h, &hello, sizeof hello) < 0 || (imsg && mp_buf_put(&h, imsg, hello.msglen) < 0)) {
+    free(imsg);
+    mp_buf_free(&h);
+    return BR_ENOMEM;
+  }
+  free(imsg);
+  int rc = send_msg(&s, T_HELLO, h.p, h.len);
+  mp_buf_free(&h);
+  if (rc < 0) return rc;
+
+  g_srv = &s;
+  install_handlers();
+
+  int64_t backoff = 0, last_work = br_now(), last_probe = last_work;
+  while (!s.stop) {
+    bool got = poll_msgs(&s);
+    if (s.head) {
+      s_unit *u = s.head;
+      s.head = u->next;
+      if (!s.head) s.tail = NULL;
+      run_unit(&s, u);
+      free_unit(u);
+      backoff = 0;
+      last_work = br_now();
+      continue;
+    }
+    if (s.stop) break;
+    int64_t now = br_now();
+    if (got) {
+      backoff = 0;
+      last_work = now;
+      continue;
+    }
+    if (now - last_probe > MP_FD_PERIOD_NS * 10) {
+      last_probe = now;
+      if (br__mpfd_root_gone(&s.root)) {
+        br__mplog(BR_LOG_ERROR, "mpi: rank %d: rank 0 (pid %d) is gone; this rank stops serving",
+                s.rank, s.root.pid);
+        break;
+      }
+    }
+    int64_t cap = now - last_work > 1000000000 ? 5000000 : 1000000;
+    backoff = backoff < 1000 ? 1000 : backoff * 2;
+    if (backoff > cap) backoff = cap;
+    sleep_ns(backoff);
+  }
+
+  /* Drop what was queued (after STOP, rank 0 expects nothing more). */
+  while (s.head) {
+    s_unit *u = s.head;
+    s.head = u->next;
+    free_unit(u);
+  }
+  remove_handlers();
+  br_pool_free(s.pool);
+  g_srv = NULL;
+  pthread_cond_destroy(&s.st_cv);
+  pthread_mutex_destroy(&s.st_mu);
+  pthread_mutex_destroy(&s.mpi_mu);
+  return 0;
+}
