@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 # install.smoke — install braid into a temporary prefix and build small
 # programs against the installed tree, as a user would:
-#   pkg-config braid          -> linked with libbraid.so.0 (NEEDED checked)
+#   pkg-config braid          -> linked with libbraid.so.0 (NEEDED checked;
+#                                libbraid.a when braid was built without it)
 #   pkg-config braid-static   -> libbraid.a, no libbraid.so NEEDED
 #   find_package(braid)       -> braid::braid (shared) and braid::braid_static
 # and checks that the blocking-call watchdog works in the static programs:
@@ -110,14 +111,15 @@ check() {
 }
 
 pc() { PKG_CONFIG_PATH="$pcdir" pkg-config "$@"; }
-if [ "$shared" = ON ]; then
-  step "pkg-config: $cc hello.c \$(pkg-config --cflags --libs braid)"
-  flags=$(pc --cflags --libs braid)
-  echo "  flags: $flags"
-  # shellcheck disable=SC2086
-  "$cc" -std=c17 -Wall -Werror -o "$tmp/app/hello_pc" "$tmp/app/hello.c" $flags
-  check pkg-config.shared "$tmp/app/hello_pc" shared
-fi
+# braid.pc is the shared library when there is one, else the archive.
+kind=static
+[ "$shared" = ON ] && kind=shared
+step "pkg-config: $cc hello.c \$(pkg-config --cflags --libs braid)"
+flags=$(pc --cflags --libs braid)
+echo "  flags: $flags"
+# shellcheck disable=SC2086
+"$cc" -std=c17 -Wall -Werror -o "$tmp/app/hello_pc" "$tmp/app/hello.c" $flags
+check pkg-config.$kind "$tmp/app/hello_pc" $kind
 
 step "pkg-config: $cc hello.c \$(pkg-config --cflags --libs braid-static)"
 flags=$(pc --cflags --libs braid-static)
