@@ -508,6 +508,72 @@ static void *body_fairness(void *arg) {
   return NULL;
 }
 
+/* br_read_ready after a short read: when the peer's last data and its end
+ * of stream arrive together (one readiness edge), the end of stream must
+ * be returned at once, not after the whole deadline. */
+typedef struct eof_reader {
+  int fd;
+  ssize_t first, second;
+  int64_t waited_ns;
+} eof_reader;
+
+static void *read_then_ready(void *arg) {
+  eof_reader *r = arg;
+  char buf[256];
+  r->first = br_read(r->fd, buf, sizeof buf, br_deadline_ms(5000)); /* waits: nothing yet */
+  int64_t t0 = br_now();
+  r->second = br_read_ready(r->fd, buf, sizeof buf, br_deadline_ms(3000));
+  r->waited_ns = br_now() - t0;
+  return NULL;
+}
+
+static void eof_with_data(int rd, int wr, bool tcp) {
+  eof_reader r = {.fd = rd};
+  br_task *t;
+  br_spawn(&t, read_then_ready, &r, NULL);
+  br_sleep_ms(20); /* the reader is parked in br_read */
+  /* Data and end of stream while the reader waits: one edge for both. */
+  assert_int_equal(br_write(wr, "hello", 5, BR_NEVER), 5);
+  if (tcp)
+    assert_int_equal(br_shutdown(wr, SHUT_WR), 0);
+  else
+    br_close(wr);
+  assert_int_equal(br_join(t, NULL), 0);
+  assert_int_equal(r.first, 5);
+  assert_int_equal(r.second, 0);
+  assert_true(r.waited_ns < 1000000000LL);
+}
+
+static void *body_read_ready_eof(void *arg) {
+  (void)arg;
+  int sv[2];
+  assert_int_equal(br_socketpair(sv, SOCK_STREAM), 0);
+  eof_with_data(sv[0], sv[1], false);
+  br_close(sv[0]);
+
+  int pfd[2];
+  assert_int_equal(br_pipe(pfd), 0);
+  eof_with_data(pfd[0], pfd[1], false);
+  br_close(pfd[0]);
+
+  int port;
+  int lfd = io_listen("127.0.0.1", &port);
+  int c = br_tcp_connect("127.0.0.1", port, 0, br_deadline_ms(5000));
+  assert_true(c >= 0);
+  int s = br_accept(lfd, NULL, br_deadline_ms(5000));
+  assert_true(s >= 0);
+  eof_with_data(s, c, true);
+  br_close(s);
+  br_close(c);
+  br_close(lfd);
+  return NULL;
+}
+
+static void test_read_ready_eof(void **state) {
+  (void)state;
+  io_run(body_read_ready_eof, NULL);
+}
+
 static void test_fairness(void **state) {
   (void)state;
   io_run(body_fairness, NULL);
@@ -520,6 +586,7 @@ int main(void) {
     cmocka_unit_test(test_reset),         cmocka_unit_test(test_partial_writes),
     cmocka_unit_test(test_slow_client),   cmocka_unit_test(test_connect_errors),
     cmocka_unit_test(test_sendfile),      cmocka_unit_test(test_fairness),
+    cmocka_unit_test(test_read_ready_eof),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

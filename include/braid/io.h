@@ -219,13 +219,12 @@ ssize_t br_recvfrom(int fd, void *buf, size_t n, br_addr *from, int64_t deadline
  * BR_ECANCELED, BR_EBADF, another negated errno. Task-only. */
 ssize_t br_read(int fd, void *buf, size_t n, int64_t deadline);
 
-/* br_read_ready: br_read that waits for readability *before* its first
- * attempt. Use it when the previous read on fd returned fewer bytes than it
- * asked for: the socket was drained then, so with edge-triggered readiness
- * any later data raises a fresh edge, and trying first would only cost a
- * system call failing with EAGAIN (a request/response server saves one
- * system call per request this way). After a read that filled its buffer,
- * use br_read. Errors as br_read. Task-only. */
+/* br_read_ready: the read for after a short read (one that returned fewer
+ * bytes than asked for). It tries the read first, exactly as br_read, so an
+ * end of stream that arrived together with the short read's data (one
+ * readiness edge for both, already consumed) is returned at once as 0
+ * rather than after the deadline. Returns and errors as br_read.
+ * Task-only. */
 ssize_t br_read_ready(int fd, void *buf, size_t n, int64_t deadline);
 
 /* br_read_full: read exactly n bytes, fewer only at end of stream. Returns

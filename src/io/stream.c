@@ -90,12 +90,14 @@ ssize_t br_read(int fd, void *buf, size_t n, int64_t deadline) {
   BR__IO_LOOP(fd, BR_READABLE, deadline, read(fd, buf, n));
 }
 
+/* Waiting before the first attempt would save the attempt that fails with
+ * EAGAIN after a short read, but it misses an end of stream that arrived
+ * with the last data: the kernel raised one edge for both, the short read's
+ * wait consumed it, and no edge follows, so the wait would last until the
+ * deadline. The poller's hang-up report is folded into "readable" by the
+ * core, so nothing tells the two cases apart without a system call: read
+ * first. */
 ssize_t br_read_ready(int fd, void *buf, size_t n, int64_t deadline) {
-  if (!br__in_task()) return BR_ENOTTASK;
-  /* The loop keeps edges that arrived while nobody waited, so this returns
-   * at once when data came in after the last (short) read. */
-  int w = br__io_wait(fd, BR_READABLE, deadline);
-  if (w < 0) return w;
   BR__IO_LOOP(fd, BR_READABLE, deadline, read(fd, buf, n));
 }
 
