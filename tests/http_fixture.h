@@ -143,7 +143,7 @@ static inline char *fx_read_file(const char *path, size_t *len) {
 typedef struct http_nginx {
   pid_t pid;
   int port, tls_port; /* tls_port 0 when no certificate could be made */
-  char dir[512];      /* the prefix: nginx.conf, site/, access.log, cert.pem */
+  char dir[256];      /* the prefix: nginx.conf, site/, access.log, cert.pem */
   char base[64], tls_base[64];
 } http_nginx;
 
@@ -183,13 +183,13 @@ static inline int http_nginx_start(http_nginx *n) {
   memset(n, 0, sizeof *n);
   const char *bin = access("/usr/sbin/nginx", X_OK) == 0 ? "/usr/sbin/nginx" : NULL;
   if (!bin) return -ENOENT;
-  char cwd[300];
+  char cwd[200];
   if (!getcwd(cwd, sizeof cwd)) return -errno;
   snprintf(n->dir, sizeof n->dir, "%s/http_nginx.%d", cwd, (int)getpid());
   mkdir(n->dir, 0755);
   int rc = fx_make_site(n->dir);
   if (rc) return rc;
-  char p[700], cmd[2200];
+  char p[512], cmd[1024];
   /* A self-signed certificate for 127.0.0.1 / localhost (for the TLS tests). */
   snprintf(cmd, sizeof cmd,
            "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost "
@@ -201,14 +201,14 @@ static inline int http_nginx_start(http_nginx *n) {
     n->port = fx_free_port();
     n->tls_port = tls ? fx_free_port() : 0;
     if (n->port <= 0 || n->tls_port == n->port) continue;
-    char tls_server[1200] = "";
+    char tls_server[2048] = "";
     if (tls)
       snprintf(tls_server, sizeof tls_server,
                "  server { listen 127.0.0.1:%d ssl http2; root %s/site;\n"
                "    ssl_certificate %s/cert.pem; ssl_certificate_key %s/key.pem;\n"
                "    location /slow/ { alias %s/site/; limit_rate 20k; } }\n",
                n->tls_port, n->dir, n->dir, n->dir, n->dir);
-    char conf[4096];
+    char conf[8192];
     int l = snprintf(conf, sizeof conf,
                      "daemon off;\nmaster_process off;\nworker_processes 1;\n"
                      "pid %s/nginx.pid;\nerror_log %s/error.log warn;\n"
@@ -287,25 +287,42 @@ static inline void http_nginx_log_clear(const http_nginx *n) {
   if (fd >= 0) close(fd);
 }
 
-/* Distinct connection numbers ($connection) in the log, and the lines. */
-static inline int http_nginx_log_connections(const http_nginx *n, int *lines) {
+/* Distinct connection numbers ($connection) of the log lines whose request
+ * contains `match` (NULL: every line), and how many lines matched. */
+static inline int http_nginx_log_connections(const http_nginx *n, const char *match, int *lines) {
   char *log = http_nginx_log(n);
   if (!log) return -1;
   long seen[4096];
   int ns = 0, nl = 0;
   for (char *p = log; *p;) {
-    long c = strtol(p, NULL, 10);
-    nl++;
-    bool dup = false;
-    for (int i = 0; i < ns; i++) dup |= seen[i] == c;
-    if (!dup && ns < 4096) seen[ns++] = c;
     char *e = strchr(p, '\n');
+    if (e) *e = 0;
+    if (!match || strstr(p, match)) {
+      long c = strtol(p, NULL, 10);
+      nl++;
+      bool dup = false;
+      for (int i = 0; i < ns; i++) dup |= seen[i] == c;
+      if (!dup && ns < 4096) seen[ns++] = c;
+    }
     if (!e) break;
     p = e + 1;
   }
   free(log);
   if (lines) *lines = nl;
   return ns;
+}
+
+/* nginx writes a request's log line after the response has gone out, so
+ * the client may see the response first: wait (from a task) until `want`
+ * lines match, at most 5 s. Returns http_nginx_log_connections(). */
+static inline int http_nginx_log_wait(const http_nginx *n, const char *match, int want,
+                                      int *lines) {
+  int64_t end = br_deadline_ms(5000);
+  int c;
+  while ((c = http_nginx_log_connections(n, match, lines)) >= 0 && *lines < want &&
+         br_now() < end)
+    br_sleep_ms(5);
+  return c;
 }
 
 #endif
