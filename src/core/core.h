@@ -178,6 +178,7 @@ static inline struct br__task *br__self_inline(void) {
   struct br_loop *L = br__tls_loop;
   return L ? L->current : NULL;
 }
+/* The calling task, or NULL from a plain thread or a loop callback. */
 #define br__require_task() br__self_inline()
 int br__checkpoint_slow(struct br__task *t);
 /* The common case (no scope, not cancelled) without a call. */
@@ -200,10 +201,11 @@ int br__park_end(struct br__task *t, int64_t deadline, bool cancellable);
 void br__run_ready(struct br_loop *L);
 void br__timer_fired(br__timer *tm);
 void br__task_future_gone(struct br__task *t);
+/* Wake t if it is parked cancellably and a scope cancel now reaches it. */
 void br__scope_cancel_wake(struct br__task *t);
-/* The cancellation state visible to t now: 0, BR_ECANCELED, BR_ETIMEDOUT. */
 /* Whether a deadline (not a cancel) of t's scopes has passed. */
 bool br__scope_expired(struct br__task *t);
+/* Whether t is a live task struct (not NULL, not recycled). */
 bool br__task_valid(const struct br__task *t);
 /* --- handles (handle.c): br_task * values are slot + generation --- */
 int br__task_slot_new(struct br__task *t);       /* a fresh struct: BR_ENOMEM, BR_ELIMIT */
@@ -215,9 +217,11 @@ struct br__task *br__task_get(br_task *h);
 const char *br__task_name(struct br__task *t);
 int br__loop_spawn(struct br_loop *L, struct br__task **out, br_task_fn fn, void *arg,
                    const br_spawn_opts *opts);
+/* Give the user handle back (join, close, detach, gather, loop free). */
 void br__task_release(struct br__task *t);
 /* Wait (as `self`) until t is done; BR_ECANCELED/BR_ETIMEDOUT if interrupted. */
-int br__task_wait_done(struct br__task *self, struct br__task *t, int64_t deadline, bool cancellable);          /* drop the user handle */
+int br__task_wait_done(struct br__task *self, struct br__task *t, int64_t deadline,
+                       bool cancellable);
 void br__task_cancel(struct br__task *t);
 int br__run_until(struct br_loop *loop, struct br__task *t); /* outside tasks */
 
@@ -233,8 +237,8 @@ int br__loop_iterate(struct br_loop *loop, bool block);
 void br__remote_push_task(struct br_loop *loop, struct br__task *t);
 void br__remote_push_free(struct br_loop *loop, struct br__task *t);
 void br__task_free_mem(struct br__task *t);
-/* Report a detached (or never collected) task's failure: stderr or the
- * loop's on_detached_error. */
+/* Report a detached task's failure: the loop's on_detached_error, else the
+ * log hook (br__log). */
 void br__report_failure_code(struct br__task *t, int code, const char *msg);
 
 /* --- futures (future.c) --- */
@@ -259,10 +263,18 @@ void br__group_child_done(struct br__task *t);
 /* --- overflow detection (overflow.c) --- */
 void br__overflow_install(void);
 
-/* --- internal hooks the obs/io layers use (see NOTES in loop.h) --- */
+/* --- util.c --- */
+/* malloc'd vsnprintf; NULL on ENOMEM. */
 char *br__vfmt(const char *fmt, __builtin_va_list ap);
+
+/* --- overflow.c: the alternate signal stack of a thread running a loop --- */
 void br__overflow_thread_begin(void);
 void br__overflow_thread_end(void);
+
+/* --- future.c --- */
+/* Wait for f as the caller can: a task parks, an executor's job waits its
+ * executor's way (job.h), a plain thread blocks. 0 once f is complete,
+ * BR_ETIMEDOUT, BR_ECANCELED, BR_EDEADLK, BR_ENOTTASK (loop callback). */
 int br__future_wait(struct br_future *f, int64_t deadline);
 
 #endif

@@ -294,25 +294,15 @@ static int task_wait(struct br__task *self, struct br_future *f, int64_t deadlin
   return 0;
 }
 
-/* Until every executor waits through its job context (job.h), a facility
- * may still register how its threads wait (returns 1: not its thread). */
-static int (*_Atomic thread_wait_hook)(br_future *f, int64_t deadline);
-
-void br__set_thread_wait_hook(int (*fn)(br_future *f, int64_t deadline)) {
-  atomic_store(&thread_wait_hook, fn);
-}
-
+/* How the caller waits: a task parks; a thread running an executor's job
+ * waits the executor's way (job.h: a CPU-pool worker helps); any other
+ * thread blocks. */
 int br__future_wait(struct br_future *f, int64_t deadline) {
   struct br__task *self = br__require_task();
   if (self) return task_wait(self, f, deadline);
   if (br__tls_loop) return BR_ENOTTASK; /* a loop callback must not block */
   br__job_ctx *ctx = br__job_current();
   if (ctx && ctx->ops && ctx->ops->wait) return ctx->ops->wait(ctx, f, deadline);
-  int (*hook)(br_future *, int64_t) = atomic_load(&thread_wait_hook);
-  if (hook) {
-    int rc = hook(f, deadline);
-    if (rc != 1) return rc; /* 1: not one of the facility's threads */
-  }
   return thread_wait(f, deadline);
 }
 

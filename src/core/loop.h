@@ -40,13 +40,7 @@ bool br__task_is_compact(br_task *t);
  * br_loop_free before anything is released). The obs layer uses it for the
  * watchdog; the core never includes obs. Any thread. */
 void br__loop_set_observer(void (*fn)(br_loop *loop, bool created));
-/* Register what br_fail() does when called outside a task (the CPU pool
- * records a job's failure). fn returns 0 if it handled the call. */
-void br__set_fail_hook(int (*fn)(int code, const char *fmt, va_list ap));
-/* Register how a facility's own threads wait for a future in br_await and
- * br_gather (a CPU-pool worker runs other jobs meanwhile and detects a job
- * waiting on itself). fn returns 1 if the calling thread is not one of its
- * own (the core then blocks the thread), else the wait's result. */
-void br__set_thread_wait_hook(int (*fn)(br_future *f, int64_t deadline));
+/* br_fail, br_cancelled and the waits of br_await / br_gather on an
+ * executor's threads: see the job context in core/job.h. */
 
 #endif

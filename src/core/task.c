@@ -165,9 +165,12 @@ static inline void resume_prepare(struct br_loop *L, struct br__task *n, uint64_
 #endif
 }
 
+#ifdef BRAID_ASAN
+/* The stack t runs on (ASan is told about every switch). */
 static inline br__stack *stack_of(struct br_loop *L, struct br__task *t) {
   return t->compact ? L->shared : t->stack;
 }
+#endif
 
 static inline struct br__task *rq_pop(struct br_loop *L) {
   struct br__task *n = L->rq_head;
@@ -580,29 +583,12 @@ static void task_finish(struct br__task *t, void *result) {
 }
 
 /* Outside tasks, br_fail means something to the executor whose job the
- * thread is running: its job context (core/job.h) records the failure. Until
- * every executor enters job contexts, a process-wide hook is consulted
- * last. */
-static int (*_Atomic fail_hook)(int code, const char *fmt, va_list ap);
-
-void br__set_fail_hook(int (*fn)(int code, const char *fmt, va_list ap)) {
-  atomic_store(&fail_hook, fn);
-}
-
+ * thread is running: its job context (core/job.h) records the failure. */
 void *br_fail(int code, const char *fmt, ...) {
   if (code >= 0) code = BR_EFAILED;
   struct br__task *t = br__require_task();
   br__job_ctx *ctx = t ? NULL : br__job_current();
-  if (!t && !(ctx && ctx->ops && ctx->ops->fail)) {
-    int (*hook)(int, const char *, va_list) = atomic_load(&fail_hook);
-    if (hook) {
-      va_list ap;
-      va_start(ap, fmt);
-      hook(code, fmt, ap);
-      va_end(ap);
-    }
-    return NULL;
-  }
+  if (!t && !(ctx && ctx->ops && ctx->ops->fail)) return NULL;
   va_list ap;
   va_start(ap, fmt);
   char *m = fmt ? br__vfmt(fmt, ap) : NULL;

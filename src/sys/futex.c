@@ -9,21 +9,36 @@
 
 #include "sys/clock.h"
 
+_Static_assert(sizeof(atomic_int) == sizeof(uint32_t), "a futex word is 32 bits");
+
+int br__futex_wait(_Atomic uint32_t *word, uint32_t val, int64_t timeout_ns, bool shared) {
+  struct timespec ts, *tsp = NULL;
+  if (timeout_ns >= 0) {
+    ts.tv_sec = timeout_ns / 1000000000;
+    ts.tv_nsec = timeout_ns % 1000000000;
+    tsp = &ts;
+  }
+  long rc = syscall(SYS_futex, (uint32_t *)word, shared ? FUTEX_WAIT : FUTEX_WAIT_PRIVATE, val,
+                    tsp, NULL, 0);
+  return rc < 0 && errno == ETIMEDOUT ? -ETIMEDOUT : 0;
+}
+
+void br__futex_wake(_Atomic uint32_t *word, int n, bool shared) {
+  syscall(SYS_futex, (uint32_t *)word, shared ? FUTEX_WAKE : FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
 int br__futex_wait_until(atomic_int *word, int64_t deadline) {
   while (!atomic_load_explicit(word, memory_order_acquire)) {
-    struct timespec ts, *tsp = NULL;
+    int64_t left = -1;
     if (deadline != INT64_MAX) {
-      int64_t left = deadline - br__mono_ns();
+      left = deadline - br__mono_ns();
       if (left <= 0) return -ETIMEDOUT;
-      ts.tv_sec = left / 1000000000;
-      ts.tv_nsec = left % 1000000000;
-      tsp = &ts;
     }
-    syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, 0, tsp, NULL, 0);
+    br__futex_wait((_Atomic uint32_t *)word, 0, left, false);
   }
   return 0;
 }
 
 void br__futex_wake_all(atomic_int *word) {
-  syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+  br__futex_wake((_Atomic uint32_t *)word, INT32_MAX, false);
 }
