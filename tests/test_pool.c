@@ -1194,21 +1194,24 @@ static void test_map_caller_gives_up(void **state) {
   br_pool_free(c.pool);
 }
 
-/* map_fixed from a task that gives up: queued behind a busy worker it
- * returns at once with every item BR_ECANCELED; running, the items that
- * run see br_cancelled() and the rest are skipped. */
+/* map_fixed from a task that gives up: queued behind a busy worker (its
+ * scope's deadline passes) it returns at once with every item BR_ECANCELED;
+ * running (the task is cancelled once the first item has started), the item
+ * that runs sees br_cancelled() and the rest are skipped. */
 typedef struct {
   br_pool *pool;
   gate g;
   int rc_queued, rc_running;
   int64_t in[8], out[8];
   int errs_queued[8], errs_running[8];
+  br_task *mapper;
 } fixed_giveup;
 
-static _Atomic int fixed_saw_cancel;
+static _Atomic int fixed_saw_cancel, fixed_item_started;
 
 /* Runs until its map is cancelled (at most 10 s). */
 static int until_cancelled(const void *in, void *out) {
+  atomic_store(&fixed_item_started, 1);
   int64_t t0 = br_now();
   while (!br_cancelled()) {
     if (br_now() - t0 > 10 * 1000000000LL) return BR_ETIMEDOUT;
@@ -1217,6 +1220,20 @@ static int until_cancelled(const void *in, void *out) {
   atomic_fetch_add(&fixed_saw_cancel, 1);
   *(int64_t *)out = *(const int64_t *)in;
   return br_cancelled();
+}
+
+static void *fixed_mapper(void *arg) {
+  fixed_giveup *c = arg;
+  c->rc_running = br_pool_map_fixed(c->pool, c->out, sizeof c->out[0], c->errs_running,
+                                    until_cancelled, c->in, sizeof c->in[0], 8, 1);
+  return NULL;
+}
+
+static void *fixed_canceller(void *arg) {
+  fixed_giveup *c = arg;
+  while (!atomic_load(&fixed_item_started)) br_sleep_ms(1);
+  br_cancel(c->mapper);
+  return NULL;
 }
 
 static void *fixed_giveup_main(void *arg) {
@@ -1232,10 +1249,12 @@ static void *fixed_giveup_main(void *arg) {
   atomic_store(&c->g.release, 1);
   br_await(fb, NULL);
   br_future_unref(fb);
-  br_scope_enter(&s, br_deadline_ms(50), false);
-  c->rc_running = br_pool_map_fixed(c->pool, c->out, sizeof c->out[0], c->errs_running,
-                                    until_cancelled, c->in, sizeof c->in[0], 8, 1);
-  br_scope_exit(&s);
+  atomic_store(&fixed_item_started, 0);
+  br_task *canceller;
+  if (br_spawn(&c->mapper, fixed_mapper, c, NULL) != 0) return IP(-1);
+  if (br_spawn(&canceller, fixed_canceller, c, NULL) != 0) return IP(-1);
+  (void)br_join(c->mapper, NULL); /* BR_ECANCELED: it was cancelled */
+  (void)br_join(canceller, NULL);
   return NULL;
 }
 
@@ -1251,7 +1270,7 @@ static void test_map_fixed_cancelled(void **state) {
   assert_int_equal(br_run(NULL, fixed_giveup_main, &c), 0);
   assert_int_equal(c.rc_queued, BR_ETIMEDOUT);
   for (int i = 0; i < 8; i++) assert_int_equal(c.errs_queued[i], BR_ECANCELED);
-  assert_int_equal(c.rc_running, BR_ETIMEDOUT);
+  assert_int_equal(c.rc_running, BR_ECANCELED);
   /* One worker: the first item ran and saw the cancellation, the rest were
    * skipped (their out slots untouched). */
   assert_int_equal(atomic_load(&fixed_saw_cancel), 1);
