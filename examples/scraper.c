@@ -45,14 +45,16 @@
  * not parsed); redirects are followed; retries are off (the first answer is
  * what the crawl reports).
  */
-// link: braid_http braid_scraper_libxml2
+// link: braid_http LibXml2::LibXml2
 // expect: ^crawled 1[0-9][0-9] URLs
 // expect: ^broken 404 http://127\.0\.0\.1:[0-9]+/missing\.html
 // expect: ^fetch: .* on CPU -> I/O-bound: coroutines
 // expect: ^parse: .* on CPU -> CPU-bound: the pool
 // expect-time: ..60
 // example-args: -q
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <braid.h>
 #include <braid/http.h>
 
@@ -61,12 +63,15 @@
 
 #include <ctype.h>
 #include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------------------ */
 /* Pages                                                                     */
@@ -93,6 +98,7 @@ typedef struct page {
   /* accounting, in ns */
   int64_t fetch_run, fetch_wall;  /* the fetching task, around the request */
   int64_t parse_cpu, parse_wall;  /* the parse job */
+  int64_t parse_queued;           /* ...of its wall time, waiting for a CPU */
 } page;
 
 static void page_free(page *p) {
@@ -168,6 +174,38 @@ static int64_t thread_cpu_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* The calling thread's time spent runnable but waiting for a CPU (ns), from
+ * /proc/thread-self/schedstat; 0 where it cannot be read. A job on a busy
+ * machine is preempted: its wall time then counts time it wanted a CPU and
+ * did not get, which is no sign of waiting for I/O. Each thread keeps the
+ * file open (closed when the thread exits). */
+static pthread_key_t sched_key;
+static pthread_once_t sched_once = PTHREAD_ONCE_INIT;
+
+static void sched_close(void *p) {
+  close((int)(intptr_t)p - 1);
+}
+
+static void sched_init(void) {
+  pthread_key_create(&sched_key, sched_close);
+}
+
+static int64_t thread_runqueue_ns(void) {
+  pthread_once(&sched_once, sched_init);
+  int fd = (int)(intptr_t)pthread_getspecific(sched_key) - 1;
+  if (fd < 0) {
+    fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    pthread_setspecific(sched_key, (void *)(intptr_t)(fd + 1));
+  }
+  char buf[128];
+  ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+  long long run, wait;
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  return sscanf(buf, "%lld %lld", &run, &wait) == 2 ? (int64_t)wait : 0;
+}
+
 static char *trimmed_copy(const char *s) {
   while (*s && isspace((unsigned char)*s)) s++;
   size_t n = strlen(s);
@@ -220,7 +258,8 @@ struct crawl {
   /* results */
   size_t pages, ok, broken, offhost, links, parse_failed;
   size_t max_inflight, live;
-  int64_t fetch_run, fetch_wall, parse_cpu, parse_wall, parse_bytes;
+  int64_t fetch_run, fetch_wall, parse_cpu, parse_wall, parse_queued, parse_bytes;
+  int64_t loop_cpu;   /* CPU time of the loop thread over the crawl */
 };
 
 /* parse_job: fill p->title, p->links and p->offhost from p->body. The page
@@ -229,7 +268,7 @@ struct crawl {
 static void *parse_job(void *arg) {
   page *p = arg;
   const origin *start = &p->c->start;
-  int64_t cpu0 = thread_cpu_ns(), wall0 = br_now();
+  int64_t cpu0 = thread_cpu_ns(), rq0 = thread_runqueue_ns(), wall0 = br_now();
   int opts = HTML_PARSE_RECOVER | HTML_PARSE_NOERROR | HTML_PARSE_NOWARNING | HTML_PARSE_NONET |
              HTML_PARSE_COMPACT | HTML_PARSE_NOBLANKS;
   if (p->body_len > (size_t)INT32_MAX) return br_fail(BR_EOVERFLOW, "page too large to parse");
@@ -268,6 +307,7 @@ static void *parse_job(void *arg) {
   }
   xmlFreeDoc(doc);
   p->parse_cpu = thread_cpu_ns() - cpu0;
+  p->parse_queued = thread_runqueue_ns() - rq0;
   p->parse_wall = br_now() - wall0;
   return p;
 }
@@ -376,6 +416,7 @@ static void finish_page(crawl *c, page *p) {
   c->fetch_wall += p->fetch_wall;
   c->parse_cpu += p->parse_cpu;
   c->parse_wall += p->parse_wall;
+  c->parse_queued += p->parse_queued;
   c->offhost += p->offhost;
   c->links += p->nlinks + p->offhost;
   if (p->err == BR_EHTTP || (p->err < 0 && p->status == 0)) {
@@ -429,16 +470,24 @@ static long vmhwm_kib(void) {
   return kib;
 }
 
-/* The two halves' verdicts, from the accounting. */
-static void print_verdicts(int64_t fetch_run, int64_t fetch_wall, int64_t parse_cpu,
-                           int64_t parse_wall, int threads) {
-  double f = pct(fetch_run, fetch_wall), p = pct(parse_cpu, parse_wall);
-  if (fetch_wall > 0)
-    printf("fetch: %.1f%% of wall time on CPU -> %s\n", f,
-           f < 50 ? "I/O-bound: coroutines" : "CPU-bound: the pool");
-  if (parse_wall > 0)
-    printf("parse: %.1f%% on CPU, %.2f s CPU on %d thread%s -> %s\n", p, (double)parse_cpu / 1e9,
-           threads, threads == 1 ? "" : "s", p < 50 ? "I/O-bound: coroutines" : "CPU-bound: the pool");
+/* The two halves' verdicts, from the accounting. The fetch side: the time
+ * the fetching tasks ran, against the time their requests took. The parse
+ * side: the CPU time of the parse jobs against their wall time; time a job
+ * spent runnable but waiting for a CPU (a busy machine) counts as wanting
+ * CPU, not as waiting for I/O. */
+static void print_verdicts(const crawl *c, int64_t wall) {
+  if (c->fetch_wall > 0) {
+    double f = pct(c->fetch_run, c->fetch_wall);
+    printf("fetch: %.1f%% of wall time on CPU (the loop thread was %.0f%% busy) -> %s\n", f,
+           pct(c->loop_cpu, wall), f < 50 ? "I/O-bound: coroutines" : "CPU-bound: the pool");
+  }
+  if (c->parse_wall > 0) {
+    double p = pct(c->parse_cpu, c->parse_wall), q = pct(c->parse_queued, c->parse_wall);
+    printf("parse: %.1f%% on CPU", p);
+    if (q >= 5) printf(" and %.0f%% waiting for one (the machine is busy)", q);
+    printf(", %.2f s CPU on %d thread%s -> %s\n", (double)c->parse_cpu / 1e9, c->threads,
+           c->threads == 1 ? "" : "s", p + q < 50 ? "I/O-bound: coroutines" : "CPU-bound: the pool");
+  }
 }
 
 static int crawl_run(crawl *c, const char *start_url) {
@@ -468,7 +517,7 @@ static int crawl_run(crawl *c, const char *start_url) {
   }
   admit(c, first);
 
-  int64_t t0 = br_now();
+  int64_t t0 = br_now(), cpu0 = thread_cpu_ns();
   rc = 0;
   while (c->front_len || c->live) {
     page *p;
@@ -476,6 +525,9 @@ static int crawl_run(crawl *c, const char *start_url) {
       /* Room for one more fetch? While we wait, finished fetchers queue
        * their pages in the channel (there is a slot for each). */
       if ((rc = br_sem_acquire(c->inflight)) < 0) break;
+      /* The page whose fetcher just made room is in the channel already:
+       * take it first, so at most -c pages are ever alive. */
+      while (br_chan_try_recv(c->done, &p) == 0) finish_page(c, p);
       if ((rc = start_fetch(c)) < 0) {
         br_sem_release(c->inflight);
         break;
@@ -487,6 +539,7 @@ static int crawl_run(crawl *c, const char *start_url) {
     while (br_chan_try_recv(c->done, &p) == 0) finish_page(c, p);
   }
   int64_t wall = br_now() - t0;
+  c->loop_cpu = thread_cpu_ns() - cpu0;
 
   /* Cancelled (Ctrl-C) or failed: stop the fetchers, then collect what they
    * handed back. Otherwise they have all finished already. */
@@ -500,16 +553,18 @@ static int crawl_run(crawl *c, const char *start_url) {
          "%zu off-host not followed\n",
          c->pages, s, s > 0 ? (double)c->pages / s : 0.0, c->ok, c->broken,
          c->parse_failed ? " (and some unparsable)" : "", c->links, c->offhost);
-  print_verdicts(c->fetch_run, c->fetch_wall, c->parse_cpu, c->parse_wall, c->threads);
+  print_verdicts(c, wall);
   if (c->json)
     printf("{\"impl\":\"braid\",\"pages\":%zu,\"ok\":%zu,\"broken\":%zu,\"unparsed\":%zu,"
            "\"offhost\":%zu,\"links\":%zu,\"elapsed_s\":%.6f,\"pages_per_s\":%.1f,"
            "\"fetch_cpu_share\":%.4f,\"parse_cpu_share\":%.4f,\"parse_cpu_s\":%.6f,"
+           "\"parse_queued_share\":%.4f,\"loop_cpu_share\":%.4f,"
            "\"fetch_run_s\":%.6f,\"threads\":%d,\"concurrency\":%d,\"max_inflight\":%zu,"
            "\"limit\":%zu,\"rss_kib\":%ld}\n",
            c->pages, c->ok, c->broken, c->parse_failed, c->offhost, c->links, s,
            s > 0 ? (double)c->pages / s : 0.0, pct(c->fetch_run, c->fetch_wall) / 100,
            pct(c->parse_cpu, c->parse_wall) / 100, (double)c->parse_cpu / 1e9,
+           pct(c->parse_queued, c->parse_wall) / 100, pct(c->loop_cpu, wall) / 100,
            (double)c->fetch_run / 1e9, c->threads, c->concurrency, c->max_inflight, c->limit,
            vmhwm_kib());
   return rc;
@@ -623,6 +678,7 @@ static int parse_files(crawl *c, const char *dir) {
   for (size_t i = 0; i < l.n; i++) {
     c->parse_cpu += pages[i]->parse_cpu;
     c->parse_wall += pages[i]->parse_wall;
+    c->parse_queued += pages[i]->parse_queued;
     c->links += pages[i]->nlinks + pages[i]->offhost;
     free(bodies[i]);
     page_free(pages[i]);
@@ -632,7 +688,7 @@ static int parse_files(crawl *c, const char *dir) {
   printf("parsed %zu files (%.1f MB) in %.3f s on %d thread%s: %.0f pages/s, %zu links\n", l.n,
          (double)c->parse_bytes / 1e6, s, c->threads, c->threads == 1 ? "" : "s",
          s > 0 ? (double)l.n / s : 0.0, c->links);
-  print_verdicts(0, 0, c->parse_cpu, c->parse_wall, c->threads);
+  print_verdicts(c, wall);
   if (c->json)
     printf("{\"impl\":\"braid\",\"mode\":\"parse\",\"files\":%zu,\"bytes\":%lld,\"elapsed_s\":%.6f,"
            "\"pages_per_s\":%.1f,\"parse_cpu_s\":%.6f,\"parse_cpu_share\":%.4f,\"threads\":%d,"
@@ -659,8 +715,10 @@ enum { DEMO_PAGES = 150 };
 static char *demo_page(const char *path) {
   int i;
   char tail;
-  if (strcmp(path, "/") == 0) i = 0;
-  else if (sscanf(path, "/p/%d.htm%c", &i, &tail) != 2 || tail != 'l' || i < 0 || i >= DEMO_PAGES)
+  if (strcmp(path, "/") == 0)
+    return br_strdupf("<!DOCTYPE html><html><head><title>Demo</title></head><body>"
+                      "<a href=\"/p/0.html\">start</a></body></html>\n");
+  if (sscanf(path, "/p/%d.htm%c", &i, &tail) != 2 || tail != 'l' || i < 0 || i >= DEMO_PAGES)
     return NULL;
   return br_strdupf("<!DOCTYPE html><html><head><title>Demo page %d</title></head><body>"
                     "<h1>Demo page %d</h1><p>Some <b>text</b> and links: "

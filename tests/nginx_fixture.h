@@ -35,7 +35,9 @@
 #ifndef BRAID_TEST_NGINX_FIXTURE_H
 #define BRAID_TEST_NGINX_FIXTURE_H
 
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>

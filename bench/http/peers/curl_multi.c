@@ -11,7 +11,9 @@
  * Prints one JSON line: elapsed_s (first request to last body), n, ok, bytes,
  * rss_kib (VmHWM). Build: cc -O2 curl_multi.c -lcurl (bench/http_run.py does).
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <curl/curl.h>
 
 #include <stdio.h>
