@@ -5,6 +5,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "sys/clock.h"
+#include "sys/cpu.h"
+
+int64_t br_now(void) { return br__mono_ns(); }
+
+int64_t br_deadline_ms(int64_t ms) {
+  if (ms <= 0) return br__mono_ns();
+  int64_t now = br__mono_ns();
+  if (ms >= (BR_NEVER - now) / 1000000) return BR_NEVER;
+  return now + ms * 1000000;
+}
+
+int br_cpu_count(void) { return br__cpu_count(); }
+
 char *br__vfmt(const char *fmt, va_list ap) {
   va_list ap2;
   va_copy(ap2, ap);

@@ -1,7 +1,7 @@
-/* braid — clock calibration and the public clock functions. */
+/* braid — clock calibration (the public br_now / br_deadline_ms are in
+ * core/util.c). */
 #include "sys/clock.h"
 
-#include <braid.h>
 #include <stdatomic.h>
 
 /* The cycle counter's rate is measured against the monotonic clock from an
@@ -72,11 +72,4 @@ int64_t br__ticks_to_mono(uint64_t ticks) {
 #endif
 }
 
-int64_t br_now(void) { return br__mono_ns(); }
 
-int64_t br_deadline_ms(int64_t ms) {
-  if (ms <= 0) return br__mono_ns();
-  int64_t now = br__mono_ns();
-  if (ms >= (BR_NEVER - now) / 1000000) return BR_NEVER;
-  return now + ms * 1000000;
-}

@@ -31,7 +31,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "braid.h"
+#include <errno.h>
+
+#include "sys/cpu.h"
 
 /* Exported for tests/test_cpu_count.c only (declared there). */
 int br__cpu_count_at(const char *root, int affinity);
@@ -245,4 +247,4 @@ static int affinity_count(void) {
   return c > 0 ? (int)(c > INT_MAX ? INT_MAX : c) : 1;
 }
 
-int br_cpu_count(void) { return br__cpu_count_at("", affinity_count()); }
+int br__cpu_count(void) { return br__cpu_count_at("", affinity_count()); }
