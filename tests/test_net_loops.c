@@ -234,6 +234,33 @@ static void test_sigint(void **state) {
   pthread_join(t, NULL);
 }
 
+/* A program started with SIGINT ignored (nohup, a shell's background job)
+ * keeps it ignored: br_run_loops neither blocks nor reads it, and the mains
+ * run to their end. */
+static atomic_int ign_done;
+
+static void *interrupted_while_ignored(void *arg) {
+  (void)arg;
+  if (br_loops_index() == 0) kill(getpid(), SIGINT);
+  br_sleep_ms(50); /* a cancel would cut this short */
+  if (br_cancelled() == 0) atomic_fetch_add(&ign_done, 1);
+  return NULL;
+}
+
+static void test_sigint_ignored(void **state) {
+  (void)state;
+  struct sigaction ign = {.sa_handler = SIG_IGN}, old;
+  sigemptyset(&ign.sa_mask);
+  sigaction(SIGINT, &ign, &old);
+  atomic_store(&ign_done, 0);
+  assert_int_equal(br_run_loops(2, interrupted_while_ignored, NULL, NULL), 0);
+  assert_int_equal(atomic_load(&ign_done), 2);
+  struct sigaction now;
+  sigaction(SIGINT, NULL, &now);
+  assert_true(now.sa_handler == SIG_IGN);
+  sigaction(SIGINT, &old, NULL);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_reuseport),
@@ -241,6 +268,7 @@ int main(void) {
     cmocka_unit_test(test_failure),
     cmocka_unit_test(test_cpus),
     cmocka_unit_test(test_sigint),
+    cmocka_unit_test(test_sigint_ignored),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
