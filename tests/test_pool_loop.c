@@ -110,7 +110,10 @@ static void test_loop_keeps_ticking_while_awaiting(void **state) {
    * for a loaded machine (other tests run in parallel on 2 cores). */
   assert_true(c.ticks_during[0] >= 80);
   assert_true(c.ticks_during[1] >= 35);
-  if (c.ts.max_late > 100 * MS) fail_msg("a tick came %.1f ms late", c.ts.max_late / 1e6);
+  /* A loop blocked by either wait would make some tick at least 500 ms
+   * late (the shorter wait); a busy shared machine alone has delayed the
+   * loop thread by over 200 ms, so the bound sits between the two. */
+  if (c.ts.max_late > 400 * MS) fail_msg("a tick came %.1f ms late", c.ts.max_late / 1e6);
   br_pool_free(c.pool);
 }
 

@@ -38,6 +38,9 @@
 #include "braid.h"
 #include "core/job.h"
 #include "sys/deque.h"
+#include "sys/clock.h"
+#include "sys/futex.h"
+#include "sys/spin.h"
 
 #define LIKELY(x) __builtin_expect(!!(x), 1)
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -100,7 +103,6 @@ typedef struct br__pjob {
   br__job core; /* core.fut: the record's reference to the job's future */
   br_pool *pool;
   struct br__pjob *next, *prev; /* injection queue, under inj_lock */
-  _Atomic int refs;
   int qstate;            /* Q_*, under inj_lock */
   _Atomic int cancelled; /* its future was cancelled, or its caller gave up */
 } br__pjob;
@@ -172,38 +174,20 @@ extern __thread br__worker *br__pool_tls_w __attribute__((tls_model("initial-exe
 /* ------------------------------------------------------------------------ */
 /* Small system helpers                                                      */
 
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ volatile("yield" ::: "memory");
-#else
-  __asm__ volatile("" ::: "memory");
-#endif
-}
+/* The sys layer's helpers (sys/spin.h, sys/clock.h, sys/futex.h). */
+static inline void cpu_relax(void) { br__cpu_pause(); }
 
-static inline int64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
+static inline int64_t now_ns(void) { return br__mono_ns(); }
 
+/* timeout_ns <= 0: no limit. */
 static inline void futex_wait(_Atomic uint32_t *addr, uint32_t val, int64_t timeout_ns) {
-  struct timespec ts, *tp = NULL;
-  if (timeout_ns > 0) {
-    ts.tv_sec = timeout_ns / 1000000000;
-    ts.tv_nsec = timeout_ns % 1000000000;
-    tp = &ts;
-  }
-  syscall(SYS_futex, (void *)addr, FUTEX_WAIT_PRIVATE, val, tp, NULL, 0);
+  (void)br__futex_wait(addr, val, timeout_ns > 0 ? timeout_ns : -1, false);
 }
 
 /* Waking an address whose owner may already have moved on (a stack frame
  * that returned) is harmless: at worst a spurious wake-up of a futex that
  * reuses the address, and every waiter here re-checks its condition. */
-static inline void futex_wake(_Atomic uint32_t *addr, int n) {
-  syscall(SYS_futex, (void *)addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
-}
+static inline void futex_wake(_Atomic uint32_t *addr, int n) { br__futex_wake(addr, n, false); }
 
 static inline uint64_t rng_next(br__worker *w) {
   uint64_t x = w->rng;
