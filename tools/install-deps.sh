@@ -25,6 +25,12 @@ pkgs_build=(cmake gcc make pkg-config libcmocka-dev liburing-dev)
 pkgs_test=(g++ gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user libc6:arm64 libcmocka-dev:arm64
            clang libclang-rt-14-dev)
 pkgs_bench=(g++ golang-go python3 python3-uvloop libuv1-dev libtbb-dev wrk nginx)
+# --- the scraper (examples/scraper.c, tests/test_scraper.c, bench/http_run.py) ---
+# libcurl and libxml2 headers build braid-http and the scraper; nginx serves the
+# test's and the benchmark's generated sites; aiohttp and golang.org/x/net/html
+# (built offline from /usr/share/gocode) are the crawl benchmark's peers.
+pkgs_bench+=(libcurl4-openssl-dev libxml2-dev python3-aiohttp golang-golang-x-net-dev)
+# --- end of the scraper's block ---
 
 # Add-on libraries and tools: each appends its packages to a group above in a
 # block of its own, with a comment saying what needs them, e.g.
