@@ -10,6 +10,11 @@
  * sized in CPU time, not wall time, so a busy machine stretches the runs
  * instead of changing what they are.
  */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
 #include <cmocka.h>
 
 #include <errno.h>
@@ -274,7 +279,8 @@ static void cli_one_thread_computing(void **state) {
   run r;
   profile_workload(&r, "cpu1");
   expect_verdict(&r, "cpu-bound");
-  expect_at_least(&r, "cpu", 0.5);
+  /* On a CPU, or waiting for one when the machine is busy. */
+  assert_true(json_num(r.out, "cpu") + json_num(r.out, "runqueue") >= 0.8);
   expect_at_least(&r, "busy_threads", 1);
   expect_at_least(&r, "samples", 3);
 }
@@ -325,7 +331,7 @@ static void cli_serialized_by_a_lock(void **state) {
   char d[32];
   json_str(r.out, "detail", d, sizeof d);
   if (strcmp(d, "serialized")) fail_msg("detail %s, expected serialized: %s", d, r.out);
-  expect_at_least(&r, "lock", 0.2);
+  expect_at_least(&r, "lock", 0.1);
 }
 
 static void cli_compute_then_wait(void **state) {
@@ -430,7 +436,7 @@ static void api_profile_a_call(void **state) {
   assert_int_equal(br_profile(&r, &value, fn_burn, (void *)400, NULL), 0);
   assert_ptr_equal(value, (void *)7);
   assert_int_equal(r.verdict, BR_PROFILE_CPU_BOUND);
-  assert_true(r.time[BR_PROFILE_T_CPU] > 0.4);
+  assert_true(r.time[BR_PROFILE_T_CPU] + r.time[BR_PROFILE_T_RUNQUEUE] > 0.4);
 
   assert_int_equal(br_profile(&r, NULL, fn_sleep, (void *)300, NULL), 0);
   assert_int_equal(r.verdict, BR_PROFILE_IO_BOUND);

@@ -30,6 +30,13 @@ typedef struct prof_thread {
   bool alive, seen;                      /* seen: found in the current round */
   int64_t first_ns, last_ns;             /* when first and last sampled */
   double t[BR_PROFILE_T_COUNT];          /* nanoseconds per category */
+  /* schedstat adds a run-queue wait only when it ends, so a thread waiting
+   * for a CPU at sampling time looks blocked for a round, and the next
+   * round's counters more than fill theirs. Blocked time is therefore kept
+   * as a running balance: what the counters say so far, less what was
+   * already attributed (to last_cat), corrected both ways. */
+  double blocked_balance;
+  int last_cat;
   int trace_cat;                         /* the open trace slice: category, -1 none */
   int64_t trace_from;
 } prof_thread;
@@ -50,6 +57,8 @@ typedef struct prof_state {
   size_t npr, cap_pr;
   int64_t start_ns, last_ns;
   double cores_peak;
+  double covered_ns;   /* per round: time some thread was on a CPU or runnable */
+  double uncontended_ns; /* the same, shrunk by the round's share of waiting for a CPU */
   int samples;
   FILE *trace;         /* trace-event JSON being written, or NULL */
   bool trace_any;

@@ -46,7 +46,7 @@ int br_profile_print(FILE *f, const br_profile_report *r) {
   wrapped(f, "evidence", r->evidence);
   wrapped(f, "use", r->recommendation);
   wrapped(f, "in Python", r->python);
-  fprintf(f, "%-16s%.2f s wall, %.2f s CPU, %.2f cores busy on average (peak %.2f of %d)\n",
+  fprintf(f, "%-16s%.2f s wall, %.2f s CPU, %.2f cores busy (peak %.2f of %d)\n",
           "time", r->wall_s, r->cpu_s, r->cores_avg, r->cores_peak, r->cores);
   fprintf(f, "%-16s", "where it went");
   int col = 16, shown = 0;

@@ -29,14 +29,11 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "sys/clock.h"
 
 enum { FIRST_INTERVAL_MS = 10, DEFAULT_INTERVAL_MS = 100 };
 
-static int64_t mono_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
+static int64_t mono_ns(void) { return br__mono_ns(); }
 
 static int64_t tv_ns(struct timeval tv) {
   return (int64_t)tv.tv_sec * 1000000000 + (int64_t)tv.tv_usec * 1000;
@@ -205,9 +202,7 @@ static void *sampler_main(void *arg) {
     if (interval < target) interval = interval * 2 < target ? interval * 2 : target;
   }
   br__prof_round(&sm->s);
-  struct timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  sm->cpu_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+  sm->cpu_ns = br__thread_cpu_ns();
   return NULL;
 }
 

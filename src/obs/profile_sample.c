@@ -16,12 +16,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include "sys/clock.h"
 
-static int64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
+static int64_t now_ns(void) { return br__mono_ns(); }
 
 static int open_task_file(pid_t pid, pid_t tid, const char *name) {
   char path[96];
@@ -66,7 +63,7 @@ static prof_thread *add_thread(prof_state *s, pid_t pid, pid_t tid, int64_t now)
   }
   prof_thread *t = &s->th[s->nth];
   *t = (prof_thread){.pid = pid, .tid = tid, .cat = -1, .alive = true, .trace_cat = -1,
-                     .first_ns = now, .last_ns = now};
+                     .first_ns = now, .last_ns = now, .last_cat = BR_PROFILE_T_OTHER};
   t->fd_sched = open_task_file(pid, tid, "schedstat");
   if (t->fd_sched < 0) return NULL; /* gone already */
   t->fd_syscall = open_task_file(pid, tid, "syscall");
@@ -206,7 +203,7 @@ void br__prof_round(prof_state *s) {
   }
   free(work);
 
-  uint64_t round_run = 0;
+  uint64_t round_run = 0, round_demand = 0;
   int64_t span = now - s->last_ns;
   for (size_t i = 0; i < s->nth; i++) {
     prof_thread *t = &s->th[i];
@@ -232,16 +229,25 @@ void br__prof_round(prof_state *s) {
     bool fresh = !baseline && t->last_ns == t->first_ns && t->run_ns == 0 && t->wait_ns == 0;
     uint64_t drun = run - t->run_ns, dwait = wait - t->wait_ns;
     int64_t dt = fresh ? (int64_t)(drun + dwait) : now - t->last_ns;
-    int64_t blocked = dt - (int64_t)drun - (int64_t)dwait;
-    if (blocked < 0) blocked = 0;
+    double blocked = (double)dt - (double)drun - (double)dwait;
     if (baseline) drun = dwait = 0, blocked = 0;
     t->t[BR_PROFILE_T_CPU] += (double)drun;
     t->t[BR_PROFILE_T_RUNQUEUE] += (double)dwait;
-    if (blocked > 0) {
+    t->blocked_balance += blocked;
+    if (t->blocked_balance > 0) {
+      double give = t->blocked_balance;
       int before = t->cat >= 0 ? t->cat : cat, after = cat >= 0 ? cat : before;
       if (before < 0) before = after = BR_PROFILE_T_OTHER;
-      t->t[before] += (double)blocked / 2;
-      t->t[after] += (double)blocked / 2;
+      t->t[before] += give / 2;
+      t->t[after] += give / 2;
+      t->last_cat = after;
+      t->blocked_balance = 0;
+    } else if (t->blocked_balance < 0) {
+      /* The counters caught up with time given out before: take it back. */
+      double back = -t->blocked_balance;
+      if (back > t->t[t->last_cat]) back = t->t[t->last_cat];
+      t->t[t->last_cat] -= back;
+      t->blocked_balance += back;
     }
     if (s->trace) {
       /* The round's dominant state for the trace. */
@@ -254,6 +260,16 @@ void br__prof_round(prof_state *s) {
     t->wait_ns = wait;
     t->last_ns = now;
     round_run += drun;
+    round_demand += drun + dwait;
+  }
+  /* The work was computing (or trying to) for as long as any of its threads
+   * was on a CPU or in the run queue; no more than the round lasted. */
+  if (s->samples > 0 && round_demand > 0) {
+    double wanted = (double)(round_demand < (uint64_t)span ? round_demand : (uint64_t)span);
+    s->covered_ns += wanted;
+    /* Without contention the same computing would have taken only the
+     * running share of that time. */
+    s->uncontended_ns += wanted * (double)round_run / (double)round_demand;
   }
   for (size_t i = 0; i < s->npr; i++)
     if (s->pr[i].alive) read_io(&s->pr[i]);

@@ -175,7 +175,9 @@ int br__prof_blocked_category(pid_t pid, int fd_syscall) {
   if (!strncmp(buf, "running", 7)) return -1;
   char *p = buf, *end;
   long nr = strtol(p, &end, 10);
-  if (end == p || nr < 0) return BR_PROFILE_T_OTHER; /* blocked outside a system call */
+  /* Not in a system call: preempted and waiting for a CPU (or, rarely, in a
+   * page fault). */
+  if (end == p || nr < 0) return BR_PROFILE_T_RUNQUEUE;
   unsigned long a[6] = {0};
   p = end;
   for (int i = 0; i < 6; i++) {

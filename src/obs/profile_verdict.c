@@ -1,11 +1,11 @@
 /* profile_verdict.c — from where the time went to what to do about it.
  *
- * The verdict looks at how many cores the work *asked for* on average: its
- * on-CPU time plus its time waiting for a CPU, over the wall time. Work that
- * asks for at least 0.7 of a core is computing (cpu-bound); at most 0.3, it
- * is waiting (io-bound); in between it does both in turns (mixed). Asking
- * rather than getting keeps a CPU-bound program CPU-bound on a busy machine,
- * where the sub-verdict "starved" says what happened to it. A thread that
+ * The verdict looks at how much of its time the work spends computing (some
+ * thread of it on a CPU), as it would on an idle machine: at least 70 %, it
+ * is computing (cpu-bound); at most 30 %, it is waiting (io-bound); in
+ * between it does both in turns (mixed). Time spent waiting for a CPU is
+ * taken out first, so the verdict stays the same on a busy machine, where
+ * the sub-verdict "starved" says what happened. A thread that
  * barely ran and spent its life on a futex is an idle worker of a pool, not a
  * thread fighting for a lock: its futex time counts as idle.
  */
@@ -189,11 +189,22 @@ void br__prof_report(const prof_state *s, int64_t wall_ns, int64_t extra_cpu_ns,
   }
   out->processes = procs;
 
-  double asked = (t[BR_PROFILE_T_CPU] + t[BR_PROFILE_T_RUNQUEUE]) / (double)wall_ns;
-  double rq_share = t[BR_PROFILE_T_RUNQUEUE] /
-                    (t[BR_PROFILE_T_CPU] + t[BR_PROFILE_T_RUNQUEUE] + 1);
-  if (asked >= CPU_BOUND_CORES) out->verdict = BR_PROFILE_CPU_BOUND;
-  else if (asked <= IO_BOUND_CORES) out->verdict = BR_PROFILE_IO_BOUND;
+  /* The verdict describes the work, not the machine it ran on: the share of
+   * the time some thread of it was computing. Stretches in which it wanted a
+   * CPU and waited for one are shrunk to what they would have taken on an
+   * idle machine (their running share), so a busy machine, which stretches
+   * the computing, does not turn waiting work into computing work; threads
+   * taking turns under a lock keep the time covered. */
+  double cpu = t[BR_PROFILE_T_CPU], rq = t[BR_PROFILE_T_RUNQUEUE];
+  double asked = (cpu + rq) / (double)wall_ns;
+  double rq_share = rq / (cpu + rq + 1);
+  double extra = extra_cpu_ns > 0 ? (double)extra_cpu_ns : 0;
+  double computing = s->uncontended_ns + extra;
+  double idle_wall = (double)wall_ns - s->covered_ns - extra;
+  if (idle_wall < 0) idle_wall = 0;
+  double demand = computing + idle_wall > 0 ? computing / (computing + idle_wall) : 0;
+  if (demand >= CPU_BOUND_CORES) out->verdict = BR_PROFILE_CPU_BOUND;
+  else if (demand <= IO_BOUND_CORES) out->verdict = BR_PROFILE_IO_BOUND;
   else out->verdict = BR_PROFILE_MIXED;
 
   br_profile_time wait = main_wait(t);

@@ -1,0 +1,298 @@
+/* auto.c — the auto executor (braid/auto.h): measure each function, route it.
+ *
+ * One table of per-function measurements, keyed by the function pointer and
+ * guarded by one mutex (a leaf: no user code, future call or other lock runs
+ * under it). Every call that goes to a pool runs through run_measured(),
+ * which times it on the thread that runs it: wall time, that thread's CPU
+ * time and its run-queue wait (schedstat, so a busy machine does not make a
+ * computing function look like a waiting one). The measurements are
+ * exponentially weighted (recent calls count most), so a function whose
+ * behaviour changes moves to another route within a few calls.
+ *
+ * Where a call goes (route_for):
+ *  - it waits (less than half of its un-queued wall time on a CPU): the
+ *    blocking pool, so it never holds a loop or a CPU-pool worker;
+ *  - it computes and takes less than two hand-offs: inline, on the caller's
+ *    thread — sending it away would cost more than running it;
+ *  - it computes for longer: the CPU pool.
+ * Until a function has one measurement its calls go to the blocking pool,
+ * which is safe for both kinds (a thread per call, bounded by the pool).
+ */
+#include <braid.h>
+#include <braid/auto.h>
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/job.h"
+#include "sys/clock.h"
+
+enum { TABLE_SIZE = 1024, HANDOFF_ROUNDS = 16 };
+#define EWMA_WEIGHT 0.3 /* of the newest measurement */
+#define WAITS_BELOW 0.5 /* CPU share under which a function waits */
+
+typedef struct fn_stats {
+  br_task_fn fn;
+  uint64_t calls, measured;
+  double wall_ns, cpu_share; /* weighted averages */
+  br_auto_route route;
+} fn_stats;
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static fn_stats table[TABLE_SIZE];
+static br_pool *pool;          /* started at the first call that needs it */
+static int64_t handoff_ns = -1; /* a submit + wait round trip to the CPU pool */
+
+static int64_t thread_cpu_ns(void) { return br__thread_cpu_ns(); }
+
+/* The calling thread's run-queue wait so far (ns), from a schedstat file it
+ * keeps open; 0 where schedstat is missing. */
+static int64_t thread_rq_ns(void) {
+  static _Thread_local int fd = -2;
+  if (fd == -2) fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buf[96];
+  ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  unsigned long long run, wait;
+  return sscanf(buf, "%llu %llu", &run, &wait) == 2 ? (int64_t)wait : 0;
+}
+
+/* The slot for fn (inserted if new), or NULL when the table is full. mu held. */
+static fn_stats *slot_of(br_task_fn fn) {
+  size_t h = ((uintptr_t)fn >> 4) * 11400714819323198485u % TABLE_SIZE;
+  for (size_t i = 0; i < TABLE_SIZE; i++) {
+    fn_stats *s = &table[(h + i) % TABLE_SIZE];
+    if (s->fn == fn) return s;
+    if (!s->fn) {
+      *s = (fn_stats){.fn = fn, .route = BR_AUTO_MEASURING};
+      return s;
+    }
+  }
+  return NULL;
+}
+
+static br_auto_route route_for(const fn_stats *s) {
+  if (s->measured == 0) return BR_AUTO_MEASURING;
+  if (s->cpu_share < WAITS_BELOW) return BR_AUTO_BLOCKING;
+  if (handoff_ns > 0 && s->wall_ns < 2.0 * (double)handoff_ns) return BR_AUTO_INLINE;
+  return BR_AUTO_CPU_POOL;
+}
+
+static void record(br_task_fn fn, int64_t wall, int64_t cpu, int64_t rq) {
+  int64_t ran = wall - rq; /* the wall time it was not kept from running */
+  double share = ran > 0 ? (double)cpu / (double)ran : 1.0;
+  if (share > 1) share = 1;
+  pthread_mutex_lock(&mu);
+  fn_stats *s = slot_of(fn);
+  if (s) {
+    if (s->measured == 0) {
+      s->wall_ns = (double)wall;
+      s->cpu_share = share;
+    } else {
+      s->wall_ns += EWMA_WEIGHT * ((double)wall - s->wall_ns);
+      s->cpu_share += EWMA_WEIGHT * (share - s->cpu_share);
+    }
+    s->measured++;
+    s->route = route_for(s);
+  }
+  pthread_mutex_unlock(&mu);
+}
+
+typedef struct call {
+  br_task_fn fn;
+  void *arg;
+} call;
+
+/* Runs on a pool thread: the call itself, timed. br_fail inside fn reaches
+ * the pool's own job context, so the future fails as usual. */
+static void *run_measured(void *p) {
+  call c = *(call *)p;
+  free(p);
+  int64_t w0 = br_now(), c0 = thread_cpu_ns(), q0 = thread_rq_ns();
+  void *value = c.fn(c.arg);
+  int64_t w1 = br_now(), c1 = thread_cpu_ns(), q1 = thread_rq_ns();
+  record(c.fn, w1 - w0, c1 - c0, q1 - q0);
+  return value;
+}
+
+static void *empty_job(void *arg) { return arg; }
+
+/* Start the CPU pool and time a hand-off to it. mu must not be held (the
+ * timing waits for the pool). Returns 0 or the pool's error. */
+static int ensure_pool(void) {
+  pthread_mutex_lock(&mu);
+  bool ready = pool != NULL;
+  pthread_mutex_unlock(&mu);
+  if (ready) return 0;
+  br_pool *p;
+  int rc = br_pool_new(&p, BR_CPUS, NULL);
+  if (rc) return rc;
+  int64_t best = INT64_MAX;
+  for (int i = 0; i < HANDOFF_ROUNDS; i++) {
+    br_future *f;
+    int64_t t0 = br_now();
+    if (br_pool_submit(p, &f, empty_job, NULL) != 0) break;
+    (void)br_await(f, NULL);
+    int64_t dt = br_now() - t0;
+    br_future_unref(f);
+    if (dt < best) best = dt;
+  }
+  pthread_mutex_lock(&mu);
+  if (!pool) {
+    pool = p;
+    handoff_ns = best == INT64_MAX ? 0 : best;
+    p = NULL;
+  }
+  pthread_mutex_unlock(&mu);
+  if (p) (void)br_pool_free(p); /* another thread won */
+  return 0;
+}
+
+/* An inline call's failure, caught by a job context of our own. */
+typedef struct inline_ctx {
+  br__job_ctx ctx;
+  int err;
+  char *msg;
+} inline_ctx;
+
+static void inline_fail(br__job_ctx *c, int code, char *msg) {
+  inline_ctx *ic = (inline_ctx *)c;
+  free(ic->msg);
+  ic->err = code;
+  ic->msg = msg;
+}
+
+static const br__job_ctx_ops inline_ops = {.fail = inline_fail};
+
+static int run_inline(br_future **out, br_task_fn fn, void *arg, bool measure) {
+  br_future *f;
+  int rc = br_future_new(&f);
+  if (rc) return rc;
+  inline_ctx ic = {.ctx = {&inline_ops}};
+  int64_t w0 = 0, c0 = 0;
+  if (measure) {
+    w0 = br_now();
+    c0 = thread_cpu_ns();
+  }
+  br__job_ctx *prev = br__job_enter(&ic.ctx);
+  void *value = fn(arg);
+  br__job_leave(prev);
+  if (measure) record(fn, br_now() - w0, thread_cpu_ns() - c0, 0);
+  if (ic.err) {
+    (void)br_future_fail(f, ic.err, "%s", ic.msg ? ic.msg : br_strerror(ic.err));
+    free(ic.msg);
+  } else {
+    (void)br_future_set(f, value);
+  }
+  *out = f;
+  return 0;
+}
+
+int br_auto_submit(br_future **out, br_task_fn fn, void *arg) {
+  if (!out || !fn) return BR_EINVAL;
+  *out = NULL;
+  pthread_mutex_lock(&mu);
+  fn_stats *s = slot_of(fn);
+  br_auto_route route = s ? s->route : BR_AUTO_MEASURING;
+  uint64_t n = s ? s->calls++ : 0;
+  pthread_mutex_unlock(&mu);
+
+  /* Inline inside a task would let the function's br_fail fail the task
+   * itself (a task comes first for br_fail): tasks get the CPU pool. */
+  if (route == BR_AUTO_INLINE && br_self() != NULL) route = BR_AUTO_CPU_POOL;
+  if (route == BR_AUTO_INLINE) return run_inline(out, fn, arg, n % 8 == 0);
+
+  call *c = malloc(sizeof *c);
+  if (!c) return BR_ENOMEM;
+  *c = (call){fn, arg};
+  int rc;
+  if (route == BR_AUTO_CPU_POOL) {
+    rc = ensure_pool();
+    if (rc == 0) rc = br_pool_submit(pool, out, run_measured, c);
+  } else {
+    /* Measuring or waiting: the blocking pool. Time a hand-off meanwhile,
+     * so the first decision can weigh inline against a pool. */
+    if (route == BR_AUTO_MEASURING && (rc = ensure_pool()) != 0) {
+      free(c);
+      return rc;
+    }
+    rc = br_to_thread(out, run_measured, c);
+  }
+  if (rc) free(c);
+  return rc;
+}
+
+br_auto_route br_auto_route_of(br_task_fn fn) {
+  br_auto_route r = BR_AUTO_MEASURING;
+  pthread_mutex_lock(&mu);
+  for (size_t i = 0; i < TABLE_SIZE; i++)
+    if (table[i].fn == fn) {
+      r = table[i].route;
+      break;
+    }
+  pthread_mutex_unlock(&mu);
+  return r;
+}
+
+const char *br_auto_route_name(br_auto_route r) {
+  switch (r) {
+  case BR_AUTO_MEASURING: return "measuring";
+  case BR_AUTO_INLINE: return "inline";
+  case BR_AUTO_BLOCKING: return "blocking pool";
+  case BR_AUTO_CPU_POOL: return "CPU pool";
+  }
+  return "?";
+}
+
+static void fmt_ns(char *buf, size_t n, double ns) {
+  if (ns >= 1e9) snprintf(buf, n, "%.2f s", ns / 1e9);
+  else if (ns >= 1e6) snprintf(buf, n, "%.2f ms", ns / 1e6);
+  else snprintf(buf, n, "%.1f us", ns / 1e3);
+}
+
+int br_auto_explain(char *buf, size_t size, br_task_fn fn) {
+  if (!buf && size > 0) return BR_EINVAL;
+  pthread_mutex_lock(&mu);
+  fn_stats s = {0};
+  for (size_t i = 0; i < TABLE_SIZE; i++)
+    if (table[i].fn == fn) {
+      s = table[i];
+      break;
+    }
+  int64_t h = handoff_ns;
+  pthread_mutex_unlock(&mu);
+  if (!s.fn || s.measured == 0)
+    return snprintf(buf, size, "%llu call%s, none measured yet -> blocking pool while measuring",
+                    (unsigned long long)s.calls, s.calls == 1 ? "" : "s");
+  char wall[32], hand[32];
+  fmt_ns(wall, sizeof wall, s.wall_ns);
+  fmt_ns(hand, sizeof hand, (double)(h > 0 ? h : 0));
+  const char *why = s.route == BR_AUTO_BLOCKING ? "it waits more than it computes"
+                    : s.route == BR_AUTO_INLINE ? "shorter than two hand-offs"
+                                                : "it computes";
+  return snprintf(buf, size, "%llu calls, %s each, %.0f%% on a CPU -> %s (%s; a hand-off "
+                  "costs %s here)", (unsigned long long)s.calls, wall, 100 * s.cpu_share,
+                  br_auto_route_name(s.route), why, hand);
+}
+
+int br_auto_shutdown(void) {
+  if (br_pool_current() && br_pool_current() == pool) return BR_EDEADLK;
+  pthread_mutex_lock(&mu);
+  br_pool *p = pool;
+  pool = NULL;
+  handoff_ns = -1;
+  memset(table, 0, sizeof table);
+  pthread_mutex_unlock(&mu);
+  if (!p) return 0;
+  /* Calls already submitted still complete. */
+  (void)br_pool_shutdown(p, NULL, BR_SHUTDOWN_DRAIN);
+  return br_pool_free(p);
+}
