@@ -287,7 +287,7 @@ static void *server_main(void *arg) {
   br_spawn_opts d = {.name = "stdin", .flags = BR_SPAWN_DETACHED};
   br_spawn(NULL, stdin_watch, NULL, &d);
   for (;;) {
-    int fd = br_accept(lfd, NULL, BR_NEVER);
+    int fd = br_accept_flags(lfd, NULL, BR_SOCK_NODELAY, BR_NEVER);
     if (fd < 0) continue;
     br_spawn_opts o = {.name = "conn", .flags = BR_SPAWN_DETACHED};
     if (br_spawn(NULL, conn_main, (void *)(intptr_t)fd, &o)) br_close(fd);

@@ -17,5 +17,7 @@ int cmd_compare(int argc, char **argv);
 void cmd_compare_help(FILE *out);
 int cmd_profile(int argc, char **argv);
 void cmd_profile_help(FILE *out);
+int cmd_fetch(int argc, char **argv);
+void cmd_fetch_help(FILE *out);
 
 #endif

@@ -20,6 +20,9 @@ static const command commands[] = {
     {"profile", "run a command and say what it waits on: the verdict (cpu-bound,\n"
                 "             io-bound, mixed), where the time went, which model fits",
      cmd_profile, cmd_profile_help},
+    {"fetch", "download many URLs concurrently and politely (braid-http): progress,\n"
+              "             summary, JSON lines",
+     cmd_fetch, cmd_fetch_help},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
 

@@ -1,0 +1,223 @@
+/* `braid fetch` end to end: the real program against the in-project test
+ * server — exit statuses (0 all fetched, 1 any failed, 2 bad usage with a
+ * one-line error), JSON lines, the summary, URLs from stdin, -o DIR, no
+ * progress bar when standard error is not a terminal. */
+#include <braid.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "test_util.h"
+
+#ifndef BRAID_HAVE_HTTP
+int main(void) { br_test_skip("braid-http is not built (no libcurl)"); }
+#else
+
+#include <braid/http.h>
+
+#include "http_fixture.h"
+
+static http_server srv;
+
+typedef struct out {
+  int status;  /* exit status, or -signal */
+  char *out, *err;
+} out;
+
+/* Run the braid program with argv (NULL-terminated, argv[0] is ignored),
+ * feeding `input` on stdin; collect stdout and stderr. Plain blocking code:
+ * no braid loop runs in this process meanwhile. */
+static out run_braid(const char *input, char *const *argv) {
+  char ofile[] = "/tmp/braid-fetch-out.XXXXXX", efile[] = "/tmp/braid-fetch-err.XXXXXX";
+  int ofd = mkstemp(ofile), efd = mkstemp(efile);
+  assert_true(ofd >= 0 && efd >= 0);
+  int in[2];
+  assert_int_equal(pipe(in), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    dup2(in[0], 0);
+    dup2(ofd, 1);
+    dup2(efd, 2);
+    close(in[1]);
+    char *args[64];
+    int n = 0;
+    args[n++] = (char *)BRAID_CLI;
+    for (int i = 1; argv[i] && n < 63; i++) args[n++] = argv[i];
+    args[n] = NULL;
+    execv(BRAID_CLI, args);
+    _exit(127);
+  }
+  close(in[0]);
+  if (input) assert_int_equal(write(in[1], input, strlen(input)), (ssize_t)strlen(input));
+  close(in[1]);
+  int st;
+  assert_int_equal(waitpid(pid, &st, 0), pid);
+  out o = {.status = WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st)};
+  o.out = fx_read_file(ofile, NULL);
+  o.err = fx_read_file(efile, NULL);
+  close(ofd);
+  close(efd);
+  unlink(ofile);
+  unlink(efile);
+  return o;
+}
+
+static void out_free(out *o) {
+  free(o->out);
+  free(o->err);
+}
+
+static int count_lines(const char *s, const char *needle) {
+  int n = 0;
+  for (const char *p = s; (p = strstr(p, needle)); p++) n++;
+  return n;
+}
+
+static char *url(const char *path) {
+  static char b[16][256];
+  static int i;
+  char *u = b[i++ % 16];
+  snprintf(u, 256, "%s%s", srv.base, path);
+  return u;
+}
+
+static void test_all_ok(void **state) {
+  (void)state;
+  if (access(BRAID_CLI, X_OK)) skip();
+  char *argv[] = {"braid", "fetch", url("/ok"), url("/ok?size=1000"), url("/delay?ms=50"), NULL};
+  out o = run_braid(NULL, argv);
+  assert_int_equal(o.status, 0);
+  assert_non_null(strstr(o.out, "fetched 3 URLs in "));
+  assert_non_null(strstr(o.out, "3 ok, 0 failed"));
+  assert_non_null(strstr(o.out, "received"));
+  assert_non_null(strstr(o.out, "URLs/s"));
+  assert_string_equal(o.err, ""); /* not a terminal: no progress bar */
+  out_free(&o);
+}
+
+static void test_failures(void **state) {
+  (void)state;
+  if (access(BRAID_CLI, X_OK)) skip();
+  char dead[64];
+  snprintf(dead, sizeof dead, "http://127.0.0.1:%d/", fx_free_port());
+  char *argv[] = {"braid",          "fetch",           "--retries", "1",
+                  url("/ok"),       url("/status?code=404"), url("/truncate"),
+                  dead,             url("/flaky?key=cli&fail=1"), NULL};
+  out o = run_braid(NULL, argv);
+  assert_int_equal(o.status, 1);
+  assert_non_null(strstr(o.out, "fetched 5 URLs"));
+  assert_non_null(strstr(o.out, "2 ok, 3 failed"));
+  assert_non_null(strstr(o.out, "1 HTTP 404"));
+  assert_non_null(strstr(o.out, "1 EIO"));
+  assert_non_null(strstr(o.out, "1 ECONNREFUSED"));
+  assert_int_equal(count_lines(o.err, "FAIL "), 3);
+  assert_non_null(strstr(o.err, "/status?code=404: HTTP 404"));
+  out_free(&o);
+}
+
+static void test_json(void **state) {
+  (void)state;
+  if (access(BRAID_CLI, X_OK)) skip();
+  char *argv[] = {"braid", "fetch", "--json", url("/ok?size=123"), url("/status?code=503"),
+                  "--retries", "0", NULL};
+  out o = run_braid(NULL, argv);
+  assert_int_equal(o.status, 1);
+  assert_int_equal(count_lines(o.out, "\n"), 2); /* one line per URL, nothing else */
+  assert_int_equal(count_lines(o.out, "{\"url\":"), 2);
+  char want[512];
+  snprintf(want, sizeof want,
+           "{\"url\":\"%s\",\"ok\":true,\"status\":200,\"bytes\":123,", url("/ok?size=123"));
+  assert_non_null(strstr(o.out, want));
+  snprintf(want, sizeof want, "{\"url\":\"%s\",\"ok\":false,\"status\":503,",
+           url("/status?code=503"));
+  assert_non_null(strstr(o.out, want));
+  assert_non_null(strstr(o.out, "\"error\":\"HTTP 503\""));
+  assert_non_null(strstr(o.out, "\"attempts\":1"));
+  assert_non_null(strstr(o.err, "fetched 2 URLs")); /* the summary moves to stderr */
+  out_free(&o);
+}
+
+static void test_stdin_and_dir(void **state) {
+  (void)state;
+  if (access(BRAID_CLI, X_OK)) skip();
+  char input[2048];
+  snprintf(input, sizeof input, "# a comment\n%s\n\n  %s  \n%s\n", url("/ok?size=10"),
+           url("/ok?size=20"), url("/ok?size=10"));
+  char dir[] = "/tmp/braid-fetch-dir.XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char *argv[] = {"braid", "fetch", "-o", dir, "-", NULL};
+  out o = run_braid(input, argv);
+  assert_int_equal(o.status, 0);
+  assert_non_null(strstr(o.out, "fetched 3 URLs"));
+  out_free(&o);
+  /* Three files: the same URL twice gets a second name. */
+  char p[512], cmd[600];
+  size_t len;
+  snprintf(p, sizeof p, "%s/127.0.0.1_%d_ok_size_20", dir, srv.port);
+  char *body = fx_read_file(p, &len);
+  assert_non_null(body);
+  assert_int_equal(len, 20);
+  assert_memory_equal(body, "abcdefghijklmnopqrst", 20);
+  free(body);
+  snprintf(p, sizeof p, "%s/127.0.0.1_%d_ok_size_10.1", dir, srv.port);
+  body = fx_read_file(p, &len);
+  assert_non_null(body);
+  assert_int_equal(len, 10);
+  free(body);
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  assert_int_equal(system(cmd), 0);
+}
+
+static void test_usage(void **state) {
+  (void)state;
+  if (access(BRAID_CLI, X_OK)) skip();
+  char *bad[][6] = {
+    {"braid", "fetch", NULL},
+    {"braid", "fetch", "-c", "0", "http://x/", NULL},
+    {"braid", "fetch", "-c", "many", "http://x/", NULL},
+    {"braid", "fetch", "--per-host", NULL},
+    {"braid", "fetch", "--timeout", "-1", "http://x/", NULL},
+    {"braid", "fetch", "--retries", "x", "http://x/", NULL},
+    {"braid", "fetch", "--frobnicate", "http://x/", NULL},
+    {"braid", "fetch", "-", "http://x/", NULL},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    out o = run_braid("", bad[i]);
+    assert_int_equal(o.status, 2);
+    assert_int_equal(count_lines(o.err, "\n"), 1); /* one line */
+    assert_non_null(strstr(o.err, "braid fetch: "));
+    assert_string_equal(o.out, "");
+    out_free(&o);
+  }
+  char *help[] = {"braid", "fetch", "--help", NULL};
+  out o = run_braid(NULL, help);
+  assert_int_equal(o.status, 0);
+  assert_non_null(strstr(o.out, "usage: braid fetch"));
+  out_free(&o);
+  /* Listed by `braid help`. */
+  char *h[] = {"braid", "help", NULL};
+  o = run_braid(NULL, h);
+  assert_non_null(strstr(o.out, "fetch"));
+  out_free(&o);
+}
+
+int main(void) {
+  signal(SIGPIPE, SIG_IGN);
+  int rc = http_server_start(&srv);
+  if (rc) {
+    fprintf(stderr, "cannot start %s: %s\n", HTTP_TESTSRV, br_strerror(rc));
+    return 1;
+  }
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_all_ok),        cmocka_unit_test(test_failures),
+    cmocka_unit_test(test_json),          cmocka_unit_test(test_stdin_and_dir),
+    cmocka_unit_test(test_usage),
+  };
+  rc = cmocka_run_group_tests(tests, NULL, NULL);
+  http_server_stop(&srv);
+  return rc;
+}
+#endif

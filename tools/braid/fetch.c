@@ -1,0 +1,370 @@
+/* braid fetch — run: one task per URL on one loop, through one braid-http
+ * session; a progress bar on a terminal; JSON lines; the summary. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <braid.h>
+
+#include "commands.h"
+#include "fetch.h"
+
+#ifndef BRAID_HAVE_HTTP
+
+int cmd_fetch(int argc, char **argv) {
+  fetch_args a;
+  int rc = fetch_parse_args(argc, argv, &a);
+  fetch_args_free(&a);
+  if (rc) return rc == 1 ? BRAID_EXIT_OK : rc;
+  fprintf(stderr, "braid fetch: this braid was built without braid-http (libcurl)\n");
+  return BRAID_EXIT_FAIL;
+}
+
+#else
+
+#include <braid/http.h>
+
+/* Failure reasons and how often each was seen. */
+typedef struct reason {
+  char name[48];
+  size_t count;
+} reason;
+
+typedef struct run_state {
+  const fetch_args *a;
+  br_http_session *s;
+  br_sem *admit;       /* bounds the tasks alive at once */
+  size_t started, done, ok, failed, in_flight;
+  uint64_t bytes;
+  int64_t t0;
+  reason *reasons;
+  size_t nreasons;
+  char **names;        /* output file names taken (-o) */
+  size_t nnames;
+  bool tty, finished;
+  int progress_width;  /* characters of the last progress line */
+} run_state;
+
+typedef struct item {
+  run_state *st;
+  size_t index;
+} item;
+
+static void count_reason(run_state *st, const char *name) {
+  for (size_t i = 0; i < st->nreasons; i++)
+    if (strcmp(st->reasons[i].name, name) == 0) {
+      st->reasons[i].count++;
+      return;
+    }
+  reason *r = realloc(st->reasons, (st->nreasons + 1) * sizeof *r);
+  if (!r) return;
+  st->reasons = r;
+  snprintf(r[st->nreasons].name, sizeof r[st->nreasons].name, "%s", name);
+  r[st->nreasons++].count = 1;
+}
+
+static void json_str(FILE *f, const char *s) {
+  fputc('"', f);
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
+    else if (*p == '\n') fputs("\\n", f);
+    else if (*p == '\r') fputs("\\r", f);
+    else if (*p == '\t') fputs("\\t", f);
+    else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
+    else fputc(*p, f);
+  }
+  fputc('"', f);
+}
+
+static void fmt_bytes(char *b, size_t n, double v) {
+  const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int i = 0;
+  while (v >= 1024 && i < 4) {
+    v /= 1024;
+    i++;
+  }
+  if (i == 0) snprintf(b, n, "%.0f %s", v, u[i]);
+  else snprintf(b, n, "%.1f %s", v, u[i]);
+}
+
+/* The progress line (terminal only): done/total, rate, ETA, in flight. */
+static void progress(run_state *st, bool final) {
+  if (!st->tty) return;
+  size_t total = st->a->nurls;
+  double secs = (double)(br_now() - st->t0) / 1e9;
+  double rate = secs > 0 ? (double)st->done / secs : 0;
+  char eta[32] = "--";
+  if (rate > 0 && st->done < total) {
+    double left = (double)(total - st->done) / rate;
+    if (left < 60) snprintf(eta, sizeof eta, "%.0fs", left);
+    else snprintf(eta, sizeof eta, "%.0fm%02.0fs", left / 60, left - 60 * (int)(left / 60));
+  } else if (st->done == total) {
+    snprintf(eta, sizeof eta, "0s");
+  }
+  enum { W = 24 };
+  char bar[W + 1];
+  size_t fill = total ? st->done * W / total : W;
+  for (size_t i = 0; i < W; i++) bar[i] = i < fill ? '#' : '.';
+  bar[W] = 0;
+  char line[200];
+  int n = snprintf(line, sizeof line, "\r[%s] %zu/%zu  %.1f/s  ETA %s  in flight %zu  failed %zu",
+                   bar, st->done, total, rate, eta, st->in_flight, st->failed);
+  int pad = st->progress_width > n ? st->progress_width - n : 0;
+  fprintf(stderr, "%s%*s", line, pad, "");
+  st->progress_width = n;
+  if (final) {
+    /* Clear the line: the summary follows. */
+    fprintf(stderr, "\r%*s\r", st->progress_width, "");
+    st->progress_width = 0;
+  }
+  fflush(stderr);
+}
+
+/* A file name for url in -o DIR: host and path, '/' and odd characters as
+ * '_', "index.html" for an empty path, ".1", ".2"... on a clash. */
+static char *out_name(run_state *st, const char *url) {
+  const char *p = strstr(url, "://");
+  p = p ? p + 3 : url;
+  char base[256];
+  size_t n = 0;
+  for (; *p && n + 1 < sizeof base - 16; p++) {
+    char c = *p;
+    bool okc = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '.' || c == '-';
+    base[n++] = okc ? c : '_';
+  }
+  base[n] = 0;
+  while (n > 0 && base[n - 1] == '_') base[--n] = 0;
+  if (!strchr(base, '_')) snprintf(base + n, sizeof base - n, "_index.html");
+  char *name = NULL;
+  for (int k = 0; k < 100000; k++) {
+    free(name);
+    name = k ? br_strdupf("%s/%s.%d", st->a->outdir, base, k)
+             : br_strdupf("%s/%s", st->a->outdir, base);
+    if (!name) return NULL;
+    bool taken = false;
+    for (size_t i = 0; i < st->nnames && !taken; i++) taken = strcmp(st->names[i], name) == 0;
+    if (!taken) break;
+  }
+  char **a = realloc(st->names, (st->nnames + 1) * sizeof *a);
+  if (!a) {
+    free(name);
+    return NULL;
+  }
+  st->names = a;
+  st->names[st->nnames++] = name;
+  return name;
+}
+
+static int drop_body(void *ud, const void *data, size_t n) {
+  (void)ud;
+  (void)data;
+  (void)n;
+  return 0;
+}
+
+static void *fetch_one(void *arg) {
+  item *it = arg;
+  run_state *st = it->st;
+  const fetch_args *a = st->a;
+  const char *url = a->urls[it->index];
+  br_http_request_opts o = {.flags = BR_HTTP_RAISE};
+  if (a->timeout_s > 0) o.timeout_ms = (int64_t)(a->timeout_s * 1000);
+  if (a->retries >= 0) o.retries = a->retries ? a->retries : BR_HTTP_OFF;
+  const char *file = NULL;
+  int fd = -1;
+  int rc = 0;
+  if (a->outdir) {
+    file = out_name(st, url);
+    fd = file ? open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1;
+    if (fd < 0) rc = file ? -errno : BR_ENOMEM;
+    o.flags |= BR_HTTP_TO_FD;
+    o.body_fd = fd;
+  } else {
+    o.on_body = drop_body;
+  }
+  st->in_flight++;
+  br_http_response r;
+  memset(&r, 0, sizeof r);
+  r.url = "";
+  if (rc == 0) {
+    rc = br_http_get(st->s, &r, url, &o, BR_NEVER);
+  } else {
+    snprintf(r.error, sizeof r.error, "cannot create %s: %s", file ? file : "a file",
+             br_strerror(rc));
+  }
+  st->in_flight--;
+  if (fd >= 0) {
+    close(fd);
+    if (rc) unlink(file);
+  }
+  st->done++;
+  st->bytes += r.body_len;
+  char why[48];
+  if (rc == 0) {
+    st->ok++;
+  } else {
+    st->failed++;
+    if (rc == BR_EHTTP) snprintf(why, sizeof why, "HTTP %d", r.status);
+    else snprintf(why, sizeof why, "%s", br_errname(rc));
+    count_reason(st, why);
+  }
+  if (a->json) {
+    printf("{\"url\":");
+    json_str(stdout, url);
+    printf(",\"ok\":%s,\"status\":%d,\"bytes\":%zu,\"ms\":%.1f,\"attempts\":%d",
+           rc ? "false" : "true", r.status, r.body_len, (double)r.elapsed_ns / 1e6, r.attempts);
+    if (rc) {
+      printf(",\"error\":");
+      json_str(stdout, why);
+      printf(",\"message\":");
+      json_str(stdout, r.error);
+    } else {
+      printf(",\"error\":null");
+    }
+    if (file && rc == 0) {
+      printf(",\"file\":");
+      json_str(stdout, file);
+    }
+    printf("}\n");
+    fflush(stdout);
+  } else if (rc && !a->quiet) {
+    if (st->tty && st->progress_width) fprintf(stderr, "\r%*s\r", st->progress_width, "");
+    st->progress_width = 0;
+    fprintf(stderr, "FAIL %s: %s\n", url, r.error);
+  }
+  br_http_response_free(&r);
+  br_sem_release(st->admit);
+  free(it);
+  return NULL;
+}
+
+static void *ticker(void *arg) {
+  run_state *st = arg;
+  while (!st->finished) {
+    progress(st, false);
+    if (br_sleep_ms(100)) break;
+  }
+  return NULL;
+}
+
+static void summary(run_state *st, FILE *out) {
+  double secs = (double)(br_now() - st->t0) / 1e9;
+  char b[32], rate[32];
+  fmt_bytes(b, sizeof b, (double)st->bytes);
+  fmt_bytes(rate, sizeof rate, secs > 0 ? (double)st->bytes / secs : 0);
+  fprintf(out, "fetched %zu URLs in %.2f s: %zu ok, %zu failed", st->done, secs, st->ok,
+          st->failed);
+  if (st->nreasons) {
+    fprintf(out, " (");
+    for (size_t i = 0; i < st->nreasons; i++)
+      fprintf(out, "%s%zu %s", i ? ", " : "", st->reasons[i].count, st->reasons[i].name);
+    fprintf(out, ")");
+  }
+  fprintf(out, "\n%s received, %.1f URLs/s, %s/s\n", b, secs > 0 ? (double)st->done / secs : 0,
+          rate);
+  br_http_stats hs;
+  if (br_http_session_get_stats(st->s, &hs) == 0)
+    fprintf(out, "%llu connection%s, %llu retr%s, at most %d in flight\n",
+            (unsigned long long)hs.connections, hs.connections == 1 ? "" : "s",
+            (unsigned long long)hs.retries, hs.retries == 1 ? "y" : "ies", hs.max_in_flight);
+}
+
+static void *fetch_main(void *arg) {
+  run_state *st = arg;
+  const fetch_args *a = st->a;
+  br_http_opts o = {.max_total = a->concurrency, .max_per_host = a->per_host,
+                    .insecure = a->insecure};
+  int rc = br_http_session_new(&st->s, &o);
+  if (rc) return br_fail(rc, "braid-http session");
+  size_t cap = (size_t)a->concurrency * 4;
+  if (cap < 256) cap = 256;
+  if ((rc = br_sem_new(&st->admit, (unsigned)cap))) {
+    br_http_session_free(st->s);
+    return br_fail(rc, "semaphore");
+  }
+  br_group *g;
+  if ((rc = br_group_new(&g))) {
+    br_http_session_free(st->s);
+    return br_fail(rc, "task group");
+  }
+  st->t0 = br_now();
+  br_task *tick = NULL;
+  if (st->tty && !a->quiet) br_spawn(&tick, ticker, st, NULL);
+  else st->tty = false;
+  /* One task per URL (compact: a waiting one costs a few hundred bytes),
+   * at most `cap` alive at once; the session's limits do the rest. */
+  br_spawn_opts so = {.name = "fetch", .flags = BR_SPAWN_COMPACT};
+  for (size_t i = 0; i < a->nurls && rc == 0; i++) {
+    rc = br_sem_acquire(st->admit);
+    if (rc) break;
+    item *it = malloc(sizeof *it);
+    if (!it) {
+      rc = BR_ENOMEM;
+      break;
+    }
+    *it = (item){st, i};
+    st->started++;
+    rc = br_group_spawn(g, fetch_one, it, &so);
+    if (rc) free(it);
+  }
+  int wrc = br_group_wait(g);
+  if (!rc) rc = wrc;
+  br_group_free(g);
+  st->finished = true;
+  if (tick) br_task_close(tick);
+  progress(st, true);
+  summary(st, a->json ? stderr : stdout);
+  br_http_session_free(st->s);
+  br_sem_free(st->admit);
+  return rc ? br_fail(rc, "fetch") : NULL;
+}
+
+int cmd_fetch(int argc, char **argv) {
+  fetch_args a;
+  int rc = fetch_parse_args(argc, argv, &a);
+  if (rc) {
+    fetch_args_free(&a);
+    return rc == 1 ? BRAID_EXIT_OK : rc;
+  }
+  if (a.from_stdin && fetch_read_urls(&a, stdin)) {
+    fprintf(stderr, "braid fetch: out of memory reading URLs\n");
+    fetch_args_free(&a);
+    return BRAID_EXIT_FAIL;
+  }
+  if (a.nurls == 0) {
+    fprintf(stderr, "braid fetch: no URL on standard input\n");
+    fetch_args_free(&a);
+    return BRAID_EXIT_USAGE;
+  }
+  if (a.outdir) {
+    struct stat sb;
+    if (mkdir(a.outdir, 0755) && errno != EEXIST) {
+      fprintf(stderr, "braid fetch: cannot create %s: %s\n", a.outdir, strerror(errno));
+      fetch_args_free(&a);
+      return BRAID_EXIT_FAIL;
+    }
+    if (stat(a.outdir, &sb) || !S_ISDIR(sb.st_mode)) {
+      fprintf(stderr, "braid fetch: %s is not a directory\n", a.outdir);
+      fetch_args_free(&a);
+      return BRAID_EXIT_USAGE;
+    }
+  }
+  run_state st = {.a = &a, .tty = isatty(2) == 1};
+  rc = br_run(NULL, fetch_main, &st);
+  for (size_t i = 0; i < st.nnames; i++) free(st.names[i]);
+  free(st.names);
+  free(st.reasons);
+  fetch_args_free(&a);
+  if (rc) {
+    if (rc != BR_ECANCELED) fprintf(stderr, "braid fetch: %s\n", br_strerror(rc));
+    return BRAID_EXIT_FAIL;
+  }
+  return st.failed ? BRAID_EXIT_FAIL : BRAID_EXIT_OK;
+}
+
+#endif
