@@ -31,6 +31,13 @@ pkgs_bench=(g++ golang-go python3 python3-uvloop libuv1-dev libtbb-dev wrk nginx
 # (built offline from /usr/share/gocode) are the crawl benchmark's peers.
 pkgs_bench+=(libcurl4-openssl-dev libxml2-dev python3-aiohttp golang-golang-x-net-dev)
 # --- end of the scraper's block ---
+# --- braid-http (src/http, tools/braid/fetch*.c, tests/test_http*.c) ---
+# libcurl (its multi-socket interface) builds braid-http and `braid fetch`; the
+# tests run Debian's nginx on loopback and make a self-signed certificate
+# with openssl for the TLS and HTTP/2 cases.
+pkgs_build+=(libcurl4-openssl-dev)
+pkgs_test+=(nginx openssl)
+# --- end of braid-http's block ---
 
 # Add-on libraries and tools: each appends its packages to a group above in a
 # block of its own, with a comment saying what needs them, e.g.
