@@ -38,6 +38,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -177,10 +178,10 @@ class Children:
     """CPU time of finished children, as a delta around each run."""
 
     def __init__(self):
-        self.r = os.getrusage(os.RUSAGE_CHILDREN)
+        self.r = resource.getrusage(resource.RUSAGE_CHILDREN)
 
     def take(self):
-        r = os.getrusage(os.RUSAGE_CHILDREN)
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
         d = (r.ru_utime - self.r.ru_utime) + (r.ru_stime - self.r.ru_stime)
         self.r = r
         return d

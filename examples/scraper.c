@@ -46,10 +46,10 @@
  * what the crawl reports).
  */
 // link: braid_http LibXml2::LibXml2
-// expect: ^crawled 1[0-9][0-9] URLs
 // expect: ^broken 404 http://127\.0\.0\.1:[0-9]+/missing\.html
-// expect: ^fetch: .* on CPU -> I/O-bound: coroutines
-// expect: ^parse: .* on CPU -> CPU-bound: the pool
+// expect: ^crawled 152 URLs .* 151 ok, 1 broken
+// expect: ^fetch: .* on CPU .*-> I/O-bound: coroutines
+// expect: ^parse: .* on CPU.* -> CPU-bound: the pool
 // expect-time: ..60
 // example-args: -q
 #ifndef _GNU_SOURCE
@@ -309,6 +309,9 @@ static void *parse_job(void *arg) {
   p->parse_cpu = thread_cpu_ns() - cpu0;
   p->parse_queued = thread_runqueue_ns() - rq0;
   p->parse_wall = br_now() - wall0;
+  /* The thread CPU clock and the monotonic clock are read microseconds
+   * apart: on a tiny page the CPU time may come out a little larger. */
+  if (p->parse_wall < p->parse_cpu) p->parse_wall = p->parse_cpu;
   return p;
 }
 
