@@ -121,9 +121,11 @@ int br_pool_submit(br_pool *pool, br_future **out, br_pool_fn fn, void *arg);
 /* ------------------------------------------------------------------------ */
 /* Data parallelism. Each call returns when all the work is done (a task
  * awaiting it suspends, a plain thread blocks, a pool job runs the work itself
- * with the other workers helping). If the waiting task is cancelled, the
- * pieces not yet started are skipped, the call still waits for the running
- * ones (the caller's arrays must outlive them) and returns BR_ECANCELED.
+ * with the other workers helping). If the waiting task is cancelled (or its
+ * scope's deadline passes), the pieces not yet started are skipped, the
+ * pieces that run see br_cancelled(), the call still waits for them (the
+ * caller's arrays must outlive them) and returns BR_ECANCELED (BR_ETIMEDOUT
+ * for the deadline).
  * Pieces are split in halves down to the grain; which worker runs which piece
  * is decided by stealing, so every piece may run on any worker. */
 
@@ -155,13 +157,17 @@ typedef int (*br_pool_item_fn)(const void *in, void *out);
  * touched. in may be NULL when in_size is 0, out when out_size is 0. chunk,
  * threads, cancellation and errors as br_pool_map: a failing item does not
  * stop the others; returns 0 if every item succeeded, else the error of the
- * lowest failing index, or BR_EINVAL / BR_ESHUTDOWN / BR_ENOMEM /
- * BR_ECANCELED for the call itself (then every errors[i] is set too). */
+ * lowest failing (or skipped) index. Errors of the call itself: BR_EINVAL
+ * (NULL pool or fn, a NULL array with a non-zero size, n * size overflowing;
+ * nothing is touched); BR_ESHUTDOWN, BR_ENOMEM, BR_ECANCELED / BR_ETIMEDOUT
+ * when nothing ran (then every errors[i] says so: that code, BR_ECANCELED
+ * for a deadline). */
 int br_pool_map_fixed(br_pool *pool, void *out, size_t out_size, int *errors, br_pool_item_fn fn,
                       const void *in, size_t in_size, size_t n, size_t chunk);
 
 /* A range body: process indices [lo, hi); return 0, or a negative code to
- * fail (pieces not yet started are then skipped). */
+ * fail (pieces not yet started are then skipped; a positive value fails
+ * with BR_EFAILED). Calling br_fail() fails the range too. */
 typedef int (*br_pool_range_fn)(void *ud, size_t lo, size_t hi);
 
 /* br_pool_for: run body(ud, lo, hi) over disjoint pieces covering [begin,
