@@ -50,6 +50,7 @@ static void *serial_batch(void *arg) {
   (void)arg;
   volatile long sink = 0;
   for (int i = 0; i < 8; i++) sink += fib_serial(ceiling_n);
+  (void)sink;
   return NULL;
 }
 
