@@ -821,12 +821,30 @@ static void *scraper_main(void *arg) {
   return rc < 0 ? br_fail(rc, "crawling %s", url) : NULL;
 }
 
-static void usage(FILE *f) {
-  fprintf(f, "usage: scraper [-c N] [-n LIMIT] [-t THREADS] [-q] [--json] [--timeout MS] [URL]\n"
-             "       scraper --parse-files DIR [-t THREADS] [--json]\n");
+static void usage(FILE *f, const char *prog) {
+  fprintf(f,
+          "usage: %s [-c N] [-n LIMIT] [-t THREADS] [-q] [--json] [--timeout MS] [URL]\n"
+          "       %s --parse-files DIR [-t THREADS] [--json]\n"
+          "Crawl URL's site (scheme, host and port): fetch concurrently with braid-http,\n"
+          "parse on the CPU pool with libxml2, follow links on the same site up to LIMIT\n"
+          "URLs; print each page's title and each broken link, then whether fetching and\n"
+          "parsing were I/O- or CPU-bound. Without URL: crawl a demo site served locally.\n"
+          "  -c N           fetches in flight (default 32)\n"
+          "  -n LIMIT       fetch at most LIMIT URLs (default 1000)\n"
+          "  -t THREADS     parse threads (default: one per CPU)\n"
+          "  -q             no line per page (broken ones are still printed)\n"
+          "  --json         end with one line of figures in JSON\n"
+          "  --timeout MS   per fetch (default 30000)\n"
+          "  --parse-files DIR  parse every .html file under DIR (no network)\n",
+          prog, prog);
 }
 
-int main(int argc, char **argv) {
+/* scraper_cli: the whole program; `braid crawl` runs it too
+ * (tools/braid/crawl.c). Exit status: 0, 1 when the crawl failed, 2 for bad
+ * usage. */
+int scraper_cli(int argc, char **argv);
+int scraper_cli(int argc, char **argv) {
+  const char *prog = argc > 0 ? argv[0] : "scraper";
   static args a;
   crawl *c = &a.c;
   c->limit = 1000;
@@ -844,16 +862,16 @@ int main(int argc, char **argv) {
     else if (strcmp(s, "-q") == 0) c->quiet = true;
     else if (strcmp(s, "--json") == 0) c->json = true;
     else if (strcmp(s, "-h") == 0 || strcmp(s, "--help") == 0) {
-      usage(stdout);
+      usage(stdout, prog);
       return 0;
     } else if (s[0] != '-' && !a.url) a.url = s;
     else {
-      usage(stderr);
+      usage(stderr, prog);
       return 2;
     }
   }
   if (c->concurrency < 1 || c->limit < 1 || c->threads < 0) {
-    usage(stderr);
+    usage(stderr, prog);
     return 2;
   }
   /* libxml2 must be initialised once before threads use it. */
@@ -861,6 +879,12 @@ int main(int argc, char **argv) {
   void *res;
   int rc = br_run(&res, scraper_main, &a);
   xmlCleanupParser();
-  if (rc < 0) fprintf(stderr, "scraper: %s\n", br_strerror(rc));
+  if (rc < 0) fprintf(stderr, "%s: %s\n", prog, br_strerror(rc));
   return rc < 0 ? 1 : 0;
 }
+
+#ifndef SCRAPER_NO_MAIN
+int main(int argc, char **argv) {
+  return scraper_cli(argc, argv);
+}
+#endif

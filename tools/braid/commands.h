@@ -19,5 +19,7 @@ int cmd_profile(int argc, char **argv);
 void cmd_profile_help(FILE *out);
 int cmd_fetch(int argc, char **argv);
 void cmd_fetch_help(FILE *out);
+int cmd_crawl(int argc, char **argv);
+void cmd_crawl_help(FILE *out);
 
 #endif

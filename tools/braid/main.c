@@ -23,6 +23,9 @@ static const command commands[] = {
     {"fetch", "download many URLs concurrently and politely (braid-http): progress,\n"
               "             summary, JSON lines",
      cmd_fetch, cmd_fetch_help},
+    {"crawl", "crawl a site: fetch with braid-http, parse on the CPU pool (libxml2),\n"
+              "             titles, broken links, and each half's verdict (I/O- or CPU-bound)",
+     cmd_crawl, cmd_crawl_help},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
 
