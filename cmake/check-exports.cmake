@@ -1,13 +1,16 @@
 # SPDX-License-Identifier: MIT
-# check-exports.cmake — the ctest test abi.exports: the shared library exports
-# the br_ API and nothing else, under the expected SONAME.
+# check-exports.cmake — the ctest tests abi.exports*: a shared library exports
+# its API and nothing else, under the expected SONAME.
 #
 #   cmake -DLIB=libbraid.so.0.2.0 -DNM=nm [-DREADELF=readelf] [-DSONAME=libbraid.so.0]
-#         -P cmake/check-exports.cmake
+#         [-DALLOW=<regex>] -P cmake/check-exports.cmake
 #
-# Fails when `nm -D --defined-only` shows an internal br__ symbol or a symbol
-# without the br_ prefix, or when the SONAME differs. Prints the count of
-# exported symbols.
+# ALLOW: what an exported name must match; default ^br_[^_] (the br_ API, no
+# internal br__). Fails when `nm -D --defined-only` shows a symbol that does
+# not match, or when the SONAME differs. Prints the count of exported symbols.
+if(NOT ALLOW)
+  set(ALLOW "^br_[^_]")
+endif()
 foreach(v LIB NM)
   if(NOT ${v})
     message(FATAL_ERROR "check-exports: -D${v}= is required")
@@ -28,7 +31,7 @@ foreach(line IN LISTS lines)
   # "<address> <type> <name>[@@VERSION]"
   string(REGEX REPLACE "^[0-9a-fA-F]* *[A-Za-z] +" "" name "${line}")
   string(REGEX REPLACE "@.*$" "" name "${name}")
-  if(name MATCHES "^br_[^_]")
+  if(name MATCHES "${ALLOW}" AND NOT name MATCHES "^br__")
     math(EXPR good "${good} + 1")
   else()
     list(APPEND bad "${line}")
@@ -37,10 +40,10 @@ endforeach()
 if(bad)
   list(LENGTH bad nbad)
   list(JOIN bad "\n  " badtext)
-  message(FATAL_ERROR "check-exports: ${LIB} exports ${nbad} symbol(s) outside the br_ API:\n  ${badtext}")
+  message(FATAL_ERROR "check-exports: ${LIB} exports ${nbad} symbol(s) outside its API (${ALLOW}):\n  ${badtext}")
 endif()
 if(good EQUAL 0)
-  message(FATAL_ERROR "check-exports: ${LIB} exports no br_ symbol at all")
+  message(FATAL_ERROR "check-exports: ${LIB} exports no symbol matching ${ALLOW}")
 endif()
 if(SONAME AND READELF)
   execute_process(COMMAND ${READELF} -d ${LIB} OUTPUT_VARIABLE dyn RESULT_VARIABLE rc)
@@ -48,5 +51,4 @@ if(SONAME AND READELF)
     message(FATAL_ERROR "check-exports: ${LIB}: SONAME is not ${SONAME}")
   endif()
 endif()
-message(STATUS "check-exports: ${LIB}: ${good} br_ symbols exported, no br__ and none unprefixed"
-)
+message(STATUS "check-exports: ${LIB}: ${good} symbols exported, all matching ${ALLOW}, no br__")
