@@ -302,7 +302,7 @@ def gen_site(d, n):
                  '<div class="nav"><a href="/index.html">home</a> | <a href="/p/%d.html">next</a>'
                  '</div>\n<h1>Page %d</h1>\n' % (i, (i + 1) % n, i)]
         for k in range(24):
-            words = " ".join(rnd.choice(WORDS) for _ in range(60))
+            words = " ".join(rnd.choices(WORDS, k=60))
             link = links[k % len(links)]
             parts.append('<p class="t%d">%s <b>%s</b> <a href="%s%d.html">see page %d</a> '
                          '<i>%s</i>.</p>\n' % (k % 3, words, rnd.choice(WORDS),

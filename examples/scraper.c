@@ -256,7 +256,7 @@ struct crawl {
   char **frontier;    /* ring of admitted URLs not yet fetched */
   size_t front_head, front_len, front_cap;
   /* results */
-  size_t pages, ok, broken, offhost, links, parse_failed;
+  size_t pages, ok, broken, offhost, links, parse_failed, cancelled;
   size_t max_inflight, live;
   int64_t fetch_run, fetch_wall, parse_cpu, parse_wall, parse_queued, parse_bytes;
   int64_t loop_cpu;   /* CPU time of the loop thread over the crawl */
@@ -370,8 +370,13 @@ static void *fetch_task(void *arg) {
   br_http_response_free(&r);
 
   /* Hand the page back, then make room for the next fetch. The channel has
-   * a slot for every page in flight, so this send never waits. */
+   * a slot for every page in flight, so this send never waits; it is
+   * shielded so that a cancelled fetcher (Ctrl-C) still hands its page back
+   * instead of dropping it. */
+  br_scope shield;
+  br_scope_enter(&shield, BR_NEVER, true);
   br_chan_send(c->done, &p);
+  br_scope_exit(&shield);
   br_sem_release(c->inflight);
   return NULL;
 }
@@ -422,7 +427,10 @@ static void finish_page(crawl *c, page *p) {
   c->parse_queued += p->parse_queued;
   c->offhost += p->offhost;
   c->links += p->nlinks + p->offhost;
-  if (p->err == BR_EHTTP || (p->err < 0 && p->status == 0)) {
+  if (p->err == BR_ECANCELED) {
+    c->cancelled++; /* stopped by Ctrl-C: neither fetched nor broken */
+    c->pages--;
+  } else if (p->err == BR_EHTTP || (p->err < 0 && p->status == 0)) {
     c->broken++;
     if (p->status) printf("broken %d %s\n", p->status, p->url);
     else printf("broken error %s: %s\n", p->url, p->error ? p->error : "?");
@@ -552,10 +560,11 @@ static int crawl_run(crawl *c, const char *start_url) {
   while (br_chan_try_recv(c->done, &p) == 0) finish_page(c, p);
 
   double s = (double)wall / 1e9;
-  printf("crawled %zu URLs in %.2f s (%.0f pages/s): %zu ok, %zu broken%s; %zu links, "
-         "%zu off-host not followed\n",
-         c->pages, s, s > 0 ? (double)c->pages / s : 0.0, c->ok, c->broken,
-         c->parse_failed ? " (and some unparsable)" : "", c->links, c->offhost);
+  printf("crawled %zu URL%s in %.2f s (%.0f pages/s): %zu ok, %zu broken", c->pages,
+         c->pages == 1 ? "" : "s", s, s > 0 ? (double)c->pages / s : 0.0, c->ok, c->broken);
+  if (c->parse_failed) printf(", %zu unparsable", c->parse_failed);
+  if (c->cancelled) printf(", %zu cancelled in flight", c->cancelled);
+  printf("; %zu links, %zu off-host not followed\n", c->links, c->offhost);
   print_verdicts(c, wall);
   if (c->json)
     printf("{\"impl\":\"braid\",\"pages\":%zu,\"ok\":%zu,\"broken\":%zu,\"unparsed\":%zu,"
