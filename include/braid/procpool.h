@@ -28,6 +28,9 @@
 #ifndef BRAID_PROCPOOL_H
 #define BRAID_PROCPOOL_H
 
+#include "braid.h" /* br_future, br_result, br_shutdown_mode, BR_CPUS; braid.h includes
+                      this header at its end */
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -35,9 +38,6 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-typedef struct br_future br_future;
-typedef struct br_result br_result;
 
 /* ------------------------------------------------------------------------ */
 /* Bytes                                                                     */
@@ -221,7 +221,8 @@ typedef struct br_procpool_map_opts {
  * else the first failing item's code (index order); all items are still
  * run. A crash or
  * timeout fails the item that was running with BR_EWORKERDIED/BR_ETIMEDOUT
- * and the other items of its chunk with BR_EWORKERDIED ("lost"), never
+ * and the other items of its chunk with BR_EWORKERDIED ("lost"; BR_ECANCELED
+ * if BR_SHUTDOWN_CANCEL killed it), never
  * re-running anything. Errors of the call: BR_EINVAL, BR_ENOJOB, BR_E2BIG,
  * BR_ESHUTDOWN, BR_ENOMEM; BR_ECANCELED / BR_ETIMEDOUT if the calling task
  * is cancelled or its scope expires (the rest is then cancelled, out[] is

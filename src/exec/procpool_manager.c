@@ -188,18 +188,34 @@ static void complete_all(pp_donelist *dl) {
 
 /* ---- deaths: workers that crashed, timed out, retired or never started */
 
-/* Build the result entries of a chunk that died at item `at`. */
-static br_bytes *chunk_failure(uint32_t count, uint32_t at, int code, const char *msg) {
+/* Build the result entries of a chunk whose worker ended at item `at`
+ * (code, msg). The other items of the chunk fail too: the ones before `at`
+ * finished but their results went with the worker, the ones after it never
+ * ran. With BR_SHUTDOWN_CANCEL they are cancelled like every other job the
+ * shutdown stopped (BR_ECANCELED); otherwise they report the death
+ * (BR_EWORKERDIED). */
+static br_bytes *chunk_failure(uint32_t count, uint32_t at, int code, const char *msg,
+                               bool cancel) {
   br_bytes *b = calloc(1, sizeof *b);
   if (!b) return NULL;
   char lost[160], notrun[160];
-  snprintf(lost, sizeof lost, "result lost: the worker died later in the same chunk (item %u)", at);
-  snprintf(notrun, sizeof notrun, "not run: the worker died earlier in the same chunk (item %u)",
-           at);
+  if (cancel) {
+    snprintf(lost, sizeof lost,
+             "result lost: the pool was shut down with BR_SHUTDOWN_CANCEL while the same chunk "
+             "ran (item %u)",
+             at);
+    snprintf(notrun, sizeof notrun, "not run: the pool was shut down with BR_SHUTDOWN_CANCEL");
+  } else {
+    snprintf(lost, sizeof lost, "result lost: the worker died later in the same chunk (item %u)",
+             at);
+    snprintf(notrun, sizeof notrun, "not run: the worker died earlier in the same chunk (item %u)",
+             at);
+  }
+  int other = cancel ? BR_ECANCELED : BR_EWORKERDIED;
   static const char zero[8];
   for (uint32_t i = 0; i < count; i++) {
     const char *m = i < at ? lost : i == at ? msg : notrun;
-    pp_entry e = {.err = i == at ? code : BR_EWORKERDIED, .msglen = (uint32_t)strlen(m)};
+    pp_entry e = {.err = i == at ? code : other, .msglen = (uint32_t)strlen(m)};
     if (br_bytes_append(b, &e, sizeof e) < 0 || br_bytes_append(b, m, e.msglen) < 0 ||
         br_bytes_append(b, zero, pp_align8(e.msglen) - e.msglen) < 0) {
       br_bytes_free(b);
@@ -215,7 +231,8 @@ static void fail_started(br_procpool *p, pp_slot *s, pp_job *j, int st, pp_donel
   describe_status(st, why, sizeof why);
   int code;
   char *msg;
-  if (p->closing == C_CANCEL && !j->timed_out) {
+  bool cancel = p->closing == C_CANCEL && !j->timed_out;
+  if (cancel) {
     code = BR_ECANCELED;
     msg = br__pp_strdupf("job '%s' stopped: the pool was shut down with BR_SHUTDOWN_CANCEL",
                          br__pp_job_name(j->job));
@@ -237,7 +254,7 @@ static void fail_started(br_procpool *p, pp_slot *s, pp_job *j, int st, pp_donel
   if (j->flags & PP_F_CHUNK) {
     uint32_t at = atomic_load(&s->ctl->cur_item);
     if (at >= j->count) at = 0;
-    br_bytes *v = chunk_failure(j->count, at, code, msg ? msg : br_strerror(code));
+    br_bytes *v = chunk_failure(j->count, at, code, msg ? msg : br_strerror(code), cancel);
     if (v) {
       free(msg);
       donelist_push(dl, j, 0, NULL, v);
