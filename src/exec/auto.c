@@ -38,10 +38,11 @@ enum { TABLE_SIZE = 1024, HANDOFF_ROUNDS = 16 };
 #define WAITS_BELOW 0.5 /* CPU share under which a function waits */
 
 typedef struct fn_stats {
-  br_task_fn fn;
-  uint64_t calls, measured;
+  _Atomic(br_task_fn) fn;  /* set once, under mu; read without it */
+  atomic_uint_fast64_t calls;
+  atomic_int route;         /* a br_auto_route, read on every call */
+  uint64_t measured;        /* the rest: under mu */
   double wall_ns, cpu_share; /* weighted averages */
-  br_auto_route route;
 } fn_stats;
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -49,7 +50,11 @@ static fn_stats table[TABLE_SIZE];
 static br_pool *pool;          /* started at the first call that needs it */
 static int64_t handoff_ns = -1; /* a submit + wait round trip to the CPU pool */
 
-static int64_t thread_cpu_ns(void) { return br__thread_cpu_ns(); }
+static int64_t thread_cpu_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 /* The calling thread's run-queue wait so far (ns), from a schedstat file it
  * keeps open; 0 where schedstat is missing. */
@@ -65,14 +70,35 @@ static int64_t thread_rq_ns(void) {
   return sscanf(buf, "%llu %llu", &run, &wait) == 2 ? (int64_t)wait : 0;
 }
 
-/* The slot for fn (inserted if new), or NULL when the table is full. mu held. */
-static fn_stats *slot_of(br_task_fn fn) {
-  size_t h = ((uintptr_t)fn >> 4) * 11400714819323198485u % TABLE_SIZE;
+static size_t hash_of(br_task_fn fn) {
+  return (size_t)(((uintptr_t)fn >> 4) * 11400714819323198485u % TABLE_SIZE);
+}
+
+/* The slot for fn, without locking: slots are only ever filled (under mu),
+ * and emptied by br_auto_shutdown, which no submit may overlap. */
+static fn_stats *find_slot(br_task_fn fn) {
+  size_t h = hash_of(fn);
   for (size_t i = 0; i < TABLE_SIZE; i++) {
     fn_stats *s = &table[(h + i) % TABLE_SIZE];
-    if (s->fn == fn) return s;
-    if (!s->fn) {
-      *s = (fn_stats){.fn = fn, .route = BR_AUTO_MEASURING};
+    br_task_fn f = atomic_load_explicit(&s->fn, memory_order_acquire);
+    if (f == fn) return s;
+    if (!f) return NULL;
+  }
+  return NULL;
+}
+
+/* The slot for fn, inserted if new; NULL when the table is full. mu held. */
+static fn_stats *slot_of(br_task_fn fn) {
+  size_t h = hash_of(fn);
+  for (size_t i = 0; i < TABLE_SIZE; i++) {
+    fn_stats *s = &table[(h + i) % TABLE_SIZE];
+    br_task_fn f = atomic_load_explicit(&s->fn, memory_order_relaxed);
+    if (f == fn) return s;
+    if (!f) {
+      s->measured = 0;
+      atomic_store_explicit(&s->calls, 0, memory_order_relaxed);
+      atomic_store_explicit(&s->route, BR_AUTO_MEASURING, memory_order_relaxed);
+      atomic_store_explicit(&s->fn, fn, memory_order_release);
       return s;
     }
   }
@@ -101,7 +127,7 @@ static void record(br_task_fn fn, int64_t wall, int64_t cpu, int64_t rq) {
       s->cpu_share += EWMA_WEIGHT * (share - s->cpu_share);
     }
     s->measured++;
-    s->route = route_for(s);
+    atomic_store_explicit(&s->route, route_for(s), memory_order_relaxed);
   }
   pthread_mutex_unlock(&mu);
 }
@@ -199,16 +225,23 @@ static int run_inline(br_future **out, br_task_fn fn, void *arg, bool measure) {
 int br_auto_submit(br_future **out, br_task_fn fn, void *arg) {
   if (!out || !fn) return BR_EINVAL;
   *out = NULL;
-  pthread_mutex_lock(&mu);
-  fn_stats *s = slot_of(fn);
-  br_auto_route route = s ? s->route : BR_AUTO_MEASURING;
-  uint64_t n = s ? s->calls++ : 0;
-  pthread_mutex_unlock(&mu);
+  fn_stats *s = find_slot(fn);
+  if (!s) {
+    pthread_mutex_lock(&mu);
+    s = slot_of(fn);
+    pthread_mutex_unlock(&mu);
+  }
+  br_auto_route route = BR_AUTO_MEASURING;
+  uint64_t n = 0;
+  if (s) {
+    route = (br_auto_route)atomic_load_explicit(&s->route, memory_order_relaxed);
+    n = atomic_fetch_add_explicit(&s->calls, 1, memory_order_relaxed);
+  }
 
   /* Inline inside a task would let the function's br_fail fail the task
    * itself (a task comes first for br_fail): tasks get the CPU pool. */
   if (route == BR_AUTO_INLINE && br_self() != NULL) route = BR_AUTO_CPU_POOL;
-  if (route == BR_AUTO_INLINE) return run_inline(out, fn, arg, n % 8 == 0);
+  if (route == BR_AUTO_INLINE) return run_inline(out, fn, arg, n % 16 == 0);
 
   call *c = malloc(sizeof *c);
   if (!c) return BR_ENOMEM;
@@ -231,15 +264,9 @@ int br_auto_submit(br_future **out, br_task_fn fn, void *arg) {
 }
 
 br_auto_route br_auto_route_of(br_task_fn fn) {
-  br_auto_route r = BR_AUTO_MEASURING;
-  pthread_mutex_lock(&mu);
-  for (size_t i = 0; i < TABLE_SIZE; i++)
-    if (table[i].fn == fn) {
-      r = table[i].route;
-      break;
-    }
-  pthread_mutex_unlock(&mu);
-  return r;
+  fn_stats *s = find_slot(fn);
+  return s ? (br_auto_route)atomic_load_explicit(&s->route, memory_order_relaxed)
+           : BR_AUTO_MEASURING;
 }
 
 const char *br_auto_route_name(br_auto_route r) {
@@ -261,26 +288,31 @@ static void fmt_ns(char *buf, size_t n, double ns) {
 int br_auto_explain(char *buf, size_t size, br_task_fn fn) {
   if (!buf && size > 0) return BR_EINVAL;
   pthread_mutex_lock(&mu);
-  fn_stats s = {0};
-  for (size_t i = 0; i < TABLE_SIZE; i++)
-    if (table[i].fn == fn) {
-      s = table[i];
-      break;
-    }
+  fn_stats *slot = find_slot(fn);
+  uint64_t calls = 0, measured = 0;
+  double wall = 0, share = 0;
+  br_auto_route route = BR_AUTO_MEASURING;
+  if (slot) {
+    calls = atomic_load(&slot->calls);
+    measured = slot->measured;
+    wall = slot->wall_ns;
+    share = slot->cpu_share;
+    route = (br_auto_route)atomic_load(&slot->route);
+  }
   int64_t h = handoff_ns;
   pthread_mutex_unlock(&mu);
-  if (!s.fn || s.measured == 0)
+  if (measured == 0)
     return snprintf(buf, size, "%llu call%s, none measured yet -> blocking pool while measuring",
-                    (unsigned long long)s.calls, s.calls == 1 ? "" : "s");
-  char wall[32], hand[32];
-  fmt_ns(wall, sizeof wall, s.wall_ns);
+                    (unsigned long long)calls, calls == 1 ? "" : "s");
+  char walls[32], hand[32];
+  fmt_ns(walls, sizeof walls, wall);
   fmt_ns(hand, sizeof hand, (double)(h > 0 ? h : 0));
-  const char *why = s.route == BR_AUTO_BLOCKING ? "it waits more than it computes"
-                    : s.route == BR_AUTO_INLINE ? "shorter than two hand-offs"
-                                                : "it computes";
+  const char *why = route == BR_AUTO_BLOCKING ? "it waits more than it computes"
+                    : route == BR_AUTO_INLINE ? "shorter than two hand-offs"
+                                              : "it computes";
   return snprintf(buf, size, "%llu calls, %s each, %.0f%% on a CPU -> %s (%s; a hand-off "
-                  "costs %s here)", (unsigned long long)s.calls, wall, 100 * s.cpu_share,
-                  br_auto_route_name(s.route), why, hand);
+                  "costs %s here)", (unsigned long long)calls, walls, 100 * share,
+                  br_auto_route_name(route), why, hand);
 }
 
 int br_auto_shutdown(void) {
@@ -289,7 +321,7 @@ int br_auto_shutdown(void) {
   br_pool *p = pool;
   pool = NULL;
   handoff_ns = -1;
-  memset(table, 0, sizeof table);
+  for (size_t i = 0; i < TABLE_SIZE; i++) atomic_store(&table[i].fn, (br_task_fn)NULL);
   pthread_mutex_unlock(&mu);
   if (!p) return 0;
   /* Calls already submitted still complete. */
