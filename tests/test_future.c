@@ -20,6 +20,9 @@
 #include "test_util.h"
 #include "core_test.h"
 
+#include "core/core.h" /* the future's lock and waiter list, a loop's remote lock */
+#include "sys/spin.h"
+
 #define IP(x) ((void *)(intptr_t)(x))
 #define PI(p) ((intptr_t)(p))
 
@@ -117,7 +120,7 @@ static void *race_set(void *arg) {
 
 static void test_single_assignment_racing_threads(void **state) {
   (void)state;
-  long rounds = br_test_scaled(2000);
+  long rounds = br_test_scaled(1000);
   for (long k = 0; k < rounds; k++) {
     br_future *f = NULL;
     (void)br_future_new(&f);
@@ -895,9 +898,275 @@ static void test_many_futures_many_threads(void **state) {
   run_main(m_many_futures, NULL);
 }
 
+/* --- br_results_free frees what the runtime owns ---------------------------- */
+
+static atomic_int owned_frees;
+static void count_free(void *v) {
+  atomic_fetch_add(&owned_frees, 1);
+  free(v);
+}
+
+static void test_results_free_owned(void **state) {
+  (void)state;
+  atomic_store(&owned_frees, 0);
+  int users = 5;
+  br_result r[3] = {
+      {.value = malloc(16), .msg = NULL, .br__private = {.value_free = count_free}},
+      {.value = &users, .err = BR_EIO, .msg = strdup("broke")}, /* the user's value: untouched */
+      {.value = NULL, .br__private = {.value_free = count_free}}, /* nothing to free */
+  };
+  br_results_free(r, 3);
+  assert_int_equal(atomic_load(&owned_frees), 1);
+  assert_int_equal(users, 5);
+  for (int i = 0; i < 3; i++) {
+    assert_null(r[i].value);
+    assert_null(r[i].msg);
+    assert_int_equal(r[i].err, 0);
+    assert_null(r[i].br__private.value_free);
+  }
+  br_results_free(r, 3); /* cleared entries: a second free is harmless */
+  assert_int_equal(atomic_load(&owned_frees), 1);
+  /* gather copies borrow the future's value: results_free leaves it to the
+   * future, which frees it once. */
+  br_future *f = tf_future();
+  assert_int_equal(br_future_set_owned(f, malloc(8), count_free), 0);
+  br_result g[1];
+  assert_int_equal(br_gather(g, &f, 1), 0);
+  assert_null(g[0].br__private.value_free);
+  br_results_free(g, 1);
+  assert_int_equal(atomic_load(&owned_frees), 1);
+  br_future_unref(f);
+  assert_int_equal(atomic_load(&owned_frees), 2);
+}
+
+/* --- completion wakes waiters outside the future's lock ---------------------- */
+
+/* A task on a loop thread awaits f; the test holds that loop's remote lock,
+ * so the completer's wake-up of the task (a remote push: a mutex and an
+ * eventfd write) blocks. While it is blocked, the future's spinlock must be
+ * free: waiters are taken out under it and woken after it is released. */
+typedef struct {
+  br_future *f;
+  br_loop *L;
+  atomic_int parked, set_returned;
+  void *got;
+} wake_probe;
+
+static void *probe_waiter(void *arg) {
+  wake_probe *w = arg;
+  atomic_store(&w->parked, 1);
+  T_OK(br_await(w->f, &w->got));
+  return NULL;
+}
+
+static void *probe_loop(void *arg) {
+  wake_probe *w = arg;
+  if (br_loop_new(&w->L, NULL)) return NULL;
+  br_task *t;
+  if (br_loop_spawn(w->L, &t, probe_waiter, w, NULL) == 0) {
+    br_loop_run(w->L);
+    br_task_close(t);
+  }
+  br_loop_free(w->L);
+  return NULL;
+}
+
+static void *probe_completer(void *arg) {
+  wake_probe *w = arg;
+  br_future_set(w->f, IP(99));
+  atomic_store(&w->set_returned, 1);
+  return NULL;
+}
+
+static void test_wake_outside_lock(void **state) {
+  (void)state;
+  wake_probe w = {.f = tf_future()};
+  pthread_t lt, ct;
+  assert_int_equal(pthread_create(&lt, NULL, probe_loop, &w), 0);
+  /* Wait until the task is linked on f (a waiter is on the list). */
+  for (;;) {
+    br__future_lock(w.f);
+    bool linked = w.f->waiters != NULL;
+    br__future_unlock(w.f);
+    if (linked) break;
+    sched_yield();
+  }
+  pthread_mutex_lock(&w.L->remote_lock);
+  assert_int_equal(pthread_create(&ct, NULL, probe_completer, &w), 0);
+  /* The completer publishes `done`, then blocks in the wake-up on the
+   * remote lock we hold. The future's lock must come free meanwhile. */
+  int64_t t0 = br_now();
+  while (!br_future_done(w.f)) sched_yield();
+  bool freed = false;
+  while (br_now() - t0 < 2000000000LL) {
+    if (atomic_load_explicit(&w.f->lock, memory_order_acquire) == 0) {
+      freed = true;
+      break;
+    }
+    sched_yield();
+  }
+  assert_int_equal(atomic_load(&w.set_returned), 0); /* really blocked in the wake */
+  pthread_mutex_unlock(&w.L->remote_lock);
+  pthread_join(ct, NULL);
+  pthread_join(lt, NULL);
+  tf_assert_clean();
+  assert_true(freed);
+  assert_int_equal(PI(w.got), 99);
+  br_future_unref(w.f);
+}
+
+/* Racing cancels: exactly one of them completes the future, and that one
+ * runs the hook, once. */
+static atomic_int hook_runs;
+static void count_hook(void *arg) {
+  (void)arg;
+  atomic_fetch_add(&hook_runs, 1);
+}
+
+typedef struct {
+  br_future *f;
+  atomic_int *go;
+  int won;
+} canceller;
+
+static void *cancel_racer(void *arg) {
+  canceller *c = arg;
+  while (!atomic_load(c->go)) br__cpu_pause();
+  c->won = br_future_cancel(c->f) == 0;
+  return NULL;
+}
+
+static void test_racing_cancels_run_hook_once(void **state) {
+  (void)state;
+  long rounds = br_test_scaled(1000);
+  for (long i = 0; i < rounds; i++) {
+    atomic_store(&hook_runs, 0);
+    br_future *f = tf_future();
+    br_future_set_cancel_hook(f, count_hook, NULL);
+    atomic_int go = 0;
+    canceller c[3];
+    pthread_t th[3];
+    for (int k = 0; k < 3; k++) {
+      c[k] = (canceller){.f = f, .go = &go};
+      pthread_create(&th[k], NULL, cancel_racer, &c[k]);
+    }
+    atomic_store(&go, 1);
+    int winners = 0;
+    for (int k = 0; k < 3; k++) {
+      pthread_join(th[k], NULL);
+      winners += c[k].won;
+    }
+    assert_int_equal(winners, 1);
+    assert_int_equal(atomic_load(&hook_runs), 1);
+    br_future_unref(f);
+  }
+}
+
+/* Stress for the wake protocol (run it under TSan): tasks on two loops and
+ * plain threads wait on the same futures with deadlines that expire around
+ * the completion, so waiters time out, unlink and settle while completers
+ * on other threads take them out and wake them. */
+enum { WS_FUTS = 64, WS_TASKS = 8, WS_THREADS = 2, WS_COMPLETERS = 2 };
+
+typedef struct {
+  br_future *f[WS_FUTS];
+  atomic_int round_done;
+  long rounds;
+  pthread_barrier_t start, end;
+  atomic_long seen;
+} wake_stress;
+
+static void wait_all_briefly(wake_stress *w, unsigned seed) {
+  for (int i = 0; i < WS_FUTS; i++) {
+    int k = (int)((seed + (unsigned)i * 7u) % WS_FUTS);
+    void *v;
+    /* A short deadline first (often expires right at completion), then to
+     * the end. */
+    int rc = br_await_until(w->f[k], &v, br_now() + 2000);
+    if (rc == BR_ETIMEDOUT) rc = br_await(w->f[k], &v);
+    if (rc == 0 && PI(v) == k) atomic_fetch_add(&w->seen, 1);
+  }
+}
+
+static void *ws_task(void *arg) {
+  wake_stress *w = arg;
+  wait_all_briefly(w, (unsigned)br_task_id(NULL));
+  return NULL;
+}
+
+static void *ws_loop(void *arg) {
+  wake_stress *w = arg;
+  for (long r = 0; r < w->rounds; r++) {
+    pthread_barrier_wait(&w->start);
+    br_loop *L = NULL;
+    if (br_loop_new(&L, NULL) == 0) {
+      br_task *t[WS_TASKS];
+      for (int i = 0; i < WS_TASKS; i++) br_loop_spawn(L, &t[i], ws_task, w, NULL);
+      br_loop_run(L);
+      for (int i = 0; i < WS_TASKS; i++) br_task_close(t[i]);
+      br_loop_free(L);
+    }
+    pthread_barrier_wait(&w->end);
+  }
+  return NULL;
+}
+
+static void *ws_thread(void *arg) {
+  wake_stress *w = arg;
+  for (long r = 0; r < w->rounds; r++) {
+    pthread_barrier_wait(&w->start);
+    wait_all_briefly(w, (unsigned)r * 13u);
+    pthread_barrier_wait(&w->end);
+  }
+  return NULL;
+}
+
+static void *ws_completer(void *arg) {
+  wake_stress *w = arg;
+  int me = atomic_fetch_add(&w->round_done, 1) & 1;
+  for (long r = 0; r < w->rounds; r++) {
+    pthread_barrier_wait(&w->start);
+    for (int i = me; i < WS_FUTS; i += 2) {
+      if (i % 8 == 0) sched_yield(); /* spread completions over the waits */
+      br_future_set(w->f[i], IP(i));
+    }
+    pthread_barrier_wait(&w->end);
+  }
+  return NULL;
+}
+
+static void test_wake_stress(void **state) {
+  (void)state;
+  wake_stress w = {.rounds = br_test_scaled(40)};
+  int parties = 2 + WS_THREADS + WS_COMPLETERS + 1;
+  pthread_barrier_init(&w.start, NULL, (unsigned)parties);
+  pthread_barrier_init(&w.end, NULL, (unsigned)parties);
+  pthread_t th[2 + WS_THREADS + WS_COMPLETERS];
+  int n = 0;
+  for (int i = 0; i < 2; i++) pthread_create(&th[n++], NULL, ws_loop, &w);
+  for (int i = 0; i < WS_THREADS; i++) pthread_create(&th[n++], NULL, ws_thread, &w);
+  for (int i = 0; i < WS_COMPLETERS; i++) pthread_create(&th[n++], NULL, ws_completer, &w);
+  for (long r = 0; r < w.rounds; r++) {
+    for (int i = 0; i < WS_FUTS; i++) w.f[i] = tf_future();
+    pthread_barrier_wait(&w.start);
+    pthread_barrier_wait(&w.end);
+    for (int i = 0; i < WS_FUTS; i++) br_future_unref(w.f[i]);
+  }
+  for (int i = 0; i < n; i++) pthread_join(th[i], NULL);
+  pthread_barrier_destroy(&w.start);
+  pthread_barrier_destroy(&w.end);
+  tf_assert_clean();
+  long want = w.rounds * WS_FUTS * (2L * WS_TASKS + WS_THREADS);
+  assert_int_equal(atomic_load(&w.seen), want);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_single_assignment),
+      cmocka_unit_test(test_results_free_owned),
+      cmocka_unit_test(test_wake_outside_lock),
+      cmocka_unit_test(test_racing_cancels_run_hook_once),
+      cmocka_unit_test(test_wake_stress),
       cmocka_unit_test(test_single_assignment_racing_threads),
       cmocka_unit_test(test_callbacks),
       cmocka_unit_test(test_callback_drops_last_ref),

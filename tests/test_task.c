@@ -17,6 +17,8 @@
 #include "test_util.h"
 #include "core_test.h"
 
+#include "core/core.h" /* br__task_get: which memory a handle names */
+
 #define IP(x) ((void *)(intptr_t)(x))
 #define PI(p) ((intptr_t)(p))
 
@@ -1023,6 +1025,250 @@ static void test_compact_loop_option(void **state) {
   assert_int_equal(rc, 0);
 }
 
+/* --- handles that cannot lie ---------------------------------------------- */
+
+static void *sleeps_then(void *arg) {
+  br_sleep_ms(30);
+  return arg;
+}
+
+/* After a join the handle is dead for every call. */
+static void *m_stale_after_join(void *arg) {
+  (void)arg;
+  br_task *t;
+  T_OK(br_spawn(&t, double_it, IP(4), &(br_spawn_opts){.name = "once"}));
+  void *r;
+  T_OK(br_join(t, &r));
+  T_EQ(PI(r), 8);
+  T_RC(br_join(t, NULL), BR_EHANDLE);
+  br_result res;
+  T_RC(br_join_result(t, &res), BR_EHANDLE);
+  T_TRUE(res.msg == NULL && res.value == NULL);
+  T_RC(br_wait_for(t, NULL, 10), BR_EHANDLE);
+  T_RC(br_task_close(t), BR_EHANDLE);
+  T_RC(br_detach(t), BR_EHANDLE);
+  T_RC(br_cancel(t), BR_EHANDLE);
+  T_TRUE(!br_task_done(t));
+  T_EQ(br_task_id(t), 0);
+  T_STR(br_task_name(t), "<released>");
+  T_TRUE(br_task_future(t) == NULL);
+  br_task_stats st;
+  T_RC(br_task_get_stats(t, &st), BR_EHANDLE);
+  br_task *ts[1] = {t};
+  T_RC(br_gather_tasks(&res, ts, 1), BR_EHANDLE);
+  /* Garbage that is not a handle at all. */
+  int x;
+  T_RC(br_join((br_task *)&x, NULL), BR_EHANDLE);
+  T_RC(br_cancel((br_task *)(uintptr_t)0xfffffff1u), BR_EHANDLE);
+  return NULL;
+}
+
+static void test_stale_handle_after_join(void **state) {
+  (void)state;
+  run_main(m_stale_after_join, NULL);
+}
+
+/* The task struct is recycled for the next spawn; the old handle must not
+ * reach the new task. */
+static void *m_stale_after_reuse(void *arg) {
+  (void)arg;
+  br_task *old;
+  T_OK(br_spawn(&old, double_it, IP(1), NULL));
+  struct br__task *mem = br__task_get(old);
+  T_TRUE(mem != NULL);
+  T_OK(br_join(old, NULL));
+  br_task *fresh;
+  T_OK(br_spawn(&fresh, sleeps_then, IP(77), &(br_spawn_opts){.name = "fresh"}));
+  T_TRUE(br__task_get(fresh) == mem); /* the same memory: the case under test */
+  T_TRUE(fresh != old);
+  /* Every use of the old handle fails and leaves the new task alone. */
+  T_RC(br_cancel(old), BR_EHANDLE);
+  T_RC(br_join(old, NULL), BR_EHANDLE);
+  T_RC(br_detach(old), BR_EHANDLE);
+  T_RC(br_task_close(old), BR_EHANDLE);
+  T_TRUE(br_task_future(old) == NULL);
+  T_STR(br_task_name(old), "<released>");
+  T_STR(br_task_name(fresh), "fresh");
+  T_TRUE(!br_task_done(fresh));
+  void *r;
+  T_OK(br_join(fresh, &r)); /* not cancelled, not joined by the calls above */
+  T_EQ(PI(r), 77);
+  /* Many generations of the same memory: none of the old handles lives. */
+  br_task *hs[64];
+  for (int i = 0; i < 64; i++) {
+    T_OK(br_spawn(&hs[i], double_it, IP(i), NULL));
+    T_OK(br_join(hs[i], NULL));
+  }
+  for (int i = 0; i < 64; i++) T_RC(br_join(hs[i], NULL), BR_EHANDLE);
+  return NULL;
+}
+
+static void test_stale_handle_after_reuse(void **state) {
+  (void)state;
+  run_main(m_stale_after_reuse, NULL);
+}
+
+/* A task's future held past br_loop_free stays readable (the task struct
+ * outlives its loop); its handle is dead; dropping the future frees it
+ * (ASan checks that nothing is read after free). */
+static void *fails_io(void *arg) {
+  (void)arg;
+  return br_fail(BR_EIO, "reading %s", "disk 7");
+}
+
+static void *sleeps_long(void *arg) {
+  (void)arg;
+  br_sleep_ms(100000);
+  return NULL;
+}
+
+static void quiet_log(br_log_level level, const char *msg, void *ud) {
+  (void)level;
+  (void)msg;
+  ++*(int *)ud;
+}
+
+static void test_future_outlives_loop(void **state) {
+  (void)state;
+  int logged = 0;
+  br_set_log(quiet_log, &logged);
+  br_loop *L = NULL;
+  assert_int_equal(br_loop_new(&L, NULL), 0);
+  br_task *done_t, *pending_t;
+  assert_int_equal(br_loop_spawn(L, &done_t, fails_io, NULL, &(br_spawn_opts){.name = "io"}), 0);
+  assert_int_equal(br_loop_spawn(L, &pending_t, sleeps_long, NULL, NULL), 0);
+  br_future *fd = br_future_ref(br_task_future(done_t));
+  br_future *fp = br_future_ref(br_task_future(pending_t));
+  assert_non_null(fd);
+  assert_non_null(fp);
+  /* Run until the first one is done; the second still sleeps. */
+  assert_int_equal(br_task_close(done_t) == BR_EIO ? 0 : -1, 0);
+  assert_true(!br_future_done(fp));
+  assert_int_equal(br_loop_free(L), 0); /* cancels pending_t, releases its handle */
+  br_set_log(NULL, NULL);
+  assert_true(br_future_done(fd));
+  assert_int_equal(br_future_error(fd), BR_EIO);
+  assert_string_equal(br_future_message(fd), "reading disk 7");
+  assert_true(br_future_done(fp));
+  assert_int_equal(br_future_error(fp), BR_ECANCELED);
+  /* The handles are given back: no call may use them. */
+  assert_int_equal(br_detach(done_t), BR_EHANDLE);
+  assert_int_equal(br_detach(pending_t), BR_EHANDLE);
+  assert_int_equal(br_task_close(pending_t), BR_EHANDLE);
+  br_future_unref(fd);
+  br_future_unref(fp);
+  /* Now the memory is gone: the handles read as released, without a read of
+   * freed memory. */
+  assert_string_equal(br_task_name(done_t), "<released>");
+  assert_string_equal(br_task_name(pending_t), "<released>");
+  assert_int_equal(br_task_id(pending_t), 0);
+  assert_null(br_task_future(pending_t));
+}
+
+/* --- br_join_result --------------------------------------------------------- */
+
+static void *m_join_result(void *arg) {
+  (void)arg;
+  br_task *t;
+  T_OK(br_spawn(&t, fails_io, NULL, NULL));
+  br_result r = {.msg = (char *)"garbage"};
+  T_RC(br_join_result(t, &r), BR_EIO);
+  T_EQ(r.err, BR_EIO);
+  T_STR(r.msg, "reading disk 7");
+  T_TRUE(r.value == NULL);
+  br_results_free(&r, 1);
+  T_TRUE(r.msg == NULL && r.err == 0);
+  T_OK(br_spawn(&t, double_it, IP(21), NULL));
+  T_OK(br_join_result(t, &r));
+  T_EQ(PI(r.value), 42);
+  T_TRUE(r.msg == NULL);
+  br_results_free(&r, 1);
+  /* Cancelled: the code and the message the runtime gave it. */
+  T_OK(br_spawn(&t, sleeps_long, NULL, &(br_spawn_opts){.name = "sleepy"}));
+  T_OK(br_yield());
+  T_OK(br_cancel(t));
+  T_RC(br_join_result(t, &r), BR_ECANCELED);
+  T_TRUE(r.msg && strstr(r.msg, "sleepy"));
+  br_results_free(&r, 1);
+  T_RC(br_join_result(NULL, &r), BR_EHANDLE);
+  T_OK(br_spawn(&t, double_it, IP(1), NULL));
+  T_RC(br_join_result(t, NULL), BR_EINVAL);
+  T_OK(br_join(t, NULL));
+  return NULL;
+}
+
+static void test_join_result_message(void **state) {
+  (void)state;
+  run_main(m_join_result, NULL);
+}
+
+/* --- the log hook ----------------------------------------------------------- */
+
+typedef struct {
+  pthread_mutex_t mu;
+  int calls;
+  br_log_level level;
+  char msg[256];
+} log_capture;
+
+static void capture_log(br_log_level level, const char *msg, void *ud) {
+  log_capture *c = ud;
+  pthread_mutex_lock(&c->mu);
+  if (!c->calls++) {
+    c->level = level;
+    snprintf(c->msg, sizeof c->msg, "%s", msg);
+  }
+  pthread_mutex_unlock(&c->mu);
+}
+
+static void *m_detach_fails(void *arg) {
+  (void)arg;
+  T_OK(br_spawn(NULL, fails_io, NULL, &(br_spawn_opts){.name = "lost", .flags = BR_SPAWN_DETACHED}));
+  T_OK(br_sleep_ms(10));
+  return NULL;
+}
+
+static void child_default_log(void *arg) {
+  (void)arg;
+  br_set_log(capture_log, &(log_capture){.mu = PTHREAD_MUTEX_INITIALIZER});
+  br_set_log(NULL, NULL); /* back to the default */
+  int rc = br_run(NULL, m_detach_fails, NULL);
+  fprintf(stderr, "br_run=%d\n", rc);
+}
+
+static void test_log_hook(void **state) {
+  (void)state;
+  log_capture c = {.mu = PTHREAD_MUTEX_INITIALIZER};
+  br_set_log(capture_log, &c);
+  run_main(m_detach_fails, NULL);
+  br_set_log(NULL, NULL);
+  assert_int_equal(c.calls, 1);
+  assert_int_equal(c.level, BR_LOG_ERROR);
+  assert_non_null(strstr(c.msg, "detached task 'lost' failed"));
+  assert_non_null(strstr(c.msg, "reading disk 7"));
+  assert_null(strstr(c.msg, "braid:")); /* the prefix belongs to the default sink */
+  assert_null(strchr(c.msg, '\n'));
+  /* The default: one "braid: ..." line on stderr. */
+  br_child_result r;
+  assert_int_equal(br_test_run_child(child_default_log, NULL, 20000, &r), 0);
+  assert_true(r.exited);
+  const char *line = strstr(r.err, "braid: detached task 'lost' failed");
+  if (!line || !strstr(r.err, "br_run=0")) fail_msg("unexpected stderr:\n%s", r.err);
+  br_child_result_free(&r);
+}
+
+/* --- version ------------------------------------------------------------------ */
+
+static void test_version(void **state) {
+  (void)state;
+  assert_int_equal(BR_VERSION_MAJOR, 0);
+  assert_int_equal(BR_VERSION_MINOR, 2);
+  assert_int_equal(BR_VERSION_PATCH, 0);
+  assert_int_equal(br_version(), (BR_VERSION_MAJOR << 16) | (BR_VERSION_MINOR << 8) | BR_VERSION_PATCH);
+  assert_int_equal(br_version(), 0x000200);
+  assert_string_equal(br_version_string(), "0.2.0");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_spawn_join),
@@ -1052,6 +1298,12 @@ int main(void) {
       cmocka_unit_test(test_many_tasks),
       cmocka_unit_test(test_compact_mixed),
       cmocka_unit_test(test_compact_loop_option),
+      cmocka_unit_test(test_stale_handle_after_join),
+      cmocka_unit_test(test_stale_handle_after_reuse),
+      cmocka_unit_test(test_future_outlives_loop),
+      cmocka_unit_test(test_join_result_message),
+      cmocka_unit_test(test_log_hook),
+      cmocka_unit_test(test_version),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
