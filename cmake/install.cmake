@@ -12,6 +12,7 @@
 #   <includedir>/braid.h, <includedir>/braid/*.h
 #   <libdir>/pkgconfig/braid.pc          -lbraid (shared); `--static`: the archive's needs
 #   <libdir>/pkgconfig/braid-static.pc   the archive by path, with everything it needs
+#   <libdir>/pkgconfig/braid-http.pc     the HTTP add-on, when built
 #   <libdir>/cmake/braid/                find_package(braid): braid::braid (shared
 #                                        when installed), braid::braid_shared,
 #                                        braid::braid_static
@@ -71,8 +72,19 @@ set(BRAID_PC_DESCRIPTION "braid, linked statically (libbraid.a)")
 set(BRAID_PC_LIBS "\${libdir}/libbraid.a ${BRAID_PC_STATIC_LIBS}")
 set(BRAID_PC_LIBS_PRIVATE "")
 configure_file(${PROJECT_SOURCE_DIR}/cmake/braid.pc.in ${PROJECT_BINARY_DIR}/braid-static.pc @ONLY)
-install(FILES ${PROJECT_BINARY_DIR}/braid.pc ${PROJECT_BINARY_DIR}/braid-static.pc
-  DESTINATION ${_pcdir} COMPONENT devel)
+set(_pcfiles ${PROJECT_BINARY_DIR}/braid.pc ${PROJECT_BINARY_DIR}/braid-static.pc)
+# braid-http.pc for the HTTP add-on (src/http), when it is built: on top of
+# braid, with libcurl for static links.
+if(TARGET braid_http)
+  set(BRAID_PC_NAME braid-http)
+  set(BRAID_PC_DESCRIPTION "braid's HTTP client (libcurl's multi interface driven by braid's loop)")
+  set(BRAID_PC_LIBS "-L\${libdir} -lbraid-http")
+  set(BRAID_PC_LIBS_PRIVATE "")
+  set(BRAID_PC_REQUIRES "Requires: braid\nRequires.private: libcurl")
+  configure_file(${PROJECT_SOURCE_DIR}/cmake/braid.pc.in ${PROJECT_BINARY_DIR}/braid-http.pc @ONLY)
+  list(APPEND _pcfiles ${PROJECT_BINARY_DIR}/braid-http.pc)
+endif()
+install(FILES ${_pcfiles} DESTINATION ${_pcdir} COMPONENT devel)
 
 # CMake package.
 install(EXPORT braidTargets NAMESPACE braid:: DESTINATION ${BRAID_CMAKE_DIR} COMPONENT devel)

@@ -47,6 +47,14 @@ for f in braid.pc braid-static.pc; do
   [ -f "$pcdir/$f" ] || fail "$f not installed in $pcdir"
 done
 [ -f "$libdir/cmake/braid/braidConfig.cmake" ] || fail "braidConfig.cmake not installed"
+# An installed add-on comes with its pkg-config file, which resolves.
+for addon in http; do
+  if [ -e "$libdir/libbraid-$addon.so" ] || [ -e "$libdir/libbraid-$addon.a" ]; then
+    PKG_CONFIG_PATH="$pcdir" pkg-config --exists --print-errors "braid-$addon" ||
+      fail "libbraid-$addon installed, but pkg-config braid-$addon does not resolve"
+    step "braid-$addon.pc: $(PKG_CONFIG_PATH="$pcdir" pkg-config --libs "braid-$addon")"
+  fi
+done
 
 mkdir -p "$tmp/app"
 cat >"$tmp/app/hello.c" <<'C'
