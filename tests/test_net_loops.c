@@ -50,7 +50,10 @@ static void *clients_main(void *arg) {
   br_group *g = io_group();
   for (int i = 0; i < nclients; i++) br_group_spawn(g, client, NULL, NULL);
   int rc = br_group_wait(g);
-  if (rc) fprintf(stderr, "client: %s\n", br_group_message(g));
+  if (rc) {
+    fprintf(stderr, "client: %s\n", br_group_message(g));
+    br_loops_cancel(); /* fail now rather than wait for the missing clients */
+  }
   br_group_free(g);
   return rc ? br_fail(rc, "clients") : NULL;
 }
