@@ -43,6 +43,7 @@
 #include "core/core.h"
 #include "core/job.h"
 #include "exec/blocking.h"
+#include "sys/clock.h"
 
 typedef struct job {
   br__job base;    /* first: the ops cast back */
@@ -198,11 +199,7 @@ static void run_job(job *j) {
   /* j may be gone now. */
 }
 
-static int64_t mono_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
+static int64_t mono_ns(void) { return br__mono_ns(); }
 
 /* Join the workers that have exited; c->mu held. They no longer need the
  * lock, so this cannot deadlock, and it returns at once. */

@@ -48,6 +48,7 @@
 #include "core/core.h"
 #include "core/log.h"
 #include "core/loop.h"
+#include "sys/clock.h"
 
 #define MAX_FRAMES 64
 
@@ -90,7 +91,7 @@ void br__watchdog_link(void) {}
  * handler on L's thread: no stdio, no locks, no allocation. "" between
  * tasks. */
 static void current_task_name(br_loop *L, char *out, size_t cap) {
-  struct br_task *t = L->current;
+  struct br__task *t = L->current;
   size_t i = 0;
   if (t && t->magic == BR__TASK_MAGIC) {
     if (t->name[0]) {
@@ -234,8 +235,7 @@ static void *monitor(void *arg) {
       if (W.v[i].threshold_ns / 4 < period) period = W.v[i].threshold_ns / 4;
     if (period < 1000000) period = 1000000;
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t until = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec + period;
+    int64_t until = br__mono_ns() + period;
     ts.tv_sec = until / 1000000000LL;
     ts.tv_nsec = until % 1000000000LL;
     pthread_cond_clockwait(&W.cv, &W.mu, CLOCK_MONOTONIC, &ts);
