@@ -23,7 +23,8 @@
  *  - "Task-only" calls return BR_ENOTTASK from a plain thread. Socket, pipe,
  *    signal and process calls that wait are task-only; the br_file_* calls
  *    and br_resolve also work from a plain thread, where they simply block.
- *    Calls marked "any thread" never wait.
+ *    Calls marked "any thread" may be made from a task, a loop callback or a
+ *    plain thread; unless their comment says otherwise they never wait.
  *  - EINTR is retried internally and never returned.
  *  - Close descriptors that a loop has waited on with br_close() (it calls
  *    br_fd_forget() first); plain close() after br_fd_forget() is the same.
