@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench/fib.c — fork-join overhead: fib(n) with one task per call, no cutoff.
  *
  *   bench_fib [-n 30] [-t THREADS] [-r REPEATS] [--quiet S] [--variant one|two] [--vs1]

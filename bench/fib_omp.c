@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench/fib_omp.c — bench/fib.c over OpenMP tasks (gcc -fopenmp), the same
  * recursion: `#pragma omp task` for fib(n-1), fib(n-2) called directly
  * (variant "one") or as a task too ("two"), then `#pragma omp taskwait`.

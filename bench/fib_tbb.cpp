@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench/fib_tbb.cpp — bench/fib.c over oneTBB's task_group (Debian
  * libtbb-dev), the same recursion: g.run(fib(n-1)), fib(n-2) called directly
  * (variant "one") or run as a task too ("two"), then g.wait().

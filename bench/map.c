@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench/map.c — data parallelism: map a ~10 ms pure-CPU function over 64
  * items, serially and with br_pool_map (chunk 1), as Python's
  * multiprocessing.Pool.map would.

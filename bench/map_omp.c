@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench/map_omp.c — bench/map.c with OpenMP: `#pragma omp parallel for
  * schedule(dynamic, 1)` over the same 64 items of the same LCG work.
  *

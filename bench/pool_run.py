@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """bench/pool_run.py — braid's CPU pool against its peers, side by side.
 
 Runs, in interleaved rounds so that machine noise hits every contender alike:

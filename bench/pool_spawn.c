@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench/pool_spawn.c — what a pool task costs.
  *
  *   bench_pool_spawn [-n 10000000] [-t THREADS] [-r REPEATS]

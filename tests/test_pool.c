@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_pool — the work-stealing CPU pool (include/braid/pool.h): jobs and
  * futures, per-job errors, map / for / reduce, nested fork-join (task per
  * call, any depth, bounded stacks), cancellation, shutdown reports, waiting

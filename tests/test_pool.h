@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_pool.h — what the CPU-pool tests (test_pool*.c) share. Include after
  * <cmocka.h> and <braid.h>. */
 #ifndef BRAID_TEST_POOL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* br_await inside a CPU-pool job: the worker helps with other jobs instead of
  * blocking (a one-worker pool would otherwise deadlock on a nested job), and
  * a job awaiting its own future gets BR_EDEADLK instead of hanging. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_pool_fail — br_fail and br_cancelled (braid.h) in every kind of CPU-pool
  * work: a submitted job (in a process whose first pool this is), a fork child
  * run inline and one run by a thief, a map item, a map_fixed item, a for

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_pool_idle — an idle pool burns no CPU.
  *
  * Idle workers spin for a short while (50 us by default) and then park on a

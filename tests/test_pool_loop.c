@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_pool_loop — a coroutine awaiting a pool job suspends; its loop goes
  * on. A task awaits a job that computes for one second (and then a map of
  * two half-second jobs) while another task on the same loop ticks every

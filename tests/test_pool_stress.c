@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_pool_stress — every job runs exactly once under heavy stealing.
  *
  * 10,000,000 forked jobs (divided by BRAID_TEST_SCALE under the sanitizers):

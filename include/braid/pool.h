@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid/pool.h — the work-stealing CPU pool (parallelism).
  *
  * "If the task is computing, use parallelism": a br_pool runs CPU work on N

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pool.c — the CPU pool's lifecycle: br_pool_new, br_pool_shutdown,
  * br_pool_free, statistics (braid/pool.h). The rest of the pool is split by
  * role; pool_int.h lists the files and the pool-wide lock order.

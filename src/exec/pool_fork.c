@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pool_fork.c — nested fork-join: br_pool_fork, br_pool_join, leapfrogging.
  *
  * Who runs this code. br_pool_fork and br_pool_join run on the worker that

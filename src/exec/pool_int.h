@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pool_int.h — the CPU pool's private structures and the contracts between
  * its files (not public; braid/pool.h is the public face).
  *

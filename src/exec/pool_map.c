@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pool_map.c — data parallelism: br_pool_map, br_pool_map_fixed, br_pool_for
  * and br_pool_reduce, split recursively over fork-join.
  *

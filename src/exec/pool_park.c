@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pool_park.c — idle workers: spinning, parking and waking.
  *
  * Who runs this code. park() and stop_spinning() run on a worker thread, for

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pool_submit.c — jobs and the injection queue: br_pool_submit, the
  * cancellation of a queued job, and the references that keep a job alive.
  *

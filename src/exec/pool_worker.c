@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pool_worker.c — the worker loop: finding work, running submitted jobs and
  * stolen children, and the helping wait.
  *
