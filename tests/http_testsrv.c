@@ -7,7 +7,8 @@
  *                            holds the other end, so it never outlives it).
  *
  * Keep-alive HTTP/1.1; every path takes its parameters from the query:
- *   /ok?size=N            200 with N bytes ("hello\n" without size)
+ *   /ok?size=N&linger=MS  200 with N bytes ("hello\n" without size); with
+ *                         linger, close the connection after MS idle ms
  *   /delay?ms=N&size=N    wait N ms, then as /ok
  *   /status?code=N        that status, a short body
  *   /flaky?key=K&fail=N&code=C&retry_after=S
@@ -109,7 +110,7 @@ static int respond_size(int fd, bool head, long size) {
 }
 
 /* Serve one request; 1: keep the connection, 0: close it, -1: reset it. */
-static int serve(int fd, bool *counted, char *req, size_t reqlen, const char *body, size_t blen) {
+static int serve(int fd, bool *counted, long *idle_ms, char *req, size_t reqlen, const char *body, size_t blen) {
   char method[16], target[1024];
   if (sscanf(req, "%15s %1023s", method, target) != 2) return 0;
   char *query = strchr(target, '?');
@@ -143,6 +144,7 @@ static int serve(int fd, bool *counted, char *req, size_t reqlen, const char *bo
   int keep = 1;
   if (strcmp(path, "/ok") == 0) {
     keep = respond_size(fd, head, qint(query, "size", -1)) ? 0 : 1;
+    *idle_ms = qint(query, "linger", *idle_ms);
   } else if (strcmp(path, "/delay") == 0) {
     br_sleep_ms(qint(query, "ms", 100));
     keep = respond_size(fd, head, qint(query, "size", -1)) ? 0 : 1;
@@ -226,11 +228,12 @@ static void *conn_main(void *arg) {
   size_t cap = 1 << 16, len = 0;
   char *buf = malloc(cap);
   bool counted = false;
+  long idle_ms = 60000; /* how long an idle connection stays open */
   for (;;) {
     char *end = NULL;
     while (!(end = memmem(buf, len, "\r\n\r\n", 4))) {
       if (len == cap) goto out;
-      ssize_t n = br_read(fd, buf + len, cap - len, br_deadline_ms(60000));
+      ssize_t n = br_read(fd, buf + len, cap - len, br_deadline_ms(idle_ms));
       if (n <= 0) goto out;
       len += (size_t)n;
     }
@@ -251,7 +254,7 @@ static void *conn_main(void *arg) {
     char *req = malloc(hlen + 1);
     memcpy(req, buf, hlen);
     req[hlen] = 0;
-    int keep = serve(fd, &counted, req, hlen, buf + hlen, blen);
+    int keep = serve(fd, &counted, &idle_ms, req, hlen, buf + hlen, blen);
     free(req);
     memmove(buf, buf + hlen + blen, len - hlen - blen);
     len -= hlen + blen;

@@ -300,6 +300,39 @@ static void *body_keepalive(void *arg) {
   return NULL;
 }
 
+/* The server closes an idle kept-alive connection: no busy loop while it
+ * sits closed, and the next request reconnects. */
+static void *body_server_close(void *arg) {
+  (void)arg;
+  srv_control("/_reset", NULL);
+  br_http_session *s;
+  assert_int_equal(br_http_session_new(&s, NULL), 0);
+  char u[512];
+  br_http_response r;
+  assert_int_equal(br_http_get(s, &r, U(u, "/ok?linger=50"), NULL, BR_NEVER), 0);
+  br_http_response_free(&r);
+  struct timespec c0, c1;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
+  br_sleep_ms(400);
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
+  int64_t cpu_ms = (c1.tv_sec - c0.tv_sec) * 1000 + (c1.tv_nsec - c0.tv_nsec) / 1000000;
+  assert_true(cpu_ms < 40);
+  assert_int_equal(br_http_get(s, &r, U(u, "/ok"), NULL, BR_NEVER), 0);
+  assert_int_equal(r.status, 200);
+  assert_int_equal(r.attempts, 1);
+  br_http_response_free(&r);
+  srv_stats st;
+  srv_control("/_stats", &st);
+  assert_int_equal(st.connections, 2);
+  assert_int_equal(br_http_session_free(s), 0);
+  return NULL;
+}
+
+static void test_server_close(void **state) {
+  (void)state;
+  run(body_server_close);
+}
+
 static void test_keepalive(void **state) {
   (void)state;
   run(body_keepalive);
@@ -797,6 +830,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_get),       cmocka_unit_test(test_bad_calls),
     cmocka_unit_test(test_stream),    cmocka_unit_test(test_keepalive),
+    cmocka_unit_test(test_server_close),
     cmocka_unit_test(test_per_host),  cmocka_unit_test(test_rate),
     cmocka_unit_test(test_retries),   cmocka_unit_test(test_budget),
     cmocka_unit_test(test_timeouts),  cmocka_unit_test(test_limits),

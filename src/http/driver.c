@@ -16,7 +16,8 @@
  * waited for; curl expects level-triggered readiness (it may leave data in a
  * socket and not ask again). So before a watcher waits it asks the kernel
  * (poll with timeout 0) whether the socket is still readable, and if so acts
- * at once, yielding first so one busy socket cannot starve the loop.
+ * at once, yielding first so one busy socket cannot starve the loop (and
+ * stops checking when an action leaves the receive queue as it was).
  *
  * Registrations. Every socket callback for a descriptor drops braid's
  * registration of it (br_fd_forget) and the watcher re-arms it on its next
@@ -34,6 +35,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -93,30 +95,44 @@ static int level_ready(int fd, int want) {
   return 0;
 }
 
+/* Bytes waiting in a socket's receive queue (-1 if unknown). */
+static int pending_bytes(int fd) {
+  int n = 0;
+  return ioctl(fd, FIONREAD, &n) == 0 ? n : -1;
+}
+
 static void *watcher_main(void *arg) {
   br__http_sock *k = arg;
   br__http_hub *h = k->hub;
+  /* Level checks stop when curl leaves the queue as it was (an idle socket
+   * whose peer closed, say) and start again after the next real edge, so a
+   * socket curl does not read cannot keep the watcher spinning. */
+  bool level = true;
   while (k->assigned && k->want && !h->closing) {
-    int ev = level_ready(k->fd, k->want);
+    int ev = level ? level_ready(k->fd, k->want) : 0;
     if (ev) {
       if (br_yield() && br_cancelled()) break;
       if (!k->assigned || !k->want || h->closing) break;
-    } else {
-      ev = br_wait_fd(k->fd, k->want, BR_NEVER);
-      if (ev == BR_EBADF) {
-        /* A socket callback dropped the registration (re-read the interest
-         * and wait again), or the descriptor is closed (curl removes it). */
-        if (fcntl(k->fd, F_GETFD) < 0) break;
-        continue;
-      }
-      if (ev == BR_EBUSY) {
-        /* The previous watcher of this descriptor number has not run since
-         * it was told to stop. */
-        if (br_yield() && br_cancelled()) break;
-        continue;
-      }
-      if (ev < 0) break; /* cancelled (the loop is going away) or out of memory */
+      int before = pending_bytes(k->fd);
+      act(h, k->fd, ev);
+      if (k->assigned && before >= 0 && pending_bytes(k->fd) >= before) level = false;
+      continue;
     }
+    ev = br_wait_fd(k->fd, k->want, BR_NEVER);
+    if (ev == BR_EBADF) {
+      /* A socket callback dropped the registration (re-read the interest
+       * and wait again), or the descriptor is closed (curl removes it). */
+      if (fcntl(k->fd, F_GETFD) < 0) break;
+      continue;
+    }
+    if (ev == BR_EBUSY) {
+      /* The previous watcher of this descriptor number has not run since
+       * it was told to stop. */
+      if (br_yield() && br_cancelled()) break;
+      continue;
+    }
+    if (ev < 0) break; /* cancelled (the loop is going away) or out of memory */
+    level = true;
     act(h, k->fd, ev);
   }
   k->watching = false;

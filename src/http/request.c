@@ -520,7 +520,7 @@ static int64_t retry_after_ms(const br__http_req *r) {
 }
 
 static bool idempotent(const char *m) {
-  return !m || !strcmp(m, "GET") || !strcmp(m, "HEAD") || !strcmp(m, "PUT") ||
+  return !strcmp(m, "GET") || !strcmp(m, "HEAD") || !strcmp(m, "PUT") ||
          !strcmp(m, "DELETE") || !strcmp(m, "OPTIONS");
 }
 
@@ -601,7 +601,7 @@ static int request(br_http_session *s, br_http_response *out, const char *method
     /* Retry? */
     bool transient = (err == 0 && retryable_status(r->status)) ||
                      err == BR_ECONNREFUSED || err == -ENETUNREACH || err == -EHOSTUNREACH ||
-                     (err == BR_ECONNRESET && idempotent(method));
+                     (err == BR_ECONNRESET && idempotent(method ? method : c.body ? "POST" : "GET"));
     if (err == BR_ETIMEDOUT && !why) {
       /* A connect timeout (no connection made) is worth another try. */
       curl_off_t ct = 0;
