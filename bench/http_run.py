@@ -63,6 +63,31 @@ def loadavg():
     return os.getloadavg()[0]
 
 
+def cpu_idle(interval=0.3):
+    """Fraction of all CPUs idle over the next interval seconds (/proc/stat)."""
+    def snap():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return v[3] + v[4], sum(v)
+    i0, t0 = snap()
+    time.sleep(interval)
+    i1, t1 = snap()
+    return (i1 - i0) / max(t1 - t0, 1)
+
+
+IDLE_WAIT = [0.0]  # seconds to wait for a quiet machine before a timed run (--idle-wait)
+
+
+def wait_idle(want=0.8):
+    """Wait up to --idle-wait seconds until at least `want` of the CPUs are
+    idle (the machine is shared); return the idle fraction seen last."""
+    end = time.time() + IDLE_WAIT[0]
+    idle = cpu_idle()
+    while idle < want and time.time() < end:
+        idle = cpu_idle(0.5)
+    return round(idle, 3)
+
+
 def run(cmd, **kw):
     log("+ " + " ".join(str(c) for c in cmd))
     subprocess.run(cmd, check=True, **kw)
@@ -135,6 +160,7 @@ def measure(cmd, timeout=600, sample_rss=False, env=None):
     """Run cmd; return its JSON line (last line starting with '{') plus wall,
     CPU (user+sys from wait4, the process and the children it waited for) and
     optionally the sampled peak RSS of its process tree."""
+    idle = wait_idle()
     la = loadavg()
     t0 = time.perf_counter()
     p = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -169,6 +195,7 @@ def measure(cmd, timeout=600, sample_rss=False, env=None):
         return None
     res["proc_s"] = round(wall, 4)
     res["loadavg_before"] = round(la, 2)
+    res["idle_before"] = idle
     if sample_rss:
         res["tree_rss_peak_kib"] = peak
     return res
@@ -239,9 +266,10 @@ def bench_fetch(args, out):
                 res["cpu_us_per_req"] = round(cpu / n * 1e6, 2)
                 res["server_cpu_us_per_req"] = round((proc_cpu_s(server.pid) - s0) / n * 1e6, 2)
                 runs[name].append(res)
-                log("  fetch %-10s %.3f s  cpu %6.1f us/req  server %5.1f us/req  load %.2f" %
+                log("  fetch %-10s %.3f s  cpu %6.1f us/req  server %5.1f us/req  "
+                    "load %.2f idle %.2f" %
                     (name, res["elapsed_s"], res["cpu_us_per_req"], res["server_cpu_us_per_req"],
-                     res["loadavg_before"]))
+                     res["loadavg_before"], res["idle_before"]))
     finally:
         server.terminate()
         server.wait()
@@ -253,6 +281,7 @@ def bench_fetch(args, out):
             "server_cpu_us_per_req": med([x["server_cpu_us_per_req"] for x in rs]),
             "rss_kib": med([x["rss_kib"] for x in rs]),
             "runs": len(rs),
+            "runs_started_idle": sum(1 for x in rs if x["idle_before"] >= 0.8),
         }
     b = summary["braid"]
     ratios = {}
@@ -394,9 +423,9 @@ def bench_crawl(args, out, scraper, site_dir):
                 res["server_cpu_s"] = round(proc_cpu_s(nginx.pid) - s0, 3)
                 runs[name].append(res)
                 log("  crawl %-8s %5d pages %.2f s %7.0f pages/s  rss %6d KiB (tree %6d)  "
-                    "cpu %.2f s  load %.2f" %
+                    "cpu %.2f s  load %.2f idle %.2f" %
                     (name, res["pages"], res["elapsed_s"], res["pages_per_s"], res["rss_kib"],
-                     res["tree_rss_peak_kib"], cpu, res["loadavg_before"]))
+                     res["tree_rss_peak_kib"], cpu, res["loadavg_before"], res["idle_before"]))
     finally:
         nginx.terminate()
         nginx.wait()
@@ -406,6 +435,7 @@ def bench_crawl(args, out, scraper, site_dir):
                          ("pages", "elapsed_s", "pages_per_s", "rss_kib", "tree_rss_peak_kib",
                           "cpu_s", "server_cpu_s", "fetch_cpu_share", "parse_cpu_share")}
         summary[name]["runs"] = len(rs)
+        summary[name]["runs_started_idle"] = sum(1 for x in rs if x["idle_before"] >= 0.8)
     b = summary["braid"]
     ratios, targets = {}, {}
     for name in ("go", "aiohttp"):
@@ -450,14 +480,15 @@ def bench_parse(args, scraper, site_dir):
                 continue
             runs[t].append(res)
             pair[t] = res["elapsed_s"]
-            log("  parse %s thread%s %.3f s  %7.0f pages/s  load %.2f" %
+            log("  parse %s thread%s %.3f s  %7.0f pages/s  load %.2f idle %.2f" %
                 (t, "" if t == "1" else "s", res["elapsed_s"], res["pages_per_s"],
-                 res["loadavg_before"]))
+                 res["loadavg_before"], res["idle_before"]))
         if len(pair) == 2:
             pairs.append(round(pair["1"] / pair["2"], 3))
     e1, e2 = med([x["elapsed_s"] for x in runs["1"]]), med([x["elapsed_s"] for x in runs["2"]])
     speedup = round(e1 / e2, 3) if e1 and e2 else None
     return {"files": n, "elapsed_s": {"1": e1, "2": e2}, "speedup_medians": speedup,
+            "runs_started_idle": sum(1 for t in runs for x in runs[t] if x["idle_before"] >= 0.8),
             "speedup_paired_median": med(pairs), "speedup_pairs": pairs,
             "targets": {"parse >= 1.8x faster on 2 threads than on 1":
                         bool(speedup and max(speedup, med(pairs) or 0) >= 1.8)},
@@ -497,7 +528,12 @@ def main():
     ap.add_argument("--only", default="fetch,crawl,parse")
     ap.add_argument("--out")
     ap.add_argument("--no-build", action="store_true", help="use what is already built")
+    ap.add_argument("--idle-wait", type=float, default=20.0,
+                    help="before each timed run, wait up to this many seconds for 80 %% of "
+                         "the CPUs to be idle (0: do not wait); the idle fraction seen is "
+                         "recorded with each run")
     args = ap.parse_args()
+    IDLE_WAIT[0] = 0.0 if args.quick else args.idle_wait
     only = set(args.only.split(","))
     if args.no_build:
         b = Path(args.build_dir).resolve()
