@@ -288,7 +288,11 @@ static void setup_easy(br_http_session *s, br__http_req *r, const char *method, 
   curl_easy_setopt(e, CURLOPT_URL, url);
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L); /* never wait for a resolver thread */
-  curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+  /* Wait for a connection that may multiplex (HTTP/2, learnt from TLS's
+   * ALPN) rather than open another; over plain http:// there is no HTTP/2
+   * here, and waiting would serialise the first request with the others. */
+  bool h2 = !(c->flags & BR_HTTP_HTTP1) && strncasecmp(url, "https:", 6) == 0;
+  curl_easy_setopt(e, CURLOPT_PIPEWAIT, h2 ? 1L : 0L);
   curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
   curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
   curl_easy_setopt(e, CURLOPT_USERAGENT, s->opts.user_agent);
