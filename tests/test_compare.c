@@ -24,9 +24,11 @@
 
 #include "../tools/braid/compare.c"
 #include "../tools/braid/compare_args.c"
+#include "../tools/braid/compare_auto.c"
 #include "../tools/braid/compare_cpu.c"
 #include "../tools/braid/compare_io.c"
 #include "../tools/braid/compare_json.c"
+#include "../tools/braid/compare_mixed.c"
 #include "../tools/braid/compare_models.c"
 #include "../tools/braid/compare_pool.c"
 #include "../tools/braid/compare_procs.c"
@@ -138,6 +140,29 @@ static size_t count(const char *hay, const char *needle) {
   return n;
 }
 
+/* Whether one line of text holds a, and b after it. */
+static bool same_line(const char *text, const char *a, const char *b) {
+  for (const char *p = text; (p = strstr(p, a)); p++) {
+    const char *nl = strchr(p, '\n'), *q = strstr(p, b);
+    if (q && (!nl || q < nl)) return true;
+  }
+  return false;
+}
+
+/* Join wrapped lines: every newline and the indent after it become one space. */
+static void flatten(char *text) {
+  char *w = text;
+  for (char *r = text; *r; r++) {
+    if (*r == '\n') {
+      while (r[1] == ' ') r++;
+      *w++ = ' ';
+    } else {
+      *w++ = *r;
+    }
+  }
+  *w = '\0';
+}
+
 /* Run workload `kind` under every in-process model with n tasks of ms each. */
 static void run_all(cmp_kind kind, long n, long ms, cmp_result *r) {
   cmp_opts o;
@@ -190,7 +215,7 @@ static void test_options(void **state) {
   assert_int_equal(o.tasks, 3);
   assert_int_equal(o.wait_ms, 20);
   assert_int_equal(o.compute_ms, 7);
-  assert_int_equal(o.kinds, (1u << CMP_IO) | (1u << CMP_CPU));
+  assert_int_equal(o.kinds, (1u << CMP_IO) | (1u << CMP_CPU) | (1u << CMP_MIXED));
   assert_int_equal(o.models, (1u << CMP_SEQ) | (1u << CMP_CORO));
   assert_int_equal(o.width, 30);
   assert_int_equal(o.rows, 4);
@@ -211,7 +236,7 @@ static void test_bad_options(void **state) {
       {"-n 0", "--tasks"},           {"-n 100001", "--tasks"},    {"-n abc", "'abc'"},
       {"--tasks 5x", "'5x'"},        {"-n -3", "--tasks"},        {"-n 1e3", "--tasks"},
       {"-w -1", "--wait"},           {"-w 60001", "--wait"},      {"-w 99999999999999999999", "'9"},
-      {"-c x", "--compute"},         {"--workload gpu", "io, cpu or all"},
+      {"-c x", "--compute"},         {"--workload gpu", "io, cpu, mixed or all"},
       {"-m seq,bogus", "'bogus'"},   {"-m ''", "unknown model"},  {"--bogus", "'--bogus'"},
       {"-x", "'-x'"},                {"extra", "'extra'"},        {"-n", "needs a value"},
       {"--width 5", "--width"},      {"--rows 1", "--rows"},      {"-r 0", "--repeat"},
@@ -272,6 +297,13 @@ static void test_timeline_row(void **state) {
   t = (cmp_task){0};
   cmp_timeline_row(&t, 100 * ms, 4, true, buf, sizeof buf);
   assert_string_equal(buf, "----");
+  /* waiting, then running: fetch, then parse */
+  t = (cmp_task){.start = 100 * ms, .end = 900 * ms, .wait_end = 500 * ms};
+  cmp_timeline_row(&t, 100 * ms, 10, true, buf, sizeof buf);
+  assert_string_equal(buf, "-~~~~####-");
+  t = (cmp_task){.start = 0, .end = 200 * ms, .wait_end = 200 * ms};
+  cmp_timeline_row(&t, 100 * ms, 3, false, buf, sizeof buf);
+  assert_string_equal(buf, "\xe2\x96\x91\xe2\x96\x91-");
   /* UTF-8 blocks, and a buffer too small is cut at a whole cell */
   t = (cmp_task){.start = 0, .end = 200 * ms};
   cmp_timeline_row(&t, 100 * ms, 3, false, buf, sizeof buf);
@@ -341,8 +373,10 @@ static void test_cpu_models(void **state) {
   run_all(CMP_CPU, 3, 60, &r);
   assert_true(r.work.iters_per_ms > 0);
   assert_true(r.work.slice_ms >= 1 && r.work.slice_ms <= 60);
+  /* It computed: 3 tasks of 60 ms of CPU each (CPU time, not wall time, so
+   * that a busy machine does not change the figure). */
   for (int m = CMP_SEQ; m <= CMP_CORO; m++)
-    assert_true(r.runs[m].cpu_ns > r.runs[m].wall_ns / 4); /* it computed */
+    assert_true(r.runs[m].cpu_ns > 3 * 60 * 1000000LL * 8 / 10);
   /* the coroutines ran in several pieces each, recorded for the timeline */
   for (size_t i = 0; i < 3; i++) {
     const cmp_task *t = &r.runs[CMP_CORO].tasks[i];
@@ -381,7 +415,7 @@ static void test_pools(void **state) {
     skip(); /* qemu-user cannot exec the worker program */
   }
   assert_int_equal(rc, 0);
-  assert_non_null(strstr(r.how, "process pool of "));
+  assert_non_null(strstr(r.how, "start-up "));
   assert_true(r.setup_ns > 0 && r.setup_ns < r.wall_ns);
   assert_true(r.cpu_ns > 3 * 40 * ms / 2);
   for (size_t i = 0; i < 3; i++) {
@@ -427,13 +461,17 @@ static void test_reports(void **state) {
   cmp_report_text(f, &r, 1, &o);
   fclose(f);
   assert_non_null(strstr(out, "I/O-bound: 3 tasks that each wait 30 ms"));
-  assert_non_null(strstr(out, "  sequential  one after another"));
-  assert_non_null(strstr(out, "  threads     3 threads, one per task"));
-  assert_non_null(strstr(out, "  coroutines  3 tasks on 1 loop"));
+  assert_true(same_line(out, "  sequential ", "one after another, 1 thread"));
+  assert_true(same_line(out, "  threads ", "3 threads, one per task"));
+  assert_true(same_line(out, "  coroutines ", "3 tasks on 1 loop"));
   assert_non_null(strstr(out, "1.00x"));
   assert_int_equal(count(out, "  Task A: "), 3);
   assert_int_equal(count(out, "  Time:   "), 3);
-  assert_non_null(strstr(out, "\xe2\x96\x88")); /* █ */
+  assert_non_null(strstr(out, "\xe2\x96\x91")); /* ░: the tasks wait */
+  assert_null(strstr(out, "Task A: \xe2\x96\x88")); /* █: none computes */
+  for (char *line = out, *nl; (nl = strchr(line, '\n')); line = nl + 1)
+    if (!strstr(line, "Task ") && !strstr(line, "Time:") && nl - line > 80)
+      fail_msg("line wider than 80 columns: %.*s", (int)(nl - line), line);
   assert_non_null(strstr(out, "Waiting work wants concurrency"));
   free(out);
 
@@ -488,6 +526,7 @@ static void test_crowding_note(void **state) {
   cmp_report_text(f, &r, 1, &o);
   fclose(f);
   assert_non_null(strstr(out, "CPU-bound: 2 tasks that each compute 500 ms"));
+  flatten(out);
   assert_non_null(strstr(out, "other programs were using the CPUs"));
   assert_non_null(strstr(out, "sequential 0.50/1"));
   assert_non_null(strstr(out, "--repeat 3"));
@@ -630,8 +669,19 @@ static void test_cli_compare_runs(void **state) {
   char *out, *err;
   assert_int_equal(run_cli(&out, &err, "compare", "-n", "3", "-w", "20", NULL), 0);
   assert_non_null(strstr(out, "I/O-bound: 3 tasks that each wait 20 ms"));
-  assert_int_equal(count(out, "Task C: "), 4); /* sequential, threads, coroutines, processes */
-  assert_int_equal(count(out, "  Time:   "), 4);
+  /* sequential, threads, coroutines, processes, auto */
+  assert_int_equal(count(out, "Task C: "), 5);
+  assert_int_equal(count(out, "  Time:   "), 5);
+  flatten(out);
+  assert_non_null(strstr(out, "braid profile of the sequential run says io-bound"));
+  free(out), free(err);
+
+  /* -r: the median and the spread */
+  assert_int_equal(run_cli(&out, &err, "compare", "-n", "2", "-w", "20", "-m", "seq,coro", "-r",
+                           "3", "--no-timeline", NULL),
+                   0);
+  assert_non_null(strstr(out, "median spread"));
+  assert_non_null(strstr(out, "3 runs per model"));
   free(out), free(err);
 
   assert_int_equal(run_cli(&out, &err, "compare", "-n", "2", "-w", "10", "-c", "10", "--workload",
@@ -640,6 +690,9 @@ static void test_cli_compare_runs(void **state) {
   if (!json_valid(out)) fail_msg("invalid JSON:\n%s", out);
   assert_non_null(strstr(out, "\"workload\": \"io\""));
   assert_non_null(strstr(out, "\"workload\": \"cpu\""));
+  assert_non_null(strstr(out, "\"workload\": \"mixed\""));
+  assert_int_equal(count(out, "\"verdict\": "), 3);
+  assert_int_equal(count(out, "\"model\": \"auto\""), 3);
   assert_int_equal(count(out, "\"ok\": true"), count(out, "\"model\": "));
   free(out), free(err);
 }

@@ -1,8 +1,8 @@
 /* profile_verdict.c — from where the time went to what to do about it.
  *
  * The verdict looks at how much of its time the work spends computing (some
- * thread of it on a CPU), as it would on an idle machine: at least 70 %, it
- * is computing (cpu-bound); at most 30 %, it is waiting (io-bound); in
+ * thread of it on a CPU), as it would on an idle machine: at least 80 %, it
+ * is computing (cpu-bound); at most 20 %, it is waiting (io-bound); in
  * between it does both in turns (mixed). Time spent waiting for a CPU is
  * taken out first, so the verdict stays the same on a busy machine, where
  * the sub-verdict "starved" says what happened. A thread that
@@ -18,8 +18,8 @@
 enum {
   TOO_SHORT_NS = 10 * 1000 * 1000, /* under 10 ms, nothing is worth a thread */
 };
-#define CPU_BOUND_CORES 0.7
-#define IO_BOUND_CORES 0.3
+#define CPU_BOUND_CORES 0.8
+#define IO_BOUND_CORES 0.2
 
 static const char *const time_names[BR_PROFILE_T_COUNT] = {
     "cpu", "runqueue", "network", "pipe", "disk", "sleep", "lock", "child", "idle", "other"};

@@ -32,10 +32,17 @@
 #include <stdio.h>
 
 /* Workloads. */
-typedef enum cmp_kind { CMP_IO = 0, CMP_CPU, CMP_NKINDS } cmp_kind;
+typedef enum cmp_kind { CMP_IO = 0, CMP_CPU, CMP_MIXED, CMP_NKINDS } cmp_kind;
 
 /* Models, in the order they are run and printed. */
-typedef enum cmp_model { CMP_SEQ = 0, CMP_THREADS, CMP_CORO, CMP_PROCS, CMP_NMODELS } cmp_model;
+typedef enum cmp_model {
+  CMP_SEQ = 0,
+  CMP_THREADS,
+  CMP_CORO,
+  CMP_PROCS,
+  CMP_AUTO,
+  CMP_NMODELS
+} cmp_model;
 
 /* Limits of the options. */
 enum {
@@ -52,9 +59,9 @@ typedef struct cmp_opts {
   long tasks;        /* N: -n/--tasks, 1..100000 (default 5) */
   long wait_ms;      /* W: -w/--wait, 0..60000 ms each I/O task waits (1000) */
   long compute_ms;   /* C: -c/--compute, 0..60000 ms each CPU task computes (500) */
-  unsigned kinds;    /* bit per cmp_kind: --workload io|cpu|all (io) */
+  unsigned kinds;    /* bit per cmp_kind: --workload io|cpu|mixed|all (io) */
   unsigned models;   /* bit per cmp_model: -m/--models (all available) */
-  int repeat;        /* -r/--repeat: runs per model, the fastest kept (1) */
+  int repeat;        /* -r/--repeat: runs per model, the median shown (1) */
   int width;         /* --width: timeline columns for the longest run (60) */
   int rows;          /* --rows: most timeline rows per model (10) */
   bool json;         /* --json: JSON on stdout instead of the table */
@@ -81,13 +88,16 @@ typedef struct cmp_span {
  * segments they actually ran (a coroutine that yields runs in pieces). */
 typedef struct cmp_task {
   int64_t start, end; /* first start, last end; end == 0: never ran */
+  int64_t wait_end;   /* the task waited from start to here (<= start: never) */
   cmp_span *segs;     /* NULL: one segment, [start, end] */
   size_t nsegs, cap;
 } cmp_task;
 
-/* Record the task's start / end (now, relative to t0). */
+/* Record the task's start / end (now, relative to t0), and the end of its
+ * waiting (the I/O part of a task). */
 void cmp_task_begin(cmp_task *t, int64_t t0);
 void cmp_task_end(cmp_task *t, int64_t t0);
+void cmp_task_waited(cmp_task *t, int64_t t0);
 /* Record a segment [start, end] (absolute br_now() times) if t tracks them. */
 void cmp_task_segment(cmp_task *t, int64_t start, int64_t end, int64_t t0);
 
@@ -95,6 +105,7 @@ void cmp_task_segment(cmp_task *t, int64_t start, int64_t end, int64_t t0);
 typedef struct cmp_work {
   cmp_kind kind;
   long ms;             /* each task waits / computes this long */
+  long compute_ms;     /* mixed: after waiting ms, each task computes this long */
   long slice_ms;       /* coroutines yield every slice_ms (0: never) */
   double iters_per_ms; /* CPU: calibrated loop iterations per ms */
   bool computes;       /* CPU-bound: the threads model uses the CPU pool */
@@ -112,11 +123,20 @@ typedef struct cmp_work {
 /* Fill *w for the workload; 0 or a negative code. */
 int cmp_work_io(cmp_work *w, const cmp_opts *o);
 int cmp_work_cpu(cmp_work *w, const cmp_opts *o); /* calibrates the loop */
+int cmp_work_mixed(cmp_work *w, const cmp_opts *o); /* waits, then computes */
 /* Set w's bodies from its kind and numbers (how a worker process rebuilds
  * the workload it was sent). */
 void cmp_io_bodies(cmp_work *w);
 void cmp_cpu_bodies(cmp_work *w);
+void cmp_mixed_bodies(cmp_work *w);
+/* The CPU workload's calibration: loop iterations per ms on this machine. */
+double cmp_calibrate(void);
+/* Burn ms of CPU time with w's calibration. */
+void cmp_compute_ms(const cmp_work *w, long ms);
 int cmp_work_bodies(cmp_work *w);
+
+/* Block the calling thread for ms (nanosleep, like time.sleep). */
+void cmp_io_wait(long ms);
 
 /* The CPU loop: burn `iters` iterations of pure arithmetic. */
 uint64_t cmp_burn(uint64_t iters);
@@ -130,6 +150,8 @@ typedef struct cmp_run {
   int64_t wall_ns;  /* the whole run, first start to last end */
   int64_t cpu_ns;   /* CPU time the process (and its workers) used */
   int64_t setup_ns; /* start-up cost included in wall (pools), else 0 */
+  int64_t wall_min, wall_max; /* over the -r runs (the run shown is the median) */
+  int runs;         /* how many runs were taken */
   int workers;      /* threads or processes that ran the tasks */
   size_t ntasks;
   cmp_task *tasks;
@@ -153,6 +175,9 @@ void cmp_run_error(cmp_run *r, int err, const char *fmt, ...) __attribute__((for
  * of w, tracking segments where r->tasks[i].segs is set. */
 void cmp_run_pool(const cmp_work *w, cmp_run *r);
 void cmp_run_procs(const cmp_work *w, cmp_run *r);
+/* The auto executor (compare_auto.c): every task's blocking body through
+ * br_auto_submit, which measures and routes it. */
+void cmp_run_auto(const cmp_work *w, cmp_run *r);
 
 /* All runs of one workload. */
 typedef struct cmp_result {
@@ -160,7 +185,14 @@ typedef struct cmp_result {
   size_t ntasks;
   bool present[CMP_NMODELS];
   cmp_run runs[CMP_NMODELS];
+  /* What `braid profile` says of the workload: br_profile over the first
+   * sequential run (profiled is false without one). */
+  bool profiled;
+  char verdict[48];
+  char evidence[320];
+  char recommendation[240];
 } cmp_result;
+
 
 /* Average cores busy during run r: CPU time / wall time. */
 double cmp_cores(const cmp_run *r);

@@ -7,9 +7,9 @@
 #include "commands.h"
 #include "compare.h"
 
-static const char *const kind_names[CMP_NKINDS] = {"io", "cpu"};
+static const char *const kind_names[CMP_NKINDS] = {"io", "cpu", "mixed"};
 static const char *const model_names[CMP_NMODELS] = {"sequential", "threads", "coroutines",
-                                                     "processes"};
+                                                     "processes", "auto"};
 
 const char *cmp_kind_name(cmp_kind k) { return (unsigned)k < CMP_NKINDS ? kind_names[k] : "?"; }
 const char *cmp_model_name(cmp_model m) {
@@ -33,20 +33,24 @@ void cmd_compare_help(FILE *out) {
   fprintf(out,
           "usage: braid compare [options]\n"
           "\n"
-          "Run N tasks that each wait W ms (I/O-bound) or compute C ms (CPU-bound) four\n"
-          "ways: one after another; on threads (one per task, or the CPU pool for\n"
-          "computing work); as coroutines on one braid loop; in a process pool. Print\n"
-          "wall time, CPU time, cores used and speed-up over sequential, and a timeline\n"
-          "of every task (\xe2\x96\x88 running or waiting, - idle).\n"
+          "Run N tasks that each wait W ms (I/O-bound), compute C ms (CPU-bound), or\n"
+          "wait W ms and then compute C ms (mixed: fetch, then parse) five ways: one\n"
+          "after another; on threads (one per task, or the CPU pool for computing\n"
+          "work); as coroutines on one braid loop; in a process pool; and through the\n"
+          "auto executor, which measures each task and picks. Print wall time, CPU\n"
+          "time, cores used and speed-up over sequential, a timeline of every task\n"
+          "(\xe2\x96\x88 running, \xe2\x96\x91 waiting, - idle), and the verdict `braid profile` gives\n"
+          "the workload.\n"
           "\n"
           "options:\n"
           "  -n, --tasks N        number of tasks, 1..%d (default 5)\n"
-          "  -w, --wait MS        I/O workload: each task waits MS ms, 0..%d (default 1000)\n"
-          "  -c, --compute MS     CPU workload: each task computes MS ms, 0..%d (default 500)\n"
-          "      --workload KIND  io, cpu or all (default io)\n"
-          "  -m, --models LIST    comma-separated: sequential,threads,coroutines,processes\n"
-          "                       (short: seq,thr,coro,proc; default: all)\n"
-          "  -r, --repeat R       run every model R times, keep the fastest, 1..%d (default 1)\n"
+          "  -w, --wait MS        each task waits MS ms (io, mixed), 0..%d (default 1000)\n"
+          "  -c, --compute MS     each task computes MS ms (cpu, mixed), 0..%d (default 500)\n"
+          "      --workload KIND  io, cpu, mixed or all (default io)\n"
+          "  -m, --models LIST    comma-separated: sequential,threads,coroutines,processes,\n"
+          "                       auto (short: seq,thr,coro,proc; default: all)\n"
+          "  -r, --repeat R       run every model R times, show the median and the spread,\n"
+          "                       1..%d (default 1)\n"
           "      --json           print every figure as JSON instead of the table\n"
           "      --width COLS     timeline width of the longest run, %d..%d (default 60)\n"
           "      --rows N         most timeline rows per model, %d..%d (default 10)\n"
@@ -87,7 +91,7 @@ static int parse_models(const char *list, unsigned *out, FILE *err) {
     cmp_model m;
   } names[] = {{"sequential", CMP_SEQ}, {"seq", CMP_SEQ},        {"threads", CMP_THREADS},
                {"thr", CMP_THREADS},    {"coroutines", CMP_CORO}, {"coro", CMP_CORO},
-               {"processes", CMP_PROCS}, {"proc", CMP_PROCS}};
+               {"processes", CMP_PROCS}, {"proc", CMP_PROCS},     {"auto", CMP_AUTO}};
   unsigned set = 0;
   const char *p = list;
   for (;;) {
@@ -170,10 +174,13 @@ int cmp_parse_args(int argc, char **argv, cmp_opts *o, FILE *err) {
         o->kinds = 1u << CMP_IO;
       else if (strcmp(arg, "cpu") == 0)
         o->kinds = 1u << CMP_CPU;
+      else if (strcmp(arg, "mixed") == 0)
+        o->kinds = 1u << CMP_MIXED;
       else if (strcmp(arg, "all") == 0)
-        o->kinds = (1u << CMP_IO) | (1u << CMP_CPU);
+        o->kinds = (1u << CMP_IO) | (1u << CMP_CPU) | (1u << CMP_MIXED);
       else {
-        fprintf(err, "braid compare: --workload must be io, cpu or all, got '%s'\n", arg);
+        fprintf(err, "braid compare: --workload must be io, cpu, mixed or all, got '%s'\n",
+                arg);
         return -1;
       }
       break;

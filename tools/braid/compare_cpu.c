@@ -31,7 +31,7 @@ uint64_t cmp_burn(uint64_t iters) {
 
 /* Iterations per CPU millisecond: the best of three rounds of >= 20 ms,
  * timed on the thread's CPU clock so that preemption does not count. */
-static double calibrate(void) {
+double cmp_calibrate(void) {
   static double cached;
   if (cached > 0) return cached;
   double best = 0;
@@ -55,6 +55,8 @@ static double calibrate(void) {
 static uint64_t iters_for(const cmp_work *w, long ms) {
   return (uint64_t)(w->iters_per_ms * (double)ms + 0.5);
 }
+
+void cmp_compute_ms(const cmp_work *w, long ms) { keep(cmp_burn(iters_for(w, ms))); }
 
 static void cpu_blocking(const cmp_work *w, cmp_task *t, int64_t t0) {
   cmp_task_begin(t, t0);
@@ -91,7 +93,7 @@ void cmp_cpu_bodies(cmp_work *w) {
 }
 
 int cmp_work_cpu(cmp_work *w, const cmp_opts *o) {
-  *w = (cmp_work){.kind = CMP_CPU, .ms = o->compute_ms, .iters_per_ms = calibrate()};
+  *w = (cmp_work){.kind = CMP_CPU, .ms = o->compute_ms, .iters_per_ms = cmp_calibrate()};
   /* Slice so that one slice is about two timeline columns of the longest
    * (sequential-like) run: the interleaving shows, and each task yields a
    * handful of times. */

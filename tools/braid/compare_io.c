@@ -11,7 +11,7 @@
 
 #include "compare.h"
 
-static void io_wait(long ms) {
+void cmp_io_wait(long ms) {
   struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
   while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
   }
@@ -19,18 +19,20 @@ static void io_wait(long ms) {
 
 static void io_blocking(const cmp_work *w, cmp_task *t, int64_t t0) {
   cmp_task_begin(t, t0);
-  io_wait(w->ms);
+  cmp_io_wait(w->ms);
+  cmp_task_waited(t, t0);
   cmp_task_end(t, t0);
 }
 
 static void io_piece(const cmp_work *w, long k) {
   (void)k;
-  io_wait(w->ms);
+  cmp_io_wait(w->ms);
 }
 
 static int io_coroutine(const cmp_work *w, cmp_task *t, int64_t t0) {
   cmp_task_begin(t, t0);
   int rc = br_sleep_ms(w->ms);
+  cmp_task_waited(t, t0);
   cmp_task_end(t, t0);
   return rc;
 }

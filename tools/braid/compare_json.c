@@ -36,6 +36,10 @@ static void json_task(FILE *out, const cmp_task *t) {
   }
   fputs("{\"start_s\": ", out);
   json_seconds(out, t->start);
+  if (t->wait_end > t->start) {
+    fputs(", \"waited_until_s\": ", out);
+    json_seconds(out, t->wait_end);
+  }
   fputs(", \"end_s\": ", out);
   json_seconds(out, t->end);
   if (t->segs && t->nsegs) {
@@ -75,6 +79,10 @@ static void json_run(FILE *out, const cmp_result *r, cmp_model m) {
   fprintf(out, ", \"cores\": %.4f, \"workers\": %d", cmp_cores(run), run->workers);
   fputs(", \"setup_s\": ", out);
   json_seconds(out, run->setup_ns);
+  fprintf(out, ", \"runs\": %d, \"wall_min_s\": ", run->runs > 0 ? run->runs : 1);
+  json_seconds(out, run->runs > 1 ? run->wall_min : run->wall_ns);
+  fputs(", \"wall_max_s\": ", out);
+  json_seconds(out, run->runs > 1 ? run->wall_max : run->wall_ns);
   double s = cmp_speedup(r, m);
   if (s > 0)
     fprintf(out, ", \"speedup\": %.4f", s);
@@ -89,16 +97,27 @@ static void json_run(FILE *out, const cmp_result *r, cmp_model m) {
 }
 
 void cmp_report_json(FILE *out, const cmp_result *res, size_t nres, const cmp_opts *o) {
-  fprintf(out, "{\"braid_version\": \"%d.%d.%d\", \"cpus\": %d, \"tasks\": %ld,\n",
-          BR_VERSION_MAJOR, BR_VERSION_MINOR, BR_VERSION_PATCH, br_cpu_count(), o->tasks);
+  fprintf(out, "{\"braid_version\": \"%s\", \"cpus\": %d, \"tasks\": %ld, \"repeat\": %d,\n",
+          br_version_string(), br_cpu_count(), o->tasks, o->repeat);
   fputs(" \"workloads\": [", out);
   for (size_t i = 0; i < nres; i++) {
     const cmp_result *r = &res[i];
     fprintf(out,
             "%s\n  {\"workload\": \"%s\", \"tasks\": %zu, \"per_task_ms\": %ld, "
-            "\"slice_ms\": %ld, \"iters_per_ms\": %.1f,\n   \"runs\": [",
-            i ? "," : "", cmp_kind_name(r->work.kind), r->ntasks, r->work.ms, r->work.slice_ms,
+            "\"compute_ms\": %ld, \"slice_ms\": %ld, \"iters_per_ms\": %.1f,\n   \"verdict\": ",
+            i ? "," : "", cmp_kind_name(r->work.kind), r->ntasks, r->work.ms,
+            r->work.kind == CMP_MIXED ? r->work.compute_ms : 0, r->work.slice_ms,
             r->work.iters_per_ms);
+    if (r->profiled) {
+      json_string(out, r->verdict);
+      fputs(", \"evidence\": ", out);
+      json_string(out, r->evidence);
+      fputs(", \"recommendation\": ", out);
+      json_string(out, r->recommendation);
+    } else {
+      fputs("null, \"evidence\": null, \"recommendation\": null", out);
+    }
+    fputs(",\n   \"runs\": [", out);
     bool first = true;
     for (int m = 0; m < CMP_NMODELS; m++) {
       if (!r->present[m]) continue;

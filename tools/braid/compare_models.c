@@ -6,6 +6,7 @@
  *   coroutines  one braid task per task on one loop (br_run + br_spawn +
  *               br_gather_tasks), the coroutine body suspending in braid
  *   processes   the process pool (compare_procs.c)
+ *   auto        the auto executor (compare_auto.c)
  *
  * Each runner measures the wall and process CPU time of the whole run and
  * hands every body the run's start time t0, so tasks stamp their own
@@ -35,6 +36,7 @@ int64_t cmp_thread_cpu_now(void) {
 bool cmp_model_available(cmp_model m) { return (unsigned)m < CMP_NMODELS; }
 
 void cmp_task_begin(cmp_task *t, int64_t t0) { t->start = br_now() - t0; }
+void cmp_task_waited(cmp_task *t, int64_t t0) { t->wait_end = br_now() - t0; }
 void cmp_task_end(cmp_task *t, int64_t t0) {
   t->end = br_now() - t0;
   if (t->end <= 0) t->end = 1; /* end == 0 means "never ran" */
@@ -197,10 +199,10 @@ static void coro_warm_up(void) {
 
 static void run_coroutines(const cmp_work *w, cmp_run *r) {
   size_t n = r->ntasks;
-  int len = snprintf(r->how, sizeof r->how, "%zu task%s on 1 loop, 1 thread", n,
-                     n == 1 ? "" : "s");
-  if (w->slice_ms > 0 && w->slice_ms < w->ms && len > 0 && (size_t)len < sizeof r->how)
-    snprintf(r->how + len, sizeof r->how - (size_t)len, ", yield every %ld ms", w->slice_ms);
+  if (w->computes && w->slice_ms > 0 && w->slice_ms < w->ms)
+    snprintf(r->how, sizeof r->how, "1 loop, yield every %ld ms", w->slice_ms);
+  else
+    snprintf(r->how, sizeof r->how, "%zu task%s on 1 loop, 1 thread", n, n == 1 ? "" : "s");
   r->workers = 1;
   coro_run c = {.w = w, .r = r, .t0 = br_now()};
   int rc = br_run(NULL, coro_main, &c);
@@ -243,6 +245,7 @@ int cmp_run_model(cmp_model m, const cmp_work *w, size_t n, int rows, cmp_run *o
     break;
   case CMP_CORO: run_coroutines(w, out); break;
   case CMP_PROCS: cmp_run_procs(w, out); break;
+  case CMP_AUTO: cmp_run_auto(w, out); break;
   default: break;
   }
   out->cpu_ns += cmp_cpu_now() - cpu0; /* runners may add their workers' CPU time */

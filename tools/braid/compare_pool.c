@@ -51,8 +51,7 @@ void cmp_run_pool(const cmp_work *w, cmp_run *r) {
   }
   r->setup_ns = br_now() - t0;
   int workers = r->workers = br_pool_size(pool);
-  snprintf(r->how, sizeof r->how, "CPU pool of %d thread%s, %ld piece%s per task", workers,
-           workers == 1 ? "" : "s", w->pieces, w->pieces == 1 ? "" : "s");
+  snprintf(r->how, sizeof r->how, "CPU pool of %d thread%s", workers, workers == 1 ? "" : "s");
   for (; submitted < n; submitted++) {
     jobs[submitted] = (pool_job){w, &r->tasks[submitted], t0};
     int rc = br_pool_submit(pool, &futures[submitted], pool_task, &jobs[submitted]);

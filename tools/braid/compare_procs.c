@@ -20,7 +20,7 @@
 
 typedef struct piece_in {
   int32_t kind;
-  int32_t reserved;
+  int32_t compute_ms; /* mixed: after the wait */
   int64_t ms, slice_ms, pieces, k;
   double iters_per_ms;
 } piece_in;
@@ -40,6 +40,7 @@ static int compare_piece(const void *in, size_t len, br_bytes *out) {
   cmp_work w = {.kind = (cmp_kind)a.kind,
                 .ms = (long)a.ms,
                 .slice_ms = (long)a.slice_ms,
+                .compute_ms = a.compute_ms,
                 .iters_per_ms = a.iters_per_ms};
   if (cmp_work_bodies(&w) != 0 || w.pieces != a.pieces || a.k < 0 || a.k >= a.pieces) {
     br_fail(BR_EINVAL, "braid_compare_piece: bad piece %lld of %lld (workload %d)",
@@ -57,12 +58,16 @@ static int compare_piece(const void *in, size_t len, br_bytes *out) {
 BR_JOB(braid_compare_piece, compare_piece);
 
 /* Fold the outcome of piece j into its task. */
-static void collect_piece(cmp_run *r, size_t per, size_t j, const piece_out *o, int64_t t0) {
+static void collect_piece(cmp_run *r, size_t per, size_t j, const piece_out *o, int64_t t0,
+                          cmp_kind kind, int64_t ms) {
   cmp_task *t = &r->tasks[j / per];
   int64_t s = o->start - t0, e = o->end - t0;
   if (e <= 0) e = 1;
   if (t->end == 0 || s < t->start) t->start = s;
   if (e > t->end) t->end = e;
+  /* What part of the piece was waiting, as the workload says. */
+  if (kind == CMP_IO) t->wait_end = t->end;
+  else if (kind == CMP_MIXED) t->wait_end = s + ms * 1000000 < e ? s + ms * 1000000 : e;
   cmp_task_segment(t, o->start, o->end, t0);
   r->cpu_ns += o->cpu_ns;
   if (r->setup_ns == 0 || s < r->setup_ns) r->setup_ns = s > 0 ? s : 1;
@@ -79,6 +84,7 @@ void cmp_run_procs(const cmp_work *w, cmp_run *r) {
   }
   for (size_t j = 0; j < total; j++) {
     in[j] = (piece_in){.kind = (int32_t)w->kind,
+                       .compute_ms = (int32_t)w->compute_ms,
                        .ms = w->ms,
                        .slice_ms = w->slice_ms,
                        .pieces = w->pieces,
@@ -103,7 +109,7 @@ void cmp_run_procs(const cmp_work *w, cmp_run *r) {
     if (res[j].err == 0 && b && b->len == sizeof(piece_out)) {
       piece_out o;
       memcpy(&o, b->data, sizeof o);
-      collect_piece(r, per, j, &o, t0);
+      collect_piece(r, per, j, &o, t0, w->kind, w->ms);
     } else if (!r->err) {
       int err = res[j].err ? res[j].err : BR_ERANGE;
       cmp_run_error(r, err, "task %zu of %zu, piece %zu: %s", j / per + 1, n, j % per + 1,
@@ -112,8 +118,8 @@ void cmp_run_procs(const cmp_work *w, cmp_run *r) {
   }
   if (rc && !r->err) cmp_run_error(r, rc, "the process pool failed: %s", br_strerror(rc));
   br_results_free(res, total);
-  snprintf(r->how, sizeof r->how, "process pool of %d worker%s, start-up %.0f ms", workers,
-           workers == 1 ? "" : "s", (double)r->setup_ns / 1e6);
+  snprintf(r->how, sizeof r->how, "%d process%s, start-up %.0f ms", workers,
+           workers == 1 ? "" : "es", (double)r->setup_ns / 1e6);
 out:
   free(in);
   free(items);

@@ -5,8 +5,9 @@
  *   Time:   →→→→→→→→→→→→ 1.00 s
  *
  * One row per task (the first and last few when there are many), one cell
- * per time slot: busy (█) while the task runs or its wait is in progress,
- * idle (-) before it starts, between its pieces and after it ends. */
+ * per time slot: running (█) while the task computes, waiting (░) while its
+ * wait (its I/O) is in progress, idle (-) before it starts, between its
+ * pieces and after it ends. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,8 +45,8 @@ static int64_t overlap(int64_t a0, int64_t a1, int64_t b0, int64_t b1) {
 
 int cmp_timeline_row(const cmp_task *t, int64_t col_ns, int cols, bool ascii, char *buf,
                      size_t size) {
-  const char *busy = ascii ? "#" : "\xe2\x96\x88"; /* U+2588 FULL BLOCK */
-  size_t busy_len = strlen(busy);
+  const char *busy = ascii ? "#" : "\xe2\x96\x88";    /* U+2588 FULL BLOCK */
+  const char *waiting = ascii ? "~" : "\xe2\x96\x91"; /* U+2591 LIGHT SHADE */
   if (col_ns < 1) col_ns = 1;
   if (cols < 0) cols = 0;
   cmp_span whole = {t->start, t->end};
@@ -62,9 +63,12 @@ int cmp_timeline_row(const cmp_task *t, int64_t col_ns, int cols, bool ascii, ch
       if (m >= c0 && m < c1) mid = true; /* short pieces still show */
     }
     bool on = mid || 2 * covered >= col_ns;
-    size_t len = on ? busy_len : 1;
+    /* Of the cell's busy time, how much was the task's wait. */
+    int64_t waited = t->wait_end > t->start ? overlap(t->start, t->wait_end, c0, c1) : 0;
+    const char *cell = !on ? "-" : 2 * waited >= (covered > 0 ? covered : col_ns) ? waiting : busy;
+    size_t len = strlen(cell);
     if (pos + len + 1 > size) break;
-    memcpy(buf + pos, on ? busy : "-", len);
+    memcpy(buf + pos, cell, len);
     pos += len;
   }
   if (size) buf[pos < size ? pos : size - 1] = '\0';
