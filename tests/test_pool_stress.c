@@ -16,6 +16,12 @@
  *
  * A second part pushes 1,000,000 submitted jobs (same scaling) through the
  * injection queue from two outside threads and from inside jobs at once.
+ *
+ * A third part races the job records' protocol (core/job.h): two threads
+ * submit until refused, a third cancels every third future as it appears,
+ * and br_pool_shutdown(BR_SHUTDOWN_CANCEL) begins meanwhile. Every future
+ * must end exactly once, every job run at most once (and exactly once if
+ * its future holds a value), and the report and the counters add up.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -28,6 +34,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sched.h>
 #include <string.h>
 
 #include "test_pool.h"
@@ -238,10 +245,122 @@ static void test_million_submits(void **state) {
   free((void *)hits2);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Submit, cancel and shutdown(BR_SHUTDOWN_CANCEL) at once                   */
+
+static _Atomic unsigned char *hits3;
+static br_pool *rpool;
+
+static void *mark3(void *arg) {
+  volatile long x = 0;
+  for (long i = 0; i < 500; i++) x += i;
+  (void)x;
+  atomic_fetch_add(&hits3[PI(arg)], 1);
+  return arg;
+}
+
+typedef struct {
+  long base, cap; /* job indices base .. base + cap - 1 */
+  br_future **fs;
+  _Atomic long n; /* futures stored so far (release) */
+  _Atomic int done;
+  int last_rc;
+} racer;
+
+static void *race_submitter(void *arg) {
+  racer *r = arg;
+  long i = 0;
+  for (; i < r->cap; i++) {
+    int rc = br_pool_submit(rpool, &r->fs[i], mark3, IP(r->base + i));
+    if (rc != 0) {
+      r->last_rc = rc;
+      break;
+    }
+    atomic_store_explicit(&r->n, i + 1, memory_order_release);
+  }
+  atomic_store(&r->done, 1);
+  return NULL;
+}
+
+static void *race_canceller(void *arg) {
+  racer *rs = arg;
+  long seen[2] = {0, 0};
+  for (;;) {
+    int finished = 1;
+    for (int k = 0; k < 2; k++) {
+      int done = atomic_load(&rs[k].done);
+      long n = atomic_load_explicit(&rs[k].n, memory_order_acquire);
+      for (; seen[k] < n; seen[k]++)
+        if (seen[k] % 3 == 0) (void)br_future_cancel(rs[k].fs[seen[k]]);
+      if (!done) finished = 0;
+    }
+    if (finished) return NULL;
+    sched_yield();
+  }
+}
+
+static void test_submit_cancel_shutdown_race(void **state) {
+  (void)state;
+  long cap = br_test_scaled(200000);
+  hits3 = calloc((size_t)(2 * cap), 1);
+  rpool = new_pool(WORKERS, NULL);
+  racer rs[2] = {{.base = 0, .cap = cap}, {.base = cap, .cap = cap}};
+  for (int k = 0; k < 2; k++) rs[k].fs = calloc((size_t)cap, sizeof(br_future *));
+  pthread_t ts[2], tc;
+  for (int k = 0; k < 2; k++) pthread_create(&ts[k], NULL, race_submitter, &rs[k]);
+  pthread_create(&tc, NULL, race_canceller, rs);
+  /* Shut down once a quarter of the jobs were submitted. */
+  while (atomic_load(&rs[0].n) + atomic_load(&rs[1].n) < cap / 2 && !atomic_load(&rs[0].done))
+    sched_yield();
+  br_pool_report r;
+  assert_int_equal(br_pool_shutdown(rpool, &r, BR_SHUTDOWN_CANCEL), 0);
+  for (int k = 0; k < 2; k++) pthread_join(ts[k], NULL);
+  pthread_join(tc, NULL);
+  assert_int_equal(r.mode, BR_SHUTDOWN_CANCEL);
+  assert_int_equal(r.pending, r.completed + r.cancelled);
+  long total = 0, ran = 0, cancelled = 0, bad = 0;
+  for (int k = 0; k < 2; k++) {
+    long n = atomic_load(&rs[k].n);
+    if (n < cap) assert_int_equal(rs[k].last_rc, BR_ESHUTDOWN);
+    total += n;
+    for (long i = 0; i < n; i++) {
+      br_future *f = rs[k].fs[i];
+      long idx = rs[k].base + i;
+      unsigned h = atomic_load(&hits3[idx]);
+      if (!br_future_done(f)) bad++;
+      int err = br_future_error(f);
+      if (err == 0) {
+        ran++;
+        if (PI(br_future_value(f)) != idx || h != 1) bad++;
+      } else if (err == BR_ECANCELED) {
+        cancelled++;
+        if (h > 1) bad++;
+      } else {
+        bad++;
+      }
+      br_future_unref(f);
+    }
+    free(rs[k].fs);
+  }
+  assert_int_equal(bad, 0);
+  assert_int_equal(ran + cancelled, total);
+  br_pool_stats st;
+  assert_int_equal(br_pool_get_stats(rpool, &st), 0);
+  assert_int_equal(st.submitted, (uint64_t)total);
+  assert_int_equal(r.submitted, (uint64_t)total);
+  assert_int_equal(st.completed + st.cancelled, (uint64_t)total);
+  /* A job whose future was cancelled while it ran counts as completed. */
+  assert_true(st.cancelled <= (uint64_t)cancelled);
+  assert_true(st.completed >= (uint64_t)ran);
+  br_pool_free(rpool);
+  free((void *)hits3);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_ten_million_forks),
       cmocka_unit_test(test_million_submits),
+      cmocka_unit_test(test_submit_cancel_shutdown_race),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
