@@ -108,8 +108,10 @@ typedef struct br_loop_opts {
    * say otherwise; see BR_SPAWN_COMPACT. Also BRAID_COMPACT=1. */
   bool compact;
   br_accounting accounting;
-  /* Called with a detached task's failure instead of the default report on
-   * stderr. Runs on the loop thread. msg is only valid during the call. */
+  /* Called with a detached task's failure instead of the default report
+   * (the log hook, br_set_log). Runs on the loop thread. task is a handle
+   * for br_task_name / br_task_id during the call; msg is only valid during
+   * the call. */
   void (*on_detached_error)(br_task *task, int code, const char *msg, void *ud);
   void *ud;
   /* Report when the loop does not get back to its poller for this many ms
@@ -254,8 +256,8 @@ int br_join_result(br_task *t, br_result *out);
 int br_task_close(br_task *t);
 
 /* br_detach: give the handle back without waiting; t runs on. If it fails,
- * the failure is reported at once, with its name (stderr, or the loop's
- * on_detached_error). BR_EHANDLE for a released handle. */
+ * the failure is reported at once, with its name (the loop's
+ * on_detached_error, else the log hook). BR_EHANDLE for a released handle. */
 int br_detach(br_task *t);
 
 /* br_cancel: request cancellation of t. Its current blocking call (and every
