@@ -167,6 +167,20 @@ static int drop_body(void *ud, const void *data, size_t n) {
   return 0;
 }
 
+/* The cause of a failure, in words (the summary and JSON's "reason"). */
+static const char *cause(int rc) {
+  switch (rc) {
+  case BR_ENOENT: return "dns";
+  case BR_ECONNREFUSED: case -ENETUNREACH: case -EHOSTUNREACH: return "connect";
+  case BR_ECONNRESET: return "reset";
+  case BR_ETLS: return "tls";
+  case BR_ETIMEDOUT: return "timeout";
+  case BR_EOVERFLOW: return "too-big";
+  case BR_EIO: return "bad-response";
+  default: return br_errname(rc);
+  }
+}
+
 static void *fetch_one(void *arg) {
   item *it = arg;
   run_state *st = it->st;
@@ -210,7 +224,7 @@ static void *fetch_one(void *arg) {
   } else {
     st->failed++;
     if (rc == BR_EHTTP) snprintf(why, sizeof why, "HTTP %d", r.status);
-    else snprintf(why, sizeof why, "%s", br_errname(rc));
+    else snprintf(why, sizeof why, "%s", cause(rc));
     count_reason(st, why);
   }
   if (a->json) {
@@ -220,6 +234,8 @@ static void *fetch_one(void *arg) {
            rc ? "false" : "true", r.status, r.body_len, (double)r.elapsed_ns / 1e6, r.attempts);
     if (rc) {
       printf(",\"error\":");
+      json_str(stdout, rc == BR_EHTTP ? "EHTTP" : br_errname(rc));
+      printf(",\"reason\":");
       json_str(stdout, why);
       printf(",\"message\":");
       json_str(stdout, r.error);
