@@ -21,6 +21,7 @@
 #include "core_test.h"
 
 #include "core/core.h" /* the future's lock and waiter list, a loop's remote lock */
+#include "core/job.h"
 #include "sys/spin.h"
 
 #define IP(x) ((void *)(intptr_t)(x))
@@ -775,7 +776,7 @@ static void test_wait_modes(void **state) {
 }
 
 static void check_as_completed(void) {
-  static const int d[NF] = {45, 10, 30, 20};
+  static const int d[NF] = {180, 30, 130, 80}; /* 50 ms apart: the order survives a loaded machine */;
   static const int codes[NF] = {0, BR_EIO, 0, 0};
   fset s;
   fset_start(&s, d, codes);
@@ -1160,10 +1161,193 @@ static void test_wake_stress(void **state) {
   assert_int_equal(atomic_load(&w.seen), want);
 }
 
+/* --- the core's job machinery (core/job.h) ----------------------------------- */
+
+typedef struct fake_job {
+  br__job base; /* first: the ops get it back by a cast */
+  bool queued;  /* "in the executor's queue" */
+  int *releases;
+} fake_job;
+
+static bool fake_cancel(br__job *j) {
+  fake_job *f = (fake_job *)j;
+  bool taken = f->queued;
+  f->queued = false;
+  return taken;
+}
+
+static void fake_release(br__job *j) {
+  fake_job *f = (fake_job *)j;
+  ++*f->releases;
+  free(f);
+}
+
+static const br__job_ops fake_ops = {.cancel = fake_cancel, .release = fake_release};
+
+static fake_job *fake_submit(int *releases, br_future **out) {
+  fake_job *j = calloc(1, sizeof *j);
+  j->releases = releases;
+  j->queued = true;
+  if (br__job_init(&j->base, &fake_ops, out) < 0) {
+    free(j);
+    return NULL;
+  }
+  return j;
+}
+
+static void test_job_records(void **state) {
+  (void)state;
+  int rel = 0;
+  br_future *f;
+  /* Cancelled while queued: the hook takes it back and drops both. */
+  fake_job *j = fake_submit(&rel, &f);
+  assert_non_null(j);
+  assert_int_equal(br_future_cancel(f), 0);
+  assert_int_equal(rel, 1);
+  assert_int_equal(br_future_error(f), BR_ECANCELED);
+  br_future_unref(f);
+  /* Completed first: the hook never runs; completion drops both. */
+  rel = 0;
+  j = fake_submit(&rel, &f);
+  j->queued = false; /* started */
+  assert_int_equal(br__job_complete(&j->base, IP(5), NULL, 0, NULL), 0);
+  assert_int_equal(rel, 1);
+  assert_int_equal(br_future_cancel(f), BR_EALREADY);
+  assert_int_equal(PI(br_future_value(f)), 5);
+  br_future_unref(f);
+  /* Cancelled while running: the hook drops HOOK, the losing completion RUN
+   * (and frees the owned value it could not hand over). */
+  rel = 0;
+  atomic_store(&owned_frees, 0);
+  j = fake_submit(&rel, &f);
+  j->queued = false;
+  assert_int_equal(br_future_cancel(f), 0);
+  assert_int_equal(rel, 0); /* the executor still holds RUN */
+  assert_int_equal(br__job_complete(&j->base, malloc(4), count_free, 0, NULL), BR_EALREADY);
+  assert_int_equal(rel, 1);
+  assert_int_equal(atomic_load(&owned_frees), 1);
+  br_future_unref(f);
+  /* A failure carries code and message; an owned value the future frees. */
+  rel = 0;
+  j = fake_submit(&rel, &f);
+  assert_int_equal(br__job_complete(&j->base, NULL, NULL, BR_EIO, strdup("bad disk")), 0);
+  assert_int_equal(br_future_error(f), BR_EIO);
+  assert_string_equal(br_future_message(f), "bad disk");
+  br_future_unref(f);
+  /* Never visible: abandon undoes everything, the submitter's ref too. */
+  rel = 0;
+  j = fake_submit(&rel, &f);
+  br__job_abandon(&j->base);
+  assert_int_equal(rel, 1);
+}
+
+/* A job context on a plain thread: br_fail, br_cancelled and br_await ask
+ * it; contexts nest. */
+typedef struct {
+  br__job_ctx ctx;
+  int code, waits;
+  char *msg;
+  int cancelled;
+} fake_ctx;
+
+static void fctx_fail(br__job_ctx *c, int code, char *msg) {
+  fake_ctx *f = (fake_ctx *)c;
+  free(f->msg);
+  f->code = code;
+  f->msg = msg;
+}
+static int fctx_cancelled(br__job_ctx *c) { return ((fake_ctx *)c)->cancelled; }
+static int fctx_wait(br__job_ctx *c, br_future *f, int64_t deadline) {
+  (void)deadline;
+  ((fake_ctx *)c)->waits++;
+  return br_future_done(f) ? 0 : BR_EDEADLK;
+}
+static const br__job_ctx_ops fctx_ops = {.fail = fctx_fail, .cancelled = fctx_cancelled,
+                                         .wait = fctx_wait};
+
+static void test_job_context(void **state) {
+  (void)state;
+  fake_ctx outer = {.ctx = {&fctx_ops}}, inner = {.ctx = {&fctx_ops}, .cancelled = BR_ECANCELED};
+  assert_null(br__job_current());
+  assert_null(br_fail(BR_EIO, "nobody %d", 1)); /* no context: nothing happens */
+  br__job_ctx *p0 = br__job_enter(&outer.ctx);
+  assert_null(p0);
+  assert_null(br_fail(BR_EIO, "outer %d", 1));
+  assert_int_equal(br_cancelled(), 0);
+  br__job_ctx *p1 = br__job_enter(&inner.ctx);
+  assert_ptr_equal(p1, &outer.ctx);
+  assert_null(br_fail(42, NULL)); /* a non-negative code becomes BR_EFAILED */
+  assert_int_equal(br_cancelled(), BR_ECANCELED);
+  br_future *f = tf_future();
+  assert_int_equal(br_await(f, NULL), BR_EDEADLK); /* the context's way of waiting */
+  br__await_shielded(f);                          /* gives up on EDEADLK, never spins */
+  br__job_leave(p1);
+  assert_ptr_equal(br__job_current(), &outer.ctx);
+  br_future_set(f, IP(3));
+  void *v;
+  assert_int_equal(br_await(f, &v), 0);
+  assert_int_equal(PI(v), 3);
+  br__job_leave(p0);
+  assert_null(br__job_current());
+  assert_int_equal(outer.code, BR_EIO);
+  assert_string_equal(outer.msg, "outer 1");
+  assert_int_equal(inner.code, BR_EFAILED);
+  assert_null(inner.msg);
+  assert_int_equal(inner.waits, 2);
+  assert_int_equal(outer.waits, 1);
+  free(outer.msg);
+  br_future_unref(f);
+}
+
+/* br__await_shielded in a cancelled task still waits to the end. */
+typedef struct {
+  br_future *f;
+  int after;
+} shield_ctx;
+
+static void *shielded_waiter(void *arg) {
+  shield_ctx *c = arg;
+  br__await_shielded(c->f);
+  c->after = br_future_done(c->f) ? 1 : -1;
+  return NULL;
+}
+
+static void *late_setter(void *arg) {
+  shield_ctx *c = arg;
+  struct timespec ts = {0, 30 * 1000000};
+  nanosleep(&ts, NULL); /* the completion comes from outside the loop, later */
+  br_future_set(c->f, NULL);
+  return NULL;
+}
+
+static void *m_shielded(void *arg) {
+  (void)arg;
+  shield_ctx c = {.f = tf_future()};
+  br_task *t;
+  T_OK(br_spawn(&t, shielded_waiter, &c, NULL));
+  T_OK(br_yield());
+  T_OK(br_cancel(t));
+  pthread_t th;
+  pthread_create(&th, NULL, late_setter, &c);
+  T_RC(br_join(t, NULL), BR_ECANCELED);
+  pthread_join(th, NULL);
+  T_EQ(c.after, 1);
+  br_future_unref(c.f);
+  return NULL;
+}
+
+static void test_await_shielded(void **state) {
+  (void)state;
+  run_main(m_shielded, NULL);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_single_assignment),
       cmocka_unit_test(test_results_free_owned),
+      cmocka_unit_test(test_job_records),
+      cmocka_unit_test(test_job_context),
+      cmocka_unit_test(test_await_shielded),
       cmocka_unit_test(test_wake_outside_lock),
       cmocka_unit_test(test_racing_cancels_run_hook_once),
       cmocka_unit_test(test_wake_stress),

@@ -79,17 +79,13 @@ void br__job_abandon(br__job *job) {
 
 void br__await_shielded(br_future *f) {
   if (!f) return;
-  if (br_self()) {
-    br_scope s;
-    bool in_scope = br_scope_enter(&s, BR_NEVER, true) == 0;
-    while (!br_future_done(f)) (void)br__future_wait(f, BR_NEVER);
-    if (in_scope) (void)br_scope_exit(&s);
-    return;
-  }
+  br_scope s;
+  bool in_scope = br_self() && br_scope_enter(&s, BR_NEVER, true) == 0;
   while (!br_future_done(f)) {
     int rc = br__future_wait(f, BR_NEVER);
-    /* A job waiting on its own future can never see it complete; neither
-     * can a loop callback (it must not block). */
-    if (rc == BR_EDEADLK || rc == BR_ENOTTASK) return;
+    /* A task or job waiting on its own future can never see it complete;
+     * neither can a loop callback (it must not block). */
+    if (rc == BR_EDEADLK || rc == BR_ENOTTASK) break;
   }
+  if (in_scope) (void)br_scope_exit(&s);
 }
