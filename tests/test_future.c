@@ -776,7 +776,7 @@ static void test_wait_modes(void **state) {
 }
 
 static void check_as_completed(void) {
-  static const int d[NF] = {180, 30, 130, 80}; /* 50 ms apart: the order survives a loaded machine */;
+  static const int d[NF] = {180, 30, 130, 80}; /* 50 ms apart: the order survives a loaded machine */
   static const int codes[NF] = {0, BR_EIO, 0, 0};
   fset s;
   fset_start(&s, d, codes);
