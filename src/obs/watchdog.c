@@ -242,8 +242,11 @@ static void *monitor(void *arg) {
 
     for (size_t i = 0; i < W.n; i++) {
       entry *e = &W.v[i];
-      int64_t hb = br__loop_heartbeat(e->loop);
+      /* The clock first, then the heartbeat: if this thread is held back
+       * between the two reads, the heartbeat only gets fresher. (The other
+       * order made a descheduled monitor see a stall that never was.) */
       int64_t now = br_now();
+      int64_t hb = br__loop_heartbeat(e->loop);
       pending p;
       memset(&p, 0, sizeof p);
       bool have = false;
