@@ -203,7 +203,8 @@ void br__prof_round(prof_state *s) {
   }
   free(work);
 
-  uint64_t round_run = 0, round_demand = 0;
+  uint64_t round_run = 0;
+  double round_demand = 0;
   int64_t span = now - s->last_ns;
   for (size_t i = 0; i < s->nth; i++) {
     prof_thread *t = &s->th[i];
@@ -224,13 +225,16 @@ void br__prof_round(prof_state *s) {
     buf[n] = '\0';
     unsigned long long run = 0, wait = 0;
     if (sscanf(buf, "%llu %llu", &run, &wait) != 2) continue;
-    /* The first round is the baseline: what ran before it is not the work's. */
-    bool baseline = s->samples == 0;
+    /* Profiling a call of this process, the first round is the baseline:
+     * what its threads ran before the call is not the call's. A command's
+     * processes are all new: their first round counts in full. */
+    bool baseline = s->samples == 0 && s->include_self;
     bool fresh = !baseline && t->last_ns == t->first_ns && t->run_ns == 0 && t->wait_ns == 0;
     uint64_t drun = run - t->run_ns, dwait = wait - t->wait_ns;
     int64_t dt = fresh ? (int64_t)(drun + dwait) : now - t->last_ns;
     double blocked = (double)dt - (double)drun - (double)dwait;
     if (baseline) drun = dwait = 0, blocked = 0;
+    double active0 = t->t[BR_PROFILE_T_CPU] + t->t[BR_PROFILE_T_RUNQUEUE];
     t->t[BR_PROFILE_T_CPU] += (double)drun;
     t->t[BR_PROFILE_T_RUNQUEUE] += (double)dwait;
     t->blocked_balance += blocked;
@@ -260,16 +264,19 @@ void br__prof_round(prof_state *s) {
     t->wait_ns = wait;
     t->last_ns = now;
     round_run += drun;
-    round_demand += drun + dwait;
+    /* The thread's computing in this round, its late-counted run-queue time
+     * moved back where it belongs by the balance above. */
+    round_demand += t->t[BR_PROFILE_T_CPU] + t->t[BR_PROFILE_T_RUNQUEUE] - active0;
   }
   /* The work was computing (or trying to) for as long as any of its threads
    * was on a CPU or in the run queue; no more than the round lasted. */
-  if (s->samples > 0 && round_demand > 0) {
-    double wanted = (double)(round_demand < (uint64_t)span ? round_demand : (uint64_t)span);
+  if (round_demand > 0 && span > 0) {
+    double wanted = round_demand < (double)span ? round_demand : (double)span;
+    double ran = (double)round_run < round_demand ? (double)round_run : round_demand;
     s->covered_ns += wanted;
     /* Without contention the same computing would have taken only the
      * running share of that time. */
-    s->uncontended_ns += wanted * (double)round_run / (double)round_demand;
+    s->uncontended_ns += wanted * ran / round_demand;
   }
   for (size_t i = 0; i < s->npr; i++)
     if (s->pr[i].alive) read_io(&s->pr[i]);

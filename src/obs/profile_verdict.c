@@ -1,8 +1,8 @@
 /* profile_verdict.c — from where the time went to what to do about it.
  *
  * The verdict looks at how much of its time the work spends computing (some
- * thread of it on a CPU), as it would on an idle machine: at least 80 %, it
- * is computing (cpu-bound); at most 20 %, it is waiting (io-bound); in
+ * thread of it on a CPU), as it would on an idle machine: at least 75 %, it
+ * is computing (cpu-bound); at most 25 %, it is waiting (io-bound); in
  * between it does both in turns (mixed). Time spent waiting for a CPU is
  * taken out first, so the verdict stays the same on a busy machine, where
  * the sub-verdict "starved" says what happened. A thread that
@@ -18,8 +18,8 @@
 enum {
   TOO_SHORT_NS = 10 * 1000 * 1000, /* under 10 ms, nothing is worth a thread */
 };
-#define CPU_BOUND_CORES 0.8
-#define IO_BOUND_CORES 0.2
+#define CPU_BOUND_CORES 0.75
+#define IO_BOUND_CORES 0.25
 
 static const char *const time_names[BR_PROFILE_T_COUNT] = {
     "cpu", "runqueue", "network", "pipe", "disk", "sleep", "lock", "child", "idle", "other"};
@@ -48,16 +48,22 @@ const char *br_profile_detail_name(br_profile_detail d) {
   return "?";
 }
 
-/* What the waiting is mostly made of (CPU and run queue left out). */
+/* What the waiting is mostly made of (CPU and run queue left out). A
+ * parent waiting for its children, and idle workers, say nothing the
+ * children's and the busy threads' own waits do not: they count only when
+ * nothing else waited. */
 static br_profile_time main_wait(const double *t) {
   br_profile_time best = BR_PROFILE_T_OTHER;
-  double most = -1;
-  for (int k = BR_PROFILE_T_NET; k < BR_PROFILE_T_COUNT; k++)
+  double most = 0;
+  for (int k = BR_PROFILE_T_NET; k < BR_PROFILE_T_COUNT; k++) {
+    if (k == BR_PROFILE_T_CHILD || k == BR_PROFILE_T_IDLE) continue;
     if (t[k] > most) {
       most = t[k];
       best = (br_profile_time)k;
     }
-  return best;
+  }
+  if (most > 0) return best;
+  return t[BR_PROFILE_T_CHILD] >= t[BR_PROFILE_T_IDLE] ? BR_PROFILE_T_CHILD : BR_PROFILE_T_IDLE;
 }
 
 static const char *wait_words(br_profile_time k) {

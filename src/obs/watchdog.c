@@ -259,6 +259,12 @@ static void *monitor(void *arg) {
       } else if (hb && !e->stalled_hb && now - hb > e->threshold_ns) {
         e->stalled_hb = hb;
         int n = take_sample(e->loop, p.frames, p.name);
+        if (br__loop_heartbeat(e->loop) != hb) {
+          /* The loop moved on before the sample was taken: the backtrace
+           * and the task are of whatever runs now, not of the stall. */
+          n = 0;
+          p.name[0] = '\0';
+        }
         p.r = (br_watchdog_report){.loop = e->loop, .task = p.name, .stalled_ns = br_now() - hb,
                                    .frames = p.frames, .nframes = n};
         have = true;
