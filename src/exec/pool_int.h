@@ -128,7 +128,6 @@ static inline void ctr_inc(br__ctr *c) {
  * by the worker's own thread. */
 struct br__worker {
   br__deque dq; /* first: cache-line aligned */
-  br__job_ctx ctx; /* current while the worker runs pool work (pool_worker.c) */
   br_pool *pool;
   int index;
   br_fork *cur;     /* outcome slot of what runs now (br_fail) */
@@ -141,6 +140,9 @@ struct br__worker {
   br__ctr forks, steals, parks;
   pthread_t thread;
   bool started;
+  /* Current while the worker runs pool work (pool_worker.c). Last: only its
+   * address is used on the hot paths, so it stays off the lines above. */
+  br__job_ctx ctx;
 };
 
 struct br_pool {
