@@ -31,8 +31,12 @@ static seen S = {.mu = PTHREAD_MUTEX_INITIALIZER};
 /* Not static, not inlined: its address range identifies the stuck frame. */
 __attribute__((noinline)) void blocking_call(int ms);
 __attribute__((noinline)) void blocking_call(int ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  while (nanosleep(&ts, &ts) != 0) {
+  /* In 10 ms steps: a sanitizer may hold a signal back until the system
+   * call it arrived in returns, and the sample must still land in here. */
+  int64_t end = br_now() + (int64_t)ms * 1000000;
+  while (br_now() < end) {
+    struct timespec ts = {0, 10000000L};
+    nanosleep(&ts, NULL);
   }
   __asm__ volatile("" ::: "memory");
 }

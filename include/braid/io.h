@@ -558,7 +558,11 @@ void br_loops_cancel(void);
 /* What the watchdog saw: a loop that has not come back to its poller for
  * `stalled_ns` while running the task `task` (a name, "" between tasks).
  * frames/nframes: return addresses of the stuck thread, innermost first
- * (backtrace(3) format; 0 frames if the thread could not be sampled).
+ * (backtrace(3) format; 0 frames and task "" if the thread could not be
+ * sampled, or the loop moved on before the sample was taken, so it would
+ * not show the stall). A "loop" here is a poller round: a busy loop polls
+ * every 32 rounds of its ready tasks, so a long run of tasks that yield
+ * without waiting can count as one stall.
  * nframes == -1 marks the second report of a stall, when the loop has moved
  * again: stalled_ns is then the stall's total length, task is "". */
 typedef struct br_watchdog_report {
