@@ -62,6 +62,10 @@ enum br_errno {
   BR__ERR_BASE = -30000
 };
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* br_strerror: human-readable message for any code braid returns (negative
  * errno or BR_E*). Never NULL; unknown codes fall back to strerror(-code) and
  * then to "unknown error". The string is static: do not free it. Thread-safe. */
@@ -71,5 +75,9 @@ const char *br_strerror(int code);
  * "ENOTTASK"). Never NULL ("UNKNOWN" for codes outside the table). Static
  * storage, thread-safe. */
 const char *br_errname(int code);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
