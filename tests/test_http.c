@@ -830,6 +830,50 @@ static void test_get_all(void **state) {
   run(body_get_all);
 }
 
+/* Many at once from a compact task: every response right, 6 connections. */
+static void *body_many(void *arg) {
+  (void)arg;
+  srv_control("/_reset", NULL);
+  size_t n = (size_t)br_test_scaled(3000);
+  char **urls = calloc(n, sizeof *urls);
+  for (size_t i = 0; i < n; i++) urls[i] = br_strdupf("%s/ok?size=%zu", srv.base, i % 97);
+  br_http_response *out = calloc(n, sizeof *out);
+  br_http_session *s;
+  assert_int_equal(br_http_session_new(&s, NULL), 0);
+  assert_int_equal(br_http_get_all(s, out, (const char *const *)urls, n, NULL, BR_NEVER), 0);
+  for (size_t i = 0; i < n; i++) {
+    assert_int_equal(out[i].status, 200);
+    assert_int_equal(out[i].body_len, i % 97);
+  }
+  br_http_responses_free(out, n);
+  br_http_stats hs;
+  br_http_session_get_stats(s, &hs);
+  assert_true(hs.connections <= 6);
+  assert_int_equal(hs.max_in_flight, 6);
+  assert_int_equal(br_http_session_free(s), 0);
+  srv_stats st;
+  srv_control("/_stats", &st);
+  assert_int_equal(st.requests, (long)n);
+  assert_true(st.connections <= 6);
+  for (size_t i = 0; i < n; i++) free(urls[i]);
+  free(urls);
+  free(out);
+  return NULL;
+}
+
+static void *compact_main(void *arg) {
+  br_task *t;
+  br_spawn_opts o = {.flags = BR_SPAWN_COMPACT};
+  assert_int_equal(br_spawn(&t, body_many, arg, &o), 0);
+  assert_int_equal(br_join(t, NULL), 0);
+  return NULL;
+}
+
+static void test_many(void **state) {
+  (void)state;
+  run(compact_main);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   int rc = http_server_start(&srv);
@@ -845,7 +889,7 @@ int main(void) {
     cmocka_unit_test(test_retries),   cmocka_unit_test(test_budget),
     cmocka_unit_test(test_timeouts),  cmocka_unit_test(test_limits),
     cmocka_unit_test(test_cancel),    cmocka_unit_test(test_busy),
-    cmocka_unit_test(test_get_all),
+    cmocka_unit_test(test_get_all),   cmocka_unit_test(test_many),
   };
   rc = cmocka_run_group_tests(tests, NULL, NULL);
   http_server_stop(&srv);

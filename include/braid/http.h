@@ -218,7 +218,9 @@ int br_http_get(br_http_session *s, br_http_response *out, const char *url,
  * succeeded, else the first failure's code in index order; each out[i].err
  * tells its own. If the caller is cancelled, every transfer is cancelled
  * and BR_ECANCELED returned. Free each response with br_http_response_free
- * (or all with br_http_responses_free). BR_EINVAL for NULL arrays with
+ * (or all with br_http_responses_free). The GETs run in other tasks: out,
+ * urls and what opts points to (headers, body) must not be locals of a
+ * compact task (opts itself is copied). BR_EINVAL for NULL arrays with
  * n > 0, BR_ENOMEM. Task-only. */
 int br_http_get_all(br_http_session *s, br_http_response *out, const char *const *urls,
                     size_t n, const br_http_request_opts *opts, int64_t deadline);

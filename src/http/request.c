@@ -729,11 +729,13 @@ int br_http_get(br_http_session *s, br_http_response *out, const char *url,
   return br_http_request(s, out, "GET", url, opts, deadline);
 }
 
+/* One GET of br_http_get_all. Its fields live on the heap: the caller may be
+ * a compact task, whose stack moves while it waits in the gather. */
 typedef struct get_job {
   br_http_session *s;
   br_http_response *out;
   const char *url;
-  const br_http_request_opts *opts;
+  const br_http_request_opts *opts; /* the heap copy below */
   int64_t deadline;
 } get_job;
 
@@ -762,11 +764,15 @@ int br_http_get_all(br_http_session *s, br_http_response *out, const char *const
   get_job *jobs = calloc(n, sizeof *jobs);
   br_task **tasks = calloc(n, sizeof *tasks);
   br_result *res = calloc(n, sizeof *res);
-  int rc = (!jobs || !tasks || !res) ? BR_ENOMEM : 0;
+  br_http_request_opts *o = opts ? malloc(sizeof *o) : NULL;
+  int rc = (!jobs || !tasks || !res || (opts && !o)) ? BR_ENOMEM : 0;
+  if (o) *o = *opts;
   size_t spawned = 0;
   for (size_t i = 0; !rc && i < n; i++) {
-    jobs[i] = (get_job){s, &out[i], urls[i], opts, deadline};
-    br_spawn_opts so = {.name = "http-get"};
+    jobs[i] = (get_job){s, &out[i], urls[i], o, deadline};
+    /* Compact: a waiting GET costs a few hundred bytes, so n can be large;
+     * nothing here hands a pointer into a task's stack to another task. */
+    br_spawn_opts so = {.name = "http-get", .flags = BR_SPAWN_COMPACT};
     rc = br_spawn(&tasks[i], get_task, &jobs[i], &so);
     if (!rc) spawned++;
   }
@@ -782,6 +788,7 @@ int br_http_get_all(br_http_session *s, br_http_response *out, const char *const
   free(jobs);
   free(tasks);
   free(res);
+  free(o);
   if (own) br_http_session_free(own);
   return rc;
 }

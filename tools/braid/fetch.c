@@ -110,9 +110,16 @@ static void progress(run_state *st, bool final) {
   size_t fill = total ? st->done * W / total : W;
   for (size_t i = 0; i < W; i++) bar[i] = i < fill ? '#' : '.';
   bar[W] = 0;
+  /* In flight: transfers running; queued: URLs started but waiting for a
+   * slot (per host or in total) or a retry. */
+  br_http_stats hs = {0};
+  br_http_session_get_stats(st->s, &hs);
+  size_t running = (size_t)hs.in_flight;
+  size_t queued = st->in_flight > running ? st->in_flight - running : 0;
   char line[200];
-  int n = snprintf(line, sizeof line, "\r[%s] %zu/%zu  %.1f/s  ETA %s  in flight %zu  failed %zu",
-                   bar, st->done, total, rate, eta, st->in_flight, st->failed);
+  int n = snprintf(line, sizeof line,
+                   "\r[%s] %zu/%zu  %.1f/s  ETA %s  in flight %zu  queued %zu  failed %zu", bar,
+                   st->done, total, rate, eta, running, queued, st->failed);
   int pad = st->progress_width > n ? st->progress_width - n : 0;
   fprintf(stderr, "%s%*s", line, pad, "");
   st->progress_width = n;
