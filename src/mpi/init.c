@@ -1,5 +1,7 @@
 /* braid-mpi — MPI initialisation, launch detection, options, small helpers. */
+#include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -69,12 +71,53 @@ out:
 
 int br_mpi_init(int *argc, char ***argv) { return br__mpi_ensure_init(argc, argv); }
 
+/* Open MPI 4 can hang in MPI_Finalize once ranks have died (its final
+ * fence waits for them), even with --enable-recovery. A watchdog bounds
+ * it: if MPI_Finalize has not returned after a while (5 s once a death was
+ * seen here, 60 s otherwise), the process flushes its streams and exits
+ * with status 0, which is what the program was about to do anyway. */
+static atomic_int g_deaths;
+void br__mpi_saw_death(void) { atomic_store(&g_deaths, 1); }
+
+static pthread_mutex_t fin_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t fin_cv = PTHREAD_COND_INITIALIZER;
+static int fin_done;
+
+static void *fin_watchdog(void *arg) {
+  (void)arg;
+  int secs = atomic_load(&g_deaths) ? 5 : 60;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += secs;
+  pthread_mutex_lock(&fin_mu);
+  while (!fin_done)
+    if (pthread_cond_timedwait(&fin_cv, &fin_mu, &ts) != 0) break;
+  int done = fin_done;
+  pthread_mutex_unlock(&fin_mu);
+  if (!done) {
+    br__mplog(BR_LOG_WARN, "mpi: rank %d: MPI_Finalize did not return within %d s%s; exiting",
+              g_rank, secs, atomic_load(&g_deaths) ? " (ranks died)" : "");
+    fflush(NULL);
+    _exit(0);
+  }
+  return NULL;
+}
+
 int br_mpi_finalize(void) {
   pthread_mutex_lock(&init_mu);
   int rc = 0;
   if (g_we_init && !g_finalized) {
     g_finalized = 1;
+    pthread_t wd;
+    bool have_wd = pthread_create(&wd, NULL, fin_watchdog, NULL) == 0;
     int r = MPI_Finalize();
+    if (have_wd) {
+      pthread_mutex_lock(&fin_mu);
+      fin_done = 1;
+      pthread_cond_signal(&fin_cv);
+      pthread_mutex_unlock(&fin_mu);
+      pthread_join(wd, NULL);
+    }
     if (r != MPI_SUCCESS) rc = br__mpi_err(r, "MPI_Finalize");
   }
   pthread_mutex_unlock(&init_mu);

@@ -95,6 +95,7 @@ enum { DIED_SIGNAL = 1, DIED_OVERRUN = 2 };
 /* ---- init.c */
 int br__mpi_ensure_init(int *argc, char ***argv);
 bool br__mpi_single(void);       /* no MPI: one rank */
+void br__mpi_saw_death(void);    /* a rank died: bounds MPI_Finalize */
 int br__mpi_thread_level(void);
 uint64_t br__mpi_table_hash(void);
 void br__mpi_hostname(char *buf, size_t n);

@@ -55,7 +55,8 @@ struct dq_ent {
 struct mp_unit {
   br_future *fut;  /* U_SUBMIT only: the unit's reference */
   atomic_int refs; /* U_SUBMIT only: RUN + HOOK */
-  mp_unit *next;
+  mp_unit *next;  /* pending queue or its rank's FIFO */
+  mp_unit *dnext; /* done list (a unit may be on it and still in a FIFO) */
   int kind, state, rank;
   uint64_t id;
   uint32_t jobidx;
@@ -141,6 +142,7 @@ struct br_mpipool {
   uint64_t next_id;
   size_t outstanding; /* units pending or in flight, batch items not cut */
   int depth;
+  int rr; /* where the next hand-out round starts */
   double avg_unit_ns;
   br_mpipool_stats st;
 };
@@ -182,8 +184,8 @@ static void done_flush(br_mpipool *p, done_list *d) {
   (void)p;
   while (d->units) {
     mp_unit *u = d->units;
-    d->units = u->next;
-    u->next = NULL;
+    d->units = u->dnext;
+    u->dnext = NULL;
     int rc;
     if (u->err) {
       rc = br_future_fail(u->fut, u->err, "%s", u->msg ? u->msg : "");
@@ -244,7 +246,7 @@ static void unit_finish(br_mpipool *p, mp_unit *u, int err, char *msg, br_bytes 
   u->err = err;
   u->msg = msg;
   u->val = val;
-  u->next = d->units;
+  u->dnext = d->units;
   d->units = u;
 }
 
@@ -385,6 +387,7 @@ static void rank_dead(br_mpipool *p, int r, const char *why, uint64_t running, d
   rk->state = R_DEAD;
   if (was_live) p->alive--;
   p->st.rank_deaths++;
+  br__mpi_saw_death();
   br__mplog(BR_LOG_ERROR, "mpi: rank %d (pid %d on %s) died: %s", r, rk->peer.pid, rk->peer.host,
           why);
   mp_unit *u = rk->in_head;
@@ -470,8 +473,11 @@ static const br_buf *batch_item(mp_batch *b, size_t i) {
   return b->kind == B_MAP ? &b->items[i] : &b->copies[i % b->cap];
 }
 
-/* Next unit for a rank with room, or NULL (under mu). */
-static mp_unit *next_unit(br_mpipool *p) {
+/* Next unit for a rank with room that holds `inflight` units, or NULL
+ * (under mu). A batch whose items take 2 ms or more is handed out only to
+ * idle ranks: a chunk queued behind a long item on a busy rank could have
+ * run elsewhere, and the round trip is then small against the item. */
+static mp_unit *next_unit(br_mpipool *p, int inflight) {
   if (p->pend) {
     mp_unit *u = p->pend;
     p->pend = u->next;
@@ -480,6 +486,7 @@ static mp_unit *next_unit(br_mpipool *p) {
     return u;
   }
   for (mp_batch *b = p->batches; b; b = b->next) {
+    if (inflight > 0 && b->avg_ns >= 2e6) continue;
     size_t c = cut_chunk(p, b);
     if (!c) continue;
     mp_unit *u = calloc(1, sizeof *u);
@@ -689,7 +696,7 @@ static void handle_result(br_mpipool *p, int r, const char *buf, size_t n, done_
     item_finish(p, u->b, u->first + k, err, msg, val, d);
   }
   double per = ni ? (double)sum_ns / (double)ni : 0;
-  p->avg_unit_ns = p->avg_unit_ns ? 0.8 * p->avg_unit_ns + 0.2 * (double)sum_ns : (double)sum_ns;
+  p->avg_unit_ns = p->avg_unit_ns ? 0.5 * p->avg_unit_ns + 0.5 * (double)sum_ns : (double)sum_ns;
   if (u && u->kind == U_CHUNK) {
     mp_batch *b = u->b;
     b->avg_ns = b->avg_ns ? 0.7 * b->avg_ns + 0.3 * per : per;
@@ -750,51 +757,62 @@ static void *progress(void *arg) {
   bool stops_posted = false;
   char *buf = NULL;
   size_t bufcap = 0;
+  mp_buf *work = calloc((size_t)p->size, sizeof *work); /* per rank, this round */
   for (;;) {
     bool active = false;
     done_list d = {0};
     int64_t now = br_now();
 
-    /* 1. Hand out work and cancellations. */
+    /* 1. Hand out work and cancellations: one unit per rank with room per
+     * pass, so a burst of submissions spreads over the ranks. */
     pthread_mutex_lock(&p->mu);
     for (int r = 1; r < p->size; r++) {
       mp_rank *rk = &p->ranks[r];
-      if (rk->state != R_LIVE) continue;
-      if (rk->ncancel) {
-        mp_buf m = {0};
-        if (mp_buf_put(&m, rk->cancels, rk->ncancel * sizeof *rk->cancels) == 0)
-          sendq_add(&q, r, &m, T_CANCEL, p->comm, false);
-        rk->ncancel = 0;
-        active = true;
-      }
-      if (rk->inflight >= p->depth || p->broken_err) continue;
+      if (rk->state != R_LIVE || !rk->ncancel) continue;
       mp_buf m = {0};
-      uint32_t count = 0;
-      mp_buf_put(&m, &count, sizeof count);
-      while (rk->inflight < p->depth) {
-        mp_unit *u = next_unit(p);
-        if (!u) break;
-        if (pack_unit(&m, u) < 0) {
-          pend_push_front(p, u);
-          break;
+      if (mp_buf_put(&m, rk->cancels, rk->ncancel * sizeof *rk->cancels) == 0)
+        sendq_add(&q, r, &m, T_CANCEL, p->comm, false);
+      rk->ncancel = 0;
+      active = true;
+    }
+    /* Level by level: every rank gets its first unit before any gets a
+     * second, starting from a rotating rank. */
+    for (int level = 0; level < p->depth && !p->broken_err; level++) {
+      bool more = true;
+      while (more) {
+        more = false;
+        for (int k = 0; k < p->size - 1; k++) {
+          int r = 1 + (p->rr + k) % (p->size - 1);
+          mp_rank *rk = &p->ranks[r];
+          if (rk->state != R_LIVE || rk->inflight > level) continue;
+          mp_unit *u = next_unit(p, rk->inflight);
+          if (!u) continue;
+          mp_buf *m = &work[r];
+          uint32_t count = 0;
+          if ((!m->len && mp_buf_put(m, &count, sizeof count) < 0) || pack_unit(m, u) < 0) {
+            pend_push_front(p, u);
+            continue;
+          }
+          memcpy(&count, m->p, sizeof count);
+          count++;
+          memcpy(m->p, &count, sizeof count);
+          u->state = US_SENT;
+          u->rank = r;
+          if (!rk->in_head) rk->head_since = now;
+          if (rk->in_tail) rk->in_tail->next = u;
+          else rk->in_head = u;
+          rk->in_tail = u;
+          rk->inflight++;
+          more = true;
         }
-        u->state = US_SENT;
-        u->rank = r;
-        if (!rk->in_head) rk->head_since = now;
-        if (rk->in_tail) rk->in_tail->next = u;
-        else rk->in_head = u;
-        rk->in_tail = u;
-        rk->inflight++;
-        count++;
       }
-      if (count) {
-        memcpy(m.p, &count, sizeof count);
-        p->st.messages++;
-        sendq_add(&q, r, &m, T_WORK, p->comm, false);
-        active = true;
-      } else {
-        mp_buf_free(&m);
-      }
+    }
+    p->rr++;
+    for (int r = 1; r < p->size; r++) {
+      if (!work[r].len) continue;
+      p->st.messages++;
+      sendq_add(&q, r, &work[r], T_WORK, p->comm, false);
+      active = true;
     }
     /* Drop batches that have nothing left to cut and will get no more. */
     for (mp_batch **bp = &p->batches; *bp;) {
@@ -896,9 +914,16 @@ static void *progress(void *arg) {
       backoff = 0;
       continue;
     }
-    backoff = backoff < 1000 ? 1000 : backoff * 2;
-    if (backoff > 1000000) backoff = 1000000;
+    /* While ranks hold work, the cap follows the unit time (a result
+     * waits at most ~1 % of a unit for its rank to be refilled). */
     pthread_mutex_lock(&p->mu);
+    int64_t cap = 1000000;
+    if (inflight && p->avg_unit_ns > 0) {
+      cap = (int64_t)(p->avg_unit_ns / 100);
+      cap = cap < 20000 ? 20000 : cap > 1000000 ? 1000000 : cap;
+    }
+    backoff = backoff < 1000 ? 1000 : backoff * 2;
+    if (backoff > cap) backoff = cap;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     int64_t wait = idle && p->reported == p->size - 1 ? 1000000000 : backoff;
@@ -912,6 +937,7 @@ static void *progress(void *arg) {
   }
   free(buf);
   free(q.v);
+  free(work);
   done_list d = {0};
   pthread_mutex_lock(&p->mu);
   p->finished = true;
@@ -1611,10 +1637,6 @@ int br_mpipool_new(br_mpipool **out, int *argc, char ***argv, const br_mpipool_o
     MPI_Comm_free(&comm);
     return rc;
   }
-  const char *rec = getenv("OMPI_MCA_orte_enable_recovery");
-  if (getenv("OMPI_COMM_WORLD_SIZE") && !(rec && strcmp(rec, "1") == 0))
-    br__mplog(BR_LOG_DEBUG, "mpi: mpirun runs without --enable-recovery: a rank that dies ends the "
-                          "whole run");
   *out = p;
   return 0;
 }

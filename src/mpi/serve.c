@@ -1,16 +1,16 @@
 /* braid-mpi — a worker rank: receive work, run jobs in order, send results.
  *
  * Threads. The rank's own thread (the one in br_mpipool_new) makes every
- * MPI call: it receives work, hands one item at a time to a one-thread
- * braid CPU pool, and while the item runs it goes on receiving (a CANCEL
- * for the running unit cancels the pool job's future, so br_cancelled()
- * turns true in the job), sends heartbeats (so rank 0 can tell a busy rank
- * on another host from a dead one), cancels the item once its timeout has
- * passed, and ends the rank if the item ignores that for kill_after (a
+ * MPI call: it receives work and hands one item at a time to the rank's job
+ * thread; while the item runs it goes on receiving (later work queues up,
+ * a CANCEL marks the running unit so its result is dropped), sends
+ * heartbeats (so rank 0 can tell a busy rank on another host from a dead
+ * one), and ends the rank if the item runs kill_after past its timeout (a
  * running C function cannot be taken back, and a rank stuck for ever would
- * make the whole run hang in MPI_Finalize). Running jobs on a CPU-pool
- * thread gives them braid's job context for free: br_fail's code and
- * message arrive on the pool job's future.
+ * make the whole run hang in MPI_Finalize). The job thread runs a braid
+ * loop whose main task runs each item in a task of its own (8 MiB stack),
+ * so br_fail's code and message come back through br_join_result, with the
+ * public API only.
  *
  * Idle ranks sleep between probes with an exponential back-off, 1 us up to
  * 1 ms, and up to 5 ms after a second without work: a waiting rank costs a
@@ -48,15 +48,19 @@ typedef struct serve {
   const mp_opts *o;
   int rank;
   pthread_mutex_t mpi_mu; /* held around MPI calls (the signal handler tries it) */
-  br_pool *pool;          /* one thread: runs the jobs */
+  pthread_t job_thr;      /* runs the items */
+  bool job_thr_ok;
   s_unit *head, *tail;
   bool stop;
   mp_peer root;
   uint64_t run_unit;      /* the unit whose item runs, 0 when none */
   bool cancel_run;        /* a CANCEL for it arrived */
-  /* The item in the pool, under st_mu. */
+  /* Hand-off to the job thread, under st_mu. */
   pthread_mutex_t st_mu;
-  pthread_cond_t st_cv;
+  pthread_cond_t st_cv;  /* the job thread waits for an item */
+  pthread_cond_t done_cv; /* the rank's thread waits for it to be done */
+  struct s_item *posted;
+  bool quit;
 } serve;
 
 /* One item handed to the pool thread. */
@@ -66,8 +70,10 @@ typedef struct s_item {
   const void *in;
   size_t len;
   br_bytes out;
-  int rc;
-  bool started, done; /* under s->st_mu */
+  int rc;        /* what the job returned */
+  int err;       /* br_fail's code, if it called it */
+  char *msg;     /* br_fail's message (malloc'd) */
+  bool done;     /* under s->st_mu */
 } s_item;
 
 static serve *g_srv; /* for the signal handler */
@@ -140,28 +146,44 @@ static void remove_handlers(void) {
   for (size_t i = 0; i < NFATAL; i++) sigaction(fatal_sigs[i], &old_act[i], NULL);
 }
 
-/* The pool thread's alternate signal stack, so a job that overflows its
- * stack is still reported. Set on the first job; lives as long as the
- * thread. */
-static _Thread_local void *tls_altstack;
-
-static void *item_job(void *arg) {
+/* The job thread: a braid loop whose main task runs each posted item in a
+ * task of its own. */
+static void *item_task(void *arg) {
   s_item *it = arg;
-  serve *s = it->s;
-  if (!tls_altstack && (tls_altstack = malloc(64 * 1024))) {
-    stack_t st = {.ss_sp = tls_altstack, .ss_size = 64 * 1024, .ss_flags = 0};
-    sigaltstack(&st, NULL);
-  }
-  pthread_mutex_lock(&s->st_mu);
-  it->started = true;
-  pthread_mutex_unlock(&s->st_mu);
   g_in_job = 1;
   it->rc = it->fn(it->in, it->len, &it->out);
   g_in_job = 0;
-  pthread_mutex_lock(&s->st_mu);
-  it->done = true;
-  pthread_cond_signal(&s->st_cv);
-  pthread_mutex_unlock(&s->st_mu);
+  return NULL;
+}
+
+static void *job_main(void *arg) {
+  serve *s = arg;
+  br_spawn_opts so = {.name = "mpi-job", .stack_size = (size_t)8 << 20,
+                      .flags = BR_SPAWN_OWN_STACK};
+  for (;;) {
+    pthread_mutex_lock(&s->st_mu);
+    while (!s->posted && !s->quit) pthread_cond_wait(&s->st_cv, &s->st_mu);
+    s_item *it = s->posted;
+    s->posted = NULL;
+    pthread_mutex_unlock(&s->st_mu);
+    if (!it) return NULL;
+    br_task *t;
+    br_result r = {0};
+    int rc = br_spawn(&t, item_task, it, &so);
+    if (rc == 0) br_join_result(t, &r);
+    else r.err = rc;
+    it->err = r.err;
+    it->msg = r.msg; /* taken over */
+    pthread_mutex_lock(&s->st_mu);
+    it->done = true;
+    pthread_cond_signal(&s->done_cv);
+    pthread_mutex_unlock(&s->st_mu);
+  }
+}
+
+static void *job_thread(void *arg) {
+  void *res;
+  br_run(&res, job_main, arg);
   return NULL;
 }
 
@@ -292,16 +314,14 @@ static void sleep_ns(int64_t ns) {
 
 static bool poll_msgs(serve *s);
 
-/* Run one item on the pool thread; meanwhile receive, beat, and enforce the
- * timeout. Returns the item's code; *msg gets br_fail's message (malloc'd). */
+/* Run one item on the job thread; meanwhile receive, beat, and watch the
+ * timeout. Returns the item's code; *msg gets br_fail's message. */
 static int run_item(serve *s, s_item *it, int64_t timeout_ns, char **msg) {
   *msg = NULL;
-  br_future *f;
-  int rc = br_pool_submit(s->pool, &f, item_job, it);
-  if (rc < 0) return rc;
   int64_t t0 = br_now(), last_beat = t0, soft = timeout_ns > 0 ? t0 + timeout_ns : 0;
-  bool cancelled = false;
   pthread_mutex_lock(&s->st_mu);
+  s->posted = it;
+  pthread_cond_signal(&s->st_cv);
   while (!it->done) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -310,28 +330,19 @@ static int run_item(serve *s, s_item *it, int64_t timeout_ns, char **msg) {
       ts.tv_sec++;
       ts.tv_nsec -= 1000000000;
     }
-    pthread_cond_timedwait(&s->st_cv, &s->st_mu, &ts);
+    pthread_cond_timedwait(&s->done_cv, &s->st_mu, &ts);
     if (it->done) break;
-    bool started = it->started;
     pthread_mutex_unlock(&s->st_mu);
     int64_t now = br_now();
     poll_msgs(s);
-    if (s->cancel_run && (!soft || soft > now)) soft = now;
     if (now - last_beat >= s->o->heartbeat_ns) {
       last_beat = now;
       send_msg(s, T_BEAT, NULL, 0);
     }
-    if (soft && now >= soft && started && !cancelled) {
-      /* The job has started (so the pool runs it to its end): cancelling
-       * its future only makes br_cancelled() true inside it. */
-      cancelled = true;
-      br_future_cancel(f);
-    }
     if (soft && s->o->kill_after_ns >= 0 && now >= soft + s->o->kill_after_ns) {
       w_died d = {.why = DIED_OVERRUN, .unit = s->run_unit, .item = g_item,
                   .overrun_ns = now - soft};
-      br__mplog(BR_LOG_ERROR,
-                "mpi: rank %d: a job ran %.1f s past its timeout or cancellation; the rank ends",
+      br__mplog(BR_LOG_ERROR, "mpi: rank %d: a job ran %.1f s past its timeout; the rank ends",
                 s->rank, (double)d.overrun_ns / 1e9);
       pthread_mutex_lock(&s->mpi_mu);
       MPI_Send(&d, (int)sizeof d, MPI_BYTE, 0, T_DIED, s->comm);
@@ -340,19 +351,10 @@ static int run_item(serve *s, s_item *it, int64_t timeout_ns, char **msg) {
     pthread_mutex_lock(&s->st_mu);
   }
   pthread_mutex_unlock(&s->st_mu);
-  int err = it->rc < 0 ? it->rc : 0;
-  if (!cancelled) {
-    /* Done: the future completes as the pool thread leaves the job. */
-    int e = br_await(f, NULL);
-    if (!err && e < 0) err = e;
-    if (e < 0) {
-      const char *m = br_future_message(f);
-      if (m && *m) *msg = strdup(m);
-    }
-  } else if (!err) {
-    err = BR_ECANCELED;
-  }
-  br_future_unref(f);
+  int err = it->rc < 0 ? it->rc : it->err < 0 ? it->err : 0;
+  if (err) *msg = it->msg;
+  else free(it->msg);
+  it->msg = NULL;
   return err;
 }
 
@@ -385,8 +387,7 @@ static void run_unit(serve *s, s_unit *u) {
     int64_t t1 = br_now();
     o->b = it.out;
     o->h.ns = t1 - t0;
-    if (err == BR_ECANCELED && u->h.timeout_ns > 0 && t1 - t0 > u->h.timeout_ns && !s->cancel_run)
-      err = BR_ETIMEDOUT;
+    if (err == 0 && s->cancel_run) err = BR_ECANCELED; /* its result is not wanted */
     if (err == 0 && u->h.timeout_ns > 0 && t1 - t0 > u->h.timeout_ns) err = BR_ETIMEDOUT;
     if (err == BR_ETIMEDOUT) {
       free(msg);
@@ -473,8 +474,9 @@ int br__mpi_serve(MPI_Comm comm, const mp_opts *o) {
   br__mpi_hostname(myhost, sizeof myhost);
   br__mpfd_init(&s.root, rootid.pid, rootid.host, myhost, br_now());
 
-  int prc = br_pool_new(&s.pool, 1, NULL);
-  if (prc < 0) return prc;
+  pthread_cond_init(&s.done_cv, NULL);
+  if (pthread_create(&s.job_thr, NULL, job_thread, &s) != 0) return BR_ENOMEM;
+  s.job_thr_ok = true;
   char *imsg = NULL;
   int ierr = run_init(&s, &imsg);
   mp_buf h = {0};
@@ -536,7 +538,12 @@ int br__mpi_serve(MPI_Comm comm, const mp_opts *o) {
     free_unit(u);
   }
   remove_handlers();
-  br_pool_free(s.pool);
+  pthread_mutex_lock(&s.st_mu);
+  s.quit = true;
+  pthread_cond_signal(&s.st_cv);
+  pthread_mutex_unlock(&s.st_mu);
+  pthread_join(s.job_thr, NULL);
+  pthread_cond_destroy(&s.done_cv);
   g_srv = NULL;
   pthread_cond_destroy(&s.st_cv);
   pthread_mutex_destroy(&s.st_mu);

@@ -1,0 +1,319 @@
+/* braid-mpi on 4 ranks (rank 0 drives, 3 serve), all on this machine:
+ * submit, map (ordered, errors with messages, uneven items balanced),
+ * imap and imap_unordered, cancellation of jobs not started, timeouts,
+ * awaiting from a braid task without blocking its loop, the CPU an idle
+ * worker rank burns, and shutdown CANCEL. The whole run must end within
+ * 120 s (it takes ~10). */
+#include "test_mpi_util.h"
+#include "test_mpi_jobs.h"
+
+#ifdef BRAID_HAVE_MPI
+
+#define NP 4
+
+static br_mpipool *P;
+
+static int64_t i64(br_bytes *b) {
+  int64_t v = 0;
+  if (b && b->len == sizeof v) memcpy(&v, b->data, sizeof v);
+  return v;
+}
+
+static void t_submit(void) {
+  br_future *f;
+  MT_CHECK(br_mpipool_submit(P, &f, "echo", "hello", 5, NULL) == 0, "submit");
+  void *v = NULL;
+  MT_CHECK(br_await(f, &v) == 0, "await: %s", br_future_message(f));
+  br_bytes *b = v;
+  MT_CHECK(b && b->len == 5 && memcmp(b->data, "hello", 5) == 0, "echo value");
+  br_future_unref(f);
+
+  MT_CHECK(br_mpipool_submit(P, &f, "no_such_job", NULL, 0, NULL) == BR_ENOJOB, "ENOJOB");
+  int64_t seven = 7;
+  MT_CHECK(br_mpipool_submit(P, &f, "odd_fails", &seven, 8, NULL) == 0, "submit odd");
+  MT_CHECK(br_await(f, NULL) == BR_ERANGE, "odd fails: %d", br_future_error(f));
+  MT_CHECK(strcmp(br_future_message(f), "odd input 7") == 0, "message: '%s'",
+           br_future_message(f));
+  br_future_unref(f);
+}
+
+static void t_map(void) {
+  enum { N = 200 };
+  int64_t in[N];
+  br_buf items[N];
+  br_result out[N];
+  for (int i = 0; i < N; i++) {
+    in[i] = i;
+    items[i] = (br_buf){&in[i], sizeof in[i]};
+  }
+  MT_CHECK(br_mpipool_map(P, out, "square", items, N, NULL) == 0, "map");
+  int bad = 0;
+  for (int i = 0; i < N; i++)
+    if (out[i].err || i64(out[i].value) != (int64_t)i * i) bad++;
+  MT_CHECK(bad == 0, "%d wrong squares", bad);
+  br_results_free(out, N);
+
+  int rc = br_mpipool_map(P, out, "odd_fails", items, N, NULL);
+  MT_CHECK(rc == BR_ERANGE, "map with failures: %d", rc);
+  bad = 0;
+  for (int i = 0; i < N; i++) {
+    if (i % 2 == 0 && (out[i].err || i64(out[i].value) != i)) bad++;
+    char want[32];
+    snprintf(want, sizeof want, "odd input %d", i);
+    if (i % 2 && (out[i].err != BR_ERANGE || !out[i].msg || strcmp(out[i].msg, want))) bad++;
+  }
+  MT_CHECK(bad == 0, "%d wrong outcomes", bad);
+  br_results_free(out, N);
+
+  int64_t sq[N];
+  int errs[N];
+  MT_CHECK(br_mpipool_map_fixed(P, sq, sizeof *sq, errs, "square", in, sizeof *in, N, NULL) == 0,
+           "map_fixed");
+  bad = 0;
+  for (int i = 0; i < N; i++)
+    if (errs[i] || sq[i] != (int64_t)i * i) bad++;
+  MT_CHECK(bad == 0, "map_fixed: %d wrong", bad);
+}
+
+/* 24 naps, every sixth 8x longer: 4 x 160 + 20 x 20 = 1040 ms of work over
+ * 3 ranks: 347 ms at best. Dynamic hand-out keeps it near that. */
+static void t_uneven(void) {
+  enum { N = 24 };
+  int64_t ms[N];
+  br_buf items[N];
+  br_result out[N];
+  for (int i = 0; i < N; i++) {
+    ms[i] = i % 6 == 0 ? 160 : 20;
+    items[i] = (br_buf){&ms[i], sizeof ms[i]};
+  }
+  int64_t t0 = br_now();
+  MT_CHECK(br_mpipool_map(P, out, "nap", items, N, NULL) == 0, "uneven map");
+  double wall = mt_ms(t0, br_now());
+  int32_t pids[N];
+  int distinct = 0;
+  for (int i = 0; i < N; i++) {
+    br_bytes *b = out[i].value;
+    pids[i] = b && b->len == 4 ? *(int32_t *)b->data : -1;
+    bool seen = false;
+    for (int j = 0; j < i; j++) seen |= pids[j] == pids[i];
+    distinct += !seen;
+  }
+  br_results_free(out, N);
+  printf("uneven map: %.0f ms (best 347 ms) on %d ranks\n", wall, distinct);
+  MT_CHECK(distinct == NP - 1, "items ran on %d ranks", distinct);
+  MT_CHECK(wall < 347 * 1.4 + 60, "uneven map took %.0f ms", wall);
+}
+
+static int64_t next_items[100];
+static int producer(void *ud, size_t i, br_buf *item) {
+  (void)ud;
+  if (i >= 100) return 0;
+  next_items[i] = (int64_t)i;
+  *item = (br_buf){&next_items[i], sizeof next_items[i]};
+  return 1;
+}
+
+static void t_imap(void) {
+  br_mpipool_iter *it;
+  MT_CHECK(br_mpipool_imap(P, &it, "square", producer, NULL, NULL) == 0, "imap");
+  br_result r;
+  size_t idx, n = 0;
+  int bad = 0, rc;
+  while ((rc = br_mpipool_iter_next(it, &r, &idx)) == 0) {
+    if (idx != n || r.err || i64(r.value) != (int64_t)(idx * idx)) bad++;
+    n++;
+    br_results_free(&r, 1);
+  }
+  MT_CHECK(rc == BR_ECLOSED && n == 100 && bad == 0, "imap: rc %d, %zu items, %d bad", rc, n, bad);
+  br_mpipool_iter_free(it);
+
+  br_procpool_imap_opts o = {.window = 7};
+  MT_CHECK(br_mpipool_imap_unordered(P, &it, "square", producer, NULL, &o) == 0, "unordered");
+  bool seen[100] = {0};
+  n = 0;
+  bad = 0;
+  while ((rc = br_mpipool_iter_next(it, &r, &idx)) == 0) {
+    if (idx >= 100 || seen[idx] || r.err || i64(r.value) != (int64_t)(idx * idx)) bad++;
+    else seen[idx] = true;
+    n++;
+    br_results_free(&r, 1);
+  }
+  MT_CHECK(rc == BR_ECLOSED && n == 100 && bad == 0, "unordered: rc %d, %zu, %d bad", rc, n, bad);
+  br_mpipool_iter_free(it);
+}
+
+/* Fill the ranks with naps, queue more, cancel the queued ones: they fail
+ * BR_ECANCELED at once and never run (the run stays short). */
+static void t_cancel(void) {
+  enum { BUSY = 9, QUEUED = 12 };
+  br_future *busy[BUSY], *q[QUEUED];
+  int64_t ms = 300, quick = 1000;
+  for (int i = 0; i < BUSY; i++) br_mpipool_submit(P, &busy[i], "nap", &ms, 8, NULL);
+  for (int i = 0; i < QUEUED; i++) br_mpipool_submit(P, &q[i], "nap", &quick, 8, NULL);
+  int64_t t0 = br_now();
+  int cancelled = 0;
+  for (int i = 0; i < QUEUED; i++) cancelled += br_future_cancel(q[i]) == 0;
+  MT_CHECK(cancelled == QUEUED, "cancelled %d of %d", cancelled, QUEUED);
+  for (int i = 0; i < QUEUED; i++) {
+    MT_CHECK(br_await(q[i], NULL) == BR_ECANCELED, "queued job %d: %d", i, br_future_error(q[i]));
+    br_future_unref(q[i]);
+  }
+  for (int i = 0; i < BUSY; i++) {
+    MT_CHECK(br_await(busy[i], NULL) == 0, "busy job %d: %s", i, br_future_message(busy[i]));
+    br_future_unref(busy[i]);
+  }
+  double wall = mt_ms(t0, br_now());
+  printf("cancel: 9 naps of 300 ms done in %.0f ms after cancelling 12 of 1 s\n", wall);
+  MT_CHECK(wall < 1000 + 300, "cancelled jobs ran? %.0f ms", wall);
+}
+
+static void t_timeout(void) {
+  br_future *f;
+  int64_t ms = 600; /* runs on (a C function cannot be stopped), below kill_after */
+  br_procpool_submit_opts o = {.timeout_ms = 200};
+  int64_t t0 = br_now();
+  MT_CHECK(br_mpipool_submit(P, &f, "nap", &ms, 8, &o) == 0, "submit");
+  int rc = br_await(f, NULL);
+  double wall = mt_ms(t0, br_now());
+  printf("timeout: 200 ms job timeout hit after %.0f ms: %s\n", wall, br_future_message(f));
+  MT_CHECK(rc == BR_ETIMEDOUT, "timeout rc %d", rc);
+  MT_CHECK(wall >= 190 && wall < 800, "after %.0f ms", wall);
+  MT_CHECK(strstr(br_future_message(f), "timed out") != NULL, "message %s", br_future_message(f));
+  br_future_unref(f);
+  /* The rank finishes the nap (its result is dropped) and serves again. */
+  int64_t x = 9;
+  int64_t y = 0;
+  MT_CHECK(br_mpipool_map_fixed(P, &y, 8, NULL, "square", &x, 8, 1, NULL) == 0 && y == 81,
+           "after a timeout");
+}
+
+/* A task awaiting an MPI job suspends; the loop goes on. */
+static int ticks;
+static void *ticker(void *arg) {
+  (void)arg;
+  for (;;) {
+    if (br_sleep_ms(5) < 0) return NULL;
+    ticks++;
+  }
+}
+static void *loop_main(void *arg) {
+  (void)arg;
+  br_task *t;
+  br_spawn(&t, ticker, NULL, NULL);
+  br_future *f;
+  int64_t ms = 300;
+  br_mpipool_submit(P, &f, "nap", &ms, 8, NULL);
+  int rc = br_await(f, NULL);
+  br_future_unref(f);
+  br_cancel(t);
+  br_join(t, NULL);
+  return rc == 0 ? (void *)1 : NULL;
+}
+static void t_task(void) {
+  void *res = NULL;
+  MT_CHECK(br_run(&res, loop_main, NULL) == 0 && res, "br_run");
+  printf("task: the loop ticked %d times (5 ms) while a task awaited a 300 ms MPI job\n", ticks);
+  MT_CHECK(ticks >= 30, "only %d ticks: the loop was blocked", ticks);
+}
+
+/* CPU time of a process on this host, in ns (utime + stime). */
+static int64_t proc_cpu_ns(int pid) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return -1;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  char *p = strrchr(buf, ')');
+  if (!p) return -1;
+  unsigned long long ut = 0, st = 0;
+  /* fields after ')': state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
+  if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+    return -1;
+  return (int64_t)((ut + st) * (1000000000ull / (unsigned long long)sysconf(_SC_CLK_TCK)));
+}
+
+static void t_idle_cpu(void) {
+  int pids[NP];
+  for (int r = 1; r < NP; r++) MT_CHECK(br_mpipool_rank_info(P, r, &pids[r], NULL, 0) == 0, "info");
+  /* Let the back-off settle (ranks worked a moment ago). */
+  struct timespec ts = {1, 200 * 1000 * 1000};
+  nanosleep(&ts, NULL);
+  int64_t c0[NP], t0 = br_now();
+  for (int r = 1; r < NP; r++) c0[r] = proc_cpu_ns(pids[r]);
+  ts = (struct timespec){3, 0};
+  nanosleep(&ts, NULL);
+  double wall = (double)(br_now() - t0);
+  for (int r = 1; r < NP; r++) {
+    double pct = 100.0 * (double)(proc_cpu_ns(pids[r]) - c0[r]) / wall;
+    printf("idle: worker rank %d used %.2f %% of a core over 3 s\n", r, pct);
+    MT_CHECK(pct < 3.0, "idle rank %d burns %.1f %% of a core", r, pct);
+  }
+}
+
+static void t_shutdown_cancel(void) {
+  enum { N = 8 };
+  br_future *f[N];
+  int64_t ms = 500;
+  for (int i = 0; i < N; i++) br_mpipool_submit(P, &f[i], "nap", &ms, 8, NULL);
+  struct timespec ts = {0, 100 * 1000 * 1000};
+  nanosleep(&ts, NULL); /* some have started */
+  int64_t t0 = br_now();
+  MT_CHECK(br_mpipool_shutdown(P, BR_SHUTDOWN_CANCEL) == 0, "shutdown");
+  double wall = mt_ms(t0, br_now());
+  int canc = 0;
+  for (int i = 0; i < N; i++) {
+    canc += br_future_error(f[i]) == BR_ECANCELED;
+    br_future_unref(f[i]);
+  }
+  printf("shutdown CANCEL: %d of %d jobs cancelled at once, ranks stopped in %.0f ms (after "
+         "the naps they ran)\n", canc, N, wall);
+  MT_CHECK(canc == N, "%d cancelled", canc);
+  MT_CHECK(wall < 1500, "shutdown took %.0f ms", wall);
+  br_future *g;
+  MT_CHECK(br_mpipool_submit(P, &g, "echo", "x", 1, NULL) == BR_ESHUTDOWN, "after shutdown");
+}
+
+int main(int argc, char **argv) {
+  if (!mt_in_run()) return mt_launch(argv, NP, false, 120, NULL);
+  br_mpipool_opts o = {0};
+  int rc = br_mpipool_new(&P, &argc, &argv, &o);
+  if (rc < 0) {
+    fprintf(stderr, "br_mpipool_new: %s\n", br_strerror(rc));
+    return 1;
+  }
+  if (rc == BR_MPIPOOL_SERVED) return br_mpi_finalize() < 0;
+  if (br_mpi_size() != NP || br_mpipool_is_local(P)) {
+    fprintf(stderr, "expected %d ranks, got %d\n", NP, br_mpi_size());
+    return 1;
+  }
+  /* argv[1], if given, names the one check to run (for debugging). */
+  const char *only = argc > 1 ? argv[1] : NULL;
+#define RUN(t) if (!only || strcmp(only, #t) == 0) t()
+  RUN(t_submit);
+  RUN(t_map);
+  RUN(t_uneven);
+  RUN(t_imap);
+  RUN(t_cancel);
+  RUN(t_timeout);
+  RUN(t_task);
+  RUN(t_idle_cpu);
+  RUN(t_shutdown_cancel);
+  br_mpipool_stats st;
+  br_mpipool_get_stats(P, &st);
+  printf("stats: %llu submitted, %llu completed, %llu failed, %llu messages\n",
+         (unsigned long long)st.submitted, (unsigned long long)st.completed,
+         (unsigned long long)st.failed, (unsigned long long)st.messages);
+  MT_CHECK(br_mpipool_free(P) == 0, "free");
+  br_mpi_finalize();
+  printf("%s\n", mt_failures ? "FAILED" : "ok");
+  return mt_failures ? 1 : 0;
+}
+
+#else
+int main(void) {
+  puts("braid-mpi not built (no MPI): skipped");
+  return 77;
+}
+#endif
