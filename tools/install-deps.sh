@@ -38,6 +38,14 @@ pkgs_bench+=(libcurl4-openssl-dev libxml2-dev python3-aiohttp golang-golang-x-ne
 pkgs_build+=(libcurl4-openssl-dev)
 pkgs_test+=(nginx openssl)
 # --- end of braid-http's block ---
+# --- braid-mpi (src/mpi, tests/test_mpi*.c, bench/mpi/) ---
+# Open MPI is the default MPI (libopenmpi-dev, mpirun); MPICH (libmpich-dev,
+# mpiexec.mpich) is installed beside it so CI builds braid-mpi against both;
+# mpi4py's futures are the benchmark's peer.
+pkgs_build+=(libopenmpi-dev openmpi-bin)
+pkgs_test+=(libmpich-dev mpich)
+pkgs_bench+=(libopenmpi-dev openmpi-bin python3-mpi4py)
+# --- end of braid-mpi's block ---
 
 # Add-on libraries and tools: each appends its packages to a group above in a
 # block of its own, with a comment saying what needs them, e.g.
