@@ -79,7 +79,7 @@ typedef struct br_http_opts {
   int64_t connect_timeout_ms; /* per attempt (0: 10 000) */
   int64_t timeout_ms;      /* whole call, retries included (0: 300 000) */
   int64_t idle_timeout_ms; /* abort when no byte arrives for this long
-                              (0: 30 000) */
+                              (0: 30 000; rounded up to whole seconds) */
   int64_t max_body;        /* bytes of body accepted (0: 64 MiB) */
   int retries;             /* retries per request (0: 2; BR_HTTP_OFF: none) */
   int64_t backoff_ms;      /* first backoff; doubles each retry, with
@@ -122,8 +122,9 @@ typedef struct br_http_request_opts {
   unsigned flags;          /* BR_HTTP_* */
   /* Streaming: with on_body set, or BR_HTTP_TO_FD, the body is delivered
    * as it arrives instead of being collected into the response (its
-   * `body` stays NULL; body_len counts the bytes delivered). A body is
-   * delivered only for the final attempt (never for one that is retried). */
+   * `body` stays NULL; body_len counts the bytes delivered). Only the final
+   * attempt's body is delivered: while a retry is still possible, the body
+   * of a retryable response (408, 429, 5xx) is dropped. */
   br_http_body_fn on_body;
   void *body_ud;
   int body_fd;             /* with BR_HTTP_TO_FD: written with br_write */
@@ -230,7 +231,8 @@ int br_http_get_all(br_http_session *s, br_http_response *out, const char *const
  * freed (zeroed) response is a no-op. Any thread. */
 void br_http_response_free(br_http_response *r);
 
-/* br_http_responses_free: br_http_response_free on each of n responses. */
+/* br_http_responses_free: br_http_response_free on each of n responses
+ * (r may be NULL). Any thread. */
 void br_http_responses_free(br_http_response *r, size_t n);
 
 /* br_http_header_get: the value of the first header called name
