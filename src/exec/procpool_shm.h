@@ -59,6 +59,9 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+#include "sys/clock.h"
+#include "sys/futex.h"
+#include "sys/spin.h"
 
 #define PP_ENV "BRAID_PROCPOOL_SERVER"
 #define PP_CTL_FD 3
@@ -187,11 +190,7 @@ typedef struct pp_msg {
 
 /* ---- helpers */
 
-static inline int64_t pp_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
+static inline int64_t pp_now(void) { return br__mono_ns(); }
 
 /* A full fence, for the Dekker handshakes above. GCC's ThreadSanitizer
  * refuses atomic_thread_fence; under it a seq_cst read-modify-write (a full
@@ -206,21 +205,14 @@ static inline void pp_fence(void) {
 #endif
 }
 
-static inline void pp_cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
+static inline void pp_cpu_relax(void) { br__cpu_pause(); }
 
+/* Shared futexes: the words live in memory shared with the workers. */
 static inline void pp_futex_wait(_Atomic uint32_t *w, uint32_t val, const struct timespec *ts) {
-  syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT, val, ts, NULL, 0);
+  (void)br__futex_wait(w, val, ts ? (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec : -1, true);
 }
 
-static inline void pp_futex_wake(_Atomic uint32_t *w) {
-  syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE, 1, NULL, NULL, 0);
-}
+static inline void pp_futex_wake(_Atomic uint32_t *w) { br__futex_wake(w, 1, true); }
 
 /* Wake the side sleeping on (flag, seq) if it announced it. Call after
  * publishing. */
