@@ -37,9 +37,9 @@ static int mt_failures;
     }                                                                                   \
   } while (0)
 
-static double mt_ms(int64_t a, int64_t b) { return (double)(b - a) / 1e6; }
+__attribute__((unused)) static double mt_ms(int64_t a, int64_t b) { return (double)(b - a) / 1e6; }
 
-static bool mt_in_run(void) { return getenv("BR_MPITEST_IN_RUN") != NULL; }
+__attribute__((unused)) static bool mt_in_run(void) { return getenv("BR_MPITEST_IN_RUN") != NULL; }
 
 #ifndef BRAID_MPIEXEC
 #define BRAID_MPIEXEC "mpiexec"
@@ -50,7 +50,7 @@ static bool mt_in_run(void) { return getenv("BR_MPITEST_IN_RUN") != NULL; }
  * --enable-recovery). Returns the run's exit status, 124 on timeout (the
  * run is killed), or 77 if the launcher cannot run. If out is not NULL, the
  * run's stdout+stderr go to that file. */
-static int mt_launch(char **argv, int np, bool recovery, int timeout_s, const char *out) {
+__attribute__((unused)) static int mt_launch(char **argv, int np, bool recovery, int timeout_s, const char *out) {
   char npbuf[16];
   snprintf(npbuf, sizeof npbuf, "%d", np);
   const char *args[32];
