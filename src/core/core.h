@@ -189,11 +189,12 @@ static inline int br__checkpoint(struct br__task *t) {
 void br__ready(struct br__task *t);                 /* loop thread */
 void br__wake(struct br__task *t, int code);        /* loop thread: claim + ready */
 bool br__wake_any_thread(struct br__task *t, int code); /* claim + ready or remote */
-/* Park the running task until woken or `deadline` (also scope deadlines).
- * Returns the wake code: 0 or what the waker passed, BR_ETIMEDOUT at a
- * deadline, BR_ECANCELED on cancel. Returns at once (without parking) if the
- * task is already cancelled or past its deadline. */
-int br__park(int64_t deadline);
+/* Parking: br__park_begin(t), publish t somewhere a waker finds it, then
+ * br__park_end(t, deadline, cancellable) suspends until woken or `deadline`
+ * (also scope deadlines). It returns the wake code: 0 or what the waker
+ * passed, BR_ETIMEDOUT at a deadline, BR_ECANCELED on cancel; at once
+ * (without suspending) if the task is already cancelled or past its
+ * deadline and the park is cancellable. */
 void br__park_begin(struct br__task *t);
 /* As br__park_begin, for waits another thread may end (foreign futures). */
 void br__park_begin_remote(struct br__task *t);

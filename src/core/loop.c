@@ -423,8 +423,4 @@ int br__loop_submit_io(br_loop *L, const br__io_req *req, br_future **out) {
   return 0;
 }
 int64_t br__loop_heartbeat(br_loop *L) { return atomic_load_explicit(&L->heartbeat, memory_order_relaxed); }
-const char *br__loop_current_task_name(br_loop *L) {
-  struct br__task *t = L->current;
-  return t ? br__task_name(t) : NULL;
-}
 pthread_t br__loop_thread(br_loop *L) { return L->thread; }

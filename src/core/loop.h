@@ -26,9 +26,6 @@ int br__loop_submit_io(br_loop *loop, const br__io_req *req, br_future **out);
  * the poller (idle is not stuck). Read racily by the watchdog thread: a torn
  * read is impossible for an aligned int64 on our targets. */
 int64_t br__loop_heartbeat(br_loop *loop);
-/* Name of the task running now, or NULL (loop thread only, or racy read for
- * diagnostics). */
-const char *br__loop_current_task_name(br_loop *loop);
 pthread_t br__loop_thread(br_loop *loop);
 /* The options the loop was created with (watchdog_ms, ...). */
 const br_loop_opts *br__loop_opts(br_loop *loop);

@@ -396,13 +396,6 @@ int br__park_end(struct br__task *t, int64_t deadline, bool cancellable) {
   return t->wake_code;
 }
 
-int br__park(int64_t deadline) {
-  struct br__task *t = br__require_task();
-  if (!t) return BR_ENOTTASK;
-  br__park_begin(t);
-  return br__park_end(t, deadline, true);
-}
-
 /* Called by the loop for an expired task timer. */
 void br__timer_fired(br__timer *tm) {
   struct br__task *t = (struct br__task *)((char *)tm - offsetof(struct br__task, timer));

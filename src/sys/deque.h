@@ -191,12 +191,4 @@ static inline void *br__deque_steal(br__deque *q) {
   return x;
 }
 
-/* br__deque_size_hint: how many elements the deque held at some recent
- * moment (racy; for "is there anything worth stealing" checks). */
-static inline int64_t br__deque_size_hint(br__deque *q) {
-  int64_t b = atomic_load_explicit(&q->bottom, memory_order_relaxed);
-  int64_t t = atomic_load_explicit(&q->top, memory_order_relaxed);
-  return b - t;
-}
-
 #endif
