@@ -492,8 +492,10 @@ void br_group_cancel(br_group *g);
 const char *br_group_message(br_group *g);
 
 /* br_group_free: cancel and wait for anything still running, then free.
- * Returns 0 (NULL is a no-op), BR_EPERM from a task of another loop or a
- * plain thread (the group's tasks can only be waited for on their loop). */
+ * Call it from a task of the group's loop, or from that loop's thread
+ * outside the loop (it then runs the loop until the tasks are gone).
+ * Returns 0 (NULL is a no-op), BR_EDEADLK from one of the group's own tasks,
+ * BR_EPERM from any other thread or loop (nothing is freed then). */
 int br_group_free(br_group *g);
 
 /* ------------------------------------------------------------------------ */
