@@ -316,7 +316,7 @@ WORDS = ("lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod 
 def gen_site(d, n):
     """n pages of ~12 KB under d/p/, each linking to 20 others (deterministic),
     plus d/index.html -> /p/0.html. Skipped when d already holds them."""
-    stamp = d / ("generated-%d" % n)
+    stamp = d / ("generated-v2-%d" % n)
     if stamp.exists():
         return
     shutil.rmtree(d, ignore_errors=True)
@@ -328,7 +328,7 @@ def gen_site(d, n):
         links = [(i + 1) % n] + [rnd.randrange(n) for _ in range(19)]
         parts = ['<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>Page %d</title>'
                  '<link rel="stylesheet" href="/style.css"></head>\n<body>\n'
-                 '<div class="nav"><a href="/index.html">home</a> | <a href="/p/%d.html">next</a>'
+                 '<div class="nav"><a href="/">home</a> | <a href="/p/%d.html">next</a>'
                  '</div>\n<h1>Page %d</h1>\n' % (i, (i + 1) % n, i)]
         for k in range(24):
             words = " ".join(rnd.choices(WORDS, k=60))
