@@ -877,6 +877,67 @@ static void test_shutdown_cancel(void **state) {
   br_pool_free(p);
 }
 
+/* br_pool_shutdown from a task suspends only that task, and the task's
+ * cancellation does not cut the wait short: the blocker is released only
+ * after the shutting-down task was cancelled, and shutdown still drains. */
+typedef struct {
+  br_pool *pool;
+  gate g;
+  br_task *shutter;
+  int rc;
+  br_pool_report r;
+} shut_ctx;
+
+static void *shutter_task(void *arg) {
+  shut_ctx *c = arg;
+  c->rc = br_pool_shutdown(c->pool, &c->r, BR_SHUTDOWN_DRAIN);
+  return NULL;
+}
+
+static void *cancel_then_release(void *arg) {
+  shut_ctx *c = arg;
+  br_sleep_ms(10); /* either way (in shutdown or before it) the result holds */
+  br_cancel(c->shutter);
+  br_sleep_ms(10); /* the loop goes on while the other task waits */
+  atomic_store(&c->g.release, 1);
+  return NULL;
+}
+
+static void *shutdown_in_tasks(void *arg) {
+  shut_ctx *c = arg;
+  br_task *other;
+  if (br_spawn(&c->shutter, shutter_task, c, NULL) != 0) return IP(-1);
+  if (br_spawn(&other, cancel_then_release, c, NULL) != 0) return IP(-1);
+  (void)br_join(c->shutter, NULL);
+  (void)br_join(other, NULL);
+  return NULL;
+}
+
+static void test_shutdown_from_cancelled_task(void **state) {
+  (void)state;
+  shut_ctx c = {0};
+  c.pool = new_pool(1, NULL);
+  br_future *fb, *fs[3];
+  assert_int_equal(br_pool_submit(c.pool, &fb, blocker, &c.g), 0);
+  wait_started(&c.g);
+  atomic_store(&ran_count, 0);
+  for (int i = 0; i < 3; i++) assert_int_equal(br_pool_submit(c.pool, &fs[i], count_run, IP(i)), 0);
+  assert_int_equal(br_run(NULL, shutdown_in_tasks, &c), 0);
+  assert_int_equal(c.rc, 0);
+  assert_int_equal(c.r.mode, BR_SHUTDOWN_DRAIN);
+  assert_int_equal(c.r.pending, 4);
+  assert_int_equal(c.r.completed, 4);
+  assert_int_equal(c.r.cancelled, 0);
+  assert_int_equal(atomic_load(&ran_count), 3);
+  assert_int_equal(br_future_error(fb), 0);
+  for (int i = 0; i < 3; i++) {
+    assert_true(br_future_done(fs[i]));
+    br_future_unref(fs[i]);
+  }
+  br_future_unref(fb);
+  br_pool_free(c.pool);
+}
+
 /* br_pool_free on a live pool cancels what is queued. */
 static void test_free_cancels_pending(void **state) {
   (void)state;
@@ -1338,6 +1399,7 @@ int main(void) {
       cmocka_unit_test(test_wait_for_cancels_queued_job),
       cmocka_unit_test(test_shutdown_drain),
       cmocka_unit_test(test_shutdown_cancel),
+      cmocka_unit_test(test_shutdown_from_cancelled_task),
       cmocka_unit_test(test_free_cancels_pending),
       cmocka_unit_test(test_shutdown_from_worker),
       cmocka_unit_test(test_cancel_race),
