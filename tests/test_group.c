@@ -373,6 +373,46 @@ static void test_plain_thread(void **state) {
   assert_int_equal(br_group_new(NULL), BR_EINVAL);
 }
 
+/* br_group_free refuses what would deadlock or cross threads, and changes
+ * nothing when it refuses. */
+typedef struct {
+  br_group *g;
+  int self_free_rc, thread_free_rc;
+} free_ctx;
+
+static void *frees_own_group(void *arg) {
+  free_ctx *f = arg;
+  f->self_free_rc = br_group_free(f->g);
+  return NULL;
+}
+
+static void *free_from_thread(void *arg) {
+  free_ctx *f = arg;
+  f->thread_free_rc = br_group_free(f->g);
+  return NULL;
+}
+
+static void *m_free_refusals(void *arg) {
+  (void)arg;
+  free_ctx f = {0};
+  T_OK(br_group_new(&f.g));
+  T_OK(br_group_spawn(f.g, frees_own_group, &f, NULL));
+  pthread_t th;
+  T_EQ(pthread_create(&th, NULL, free_from_thread, &f), 0);
+  pthread_join(th, NULL);
+  T_OK(br_group_wait(f.g));
+  T_RC(f.self_free_rc, BR_EDEADLK);
+  T_RC(f.thread_free_rc, BR_EPERM);
+  T_OK(br_group_free(f.g)); /* still intact: freed once, here */
+  T_OK(br_group_free(NULL));
+  return NULL;
+}
+
+static void test_free_refusals(void **state) {
+  (void)state;
+  run_main(m_free_refusals, NULL);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_all_succeed),
@@ -385,6 +425,7 @@ int main(void) {
       cmocka_unit_test(test_nested_groups),
       cmocka_unit_test(test_many_children_one_fails),
       cmocka_unit_test(test_plain_thread),
+      cmocka_unit_test(test_free_refusals),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
