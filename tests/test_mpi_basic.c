@@ -75,15 +75,17 @@ static void t_map(void) {
   MT_CHECK(bad == 0, "map_fixed: %d wrong", bad);
 }
 
-/* 24 naps, every sixth 8x longer: 4 x 160 + 20 x 20 = 1040 ms of work over
- * 3 ranks: 347 ms at best. Dynamic hand-out keeps it near that. */
+/* 24 naps, the first four 8x longer: 4 x 160 + 20 x 20 = 1040 ms of work
+ * over 3 ranks: 347 ms at best. A static split (8 items per rank) would
+ * take 720 ms (4 x 160 + 4 x 20 on the first rank); dynamic hand-out keeps
+ * it near the best. */
 static void t_uneven(void) {
   enum { N = 24 };
   int64_t ms[N];
   br_buf items[N];
   br_result out[N];
   for (int i = 0; i < N; i++) {
-    ms[i] = i % 6 == 0 ? 160 : 20;
+    ms[i] = i < 4 ? 160 : 20;
     items[i] = (br_buf){&ms[i], sizeof ms[i]};
   }
   int64_t t0 = br_now();
@@ -101,7 +103,7 @@ static void t_uneven(void) {
   br_results_free(out, N);
   printf("uneven map: %.0f ms (best 347 ms) on %d ranks\n", wall, distinct);
   MT_CHECK(distinct == NP - 1, "items ran on %d ranks", distinct);
-  MT_CHECK(wall < 347 * 1.4 + 60, "uneven map took %.0f ms", wall);
+  MT_CHECK(wall < 347 * 1.5 + 60, "uneven map took %.0f ms (static split: 720)", wall);
 }
 
 static int64_t next_items[100];
@@ -236,7 +238,17 @@ static int64_t proc_cpu_ns(int pid) {
 
 static void t_idle_cpu(void) {
   int pids[NP];
-  for (int r = 1; r < NP; r++) MT_CHECK(br_mpipool_rank_info(P, r, &pids[r], NULL, 0) == 0, "info");
+  for (int r = 1; r < NP; r++) {
+    int rc = BR_EAGAIN;
+    for (int i = 0; i < 500 && rc == BR_EAGAIN; i++) {
+      rc = br_mpipool_rank_info(P, r, &pids[r], NULL, 0);
+      if (rc == BR_EAGAIN) {
+        struct timespec w = {0, 10 * 1000 * 1000};
+        nanosleep(&w, NULL);
+      }
+    }
+    MT_CHECK(rc == 0, "rank %d never reported in", r);
+  }
   /* Let the back-off settle (ranks worked a moment ago). */
   struct timespec ts = {1, 200 * 1000 * 1000};
   nanosleep(&ts, NULL);

@@ -25,7 +25,7 @@
 #include <braid/mpi.h>
 #endif
 
-static int mt_failures;
+__attribute__((unused)) static int mt_failures;
 
 #define MT_CHECK(cond, ...)                                                             \
   do {                                                                                  \

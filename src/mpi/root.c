@@ -91,6 +91,9 @@ struct mp_batch {
   /* iterators: rings of `cap` slots, index i at i % cap */
   size_t cap;
   br_buf *copies;
+  bool *held;    /* copies[i] holds an item that is not done with (an item's
+                  * slot is reused only then: unordered consumers may be far
+                  * ahead of the oldest item still running) */
   br_result *ring;
   bool *ready;
   struct dq_ent *doneq; /* unordered: outcomes in completion order */
@@ -343,6 +346,7 @@ static void unit_free_chunk(mp_unit *u) {
       br_buf *c = &b->copies[(u->first + k) % b->cap];
       free((void *)c->data);
       c->data = NULL;
+      b->held[(u->first + k) % b->cap] = false;
     }
   batch_unref(b);
   free(u);
@@ -372,8 +376,14 @@ static void fail_all_pending(br_mpipool *p, int err, const char *why, done_list 
   }
   for (mp_batch *b = p->batches; b; b = b->next) {
     while (b->next_cut < b->n_items) {
+      size_t i = b->next_cut++;
       p->outstanding--;
-      item_finish(p, b, b->next_cut++, err, why ? strdup(why) : NULL, NULL, d);
+      if (b->kind != B_MAP) {
+        free((void *)b->copies[i % b->cap].data);
+        b->copies[i % b->cap].data = NULL;
+        b->held[i % b->cap] = false;
+      }
+      item_finish(p, b, i, err, why ? strdup(why) : NULL, NULL, d);
     }
   }
 }
@@ -958,6 +968,7 @@ static void batch_free(mp_batch *b) {
     }
     for (size_t i = 0; i < b->dq_len; i++) br_results_free(&b->doneq[(b->dq_head + i) % b->cap].res, 1);
     free(b->copies);
+    free(b->held);
     free(b->ring);
     free(b->ready);
     free(b->doneq);
@@ -1290,10 +1301,11 @@ static int iter_new(br_mpipool *p, br_mpipool_iter **out, const char *job, br_pr
   b->chunk_fixed = opts ? opts->chunksize : 0;
   b->cap = win;
   b->copies = calloc(win, sizeof *b->copies);
+  b->held = calloc(win, sizeof *b->held);
   b->ring = calloc(win, sizeof *b->ring);
   b->ready = calloc(win, sizeof *b->ready);
   b->doneq = calloc(win, sizeof *b->doneq);
-  if (!b->copies || !b->ring || !b->ready || !b->doneq) {
+  if (!b->copies || !b->held || !b->ring || !b->ready || !b->doneq) {
     batch_free(b);
     free(it);
     return BR_ENOMEM;
@@ -1341,7 +1353,8 @@ int br_mpipool_iter_next(br_mpipool_iter *it, br_result *res, size_t *index) {
    * consumer's thread, without the lock). */
   for (;;) {
     pthread_mutex_lock(&p->mu);
-    bool room = !b->eof && b->n_items - it->consumed < b->cap && !it->prod_err;
+    bool room = !b->eof && b->n_items - it->consumed < b->cap && !it->prod_err &&
+                !b->held[b->n_items % b->cap];
     size_t i = b->n_items;
     pthread_mutex_unlock(&p->mu);
     if (!room) break;
@@ -1366,6 +1379,7 @@ int br_mpipool_iter_next(br_mpipool_iter *it, br_result *res, size_t *index) {
     }
     if (item.len) memcpy(copy, item.data, item.len);
     b->copies[i % b->cap] = (br_buf){copy, item.len};
+    b->held[i % b->cap] = true;
     b->n_items++;
     p->outstanding++;
     p->st.submitted++;
