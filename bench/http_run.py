@@ -239,7 +239,17 @@ def start_listening(cmd, env=None):
 
 def bench_fetch(args, out):
     n, c = (200, 100) if args.quick else (1000, 100)
+    runs = {}
     server, addr = start_listening([out / "delay_server", "-delay-ms", "50", "-size", "512"])
+    try:
+        bench_fetch_rounds(args, out, n, c, server, addr, runs)
+    finally:  # never leave the server running, whatever failed
+        server.terminate()
+        server.wait()
+    return fetch_summary(args, n, c, runs)
+
+
+def bench_fetch_rounds(args, out, n, c, server, addr, runs):
     url = "http://%s/" % addr
     impls = {
         "braid": [out / "fetch_braid", url, "-n", n, "-c", c],
@@ -248,31 +258,30 @@ def bench_fetch(args, out):
         "aiohttp": [PY, HTTP / "peers" / "fetch_aiohttp.py", "--url", url, "-n", n, "-c", c],
         "threads": [PY, HTTP / "peers" / "fetch_threads.py", "--url", url, "-n", n, "-t", 50],
     }
-    runs = {k: [] for k in impls}
+    runs.update({k: [] for k in impls})
     kids = Children()
     rounds = 1 if args.quick else args.rounds
-    try:
-        for r in range(rounds):
-            order = list(impls)
-            random.Random(r).shuffle(order)  # no implementation always goes first
-            for name in order:
-                s0 = proc_cpu_s(server.pid)
-                kids.take()
-                res = measure(impls[name])
-                cpu = kids.take()
-                if res is None:
-                    continue
-                res["cpu_s"] = round(cpu, 4)
-                res["cpu_us_per_req"] = round(cpu / n * 1e6, 2)
-                res["server_cpu_us_per_req"] = round((proc_cpu_s(server.pid) - s0) / n * 1e6, 2)
-                runs[name].append(res)
-                log("  fetch %-10s %.3f s  cpu %6.1f us/req  server %5.1f us/req  "
-                    "load %.2f idle %.2f" %
-                    (name, res["elapsed_s"], res["cpu_us_per_req"], res["server_cpu_us_per_req"],
-                     res["loadavg_before"], res["idle_before"]))
-    finally:
-        server.terminate()
-        server.wait()
+    for r in range(rounds):
+        order = list(impls)
+        random.Random(r).shuffle(order)  # no implementation always goes first
+        for name in order:
+            s0 = proc_cpu_s(server.pid)
+            kids.take()
+            res = measure(impls[name])
+            cpu = kids.take()
+            if res is None:
+                continue
+            res["cpu_s"] = round(cpu, 4)
+            res["cpu_us_per_req"] = round(cpu / n * 1e6, 2)
+            res["server_cpu_us_per_req"] = round((proc_cpu_s(server.pid) - s0) / n * 1e6, 2)
+            runs[name].append(res)
+            log("  fetch %-10s %.3f s  cpu %6.1f us/req  server %5.1f us/req  "
+                "load %.2f idle %.2f" %
+                (name, res["elapsed_s"], res["cpu_us_per_req"], res["server_cpu_us_per_req"],
+                 res["loadavg_before"], res["idle_before"]))
+
+
+def fetch_summary(args, n, c, runs):
     summary = {}
     for name, rs in runs.items():
         summary[name] = {
