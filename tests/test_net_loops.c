@@ -39,7 +39,8 @@ static void *client(void *arg) {
   char buf[16] = {0};
   ssize_t n = br_read_full(fd, buf, sizeof buf - 1, br_deadline_ms(5000));
   br_close(fd);
-  if (n < 6 || strncmp(buf, "loop ", 5)) return br_fail(BR_EIO, "reply '%s'", buf);
+  if (n < 6 || strncmp(buf, "loop ", 5))
+    return br_fail(BR_EIO, "reply '%s' (%s)", buf, n < 0 ? br_errname((int)n) : "short");
   atomic_fetch_add(&served[atoi(buf + 5)], 1);
   if (atomic_fetch_add(&done_clients, 1) + 1 == nclients) br_loops_cancel();
   return NULL;

@@ -172,9 +172,13 @@ static int take_sample(br_loop *L, void **frames, char *name) {
   atomic_store(&sample_loop, L);
   int n = 0;
   if (pthread_kill(br__loop_thread(L), sample_signal()) == 0) {
+    /* The handler normally runs within microseconds; a loaded machine or a
+     * sanitizer that holds signals back until the interrupted system call
+     * returns can take far longer. Past 500 ms the report goes out without
+     * a sample. */
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 100000000;
+    ts.tv_nsec += 500000000;
     if (ts.tv_nsec >= 1000000000) {
       ts.tv_sec++;
       ts.tv_nsec -= 1000000000;
