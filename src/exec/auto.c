@@ -258,6 +258,10 @@ int br_auto_submit(br_future **out, br_task_fn fn, void *arg) {
       return rc;
     }
     rc = br_to_thread(out, run_measured, c);
+    /* The blocking pool's queue is bounded: while a flood of calls of a new
+     * function waits for its first measurement, the overflow goes to the CPU
+     * pool (the pool was started above) rather than failing. */
+    if (rc == BR_EFULL && route == BR_AUTO_MEASURING) rc = br_pool_submit(pool, out, run_measured, c);
   }
   if (rc) free(c);
   return rc;

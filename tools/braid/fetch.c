@@ -184,6 +184,7 @@ static const char *cause(int rc) {
   case BR_ETIMEDOUT: return "timeout";
   case BR_EOVERFLOW: return "too-big";
   case BR_EIO: return "bad-response";
+  case BR_ECANCELED: return "interrupted";
   default: return br_errname(rc);
   }
 }
@@ -383,8 +384,9 @@ int cmd_fetch(int argc, char **argv) {
   free(st.names);
   free(st.reasons);
   fetch_args_free(&a);
+  if (rc == BR_ECANCELED) return 130; /* Ctrl-C: the summary is printed */
   if (rc) {
-    if (rc != BR_ECANCELED) fprintf(stderr, "braid fetch: %s\n", br_strerror(rc));
+    fprintf(stderr, "braid fetch: %s\n", br_strerror(rc));
     return BRAID_EXIT_FAIL;
   }
   return st.failed ? BRAID_EXIT_FAIL : BRAID_EXIT_OK;
