@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench/auto.c — the auto executor against each executor picked by hand.
  *
  * Three workloads, each a batch of calls submitted from a plain thread and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench/bench_common.h — helpers shared by the benchmark programs in bench/.
  *
  * Header-only (static inline), so bench/CMakeLists.txt needs nothing: it

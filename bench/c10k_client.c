@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* c10k_client — the load of bench/io_run.py's C10K run, written with braid:
  * N connections (one compact task each) to an echo server, all held open,
  * each sending a 32-byte message once per second for S seconds (spread

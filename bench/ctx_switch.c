@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench/ctx_switch.c — the bare context switch (sys layer), without the
  * scheduler: two contexts that switch to each other -n times. This is the
  * figure the issue compares with a raw boost.context jump (~5.8 ns here):

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* files — bench/io_run.py's file workload: read N small files concurrently
  * (one task per file) with br_file_read_all, and again with
  * br_file_open + br_file_read + br_file_close. The backend (epoll: the

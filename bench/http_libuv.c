@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* http_libuv — the libuv peer of examples/http_hello.c for bench/io_run.py:
  * the same behaviour (HTTP/1.1 keep-alive, pipelined requests answered in
  * one write, the same 13-byte body), written the way libuv is meant to be

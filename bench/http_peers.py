@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Python peers for bench/io_run.py: the HTTP hello server and the C10K echo
 server on asyncio, with the default loop or uvloop (Protocol-based, the
 fast way to write asyncio servers).

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """bench/http_run.py — the scraper's benchmarks: braid-http and the braid
 scraper against their peers, side by side in the same run (the machine is
 shared and noisy: rounds are interleaved, medians and ratios are reported).

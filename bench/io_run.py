@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """bench/io_run.py — issue 4's I/O benchmarks, braid and its peers side by side
 in the same run (timing here is noisy: compare within a run, not across runs).
 

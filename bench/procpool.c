@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_procpool — the process pool's costs, one JSON line per
  * measurement, for bench/procpool_run.py to set beside Python's
  * multiprocessing.Pool and ProcessPoolExecutor:

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """braid process-pool benchmarks, side by side with Python.
 
 Sets bench_procpool (bench/procpool.c) beside /usr/bin/python3's

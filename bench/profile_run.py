@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """bench/profile_run.py — what measuring costs, and what measuring buys.
 
 1. The profiler's own cost: `braid profile --json -- bench_profile_tree -t 100`

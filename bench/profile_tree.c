@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench/profile_tree.c — a process tree for measuring what `braid profile`
  * costs: T threads (default 100) that each compute about 1 ms and sleep 9 ms
  * in turns for S seconds (default 5), so the sampler always has a full

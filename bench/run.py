@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """braid foundation benchmarks (issue 2): braid against Go and asyncio/uvloop.
 
 Runs every workload for braid and for its peers in the same run, interleaved

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench/sleepers.c — many idle tasks waiting on timers.
  *
  * -n tasks (default 100,000) each sleep --ms milliseconds (default 1000) with

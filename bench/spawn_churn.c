@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench/spawn_churn.c — the cost of a short-lived task.
  *
  * -n tasks (default 1,000,000) are spawned and joined in waves of --wave

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench/spawn_live.c — many tasks alive at once.
  *
  * -n tasks (default 1,000,000) are all spawned before any of them runs; each

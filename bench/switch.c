@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench/switch.c — the cost of a task switch.
  *
  *   --mode chan   (default) ping-pong between two tasks over two unbuffered

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // cpu_task — "CPU-bound: number crunching": four sums of squares of a million
 // numbers, in parallel on the CPU pool's threads. In C there is no GIL, so
 // threads are true parallelism: what Python needs multiprocessing (or

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // echo_server — a TCP echo server: one task per connection, each closed
 // after 10 s of silence. Without arguments it serves on a free port, talks
 // to itself through 50 concurrent clients, prints what it saw and exits.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // gather_abc — gather with arguments: fetch(name, delay) for A, B and C. The
 // results come back in the order the tasks were given, whatever order they
 // finish in.

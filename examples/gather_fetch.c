@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // gather_fetch — asyncio.gather in C: three fetches that each wait 1 s run
 // concurrently on one loop, so the whole program takes about 1 s, not 3.
 //

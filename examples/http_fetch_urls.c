@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // http_fetch_urls — the articles' aiohttp fetch_urls in C with braid-http:
 // every URL is fetched at once through one session, which keeps connections
 // alive and lets at most 6 requests per host be in flight.

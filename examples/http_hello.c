@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // http_hello — a minimal HTTP/1.1 keep-alive "hello" server: one task per
 // connection, pipelined requests answered in batches of one write each, a
 // keep-alive idle deadline, a deadline for each whole request (a client

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* http_parse.h — a small, strict HTTP/1.x request-head parser for the
  * examples (http_hello.c) and its libFuzzer target (tests/fuzz_http_parse.c).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // mp_compute — parallelism with worker processes: map compute(x) = x * x over
 // range(10) on a pool of four processes. Each worker is a process of its own,
 // so the jobs run on every core at once (and a crash in one could not take

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // mp_cpu_task — "CPU-bound: number crunching (use multiprocessing)": four
 // sums of squares of a million numbers, one per worker process, in parallel.
 //

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // mp_square — a pool with one worker process per CPU (Pool() with no
 // argument), used as a context: created, mapped over, shut down.
 //

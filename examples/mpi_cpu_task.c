@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // mpi_cpu_task — "CPU-bound: number crunching (use multiprocessing)", across
 // the ranks of an MPI run instead of the worker processes of one machine:
 //

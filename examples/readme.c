@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // readme — the example in README.md, kept here so it is built and tested.
 // expect: ^data-0$
 // expect: ^data-1$

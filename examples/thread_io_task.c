@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // thread_io_task — the seeds' "threads as a practical concurrency tool",
 // in C with plain threads, exactly as the Python version does it:
 //

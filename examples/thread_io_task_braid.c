@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // thread_io_task_braid — thread_io_task.c's program with braid, two ways.
 //
 // 1. Blocking code as it is (time.sleep, a legacy library call): run it on

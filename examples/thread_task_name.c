@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // thread_task_name — the seeds' threading example with named workers, in C
 // with plain threads:
 //

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // thread_task_name_braid — thread_task_name.c with braid tasks. The name
 // is the task's own (br_spawn_opts.name), so the task reads it back with
 // br_task_name(NULL) — and the watchdog, the profiler and failure reports

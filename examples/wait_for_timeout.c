@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // wait_for_timeout — asyncio.wait_for: give a slow task at most 1 s. When the
 // time is up the task is cancelled (its sleep returns BR_ECANCELED), waited
 // for, and wait_for returns BR_ETIMEDOUT: the program ends after 1 s, not 3.

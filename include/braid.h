@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — a C runtime for doing many things at once.
  *
  * This header is braid's public face for the core: loops, tasks, futures,

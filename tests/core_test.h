@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* core_test.h — check scaffolding shared by the core test programs
  * (test_accounting, test_future, test_group, test_loop, test_scope,
  * test_switch, test_sync, test_overflow, test_task, test_timers,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer target for the HTTP request parser of examples/http_parse.h.
  *
  * Build and run (clang; bounded, as CI does):

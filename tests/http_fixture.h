@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* http_fixture — servers for braid-http's tests (tests/test_http*.c):
  *  - the in-project misbehaving server (tests/http_testsrv.c), one process
  *    per test program, started and stopped here;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* http_testsrv — a small HTTP/1.1 server on braid that misbehaves on request,
  * for braid-http's tests (tests/test_http*.c) and `braid fetch`'s.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* nginx_fixture.h — a real nginx on loopback for the scraper's tests, started
  * and stopped by the test itself, and the generated site it serves.
  *

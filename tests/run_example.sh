@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # run_example.sh — run one example and check it against the expectations
 # written in its source, as comment lines:
 #

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_accounting — per-task accounting: run time of a busy task matches its
  * busy time, a sleeping task's run time is far below its wall time, CPU time
  * in precise mode, switch counts, creation/finish stamps, each mode (off,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_auto — the auto executor routes each function by what it measured. */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_badinput — misuse of the core API gets a clear error code, never a
  * crash or a silent hang: NULL functions and handles, zero or absurd stack
  * sizes, awaiting or joining yourself, joining twice, handles of another

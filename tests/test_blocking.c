@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The blocking pool (br_to_thread): results and failures (br_fail in a
  * job), the loop keeps running while jobs block, work classes that cannot
  * starve each other, bounded queues, thread-creation failure as an error

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_compare — `braid compare`: options, timelines, the models on small
  * workloads, the table and the JSON; then the `braid` binary itself (exit
  * codes, errors on stderr), found next to this test in the build tree

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_cpu_count — br_cpu_count: the affinity mask capped by the CFS quota
  * of the process's cgroup and of every ancestor, cgroup v1 and v2.
  *

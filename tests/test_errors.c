@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_errors — braid's error table (include/braid/errno.h): every code of
  * BR_ERRNO_MAP has its enum value, br_strerror() text and br_errname() name,
  * and codes outside the table still get a non-NULL answer. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_future — br_future: single assignment, callbacks, reference counts,
  * awaiting from tasks and from plain threads, deadlines and wait_for,
  * cancellation with hooks, and gather / wait / as_completed over futures

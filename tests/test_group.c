@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_group — task groups (asyncio.TaskGroup / trio nurseries): the group
  * waits for all, the first failure cancels the siblings and is reported
  * with its message, cancelled siblings are not failures, a cancelled waiter

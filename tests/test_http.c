@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid-http against the in-project test server (tests/http_testsrv.c, its own
  * process): get/request/streaming, keep-alive reuse, per-host and total
  * limits, the rate limit, retries with backoff and Retry-After, the retry

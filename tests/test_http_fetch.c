@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* `braid fetch` end to end: the real program against the in-project test
  * server — exit statuses (0 all fetched, 1 any failed, 2 bad usage with a
  * one-line error), JSON lines, the summary, URLs from stdin, -o DIR, no

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid-http against a real nginx (Debian's), started by the test on loopback
  * with a generated configuration and site (tests/http_fixture.h): bodies
  * byte for byte, gzip, keep-alive reuse and the per-host limit as nginx's own

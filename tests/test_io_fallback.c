@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Where the kernel or a sandbox refuses io_uring, opening the io_uring
  * backend fails cleanly (-EPERM / -ENOSYS) and `auto` falls back to epoll,
  * which then serves I/O as usual. The refusal is simulated with a seccomp

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Files from braid tasks: the ring on io_uring loops, the blocking pool's
  * FILE class on epoll loops, plain system calls on plain threads. Run once
  * per backend. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Pipes, signals (signalfd) and child processes from braid tasks. Run once
  * per backend. */
 #include <braid.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Helpers shared by the I/O tests (test_io_*.c, test_net_*.c). Header-only:
  * every test is its own program. */
 #ifndef BRAID_TEST_IO_UTIL_H

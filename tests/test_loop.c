@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_loop — the event loop: create/run/stop/free, br_run (* Ctrl-C handling, result, errors), call_soon ordering and call_soon_threadsafe from many
  * threads. */
 #include <stdarg.h>

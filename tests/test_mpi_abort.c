@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid-mpi when a rank dies under a launcher that ends the whole run on a
  * death (Open MPI's mpirun without --enable-recovery, MPICH's mpiexec): a
  * job crashes its rank; the run must end by itself, promptly, with a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid-mpi on 4 ranks (rank 0 drives, 3 serve), all on this machine:
  * submit, map (ordered, errors with messages, uneven items balanced),
  * imap and imap_unordered, cancellation of jobs not started, timeouts,

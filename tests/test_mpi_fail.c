@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid-mpi when ranks die, on 4 ranks started with --enable-recovery (so
  * Open MPI lets the run go on): a job that crashes its rank, a rank killed
  * from outside, a job that ignores its timeout (its rank ends itself). Each

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid-mpi without mpirun: the same program falls back to a local process
  * pool (2 workers here), says so through braid's log, and submit, map with
  * per-item messages and imap work as on ranks. Bound: 60 s (takes < 1). */

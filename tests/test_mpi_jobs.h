@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Jobs shared by the braid-mpi tests (each test program registers them). */
 #ifndef BRAID_TEST_MPI_JOBS_H
 #define BRAID_TEST_MPI_JOBS_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Scaffolding of the braid-mpi tests (tests/test_mpi_*.c).
  *
  * Each test is one program that ctest runs directly; it starts itself under

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* br_run_loops: one loop per thread, SO_REUSEPORT listeners spreading
  * connections, hand-offs between loops, cancellation, failures. Run once per
  * backend. */

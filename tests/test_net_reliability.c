@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Reliability of the I/O layer: running out of descriptors while
  * accepting, cancellation in the middle of every kind of blocking call with
  * nothing leaked, EINTR, close-on-exec everywhere, UDP and DNS. Run once per

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* TCP and Unix stream sockets from braid tasks: echo over IPv4, IPv6 and
  * Unix, many concurrent connections, half-close, resets, partial writes,
  * slow clients closed by a deadline, connect errors and timeouts, sendfile,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_overflow — a task that overflows its stack is reported by name
  * ("task 'NAME' overflowed its N KiB stack") and the process dies of
  * SIGSEGV; ordinary C code (printf, getaddrinfo, big-but-legal frames) fits

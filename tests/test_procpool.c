@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_procpool — the process pool's API: submit, map, map_fixed, imap,
  * imap_unordered, initializer, cancellation, bad input, awaiting from a task,
  * large payloads, descriptor hygiene. Crash, timeout and stress tests are in

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_procpool_crash — isolation: a job that segfaults, aborts, exits, is
  * killed with SIGKILL mid-job, never returns (timeout), exceeds its CPU or
  * memory limit, or takes the fork server down with it fails alone, with an

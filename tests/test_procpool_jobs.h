@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Jobs and helpers shared by the process-pool tests (tests/test_procpool*.c).
  *
  * Every job takes a tjob argument. The "tinit" initializer maps a counter

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_procpool_stress — volume and concurrency: 100,000 small jobs; two
  * threads submitting at once while a CPU pool and a loop run in the same
  * process; recycling (max_jobs_per_worker) while jobs crash and the pool

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_profile — `braid profile` and br_profile on workloads this test builds.
  *
  * The workloads are modes of this very executable (`test_profile --workload

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_scope — cancel scopes and deadlines (trio's move_on_after /
  * fail_after): expiry, nesting, shields against outer cancellation and
  * deadlines, br_scope_cancel from another task, scopes over every kind of

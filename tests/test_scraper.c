@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_scraper — examples/scraper.c against a real nginx on loopback.
  *
  * Each test generates a site of thousands of linked pages (tests/nginx_fixture.h:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_stress_core — the core at scale: 1,000,000 live tasks each sleeping
  * 10 ms (compact and default stacks) under the stock vm.max_map_count,
  * spawn churn, cancellation storms across every kind of wait, loops on

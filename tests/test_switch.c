@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_switch — the context switch itself: callee-saved registers (checked
  * in assembly around br_yield), the FP control state (rounding mode, x87
  * control word, MXCSR / FPCR flush-to-zero) kept per task across switches,

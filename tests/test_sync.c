@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_sync — coroutine-aware synchronisation: channels (Go semantics,
  * close), queues (asyncio.Queue with task_done/join and maxsize), mutex
  * (FIFO hand-off, ownership), semaphore (bounding concurrency) and event.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_task — tasks: spawn, join, results and errors with messages, names,
  * cancellation, close, detach and failure reports, wait_for, gather, and
  * compact (shared-stack) tasks doing the same mixed with normal ones. */

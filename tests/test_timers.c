@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_timers — sleeps and deadlines: wake-up order, millisecond accuracy,
  * edge values, and 100,000 pending timers (scaled by BRAID_TEST_SCALE)
  * firing in deadline order, with cancellations in the middle. */

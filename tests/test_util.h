@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_util — helpers shared by braid's tests (tests/test_*.c).
  *
  * Every tests/test_*.c is its own executable and its own ctest test, so each

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The blocking-call watchdog: a task that blocks its loop is reported with
  * its name (its own or "task-<id>", formatted inside the signal handler),
  * how long, and a backtrace of the stuck thread, through the handler or the

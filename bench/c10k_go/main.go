@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // c10k_go: the Go peer of the C10K echo server for bench/io_run.py: one
 // goroutine per connection, echoing what it reads.
 //

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fetch_braid: braid-http in the fetch benchmark (bench/http_run.py).
  *
  * n GETs of one URL with at most c in flight: c tasks on one loop share one

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // http_go: the Go net/http peer of examples/http_hello.c for bench/io_run.py.
 //
 //	http_go -port 8080

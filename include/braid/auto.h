@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid/auto.h — the auto executor: measure each function, then route it.
  *
  * The articles braid grew from say it four times: classify the work first,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — error codes.
  *
  * Every braid function that can fail returns a negative error code: either a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid/http.h — an HTTP client for braid tasks (library braid-http).
  *
  * A call such as br_http_get() suspends only the calling task: the transfer

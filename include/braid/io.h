@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid/io.h — real I/O from braid tasks: sockets, DNS, files, pipes,
  * signals, child processes, blocking offload, multi-loop servers and the
  * blocking-call watchdog. Included by <braid.h>.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid-mpi — the process pool's API over the ranks of an MPI run.
  *
  * When CPU work outgrows one machine, the same registered jobs (BR_JOB, see

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — the process pool (isolation).
  *
  * Run CPU work in worker processes so that a job that crashes, leaks, hangs

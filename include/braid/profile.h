@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid/profile.h — measure before choosing.
  *
  * "The real skill is knowing which model matches your bottleneck": the

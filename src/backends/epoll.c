@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — the epoll backend: edge-triggered, one registration per fd for
  * both directions, an eventfd for wake-ups from other threads. */
 #include "core/poller.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — the io_uring backend (liburing).
  *
  * Readiness: each armed descriptor has one multishot POLL_ADD for

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — core internals shared by the core's files (not public).
  *
  * Threading model: a loop and its tasks live on one thread. Only futures,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — br_strerror / br_errname, generated from BR_ERRNO_MAP. */
 #include <braid.h>
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — waiting for file descriptors.
  *
  * Each fd the loop has seen gets a record: who waits to read, who waits to

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — futures: single assignment, thread-safe, awaitable from tasks and
  * waitable from plain threads.
  *

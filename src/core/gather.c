@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — gather, wait and as_completed over tasks and futures. */
 #include "core/core.h"
 

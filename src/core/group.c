@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — task groups: structured concurrency (asyncio.TaskGroup, trio
  * nurseries). The group holds its children's handles; the first real
  * failure cancels the rest, and the waiter gets that failure. */

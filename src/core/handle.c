@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — task handles that cannot lie.
  *
  * A br_task * handed to users is not a pointer: it encodes a slot of a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — job context, job records and shielded waits; the protocol is
  * written down in job.h. */
 #include "core/job.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — job context, job/future machinery and shielded waits for every executor (ready) */
 /*
  * Core layer, not public. Nothing executor-specific lives here: the CPU

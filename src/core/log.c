@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — br_set_log and br__log: formatting on top of the sys layer's
  * process-wide sink (sys/log_sink.h). */
 #include "core/log.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — the library's one way to report something (convention 12). */
 #ifndef BRAID_CORE_LOG_H
 #define BRAID_CORE_LOG_H

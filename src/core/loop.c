@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — the event loop.
  *
  * One iteration runs these phases, in this order, each bounded so that no

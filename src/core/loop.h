@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — hooks the loop offers to the facilities above the core (io, obs).
  * Not public API. */
 #ifndef BRAID_CORE_LOOP_H

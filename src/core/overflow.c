@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — reporting a task's stack overflow by name.
  *
  * A SIGSEGV handler, running on an alternate signal stack (the faulting

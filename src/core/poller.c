@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — the core picks the poller backend at run time (core/poller.h). */
 #include "core/poller.h"
 

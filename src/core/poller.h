@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — the poller interface (core layer); backends implement it.
  *
  * A poller tells the loop which file descriptors became ready and lets other

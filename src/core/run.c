@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — br_run: asyncio.run for C, with Ctrl-C handling.
  *
  * The first SIGINT cancels the main task, so its cleanup runs and br_run

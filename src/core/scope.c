@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — cancel scopes: deadlines and cancellation for a block of code.
  * The scope struct lives in the caller's frame; the task keeps a linked
  * stack of them, innermost first. Checkpoints (task.c) walk it. */

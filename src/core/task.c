@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — tasks: spawning, switching, parking and waking, joining.
  *
  * Switching is asymmetric: a task always switches to its loop's scheduler

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — 4-ary timer heap; see timer.h. */
 #include "core/timer.h"
 

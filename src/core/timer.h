@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — the timer heap (core).
  *
  * A 4-ary min-heap keyed by deadline. The key sits next to the node pointer

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — small helpers shared by the core. */
 #include "core/core.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* auto.c — the auto executor (braid/auto.h): measure each function, route it.
  *
  * One table of per-function measurements, keyed by the function pointer and

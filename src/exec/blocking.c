@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — the blocking pool (br_to_thread).
  *
  * Blocking legacy code, file system calls on the epoll path and getaddrinfo

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — blocking pool internals shared with the I/O layer (not public). */
 #ifndef BRAID_EXEC_BLOCKING_H
 #define BRAID_EXEC_BLOCKING_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — the BR_JOB registry and br_bytes.
  *
  * Who runs this: any thread of any process running the program — the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — internal side of the BR_JOB registry and of br_bytes, shared by the
  * process pool and the MPI backend. */
 #ifndef BRAID_EXEC_JOBS_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — process pool: the public API, in the parent.
  *
  * Who runs this: any thread of the program, concurrently (submitters), and

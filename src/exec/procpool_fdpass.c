@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — process pool: passing descriptors over a Unix socket.
  *
  * Who runs this: all three processes of a pool — the parent (its manager

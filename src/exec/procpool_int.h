@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — process pool: the parent side's private types, shared by
  * procpool_api.c, procpool_slot.c, procpool_spawn.c, procpool_manager.c and
  * procpool_map.c. What the parent shares with the fork server and the

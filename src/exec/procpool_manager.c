@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — process pool: the manager thread, in the parent.
  *
  * Who runs this: the pool's one manager thread (br__pp_mgr_main, started

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — process pool: map, map_fixed, imap and imap_unordered.
  *
  * Who runs this: the caller's thread (a task suspends in br_await, a plain

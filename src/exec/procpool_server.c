@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — process pool: the fork server process.
  *
  * Who runs this: the fork server, one process per pool, single-threaded.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — process pool: what the parent, the fork server and the workers
  * share. Internal.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — process pool: worker slots and the pending queue, in the parent.
  *
  * Who runs this: submitters (any thread, from br__pp_submit) and the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — process pool: starting the fork server, in the parent.
  *
  * Who runs this: the parent process — br_procpool_new's caller (any thread)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — process pool: the worker process.
  *
  * Who runs this: a worker process, forked by the fork server

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid-http — driving a curl multi handle from a braid loop.
  *
  * This is curl's multi-socket interface (docs/examples/ephiperfifo.c) with

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid-http — internal structures shared by the files of src/http.
  *
  * Threading: everything here belongs to the session's loop thread. There is

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid-http — one request: limits, attempts, retries, streaming, errors.
  *
  * br_http_request runs in the requesting task from start to end:

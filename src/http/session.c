@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid-http — sessions: defaults, politeness state (hosts, the total
  * limit, the retry budget), reusable easy handles, statistics. */
 #include "http_int.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — getaddrinfo off the loop (br_resolve).
  *
  * Lookups run as jobs of the blocking pool's DNS class: its own threads

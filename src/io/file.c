@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — files without blocking the loop.
  *
  * Regular files are always "ready" to epoll, yet reading one may wait for

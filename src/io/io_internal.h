@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — helpers shared by the I/O layer's files (not public). */
 #ifndef BRAID_IO_INTERNAL_H
 #define BRAID_IO_INTERNAL_H

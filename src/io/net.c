@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — sockets: addresses, listen/accept/connect for TCP (IPv4, IPv6)
  * and Unix, socket pairs, UDP.
  *

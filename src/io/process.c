@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — child processes (asyncio.create_subprocess_exec).
  *
  * Spawning uses posix_spawn (glibc: clone(CLONE_VM|CLONE_VFORK), so even a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — one loop per core (br_run_loops).
  *
  * A coroutine never migrates between threads, so a server uses every core

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — signals as something a task can wait for (signalfd).
  *
  * A signal handler can do almost nothing safely; a signalfd turns signals

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — byte streams on non-blocking descriptors: read, write, vectors,
  * shutdown, sendfile, close, pipes.
  *

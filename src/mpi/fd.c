@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid-mpi — failure detection, in one place.
  *
  * Open MPI 4 and MPICH 4 without ULFM say nothing when a peer dies: with

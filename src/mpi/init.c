@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid-mpi — MPI initialisation, launch detection, options, small helpers. */
 #include <stdatomic.h>
 #include <stdlib.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid-mpi — failure detection (fd.c has the whole story). */
 #ifndef BRAID_MPI_FD_H
 #define BRAID_MPI_FD_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid-mpi — internals shared by init.c, root.c, serve.c and fd.c.
  *
  * Roles. Rank 0 holds the pool (root.c): submitters on any thread queue

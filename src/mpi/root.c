@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid-mpi — rank 0: the pool, its progress thread, and the fallback.
  *
  * Threads and the lock. Submitters (any thread: submit, map, imap,

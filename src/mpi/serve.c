@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid-mpi — a worker rank: receive work, run jobs in order, send results.
  *
  * Threads. The rank's own thread (the one in br_mpipool_new) makes every

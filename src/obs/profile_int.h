@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — the profiler's internals (obs layer; not public).
  *
  * One sampler, used by br_profile_command (a command's process tree) and by

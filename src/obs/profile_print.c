@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* profile_print.c — the profiler's report, for people and as JSON. */
 #include "obs/profile_int.h"
 

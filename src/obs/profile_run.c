@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* profile_run.c — br_profile_command and br_profile: who samples, who waits.
  *
  * Command mode: the calling thread forks and execs the command, then samples

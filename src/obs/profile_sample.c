@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* profile_sample.c — one sampling round over a process tree.
  *
  * The tree is found from the profiling process downwards: the children

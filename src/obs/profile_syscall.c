@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* profile_syscall.c — what a blocked thread waits on.
  *
  * /proc/PID/task/TID/syscall names the system call a blocked thread sits in

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* profile_verdict.c — from where the time went to what to do about it.
  *
  * The verdict looks at how much of its time the work spends computing (some

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — the blocking-call watchdog.
  *
  * A loop that does not come back to its poller cannot serve anything: some

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — channels with Go's semantics: a ring buffer of `cap` elements
  * (none for an unbuffered channel), senders and receivers queued FIFO.
  * A hand-off between a waiting peer and the caller copies the element

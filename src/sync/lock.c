@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — mutex, semaphore and event for tasks of one loop. Hand-off is
  * FIFO: a released mutex or semaphore unit goes straight to the longest
  * waiter, so no task starves. */

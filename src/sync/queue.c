@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — asyncio.Queue: a FIFO of pointers, bounded or not, with
  * task_done()/join() to wait until every item has been processed. */
 #include <stdlib.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — FIFO queues of parked tasks for the sync primitives.
  *
  * A waiter links itself (the link lives in its task struct), parks, and on

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — clock calibration (the public br_now / br_deadline_ms are in
  * core/util.c). */
 #include "sys/clock.h"

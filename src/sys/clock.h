@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — clocks (sys layer): the monotonic clock in ns, a cycle counter for
  * cheap per-switch accounting, and the thread CPU clock. */
 #ifndef BRAID_SYS_CLOCK_H

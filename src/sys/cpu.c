@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* cpu.c — how many CPUs this process may really use (br_cpu_count).
  *
  * Three things cap a process's parallelism on Linux:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — CPUs this process may use (sys layer); the public br_cpu_count
  * (core/util.c) returns this. */
 #ifndef BRAID_SYS_CPU_H

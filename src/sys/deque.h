@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* deque.h — the Chase-Lev work-stealing deque (sys layer, header-only).
  *
  * One owner thread pushes and takes at the bottom; any number of thieves

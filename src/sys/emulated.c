@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — user-mode emulator detection; see emulated.h. */
 #include "sys/emulated.h"
 

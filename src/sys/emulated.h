@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — whether we run under a user-mode emulator (sys layer). */
 #ifndef BRAID_SYS_EMULATED_H
 #define BRAID_SYS_EMULATED_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — telling the sanitizers about stack switches (sys layer).
  *
  * AddressSanitizer must know which stack is current (or it reports false

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — futex wrappers; see futex.h. */
 #include "sys/futex.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — futex wrappers (sys layer): the one copy every part of braid
  * uses. */
 #ifndef BRAID_SYS_FUTEX_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — the process-wide message sink; see log_sink.h. */
 #include "sys/log_sink.h"
 

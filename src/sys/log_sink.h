@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — where the library's messages go (sys layer): one sink for the
  * whole process, usable from a signal handler. The core's log.c (br__log,
  * br_set_log) formats messages and installs the user's hook here; the sys

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — CPU pause and spin back-off (sys layer): the one copy every spin
  * loop in braid uses. */
 #ifndef BRAID_SYS_SPIN_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — coroutine stacks: see stack.h for the mapping budget. */
 #include "sys/stack.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — coroutine stacks (sys layer).
  *
  * Stacks are mmap'd with MAP_NORESERVE, so only the pages a task touches

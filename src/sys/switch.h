@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — machine context switch (sys layer).
  *
  * A br__ctx is a suspended stack. Three implementations sit behind this

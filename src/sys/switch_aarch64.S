@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — context switch for aarch64 (AAPCS64, "Procedure Call Standard for
  * the Arm 64-bit Architecture", section 6.1.1: x19-x28, x29 (fp), x30 (lr),
  * sp and the low 64 bits of v8-v15 are callee-saved; FPCR is preserved).

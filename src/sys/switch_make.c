@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — building the first frame of a new context for the assembly switch
  * (the ucontext fallback has its own in switch_ucontext.c). The frame layout
  * is documented at the top of switch_x86_64.S and switch_aarch64.S. */

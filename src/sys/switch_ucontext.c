@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — portable context switch on ucontext (build with
  * -DBRAID_SWITCH=ucontext). makecontext only passes int arguments, so the
  * function and its argument travel through a pointer split in two ints. */

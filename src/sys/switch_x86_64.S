@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — context switch for x86-64 (System V psABI, section 3.2).
  *
  * br__ctx_switch(br__ctx *from [rdi], br__ctx *to [rsi])

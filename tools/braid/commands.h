@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — the `braid` command: its subcommands.
  *
  * Each subcommand is one entry point `int cmd_NAME(int argc, char **argv)`

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid compare — the command: parse the options, run every selected
  * workload under every selected model, report. */
 #include <stdlib.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — `braid compare`: shared types.
  *
  * The command runs one or more workloads (what every task does: wait W ms,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid compare — options and their validation. */
 #include <errno.h>
 #include <getopt.h>

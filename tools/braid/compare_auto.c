@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid compare — the auto model: every task's blocking body handed to
  * br_auto_submit, which measures the body and routes it (inline, the
  * blocking pool or the CPU pool), then awaited. The measurements start from

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid compare — the CPU-bound workload: each task computes C ms.
  *
  * "Computes C ms" means a fixed amount of work: the number of iterations of

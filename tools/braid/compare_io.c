@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid compare — the I/O-bound workload: each task waits W ms.
  *
  * Blocking code waits the way blocking code does (the thread sleeps in the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid compare --json — every figure, machine-readable. Times in seconds.
  *
  * {"braid_version": "0.1.0", "cpus": 2, "tasks": 5,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid compare — the mixed workload: each task waits W ms, then computes
  * C ms. The articles' scraper in miniature: fetch (waiting), then parse
  * (computing). Blocking code sleeps and then burns the calibrated loop; a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid compare — the models: how N task bodies are run.
  *
  *   sequential  one after another on the calling thread

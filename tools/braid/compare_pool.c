@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid compare — threads for computing work: the CPU pool (br_pool).
  *
  * One pool job per task, all submitted at once, waited for with br_gather.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid compare — processes: the process pool (br_procpool).
  *
  * Every piece of every task is one job, `braid_compare_piece`, registered

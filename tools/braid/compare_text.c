@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid compare — the report for a terminal: a table per workload (model,
  * wall, CPU, cores, speed-up, how), the timelines on one time axis, the
  * verdict `braid profile` gives the workload, and the lesson the figures

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid compare — the ASCII timeline of one run, like the seeds' pictures:
  *
  *   Task A: ████----████

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid crawl — the seeds' web scraper as a subcommand: examples/scraper.c,
  * compiled in (its main() left out), so `braid crawl URL` and the example are
  * one program. Needs braid-http and libxml2 (tools/braid/CMakeLists.txt sets

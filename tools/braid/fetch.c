@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid fetch — run: one task per URL on one loop, through one braid-http
  * session; a progress bar on a terminal; JSON lines; the summary. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — `braid fetch`: download many URLs concurrently with braid-http.
  * fetch_args.c parses the command line, fetch.c runs and reports. */
 #ifndef BRAID_TOOL_FETCH_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid fetch — command line. */
 #include <errno.h>
 #include <math.h>

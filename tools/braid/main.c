@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — the `braid` command: subcommand dispatch, `help` and `version`. */
 #include <stdio.h>
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* braid — `braid profile`: run a command, say what it waits on and which model fits. */
 #include <errno.h>
 #include <stdio.h>

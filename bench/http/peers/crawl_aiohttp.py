@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """crawl_aiohttp: the Python peer of the crawl benchmark (bench/http_run.py),
 the seeds' recipe for a scraper: asyncio + aiohttp for the I/O-bound fetching,
 a ProcessPoolExecutor for the CPU-bound parsing (html.parser in the workers,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* curl_multi: the plain-libcurl peer of the fetch benchmark (bench/http_run.py).
  *
  * n GETs of one URL with at most c in flight, the way a C programmer uses

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """fetch_aiohttp: the asyncio peer of the fetch benchmark (bench/http_run.py):
 n GETs of one URL through one aiohttp.ClientSession, at most c in flight
 (c worker coroutines; the connector keeps up to c keep-alive connections).

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """fetch_threads: the thread-pool peer of the fetch benchmark (bench/http_run.py):
 n GETs of one URL with urllib.request on a ThreadPoolExecutor of t threads (the
 seeds' "threading for I/O-bound work"). urllib opens a connection per request.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // delay_server: the "slow upstream" of the fetch benchmark (bench/http_run.py).
 // Every request is answered after -delay-ms milliseconds with a small body,
 // over HTTP/1.1 keep-alive. It runs with GOMAXPROCS=1 (one core): Go's netpoller

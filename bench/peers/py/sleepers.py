@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """sleepers: the asyncio / uvloop peer of bench/sleepers.c: -n tasks each
 await asyncio.sleep(--ms / 1000), all alive at once, then all are gathered.
 Prints the wall time; run.py reads the peak RSS. --uvloop runs it on uvloop."""

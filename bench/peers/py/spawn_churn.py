@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """spawn_churn: the asyncio / uvloop peer of bench/spawn_churn.c: -n tasks
 created (create_task) and collected (gather) in waves of --wave.
 Prints ns per task. --uvloop runs it on uvloop."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """spawn_live: the asyncio / uvloop peer of bench/spawn_live.c: -n tasks
 alive at once, each awaits asyncio.sleep(0) once, then all are gathered.
 Prints ns per task. --uvloop runs it on uvloop."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """switch: the asyncio / uvloop peer of bench/switch.c.
 
 --mode chan   ping-pong between two coroutines over two asyncio.Queue(maxsize=1),

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // go_crawl: the Go peer of the crawl benchmark (bench/http_run.py), written
 // the way a Go programmer writes the scraper of examples/scraper.c: c fetching
 // goroutines (net/http, keep-alive) that each parse the page they fetched with

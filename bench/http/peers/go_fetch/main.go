@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // go_fetch: the Go peer of the fetch benchmark (bench/http_run.py): n GETs of
 // one URL through net/http, at most c in flight (c goroutines share one
 // http.Client whose transport keeps up to c keep-alive connections).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // sleepers: the Go peer of bench/sleepers.c: -n goroutines each sleep -ms
 // milliseconds (time.Sleep), all alive at once, then all are waited for.
 // Prints the wall time and peak RSS (VmHWM).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // spawn_churn: the Go peer of bench/spawn_churn.c: -n goroutines started and
 // waited for in waves of -wave (a WaitGroup per wave). Prints ns per task.
 package main

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // spawn_live: the Go peer of bench/spawn_live.c: -n goroutines alive at once,
 // each calls runtime.Gosched() once, then all are waited for. Prints ns per
 // task (spawn + one yield + exit + wait).

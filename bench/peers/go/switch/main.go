@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // switch: the Go peer of bench/switch.c.
 //
 //	-mode chan   ping-pong over two unbuffered channels, -n round trips
