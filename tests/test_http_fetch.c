@@ -172,65 +172,6 @@ static void test_stdin_and_dir(void **state) {
   assert_int_equal(system(cmd), 0);
 }
 
-/* The test server's counters, with a plain blocking request (no loop runs
- * in this process). */
-static long server_inflight(void) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)srv.port),
-                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  long inflight = -1;
-  if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
-    const char *req = "GET /_stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    if (write(fd, req, strlen(req)) == (ssize_t)strlen(req)) {
-      char buf[1024];
-      size_t n = 0;
-      ssize_t r;
-      while (n + 1 < sizeof buf && (r = read(fd, buf + n, sizeof buf - 1 - n)) > 0) n += (size_t)r;
-      buf[n] = 0;
-      const char *p = strstr(buf, "inflight=");
-      if (p) inflight = strtol(p + 9, NULL, 10);
-    }
-  }
-  close(fd);
-  return inflight;
-}
-
-/* Ctrl-C: the transfers stop, the summary is printed, exit status 130. */
-static void test_interrupt(void **state) {
-  (void)state;
-  if (access(BRAID_CLI, X_OK)) skip();
-  char ofile[] = "/tmp/braid-fetch-int.XXXXXX";
-  int ofd = mkstemp(ofile);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    dup2(ofd, 1);
-    dup2(ofd, 2);
-    execl(BRAID_CLI, BRAID_CLI, "fetch", "-q", url("/delay?ms=20000"), url("/delay?ms=20000&b"),
-          (char *)NULL);
-    _exit(127);
-  }
-  /* Wait until the server is serving both, then interrupt. */
-  struct timespec ts = {0, 10 * 1000 * 1000};
-  for (int i = 0; i < 1000 && server_inflight() < 2; i++) nanosleep(&ts, NULL);
-  assert_int_equal(server_inflight(), 2);
-  struct timespec t0, t1;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
-  kill(pid, SIGINT);
-  int st;
-  assert_int_equal(waitpid(pid, &st, 0), pid);
-  clock_gettime(CLOCK_MONOTONIC, &t1);
-  assert_true(t1.tv_sec - t0.tv_sec < 5); /* not the 20 s of the delays */
-  assert_true(WIFEXITED(st));
-  assert_int_equal(WEXITSTATUS(st), 130);
-  char *o = fx_read_file(ofile, NULL);
-  assert_non_null(strstr(o, "fetched 2 URLs"));
-  assert_non_null(strstr(o, "2 interrupted"));
-  free(o);
-  close(ofd);
-  unlink(ofile);
-}
-
 static void test_usage(void **state) {
   (void)state;
   if (access(BRAID_CLI, X_OK)) skip();
@@ -274,7 +215,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_all_ok),        cmocka_unit_test(test_failures),
     cmocka_unit_test(test_json),          cmocka_unit_test(test_stdin_and_dir),
-    cmocka_unit_test(test_usage),         cmocka_unit_test(test_interrupt),
+    cmocka_unit_test(test_usage),
   };
   rc = cmocka_run_group_tests(tests, NULL, NULL);
   http_server_stop(&srv);
