@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-// cancel_cleanup — the seeds' "add cancellation paths": a task is cancelled
+// cancel_cleanup — the articles' "add cancellation paths": a task is cancelled
 // while it works; its current wait returns BR_ECANCELED, its cleanup runs
 // (like `except asyncio.CancelledError` / `finally`), and whoever joins it
 // sees that it was cancelled.

@@ -12,7 +12,7 @@
 //   with Pool(4) as p:
 //       results = p.map(cpu_task, [10**6] * 4)
 //
-// The seed does not print the results; print(results) would show:
+// The article does not print the results; print(results) would show:
 // expect: ^\[333332833333500000, 333332833333500000, 333332833333500000, 333332833333500000\]$
 // and how long it took, against the same work done serially:
 // expect: ^4 jobs in [0-9.]+ ms on [0-9]+ worker threads \(serial: [0-9.]+ ms\)$
@@ -24,7 +24,7 @@
 static void *cpu_task(void *arg) {
   int64_t n = (int64_t)(intptr_t)arg;
   // volatile: keep the compiler from turning the loop into the closed form,
-  // so this stays the CPU-bound work the seed means.
+  // so this stays the CPU-bound work the article means.
   volatile int64_t sum = 0;
   for (int64_t i = 0; i < n; i++) sum += i * i;
   return (void *)(intptr_t)sum;

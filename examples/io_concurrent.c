@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-// io_concurrent — the seeds' "Step 2": five I/O tasks of 1 s gathered on one
+// io_concurrent — the articles' "Step 2": five I/O tasks of 1 s gathered on one
 // loop take about one second instead of five.
 //
 //   async def io_task():

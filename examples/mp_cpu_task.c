@@ -10,7 +10,7 @@
 //   with Pool(4) as p:
 //       results = p.map(cpu_task, [10**6] * 4)
 //
-// The seed does not print the results; print(results) would show:
+// The article does not print the results; print(results) would show:
 // expect: ^\[333332833333500000, 333332833333500000, 333332833333500000, 333332833333500000\]$
 // and the time it took (one job's time, not four, given four free cores):
 // expect: ^4 jobs in [0-9.]+ ms on 4 worker processes$
@@ -27,7 +27,7 @@ static int cpu_task(const void *in, size_t len, br_bytes *out) {
   }
   memcpy(&n, in, sizeof n);
   // volatile: keep the compiler from turning the loop into the closed form,
-  // so this stays the CPU-bound work the seed means.
+  // so this stays the CPU-bound work the article means.
   volatile int64_t sum = 0;
   for (int64_t i = 0; i < n; i++) sum += i * i;
   int64_t s = sum;

@@ -30,7 +30,7 @@ static int cpu_task(const void *in, size_t len, br_bytes *out) {
   }
   memcpy(&n, in, sizeof n);
   // volatile: keep the compiler from turning the loop into the closed form,
-  // so this stays the CPU-bound work the seed means.
+  // so this stays the CPU-bound work the article means.
   volatile int64_t sum = 0;
   for (int64_t i = 0; i < n; i++) sum += i * i;
   int64_t s = sum;

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-// perf_snapshot — the seeds' performance comparison snapshot for an I/O-like
+// perf_snapshot — the articles' performance comparison snapshot for an I/O-like
 // workload: five waits of 1 s run one after another, on five threads, and as
 // five coroutines on one braid loop.
 //

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* scraper — the seeds' web scraper: "fetches thousands of pages and then
+/* scraper — the articles' web scraper: "fetches thousands of pages and then
  * parses their HTML. The fetching part is I/O-bound, the parsing part is
  * CPU-bound." Each half gets the model that fits it, and the program measures
  * both halves and says so at the end.

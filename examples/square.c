@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-// square — map a function over a sequence on the CPU pool, the seeds' two
+// square — map a function over a sequence on the CPU pool, the articles' two
 // versions: a pool of 4 over range(10), and a pool with one worker per CPU
 // (Pool() with no argument) over [1, 2, 3, 4, 5].
 //

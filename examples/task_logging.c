@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-// task_logging — the seeds' "add observability": every task has a name, every
+// task_logging — the articles' "add observability": every task has a name, every
 // log line says which task wrote it and when, and a timeout is logged as an
 // event, not lost. Three named workers must report within 500 ms; the slow
 // one is cancelled when its time is up, and its cleanup logs too.

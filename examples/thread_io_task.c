@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-// thread_io_task — the seeds' "threads as a practical concurrency tool",
+// thread_io_task — the articles' "threads as a practical concurrency tool",
 // in C with plain threads, exactly as the Python version does it:
 //
 //   def io_task(i: int) -> None:

@@ -22,7 +22,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
-/* The seeds' io_task, unchanged: it blocks its thread. */
+/* The articles' io_task, unchanged: it blocks its thread. */
 static void *io_task(void *arg) {
   int i = (int)(intptr_t)arg;
   sleep(1);

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-// thread_task_name — the seeds' threading example with named workers, in C
+// thread_task_name — the articles' threading example with named workers, in C
 // with plain threads:
 //
 //   def task(name):

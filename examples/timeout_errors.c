@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-// timeout_errors — the seeds' "add safety": a timeout and error handling per
+// timeout_errors — the articles' "add safety": a timeout and error handling per
 // task. Three fetches run concurrently, each inside its own 500 ms deadline
 // (trio's fail_after, a braid cancel scope). One answers, one is too slow and
 // one fails; gather hands back every result *and* every error, like

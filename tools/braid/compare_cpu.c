@@ -5,7 +5,7 @@
  * a pure-arithmetic loop that took C ms of CPU on this machine when
  * calibrated at start-up. Blocking code runs it in one go; a coroutine runs
  * it in slices and yields between them, so the tasks of one loop interleave
- * (the seeds' "Task A: ████----████") but, sharing one thread, finish no
+ * (the articles' "Task A: ████----████") but, sharing one thread, finish no
  * sooner than one after another: concurrency is not parallelism. The
  * pools run a task as pieces of the same size as the coroutine's slices,
  * spread over their workers. */

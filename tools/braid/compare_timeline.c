@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* braid compare — the ASCII timeline of one run, like the seeds' pictures:
+/* braid compare — the ASCII timeline of one run, like the articles' pictures:
  *
  *   Task A: ████----████
  *   Task B: ----████----

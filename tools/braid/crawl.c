@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* braid crawl — the seeds' web scraper as a subcommand: examples/scraper.c,
+/* braid crawl — the articles' web scraper as a subcommand: examples/scraper.c,
  * compiled in (its main() left out), so `braid crawl URL` and the example are
  * one program. Needs braid-http and libxml2 (tools/braid/CMakeLists.txt sets
  * BRAID_HAVE_CRAWL when both are built); otherwise it says so. */
