@@ -48,6 +48,7 @@ int main(int argc, char **argv) {
   MT_CHECK(br_mpipool_submit(p, &f, "echo", "abc", 3, NULL) == 0, "submit");
   void *v = NULL;
   MT_CHECK(br_await(f, &v) == 0 && v && ((br_bytes *)v)->len == 3, "echo");
+  br_bytes_free(v); /* a submitted job's value is the caller's */
   br_future_unref(f);
 
   int64_t in[10];

@@ -224,7 +224,10 @@ void br__prof_report(const prof_state *s, int64_t wall_ns, int64_t extra_cpu_ns,
     out->detail = BR_PROFILE_SERIALIZED;
   } else if (out->verdict != BR_PROFILE_IO_BOUND && rq_share >= 0.25) {
     out->detail = BR_PROFILE_STARVED;
-  } else if (out->verdict == BR_PROFILE_CPU_BOUND && out->cores_avg >= 1.5) {
+  } else if (out->verdict == BR_PROFILE_CPU_BOUND && busy >= 2 && asked >= 1.5) {
+    /* What it asked for, not what it got: on a lightly busy machine two
+     * computing threads get 1.3 cores with too little run-queue time to be
+     * starved, and are still parallel work. */
     out->detail = BR_PROFILE_PARALLEL;
   }
 
