@@ -63,7 +63,7 @@ static prof_thread *add_thread(prof_state *s, pid_t pid, pid_t tid, int64_t now)
     s->cap_th = cap;
   }
   prof_thread *t = &s->th[s->nth];
-  *t = (prof_thread){.pid = pid, .tid = tid, .cat = -1, .alive = true, .trace_cat = -1,
+  *t = (prof_thread){.pid = pid, .tid = tid, .cat = -1, .seen_blocked = -1, .alive = true, .trace_cat = -1,
                      .first_ns = now, .last_ns = now, .last_cat = BR_PROFILE_T_OTHER};
   t->fd_sched = open_task_file(pid, tid, "schedstat");
   if (t->fd_sched < 0) return NULL; /* gone already */
@@ -241,7 +241,12 @@ void br__prof_round(prof_state *s) {
     t->blocked_balance += blocked;
     if (t->blocked_balance > 0) {
       double give = t->blocked_balance;
-      int before = t->cat >= 0 ? t->cat : cat, after = cat >= 0 ? cat : before;
+      /* Found running at both ends of the round, the thread blocked in
+       * between on what it blocks on in general: a thread that computes
+       * 10 ms and waits 10 ms for a lock is seen running half the time,
+       * and its waits are still lock waits. */
+      int before = t->cat >= 0 ? t->cat : cat >= 0 ? cat : t->seen_blocked;
+      int after = cat >= 0 ? cat : before;
       if (before < 0) before = after = BR_PROFILE_T_OTHER;
       t->t[before] += give / 2;
       t->t[after] += give / 2;
@@ -261,6 +266,7 @@ void br__prof_round(prof_state *s) {
       trace_state(s, t, shown, fresh ? now - dt : t->last_ns);
     }
     t->cat = cat;
+    if (cat >= 0) t->seen_blocked = cat;
     t->run_ns = run;
     t->wait_ns = wait;
     t->last_ns = now;
