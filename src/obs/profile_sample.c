@@ -247,14 +247,24 @@ void br__prof_round(prof_state *s) {
        * and its waits are still lock waits. */
       int before = t->cat >= 0 ? t->cat : cat >= 0 ? cat : t->seen_blocked;
       int after = cat >= 0 ? cat : before;
-      if (before < 0) before = after = BR_PROFILE_T_OTHER;
-      t->t[before] += give / 2;
-      t->t[after] += give / 2;
-      t->last_cat = after;
+      if (before < 0) {
+        /* Not seen blocked yet: placed once it is (or as "other" at the end). */
+        t->unplaced += give;
+      } else {
+        t->t[before] += give / 2;
+        t->t[after] += give / 2;
+        t->last_cat = after;
+      }
       t->blocked_balance = 0;
     } else if (t->blocked_balance < 0) {
       /* The counters caught up with time given out before: take it back. */
       double back = -t->blocked_balance;
+      if (t->unplaced > 0) {
+        double u = back < t->unplaced ? back : t->unplaced;
+        t->unplaced -= u;
+        t->blocked_balance += u;
+        back -= u;
+      }
       if (back > t->t[t->last_cat]) back = t->t[t->last_cat];
       t->t[t->last_cat] -= back;
       t->blocked_balance += back;
@@ -266,7 +276,11 @@ void br__prof_round(prof_state *s) {
       trace_state(s, t, shown, fresh ? now - dt : t->last_ns);
     }
     t->cat = cat;
-    if (cat >= 0) t->seen_blocked = cat;
+    if (cat >= 0) {
+      t->seen_blocked = cat;
+      t->t[cat] += t->unplaced;
+      t->unplaced = 0;
+    }
     t->run_ns = run;
     t->wait_ns = wait;
     t->last_ns = now;

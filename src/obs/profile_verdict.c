@@ -154,8 +154,9 @@ void br__prof_report(const prof_state *s, int64_t wall_ns, int64_t extra_cpu_ns,
     const prof_thread *th = &s->th[i];
     if (th->cat == -2) continue;
     threads++;
-    double life = 0;
+    double life = th->unplaced;
     for (int k = 0; k < BR_PROFILE_T_COUNT; k++) life += th->t[k];
+    t[BR_PROFILE_T_OTHER] += th->unplaced;
     double lock = th->t[BR_PROFILE_T_LOCK];
     bool idle_worker = life > 0 && th->t[BR_PROFILE_T_CPU] < 0.02 * life;
     for (int k = 0; k < BR_PROFILE_T_COUNT; k++) t[k] += th->t[k];
