@@ -16,6 +16,7 @@
 #   make aarch64    build-aarch64/: cross build, ctest under qemu-aarch64
 #   make fuzz       build-fuzz/: every tests/fuzz_*.c under libFuzzer, FUZZ_SECONDS each
 #   make loaded     build/'s ctest again while CPU hogs keep every core busy
+#   make mpich      build-mpich/: braid-mpi built against MPICH + its tests (ctest -R mpi)
 #   make clean      remove every build directory
 #
 # Variables: JOBS (2), PREFIX (/usr/local), DESTDIR, BUILD_TYPE (RelWithDebInfo),
@@ -48,7 +49,7 @@ ASAN_ENV = ASAN_OPTIONS=$${ASAN_OPTIONS:-detect_leaks=1:handle_segv=0} \
            UBSAN_OPTIONS=$${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 TSAN_ENV = TSAN_OPTIONS="$${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:handle_segv=0$(if $(wildcard tests/tsan.supp),:suppressions=$(CURDIR)/tests/tsan.supp)}"
 
-.PHONY: all build test demo bench install asan tsan clang ucontext aarch64 fuzz loaded clean \
+.PHONY: all build test demo bench install asan tsan clang ucontext aarch64 fuzz loaded mpich clean \
         deps-build deps-test deps-bench
 
 all: build
@@ -179,6 +180,16 @@ loaded: deps-test
 	@echo "== test build/ under load (ctest -j$(JOBS), CPU hogs: $(or $(HOGS),one per CPU))"
 	.ci/with-cpu-hogs $(HOGS) -- $(CTEST) build
 
+# braid-mpi against MPICH instead of Open MPI (the default MPI): the whole
+# tree, then the tests whose names say mpi (the MPI tests under
+# mpiexec.mpich, the example across ranks, braid-mpi's exports and headers).
+MPICH_CMAKE = -DMPI_C_COMPILER=mpicc.mpich -DBRAID_WITH_MPI=ON -DBRAID_BUILD_BENCH=OFF
+mpich: deps-test
+	$(call configure,build-mpich,$(MPICH_CMAKE))
+	$(call compile,build-mpich)
+	@echo "== test build-mpich/ (braid-mpi on MPICH: ctest -R mpi)"
+	$(CTEST) build-mpich -R mpi
+
 clean:
 	@echo "== clean: removing build directories"
-	rm -rf build build-asan build-tsan build-clang build-ucontext build-aarch64 build-fuzz
+	rm -rf build build-asan build-tsan build-clang build-ucontext build-aarch64 build-fuzz build-mpich
