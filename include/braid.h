@@ -292,6 +292,30 @@ const char *br_task_name(br_task *t);
 uint64_t br_task_id(br_task *t);
 bool br_task_done(br_task *t);
 
+/* What a parked task waits on. The same record serves br_task_get_stats,
+ * the tracer (braid/trace.h), br_dump and the deadlock report. */
+typedef enum br_wait_kind {
+  BR_WAIT_NONE = 0, /* not waiting (running, ready, or done) */
+  BR_WAIT_SLEEP,    /* br_sleep_ms / br_sleep_until: a timer */
+  BR_WAIT_FD,       /* a file descriptor's readiness (br_fd_wait, sockets, pipes) */
+  BR_WAIT_JOIN,     /* another task's end (br_join, br_wait_for, br_task_close) */
+  BR_WAIT_FUTURE,   /* a future (br_await, br_gather, br_wait_any) */
+  BR_WAIT_CHAN,     /* a channel or queue: send, receive, put, get, join */
+  BR_WAIT_LOCK,     /* a mutex, semaphore or event */
+  BR_WAIT_CHILD,    /* a child process (br_process_wait) */
+  BR_WAIT_GROUP,    /* a group's children (br_group_wait, br_group_free) */
+  BR_WAIT_POOL,     /* a CPU-pool job */
+  BR_WAIT_BLOCKING, /* a blocking-pool call (br_to_thread) */
+  BR_WAIT_PROCPOOL, /* a process-pool job */
+  BR_WAIT_IO,       /* submitted I/O (io_uring file operations) */
+  BR_WAIT_KINDS     /* the number of kinds */
+} br_wait_kind;
+
+/* br_wait_kind_name: a short lower-case name of k ("sleep", "fd", "join",
+ * "future", "channel", "lock", "child", "group", "pool", "blocking",
+ * "procpool", "io", "none"); "?" for a value out of range. Any thread. */
+const char *br_wait_kind_name(br_wait_kind k);
+
 typedef struct br_task_stats {
   int64_t created;    /* br_now() at spawn */
   int64_t finished;   /* br_now() at exit, 0 while alive */
@@ -299,6 +323,10 @@ typedef struct br_task_stats {
   int64_t cpu_ns;     /* thread CPU time while running (precise mode), or
                          run_ns (fast mode) */
   uint64_t switches;  /* times it was resumed */
+  /* Time spent parked, by what the task waited on (wait_ns[BR_WAIT_NONE] is
+   * 0; a wait in progress is included). 0 with accounting off. */
+  int64_t wait_ns[BR_WAIT_KINDS];
+  br_wait_kind waiting; /* what it waits on now (BR_WAIT_NONE if not parked) */
 } br_task_stats;
 
 /* br_task_stats: per-task accounting of t (NULL: the caller). BR_EHANDLE. */

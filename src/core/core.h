@@ -61,7 +61,22 @@ struct br_future {
   void (*value_free)(void *); /* frees an owned value nobody took */
   /* When the future is embedded in a task, the task is freed with it. */
   struct br__task *owner_task;
+  /* What completes it, for the wait record of a task awaiting it
+   * (br_wait_kind: BR_WAIT_POOL, _BLOCKING, _PROCPOOL, _IO; 0 for a plain
+   * future). Set by its executor with br__future_set_origin (core/trace.h). */
+  uint8_t origin;
 };
+
+/* What a parked task waits on (set by the wait just before it parks, read
+ * by br_task_get_stats, the tracer, br_dump and the deadlock check). */
+typedef struct br__wait {
+  uint8_t kind;            /* br_wait_kind */
+  const char *what;        /* static text: "receive", "mutex", "read" ... or NULL */
+  const void *obj;         /* the channel, mutex, future ... waited on */
+  struct br__task *task;   /* the task that would end it (join target, mutex owner) */
+  int64_t arg;             /* fd, pid, ... (-1: none) */
+  int64_t deadline;        /* the park's deadline (BR_NEVER: none) */
+} br__wait;
 
 struct br__task {
   uint32_t magic;
@@ -108,6 +123,14 @@ struct br__task {
   uint64_t switches;
   void *tsan_fiber;
   struct br__task *all_next, *all_prev; /* every task whose memory is held */
+  /* what it waits on while parked, and for how long it waited by kind
+   * (core/trace.h: the one record the stats, tracer, dump and deadlock
+   * check read) */
+  br__wait wait;
+  uint64_t parent_id;     /* the spawning task's id on this loop, 0 if none */
+  uint64_t suspended_at;  /* br__ticks() at its last suspend (accounting on) */
+  uint64_t wait_ticks[BR_WAIT_KINDS];
+  uint32_t trace_gen;     /* tracer generation its name was last recorded in */
   char name[32];          /* spawn zeroes everything up to here */
   /* The handle's slot and generation (handle.c): kept while the struct is
    * recycled, so they live past the part spawn zeroes. */
@@ -170,6 +193,10 @@ struct br_loop {
   unsigned busy_iters;           /* iterations since the last poll while busy */
   /* unobserved failures to report at free */
   size_t unobserved;
+  /* tracing, dump and deadlock check (core/trace.h) */
+  uint32_t serial;               /* process-wide loop number (from 1) */
+  bool no_deadlock_check;        /* br_loop_set_deadlock_check(loop, false) */
+  atomic_bool foreign_cbs;       /* another thread has handed it a callback */
 };
 
 extern _Thread_local struct br_loop *br__tls_loop;

@@ -5,6 +5,7 @@
  * write, and readiness bits that arrived while nobody waited (edge-triggered
  * polling reports an edge once, so it must not be lost). */
 #include "core/core.h"
+#include "core/trace.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -74,6 +75,7 @@ int br_wait_fd(int fd, int events, int64_t deadline) {
     return BR_EBUSY;
   if (events & BR_READABLE) r->reader = t;
   if (events & BR_WRITABLE) r->writer = t;
+  br__wait_default(t, BR_WAIT_FD, (events & BR_READABLE) ? (events & BR_WRITABLE) ? "read/write" : "read" : "write", NULL, NULL, fd);
   br__park_begin(t);
   rc = br__park_end(t, deadline, true);
   r = fdrec(L, fd, false); /* the table may have moved */

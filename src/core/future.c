@@ -9,6 +9,7 @@
  * outcome without the lock.
  */
 #include "core/core.h"
+#include "core/trace.h"
 
 #include "core/job.h"
 #include "sys/futex.h"
@@ -62,6 +63,7 @@ void br__future_init(struct br_future *f, struct br__task *owner) {
   f->cancel_arg = NULL;
   f->value_free = NULL;
   f->owner_task = owner;
+  f->origin = 0;
 }
 
 int br_future_new(br_future **out) {
@@ -282,6 +284,8 @@ static int task_wait(struct br__task *self, struct br_future *f, int64_t deadlin
     w->task = self;
     w->futex = NULL;
     w->cb = NULL;
+    br__wait_on(self, f->owner_task ? BR_WAIT_JOIN : f->origin ? (br_wait_kind)f->origin : BR_WAIT_FUTURE,
+                f->owner_task ? "await task" : "await", f, f->owner_task, -1);
     br__park_begin_remote(self);
     br__waiter_link(f, w);
     br__future_unlock(f);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* braid — gather, wait and as_completed over tasks and futures. */
 #include "core/core.h"
+#include "core/trace.h"
 
 #include "sys/futex.h"
 
@@ -97,6 +98,19 @@ int br_gather(br_result *out, br_future *const *fs, size_t n) {
 
 /* --- waiting for any of several futures ----------------------------------- */
 
+/* What a task waiting for these futures waits on: their common origin
+ * (all pool jobs, all tasks ...), else futures in general. */
+static br_wait_kind wait_kind_of(br_future *const *fs, size_t n, const unsigned char *skip) {
+  int k = -1;
+  for (size_t i = 0; i < n; i++) {
+    if (skip && skip[i]) continue;
+    int ki = fs[i]->owner_task ? BR_WAIT_JOIN : fs[i]->origin ? fs[i]->origin : BR_WAIT_FUTURE;
+    if (k >= 0 && ki != k) return BR_WAIT_FUTURE;
+    k = ki;
+  }
+  return k < 0 ? BR_WAIT_FUTURE : (br_wait_kind)k;
+}
+
 /* Park until any future in fs (not marked in skip) completes, or the
  * deadline. Works from a task (parks) and a plain thread (futex). */
 static int wait_any(br_future *const *fs, size_t n, const unsigned char *skip, int64_t deadline) {
@@ -127,6 +141,7 @@ static int wait_any(br_future *const *fs, size_t n, const unsigned char *skip, i
       if (atomic_exchange_explicit(&self->parked, 0, memory_order_acq_rel) != 1)
         br__park_end(self, BR_NEVER, false); /* consume the wake already queued */
     } else {
+      br__wait_on(self, wait_kind_of(fs, n, skip), "any of", NULL, NULL, (int64_t)n);
       rc = br__park_end(self, deadline, true);
     }
   } else if (!any_done) {

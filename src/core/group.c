@@ -3,6 +3,7 @@
  * nurseries). The group holds its children's handles; the first real
  * failure cancels the rest, and the waiter gets that failure. */
 #include "core/core.h"
+#include "core/trace.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +78,7 @@ void br__group_child_done(struct br__task *t) {
 static void wait_children(struct br_group *g, struct br__task *self, bool cancellable, int *rc) {
   while (g->live) {
     g->waiter = self;
+    br__wait_on(self, BR_WAIT_GROUP, "group", g, g->children, -1);
     br__park_begin(self);
     int r = br__park_end(self, BR_NEVER, cancellable);
     g->waiter = NULL;

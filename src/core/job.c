@@ -46,6 +46,7 @@ int br__job_init(br__job *job, const br__job_ops *ops, br_future **out) {
   struct br_future *f = malloc(sizeof *f);
   if (!f) return BR_ENOMEM;
   br__future_init(f, NULL);
+  f->origin = ops->origin;
   job->ops = ops;
   job->fut = f;
   atomic_init(&job->refs, 2); /* RUN + HOOK */

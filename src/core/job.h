@@ -122,6 +122,9 @@ typedef struct br__job_ops {
   bool (*cancel)(br__job *job);
   /* Free the executor's record (the last reference went). Required. */
   void (*release)(br__job *job);
+  /* What a task awaiting the job's future waits on (br_wait_kind:
+   * BR_WAIT_POOL, _BLOCKING, _PROCPOOL); 0: a future in general. */
+  unsigned char origin;
 } br__job_ops;
 
 struct br__job {

@@ -16,6 +16,7 @@
 #include "core/core.h"
 #include "core/log.h"
 #include "core/loop.h"
+#include "core/trace.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -67,6 +68,7 @@ int br_loop_new(br_loop **out, const br_loop_opts *opts) {
     return rc;
   }
   br__overflow_install();
+  br__loop_register(L);
   notify_observer(L, true);
   *out = L;
   return 0;
@@ -119,6 +121,8 @@ int br_call_soon_threadsafe(br_loop *L, br_callback_fn cb, void *arg) {
   if (!c) return BR_ENOMEM;
   c->fn = cb;
   c->arg = arg;
+  /* A loop another thread can hand work to is never declared deadlocked. */
+  if (!pthread_equal(L->thread, pthread_self())) atomic_store(&L->foreign_cbs, true);
   pthread_mutex_lock(&L->remote_lock);
   if (L->remote_closed) {
     pthread_mutex_unlock(&L->remote_lock);
@@ -245,13 +249,18 @@ int br__loop_iterate(struct br_loop *L, bool block) {
   } else if (L->timers.n) {
     int64_t d = br__timer_next(&L->timers) - br__mono_ns();
     timeout = d < 0 ? 0 : d;
+  } else {
+    int dl = br__deadlock_check(L);
+    if (dl) return dl;
   }
   if (timeout != 0) {
     atomic_store_explicit(&L->sleeping, 1, memory_order_seq_cst);
     if (atomic_load_explicit(&L->remote_pending, memory_order_seq_cst)) timeout = 0;
     atomic_store_explicit(&L->heartbeat, 0, memory_order_relaxed);
   }
+  if (br__tracing()) br__trace_emit(BR__TEV_POLL_BEGIN, 0, L->serial, 0, timeout, 0);
   int rc = L->poller.ops->poll(&L->poller, timeout, br__fd_ready, L);
+  if (br__tracing()) br__trace_emit(BR__TEV_POLL_END, 0, L->serial, 0, rc, 0);
   atomic_store_explicit(&L->sleeping, 0, memory_order_relaxed);
   atomic_store_explicit(&L->heartbeat, br__mono_ns(), memory_order_relaxed);
   if (rc < 0 && rc != -EINTR) {
@@ -318,6 +327,7 @@ void br_loop_stop(br_loop *L) {
 
 void br__report_failure_code(struct br__task *t, int code, const char *msg) {
   struct br_loop *L = t->loop;
+  br__trace_fire("failed detached task", false); /* the flight recorder, if on */
   if (L->opts.on_detached_error) {
     L->opts.on_detached_error(br__task_handle(t), code, msg ? msg : "", L->opts.ud);
     return;
@@ -330,6 +340,7 @@ int br_loop_free(br_loop *L) {
   if (!L) return 0;
   if (L->running) return BR_EBUSY;
   notify_observer(L, false);
+  br__loop_unregister(L);
   struct br_loop *prev = br__tls_loop;
   br__tls_loop = L;
   L->freeing = true;
@@ -414,6 +425,7 @@ int br__loop_submit_io(br_loop *L, const br__io_req *req, br_future **out) {
   s->req = *req;
   s->req.done = submitted_done;
   int rc = br_future_new(&s->f);
+  if (rc == 0) br__future_set_origin(s->f, BR_WAIT_IO);
   if (rc == 0) rc = L->poller.ops->submit(&L->poller, &s->req);
   if (rc) {
     br_future_unref(s->f);

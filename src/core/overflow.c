@@ -9,6 +9,7 @@
  * async-signal-safe calls are made here. */
 #include "core/core.h"
 #include "core/log.h"
+#include "core/trace.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -89,6 +90,7 @@ static void on_fault(int sig, siginfo_t *si, void *uc) {
       n = put_str(b, n, sizeof b, " KiB stack");
       b[n < sizeof b ? n : sizeof b - 1] = '\0';
       br__log_raw(BR_LOG_ERROR, b); /* formatted without stdio: signal handler */
+      br__trace_fire("stack overflow", true); /* the flight recorder, if on */
       signal(sig, SIG_DFL);
       return;
     }

@@ -60,18 +60,19 @@ int br_run_opts(void **result, br_task_fn main, void *arg, const br_loop_opts *o
   bool cancelled_main = false;
   L->until = t; /* once main is done, the poller must not block */
   atomic_store_explicit(&L->heartbeat, br_now(), memory_order_relaxed);
+  int loop_rc = 0; /* BR_EDEADLK: every task asleep for good (core/trace.h) */
   while (!atomic_load_explicit(&t->fut.done, memory_order_acquire)) {
     if (owns_sigint && !cancelled_main && atomic_load(&sigints) > 0) {
       cancelled_main = true;
       br__task_cancel(t);
     }
-    if (br__loop_iterate(L, true) < 0) break;
+    if ((loop_rc = br__loop_iterate(L, true)) < 0) break;
   }
   br__overflow_thread_end();
   L->until = NULL;
   L->running = false;
   br__tls_loop = prev;
-  rc = t->fut.err;
+  rc = atomic_load_explicit(&t->fut.done, memory_order_acquire) || loop_rc >= 0 ? t->fut.err : loop_rc;
   if (result) *result = t->fut.value;
   br__task_release(t);
   br_loop_free(L); /* cancels and joins whatever main left behind */

@@ -16,6 +16,7 @@
 #include "core/core.h"
 #include "core/log.h"
 #include "core/job.h"
+#include "core/trace.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -58,6 +59,7 @@ static inline uint64_t acct_suspend(struct br_loop *L, struct br__task *t) {
   if (L->acct == BR_ACCT_OFF) return 0;
   uint64_t now = br__ticks();
   t->run_ticks += now - t->resumed_at;
+  t->suspended_at = now;
   if (L->acct == BR_ACCT_PRECISE) t->cpu_ns += br__thread_cpu_ns() - t->cpu_at;
   return now;
 }
@@ -67,6 +69,8 @@ static inline void acct_resume(struct br_loop *L, struct br__task *t, uint64_t n
   if (L->acct == BR_ACCT_OFF) return;
   t->resumed_at = now ? now : br__ticks();
   if (L->acct == BR_ACCT_PRECISE) t->cpu_at = br__thread_cpu_ns();
+  /* The wait record is still set: its time goes to its kind. */
+  if (t->wait.kind && t->suspended_at) t->wait_ticks[t->wait.kind] += t->resumed_at - t->suspended_at;
 }
 
 /* --- compact mode: copying frames on and off the shared stack ------------- */
@@ -161,6 +165,7 @@ static inline void resume_prepare(struct br_loop *L, struct br__task *n, uint64_
   n->state = BR__RUNNING;
   L->current = n;
   acct_resume(L, n, now);
+  if (br__tracing()) br__trace_resume(n, now);
 #ifdef BRAID_TSAN
   if (!n->tsan_fiber) n->tsan_fiber = BR__TSAN_CREATE();
 #endif
@@ -190,6 +195,7 @@ static inline struct br__task *rq_pop(struct br_loop *L) {
  * off the shared stack must not happen while running on it). */
 static void suspend(struct br_loop *L, struct br__task *t) {
   uint64_t now = acct_suspend(L, t);
+  if (br__tracing()) br__trace_stop(t, now);
   if (t->stack && !br__stack_canary_ok(t->stack)) overflow_abort(t, "canary smashed");
   struct br__task *n = L->rq_head;
   if (n && L->budget && !(t->compact && n->compact)) {
@@ -198,6 +204,7 @@ static void suspend(struct br_loop *L, struct br__task *t) {
     if (n == t) { /* nobody else is ready: carry on */
       t->state = BR__RUNNING;
       acct_resume(L, t, now);
+      if (br__tracing()) br__trace_resume(t, now);
       return;
     }
     resume_prepare(L, n, now);
@@ -371,13 +378,17 @@ void br__park_begin_remote(struct br__task *t) {
   t->wake_code = 0;
 }
 
-/* Finish parking (after br__park_begin and publishing the waiter). */
+/* Finish parking (after br__park_begin and publishing the waiter). The wait
+ * record (core/trace.h) the caller set lasts exactly as long as the park. */
 int br__park_end(struct br__task *t, int64_t deadline, bool cancellable) {
   struct br_loop *L = t->loop;
   if (cancellable) {
     int rc = br__checkpoint(t);
     if (rc) {
-      if (atomic_exchange_explicit(&t->parked, 0, memory_order_acq_rel) == 1) return rc;
+      if (atomic_exchange_explicit(&t->parked, 0, memory_order_acq_rel) == 1) {
+        t->wait.kind = BR_WAIT_NONE;
+        return rc;
+      }
       cancellable = false; /* a wake-up is already queued: take it */
       deadline = BR_NEVER;
     } else {
@@ -387,12 +398,17 @@ int br__park_end(struct br__task *t, int64_t deadline, bool cancellable) {
   }
   if (deadline != BR_NEVER) {
     if (br__timer_add(&L->timers, &t->timer, deadline) != 0) {
-      if (atomic_exchange_explicit(&t->parked, 0, memory_order_acq_rel) == 1) return BR_ENOMEM;
+      if (atomic_exchange_explicit(&t->parked, 0, memory_order_acq_rel) == 1) {
+        t->wait.kind = BR_WAIT_NONE;
+        return BR_ENOMEM;
+      }
     }
   }
   t->state = BR__PARKED;
   t->park_cancellable = cancellable;
+  t->wait.deadline = deadline;
   suspend(L, t);
+  t->wait.kind = BR_WAIT_NONE;
   br__timer_del(&L->timers, &t->timer);
   return t->wake_code;
 }
@@ -516,6 +532,8 @@ int br__loop_spawn(struct br_loop *L, struct br__task **out, br_task_fn fn, void
     strncpy(t->name, opts->name, sizeof t->name - 1);
     t->name[sizeof t->name - 1] = 0;
   }
+  t->parent_id = L->current ? L->current->id : 0;
+  if (br__tracing()) br__trace_spawn(t);
   br__future_init(&t->fut, t);
   /* one reference for the running body, one for the handle */
   atomic_store_explicit(&t->fut.refs, detached ? 1 : 2, memory_order_relaxed);
@@ -568,7 +586,8 @@ static void task_finish(struct br__task *t, void *result) {
   if (err && err != BR_ECANCELED && t->detached) br__report_failure_code(t, err, msg);
   br__future_complete(&t->fut, result, err, msg);
   /* Last switch: the scheduler retires us (stack back to the cache). */
-  (void)acct_suspend(L, t);
+  uint64_t now = acct_suspend(L, t);
+  if (br__tracing()) br__trace_stop(t, now);
   if (t->stack && !br__stack_canary_ok(t->stack)) overflow_abort(t, "canary smashed");
   BR__ASAN_START(NULL, sched_bottom, sched_size);
   BR__TSAN_SWITCH(L->sched_tsan);
@@ -621,6 +640,7 @@ int br__task_wait_done(struct br__task *self, struct br__task *t, int64_t deadli
     w->task = self;
     w->futex = NULL;
     w->cb = NULL;
+    br__wait_on(self, BR_WAIT_JOIN, "join", t, t, -1);
     br__park_begin(self);
     br__waiter_link(&t->fut, w);
     br__future_unlock(&t->fut);
@@ -748,6 +768,7 @@ int br_yield(void) {
 int br_sleep_until(int64_t deadline) {
   struct br__task *t = br__require_task();
   if (!t) return BR_ENOTTASK;
+  br__wait_on(t, BR_WAIT_SLEEP, "sleep", NULL, NULL, -1);
   br__park_begin(t);
   int rc = br__park_end(t, deadline, true);
   if (rc == BR_ETIMEDOUT && !br__scope_expired(t)) return 0;
@@ -809,5 +830,11 @@ int br_task_get_stats(br_task *h, br_task_stats *out) {
   out->run_ns = br__ticks_to_ns(ticks);
   out->cpu_ns = t->loop->acct == BR_ACCT_PRECISE ? t->cpu_ns : out->run_ns;
   out->switches = t->switches;
+  bool acct = t->loop->acct != BR_ACCT_OFF;
+  out->waiting = t->state == BR__PARKED ? (br_wait_kind)t->wait.kind : BR_WAIT_NONE;
+  for (int k = 0; k < BR_WAIT_KINDS; k++) out->wait_ns[k] = acct ? br__ticks_to_ns(t->wait_ticks[k]) : 0;
+  /* The wait in progress counts up to now. */
+  if (acct && out->waiting && t->suspended_at)
+    out->wait_ns[out->waiting] += br__ticks_to_ns(br__ticks() - t->suspended_at);
   return 0;
 }

@@ -43,6 +43,7 @@
 
 #include "core/core.h"
 #include "core/job.h"
+#include "core/trace.h"
 #include "exec/blocking.h"
 #include "sys/clock.h"
 
@@ -184,11 +185,14 @@ static void job_release(br__job *bj) {
   free(j);
 }
 
-static const br__job_ops job_ops = {.cancel = job_cancel, .release = job_release};
+static const br__job_ops job_ops = {.cancel = job_cancel, .release = job_release,
+                                    .origin = BR_WAIT_BLOCKING};
 
 static void run_job(job *j) {
   br__job_ctx *prev = br__job_enter(&j->ctx);
+  br__trace_job_begin(BR_WAIT_BLOCKING, (uintptr_t)j, NULL);
   void *v = j->fn(j->arg);
+  br__trace_job_end(BR_WAIT_BLOCKING, (uintptr_t)j, j->fail_code);
   br__job_leave(prev);
   if (j->fail_code < 0) {
     char *msg = j->fail_msg;

@@ -96,7 +96,8 @@ static bool job_cancel(br__job *core) {
   return unlinked;
 }
 
-static const br__job_ops job_ops = {.cancel = job_cancel, .release = job_release};
+static const br__job_ops job_ops = {.cancel = job_cancel, .release = job_release,
+                                    .origin = BR_WAIT_POOL};
 
 /* Make a job record for fn(arg): *job with RUN + HOOK, *fut the caller's
  * reference to its future. BR_ENOMEM. */

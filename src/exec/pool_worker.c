@@ -34,6 +34,7 @@
 #include <time.h>
 
 #include "core/log.h"
+#include "core/trace.h"
 #include "exec/pool_int.h"
 
 __thread br__worker *br__pool_tls_w __attribute__((tls_model("initial-exec")));
@@ -95,7 +96,9 @@ static void run_job(br__worker *w, br__pjob *job) {
   w->chain = &link;
   br__job_ctx *pctx = br__job_enter(&w->ctx);
   int64_t open0 = w->open_forks;
+  br__trace_job_begin(BR_WAIT_POOL, (uintptr_t)job, NULL);
   void *v = FK(&job->fk)->fn(FK(&job->fk)->arg);
+  br__trace_job_end(BR_WAIT_POOL, (uintptr_t)job, FK(&job->fk)->err);
   if (UNLIKELY(w->open_forks != open0)) fatal_unjoined(w->open_forks - open0);
   br__job_leave(pctx);
   w->cur = pcur;

@@ -65,7 +65,8 @@ static void pp_job_release(br__job *base) {
   free(j);
 }
 
-static const br__job_ops pp_job_ops = {.cancel = pp_job_cancel, .release = pp_job_release};
+static const br__job_ops pp_job_ops = {.cancel = pp_job_cancel, .release = pp_job_release,
+                                       .origin = BR_WAIT_PROCPOOL};
 
 const char *br__pp_job_name(uint32_t idx) {
   const br_job_desc *d = br_job_at(idx);

@@ -28,6 +28,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/trace.h"
 #include "io/io_internal.h"
 
 extern char **environ;
@@ -191,7 +192,9 @@ int br_process_wait(br_process *p, int *status, int64_t deadline) {
       return 0;
     }
     if (p->br__private.pidfd >= 0) {
+      br__wait_hint(BR_WAIT_CHILD, "child", p->pid);
       r = br__io_wait(p->br__private.pidfd, BR_READABLE, deadline);
+      br__wait_unhint();
     } else {
       int64_t now = br_now();
       if (now >= deadline) return BR_ETIMEDOUT;

@@ -48,6 +48,7 @@
 
 #include "core/core.h"
 #include "core/log.h"
+#include "core/trace.h"
 #include "core/loop.h"
 #include "sys/clock.h"
 
@@ -285,6 +286,7 @@ static void *monitor(void *arg) {
         fn(&p.r, ud);
       else
         report_log(&p.r, p.threshold_ns);
+      if (p.r.stalled_ns) br__trace_fire("watchdog", false); /* the flight recorder, if on */
       pthread_mutex_lock(&W.mu);
       break;
     }

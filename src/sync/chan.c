@@ -103,6 +103,7 @@ int br_chan_send_until(br_chan *c, const void *elem, int64_t deadline) {
   if (rc) return rc;
   rc = try_send(c, elem);
   if (rc != BR_EAGAIN) return rc;
+  br__wait_on(self, BR_WAIT_CHAN, "channel send", c, NULL, -1);
   rc = br__wq_wait(&c->senders, self, (void *)elem, deadline);
   if (rc == 1) return BR_ECLOSED;
   return rc;
@@ -116,6 +117,7 @@ int br_chan_recv_until(br_chan *c, void *elem, int64_t deadline) {
   if (rc) return rc;
   rc = try_recv(c, elem);
   if (rc != BR_EAGAIN) return rc;
+  br__wait_on(self, BR_WAIT_CHAN, "channel receive", c, NULL, -1);
   rc = br__wq_wait(&c->receivers, self, elem, deadline);
   if (rc == 1) return BR_ECLOSED;
   return rc;

@@ -38,6 +38,7 @@ int br_mutex_lock_until(br_mutex *m, int64_t deadline) {
     m->owner = self;
     return 0;
   }
+  br__wait_on(self, BR_WAIT_LOCK, "mutex", m, m->owner, -1);
   rc = br__wq_wait(&m->waiters, self, NULL, deadline);
   return rc == 1 ? BR_ECANCELED : rc;
 }
@@ -88,6 +89,7 @@ int br_sem_acquire_until(br_sem *s, int64_t deadline) {
     s->value--;
     return 0;
   }
+  br__wait_on(self, BR_WAIT_LOCK, "semaphore", s, NULL, -1);
   rc = br__wq_wait(&s->waiters, self, NULL, deadline);
   return rc == 1 ? BR_ECANCELED : rc;
 }
@@ -126,6 +128,7 @@ int br_event_wait_until(br_event *e, int64_t deadline) {
   if (e->set) return 0;
   int rc = br__checkpoint(self);
   if (rc) return rc;
+  br__wait_on(self, BR_WAIT_LOCK, "event", e, NULL, -1);
   rc = br__wq_wait(&e->waiters, self, NULL, deadline);
   return rc == 1 ? (e->set ? 0 : BR_ECANCELED) : rc;
 }

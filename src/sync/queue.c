@@ -64,6 +64,7 @@ int br_queue_put_until(br_queue *q, void *item, int64_t deadline) {
   int rc = br__checkpoint(self);
   if (rc) return rc;
   while (full(q)) {
+    br__wait_on(self, BR_WAIT_CHAN, "queue put", q, NULL, -1);
     rc = br__wq_wait(&q->putters, self, NULL, deadline);
     if (rc < 0) return rc;
   }
@@ -98,6 +99,7 @@ int br_queue_get_until(br_queue *q, void **item, int64_t deadline) {
     *item = pop(q);
     return 0;
   }
+  br__wait_on(self, BR_WAIT_CHAN, "queue get", q, NULL, -1);
   rc = br__wq_wait(&q->getters, self, item, deadline);
   return rc == 1 ? BR_ECANCELED : rc;
 }
@@ -119,6 +121,7 @@ int br_queue_join(br_queue *q) {
   struct br__task *self = br__require_task();
   if (!self) return BR_ENOTTASK;
   while (q->unfinished) {
+    br__wait_on(self, BR_WAIT_CHAN, "queue join", q, NULL, -1);
     int rc = br__wq_wait(&q->joiners, self, NULL, BR_NEVER);
     if (rc < 0) return rc;
   }

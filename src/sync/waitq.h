@@ -11,6 +11,7 @@
 #define BRAID_SYNC_WAITQ_H
 
 #include "core/core.h"
+#include "core/trace.h"
 
 typedef struct br__wq {
   struct br__task *head, *tail;

@@ -1,0 +1,254 @@
+/* SPDX-License-Identifier: MIT */
+/* braid — the trace buffers (see core/trace.h for the design).
+ *
+ * Ownership and locking. A thread's current chunk is written only by that
+ * thread: it fills a record, then publishes it by storing the new count
+ * with release order, so a reader that loads the count with acquire sees
+ * complete records. `lock` guards the list of full chunks, the free list,
+ * the registry of per-thread buffers and the session's counters; it is
+ * taken only when a chunk fills up, when a thread emits for the first
+ * time, and by readers. Chunks are never returned to the system while the
+ * process runs: a stale writer (one that read the flag just before a
+ * disable) can only scribble on a chunk of the old session.
+ */
+#include "core/trace.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "sys/clock.h"
+
+_Atomic int br__trace_flag;
+_Atomic uint32_t br__trace_gen = 1;
+void (*_Atomic br__trace_trigger)(const char *why, bool in_signal);
+
+/* A thread's buffer: its current chunk. Registered so readers find the
+ * chunks still being filled. Never freed (a thread may emit again). */
+typedef struct tbuf {
+  struct tbuf *next;     /* registry, under lock */
+  br__tchunk *_Atomic cur;
+  uint32_t session;      /* the session cur belongs to */
+  int32_t tid;
+} tbuf;
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static tbuf *bufs;                      /* every thread that ever emitted */
+static br__tchunk *full_head, *full_tail;
+static br__tchunk *free_chunks;
+static size_t nchunks, budget_chunks;   /* allocated, allowed (full ones) */
+static size_t nfull;
+static uint64_t seq, dropped;
+static _Atomic uint32_t session;
+static uint64_t start_ticks;
+static _Thread_local tbuf *my;
+
+/* A fresh chunk for the calling thread; lock held. NULL when memory runs
+ * out (the record is then lost). */
+static br__tchunk *chunk_get_locked(void) {
+  br__tchunk *c = free_chunks;
+  if (c) {
+    free_chunks = c->next;
+  } else if (nfull >= budget_chunks && full_head) {
+    /* The budget is used up: reuse the oldest full chunk (flight recorder). */
+    c = full_head;
+    full_head = c->next;
+    if (!full_head) full_tail = NULL;
+    nfull--;
+    dropped++;
+    atomic_fetch_add_explicit(&br__trace_gen, 1, memory_order_relaxed);
+  } else {
+    c = malloc(sizeof *c);
+    if (!c) return NULL;
+    nchunks++;
+  }
+  c->next = NULL;
+  c->seq = ++seq;
+  c->tid = my ? my->tid : (int32_t)syscall(SYS_gettid);
+  c->pid = (int32_t)getpid();
+  atomic_store_explicit(&c->used, 0, memory_order_relaxed);
+  return c;
+}
+
+static void push_full_locked(br__tchunk *c) {
+  c->next = NULL;
+  if (full_tail) full_tail->next = c; else full_head = c;
+  full_tail = c;
+  nfull++;
+}
+
+/* Room for n consecutive slots in the calling thread's chunk. */
+static br__tev *reserve(size_t n) {
+  tbuf *b = my;
+  uint32_t s = atomic_load_explicit(&session, memory_order_relaxed);
+  if (!b || b->session != s) {
+    pthread_mutex_lock(&lock);
+    if (!b) {
+      b = calloc(1, sizeof *b);
+      if (!b) {
+        pthread_mutex_unlock(&lock);
+        return NULL;
+      }
+      b->tid = (int32_t)syscall(SYS_gettid);
+      b->next = bufs;
+      bufs = b;
+      my = b;
+    }
+    b->session = s;
+    atomic_store_explicit(&b->cur, chunk_get_locked(), memory_order_release);
+    pthread_mutex_unlock(&lock);
+  }
+  br__tchunk *c = atomic_load_explicit(&b->cur, memory_order_relaxed);
+  if (c) {
+    uint32_t u = atomic_load_explicit(&c->used, memory_order_relaxed);
+    if (u + n <= BR__TCHUNK_EVENTS) return &c->ev[u];
+    /* Pad the rest so readers never see half a record, then hand it over. */
+    for (uint32_t i = u; i < BR__TCHUNK_EVENTS; i++) c->ev[i].type = BR__TEV_PAD;
+    atomic_store_explicit(&c->used, BR__TCHUNK_EVENTS, memory_order_release);
+  }
+  pthread_mutex_lock(&lock);
+  if (c) push_full_locked(c);
+  c = chunk_get_locked();
+  atomic_store_explicit(&b->cur, c, memory_order_release);
+  pthread_mutex_unlock(&lock);
+  return c ? &c->ev[0] : NULL;
+}
+
+static inline void publish(size_t n) {
+  br__tchunk *c = atomic_load_explicit(&my->cur, memory_order_relaxed);
+  uint32_t u = atomic_load_explicit(&c->used, memory_order_relaxed);
+  atomic_store_explicit(&c->used, u + (uint32_t)n, memory_order_release);
+}
+
+void br__trace_emit(uint8_t type, uint8_t kind, uint32_t loop, uint64_t id, int64_t arg,
+                    uint64_t ts) {
+  br__tev *e = reserve(1);
+  if (!e) return;
+  e->ts = ts ? ts : br__ticks();
+  e->type = type;
+  e->kind = kind;
+  e->text = 0;
+  e->pad = 0;
+  e->loop = loop;
+  e->id = id;
+  e->arg = arg;
+  publish(1);
+}
+
+static void emit_text_at(uint8_t type, uint8_t kind, uint32_t loop, uint64_t id, int64_t arg,
+                         const char *text, uint64_t ts) {
+  br__tev *e = reserve(text ? 2 : 1);
+  if (!e) return;
+  e->ts = ts ? ts : br__ticks();
+  e->type = type;
+  e->kind = kind;
+  e->text = text ? 1 : 0;
+  e->pad = 0;
+  e->loop = loop;
+  e->id = id;
+  e->arg = arg;
+  if (text) {
+    char *dst = (char *)&e[1];
+    size_t n = strnlen(text, sizeof(br__tev) - 1);
+    memcpy(dst, text, n);
+    memset(dst + n, 0, sizeof(br__tev) - n);
+  }
+  publish(text ? 2 : 1);
+}
+
+void br__trace_emit_text(uint8_t type, uint8_t kind, uint32_t loop, uint64_t id, int64_t arg,
+                         const char *text) {
+  emit_text_at(type, kind, loop, id, arg, text, 0);
+}
+
+void br__trace_resume(struct br__task *t, uint64_t now) {
+  if (!now) now = br__ticks();
+  uint32_t g = atomic_load_explicit(&br__trace_gen, memory_order_relaxed);
+  if (t->trace_gen != g) {
+    /* The name once per generation: a task spawned before tracing began, or
+     * whose spawn record was reused, is still named. */
+    t->trace_gen = g;
+    emit_text_at(BR__TEV_NAME, 0, t->loop->serial, t->id, (int64_t)t->parent_id,
+                 br__task_name(t), now);
+  }
+  br__trace_emit(BR__TEV_RESUME, 0, t->loop->serial, t->id, 0, now);
+}
+
+void br__trace_stop(struct br__task *t, uint64_t now) {
+  uint32_t serial = t->loop->serial;
+  if (t->state == BR__DONE)
+    br__trace_emit(BR__TEV_END, 0, serial, t->id, t->fail_code, now);
+  else if (t->state == BR__PARKED)
+    br__trace_emit(BR__TEV_PARK, t->wait.kind, serial, t->id, t->wait.arg, now);
+  else
+    br__trace_emit(BR__TEV_YIELD, 0, serial, t->id, 0, now);
+}
+
+void br__trace_spawn(struct br__task *t) {
+  t->trace_gen = atomic_load_explicit(&br__trace_gen, memory_order_relaxed);
+  emit_text_at(BR__TEV_SPAWN, 0, t->loop->serial, t->id, (int64_t)t->parent_id,
+               t->name[0] ? t->name : NULL, 0);
+}
+
+void br__trace_thread_name(const char *name) {
+  if (br__tracing() && name) br__trace_emit_text(BR__TEV_THREAD, 0, 0, 0, 0, name);
+}
+
+int br__trace_enable(size_t budget) {
+  pthread_mutex_lock(&lock);
+  /* Everything of the last session goes back to the free list. */
+  while (full_head) {
+    br__tchunk *c = full_head;
+    full_head = c->next;
+    c->next = free_chunks;
+    free_chunks = c;
+  }
+  full_tail = NULL;
+  nfull = 0;
+  for (tbuf *b = bufs; b; b = b->next) {
+    br__tchunk *c = atomic_exchange_explicit(&b->cur, NULL, memory_order_acq_rel);
+    if (c) {
+      c->next = free_chunks;
+      free_chunks = c;
+    }
+  }
+  size_t want = budget / sizeof(br__tchunk);
+  budget_chunks = want < 2 ? 2 : want;
+  dropped = 0;
+  (void)br__ns_per_tick(); /* calibrate before anything is stamped */
+  start_ticks = br__ticks();
+  atomic_fetch_add_explicit(&session, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&br__trace_gen, 1, memory_order_relaxed);
+  pthread_mutex_unlock(&lock);
+  atomic_store_explicit(&br__trace_flag, 1, memory_order_release);
+  return 0;
+}
+
+void br__trace_disable(void) { atomic_store_explicit(&br__trace_flag, 0, memory_order_release); }
+
+bool br__trace_hold(bool try) {
+  if (try) return pthread_mutex_trylock(&lock) == 0;
+  pthread_mutex_lock(&lock);
+  return true;
+}
+
+void br__trace_unhold(void) { pthread_mutex_unlock(&lock); }
+
+size_t br__trace_snapshot(const br__tchunk **out, size_t max, uint64_t *start,
+                          uint64_t *ndropped) {
+  size_t n = 0;
+  for (br__tchunk *c = full_head; c; c = c->next, n++)
+    if (n < max) out[n] = c;
+  uint32_t s = atomic_load_explicit(&session, memory_order_relaxed);
+  for (tbuf *b = bufs; b; b = b->next) {
+    br__tchunk *c = atomic_load_explicit(&b->cur, memory_order_acquire);
+    if (!c || b->session != s) continue;
+    if (n < max) out[n] = c;
+    n++;
+  }
+  if (start) *start = start_ticks;
+  if (ndropped) *ndropped = dropped;
+  return n;
+}
