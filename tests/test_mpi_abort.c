@@ -20,10 +20,11 @@ int main(int argc, char **argv) {
     double s = (double)(br_now() - t0) / 1e9;
     FILE *f = fopen(out, "r");
     char line[512];
-    bool named = false;
+    bool named = false, sanitizer = false;
     while (f && fgets(line, sizeof line, f)) {
       fputs(line, stdout);
       if (strstr(line, "a job got signal 11")) named = true;
+      sanitizer |= mt_sanitizer_line(line);
     }
     if (f) fclose(f);
     unlink(out);
@@ -32,6 +33,7 @@ int main(int argc, char **argv) {
     MT_CHECK(st != 0 && st != 124, "status %d", st);
     MT_CHECK(s < 30, "took %.1f s", s);
     MT_CHECK(named, "the dying rank did not say why");
+    MT_CHECK(!sanitizer, "a sanitizer report in the run (above)");
     return mt_failures ? 1 : 0;
   }
   br_mpipool *p;

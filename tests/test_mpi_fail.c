@@ -66,6 +66,10 @@ int main(int argc, char **argv) {
     while (f && fgets(line, sizeof line, f)) {
       if (strcmp(line, "rank 0: ok\n") == 0) ok = true;
       if (strstr(line, "check failed")) failed = true;
+      if (mt_sanitizer_line(line)) {
+        fprintf(stderr, "a sanitizer report in the run: %s", line);
+        failed = true;
+      }
     }
     if (f) fclose(f);
     unlink(out);
@@ -120,7 +124,9 @@ int main(int argc, char **argv) {
   MT_CHECK(found < 1000, "found after %.0f ms", found);
   int died = 0, fine = 0;
   for (int i = 0; i < 2; i++) {
-    rc = br_await(naps[i], NULL);
+    void *v = NULL;
+    rc = br_await(naps[i], &v);
+    br_bytes_free(v);
     if (rc == BR_EWORKERDIED) {
       died++;
       char want[32];

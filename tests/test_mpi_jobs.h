@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -56,11 +57,14 @@ static int j_nap(const void *in, size_t len, br_bytes *out) {
 }
 BR_JOB(nap, j_nap);
 
+/* A real SIGSEGV: a store to a page mapped PROT_NONE (not a NULL store, which
+ * UBSan would catch and turn into an exit instead of a signal). */
 static int j_crash(const void *in, size_t len, br_bytes *out) {
   (void)in;
   (void)len;
   (void)out;
-  volatile int *volatile bad = NULL;
+  volatile int *bad = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (bad == MAP_FAILED) return BR_ENOMEM;
   *bad = 1;
   return 0;
 }

@@ -42,6 +42,14 @@ __attribute__((unused)) static double mt_ms(int64_t a, int64_t b) { return (doub
 
 __attribute__((unused)) static bool mt_in_run(void) { return getenv("BR_MPITEST_IN_RUN") != NULL; }
 
+/* A line of a run's output that is a sanitizer's report, from any rank (a
+ * rank that dies of one may not change the run's exit status when ranks are
+ * allowed to die). */
+__attribute__((unused)) static bool mt_sanitizer_line(const char *line) {
+  return strstr(line, "ERROR: AddressSanitizer") || strstr(line, "ERROR: LeakSanitizer") ||
+         strstr(line, "WARNING: ThreadSanitizer") || strstr(line, "runtime error:");
+}
+
 #ifndef BRAID_MPIEXEC
 #define BRAID_MPIEXEC "mpiexec"
 #endif

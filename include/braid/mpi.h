@@ -137,9 +137,10 @@ int br_mpipool_new(br_mpipool **out, int *argc, char ***argv, const br_mpipool_o
 
 /* br_mpipool_submit: queue job `job` with a copy of arg[0..len) and store a
  * new future for its outcome in *out (the caller owns that reference:
- * br_future_unref). Its value is a br_bytes* the future owns until taken
- * (br_future_take; then br_bytes_free), freed by br_results_free when
- * gathered. On failure the future carries the job's code and br_fail
+ * br_future_unref). As with br_procpool_submit, on success the future's
+ * value is a br_bytes* the caller owns once the job is done: take it once
+ * (br_await's value or br_future_take) and br_bytes_free it, on ranks and in
+ * the local fallback alike. On failure the future carries the job's code and br_fail
  * message, or BR_EWORKERDIED (message names the rank), BR_ETIMEDOUT,
  * BR_ECANCELED (br_future_cancel before it started, or shutdown CANCEL),
  * BR_E2BIG (result over max_payload), BR_EFAILED (initializer). opts may be

@@ -194,8 +194,12 @@ static void done_flush(br_mpipool *p, done_list *d) {
     if (u->err) {
       rc = br_future_fail(u->fut, u->err, "%s", u->msg ? u->msg : "");
     } else {
-      rc = br_future_set_owned(u->fut, u->val, bytes_free_fn);
-      if (rc == 0) u->val = NULL; /* the future owns it now */
+      /* As br_procpool_submit's: the value becomes the caller's (taken
+       * once, br_bytes_free), so the same program is right on ranks and in
+       * the local fallback. If the future was cancelled first, unit_drop
+       * frees it. */
+      rc = br_future_set(u->fut, u->val);
+      if (rc == 0) u->val = NULL;
     }
     free(u->msg);
     u->msg = NULL;
