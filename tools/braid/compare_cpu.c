@@ -16,9 +16,15 @@
 
 #include "compare.h"
 
-/* Keeps the loop's result alive; atomic because every thread stores to it. */
+/* Keeps the loop's result alive, and computed here: without the barrier
+ * the compiler may sink the whole loop past the clock read that follows it
+ * (clang does: nothing outside can see a static sink), the calibration then
+ * times nothing and doubles its iterations forever. */
 static _Atomic uint64_t sink;
-static void keep(uint64_t v) { atomic_store_explicit(&sink, v, memory_order_relaxed); }
+static void keep(uint64_t v) {
+  __asm__ volatile("" : : "r"(v) : "memory");
+  atomic_store_explicit(&sink, v, memory_order_relaxed);
+}
 
 uint64_t cmp_burn(uint64_t iters) {
   uint64_t x = 0x9E3779B97F4A7C15u ^ iters;
@@ -42,6 +48,7 @@ double cmp_calibrate(void) {
     keep(cmp_burn(iters));
     int64_t dt = cmp_thread_cpu_now() - c0;
     if (dt < 20000000) {
+      if (iters >= (UINT64_C(1) << 40)) break; /* a clock that does not move */
       iters *= 2;
       continue;
     }
