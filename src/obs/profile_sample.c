@@ -205,7 +205,7 @@ void br__prof_round(prof_state *s) {
   free(work);
 
   uint64_t round_run = 0;
-  double round_demand = 0;
+  double round_demand = 0, round_late = 0;
   int64_t span = now - s->last_ns;
   for (size_t i = 0; i < s->nth; i++) {
     prof_thread *t = &s->th[i];
@@ -287,13 +287,23 @@ void br__prof_round(prof_state *s) {
     round_run += drun;
     /* The thread's computing in this round, its late-counted run-queue time
      * moved back where it belongs by the balance above. */
-    round_demand += t->t[BR_PROFILE_T_CPU] + t->t[BR_PROFILE_T_RUNQUEUE] - active0;
+    double demand = t->t[BR_PROFILE_T_CPU] + t->t[BR_PROFILE_T_RUNQUEUE] - active0;
+    /* More than the round lasted: a run-queue wait longer than a round,
+     * counted only now that it ended; it covered earlier rounds' time. */
+    if (dt > 0 && demand > (double)dt) {
+      if (demand - (double)dt > round_late) round_late = demand - (double)dt;
+      demand = (double)dt;
+    }
+    round_demand += demand;
   }
   /* The work was computing (or trying to) for as long as any of its threads
    * was on a CPU or in the run queue; no more than the round lasted. */
   if (round_demand > 0 && span > 0) {
     double wanted = round_demand < (double)span ? round_demand : (double)span;
-    double ran = (double)round_run < round_demand ? (double)round_run : round_demand;
+    double ran = (double)round_run < round_demand + round_late ? (double)round_run
+                                                               : round_demand + round_late;
+    wanted += round_late;
+    round_demand += round_late;
     s->covered_ns += wanted;
     /* Without contention the same computing would have taken only the
      * running share of that time. */
