@@ -22,5 +22,7 @@ int cmd_fetch(int argc, char **argv);
 void cmd_fetch_help(FILE *out);
 int cmd_crawl(int argc, char **argv);
 void cmd_crawl_help(FILE *out);
+int cmd_trace(int argc, char **argv);
+void cmd_trace_help(FILE *out);
 
 #endif

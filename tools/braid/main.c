@@ -27,6 +27,9 @@ static const command commands[] = {
     {"crawl", "crawl a site: fetch with braid-http, parse on the CPU pool (libxml2),\n"
               "             titles, broken links, and each half's verdict (I/O- or CPU-bound)",
      cmd_crawl, cmd_crawl_help},
+    {"trace", "draw a trace recorded with BRAID_TRACE=FILE: 'show' in the terminal\n"
+              "             (running, waiting, idle), 'svg' as an SVG timeline",
+     cmd_trace, cmd_trace_help},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
 

@@ -1,0 +1,469 @@
+/* SPDX-License-Identifier: MIT */
+/* braid trace — reading trace-event JSON into rows (trace_model.h).
+ *
+ * A small JSON reader of its own (the tool depends on nothing but libbraid):
+ * it walks the whole document and looks, in the top-level "traceEvents"
+ * array, at each event's ph, cat, name, tid, ts, dur and args (task, kind,
+ * name). Everything else is skipped. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <braid.h>
+
+#include "trace_model.h"
+
+typedef struct rd {
+  const char *start, *p, *end;
+  const char *path;
+  bool bad;
+} rd;
+
+static void ws(rd *r) {
+  while (r->p < r->end && isspace((unsigned char)*r->p)) r->p++;
+}
+
+static bool fail(rd *r, const char *what) {
+  if (!r->bad) {
+    fprintf(stderr, "braid trace: %s: %s at byte %zu\n", r->path, what,
+            (size_t)(r->p - r->start));
+  }
+  r->bad = true;
+  return false;
+}
+
+/* A string into buf (truncated); the reader is left after it. */
+static bool str(rd *r, char *buf, size_t size) {
+  ws(r);
+  if (r->p >= r->end || *r->p != '"') return fail(r, "expected a string");
+  r->p++;
+  size_t n = 0;
+  while (r->p < r->end && *r->p != '"') {
+    char c = *r->p++;
+    if (c == '\\' && r->p < r->end) {
+      char e = *r->p++;
+      c = e == 'n' ? '\n' : e == 't' ? '\t' : e;
+      if (e == 'u') { /* \uXXXX: keep ASCII, else '?' */
+        unsigned v = 0;
+        for (int i = 0; i < 4 && r->p < r->end; i++, r->p++)
+          v = v * 16 + (unsigned)(isdigit((unsigned char)*r->p) ? *r->p - '0' : (tolower((unsigned char)*r->p) - 'a' + 10));
+        c = v < 128 ? (char)v : '?';
+      }
+    }
+    if (buf && n + 1 < size) buf[n++] = c;
+  }
+  if (buf && size) buf[n] = 0;
+  if (r->p >= r->end) return fail(r, "unterminated string");
+  r->p++;
+  return true;
+}
+
+static bool num(rd *r, double *v) {
+  ws(r);
+  char *e;
+  errno = 0;
+  double d = strtod(r->p, &e);
+  if (e == r->p || e > r->end) return fail(r, "expected a number");
+  r->p = e;
+  if (v) *v = d;
+  return true;
+}
+
+static bool skip(rd *r, int depth);
+
+static bool lit(rd *r, const char *w) {
+  size_t n = strlen(w);
+  if ((size_t)(r->end - r->p) < n || strncmp(r->p, w, n)) return fail(r, "unexpected token");
+  r->p += n;
+  return true;
+}
+
+static bool skip(rd *r, int depth) {
+  ws(r);
+  if (depth > 64) return fail(r, "nested too deeply");
+  if (r->p >= r->end) return fail(r, "unexpected end");
+  char c = *r->p;
+  if (c == '"') return str(r, NULL, 0);
+  if (c == '{' || c == '[') {
+    char close = c == '{' ? '}' : ']';
+    r->p++;
+    ws(r);
+    if (r->p < r->end && *r->p == close) {
+      r->p++;
+      return true;
+    }
+    for (;;) {
+      if (c == '{') {
+        if (!str(r, NULL, 0)) return false;
+        ws(r);
+        if (r->p >= r->end || *r->p != ':') return fail(r, "expected ':'");
+        r->p++;
+      }
+      if (!skip(r, depth + 1)) return false;
+      ws(r);
+      if (r->p < r->end && *r->p == ',') {
+        r->p++;
+        continue;
+      }
+      if (r->p < r->end && *r->p == close) {
+        r->p++;
+        return true;
+      }
+      return fail(r, "expected ',' or a closing bracket");
+    }
+  }
+  if (c == 't') return lit(r, "true");
+  if (c == 'f') return lit(r, "false");
+  if (c == 'n') return lit(r, "null");
+  return num(r, NULL);
+}
+
+typedef struct ev {
+  char ph[4], cat[16], name[80], kind[16], aname[80];
+  double tid, ts, dur, task, sort;
+  bool has_task, has_dur;
+} ev;
+
+static bool obj_args(rd *r, ev *e) {
+  ws(r);
+  if (r->p >= r->end || *r->p != '{') return skip(r, 1);
+  r->p++;
+  ws(r);
+  if (r->p < r->end && *r->p == '}') {
+    r->p++;
+    return true;
+  }
+  for (;;) {
+    char key[32];
+    if (!str(r, key, sizeof key)) return false;
+    ws(r);
+    if (r->p >= r->end || *r->p != ':') return fail(r, "expected ':'");
+    r->p++;
+    ws(r);
+    bool ok;
+    if (!strcmp(key, "task") && r->p < r->end && *r->p != '"') {
+      ok = num(r, &e->task);
+      e->has_task = true;
+    } else if (!strcmp(key, "kind") && r->p < r->end && *r->p == '"') {
+      ok = str(r, e->kind, sizeof e->kind);
+    } else if (!strcmp(key, "name") && r->p < r->end && *r->p == '"') {
+      ok = str(r, e->aname, sizeof e->aname);
+    } else {
+      ok = skip(r, 2);
+    }
+    if (!ok) return false;
+    ws(r);
+    if (r->p < r->end && *r->p == ',') {
+      r->p++;
+      continue;
+    }
+    if (r->p < r->end && *r->p == '}') {
+      r->p++;
+      return true;
+    }
+    return fail(r, "expected ',' or '}'");
+  }
+}
+
+static bool event(rd *r, ev *e) {
+  memset(e, 0, sizeof *e);
+  ws(r);
+  if (r->p >= r->end || *r->p != '{') return skip(r, 1);
+  r->p++;
+  ws(r);
+  if (r->p < r->end && *r->p == '}') {
+    r->p++;
+    return true;
+  }
+  for (;;) {
+    char key[16];
+    if (!str(r, key, sizeof key)) return false;
+    ws(r);
+    if (r->p >= r->end || *r->p != ':') return fail(r, "expected ':'");
+    r->p++;
+    ws(r);
+    bool isstr = r->p < r->end && *r->p == '"';
+    bool ok;
+    if (!strcmp(key, "ph") && isstr) ok = str(r, e->ph, sizeof e->ph);
+    else if (!strcmp(key, "cat") && isstr) ok = str(r, e->cat, sizeof e->cat);
+    else if (!strcmp(key, "name") && isstr) ok = str(r, e->name, sizeof e->name);
+    else if (!strcmp(key, "tid") && !isstr) ok = num(r, &e->tid);
+    else if (!strcmp(key, "ts") && !isstr) ok = num(r, &e->ts);
+    else if (!strcmp(key, "dur") && !isstr) ok = (e->has_dur = true, num(r, &e->dur));
+    else if (!strcmp(key, "args")) ok = obj_args(r, e);
+    else ok = skip(r, 2);
+    if (!ok) return false;
+    ws(r);
+    if (r->p < r->end && *r->p == ',') {
+      r->p++;
+      continue;
+    }
+    if (r->p < r->end && *r->p == '}') {
+      r->p++;
+      return true;
+    }
+    return fail(r, "expected ',' or '}'");
+  }
+}
+
+/* --- the model ------------------------------------------------------------------ */
+
+static tr_row *row_for(tr_model *m, uint64_t key, bool add) {
+  for (size_t i = m->n; i-- > 0;) /* recent rows first: events cluster */
+    if (m->rows[i].key == key) return &m->rows[i];
+  if (!add) return NULL;
+  if (m->n == m->cap) {
+    size_t cap = m->cap ? m->cap * 2 : 64;
+    tr_row *r = realloc(m->rows, cap * sizeof *r);
+    if (!r) return NULL;
+    m->rows = r;
+    m->cap = cap;
+  }
+  tr_row *r = &m->rows[m->n++];
+  memset(r, 0, sizeof *r);
+  r->key = key;
+  r->members = 1;
+  r->first = INT64_MAX;
+  r->last = INT64_MIN;
+  return r;
+}
+
+static void add_span(tr_row *r, int64_t t0, int64_t t1, uint8_t what) {
+  if (r->n == r->cap) {
+    size_t cap = r->cap ? r->cap * 2 : 16;
+    tr_span *s = realloc(r->spans, cap * sizeof *s);
+    if (!s) return;
+    r->spans = s;
+    r->cap = cap;
+  }
+  r->spans[r->n++] = (tr_span){t0, t1, what};
+  if (t0 < r->first) r->first = t0;
+  if (t1 > r->last) r->last = t1;
+}
+
+static uint8_t kind_of(const char *k) {
+  for (int i = 1; i < BR_WAIT_KINDS; i++)
+    if (!strcmp(k, br_wait_kind_name((br_wait_kind)i))) return (uint8_t)i;
+  return BR_WAIT_FUTURE; /* "other" and unknown ones */
+}
+
+static int cmp_span(const void *a, const void *b) {
+  const tr_span *x = a, *y = b;
+  return x->t0 < y->t0 ? -1 : x->t0 > y->t0;
+}
+
+static int cmp_row(const void *a, const void *b) {
+  const tr_row *x = a, *y = b;
+  if (x->first != y->first) return x->first < y->first ? -1 : 1;
+  return x->key < y->key ? -1 : x->key > y->key;
+}
+
+int tr_read(tr_model *m, const char *path, bool threads) {
+  memset(m, 0, sizeof *m);
+  m->threads = threads;
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    fprintf(stderr, "braid trace: cannot open %s: %s\n", path, strerror(errno));
+    return -1;
+  }
+  char *buf = NULL;
+  size_t len = 0, cap = 0;
+  for (;;) {
+    if (len + 65536 > cap) {
+      cap = cap ? cap * 2 : 1 << 20;
+      char *b = realloc(buf, cap);
+      if (!b) {
+        fclose(f);
+        free(buf);
+        fprintf(stderr, "braid trace: %s: out of memory\n", path);
+        return -1;
+      }
+      buf = b;
+    }
+    size_t got = fread(buf + len, 1, cap - len, f);
+    len += got;
+    if (got == 0) break;
+  }
+  fclose(f);
+  rd r = {buf, buf, buf + len, path, false};
+  /* Find "traceEvents" at the top level. */
+  ws(&r);
+  bool found = false;
+  if (r.p < r.end && *r.p == '{') {
+    r.p++;
+    for (;;) {
+      char key[32];
+      ws(&r);
+      if (r.p < r.end && *r.p == '}') break;
+      if (!str(&r, key, sizeof key)) break;
+      ws(&r);
+      if (r.p >= r.end || *r.p != ':') {
+        fail(&r, "expected ':'");
+        break;
+      }
+      r.p++;
+      if (!strcmp(key, "traceEvents")) {
+        found = true;
+        break;
+      }
+      if (!skip(&r, 1)) break;
+      ws(&r);
+      if (r.p < r.end && *r.p == ',') r.p++;
+    }
+  } else if (r.p < r.end && *r.p == '[') {
+    found = true; /* the bare array form of the format */
+  }
+  if (!found || r.bad) {
+    if (!r.bad) fprintf(stderr, "braid trace: %s: not a trace-event file (no traceEvents)\n", path);
+    free(buf);
+    return -1;
+  }
+  ws(&r);
+  if (r.p >= r.end || *r.p != '[') {
+    fail(&r, "traceEvents is not an array");
+    free(buf);
+    return -1;
+  }
+  r.p++;
+  /* Names of task tracks and threads (metadata), then the slices. */
+  typedef struct named { double tid; char name[80]; } named;
+  named *names = NULL;
+  size_t nnames = 0, cnames = 0;
+  int64_t tmin = INT64_MAX, tmax = INT64_MIN;
+  size_t nslices = 0;
+  for (;;) {
+    ws(&r);
+    if (r.p < r.end && *r.p == ']') break;
+    ev e;
+    if (!event(&r, &e)) break;
+    ws(&r);
+    if (r.p < r.end && *r.p == ',') r.p++;
+    if (!strcmp(e.ph, "M") && !strcmp(e.name, "thread_name")) {
+      if (nnames == cnames) {
+        cnames = cnames ? cnames * 2 : 64;
+        named *nn = realloc(names, cnames * sizeof *nn);
+        if (!nn) break;
+        names = nn;
+      }
+      names[nnames].tid = e.tid;
+      snprintf(names[nnames].name, sizeof names[nnames].name, "%s", e.aname);
+      nnames++;
+      continue;
+    }
+    if (strcmp(e.ph, "X") || !e.has_dur) continue;
+    int64_t t0 = (int64_t)(e.ts * 1000.0), t1 = (int64_t)((e.ts + e.dur) * 1000.0);
+    uint8_t what;
+    if (!strcmp(e.cat, "run")) what = TR_RUN;
+    else if (!strcmp(e.cat, "wait")) what = kind_of(e.kind);
+    else if (!strcmp(e.cat, "poll")) what = TR_POLL;
+    else what = TR_JOB; /* pool, blocking, procpool, and anything else on a thread */
+    tr_row *row;
+    if (threads) {
+      if (what != TR_RUN && what != TR_POLL && what != TR_JOB) continue;
+      row = row_for(m, (uint64_t)e.tid, true);
+      if (row && !row->name[0]) {
+        for (size_t i = 0; i < nnames; i++)
+          if (names[i].tid == e.tid) snprintf(row->name, sizeof row->name, "%s", names[i].name);
+      }
+    } else {
+      if (!e.has_task || (what != TR_RUN && !strcmp(e.cat, "run"))) continue;
+      if (what == TR_POLL || what == TR_JOB) continue;
+      row = row_for(m, (uint64_t)e.task, true);
+      if (row && what == TR_RUN && !row->name[0]) snprintf(row->name, sizeof row->name, "%s", e.name);
+      if (row && what != TR_RUN && !row->name[0]) {
+        /* "task 'NAME' #ID" of its track */
+        for (size_t i = 0; i < nnames; i++)
+          if (names[i].tid == e.tid) {
+            const char *q = strchr(names[i].name, '\'');
+            const char *q2 = q ? strchr(q + 1, '\'') : NULL;
+            if (q && q2) snprintf(row->name, sizeof row->name, "%.*s", (int)(q2 - q - 1), q + 1);
+          }
+      }
+    }
+    if (!row) break;
+    add_span(row, t0, t1, what);
+    nslices++;
+    if (t0 < tmin) tmin = t0;
+    if (t1 > tmax) tmax = t1;
+  }
+  free(names);
+  bool bad = r.bad;
+  free(buf);
+  if (bad) {
+    tr_free(m);
+    return -1;
+  }
+  if (!nslices) {
+    fprintf(stderr, "braid trace: %s: no %s in this trace\n", path,
+            threads ? "thread activity" : "task slices");
+    tr_free(m);
+    return -1;
+  }
+  /* Time from the first event. */
+  for (size_t i = 0; i < m->n; i++) {
+    tr_row *row = &m->rows[i];
+    for (size_t j = 0; j < row->n; j++) {
+      row->spans[j].t0 -= tmin;
+      row->spans[j].t1 -= tmin;
+    }
+    row->first -= tmin;
+    row->last -= tmin;
+    qsort(row->spans, row->n, sizeof *row->spans, cmp_span);
+    if (!row->name[0]) snprintf(row->name, sizeof row->name, "%s-%llu", threads ? "thread" : "task",
+                                (unsigned long long)(threads ? row->key : row->key & 0xffffffffu));
+  }
+  qsort(m->rows, m->n, sizeof *m->rows, cmp_row);
+  m->t0 = 0;
+  m->t1 = tmax - tmin;
+  if (m->t1 <= 0) m->t1 = 1;
+  return 0;
+}
+
+void tr_free(tr_model *m) {
+  for (size_t i = 0; i < m->n; i++) free(m->rows[i].spans);
+  free(m->rows);
+  memset(m, 0, sizeof *m);
+}
+
+void tr_group(tr_model *m, size_t max) {
+  if (m->n <= max) return;
+  size_t out = 0;
+  for (size_t i = 0; i < m->n; i++) {
+    tr_row *r = &m->rows[i];
+    size_t j = 0;
+    for (; j < out; j++)
+      if (!strcmp(m->rows[j].name, r->name)) break;
+    if (j == out) {
+      if (out != i) m->rows[out] = *r;
+      out++;
+      continue;
+    }
+    tr_row *g = &m->rows[j];
+    for (size_t k = 0; k < r->n; k++) add_span(g, r->spans[k].t0, r->spans[k].t1, r->spans[k].what);
+    g->members += r->members;
+    free(r->spans);
+  }
+  m->n = out;
+  for (size_t i = 0; i < m->n; i++)
+    if (m->rows[i].members > 1) qsort(m->rows[i].spans, m->rows[i].n, sizeof(tr_span), cmp_span);
+}
+
+const char *tr_what_name(uint8_t what) {
+  if (what == TR_RUN) return "running";
+  if (what == TR_POLL) return "poll";
+  if (what == TR_JOB) return "job";
+  return br_wait_kind_name((br_wait_kind)what);
+}
+
+const char *tr_fmt_time(int64_t ns, char *buf, size_t size) {
+  if (ns >= 1000000000)
+    snprintf(buf, size, "%.2f s", (double)ns / 1e9);
+  else if (ns >= 1000000)
+    snprintf(buf, size, "%.1f ms", (double)ns / 1e6);
+  else if (ns >= 1000)
+    snprintf(buf, size, "%.0f us", (double)ns / 1e3);
+  else
+    snprintf(buf, size, "%lld ns", (long long)ns);
+  return buf;
+}
