@@ -50,8 +50,17 @@ static int interval_of(const br_profile_opts *opts) {
   return opts && opts->interval_ms > 0 ? opts->interval_ms : DEFAULT_INTERVAL_MS;
 }
 
-/* Wait up to ms for fd to become readable. */
+/* Wait up to about ms for fd to become readable. The wait varies by
+ * +-25 % (xorshift, per thread): a fixed period locks onto the rhythm of a
+ * periodic program (threads taking turns every 10 ms, sampled every 20 or
+ * 40 ms, are always seen in the same state) and misreads it. */
 static bool wait_readable(int fd, int ms) {
+  static _Thread_local uint64_t x;
+  if (!x) x = (uint64_t)br_now() | 1;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  if (ms >= 4) ms = ms * 3 / 4 + (int)(x % (uint64_t)(ms / 2 + 1));
   struct pollfd p = {fd, POLLIN, 0};
   int rc;
   do rc = poll(&p, 1, ms);
