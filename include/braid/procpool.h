@@ -66,13 +66,15 @@ typedef struct br_buf {
 } br_buf;
 
 /* br_bytes_resize: make b exactly len bytes long (existing bytes kept, new
- * ones unspecified) and return b->data, or NULL on ENOMEM (b unchanged).
+ * ones unspecified) and return b->data, or NULL when the memory cannot be
+ * had (b unchanged), at once for len above PTRDIFF_MAX.
  * Inside a worker, buffers of 1 MiB or more are backed by a memfd so the
  * parent maps the result instead of copying it: write big results with
  * br_bytes_resize + fill, not byte by byte. Any thread, any process. */
 void *br_bytes_resize(br_bytes *b, size_t len);
 
-/* br_bytes_append: append n bytes. 0 or BR_ENOMEM. */
+/* br_bytes_append: append n bytes. 0 or BR_ENOMEM (also when the new length
+ * would exceed PTRDIFF_MAX; b is then unchanged). */
 int br_bytes_append(br_bytes *b, const void *p, size_t n);
 
 /* br_bytes_set: replace the contents with a copy of p[0..n). 0 or BR_ENOMEM. */

@@ -108,9 +108,17 @@ bool br_job_in_worker(void) { return br__in_worker; }
 
 /* ---- br_bytes */
 
+/* The largest buffer: one object malloc and mmap can hand out, and a size a
+ * memfd (off_t) can have. Bigger requests fail with BR_ENOMEM before any
+ * arithmetic on them can wrap. */
+#define BYTES_MAX ((size_t)PTRDIFF_MAX)
+
+/* n rounded up to whole pages, or 0 if that exceeds BYTES_MAX. */
 static size_t page_round(size_t n) {
   size_t pg = (size_t)sysconf(_SC_PAGESIZE);
-  return (n + pg - 1) & ~(pg - 1);
+  if (n > BYTES_MAX - (pg - 1)) return 0;
+  size_t r = (n + pg - 1) & ~(pg - 1);
+  return r <= BYTES_MAX ? r : 0;
 }
 
 static void bytes_release(br_bytes *b) {
@@ -150,9 +158,12 @@ void br__bytes_adopt_map(br_bytes *b, void *data, size_t len) {
   b->br__private.kind = BR__BYTES_MAP;
 }
 
-/* Grow a memfd-backed buffer to hold cap bytes (page-rounded). */
+/* Grow a memfd-backed buffer to hold need bytes: a quarter more, page-rounded
+ * (just need, rounded, where the quarter does not fit). */
 static int memfd_grow(br_bytes *b, size_t need) {
-  size_t cap = page_round(need + need / 4);
+  size_t cap = need <= BYTES_MAX - need / 4 ? page_round(need + need / 4) : 0;
+  if (!cap) cap = page_round(need);
+  if (!cap) return BR_ENOMEM;
   if (b->br__private.kind != BR__BYTES_MEMFD) {
     int fd = memfd_create("braid-bytes", MFD_CLOEXEC);
     if (fd < 0) return -errno;
@@ -184,6 +195,7 @@ static int memfd_grow(br_bytes *b, size_t need) {
 }
 
 static int bytes_reserve(br_bytes *b, size_t need) {
+  if (need > BYTES_MAX) return BR_ENOMEM;
   if (need <= b->br__private.cap && b->br__private.kind != BR__BYTES_MAP) return 0;
   if (b->br__private.kind == BR__BYTES_MAP) {
     /* A received mapping: copy to the heap before growing. */
@@ -199,7 +211,7 @@ static int bytes_reserve(br_bytes *b, size_t need) {
   if (b->br__private.kind == BR__BYTES_MEMFD || (br__in_worker && need >= BR__BYTES_MEMFD_MIN))
     return memfd_grow(b, need);
   size_t cap = b->br__private.cap ? b->br__private.cap : 64;
-  while (cap < need) cap = cap * 2 > cap ? cap * 2 : need;
+  while (cap < need) cap = cap <= BYTES_MAX / 2 ? cap * 2 : need;
   void *m = realloc(b->data, cap);
   if (!m) return BR_ENOMEM;
   b->data = m;
