@@ -135,14 +135,19 @@ int br_loop_new(br_loop **out, const br_loop_opts *opts);
 int br_loop_run(br_loop *loop);
 
 /* br_loop_stop: make br_loop_run() return after the current iteration.
- * Tasks are not cancelled; running the loop again resumes them. Thread-safe. */
+ * Tasks are not cancelled; running the loop again resumes them. Thread-safe;
+ * a no-op for a loop being freed or already freed (as for
+ * br_call_soon_threadsafe, a freed loop is never touched). */
 void br_loop_stop(br_loop *loop);
 
 /* br_loop_free: cancel every task still alive, run the loop until they have
- * unwound, report failures nobody collected (br_set_log), release all
- * memory. A task whose future is still referenced (br_future_ref) stays
- * readable through that future; its handle is dead (BR_EHANDLE).
- * Returns 0, BR_EBUSY if called while the loop runs. NULL is a no-op. */
+ * unwound, run the callbacks other threads handed over, report failures
+ * nobody collected (br_set_log), release all memory. A task whose future is
+ * still referenced (br_future_ref) stays readable through that future until
+ * its last reference goes, which may be dropped on any thread, also while
+ * br_loop_free runs; its handle is dead (BR_EHANDLE). Call it on the loop's
+ * thread. Returns 0, BR_EBUSY if called while the loop runs. NULL is a
+ * no-op. */
 int br_loop_free(br_loop *loop);
 
 /* br_loop_current: the loop running on this thread, or NULL. */
@@ -150,12 +155,16 @@ br_loop *br_loop_current(void);
 
 /* br_run: asyncio.run for C. Creates a loop with default options, runs
  * main(arg) as a task named "main" until it returns, then cancels and joins
- * any task still alive and frees the loop. While it runs, the first SIGINT
+ * any task still alive and frees the loop. While main runs, the first SIGINT
  * (Ctrl-C) cancels the main task so its cleanup runs; a second one exits the
- * process at once with status 130. Stores main's result in *result if result
- * is non-NULL. Returns main's error code (0 if it succeeded, BR_ECANCELED if it
- * was cancelled), or a setup error (BR_ENOMEM, BR_EINVAL for a NULL main,
- * BR_EBUSY when called from inside a running loop). */
+ * process at once with status 130. SIGINT is left alone when it is ignored
+ * (a program started in the background with `&` keeps ignoring it), and the
+ * previous SIGINT disposition is back before the loop is freed (one br_run
+ * at a time handles SIGINT; a nested or concurrent one leaves it to the
+ * first). Any thread not running a loop. Stores main's result in *result
+ * if result is non-NULL. Returns main's error code (0 if it succeeded,
+ * BR_ECANCELED if it was cancelled), or a setup error (BR_ENOMEM, BR_EINVAL
+ * for a NULL main, BR_EBUSY when called from inside a running loop). */
 int br_run(void **result, br_task_fn main, void *arg);
 
 /* br_run_opts: br_run with loop options (may be NULL). */
@@ -535,9 +544,22 @@ int br_group_free(br_group *g);
  * from another thread, BR_ENOMEM. */
 int br_call_soon(br_loop *loop, br_callback_fn cb, void *arg);
 
-/* br_call_soon_threadsafe: the same from any thread; wakes the loop. Returns
- * BR_ECLOSED once the loop is being freed, BR_ENOMEM. */
+/* br_call_soon_threadsafe: the same from any thread; wakes the loop. Every
+ * callback it accepted (returned 0 for) runs exactly once, at the latest
+ * while br_loop_free drains the loop. Returns 0, BR_EINVAL (NULL loop or
+ * cb), BR_ENOMEM, BR_EAGAIN when BR_CALL_SOON_THREADSAFE_MAX callbacks
+ * handed over this way wait for the loop to pick them up (try again once it
+ * has run; a loop that does not run does not grow without bound), and
+ * BR_ECLOSED once br_loop_free has finished cancelling the loop's tasks, or
+ * for a loop already freed: braid keeps a set of live loops and never
+ * touches a loop it does not find there. (A freed loop's address may be
+ * given to a later loop, which a stale pointer then reaches, as a closed
+ * descriptor's number reaches the next file opened.) */
 int br_call_soon_threadsafe(br_loop *loop, br_callback_fn cb, void *arg);
+
+/* The most callbacks br_call_soon_threadsafe queues for one loop before the
+ * loop picks them up (BR_EAGAIN beyond). */
+#define BR_CALL_SOON_THREADSAFE_MAX 65536
 
 /* ------------------------------------------------------------------------ */
 /* Waiting for file descriptors (the primitive the I/O layer builds on)      */

@@ -169,6 +169,7 @@ struct br_loop {
   pthread_mutex_t remote_lock;
   struct br__task *remote_tasks;  /* LIFO, reversed when drained */
   br__cb *remote_cbs;
+  size_t remote_ncbs;             /* on remote_cbs (BR_CALL_SOON_THREADSAFE_MAX) */
   struct br__task *remote_free;   /* tasks whose last ref went on another thread */
   atomic_int remote_pending;
   atomic_int sleeping;           /* 1 while (about to be) in poll */
@@ -265,7 +266,10 @@ static inline void *br__task_addr(struct br__task *t, void *p) {
 int br__loop_iterate(struct br_loop *loop, bool block);
 void br__remote_push_task(struct br_loop *loop, struct br__task *t);
 void br__remote_push_free(struct br_loop *loop, struct br__task *t);
-void br__task_free_mem(struct br__task *t);
+void br__task_free_mem(struct br__task *t);      /* loop thread */
+void br__task_free_orphan(struct br__task *t);   /* its loop is gone: any thread */
+void br__task_struct_freed(struct br__task *t);  /* slot back, struct freed */
+long br__task_structs_live(void);                /* task structs not yet freed */
 /* Report a detached task's failure: the loop's on_detached_error, else the
  * log hook (br__log). */
 void br__report_failure_code(struct br__task *t, int code, const char *msg);

@@ -28,6 +28,10 @@
 #include "sys/fiber_san.h"
 
 static void notify_observer(br_loop *L, bool created);
+static int live_add(struct br_loop *L);
+static void live_remove(struct br_loop *L);
+static bool live_lock_find(const struct br_loop *L);
+static void live_unlock(void);
 
 static br_accounting accounting_from_env(void) {
   const char *e = getenv("BRAID_ACCOUNTING");
@@ -61,6 +65,10 @@ int br_loop_new(br_loop **out, const br_loop_opts *opts) {
   pthread_mutex_init(&L->remote_lock, NULL);
   br__stack_cache_init(&L->stacks, ss);
   int rc = br__poller_open(&L->poller, NULL);
+  if (rc == 0) {
+    rc = live_add(L);
+    if (rc) L->poller.ops->close(&L->poller);
+  }
   if (rc) {
     br__stack_cache_fini(&L->stacks);
     pthread_mutex_destroy(&L->remote_lock);
@@ -92,6 +100,72 @@ static void notify_observer(br_loop *L, bool created) {
 
 const br_loop_opts *br__loop_opts(br_loop *L) { return &L->opts; }
 
+/* --- live loops ----------------------------------------------------------
+ *
+ * Other threads hold loop pointers they cannot know to be valid: a thread
+ * posting with br_call_soon_threadsafe while the loop's owner frees it. So
+ * those calls look the loop up in this set first and touch it only while
+ * holding the set's read lock with the loop found in it. br_loop_free takes
+ * the loop out under the write lock before it releases anything, which also
+ * waits for every caller still inside. The lock prefers writers: a stream of
+ * posters cannot hold a free back. A loop pointer's address may be reused
+ * by a later loop; a call with a stale pointer then reaches that new loop,
+ * as a closed file descriptor's number reaches the next file opened. */
+static pthread_rwlock_t live_lock = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+static struct br_loop **live_loops; /* sorted by address */
+static size_t live_n, live_cap;
+
+/* Index of L in live_loops, or of where it would go; live_lock held. */
+static size_t live_find(const struct br_loop *L) {
+  size_t lo = 0, hi = live_n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if ((uintptr_t)live_loops[mid] < (uintptr_t)L) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+static int live_add(struct br_loop *L) {
+  pthread_rwlock_wrlock(&live_lock);
+  if (live_n == live_cap) {
+    size_t cap = live_cap ? live_cap * 2 : 16;
+    struct br_loop **a = realloc(live_loops, cap * sizeof *a);
+    if (!a) {
+      pthread_rwlock_unlock(&live_lock);
+      return BR_ENOMEM;
+    }
+    live_loops = a;
+    live_cap = cap;
+  }
+  size_t i = live_find(L);
+  memmove(&live_loops[i + 1], &live_loops[i], (live_n - i) * sizeof *live_loops);
+  live_loops[i] = L;
+  live_n++;
+  pthread_rwlock_unlock(&live_lock);
+  return 0;
+}
+
+static void live_remove(struct br_loop *L) {
+  pthread_rwlock_wrlock(&live_lock);
+  size_t i = live_find(L);
+  if (i < live_n && live_loops[i] == L) {
+    memmove(&live_loops[i], &live_loops[i + 1], (live_n - i - 1) * sizeof *live_loops);
+    live_n--;
+  }
+  pthread_rwlock_unlock(&live_lock);
+}
+
+/* Take the read lock; true if L is a live loop (then it stays alive until
+ * live_unlock). The lock is held either way. */
+static bool live_lock_find(const struct br_loop *L) {
+  pthread_rwlock_rdlock(&live_lock);
+  size_t i = live_find(L);
+  return i < live_n && live_loops[i] == L;
+}
+
+static void live_unlock(void) { pthread_rwlock_unlock(&live_lock); }
+
 /* --- remote hand-over ------------------------------------------------------ */
 
 static void remote_signal(struct br_loop *L) {
@@ -121,19 +195,28 @@ int br_call_soon_threadsafe(br_loop *L, br_callback_fn cb, void *arg) {
   if (!c) return BR_ENOMEM;
   c->fn = cb;
   c->arg = arg;
-  /* A loop another thread can hand work to is never declared deadlocked. */
-  if (!pthread_equal(L->thread, pthread_self())) atomic_store(&L->foreign_cbs, true);
-  pthread_mutex_lock(&L->remote_lock);
-  if (L->remote_closed) {
+  int rc = 0;
+  if (!live_lock_find(L)) {
+    rc = BR_ECLOSED;
+  } else {
+    /* A loop another thread can hand work to is never declared deadlocked. */
+    if (!pthread_equal(L->thread, pthread_self())) atomic_store(&L->foreign_cbs, true);
+    pthread_mutex_lock(&L->remote_lock);
+    if (L->remote_closed) {
+      rc = BR_ECLOSED;
+    } else if (L->remote_ncbs >= BR_CALL_SOON_THREADSAFE_MAX) {
+      rc = BR_EAGAIN;
+    } else {
+      c->next = L->remote_cbs;
+      L->remote_cbs = c;
+      L->remote_ncbs++;
+    }
     pthread_mutex_unlock(&L->remote_lock);
-    free(c);
-    return BR_ECLOSED;
+    if (!rc) remote_signal(L); /* still under the read lock: L is alive */
   }
-  c->next = L->remote_cbs;
-  L->remote_cbs = c;
-  pthread_mutex_unlock(&L->remote_lock);
-  remote_signal(L);
-  return 0;
+  live_unlock();
+  if (rc) free(c);
+  return rc;
 }
 
 static void push_cb(struct br_loop *L, br__cb *c) {
@@ -162,6 +245,7 @@ static void drain_remote(struct br_loop *L) {
   struct br__task *fr = L->remote_free;
   L->remote_tasks = NULL;
   L->remote_cbs = NULL;
+  L->remote_ncbs = 0;
   L->remote_free = NULL;
   pthread_mutex_unlock(&L->remote_lock);
   while (fr) {
@@ -318,11 +402,14 @@ int br__run_until(struct br_loop *L, struct br__task *t) {
 
 void br_loop_stop(br_loop *L) {
   if (!L) return;
-  atomic_store(&L->stop_flag, true);
-  /* From the loop's own thread, end the iteration's run of tasks now, so
-   * the task that asked does not get resumed again before run returns. */
-  if (br__tls_loop == L) L->budget = 0;
-  L->poller.ops->wake(&L->poller);
+  if (live_lock_find(L)) { /* a loop being freed, or freed: nothing to stop */
+    atomic_store(&L->stop_flag, true);
+    /* From the loop's own thread, end the iteration's run of tasks now, so
+     * the task that asked does not get resumed again before run returns. */
+    if (br__tls_loop == L) L->budget = 0;
+    L->poller.ops->wake(&L->poller);
+  }
+  live_unlock();
 }
 
 void br__report_failure_code(struct br__task *t, int code, const char *msg) {
@@ -351,6 +438,10 @@ int br_loop_free(br_loop *L) {
       if (t->state != BR__DONE && !t->cancelled) br__task_cancel(t);
     if (br__loop_iterate(L, true) <= 0) break;
   }
+  /* Other threads can no longer reach the loop: br_call_soon_threadsafe and
+   * br_loop_stop answer as for a freed loop from here on (live_remove waits
+   * for the calls still inside). What they handed over before runs now. */
+  live_remove(L);
   pthread_mutex_lock(&L->remote_lock);
   L->remote_closed = true;
   pthread_mutex_unlock(&L->remote_lock);
@@ -369,23 +460,39 @@ int br_loop_free(br_loop *L) {
     t = n;
   }
   /* Tasks still referenced through a br_future_ref outlive the loop as
-   * orphans: their future stays readable and is freed with its last ref. */
+   * orphans: their future stays readable and is freed with its last ref.
+   * That last ref may go on another thread at any moment, so each task is
+   * marked under its future's lock, the lock under which such a thread
+   * decides between handing the memory back to the loop and freeing it
+   * itself (br__task_future_gone); t is not touched once unlocked. */
   t = L->all;
+  L->all = NULL;
   while (t) {
     struct br__task *n = t->all_next;
     if (t->state != BR__DONE)
       br__log(BR_LOG_WARN, "task '%s' did not finish before its loop was freed", br__task_name(t));
-    t->orphan = true;
-    t->loop = NULL;
+    br__future_lock(&t->fut);
     t->all_next = t->all_prev = NULL;
+    t->orphan = true;
+    __atomic_store_n(&t->loop, NULL, __ATOMIC_RELEASE);
+    br__future_unlock(&t->fut);
     t = n;
   }
-  L->all = NULL;
+  /* Memory handed back before its task was marked: the last drain. No
+   * hand-back can follow (every task this loop had is an orphan now). */
+  pthread_mutex_lock(&L->remote_lock);
+  struct br__task *fr = L->remote_free;
+  L->remote_free = NULL;
+  pthread_mutex_unlock(&L->remote_lock);
+  while (fr) {
+    struct br__task *n = fr->next;
+    br__task_free_orphan(fr);
+    fr = n;
+  }
   while (L->free_tasks) {
     struct br__task *f = L->free_tasks;
     L->free_tasks = f->next;
-    br__task_slot_free(f);
-    free(f);
+    br__task_struct_freed(f);
   }
   br__fds_free(L);
   if (L->shared) br__stack_put(&L->stacks, L->shared);

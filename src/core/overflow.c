@@ -6,7 +6,16 @@
  * task's guard page. If so it writes "task 'NAME' overflowed its N KiB
  * stack" and lets the process die of SIGSEGV as it would have; any other
  * fault goes to the handler that was installed before ours. Only
- * async-signal-safe calls are made here. */
+ * async-signal-safe calls are made here.
+ *
+ * Only a real fault is ours to look at: the kernel raising SIGSEGV/SIGBUS
+ * for the interrupted instruction (si_code > 0), which faults again when the
+ * handler returns. A SIGSEGV or SIGBUS sent with kill(), raise() or
+ * sigqueue() (si_code <= 0; its si_addr means nothing) never reports an
+ * overflow and is passed on to the previous disposition exactly as if we
+ * were not there: a previous handler is called, an ignored one stays
+ * ignored, and the default one kills the process by that signal (we put the
+ * default back and send the signal again; it arrives when we return). */
 #include "core/core.h"
 #include "core/log.h"
 #include "core/trace.h"
@@ -40,19 +49,45 @@ static size_t put_u64(char *b, size_t at, size_t cap, unsigned long long v) {
   return at;
 }
 
+/* Whether the kernel raised sig for a fault of the interrupted instruction,
+ * which repeats when the handler returns: not a signal some process sent
+ * (SI_USER, SI_QUEUE, SI_TKILL: si_code <= 0), nor an asynchronous report
+ * of a memory error elsewhere (BUS_MCEERR_AO). */
+static bool synchronous_fault(int sig, const siginfo_t *si) {
+  if (si->si_code <= 0) return false;
+#ifdef BUS_MCEERR_AO
+  if (sig == SIGBUS && si->si_code == BUS_MCEERR_AO) return false;
+#else
+  (void)sig;
+#endif
+  return true;
+}
+
+/* Die of sig as with no handler installed: the default action back, then a
+ * real fault repeats when we return, and a sent signal is sent again (it is
+ * blocked while we run, so it arrives as we return). */
+static void die_by_default(int sig, bool fault) {
+  signal(sig, SIG_DFL);
+  if (!fault) raise(sig);
+}
+
 static void chain(struct sigaction *prev, int sig, siginfo_t *si, void *uc) {
-  if (prev->sa_flags & SA_SIGINFO) {
-    if (prev->sa_sigaction) {
-      prev->sa_sigaction(sig, si, uc);
-      return;
-    }
-  } else if (prev->sa_handler != SIG_DFL && prev->sa_handler != SIG_IGN) {
-    prev->sa_handler(sig);
+  bool fault = synchronous_fault(sig, si);
+  /* SIG_DFL and SIG_IGN are handler values whatever the flags say. */
+  if (prev->sa_handler == SIG_IGN) {
+    /* An ignored signal stays ignored, but a fault cannot be: the kernel
+     * kills a process whose fault signal is ignored, and so do we. */
+    if (fault) die_by_default(sig, true);
     return;
   }
-  /* Default action: uninstall and return; the fault repeats and kills us
-   * with the right signal (and a core dump where enabled). */
-  signal(sig, SIG_DFL);
+  if (prev->sa_handler == SIG_DFL) {
+    die_by_default(sig, fault);
+    return;
+  }
+  if (prev->sa_flags & SA_SIGINFO)
+    prev->sa_sigaction(sig, si, uc);
+  else
+    prev->sa_handler(sig);
 }
 
 static char *interrupted_sp(void *ucv) {
@@ -69,7 +104,7 @@ static char *interrupted_sp(void *ucv) {
 
 static void on_fault(int sig, siginfo_t *si, void *uc) {
   struct br_loop *L = br__tls_loop;
-  struct br__task *t = L ? L->current : NULL;
+  struct br__task *t = L && synchronous_fault(sig, si) ? L->current : NULL;
   if (t) {
     br__stack *s = t->compact ? L->shared : t->stack;
     /* An unguarded stack overflows into its neighbour and faults further

@@ -4,10 +4,25 @@
  * The first SIGINT cancels the main task, so its cleanup runs and br_run
  * returns BR_ECANCELED; a second one exits at once (status 130), for a
  * program whose cleanup hangs. The handler only counts and wakes the loop
- * (eventfd write: async-signal-safe); the loop does the cancelling. */
+ * (eventfd write: async-signal-safe); the loop does the cancelling.
+ *
+ * br_run takes SIGINT over only when it is not ignored: a program started in
+ * the background (`cmd &`, nohup) inherits SIGINT ignored and keeps ignoring
+ * it, as Python does. Only one br_run at a time owns SIGINT (fg_loop).
+ *
+ * The handler may run on any thread, at any moment, also while br_run is
+ * finishing. So br_run puts the previous handler back *before* it frees the
+ * loop, clears fg_loop, and then waits until no handler is between its read
+ * of fg_loop and its wake-up of that loop (in_handler): a SIGINT from then on
+ * goes to the previous disposition, and none touches the freed loop or its
+ * closed eventfd. A handler counts itself in before it reads fg_loop and
+ * br_run clears fg_loop before it reads the count (all sequentially
+ * consistent), so either br_run waits for the handler or the handler reads
+ * NULL. */
 #include "core/core.h"
 #include "core/log.h"
 
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -18,6 +33,7 @@
 
 static atomic_int sigints;
 static struct br_loop *_Atomic fg_loop;
+static atomic_int in_handler;
 
 static void on_sigint(int sig) {
   (void)sig;
@@ -25,8 +41,14 @@ static void on_sigint(int sig) {
     br__log_raw(BR_LOG_ERROR, "second interrupt, exiting"); /* async-signal-safe */
     _exit(130);
   }
+  atomic_fetch_add(&in_handler, 1);
   struct br_loop *L = atomic_load(&fg_loop);
   if (L) L->poller.ops->wake(&L->poller);
+  atomic_fetch_sub(&in_handler, 1);
+}
+
+static bool sigint_ignored(const struct sigaction *sa) {
+  return !(sa->sa_flags & SA_SIGINFO) && sa->sa_handler == SIG_IGN;
 }
 
 int br_run_opts(void **result, br_task_fn main, void *arg, const br_loop_opts *opts) {
@@ -42,9 +64,12 @@ int br_run_opts(void **result, br_task_fn main, void *arg, const br_loop_opts *o
     br_loop_free(L);
     return rc;
   }
-  struct br_loop *expected = NULL;
-  bool owns_sigint = atomic_compare_exchange_strong(&fg_loop, &expected, L);
+  bool owns_sigint = false;
   struct sigaction old, sa;
+  if (sigaction(SIGINT, NULL, &old) == 0 && !sigint_ignored(&old)) {
+    struct br_loop *expected = NULL;
+    owns_sigint = atomic_compare_exchange_strong(&fg_loop, &expected, L);
+  }
   if (owns_sigint) {
     atomic_store(&sigints, 0);
     memset(&sa, 0, sizeof sa);
@@ -75,11 +100,13 @@ int br_run_opts(void **result, br_task_fn main, void *arg, const br_loop_opts *o
   rc = atomic_load_explicit(&t->fut.done, memory_order_acquire) || loop_rc >= 0 ? t->fut.err : loop_rc;
   if (result) *result = t->fut.value;
   br__task_release(t);
-  br_loop_free(L); /* cancels and joins whatever main left behind */
   if (owns_sigint) {
+    /* Before the loop goes (see the top of this file). */
     sigaction(SIGINT, &old, NULL);
     atomic_store(&fg_loop, NULL);
+    while (atomic_load(&in_handler)) sched_yield();
   }
+  br_loop_free(L); /* cancels and joins whatever main left behind */
   return rc;
 }
 

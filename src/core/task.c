@@ -435,6 +435,20 @@ void br__scope_cancel_wake(struct br__task *t) {
 
 /* --- spawning -------------------------------------------------------------- */
 
+/* Task structs malloc'd and not yet freed, process-wide: tests check that
+ * loops and orphans give every one back (br__task_structs_live, loop.h). */
+static atomic_long structs_live;
+
+long br__task_structs_live(void) {
+  return atomic_load_explicit(&structs_live, memory_order_relaxed);
+}
+
+void br__task_struct_freed(struct br__task *t) {
+  br__task_slot_free(t);
+  free(t);
+  atomic_fetch_sub_explicit(&structs_live, 1, memory_order_relaxed);
+}
+
 static struct br__task *task_alloc(struct br_loop *L) {
   struct br__task *t = L->free_tasks;
   if (t) {
@@ -446,17 +460,13 @@ static struct br__task *task_alloc(struct br_loop *L) {
     free(t);
     return NULL;
   }
+  if (t) atomic_fetch_add_explicit(&structs_live, 1, memory_order_relaxed);
   return t;
 }
 
+/* The task's memory goes back to its loop's free list. Loop thread only. */
 void br__task_free_mem(struct br__task *t) {
   struct br_loop *L = t->loop;
-  if (br__tls_loop != L) {
-    /* The last reference went on another thread: the loop's lists are not
-     * ours to touch, so hand the memory back to the loop. */
-    br__remote_push_free(L, t);
-    return;
-  }
   t->magic = BR__TASK_DEAD;
   br__task_slot_retire(t); /* every handle of this task is stale from now on */
   if (t->all_prev) t->all_prev->all_next = t->all_next; else L->all = t->all_next;
@@ -470,16 +480,41 @@ void br__task_free_mem(struct br__task *t) {
   L->free_tasks = t;
 }
 
-/* Called by future.c when a task's embedded future loses its last ref. */
+/* A task that outlived its loop: plain heap memory now. Any thread. */
+void br__task_free_orphan(struct br__task *t) {
+  t->magic = BR__TASK_DEAD;
+  free(t->fail_msg);
+  free(t->fut.msg);
+  br__task_struct_freed(t);
+}
+
+/* Called by future.c when a task's embedded future loses its last ref, on
+ * whichever thread dropped it.
+ *
+ * On the loop's own thread the loop's lists are ours: free at once. On any
+ * other thread the loop may be in br_loop_free right now, so the choice
+ * between "hand the memory back to the loop" and "the loop is gone, free it
+ * here" is made under the task's future lock: br_loop_free marks every task
+ * it still lists as an orphan (and clears t->loop) under that same lock
+ * before it drains the hand-back list a last time and releases the loop. So
+ * a hand-back made under the lock, with t not yet an orphan, reaches a loop
+ * that is still alive and will drain it; one made later finds the orphan
+ * mark and frees the memory itself. Lock order: future lock, then the loop's
+ * remote_lock (nobody takes a future lock under remote_lock). */
 void br__task_future_gone(struct br__task *t) {
-  if (t->orphan) { /* its loop is gone: plain heap memory now */
-    br__task_slot_free(t);
-    free(t->fail_msg);
-    free(t->fut.msg);
-    free(t);
+  struct br_loop *L = __atomic_load_n(&t->loop, __ATOMIC_ACQUIRE);
+  if (L && L == br__tls_loop) {
+    br__task_free_mem(t);
     return;
   }
-  br__task_free_mem(t);
+  br__future_lock(&t->fut);
+  if (t->orphan) {
+    br__future_unlock(&t->fut);
+    br__task_free_orphan(t);
+    return;
+  }
+  br__remote_push_free(t->loop, t); /* also wakes the loop: it is alive */
+  br__future_unlock(&t->fut);
 }
 
 int br__loop_spawn(struct br_loop *L, struct br__task **out, br_task_fn fn, void *arg,
