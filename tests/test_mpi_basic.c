@@ -173,6 +173,34 @@ static void t_cancel(void) {
   MT_CHECK(wall < 1000 + 300, "cancelled jobs ran? %.0f ms", wall);
 }
 
+/* Cancelling a job that runs makes br_cancelled() true inside it on its
+ * rank: three 5 s naps (one per rank) cancelled after they started end at
+ * once, their ranks serve again within a moment, and none is killed for
+ * ignoring the request (kill_after_ms is 2 s). */
+static void t_cancel_running(void) {
+  br_future *f[NP - 1];
+  int64_t ms = 5000;
+  for (int i = 0; i < NP - 1; i++) br_mpipool_submit(P, &f[i], "nap", &ms, 8, NULL);
+  struct timespec ts = {0, 300 * 1000 * 1000};
+  nanosleep(&ts, NULL); /* every rank has started its nap */
+  int64_t t0 = br_now();
+  for (int i = 0; i < NP - 1; i++) {
+    MT_CHECK(br_future_cancel(f[i]) == 0, "cancel running nap %d", i);
+    MT_CHECK(br_await(f[i], NULL) == BR_ECANCELED, "nap %d: %d", i, br_future_error(f[i]));
+    br_future_unref(f[i]);
+  }
+  int64_t in[3 * (NP - 1)], sq[3 * (NP - 1)];
+  for (int i = 0; i < 3 * (NP - 1); i++) in[i] = i;
+  MT_CHECK(br_mpipool_map_fixed(P, sq, 8, NULL, "square", in, 8, 3 * (NP - 1), NULL) == 0,
+           "map after cancelling");
+  double wall = mt_ms(t0, br_now());
+  br_mpipool_stats st;
+  br_mpipool_get_stats(P, &st);
+  printf("cancel running: 3 naps of 5 s stopped, ranks served again %.0f ms later\n", wall);
+  MT_CHECK(wall < 1500, "ranks busy for %.0f ms after the cancel: br_cancelled() not seen?", wall);
+  MT_CHECK(st.rank_deaths == 0, "%llu ranks ended themselves", (unsigned long long)st.rank_deaths);
+}
+
 static void t_timeout(void) {
   br_future *f;
   int64_t ms = 600; /* runs on (a C function cannot be stopped), below kill_after */
@@ -314,6 +342,7 @@ int main(int argc, char **argv) {
   RUN(t_uneven);
   RUN(t_imap);
   RUN(t_cancel);
+  RUN(t_cancel_running);
   RUN(t_timeout);
   RUN(t_task);
   RUN(t_idle_cpu);

@@ -2,16 +2,22 @@
 /* braid-mpi — a worker rank: receive work, run jobs in order, send results.
  *
  * Threads. The rank's own thread (the one in br_mpipool_new) makes every
- * MPI call: it receives work and hands one item at a time to the rank's job
- * thread; while the item runs it goes on receiving (later work queues up,
- * a CANCEL marks the running unit so its result is dropped), sends
- * heartbeats (so rank 0 can tell a busy rank on another host from a dead
- * one), and ends the rank if the item runs kill_after past its timeout (a
- * running C function cannot be taken back, and a rank stuck for ever would
- * make the whole run hang in MPI_Finalize). The job thread runs a braid
- * loop whose main task runs each item in a task of its own (8 MiB stack),
- * so br_fail's code and message come back through br_join_result, with the
- * public API only.
+ * MPI call: it receives work and hands one unit at a time to the rank's job
+ * thread, the single worker of a braid CPU pool (br_pool, 8 MiB stack).
+ * The unit is one pool job that runs the unit's items one after another,
+ * each as a fork child joined at once (br_pool_fork + br_pool_join_result),
+ * so br_fail's code and message come back per item, with the public API
+ * only. One hand-off per unit, not per item: a cross-core wake-up costs
+ * 25-30 us, the whole budget of a small map item.
+ *
+ * While the unit runs the rank's thread goes on receiving (later work
+ * queues up), sends heartbeats (so rank 0 can tell a busy rank on another
+ * host from a dead one) and watches the item running: a CANCEL for the unit,
+ * or the item passing its timeout, cancels the pool job's future, which
+ * makes br_cancelled() true inside the job (the items not started are then
+ * skipped); a job that still runs kill_after later ends the rank (a running
+ * C function cannot be taken back, and a rank stuck for ever would make the
+ * whole run hang in MPI_Finalize).
  *
  * Idle ranks sleep between probes with an exponential back-off, 1 us up to
  * 1 ms, and up to 5 ms after a second without work: a waiting rank costs a
@@ -27,13 +33,16 @@
  * call MPI. Otherwise rank 0 finds the death by itself (fd.c).
  */
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "braid/pool.h"
 #include "mpi/mpi_fd.h"
 #include "mpi/mpi_int.h"
 
@@ -49,33 +58,49 @@ typedef struct serve {
   const mp_opts *o;
   int rank;
   pthread_mutex_t mpi_mu; /* held around MPI calls (the signal handler tries it) */
-  pthread_t job_thr;      /* runs the items */
-  bool job_thr_ok;
+  br_pool *pool;          /* one worker thread: runs the units */
   s_unit *head, *tail;
   bool stop;
   mp_peer root;
-  uint64_t run_unit;      /* the unit whose item runs, 0 when none */
-  bool cancel_run;        /* a CANCEL for it arrived */
-  /* Hand-off to the job thread, under st_mu. */
-  pthread_mutex_t st_mu;
-  pthread_cond_t st_cv;  /* the job thread waits for an item */
-  pthread_cond_t done_cv; /* the rank's thread waits for it to be done */
-  struct s_item *posted;
-  bool quit;
+  uint64_t run_unit;      /* the unit running, 0 when none */
+  bool cancel_run;        /* a CANCEL for it arrived (rank thread only) */
 } serve;
 
-/* One item handed to the pool thread. */
-typedef struct s_item {
-  serve *s;
+/* One item's outcome, as sent back. */
+typedef struct s_out {
+  w_item h;
+  br_bytes b;
+  char *msg;
+} s_out;
+
+/* A unit handed to the pool's worker. state: R_NEW until the job starts
+ * (R_RUN) or the rank thread gives it up before it did (R_DROP): a compare
+ * and swap decides, so the rank thread knows whether br_cancelled() must be
+ * raised in a running job or the job will merely see R_DROP and skip
+ * everything. cur_t0 is when the item running started (0: none), read by
+ * the rank thread for the timeout. done is set by the job as its last act
+ * (the rank thread waits for it, not for the pool job's future, which a
+ * cancellation completes while the job still runs). */
+enum { R_NEW = 0, R_RUN, R_DROP };
+typedef struct s_run {
+  const s_unit *u;
+  br_job_fn fn;        /* NULL: not in this program's BR_JOB table */
+  const char *name;
+  size_t max_payload;
+  s_out *res;          /* u->h.nitems outcomes */
+  atomic_int state;
+  _Atomic int64_t cur_t0;
+  br_future *done;     /* the job's reference */
+} s_run;
+
+/* One call of a job function, as a fork child. */
+typedef struct s_call {
   br_job_fn fn;
   const void *in;
   size_t len;
   br_bytes out;
-  int rc;        /* what the job returned */
-  int err;       /* br_fail's code, if it called it */
-  char *msg;     /* br_fail's message (malloc'd) */
-  bool done;     /* under s->st_mu */
-} s_item;
+  int rc;
+} s_call;
 
 static serve *g_srv; /* for the signal handler */
 static volatile sig_atomic_t g_in_job;
@@ -147,44 +172,74 @@ static void remove_handlers(void) {
   for (size_t i = 0; i < NFATAL; i++) sigaction(fatal_sigs[i], &old_act[i], NULL);
 }
 
-/* The job thread: a braid loop whose main task runs each posted item in a
- * task of its own. */
-static void *item_task(void *arg) {
-  s_item *it = arg;
+static void *call_fn(void *arg) {
+  s_call *c = arg;
   g_in_job = 1;
-  it->rc = it->fn(it->in, it->len, &it->out);
+  c->rc = c->fn(c->in, c->len, &c->out);
   g_in_job = 0;
   return NULL;
 }
 
-static void *job_main(void *arg) {
-  serve *s = arg;
-  br_spawn_opts so = {.name = "mpi-job", .stack_size = (size_t)8 << 20,
-                      .flags = BR_SPAWN_OWN_STACK};
-  for (;;) {
-    pthread_mutex_lock(&s->st_mu);
-    while (!s->posted && !s->quit) pthread_cond_wait(&s->st_cv, &s->st_mu);
-    s_item *it = s->posted;
-    s->posted = NULL;
-    pthread_mutex_unlock(&s->st_mu);
-    if (!it) return NULL;
-    br_task *t;
-    br_result r = {0};
-    int rc = br_spawn(&t, item_task, it, &so);
-    if (rc == 0) br_join_result(t, &r);
-    else r.err = rc;
-    it->err = r.err;
-    it->msg = r.msg; /* taken over */
-    pthread_mutex_lock(&s->st_mu);
-    it->done = true;
-    pthread_cond_signal(&s->done_cv);
-    pthread_mutex_unlock(&s->st_mu);
+/* The pool job: run the unit's items in order (on the pool's worker). */
+static void *unit_fn(void *arg) {
+  s_run *r = arg;
+  br_future *done = r->done;
+  const s_unit *u = r->u;
+  int expect = R_NEW;
+  bool run = atomic_compare_exchange_strong(&r->state, &expect, R_RUN);
+  size_t off = 0;
+  for (size_t i = 0; i < u->h.nitems; i++) {
+    s_out *o = &r->res[i];
+    const char *in = u->data + off;
+    size_t len = (size_t)u->lens[i];
+    off += len;
+    if (!r->fn) {
+      o->h.err = BR_ENOJOB;
+      continue;
+    }
+    if (!run || br_cancelled()) {
+      o->h.err = BR_ECANCELED;
+      continue;
+    }
+    g_unit = u->h.id;
+    g_item = i;
+    s_call c = {.fn = r->fn, .in = in, .len = len};
+    br_result res = {0};
+    int64_t t0 = br_now();
+    atomic_store(&r->cur_t0, t0);
+    br_fork fk;
+    int rc = br_pool_fork(&fk, call_fn, &c);
+    if (rc == 0) br_pool_join_result(&fk, &res);
+    else res.err = rc;
+    int64_t t1 = br_now();
+    atomic_store(&r->cur_t0, 0);
+    int err = c.rc < 0 ? c.rc : res.err < 0 ? res.err : 0;
+    char *msg = res.msg; /* br_fail's, taken over */
+    o->b = c.out;
+    o->h.ns = t1 - t0;
+    if (err == 0 && br_cancelled()) err = BR_ECANCELED; /* its result is not wanted */
+    if (err == 0 && u->h.timeout_ns > 0 && t1 - t0 > u->h.timeout_ns) err = BR_ETIMEDOUT;
+    if (err == BR_ETIMEDOUT) {
+      free(msg);
+      if (asprintf(&msg, "job '%s' ran %.1f ms, over its timeout of %.1f ms", r->name,
+                   (double)(t1 - t0) / 1e6, (double)u->h.timeout_ns / 1e6) < 0)
+        msg = NULL;
+    } else if (err == 0 && o->b.len > r->max_payload) {
+      err = BR_E2BIG;
+    }
+    o->h.err = err;
+    if (err) {
+      br_bytes_clear(&o->b);
+      o->msg = msg;
+      o->h.msglen = msg ? (uint32_t)strnlen(msg, MP_MSG_MAX) : 0;
+    } else {
+      free(msg);
+      o->h.len = o->b.len;
+    }
   }
-}
-
-static void *job_thread(void *arg) {
-  void *res;
-  br_run(&res, job_main, arg);
+  /* The last touch of r: after this the rank thread may release it. */
+  br_future_set(done, NULL);
+  br_future_unref(done);
   return NULL;
 }
 
@@ -302,12 +357,6 @@ static bool poll_msgs(serve *s) {
 
 /* ---- running */
 
-typedef struct s_out {
-  w_item h;
-  br_bytes b;
-  char *msg;
-} s_out;
-
 static void sleep_ns(int64_t ns) {
   struct timespec ts = {ns / 1000000000, ns % 1000000000};
   nanosleep(&ts, NULL);
@@ -315,48 +364,62 @@ static void sleep_ns(int64_t ns) {
 
 static bool poll_msgs(serve *s);
 
-/* Run one item on the job thread; meanwhile receive, beat, and watch the
- * timeout. Returns the item's code; *msg gets br_fail's message. */
-static int run_item(serve *s, s_item *it, int64_t timeout_ns, char **msg) {
-  *msg = NULL;
-  int64_t t0 = br_now(), last_beat = t0, soft = timeout_ns > 0 ? t0 + timeout_ns : 0;
-  pthread_mutex_lock(&s->st_mu);
-  s->posted = it;
-  pthread_cond_signal(&s->st_cv);
-  while (!it->done) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 10 * 1000 * 1000;
-    if (ts.tv_nsec >= 1000000000) {
-      ts.tv_sec++;
-      ts.tv_nsec -= 1000000000;
-    }
-    pthread_cond_timedwait(&s->done_cv, &s->st_mu, &ts);
-    if (it->done) break;
-    pthread_mutex_unlock(&s->st_mu);
+#define SPIN_NS (50 * 1000)
+
+static void overrun_exit(serve *s, int64_t overrun_ns) {
+  w_died d = {.why = DIED_OVERRUN, .unit = s->run_unit, .item = g_item, .overrun_ns = overrun_ns};
+  br__mplog(BR_LOG_ERROR,
+            "mpi: rank %d: a job ran %.1f s past its timeout or cancellation; the rank ends",
+            s->rank, (double)overrun_ns / 1e9);
+  pthread_mutex_lock(&s->mpi_mu);
+  MPI_Send(&d, (int)sizeof d, MPI_BYTE, 0, T_DIED, s->comm);
+  _exit(124);
+}
+
+/* Run unit u's items on the pool's worker (res: nitems outcomes); meanwhile
+ * receive, beat, and watch for a cancellation or the item's timeout. */
+static void exec_unit(serve *s, const s_unit *u, br_job_fn fn, const char *name, s_out *res) {
+  s_run r = {.u = u, .fn = fn, .name = name, .max_payload = s->o->max_payload, .res = res};
+  atomic_init(&r.state, R_NEW);
+  atomic_init(&r.cur_t0, 0);
+  br_future *done = NULL, *job = NULL;
+  if (br_future_new(&done) < 0) goto lost;
+  r.done = br_future_ref(done);
+  if (br_pool_submit(s->pool, &job, unit_fn, &r) < 0) {
+    br_future_unref(r.done);
+    goto lost;
+  }
+  int64_t last_beat = br_now(), asked = 0;
+  /* Short units: look for the end for a moment before sleeping on it (a
+   * sleeping thread takes 5-30 us to wake, the cost of a small job). */
+  for (int64_t until = last_beat + SPIN_NS; !br_future_done(done) && br_now() < until;)
+    sched_yield();
+  for (;;) {
+    /* (br_await_until, not br_future_wait_for: that one cancels on timeout.) */
+    if (br_await_until(done, NULL, br_now() + 10 * 1000 * 1000) != BR_ETIMEDOUT) break;
     int64_t now = br_now();
     poll_msgs(s);
     if (now - last_beat >= s->o->heartbeat_ns) {
       last_beat = now;
       send_msg(s, T_BEAT, NULL, 0);
     }
-    if (soft && s->o->kill_after_ns >= 0 && now >= soft + s->o->kill_after_ns) {
-      w_died d = {.why = DIED_OVERRUN, .unit = s->run_unit, .item = g_item,
-                  .overrun_ns = now - soft};
-      br__mplog(BR_LOG_ERROR, "mpi: rank %d: a job ran %.1f s past its timeout; the rank ends",
-                s->rank, (double)d.overrun_ns / 1e9);
-      pthread_mutex_lock(&s->mpi_mu);
-      MPI_Send(&d, (int)sizeof d, MPI_BYTE, 0, T_DIED, s->comm);
-      _exit(124);
+    int64_t t0 = atomic_load(&r.cur_t0);
+    bool late = u->h.timeout_ns > 0 && t0 && now - t0 > u->h.timeout_ns;
+    if (!asked && (s->cancel_run || late)) {
+      asked = now;
+      int expect = R_NEW;
+      if (!atomic_compare_exchange_strong(&r.state, &expect, R_DROP))
+        br_future_cancel(job); /* running: br_cancelled() turns true in it */
     }
-    pthread_mutex_lock(&s->st_mu);
+    if (asked && s->o->kill_after_ns >= 0 && now - asked >= s->o->kill_after_ns)
+      overrun_exit(s, now - asked);
   }
-  pthread_mutex_unlock(&s->st_mu);
-  int err = it->rc < 0 ? it->rc : it->err < 0 ? it->err : 0;
-  if (err) *msg = it->msg;
-  else free(it->msg);
-  it->msg = NULL;
-  return err;
+  br_future_unref(job);
+  br_future_unref(done);
+  return;
+lost:
+  br_future_unref(done);
+  for (size_t i = 0; i < u->h.nitems; i++) res[i].h.err = BR_ENOMEM;
 }
 
 static void run_unit(serve *s, s_unit *u) {
@@ -365,49 +428,7 @@ static void run_unit(serve *s, s_unit *u) {
   const br_job_desc *d = br_job_at(u->h.job);
   s->run_unit = u->h.id;
   s->cancel_run = false;
-  size_t off = 0;
-  for (size_t i = 0; res && i < ni; i++) {
-    s_out *o = &res[i];
-    const char *in = u->data + off;
-    size_t len = (size_t)u->lens[i];
-    off += len;
-    if (!d) {
-      o->h.err = BR_ENOJOB;
-      continue;
-    }
-    if (s->cancel_run) {
-      o->h.err = BR_ECANCELED;
-      continue;
-    }
-    s_item it = {.s = s, .fn = d->fn, .in = in, .len = len};
-    g_unit = u->h.id;
-    g_item = i;
-    char *msg = NULL;
-    int64_t t0 = br_now();
-    int err = run_item(s, &it, u->h.timeout_ns, &msg);
-    int64_t t1 = br_now();
-    o->b = it.out;
-    o->h.ns = t1 - t0;
-    if (err == 0 && s->cancel_run) err = BR_ECANCELED; /* its result is not wanted */
-    if (err == 0 && u->h.timeout_ns > 0 && t1 - t0 > u->h.timeout_ns) err = BR_ETIMEDOUT;
-    if (err == BR_ETIMEDOUT) {
-      free(msg);
-      if (asprintf(&msg, "job '%s' ran %.1f ms, over its timeout of %.1f ms", d->name,
-                   (double)(t1 - t0) / 1e6, (double)u->h.timeout_ns / 1e6) < 0)
-        msg = NULL;
-    } else if (err == 0 && o->b.len > s->o->max_payload) {
-      err = BR_E2BIG;
-    }
-    o->h.err = err;
-    if (err) {
-      br_bytes_clear(&o->b);
-      o->msg = msg;
-      o->h.msglen = msg ? (uint32_t)strnlen(msg, MP_MSG_MAX) : 0;
-    } else {
-      free(msg);
-      o->h.len = o->b.len;
-    }
-  }
+  if (res) exec_unit(s, u, d ? d->fn : NULL, d ? d->name : "?", res);
   s->run_unit = 0;
 
   /* Pack and send one RESULT. */
@@ -451,18 +472,19 @@ static int run_init(serve *s, char **msg) {
   if (!s->o->initializer) return 0;
   const br_job_desc *d = br_job_find(s->o->initializer);
   if (!d) return BR_ENOJOB;
-  s_item it = {.s = s, .fn = d->fn, .in = s->o->init_arg, .len = s->o->init_arg_len};
-  int err = run_item(s, &it, 0, msg);
-  br_bytes_clear(&it.out);
-  return err;
+  uint64_t len = s->o->init_arg_len;
+  s_unit u = {.h = {.nitems = 1}, .lens = &len, .data = (char *)s->o->init_arg};
+  s_out res = {0};
+  exec_unit(s, &u, d->fn, d->name, &res);
+  br_bytes_clear(&res.b);
+  *msg = res.msg;
+  return res.h.err;
 }
 
 int br__mpi_serve(MPI_Comm comm, const mp_opts *o) {
   serve s = {.comm = comm, .o = o};
   MPI_Comm_rank(comm, &s.rank);
   pthread_mutex_init(&s.mpi_mu, NULL);
-  pthread_mutex_init(&s.st_mu, NULL);
-  pthread_cond_init(&s.st_cv, NULL);
 
   /* Rank 0's identity, for noticing that it is gone. */
   struct {
@@ -475,9 +497,12 @@ int br__mpi_serve(MPI_Comm comm, const mp_opts *o) {
   br__mpi_hostname(myhost, sizeof myhost);
   br__mpfd_init(&s.root, rootid.pid, rootid.host, myhost, br_now());
 
-  pthread_cond_init(&s.done_cv, NULL);
-  if (pthread_create(&s.job_thr, NULL, job_thread, &s) != 0) return BR_ENOMEM;
-  s.job_thr_ok = true;
+  br_pool_opts po = {.name = "mpi-job"};
+  int rc = br_pool_new(&s.pool, 1, &po);
+  if (rc < 0) {
+    pthread_mutex_destroy(&s.mpi_mu);
+    return rc;
+  }
   char *imsg = NULL;
   int ierr = run_init(&s, &imsg);
   mp_buf h = {0};
@@ -488,12 +513,16 @@ int br__mpi_serve(MPI_Comm comm, const mp_opts *o) {
   if (mp_buf_put(&h, &hello, sizeof hello) < 0 || (imsg && mp_buf_put(&h, imsg, hello.msglen) < 0)) {
     free(imsg);
     mp_buf_free(&h);
+    br_pool_free(s.pool);
     return BR_ENOMEM;
   }
   free(imsg);
-  int rc = send_msg(&s, T_HELLO, h.p, h.len);
+  rc = send_msg(&s, T_HELLO, h.p, h.len);
   mp_buf_free(&h);
-  if (rc < 0) return rc;
+  if (rc < 0) {
+    br_pool_free(s.pool);
+    return rc;
+  }
 
   g_srv = &s;
   install_handlers();
@@ -539,15 +568,8 @@ int br__mpi_serve(MPI_Comm comm, const mp_opts *o) {
     free_unit(u);
   }
   remove_handlers();
-  pthread_mutex_lock(&s.st_mu);
-  s.quit = true;
-  pthread_cond_signal(&s.st_cv);
-  pthread_mutex_unlock(&s.st_mu);
-  pthread_join(s.job_thr, NULL);
-  pthread_cond_destroy(&s.done_cv);
+  br_pool_free(s.pool);
   g_srv = NULL;
-  pthread_cond_destroy(&s.st_cv);
-  pthread_mutex_destroy(&s.st_mu);
   pthread_mutex_destroy(&s.mpi_mu);
   return 0;
 }
