@@ -23,6 +23,11 @@
 #include "core/trace.h"
 #include "obs/trace_int.h"
 
+/* The static build references this symbol (-u br__trace_link, as for the
+ * watchdog) so that a static link keeps this file and its constructor:
+ * BRAID_TRACE works in programs that never call braid/trace.h. */
+void br__trace_link(void) {}
+
 static char path_buf[4096];
 static _Atomic bool have_path, flight, ever;
 static pid_t owner_pid; /* forked workers do not write their parent's file */
