@@ -174,14 +174,18 @@ static void sort_chunks(const br__tchunk **c, size_t n) {
 typedef struct ctx {
   out *o;
   table tasks;
-  int64_t start_ns;    /* the session's start on the monotonic clock */
+  uint64_t start;      /* the session's start (ticks) */
+  double npt;          /* ns per tick: one rate for the whole file, so the
+                          order of events survives the conversion */
   uint64_t last_ts;    /* the latest event: where open slices end */
   uint32_t next_track;
   int pid;
   bool first;
 } ctx;
 
-static int64_t rel_ns(ctx *c, uint64_t ticks) { return br__ticks_to_mono(ticks) - c->start_ns; }
+static int64_t rel_ns(ctx *c, uint64_t ticks) {
+  return (int64_t)((double)(int64_t)(ticks - c->start) * c->npt);
+}
 
 static void begin_event(ctx *c) {
   put(c->o, c->first ? "\n" : ",\n");
@@ -453,7 +457,8 @@ int br__trace_export_fd(int fd, bool in_signal) {
     goto free_tables;
   }
   o->fd = fd;
-  c.start_ns = br__ticks_to_mono(start);
+  c.start = start;
+  c.npt = br__ns_per_tick();
   put(o, "{\"displayTimeUnit\":\"ns\",\"otherData\":{\"producer\":\"braid ");
   put(o, br_version_string());
   put(o, "\",\"dropped_chunks\":");

@@ -24,7 +24,7 @@ static void ws(rd *r) {
   while (r->p < r->end && isspace((unsigned char)*r->p)) r->p++;
 }
 
-static bool fail(rd *r, const char *what) {
+static bool rd_fail(rd *r, const char *what) {
   if (!r->bad) {
     fprintf(stderr, "braid trace: %s: %s at byte %zu\n", r->path, what,
             (size_t)(r->p - r->start));
@@ -36,7 +36,7 @@ static bool fail(rd *r, const char *what) {
 /* A string into buf (truncated); the reader is left after it. */
 static bool str(rd *r, char *buf, size_t size) {
   ws(r);
-  if (r->p >= r->end || *r->p != '"') return fail(r, "expected a string");
+  if (r->p >= r->end || *r->p != '"') return rd_fail(r, "expected a string");
   r->p++;
   size_t n = 0;
   while (r->p < r->end && *r->p != '"') {
@@ -54,7 +54,7 @@ static bool str(rd *r, char *buf, size_t size) {
     if (buf && n + 1 < size) buf[n++] = c;
   }
   if (buf && size) buf[n] = 0;
-  if (r->p >= r->end) return fail(r, "unterminated string");
+  if (r->p >= r->end) return rd_fail(r, "unterminated string");
   r->p++;
   return true;
 }
@@ -64,25 +64,25 @@ static bool num(rd *r, double *v) {
   char *e;
   errno = 0;
   double d = strtod(r->p, &e);
-  if (e == r->p || e > r->end) return fail(r, "expected a number");
+  if (e == r->p || e > r->end) return rd_fail(r, "expected a number");
   r->p = e;
   if (v) *v = d;
   return true;
 }
 
-static bool skip(rd *r, int depth);
+static bool rd_skip(rd *r, int depth);
 
 static bool lit(rd *r, const char *w) {
   size_t n = strlen(w);
-  if ((size_t)(r->end - r->p) < n || strncmp(r->p, w, n)) return fail(r, "unexpected token");
+  if ((size_t)(r->end - r->p) < n || strncmp(r->p, w, n)) return rd_fail(r, "unexpected token");
   r->p += n;
   return true;
 }
 
-static bool skip(rd *r, int depth) {
+static bool rd_skip(rd *r, int depth) {
   ws(r);
-  if (depth > 64) return fail(r, "nested too deeply");
-  if (r->p >= r->end) return fail(r, "unexpected end");
+  if (depth > 64) return rd_fail(r, "nested too deeply");
+  if (r->p >= r->end) return rd_fail(r, "unexpected end");
   char c = *r->p;
   if (c == '"') return str(r, NULL, 0);
   if (c == '{' || c == '[') {
@@ -97,10 +97,10 @@ static bool skip(rd *r, int depth) {
       if (c == '{') {
         if (!str(r, NULL, 0)) return false;
         ws(r);
-        if (r->p >= r->end || *r->p != ':') return fail(r, "expected ':'");
+        if (r->p >= r->end || *r->p != ':') return rd_fail(r, "expected ':'");
         r->p++;
       }
-      if (!skip(r, depth + 1)) return false;
+      if (!rd_skip(r, depth + 1)) return false;
       ws(r);
       if (r->p < r->end && *r->p == ',') {
         r->p++;
@@ -110,7 +110,7 @@ static bool skip(rd *r, int depth) {
         r->p++;
         return true;
       }
-      return fail(r, "expected ',' or a closing bracket");
+      return rd_fail(r, "expected ',' or a closing bracket");
     }
   }
   if (c == 't') return lit(r, "true");
@@ -127,7 +127,7 @@ typedef struct ev {
 
 static bool obj_args(rd *r, ev *e) {
   ws(r);
-  if (r->p >= r->end || *r->p != '{') return skip(r, 1);
+  if (r->p >= r->end || *r->p != '{') return rd_skip(r, 1);
   r->p++;
   ws(r);
   if (r->p < r->end && *r->p == '}') {
@@ -138,7 +138,7 @@ static bool obj_args(rd *r, ev *e) {
     char key[32];
     if (!str(r, key, sizeof key)) return false;
     ws(r);
-    if (r->p >= r->end || *r->p != ':') return fail(r, "expected ':'");
+    if (r->p >= r->end || *r->p != ':') return rd_fail(r, "expected ':'");
     r->p++;
     ws(r);
     bool ok;
@@ -150,7 +150,7 @@ static bool obj_args(rd *r, ev *e) {
     } else if (!strcmp(key, "name") && r->p < r->end && *r->p == '"') {
       ok = str(r, e->aname, sizeof e->aname);
     } else {
-      ok = skip(r, 2);
+      ok = rd_skip(r, 2);
     }
     if (!ok) return false;
     ws(r);
@@ -162,14 +162,14 @@ static bool obj_args(rd *r, ev *e) {
       r->p++;
       return true;
     }
-    return fail(r, "expected ',' or '}'");
+    return rd_fail(r, "expected ',' or '}'");
   }
 }
 
 static bool event(rd *r, ev *e) {
   memset(e, 0, sizeof *e);
   ws(r);
-  if (r->p >= r->end || *r->p != '{') return skip(r, 1);
+  if (r->p >= r->end || *r->p != '{') return rd_skip(r, 1);
   r->p++;
   ws(r);
   if (r->p < r->end && *r->p == '}') {
@@ -180,7 +180,7 @@ static bool event(rd *r, ev *e) {
     char key[16];
     if (!str(r, key, sizeof key)) return false;
     ws(r);
-    if (r->p >= r->end || *r->p != ':') return fail(r, "expected ':'");
+    if (r->p >= r->end || *r->p != ':') return rd_fail(r, "expected ':'");
     r->p++;
     ws(r);
     bool isstr = r->p < r->end && *r->p == '"';
@@ -192,7 +192,7 @@ static bool event(rd *r, ev *e) {
     else if (!strcmp(key, "ts") && !isstr) ok = num(r, &e->ts);
     else if (!strcmp(key, "dur") && !isstr) ok = (e->has_dur = true, num(r, &e->dur));
     else if (!strcmp(key, "args")) ok = obj_args(r, e);
-    else ok = skip(r, 2);
+    else ok = rd_skip(r, 2);
     if (!ok) return false;
     ws(r);
     if (r->p < r->end && *r->p == ',') {
@@ -203,7 +203,7 @@ static bool event(rd *r, ev *e) {
       r->p++;
       return true;
     }
-    return fail(r, "expected ',' or '}'");
+    return rd_fail(r, "expected ',' or '}'");
   }
 }
 
@@ -299,7 +299,7 @@ int tr_read(tr_model *m, const char *path, bool threads) {
       if (!str(&r, key, sizeof key)) break;
       ws(&r);
       if (r.p >= r.end || *r.p != ':') {
-        fail(&r, "expected ':'");
+        rd_fail(&r, "expected ':'");
         break;
       }
       r.p++;
@@ -307,7 +307,7 @@ int tr_read(tr_model *m, const char *path, bool threads) {
         found = true;
         break;
       }
-      if (!skip(&r, 1)) break;
+      if (!rd_skip(&r, 1)) break;
       ws(&r);
       if (r.p < r.end && *r.p == ',') r.p++;
     }
@@ -321,7 +321,7 @@ int tr_read(tr_model *m, const char *path, bool threads) {
   }
   ws(&r);
   if (r.p >= r.end || *r.p != '[') {
-    fail(&r, "traceEvents is not an array");
+    rd_fail(&r, "traceEvents is not an array");
     free(buf);
     return -1;
   }

@@ -1,0 +1,532 @@
+/* SPDX-License-Identifier: MIT */
+/* test_trace — the tracer and its exporters: off by default; the JSON of a
+ * known program parses and holds the expected run and wait slices (by kind,
+ * per task, per thread, pool jobs and blocking calls on their threads); the
+ * SVG is well-formed XML and renders to an image that is not blank; the
+ * terminal timeline; the flight recorder keeps only the last events and is
+ * written on a deadlock and on SIGQUIT; BRAID_TRACE=FILE traces a program
+ * that never calls braid/trace.h. The JSON is read back with the braid
+ * command's own reader (tools/braid/trace_read.c), which checks the whole
+ * document's syntax. */
+#include "test_util.h"
+#include "core_test.h"
+
+#include <braid/io.h>
+#include <braid/pool.h>
+#include <braid/trace.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../tools/braid/trace_model.h"
+#include "../tools/braid/trace_read.c"
+#include "../tools/braid/trace_show.c"
+#include "../tools/braid/trace_svg.c"
+
+#define MS 1000000LL
+#define IP(x) ((void *)(intptr_t)(x))
+
+static char dir[256];
+
+static const char *tmp(const char *name) {
+  static char buf[4][512];
+  static int i;
+  char *b = buf[i++ % 4];
+  snprintf(b, 512, "%s/%s", dir, name);
+  return b;
+}
+
+static const tr_row *row_named(const tr_model *m, const char *name) {
+  for (size_t i = 0; i < m->n; i++)
+    if (!strcmp(m->rows[i].name, name)) return &m->rows[i];
+  return NULL;
+}
+
+/* Time a row spent in spans of one kind. */
+static int64_t time_in(const tr_row *r, uint8_t what) {
+  int64_t t = 0;
+  for (size_t i = 0; r && i < r->n; i++)
+    if (r->spans[i].what == what) t += r->spans[i].t1 - r->spans[i].t0;
+  return t;
+}
+
+static size_t count_in(const tr_row *r, uint8_t what) {
+  size_t n = 0;
+  for (size_t i = 0; r && i < r->n; i++) n += r->spans[i].what == what;
+  return n;
+}
+
+/* --- a known program -------------------------------------------------------------- */
+
+static br_chan *ch;
+
+static void *napper(void *a) {
+  (void)a;
+  for (int i = 0; i < 3; i++) br_sleep_ms(5);
+  return NULL;
+}
+
+static void *producer(void *a) {
+  (void)a;
+  for (int i = 0; i < 4; i++) {
+    br_sleep_ms(3);
+    T_OK(br_chan_send(ch, &i));
+  }
+  return NULL;
+}
+
+static void *consumer(void *a) {
+  (void)a;
+  for (int i = 0; i < 4; i++) {
+    int v;
+    T_OK(br_chan_recv(ch, &v));
+    T_EQ(v, i);
+  }
+  return NULL;
+}
+
+static void *spin(void *a) {
+  int64_t end = br_now() + (intptr_t)a * MS;
+  while (br_now() < end) {
+  }
+  return NULL;
+}
+
+static void *known_main(void *a) {
+  (void)a;
+  T_OK(br_chan_new(&ch, sizeof(int), 0));
+  br_task *t[3];
+  T_OK(br_spawn(&t[0], napper, NULL, &(br_spawn_opts){.name = "napper"}));
+  T_OK(br_spawn(&t[1], producer, NULL, &(br_spawn_opts){.name = "producer"}));
+  T_OK(br_spawn(&t[2], consumer, NULL, &(br_spawn_opts){.name = "consumer"}));
+  for (int i = 0; i < 3; i++) T_OK(br_join(t[i], NULL));
+  br_pool *pool;
+  T_OK(br_pool_new(&pool, 1, NULL));
+  br_future *f;
+  T_OK(br_pool_submit(pool, &f, spin, IP(10)));
+  T_OK(br_await(f, NULL));
+  br_future_unref(f);
+  T_OK(br_to_thread(&f, spin, IP(5)));
+  T_OK(br_await(f, NULL));
+  br_future_unref(f);
+  br_pool_free(pool);
+  spin(IP(3)); /* main itself runs 3 ms in one go */
+  br_chan_free(ch);
+  return NULL;
+}
+
+static void record_known(const char *path) {
+  assert_int_equal(br_trace_start(path, NULL), 0);
+  assert_true(br_trace_enabled());
+  run_main(known_main, NULL);
+  assert_int_equal(br_trace_stop(), 0);
+  assert_false(br_trace_enabled());
+}
+
+static void test_off_by_default(void **state) {
+  (void)state;
+  assert_false(br_trace_enabled());
+  assert_int_equal(br_trace_write(tmp("never.json")), BR_ENOENT); /* nothing recorded yet */
+  assert_int_equal(br_trace_write(NULL), BR_EINVAL);
+  assert_int_equal(br_trace_start(NULL, &(br_trace_opts){.flight = true}), BR_EINVAL);
+  assert_int_equal(br_trace_stop(), 0); /* nothing to stop */
+}
+
+static void test_json_tasks(void **state) {
+  (void)state;
+  const char *path = tmp("known.json");
+  record_known(path);
+  tr_model m;
+  assert_int_equal(tr_read(&m, path, false), 0);
+  const tr_row *mainr = row_named(&m, "main"), *nap = row_named(&m, "napper"),
+               *prod = row_named(&m, "producer"), *cons = row_named(&m, "consumer");
+  assert_non_null(mainr);
+  assert_non_null(nap);
+  assert_non_null(prod);
+  assert_non_null(cons);
+  /* The napper slept three times 5 ms: three sleep waits, ~15 ms. */
+  assert_int_equal(count_in(nap, BR_WAIT_SLEEP), 3);
+  assert_true(time_in(nap, BR_WAIT_SLEEP) >= 14 * MS);
+  assert_true(count_in(nap, TR_RUN) >= 4);
+  /* The consumer waited on the channel, the producer slept. */
+  assert_true(count_in(cons, BR_WAIT_CHAN) >= 3);
+  assert_true(time_in(cons, BR_WAIT_CHAN) >= 8 * MS);
+  assert_true(count_in(prod, BR_WAIT_SLEEP) == 4);
+  /* main: joins, then a pool job (10 ms) and a blocking call (5 ms), then
+   * 3 ms of its own running. */
+  assert_true(count_in(mainr, BR_WAIT_JOIN) >= 1);
+  assert_true(time_in(mainr, BR_WAIT_POOL) >= 9 * MS);
+  assert_true(time_in(mainr, BR_WAIT_BLOCKING) >= 4 * MS);
+  assert_true(time_in(mainr, TR_RUN) >= 3 * MS);
+  /* Waits and runs of a task never overlap. */
+  for (size_t i = 0; i < m.n; i++)
+    for (size_t j = 1; j < m.rows[i].n; j++)
+      assert_true(m.rows[i].spans[j].t0 >= m.rows[i].spans[j - 1].t1 - 1000);
+  tr_free(&m);
+}
+
+static void test_json_threads(void **state) {
+  (void)state;
+  const char *path = tmp("known.json");
+  record_known(path);
+  tr_model m;
+  assert_int_equal(tr_read(&m, path, true), 0);
+  const tr_row *loop = NULL, *worker = row_named(&m, "pool worker"), *blocking = row_named(&m, "blocking pool");
+  for (size_t i = 0; i < m.n; i++)
+    if (!strncmp(m.rows[i].name, "loop ", 5)) loop = &m.rows[i];
+  assert_non_null(loop);
+  assert_non_null(worker);
+  assert_non_null(blocking);
+  assert_true(time_in(worker, TR_JOB) >= 9 * MS);
+  assert_true(time_in(blocking, TR_JOB) >= 4 * MS);
+  assert_true(count_in(loop, TR_RUN) >= 10);
+  assert_true(count_in(loop, TR_POLL) >= 1);
+  tr_free(&m);
+}
+
+/* The file is trace-event JSON as Perfetto reads it: an object with a
+ * traceEvents array, complete events with pid/tid/ts/dur, thread names. */
+static void test_json_shape(void **state) {
+  (void)state;
+  const char *path = tmp("known.json");
+  record_known(path);
+  FILE *f = fopen(path, "r");
+  assert_non_null(f);
+  char line[1024];
+  int meta = 0, run = 0, wait = 0;
+  assert_non_null(fgets(line, sizeof line, f));
+  assert_non_null(strstr(line, "\"traceEvents\":["));
+  while (fgets(line, sizeof line, f)) {
+    if (strstr(line, "\"ph\":\"M\",\"name\":\"thread_name\"")) meta++;
+    if (strstr(line, "\"ph\":\"X\",\"cat\":\"run\"")) {
+      run++;
+      assert_non_null(strstr(line, "\"pid\":"));
+      assert_non_null(strstr(line, "\"tid\":"));
+      assert_non_null(strstr(line, "\"ts\":"));
+      assert_non_null(strstr(line, "\"dur\":"));
+    }
+    if (strstr(line, "\"cat\":\"wait\",\"name\":\"wait: channel\"")) {
+      wait++;
+      assert_non_null(strstr(line, "\"kind\":\"channel\""));
+    }
+  }
+  fclose(f);
+  assert_true(meta >= 6); /* 3+ threads and 4 tasks */
+  assert_true(run >= 10);
+  assert_true(wait >= 3);
+}
+
+/* --- SVG and the terminal ------------------------------------------------------------------ */
+
+static bool have(const char *prog) {
+  char cmd[256];
+  snprintf(cmd, sizeof cmd, "command -v %s >/dev/null 2>&1", prog);
+  return system(cmd) == 0;
+}
+
+static long file_size(const char *p) {
+  struct stat st;
+  return stat(p, &st) == 0 ? (long)st.st_size : -1;
+}
+
+static void test_svg(void **state) {
+  (void)state;
+  const char *path = tmp("known.json"), *svg = tmp("known.svg"), *png = tmp("known.png");
+  record_known(path);
+  tr_model m;
+  assert_int_equal(tr_read(&m, path, false), 0);
+  FILE *f = fopen(svg, "w");
+  assert_non_null(f);
+  assert_int_equal(tr_svg(f, &m, "known <program> & co"), 0);
+  fclose(f);
+  tr_free(&m);
+  /* Legend entries for what occurred. */
+  f = fopen(svg, "r");
+  char *text = calloc(1, 1 << 20);
+  size_t n = fread(text, 1, (1 << 20) - 1, f);
+  fclose(f);
+  assert_true(n > 0);
+  assert_non_null(strstr(text, "waiting: channel"));
+  assert_non_null(strstr(text, "waiting: sleep"));
+  assert_non_null(strstr(text, "running"));
+  assert_non_null(strstr(text, "known &lt;program&gt; &amp; co"));
+  free(text);
+  if (!have("xmllint") || !have("rsvg-convert")) {
+    fprintf(stderr, "note: xmllint or rsvg-convert missing (tools/install-deps.sh test): SVG only checked as text\n");
+    return;
+  }
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd, "xmllint --noout '%s'", svg);
+  assert_int_equal(system(cmd), 0);
+  snprintf(cmd, sizeof cmd, "rsvg-convert '%s' -o '%s'", svg, png);
+  assert_int_equal(system(cmd), 0);
+  /* Not blank: a blank page of the same size compresses to far less. */
+  const char *blank = tmp("blank.svg"), *blank_png = tmp("blank.png");
+  f = fopen(blank, "w");
+  fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1200\" height=\"300\">"
+             "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/></svg>\n");
+  fclose(f);
+  snprintf(cmd, sizeof cmd, "rsvg-convert '%s' -o '%s'", blank, blank_png);
+  assert_int_equal(system(cmd), 0);
+  assert_true(file_size(png) > 3 * file_size(blank_png));
+}
+
+static void test_show(void **state) {
+  (void)state;
+  const char *path = tmp("known.json");
+  record_known(path);
+  tr_model m;
+  assert_int_equal(tr_read(&m, path, false), 0);
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  assert_int_equal(tr_show(f, &m, 100, false, 40), 0);
+  fclose(f);
+  assert_non_null(strstr(buf, "napper"));
+  assert_non_null(strstr(buf, "\xe2\x96\x88")); /* █ */
+  assert_non_null(strstr(buf, "\xe2\x96\x91")); /* ░ */
+  assert_non_null(strstr(buf, "Time:"));
+  /* Each line fits the width (cells are 3 bytes in UTF-8: count code points). */
+  for (char *line = buf; *line;) {
+    char *nl = strchr(line, '\n');
+    size_t cps = 0;
+    for (char *c = line; c < (nl ? nl : line + strlen(line)); c++) cps += ((unsigned char)*c & 0xc0) != 0x80;
+    assert_true(cps <= 100);
+    if (!nl) break;
+    line = nl + 1;
+  }
+  free(buf);
+  f = open_memstream(&buf, &len);
+  assert_int_equal(tr_show(f, &m, 60, true, 40), 0);
+  fclose(f);
+  assert_null(strstr(buf, "\xe2"));
+  assert_non_null(strstr(buf, "#"));
+  assert_non_null(strstr(buf, "~"));
+  free(buf);
+  tr_free(&m);
+}
+
+/* --- many rows: grouped by name --------------------------------------------------------------- */
+
+static void *tiny(void *a) {
+  (void)a;
+  br_sleep_ms(1);
+  return NULL;
+}
+
+static void *many_main(void *a) {
+  (void)a;
+  br_group *g;
+  T_OK(br_group_new(&g));
+  for (int i = 0; i < 2000; i++) T_OK(br_group_spawn(g, tiny, NULL, &(br_spawn_opts){.name = i % 2 ? "odd" : "even"}));
+  T_OK(br_group_wait(g));
+  T_OK(br_group_free(g));
+  return NULL;
+}
+
+static void test_many_rows_grouped(void **state) {
+  (void)state;
+  const char *path = tmp("many.json");
+  assert_int_equal(br_trace_start(path, NULL), 0);
+  run_main(many_main, NULL);
+  assert_int_equal(br_trace_stop(), 0);
+  tr_model m;
+  assert_int_equal(tr_read(&m, path, false), 0);
+  assert_int_equal(m.n, 2001);
+  tr_group(&m, 200);
+  assert_int_equal(m.n, 3);
+  const tr_row *odd = row_named(&m, "odd");
+  assert_non_null(odd);
+  assert_int_equal(odd->members, 1000);
+  FILE *f = fopen(tmp("many.svg"), "w");
+  assert_int_equal(tr_svg(f, &m, "2000 tasks"), 0);
+  fclose(f);
+  assert_true(file_size(tmp("many.svg")) < 4 << 20);
+  tr_free(&m);
+}
+
+/* --- the flight recorder ------------------------------------------------------------------------ */
+
+static void *tiny_yield(void *a) {
+  (void)a;
+  br_yield();
+  return NULL;
+}
+
+static void *churn(void *a) {
+  (void)a;
+  for (int i = 0; i < 20000; i++) {
+    br_task *t;
+    char name[32];
+    snprintf(name, sizeof name, "churn-%d", i);
+    T_OK(br_spawn(&t, tiny_yield, NULL, &(br_spawn_opts){.name = name}));
+    T_OK(br_join(t, NULL));
+  }
+  return NULL;
+}
+
+static void test_flight_keeps_the_last_events(void **state) {
+  (void)state;
+  const char *path = tmp("flight.json"), *now = tmp("flight-now.json");
+  assert_int_equal(br_trace_start(path, &(br_trace_opts){.flight = true, .buffer_mb = 1}), 0);
+  run_main(churn, NULL);
+  assert_int_equal(br_trace_write(now), 0);
+  assert_int_equal(br_trace_stop(), 0); /* flight mode: stop writes nothing */
+  assert_true(file_size(path) < 0);
+  tr_model m;
+  assert_int_equal(tr_read(&m, now, false), 0);
+  /* 20000 tasks of ~6 records each do not fit in 1 MiB: the first ones are
+   * gone, the last ones are there. */
+  assert_null(row_named(&m, "churn-0"));
+  assert_non_null(row_named(&m, "churn-19999"));
+  assert_true(m.n < 20000);
+  tr_free(&m);
+  FILE *f = fopen(now, "r");
+  char head[256] = {0};
+  assert_non_null(fgets(head, sizeof head, f));
+  fclose(f);
+  assert_null(strstr(head, "\"dropped_chunks\":0,"));
+}
+
+static void *recv_forever(void *a) {
+  (void)a;
+  int v;
+  return IP(br_chan_recv(ch, &v));
+}
+
+static void *deadlock_main(void *a) {
+  (void)a;
+  T_OK(br_chan_new(&ch, sizeof(int), 0));
+  br_task *t;
+  T_OK(br_spawn(&t, recv_forever, NULL, &(br_spawn_opts){.name = "stuck-receiver"}));
+  int rc = br_join(t, NULL);
+  br_chan_free(ch);
+  return IP(rc);
+}
+
+static void test_flight_written_on_deadlock(void **state) {
+  (void)state;
+  const char *path = tmp("deadlock.json");
+  unlink(path);
+  assert_int_equal(br_trace_start(path, &(br_trace_opts){.flight = true}), 0);
+  br_set_log(NULL, NULL);
+  assert_int_equal(br_run(NULL, deadlock_main, NULL), BR_EDEADLK);
+  br_trace_stop();
+  tr_model m;
+  assert_int_equal(tr_read(&m, path, false), 0);
+  const tr_row *r = row_named(&m, "stuck-receiver");
+  assert_non_null(r);
+  assert_true(count_in(r, BR_WAIT_CHAN) == 1); /* still open when written */
+  tr_free(&m);
+}
+
+static void quit_child(void *arg) {
+  const char *path = arg;
+  if (br_trace_start(path, &(br_trace_opts){.flight = true}) != 0) _exit(3);
+  br_loop *L;
+  if (br_loop_new(&L, NULL)) _exit(4);
+  br_task *t;
+  if (br_loop_spawn(L, &t, napper, NULL, &(br_spawn_opts){.name = "napper"})) _exit(5);
+  if (br_loop_run(L)) _exit(6);
+  raise(SIGQUIT); /* dump and write; the program goes on */
+  br_task_close(t);
+  br_loop_free(L);
+  _exit(0);
+}
+
+static void test_flight_written_on_sigquit(void **state) {
+  (void)state;
+  const char *path = tmp("quit.json");
+  unlink(path);
+  br_child_result r;
+  assert_int_equal(br_test_run_child(quit_child, (void *)path, 20000, &r), 0);
+  assert_true(r.exited);
+  assert_int_equal(r.exit_code, 0);
+  assert_non_null(strstr(r.err, "task dump of pid"));
+  assert_non_null(strstr(r.err, "flight recorder written to"));
+  br_child_result_free(&r);
+  tr_model m;
+  assert_int_equal(tr_read(&m, path, false), 0);
+  assert_int_equal(count_in(row_named(&m, "napper"), BR_WAIT_SLEEP), 3);
+  tr_free(&m);
+}
+
+/* --- BRAID_TRACE=FILE: a program that never calls braid/trace.h ------------------------------------- */
+
+static const char *self_exe;
+
+static void test_env_trace(void **state) {
+  (void)state;
+  const char *path = tmp("env.json");
+  unlink(path);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    setenv("BRAID_TRACE", path, 1);
+    execl(self_exe, self_exe, "--traced-child", (char *)NULL);
+    _exit(127);
+  }
+  int st;
+  assert_int_equal(waitpid(pid, &st, 0), pid);
+  assert_true(WIFEXITED(st));
+  assert_int_equal(WEXITSTATUS(st), 0);
+  tr_model m;
+  assert_int_equal(tr_read(&m, path, false), 0);
+  assert_int_equal(count_in(row_named(&m, "napper"), BR_WAIT_SLEEP), 3);
+  tr_free(&m);
+}
+
+static void *traced_child_main(void *a) {
+  (void)a;
+  br_task *t;
+  if (br_spawn(&t, napper, NULL, &(br_spawn_opts){.name = "napper"})) return IP(1);
+  return IP(br_join(t, NULL));
+}
+
+static void test_bad_file(void **state) {
+  (void)state;
+  tr_model m;
+  const char *p = tmp("bad.json");
+  FILE *f = fopen(p, "w");
+  fputs("{\"traceEvents\":[{\"ph\":\"X\",\"ts\":1,,}]}", f);
+  fclose(f);
+  assert_int_equal(tr_read(&m, p, false), -1);
+  f = fopen(p, "w");
+  fputs("{\"other\":[]}", f);
+  fclose(f);
+  assert_int_equal(tr_read(&m, p, false), -1);
+  assert_int_equal(tr_read(&m, tmp("does-not-exist.json"), false), -1);
+}
+
+int main(int argc, char **argv) {
+  self_exe = argv[0];
+  if (argc > 1 && !strcmp(argv[1], "--traced-child")) {
+    void *r = NULL;
+    int rc = br_run(&r, traced_child_main, NULL);
+    return rc || r ? 1 : 0;
+  }
+  snprintf(dir, sizeof dir, "/tmp/braid-test-trace-XXXXXX");
+  if (!mkdtemp(dir)) return 1;
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_off_by_default),
+      cmocka_unit_test(test_json_tasks),
+      cmocka_unit_test(test_json_threads),
+      cmocka_unit_test(test_json_shape),
+      cmocka_unit_test(test_svg),
+      cmocka_unit_test(test_show),
+      cmocka_unit_test(test_many_rows_grouped),
+      cmocka_unit_test(test_flight_keeps_the_last_events),
+      cmocka_unit_test(test_flight_written_on_deadlock),
+      cmocka_unit_test(test_flight_written_on_sigquit),
+      cmocka_unit_test(test_env_trace),
+      cmocka_unit_test(test_bad_file),
+  };
+  int rc = cmocka_run_group_tests(tests, NULL, NULL);
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  if (system(cmd) != 0) rc = rc ? rc : 1;
+  return rc;
+}
