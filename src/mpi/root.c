@@ -488,11 +488,16 @@ static const br_buf *batch_item(mp_batch *b, size_t i) {
   return b->kind == B_MAP ? &b->items[i] : &b->copies[i % b->cap];
 }
 
-/* Next unit for a rank with room that holds `inflight` units, or NULL
- * (under mu). A batch whose items take 2 ms or more is handed out only to
- * idle ranks: a chunk queued behind a long item on a busy rank could have
- * run elsewhere, and the round trip is then small against the item. */
-static mp_unit *next_unit(br_mpipool *p, int inflight) {
+/* Next unit for rank rk, which has room, or NULL (under mu). A batch whose
+ * items take 2 ms or more goes to a busy rank only when the item it runs
+ * is due to end within PREFETCH_NS, 2 ms (by the batch's mean item time): a
+ * chunk queued behind a long item could have run elsewhere, but one handed
+ * out only once the rank is idle leaves it waiting a round trip (rank 0's
+ * next probe, the message, the rank's next probe: 0.1-0.5 ms measured, up
+ * to 5 % of a 10 ms item). */
+#define PREFETCH_NS 2000000
+static mp_unit *next_unit(br_mpipool *p, mp_rank *rk, int64_t now) {
+  int inflight = rk->inflight;
   if (p->pend) {
     mp_unit *u = p->pend;
     p->pend = u->next;
@@ -501,7 +506,9 @@ static mp_unit *next_unit(br_mpipool *p, int inflight) {
     return u;
   }
   for (mp_batch *b = p->batches; b; b = b->next) {
-    if (inflight > 0 && b->avg_ns >= 2e6) continue;
+    if (inflight > 0 && b->avg_ns >= 2e6 &&
+        (inflight > 1 || (double)(now - rk->head_since) < b->avg_ns - PREFETCH_NS))
+      continue;
     size_t c = cut_chunk(p, b);
     if (!c) continue;
     mp_unit *u = calloc(1, sizeof *u);
@@ -800,7 +807,7 @@ static void *progress(void *arg) {
           int r = 1 + (p->rr + k) % (p->size - 1);
           mp_rank *rk = &p->ranks[r];
           if (rk->state != R_LIVE || rk->inflight > level) continue;
-          mp_unit *u = next_unit(p, rk->inflight);
+          mp_unit *u = next_unit(p, rk, now);
           if (!u) continue;
           mp_buf *m = &work[r];
           uint32_t count = 0;
@@ -929,12 +936,14 @@ static void *progress(void *arg) {
       backoff = 0;
       continue;
     }
-    /* While ranks hold work, the cap follows the unit time (a result
-     * waits at most ~1 % of a unit for its rank to be refilled). */
+    /* While ranks hold work, the cap follows the unit time: a result
+     * waits at most ~5 % of a unit for its rank to be refilled (long units
+     * are refilled ahead anyway, next_unit's PREFETCH_NS). Probing more
+     * often only takes CPU from the jobs on a small machine. */
     pthread_mutex_lock(&p->mu);
     int64_t cap = 1000000;
     if (inflight && p->avg_unit_ns > 0) {
-      cap = (int64_t)(p->avg_unit_ns / 100);
+      cap = (int64_t)(p->avg_unit_ns / 20);
       cap = cap < 20000 ? 20000 : cap > 1000000 ? 1000000 : cap;
     }
     backoff = backoff < 1000 ? 1000 : backoff * 2;
