@@ -35,6 +35,9 @@
 #include "../tools/braid/compare_procs.c"
 #include "../tools/braid/compare_text.c"
 #include "../tools/braid/compare_timeline.c"
+#include "../tools/braid/compare_trace.c"
+#include "../tools/braid/trace_read.c"
+#include "../tools/braid/trace_svg.c"
 
 extern char **environ;
 
@@ -698,9 +701,51 @@ static void test_cli_compare_runs(void **state) {
   free(out), free(err);
 }
 
+/* --trace / --svg: the coroutine run recorded, each task's wait told from
+ * its runs, and drawn. */
+static void test_cli_compare_trace(void **state) {
+  (void)state;
+  char *out, *err;
+  char trace[] = "/tmp/test_compare_traceXXXXXX", svg[] = "/tmp/test_compare_svgXXXXXX";
+  close(mkstemp(trace));
+  close(mkstemp(svg));
+  assert_int_equal(run_cli(&out, &err, "compare", "-n", "3", "-w", "30", "-m", "coro", "--trace", trace,
+                           "--svg", svg, NULL),
+                   0);
+  assert_non_null(strstr(err, "trace written to"));
+  free(out), free(err);
+  tr_model m;
+  assert_int_equal(tr_read(&m, trace, false), 0);
+  size_t found = 0;
+  for (size_t i = 0; i < m.n; i++) {
+    const tr_row *r = &m.rows[i];
+    if (strcmp(r->name, "A") && strcmp(r->name, "B") && strcmp(r->name, "C")) continue;
+    found++;
+    int64_t slept = 0, ran = 0;
+    for (size_t j = 0; j < r->n; j++) {
+      if (r->spans[j].what == BR_WAIT_SLEEP) slept += r->spans[j].t1 - r->spans[j].t0;
+      if (r->spans[j].what == TR_RUN) ran += r->spans[j].t1 - r->spans[j].t0;
+    }
+    assert_true(slept >= 25000000); /* each waits 30 ms */
+    assert_true(ran < slept);
+  }
+  assert_int_equal(found, 3);
+  tr_free(&m);
+  FILE *f = fopen(svg, "r");
+  char head[64] = {0};
+  assert_non_null(fgets(head, sizeof head, f));
+  fclose(f);
+  assert_non_null(strstr(head, "<?xml"));
+  unlink(trace);
+  unlink(svg);
+  assert_int_equal(run_cli(&out, &err, "compare", "--svg", "", NULL), 2);
+  free(out), free(err);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_defaults),
+      cmocka_unit_test(test_cli_compare_trace),
       cmocka_unit_test(test_options),
       cmocka_unit_test(test_bad_options),
       cmocka_unit_test(test_rows_and_labels),

@@ -271,6 +271,7 @@ void br__run_ready(struct br_loop *L) {
 
 void br__ready(struct br__task *t) {
   struct br_loop *L = t->loop;
+  if (br__tracing() && t->state == BR__PARKED) br__trace_emit(BR__TEV_READY, 0, L->serial, t->id, 0, 0);
   if (t->state != BR__NEW) t->state = BR__READY;
   t->next = NULL;
   if (L->rq_tail)
@@ -499,8 +500,12 @@ void br__task_free_orphan(struct br__task *t) {
  * before it drains the hand-back list a last time and releases the loop. So
  * a hand-back made under the lock, with t not yet an orphan, reaches a loop
  * that is still alive and will drain it; one made later finds the orphan
- * mark and frees the memory itself. Lock order: future lock, then the loop's
- * remote_lock (nobody takes a future lock under remote_lock). */
+ * mark and frees the memory itself. The lock is held until the loop has
+ * been woken: the loop takes it before it reuses handed-back memory, and
+ * br_loop_free cannot get past the marking while we hold it, so both t and
+ * the loop are alive for as long as we touch them. Lock order: future lock,
+ * then the loop's remote_lock (nobody takes a future lock under
+ * remote_lock). */
 void br__task_future_gone(struct br__task *t) {
   struct br_loop *L = __atomic_load_n(&t->loop, __ATOMIC_ACQUIRE);
   if (L && L == br__tls_loop) {

@@ -81,6 +81,7 @@ enum br__tev_type {
   BR__TEV_JOB_BEGIN,   /* an executor's job id starts on this thread: kind; + name */
   BR__TEV_JOB_END,     /* ... and ends: arg = its error code */
   BR__TEV_THREAD,      /* this thread's role; + name */
+  BR__TEV_READY,       /* parked task id was woken: its wait ends, it waits for the loop */
   BR__TEV_TYPES
 };
 

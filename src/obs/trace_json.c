@@ -390,6 +390,12 @@ static void thread_pass(ctx *c, const br__tchunk **ch, size_t from, size_t to, b
         }
         break;
       }
+      case BR__TEV_READY: {
+        /* The wait is over; until it runs the task is ready (idle), not waiting. */
+        tent *t = lookup(&c->tasks, task_key(e), true);
+        if (t) end_wait(c, t, e->ts, false);
+        break;
+      }
       case BR__TEV_SPAWN: {
         tent *t = lookup(&c->tasks, task_key(e), true);
         if (t) announce(c, t);

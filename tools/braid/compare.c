@@ -105,6 +105,7 @@ int cmd_compare(int argc, char **argv) {
   if (rc < 0) return BRAID_EXIT_USAGE;
 
   bool tty = isatty(STDERR_FILENO) && !o.json;
+  if (cmp_trace_begin(&o) != 0) return BRAID_EXIT_FAIL;
   cmp_result res[CMP_NKINDS];
   size_t nres = 0;
   bool failed = false;
@@ -135,6 +136,7 @@ int cmd_compare(int argc, char **argv) {
       fflush(stdout);
     }
   }
+  if (cmp_trace_end(&o) != 0) failed = true;
   if (o.json) cmp_report_json(stdout, res, nres, &o);
   for (size_t i = 0; i < nres; i++) free_result(&res[i]);
   if (fflush(stdout) != 0) {

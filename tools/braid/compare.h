@@ -17,6 +17,7 @@
  *   compare_timeline.c  the ASCII timeline of one run
  *   compare_text.c      the table (and timelines) for a terminal
  *   compare_json.c      the same figures as JSON
+ *   compare_trace.c     --trace and --svg: the runs recorded by braid's tracer
  *
  * Extension points: a workload is a cmp_work (task bodies: blocking code,
  * coroutine code, and the task's work cut into pieces for pools); a model
@@ -68,6 +69,8 @@ typedef struct cmp_opts {
   bool json;         /* --json: JSON on stdout instead of the table */
   bool ascii;        /* --ascii: '#', '-', '>' instead of block and arrows */
   bool no_timeline;  /* --no-timeline */
+  const char *trace_path; /* --trace FILE: the runs' trace (trace-event JSON) */
+  const char *svg_path;   /* --svg FILE: an SVG timeline drawn from that trace */
 } cmp_opts;
 
 /* Parse `compare`'s arguments (argv[0] is "compare") into *o. Returns 0 to
@@ -220,6 +223,11 @@ int cmp_timeline_row(const cmp_task *t, int64_t col_ns, int cols, bool ascii, ch
 
 /* A duration for people: "5.00 s" from 0.1 s up, "12.3 ms", "85 us". */
 const char *cmp_fmt_time(int64_t ns, char *buf, size_t size);
+
+/* --trace / --svg (compare_trace.c): start recording before the first run,
+ * then write the trace and draw the SVG. 0, or -1 with a message on stderr. */
+int cmp_trace_begin(const cmp_opts *o);
+int cmp_trace_end(const cmp_opts *o);
 
 /* Reports. */
 void cmp_report_text(FILE *out, const cmp_result *res, size_t nres, const cmp_opts *o);

@@ -57,6 +57,9 @@ void cmd_compare_help(FILE *out) {
           "      --rows N         most timeline rows per model, %d..%d (default 10)\n"
           "      --no-timeline    print the table only\n"
           "      --ascii          draw with '#', '-' and '>' only\n"
+          "      --trace FILE     record the runs with braid's tracer into FILE\n"
+          "                       (trace-event JSON: braid trace show FILE, ui.perfetto.dev)\n"
+          "      --svg FILE       draw the recorded runs as an SVG timeline into FILE\n"
           "  -h, --help           show this text\n"
           "\n"
           "Exit status: 0 if every model ran, 1 if one failed (the report says why,\n"
@@ -124,7 +127,8 @@ static int parse_models(const char *list, unsigned *out, FILE *err) {
 }
 
 int cmp_parse_args(int argc, char **argv, cmp_opts *o, FILE *err) {
-  enum { OPT_WORKLOAD = 256, OPT_JSON, OPT_WIDTH, OPT_ROWS, OPT_ASCII, OPT_NO_TIMELINE };
+  enum { OPT_WORKLOAD = 256, OPT_JSON, OPT_WIDTH, OPT_ROWS, OPT_ASCII, OPT_NO_TIMELINE, OPT_TRACE,
+         OPT_SVG };
   static const struct option longopts[] = {
       {"tasks", required_argument, NULL, 'n'},
       {"wait", required_argument, NULL, 'w'},
@@ -136,6 +140,8 @@ int cmp_parse_args(int argc, char **argv, cmp_opts *o, FILE *err) {
       {"rows", required_argument, NULL, OPT_ROWS},
       {"ascii", no_argument, NULL, OPT_ASCII},
       {"no-timeline", no_argument, NULL, OPT_NO_TIMELINE},
+      {"trace", required_argument, NULL, OPT_TRACE},
+      {"svg", required_argument, NULL, OPT_SVG},
       {"repeat", required_argument, NULL, 'r'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
@@ -203,6 +209,14 @@ int cmp_parse_args(int argc, char **argv, cmp_opts *o, FILE *err) {
       break;
     case OPT_NO_TIMELINE:
       o->no_timeline = true;
+      break;
+    case OPT_TRACE:
+    case OPT_SVG:
+      if (!*arg) {
+        fprintf(err, "braid compare: %s wants a file name\n", c == OPT_TRACE ? "--trace" : "--svg");
+        return -1;
+      }
+      if (c == OPT_TRACE) o->trace_path = arg; else o->svg_path = arg;
       break;
     case 'h':
       cmd_compare_help(stdout);
