@@ -60,7 +60,7 @@ static void spin(long n) {
 typedef struct {
   br_future **fs;
   long n;
-  long pace;          /* busy-wait between two drops */
+  int64_t start, span; /* drop i at start + span * i / n (br_now()) */
   atomic_int go;
 } drop_ctx;
 
@@ -68,10 +68,11 @@ static void *dropper(void *arg) {
   drop_ctx *d = arg;
   while (!atomic_load(&d->go)) sched_yield();
   for (long i = 0; i < d->n; i++) {
+    int64_t at = d->start + (int64_t)((double)d->span * (double)i / (double)d->n);
+    while (br_now() < at) spin(50);
     /* Everything about the task is readable until the last reference goes. */
     if (br_future_done(d->fs[i])) (void)br_future_error(d->fs[i]);
     br_future_unref(d->fs[i]);
-    spin(d->pace);
   }
   return NULL;
 }
@@ -92,27 +93,35 @@ static void drop_child(void *arg) {
   (void)arg;
   long n = br_test_scaled(20000);
   long structs_before = br__task_structs_live();
-  static const long paces[] = {0, 50, 500, 5000};
+  /* The drops are spread over the time the previous free took (half of it,
+   * all of it, half as long again), so that some land in each of its
+   * phases: cancelling, draining, marking orphans, releasing the loop. */
+  int64_t took = 0;
   for (int round = 0; round < 12; round++) {
     br_loop *L = NULL;
     CHECK(br_loop_new(&L, NULL) == 0);
-    drop_ctx d = {.n = n, .pace = paces[round % 4]};
+    drop_ctx d = {.n = n, .span = took * (round % 3 + 1) / 2};
     d.fs = calloc((size_t)n, sizeof *d.fs);
     CHECK(d.fs);
     /* Half finish before the free, half are cancelled by it: either way the
      * dropper's reference is the last one, dropped before, during or after
      * br_loop_free. */
-    for (long i = 0; i < n; i++) {
-      br_task *t;
-      CHECK(br_loop_spawn(L, &t, i < n / 2 ? returns_at_once : sleeps_long, NULL, NULL) == 0);
-      d.fs[i] = br_future_ref(br_task_future(t));
-      CHECK(br_detach(t) == 0);
-      if (i == n / 2 - 1) CHECK(br_loop_run(L) == 0); /* the first half is done */
+    for (int half = 0; half < 2; half++) {
+      /* even places: finished before the free; odd ones: asleep */
+      for (long i = half; i < n; i += 2) {
+        br_task *t;
+        CHECK(br_loop_spawn(L, &t, half ? sleeps_long : returns_at_once, NULL, NULL) == 0);
+        d.fs[i] = br_future_ref(br_task_future(t));
+        CHECK(br_detach(t) == 0);
+      }
+      if (!half) CHECK(br_loop_run(L) == 0);
     }
     pthread_t th;
     CHECK(pthread_create(&th, NULL, dropper, &d) == 0);
+    d.start = br_now();
     atomic_store(&d.go, 1);
     CHECK(br_loop_free(L) == 0);
+    took = br_now() - d.start;
     pthread_join(th, NULL);
     free(d.fs);
   }

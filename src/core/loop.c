@@ -250,6 +250,11 @@ static void drain_remote(struct br_loop *L) {
   pthread_mutex_unlock(&L->remote_lock);
   while (fr) {
     struct br__task *n = fr->next;
+    /* The thread that handed fr back holds fr's future lock until it has
+     * pushed it and woken us (br__task_future_gone): wait for it to let go
+     * before the memory is reused. */
+    br__future_lock(&fr->fut);
+    br__future_unlock(&fr->fut);
     br__task_free_mem(fr);
     fr = n;
   }
@@ -479,7 +484,9 @@ int br_loop_free(br_loop *L) {
     t = n;
   }
   /* Memory handed back before its task was marked: the last drain. No
-   * hand-back can follow (every task this loop had is an orphan now). */
+   * hand-back can follow (every task this loop had is an orphan now), and
+   * the threads that made these are done with them (the marking above took
+   * each one's lock after they let go of it). */
   pthread_mutex_lock(&L->remote_lock);
   struct br__task *fr = L->remote_free;
   L->remote_free = NULL;
