@@ -165,7 +165,6 @@ static inline void resume_prepare(struct br_loop *L, struct br__task *n, uint64_
   n->state = BR__RUNNING;
   L->current = n;
   acct_resume(L, n, now);
-  if (br__tracing()) br__trace_resume(n, now);
 #ifdef BRAID_TSAN
   if (!n->tsan_fiber) n->tsan_fiber = BR__TSAN_CREATE();
 #endif
@@ -195,7 +194,6 @@ static inline struct br__task *rq_pop(struct br_loop *L) {
  * off the shared stack must not happen while running on it). */
 static void suspend(struct br_loop *L, struct br__task *t) {
   uint64_t now = acct_suspend(L, t);
-  if (br__tracing()) br__trace_stop(t, now);
   if (t->stack && !br__stack_canary_ok(t->stack)) overflow_abort(t, "canary smashed");
   struct br__task *n = L->rq_head;
   if (n && L->budget && !(t->compact && n->compact)) {
@@ -204,10 +202,10 @@ static void suspend(struct br_loop *L, struct br__task *t) {
     if (n == t) { /* nobody else is ready: carry on */
       t->state = BR__RUNNING;
       acct_resume(L, t, now);
-      if (br__tracing()) br__trace_resume(t, now);
-      return;
+      return; /* its run slice goes on: nothing to trace */
     }
     resume_prepare(L, n, now);
+    if (br__tracing()) br__trace_switch(t, n, now); /* one record for the hand-off */
 #ifdef BRAID_ASAN
     br__stack *ns = stack_of(L, n);
     from_sched = false;
@@ -218,6 +216,7 @@ static void suspend(struct br_loop *L, struct br__task *t) {
     BR__ASAN_FINISH(asan_fake, NULL, NULL);
     return;
   }
+  if (br__tracing()) br__trace_stop(t, now);
   BR__ASAN_START(&asan_fake, sched_bottom, sched_size);
   BR__TSAN_SWITCH(L->sched_tsan);
   br__ctx_switch(&t->ctx, &L->sched);
@@ -254,6 +253,7 @@ void br__run_ready(struct br_loop *L) {
     struct br__task *t = rq_pop(L);
     L->budget--;
     resume_prepare(L, t, 0);
+    if (br__tracing()) br__trace_resume(t, 0);
 #ifdef BRAID_ASAN
     br__stack *s = stack_of(L, t);
     from_sched = true;
@@ -271,7 +271,7 @@ void br__run_ready(struct br_loop *L) {
 
 void br__ready(struct br__task *t) {
   struct br_loop *L = t->loop;
-  if (br__tracing() && t->state == BR__PARKED) br__trace_emit(BR__TEV_READY, 0, L->serial, t->id, 0, 0);
+  if (br__tracing() && t->state == BR__PARKED) br__trace_ready(t);
   if (t->state != BR__NEW) t->state = BR__READY;
   t->next = NULL;
   if (L->rq_tail)

@@ -41,7 +41,8 @@ static br__tchunk *free_chunks;
 static size_t nchunks, budget_chunks;   /* allocated, allowed (full ones) */
 static size_t nfull;
 static uint64_t seq, dropped;
-static _Atomic uint32_t session;
+_Atomic uint32_t br__trace_session;
+_Thread_local br__tcursor br__tcur;
 static uint64_t start_ticks;
 static _Thread_local tbuf *my;
 
@@ -79,83 +80,61 @@ static void push_full_locked(br__tchunk *c) {
   nfull++;
 }
 
-/* Room for n consecutive slots in the calling thread's chunk. */
-static br__tev *reserve(size_t n) {
+/* The slow path of br__trace_reserve: the thread's first record of this
+ * session, or its chunk is full (pad it, hand it over, take a fresh one). */
+br__tev *br__trace_reserve_slow(size_t n) {
+  (void)n; /* at most 2 <= a chunk */
+  br__tcursor *c = &br__tcur;
   tbuf *b = my;
-  uint32_t s = atomic_load_explicit(&session, memory_order_relaxed);
-  if (!b || b->session != s) {
-    pthread_mutex_lock(&lock);
-    if (!b) {
-      b = calloc(1, sizeof *b);
-      if (!b) {
-        pthread_mutex_unlock(&lock);
-        return NULL;
-      }
-      b->tid = (int32_t)syscall(SYS_gettid);
-      b->next = bufs;
-      bufs = b;
-      my = b;
-    }
-    b->session = s;
-    atomic_store_explicit(&b->cur, chunk_get_locked(), memory_order_release);
-    pthread_mutex_unlock(&lock);
-  }
-  br__tchunk *c = atomic_load_explicit(&b->cur, memory_order_relaxed);
-  if (c) {
-    uint32_t u = atomic_load_explicit(&c->used, memory_order_relaxed);
-    if (u + n <= BR__TCHUNK_EVENTS) return &c->ev[u];
+  uint32_t s = atomic_load_explicit(&br__trace_session, memory_order_relaxed);
+  br__tchunk *old = (b && b->session == s && c->session == s) ? c->chunk : NULL;
+  if (old) {
     /* Pad the rest so readers never see half a record, then hand it over. */
-    for (uint32_t i = u; i < BR__TCHUNK_EVENTS; i++) c->ev[i].type = BR__TEV_PAD;
-    atomic_store_explicit(&c->used, BR__TCHUNK_EVENTS, memory_order_release);
+    for (uint32_t i = c->used; i < BR__TCHUNK_EVENTS; i++) old->ev[i].type = BR__TEV_PAD;
+    atomic_store_explicit(&old->used, BR__TCHUNK_EVENTS, memory_order_release);
   }
   pthread_mutex_lock(&lock);
-  if (c) push_full_locked(c);
-  c = chunk_get_locked();
-  atomic_store_explicit(&b->cur, c, memory_order_release);
+  if (!b) {
+    b = calloc(1, sizeof *b);
+    if (!b) {
+      pthread_mutex_unlock(&lock);
+      return NULL;
+    }
+    b->tid = (int32_t)syscall(SYS_gettid);
+    b->next = bufs;
+    bufs = b;
+    my = b;
+  }
+  if (old) push_full_locked(old);
+  b->session = s;
+  br__tchunk *fresh = chunk_get_locked();
+  atomic_store_explicit(&b->cur, fresh, memory_order_release);
   pthread_mutex_unlock(&lock);
-  return c ? &c->ev[0] : NULL;
-}
-
-static inline void publish(size_t n) {
-  br__tchunk *c = atomic_load_explicit(&my->cur, memory_order_relaxed);
-  uint32_t u = atomic_load_explicit(&c->used, memory_order_relaxed);
-  atomic_store_explicit(&c->used, u + (uint32_t)n, memory_order_release);
+  c->chunk = fresh;
+  c->used = 0;
+  c->session = s;
+  return fresh ? &fresh->ev[0] : NULL;
 }
 
 void br__trace_emit(uint8_t type, uint8_t kind, uint32_t loop, uint64_t id, int64_t arg,
                     uint64_t ts) {
-  br__tev *e = reserve(1);
-  if (!e) return;
-  e->ts = ts ? ts : br__ticks();
-  e->type = type;
-  e->kind = kind;
-  e->text = 0;
-  e->pad = 0;
-  e->loop = loop;
-  e->id = id;
-  e->arg = arg;
-  publish(1);
+  br__trace_put(type, kind, 0, loop, id, arg, ts);
 }
 
 static void emit_text_at(uint8_t type, uint8_t kind, uint32_t loop, uint64_t id, int64_t arg,
                          const char *text, uint64_t ts) {
-  br__tev *e = reserve(text ? 2 : 1);
+  size_t n = text ? 2 : 1;
+  br__tev *e = br__trace_reserve(n);
   if (!e) return;
-  e->ts = ts ? ts : br__ticks();
-  e->type = type;
-  e->kind = kind;
-  e->text = text ? 1 : 0;
-  e->pad = 0;
-  e->loop = loop;
-  e->id = id;
-  e->arg = arg;
+  *e = (br__tev){.ts = ts ? ts : br__ticks(), .type = type, .kind = kind, .text = text ? 1 : 0,
+                 .loop = loop, .id = id, .arg = arg};
   if (text) {
     char *dst = (char *)&e[1];
-    size_t n = strnlen(text, sizeof(br__tev) - 1);
-    memcpy(dst, text, n);
-    memset(dst + n, 0, sizeof(br__tev) - n);
+    size_t len = strnlen(text, sizeof(br__tev) - 1);
+    memcpy(dst, text, len);
+    memset(dst + len, 0, sizeof(br__tev) - len);
   }
-  publish(text ? 2 : 1);
+  br__trace_commit(n);
 }
 
 void br__trace_emit_text(uint8_t type, uint8_t kind, uint32_t loop, uint64_t id, int64_t arg,
@@ -163,27 +142,53 @@ void br__trace_emit_text(uint8_t type, uint8_t kind, uint32_t loop, uint64_t id,
   emit_text_at(type, kind, loop, id, arg, text, 0);
 }
 
+/* The name once per generation: a task spawned before tracing began, or
+ * whose spawn record was reused, is still named. */
+static inline void name_once(struct br__task *t, uint64_t now) {
+  uint32_t g = atomic_load_explicit(&br__trace_gen, memory_order_relaxed);
+  if (__builtin_expect(t->trace_gen == g, 1)) return;
+  t->trace_gen = g;
+  emit_text_at(BR__TEV_NAME, 0, t->loop->serial, t->id, (int64_t)t->parent_id, br__task_name(t), now);
+}
+
 void br__trace_resume(struct br__task *t, uint64_t now) {
   if (!now) now = br__ticks();
-  uint32_t g = atomic_load_explicit(&br__trace_gen, memory_order_relaxed);
-  if (t->trace_gen != g) {
-    /* The name once per generation: a task spawned before tracing began, or
-     * whose spawn record was reused, is still named. */
-    t->trace_gen = g;
-    emit_text_at(BR__TEV_NAME, 0, t->loop->serial, t->id, (int64_t)t->parent_id,
-                 br__task_name(t), now);
-  }
-  br__trace_emit(BR__TEV_RESUME, 0, t->loop->serial, t->id, 0, now);
+  name_once(t, now);
+  br__trace_put(BR__TEV_RESUME, 0, 0, t->loop->serial, t->id, 0, now);
+}
+
+static inline uint8_t stop_type(const struct br__task *t) {
+  return t->state == BR__DONE ? BR__TEV_END : t->state == BR__PARKED ? BR__TEV_PARK : BR__TEV_YIELD;
 }
 
 void br__trace_stop(struct br__task *t, uint64_t now) {
-  uint32_t serial = t->loop->serial;
-  if (t->state == BR__DONE)
-    br__trace_emit(BR__TEV_END, 0, serial, t->id, t->fail_code, now);
-  else if (t->state == BR__PARKED)
-    br__trace_emit(BR__TEV_PARK, t->wait.kind, serial, t->id, t->wait.arg, now);
-  else
-    br__trace_emit(BR__TEV_YIELD, 0, serial, t->id, 0, now);
+  uint8_t type = stop_type(t);
+  int64_t arg = type == BR__TEV_END ? t->fail_code : type == BR__TEV_PARK ? t->wait.arg : 0;
+  br__trace_put(type, type == BR__TEV_PARK ? t->wait.kind : 0, 0, t->loop->serial, t->id, arg, now);
+}
+
+void br__trace_switch(struct br__task *from, struct br__task *to, uint64_t now) {
+  if (!now) now = br__ticks();
+  name_once(to, now);
+  uint8_t type = stop_type(from);
+  br__trace_put(BR__TEV_SWITCH, type == BR__TEV_PARK ? from->wait.kind : 0, type, from->loop->serial,
+                from->id, (int64_t)to->id, now);
+}
+
+/* A wake-up by the running task is not stamped (a clock read costs ~10 ns on
+ * a virtual machine, as much as the rest of the hop): its time is that of
+ * the thread's next record, the waker's next stop. One from the scheduler
+ * (a timer, another thread's wake-up) reads the clock. */
+void br__trace_ready(struct br__task *t) {
+  struct br_loop *L = t->loop;
+  if (L->current) {
+    br__tev *e = br__trace_reserve(1);
+    if (!e) return;
+    *e = (br__tev){.ts = 0, .type = BR__TEV_READY, .pad = 1, .loop = L->serial, .id = t->id};
+    br__trace_commit(1);
+    return;
+  }
+  br__trace_put(BR__TEV_READY, 0, 0, L->serial, t->id, 0, 0);
 }
 
 void br__trace_spawn(struct br__task *t) {
@@ -219,7 +224,7 @@ int br__trace_enable(size_t budget) {
   dropped = 0;
   (void)br__ns_per_tick(); /* calibrate before anything is stamped */
   start_ticks = br__ticks();
-  atomic_fetch_add_explicit(&session, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&br__trace_session, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&br__trace_gen, 1, memory_order_relaxed);
   pthread_mutex_unlock(&lock);
   atomic_store_explicit(&br__trace_flag, 1, memory_order_release);
@@ -241,7 +246,7 @@ size_t br__trace_snapshot(const br__tchunk **out, size_t max, uint64_t *start,
   size_t n = 0;
   for (br__tchunk *c = full_head; c; c = c->next, n++)
     if (n < max) out[n] = c;
-  uint32_t s = atomic_load_explicit(&session, memory_order_relaxed);
+  uint32_t s = atomic_load_explicit(&br__trace_session, memory_order_relaxed);
   for (tbuf *b = bufs; b; b = b->next) {
     br__tchunk *c = atomic_load_explicit(&b->cur, memory_order_acquire);
     if (!c || b->session != s) continue;

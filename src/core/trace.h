@@ -81,7 +81,10 @@ enum br__tev_type {
   BR__TEV_JOB_BEGIN,   /* an executor's job id starts on this thread: kind; + name */
   BR__TEV_JOB_END,     /* ... and ends: arg = its error code */
   BR__TEV_THREAD,      /* this thread's role; + name */
-  BR__TEV_READY,       /* parked task id was woken: its wait ends, it waits for the loop */
+  BR__TEV_READY,       /* parked task id was woken: its wait ends, it waits for the loop;
+                          pad 1: not stamped, it happened before the next record */
+  BR__TEV_SWITCH,      /* task id stops (pad: BR__TEV_PARK or _YIELD, kind, loop) and
+                          task arg of the same loop resumes: a direct hand-off */
   BR__TEV_TYPES
 };
 
@@ -116,6 +119,42 @@ static inline int br__tracing(void) {
   return __builtin_expect(atomic_load_explicit(&br__trace_flag, memory_order_relaxed), 0);
 }
 
+/* The calling thread's place in its current chunk: the fast path of an
+ * emit is a bounds check, a session check and the stores of the record. */
+typedef struct br__tcursor {
+  br__tchunk *chunk;
+  uint32_t used;
+  uint32_t session;
+} br__tcursor;
+extern _Thread_local br__tcursor br__tcur;
+extern _Atomic uint32_t br__trace_session;
+br__tev *br__trace_reserve_slow(size_t n);
+
+static inline br__tev *br__trace_reserve(size_t n) {
+  br__tcursor *c = &br__tcur;
+  if (__builtin_expect(c->chunk && c->used + n <= BR__TCHUNK_EVENTS &&
+                           c->session == atomic_load_explicit(&br__trace_session, memory_order_relaxed),
+                       1))
+    return &c->chunk->ev[c->used];
+  return br__trace_reserve_slow(n);
+}
+
+/* Publish the n records just written (release: readers see them whole). */
+static inline void br__trace_commit(size_t n) {
+  br__tcursor *c = &br__tcur;
+  c->used += (uint32_t)n;
+  atomic_store_explicit(&c->chunk->used, c->used, memory_order_release);
+}
+
+static inline void br__trace_put(uint8_t type, uint8_t kind, uint8_t sub, uint32_t loop, uint64_t id,
+                                 int64_t arg, uint64_t ts) {
+  br__tev *e = br__trace_reserve(1);
+  if (!e) return;
+  *e = (br__tev){.ts = ts ? ts : br__ticks(), .type = type, .kind = kind, .pad = sub, .loop = loop,
+                 .id = id, .arg = arg};
+  br__trace_commit(1);
+}
+
 /* Emit one record on the calling thread (ts 0: read the clock now). */
 void br__trace_emit(uint8_t type, uint8_t kind, uint32_t loop, uint64_t id, int64_t arg,
                     uint64_t ts);
@@ -126,6 +165,8 @@ void br__trace_emit_text(uint8_t type, uint8_t kind, uint32_t loop, uint64_t id,
 void br__trace_resume(struct br__task *t, uint64_t now);
 void br__trace_stop(struct br__task *t, uint64_t now);
 void br__trace_spawn(struct br__task *t);
+void br__trace_switch(struct br__task *from, struct br__task *to, uint64_t now);
+void br__trace_ready(struct br__task *t);
 
 /* Job hooks for the executors (exec/): one per start and end of a job on
  * the calling thread. kind is BR_WAIT_POOL, _BLOCKING or _PROCPOOL; name

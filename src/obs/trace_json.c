@@ -298,8 +298,12 @@ static void end_wait(ctx *c, tent *t, uint64_t ts, bool open) {
 }
 
 /* What a thread is, from what it did. */
+enum { MAX_PENDING = 64 };
+
 typedef struct thr {
   int32_t tid;
+  struct tent *pending[MAX_PENDING]; /* woken, waiting for a stamp */
+  size_t npending;
   uint32_t loop;        /* a loop ran tasks here */
   unsigned jobs[4];     /* pool, blocking, procpool */
   char name[32];        /* BR__TEV_THREAD */
@@ -348,7 +352,20 @@ static void thread_pass(ctx *c, const br__tchunk **ch, size_t from, size_t to, b
         j++;
       }
       if (e->type == BR__TEV_PAD || e->type >= BR__TEV_TYPES) continue;
+      if (e->type == BR__TEV_READY && e->pad == 1) {
+        /* Not stamped: it ends the wait at the thread's next record. */
+        if (emit) {
+          tent *t = lookup(&c->tasks, task_key(e), true);
+          if (t && th->npending < MAX_PENDING) th->pending[th->npending++] = t;
+          else if (t) end_wait(c, t, c->last_ts, false);
+        }
+        continue;
+      }
       if (e->ts > c->last_ts) c->last_ts = e->ts;
+      if (emit) {
+        for (size_t q = 0; q < th->npending; q++) end_wait(c, th->pending[q], e->ts, false);
+        th->npending = 0;
+      }
       if (!emit) {
         /* First pass: names, and what each thread is. */
         if (e->type == BR__TEV_SPAWN || e->type == BR__TEV_NAME) {
@@ -357,7 +374,7 @@ static void thread_pass(ctx *c, const br__tchunk **ch, size_t from, size_t to, b
             memcpy(t->name, text, 31);
             t->name[31] = 0;
           }
-        } else if (e->type == BR__TEV_RESUME) {
+        } else if (e->type == BR__TEV_RESUME || e->type == BR__TEV_SWITCH) {
           th->loop = e->loop;
         } else if (e->type == BR__TEV_JOB_BEGIN && e->kind >= BR_WAIT_POOL && e->kind <= BR_WAIT_PROCPOOL) {
           th->jobs[e->kind - BR_WAIT_POOL]++;
@@ -375,6 +392,26 @@ static void thread_pass(ctx *c, const br__tchunk **ch, size_t from, size_t to, b
         if (t->run_ts) end_run(c, t, e->ts, false);
         t->run_ts = e->ts;
         t->run_tid = k->tid;
+        break;
+      }
+      case BR__TEV_SWITCH: {
+        /* A direct hand-off: the stop of id, then the resume of arg. */
+        tent *t = lookup(&c->tasks, task_key(e), true);
+        if (t) {
+          end_run(c, t, e->ts, false);
+          if (e->pad == BR__TEV_PARK) {
+            t->park_ts = e->ts;
+            t->park_kind = e->kind;
+            t->park_arg = -1;
+          }
+        }
+        t = lookup(&c->tasks, ((uint64_t)e->loop << 32) | ((uint64_t)e->arg & 0xffffffffu), true);
+        if (t) {
+          end_wait(c, t, e->ts, false);
+          end_run(c, t, e->ts, false);
+          t->run_ts = e->ts;
+          t->run_tid = k->tid;
+        }
         break;
       }
       case BR__TEV_YIELD:
