@@ -1036,8 +1036,10 @@ static bool cancel_op(mp_unit *u) {
     taken = true;
   } else if (u->state == US_SENT && !u->gave_up) {
     mp_rank *rk = &p->ranks[u->rank];
+    /* The future is completed by br_future_cancel, not by the pool: the
+     * hook drops HOOK, and RUN stays as the rank FIFO's reference until
+     * the rank reports (unit_finish on a unit that gave up drops it). */
     u->gave_up = true;
-    atomic_fetch_add(&u->refs, 1); /* the rank's FIFO keeps it until the rank reports */
     if (rk->ncancel == rk->capcancel) {
       size_t cap = rk->capcancel ? rk->capcancel * 2 : 8;
       uint64_t *v = realloc(rk->cancels, cap * sizeof *v);
