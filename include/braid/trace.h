@@ -10,7 +10,7 @@
  *   BRAID_TRACE=trace.json ./prog          the whole run, written at exit
  *   BRAID_TRACE_FLIGHT=last.json ./prog    flight recorder: the last
  *                                          BRAID_TRACE_BUFFER_MB MiB (default
- *                                          64), written on SIGQUIT, on a
+ *                                          8), written on SIGQUIT, on a
  *                                          watchdog report, a crash report, a
  *                                          deadlock, a failed detached task,
  *                                          or br_trace_write()
@@ -39,8 +39,11 @@ extern "C" {
 #endif
 
 typedef struct br_trace_opts {
-  /* Most MiB of events kept (0: BRAID_TRACE_BUFFER_MB, else 64 in flight
-   * mode and 256 otherwise). When it is used up the oldest events go. */
+  /* MiB of memory for events (0: BRAID_TRACE_BUFFER_MB, else 8 in flight
+   * mode and 16 otherwise). A flight recorder keeps the last this many MiB;
+   * a session with a path (not flight) also spools full buffers to a
+   * temporary file, so it keeps the whole run while the disk keeps up (32
+   * bytes an event); without a path the oldest events go. */
   size_t buffer_mb;
   /* Flight recorder: keep only the last buffer_mb and write `path` when
    * something goes wrong (SIGQUIT, a watchdog or crash report, a deadlock,

@@ -13,9 +13,13 @@
  */
 #include "core/trace.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -46,6 +50,28 @@ _Thread_local br__tcursor br__tcur;
 static uint64_t start_ticks;
 static _Thread_local tbuf *my;
 
+/* Chunks are carved from 4 MiB arenas mapped with MAP_POPULATE: one system
+ * call fills in the pages of 64 chunks, where touching fresh memory one
+ * page at a time (a fault per 4 KiB, ~2.3 us on our virtual machines) was
+ * most of the cost of tracing a busy loop. (Transparent huge pages were
+ * tried: with the kernel's default defrag=madvise a fault may compact
+ * memory for milliseconds.) Lock held. */
+static char *arena_pos, *arena_end;
+
+static br__tchunk *arena_chunk_locked(void) {
+  const size_t sz = (sizeof(br__tchunk) + 63) & ~(size_t)63;
+  if (!arena_pos || arena_pos + sz > arena_end) {
+    size_t len = 64 * sz;
+    char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    arena_pos = p;
+    arena_end = p + len;
+  }
+  br__tchunk *c = (br__tchunk *)arena_pos;
+  arena_pos += sz;
+  return c;
+}
+
 /* A fresh chunk for the calling thread; lock held. NULL when memory runs
  * out (the record is then lost). */
 static br__tchunk *chunk_get_locked(void) {
@@ -61,7 +87,7 @@ static br__tchunk *chunk_get_locked(void) {
     dropped++;
     atomic_fetch_add_explicit(&br__trace_gen, 1, memory_order_relaxed);
   } else {
-    c = malloc(sizeof *c);
+    c = arena_chunk_locked();
     if (!c) return NULL;
     nchunks++;
   }
@@ -73,11 +99,85 @@ static br__tchunk *chunk_get_locked(void) {
   return c;
 }
 
+/* --- the spool: a whole-run trace goes to a temporary file ----------------
+ *
+ * In a session started with spool on, a thread of ours takes full chunks
+ * off the list as they come, appends them to an unlinked temporary file and
+ * puts them back on the free list. So a long run keeps a few warm chunks in
+ * memory (touching fresh memory was most of tracing's cost) and its file
+ * grows instead. `spooling` is the chunk being written (readers include
+ * it); the file holds `spooled` chunks, which readers map. */
+static int spool_fd = -1;
+static bool spool_on, spool_stop;
+static pthread_t spool_thread;
+static pthread_cond_t spool_cv = PTHREAD_COND_INITIALIZER;
+static br__tchunk *spooling;
+static size_t spooled;
+static void *spool_map;
+static size_t spool_map_len;
+
 static void push_full_locked(br__tchunk *c) {
   c->next = NULL;
   if (full_tail) full_tail->next = c; else full_head = c;
   full_tail = c;
   nfull++;
+  if (spool_on) pthread_cond_signal(&spool_cv);
+}
+
+static void *spool_main(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&lock);
+  while (!spool_stop) {
+    if (!full_head) {
+      pthread_cond_wait(&spool_cv, &lock);
+      continue;
+    }
+    br__tchunk *c = full_head;
+    full_head = c->next;
+    if (!full_head) full_tail = NULL;
+    nfull--;
+    spooling = c;
+    off_t at = (off_t)(spooled * sizeof *c);
+    pthread_mutex_unlock(&lock);
+    size_t done = 0;
+    while (done < sizeof *c) {
+      ssize_t w = pwrite(spool_fd, (char *)c + done, sizeof *c - done, at + (off_t)done);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) break;
+      done += (size_t)w;
+    }
+    pthread_mutex_lock(&lock);
+    if (done == sizeof *c) spooled++; else dropped++; /* a full disk: the chunk is lost */
+    spooling = NULL;
+    c->next = free_chunks;
+    free_chunks = c;
+  }
+  pthread_mutex_unlock(&lock);
+  return NULL;
+}
+
+static int spool_open(void) {
+  const char *dir = getenv("TMPDIR");
+  if (!dir || !*dir) dir = "/tmp";
+  int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/braid-trace-XXXXXX", dir);
+    fd = mkstemp(path);
+    if (fd >= 0) unlink(path);
+  }
+  return fd < 0 ? -errno : fd;
+}
+
+/* Stop the spool thread (the file stays readable); lock not held. */
+static void spool_end(void) {
+  pthread_mutex_lock(&lock);
+  bool was = spool_on;
+  spool_stop = true;
+  spool_on = false;
+  pthread_cond_broadcast(&spool_cv);
+  pthread_mutex_unlock(&lock);
+  if (was) pthread_join(spool_thread, NULL);
 }
 
 /* The slow path of br__trace_reserve: the thread's first record of this
@@ -201,8 +301,18 @@ void br__trace_thread_name(const char *name) {
   if (br__tracing() && name) br__trace_emit_text(BR__TEV_THREAD, 0, 0, 0, 0, name);
 }
 
-int br__trace_enable(size_t budget) {
+int br__trace_enable(size_t budget, bool spool) {
+  br__trace_disable();
+  spool_end();
+  int fd = -1;
+  if (spool) {
+    fd = spool_open();
+    if (fd < 0) return fd;
+  }
   pthread_mutex_lock(&lock);
+  if (spool_fd >= 0) close(spool_fd);
+  spool_fd = fd;
+  spooled = 0;
   /* Everything of the last session goes back to the free list. */
   while (full_head) {
     br__tchunk *c = full_head;
@@ -226,12 +336,35 @@ int br__trace_enable(size_t budget) {
   start_ticks = br__ticks();
   atomic_fetch_add_explicit(&br__trace_session, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&br__trace_gen, 1, memory_order_relaxed);
+  if (spool) {
+    spool_stop = false;
+    if (pthread_create(&spool_thread, NULL, spool_main, NULL) == 0) {
+      spool_on = true;
+    } else {
+      close(spool_fd); /* no thread: keep what fits in memory */
+      spool_fd = -1;
+    }
+  }
   pthread_mutex_unlock(&lock);
   atomic_store_explicit(&br__trace_flag, 1, memory_order_release);
   return 0;
 }
 
-void br__trace_disable(void) { atomic_store_explicit(&br__trace_flag, 0, memory_order_release); }
+void br__trace_disable(void) {
+  atomic_store_explicit(&br__trace_flag, 0, memory_order_release);
+}
+
+uint64_t br__trace_dropped(void) {
+  pthread_mutex_lock(&lock);
+  uint64_t d = dropped;
+  pthread_mutex_unlock(&lock);
+  return d;
+}
+
+void br__trace_finish(void) {
+  br__trace_disable();
+  spool_end();
+}
 
 bool br__trace_hold(bool try) {
   if (try) return pthread_mutex_trylock(&lock) == 0;
@@ -239,11 +372,29 @@ bool br__trace_hold(bool try) {
   return true;
 }
 
-void br__trace_unhold(void) { pthread_mutex_unlock(&lock); }
+void br__trace_unhold(void) {
+  if (spool_map) munmap(spool_map, spool_map_len);
+  spool_map = NULL;
+  pthread_mutex_unlock(&lock);
+}
 
 size_t br__trace_snapshot(const br__tchunk **out, size_t max, uint64_t *start,
                           uint64_t *ndropped) {
   size_t n = 0;
+  /* The spooled chunks first (the oldest), read from the file. */
+  if (spooled && spool_fd >= 0 && !spool_map && max) {
+    void *m = mmap(NULL, spooled * sizeof(br__tchunk), PROT_READ, MAP_SHARED, spool_fd, 0);
+    if (m != MAP_FAILED) {
+      spool_map = m;
+      spool_map_len = spooled * sizeof(br__tchunk);
+    }
+  }
+  for (size_t i = 0; i < spooled; i++, n++)
+    if (n < max && spool_map) out[n] = (const br__tchunk *)spool_map + i;
+  if (spooling) {
+    if (n < max) out[n] = spooling;
+    n++;
+  }
   for (br__tchunk *c = full_head; c; c = c->next, n++)
     if (n < max) out[n] = c;
   uint32_t s = atomic_load_explicit(&br__trace_session, memory_order_relaxed);

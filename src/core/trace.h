@@ -181,11 +181,17 @@ static inline void br__trace_job_end(br_wait_kind kind, uint64_t id, int err) {
 void br__trace_thread_name(const char *name);
 
 /* Control (obs/trace_api.c). br__trace_enable starts a session keeping at
- * most budget bytes of full chunks (older ones are reused); 0 or an error
- * BR_ENOMEM. br__trace_disable stops emitting; the data stays readable
- * until the next enable. */
-int br__trace_enable(size_t budget);
+ * most budget bytes of full chunks in memory (older ones are reused); with
+ * spool, full chunks also go to a temporary file, so nothing is lost while
+ * the disk keeps up. 0 or a negated errno (the spool file). Not from a
+ * signal handler. br__trace_disable stops emitting (async-signal-safe);
+ * br__trace_finish also stops the spool. The data stays readable until the
+ * next enable. */
+int br__trace_enable(size_t budget, bool spool);
 void br__trace_disable(void);
+void br__trace_finish(void);
+/* Chunks of this session reused or lost before they were read. */
+uint64_t br__trace_dropped(void);
 /* The generation: bumped when chunks are reused, so names are re-recorded. */
 extern _Atomic uint32_t br__trace_gen;
 

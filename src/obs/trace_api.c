@@ -127,7 +127,9 @@ int br_trace_start(const char *path, const br_trace_opts *opts) {
   bool fl = opts && opts->flight;
   if (fl && !path) return BR_EINVAL;
   if (path && strlen(path) >= sizeof path_buf) return BR_EINVAL;
-  size_t mb = opts && opts->buffer_mb ? opts->buffer_mb : env_mb(fl ? 64 : 256);
+  /* Memory: a flight recorder keeps its last 8 MiB; a whole-run trace with
+   * a file spools to disk and needs only a few chunks in memory. */
+  size_t mb = opts && opts->buffer_mb ? opts->buffer_mb : env_mb(fl ? 8 : 16);
   br__trace_disable();
   atomic_store(&have_path, false);
   if (path) {
@@ -138,15 +140,19 @@ int br_trace_start(const char *path, const br_trace_opts *opts) {
   owner_pid = getpid();
   atomic_store_explicit(&br__trace_trigger, on_trigger, memory_order_release);
   if (fl) (void)br_dump_on_sigquit(true);
-  int rc = br__trace_enable(mb << 20);
+  int rc = br__trace_enable(mb << 20, !fl && path);
   if (rc == 0) atomic_store(&ever, true);
   return rc;
 }
 
 int br_trace_stop(void) {
   if (!br__tracing()) return 0;
-  br__trace_disable();
+  br__trace_finish();
   if (atomic_load(&flight) || !atomic_load(&have_path) || getpid() != owner_pid) return 0;
+  uint64_t lost = br__trace_dropped();
+  if (lost)
+    br__log(BR_LOG_WARN, "trace: the oldest %llu KiB of events were dropped (the spool to disk fell "
+            "behind: raise BRAID_TRACE_BUFFER_MB)", (unsigned long long)lost * (sizeof(br__tchunk) / 1024));
   return write_path(path_buf, false);
 }
 
