@@ -249,7 +249,9 @@ static void t_task(void) {
   void *res = NULL;
   MT_CHECK(br_run(&res, loop_main, NULL) == 0 && res, "br_run");
   printf("task: the loop ticked %d times (5 ms) while a task awaited a 300 ms MPI job\n", ticks);
-  MT_CHECK(ticks >= 30, "only %d ticks: the loop was blocked", ticks);
+  /* 60 on an idle machine; a loop blocked by the wait ticks at most once.
+   * 10 leaves room for a loaded machine (a tick may take 30 ms there). */
+  MT_CHECK(ticks >= 10, "only %d ticks: the loop was blocked", ticks);
 }
 
 /* CPU time of a process on this host, in ns (utime + stime). */
