@@ -4,10 +4,10 @@
  * Roles. Rank 0 holds the pool (root.c): submitters on any thread queue
  * work under the pool's mutex; one progress thread makes every MPI call,
  * hands work to ranks that have room, receives results and completes the
- * futures. Every other rank runs serve.c: a single thread that receives
- * work, runs jobs in order and sends results back, plus a watchdog thread
- * (heartbeats, timeouts). With one rank, root.c forwards everything to a
- * br_procpool (the fallback).
+ * futures. Every other rank runs serve.c: the rank's thread receives
+ * work, sends results, heartbeats and watches timeouts; a one-thread braid
+ * CPU pool runs the units in order. With one rank, root.c forwards
+ * everything to a br_procpool (the fallback).
  *
  * The wire. Every message is MPI_BYTE on the pool's own
  * communicator (a dup of MPI_COMM_WORLD); its tag says what it is. All
