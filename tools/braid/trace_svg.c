@@ -53,22 +53,37 @@ static int64_t tick_step(int64_t span) {
   return s > 0 ? s : 1;
 }
 
+/* Waits first, then runs on top of them: a run of microseconds between two
+ * long waits stays visible (at least a pixel wide). */
 static void row_plain(FILE *out, const tr_row *r, double y, double h, double px_ns, bool *used) {
-  size_t i = 0;
-  while (i < r->n) {
-    const tr_span *s = &r->spans[i];
-    double x0 = s->t0 / px_ns, x1 = s->t1 / px_ns;
-    uint8_t what = s->what;
-    size_t j = i + 1;
-    while (j < r->n && r->spans[j].what == what && r->spans[j].t0 / px_ns - x1 < 0.5) {
-      if (r->spans[j].t1 / px_ns > x1) x1 = r->spans[j].t1 / px_ns;
-      j++;
+  for (int pass = 0; pass < 2; pass++) {
+    size_t i = 0;
+    while (i < r->n) {
+      const tr_span *s = &r->spans[i];
+      uint8_t what = s->what;
+      bool runs = what == TR_RUN || what == TR_JOB;
+      if (runs != (pass == 1)) {
+        i++;
+        continue;
+      }
+      double x0 = s->t0 / px_ns, x1 = s->t1 / px_ns;
+      size_t j = i + 1;
+      /* Merge what follows of the same kind within half a pixel (other
+       * kinds in between are drawn in their own pass). */
+      for (; j < r->n; j++) {
+        const tr_span *q = &r->spans[j];
+        bool qruns = q->what == TR_RUN || q->what == TR_JOB;
+        if (qruns != runs) continue;
+        if (q->what != what || q->t0 / px_ns - x1 >= 0.5) break;
+        if (q->t1 / px_ns > x1) x1 = q->t1 / px_ns;
+      }
+      double min = runs ? 1.0 : 0.6;
+      if (x1 - x0 < min) x1 = x0 + min;
+      used[what < TR_KINDS ? what : 0] = true;
+      fprintf(out, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"/>\n",
+              LABEL + x0, y, x1 - x0, h, colour(what));
+      i = j;
     }
-    if (x1 - x0 < 0.6) x1 = x0 + 0.6;
-    used[what < TR_KINDS ? what : 0] = true;
-    fprintf(out, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"/>\n",
-            LABEL + x0, y, x1 - x0, h, colour(what));
-    i = j;
   }
 }
 
@@ -159,7 +174,7 @@ int tr_svg(FILE *out, const tr_model *m, const char *title) {
     fprintf(out, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e2e8f0\"/>\n", x, TOP - 4,
             x, TOP + plot_h);
     fprintf(out, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"#4a5568\">%s</text>\n", x,
-            TOP + plot_h + 16, tr_fmt_time(t, tb, sizeof tb));
+            TOP + plot_h + 16, t ? tr_fmt_time(t, tb, sizeof tb) : "0");
   }
   for (size_t i = 0; i < shown; i++) {
     const tr_row *r = &m->rows[i];
