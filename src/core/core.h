@@ -129,12 +129,16 @@ struct br__task {
   br__wait wait;
   uint64_t parent_id;     /* the spawning task's id on this loop, 0 if none */
   uint64_t suspended_at;  /* br__ticks() at its last suspend (accounting on) */
-  uint64_t wait_ticks[BR_WAIT_KINDS];
+  uint16_t wait_seen;     /* bit k: wait_ticks[k] is this task's (else stale) */
   uint32_t trace_gen;     /* tracer generation its name was last recorded in */
   char name[32];          /* spawn zeroes everything up to here */
   /* The handle's slot and generation (handle.c): kept while the struct is
    * recycled, so they live past the part spawn zeroes. */
   uint32_t slot, gen;
+  /* Time parked by kind, in ticks. Not zeroed at spawn (a spawn would pay
+   * for 100 bytes most tasks never use): an entry counts once its bit in
+   * wait_seen is set. */
+  uint64_t wait_ticks[BR_WAIT_KINDS];
 };
 
 typedef struct br__cb {

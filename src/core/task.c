@@ -70,7 +70,16 @@ static inline void acct_resume(struct br_loop *L, struct br__task *t, uint64_t n
   t->resumed_at = now ? now : br__ticks();
   if (L->acct == BR_ACCT_PRECISE) t->cpu_at = br__thread_cpu_ns();
   /* The wait record is still set: its time goes to its kind. */
-  if (t->wait.kind && t->suspended_at) t->wait_ticks[t->wait.kind] += t->resumed_at - t->suspended_at;
+  if (t->wait.kind && t->suspended_at) {
+    unsigned k = t->wait.kind, bit = 1u << k;
+    uint64_t d = t->resumed_at - t->suspended_at;
+    if (t->wait_seen & bit) {
+      t->wait_ticks[k] += d;
+    } else {
+      t->wait_ticks[k] = d;
+      t->wait_seen = (uint16_t)(t->wait_seen | bit);
+    }
+  }
 }
 
 /* --- compact mode: copying frames on and off the shared stack ------------- */
@@ -872,7 +881,8 @@ int br_task_get_stats(br_task *h, br_task_stats *out) {
   out->switches = t->switches;
   bool acct = t->loop->acct != BR_ACCT_OFF;
   out->waiting = t->state == BR__PARKED ? (br_wait_kind)t->wait.kind : BR_WAIT_NONE;
-  for (int k = 0; k < BR_WAIT_KINDS; k++) out->wait_ns[k] = acct ? br__ticks_to_ns(t->wait_ticks[k]) : 0;
+  for (int k = 0; k < BR_WAIT_KINDS; k++)
+    out->wait_ns[k] = acct && (t->wait_seen & (1u << k)) ? br__ticks_to_ns(t->wait_ticks[k]) : 0;
   /* The wait in progress counts up to now. */
   if (acct && out->waiting && t->suspended_at)
     out->wait_ns[out->waiting] += br__ticks_to_ns(br__ticks() - t->suspended_at);

@@ -58,15 +58,20 @@ static _Thread_local tbuf *my;
  * memory for milliseconds.) Lock held. */
 static char *arena_pos, *arena_end;
 
+static const size_t chunk_stride = (sizeof(br__tchunk) + 63) & ~(size_t)63;
+
+static bool arena_refill_locked(void) {
+  size_t len = 64 * chunk_stride;
+  char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  if (p == MAP_FAILED) return false;
+  arena_pos = p;
+  arena_end = p + len;
+  return true;
+}
+
 static br__tchunk *arena_chunk_locked(void) {
-  const size_t sz = (sizeof(br__tchunk) + 63) & ~(size_t)63;
-  if (!arena_pos || arena_pos + sz > arena_end) {
-    size_t len = 64 * sz;
-    char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-    if (p == MAP_FAILED) return NULL;
-    arena_pos = p;
-    arena_end = p + len;
-  }
+  const size_t sz = chunk_stride;
+  if ((!arena_pos || arena_pos + sz > arena_end) && !arena_refill_locked()) return NULL;
   br__tchunk *c = (br__tchunk *)arena_pos;
   arena_pos += sz;
   return c;
@@ -332,6 +337,9 @@ int br__trace_enable(size_t budget, bool spool) {
   size_t want = budget / sizeof(br__tchunk);
   budget_chunks = want < 2 ? 2 : want;
   dropped = 0;
+  /* The first arena's pages are filled in here, by whoever starts the
+   * session, not by the first thread that records an event. */
+  if (!arena_pos && !free_chunks) (void)arena_refill_locked();
   (void)br__ns_per_tick(); /* calibrate before anything is stamped */
   start_ticks = br__ticks();
   atomic_fetch_add_explicit(&br__trace_session, 1, memory_order_relaxed);

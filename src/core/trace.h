@@ -33,6 +33,8 @@
 
 /* --- wait records ----------------------------------------------------------- */
 
+_Static_assert(BR_WAIT_KINDS <= 16, "br__task.wait_seen has a bit per kind");
+
 static inline void br__wait_on(struct br__task *t, br_wait_kind kind, const char *what,
                                const void *obj, struct br__task *by, int64_t arg) {
   t->wait.kind = (uint8_t)kind;
