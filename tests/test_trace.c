@@ -16,6 +16,7 @@
 #include <braid/trace.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -423,8 +424,43 @@ static void test_flight_written_on_deadlock(void **state) {
   tr_free(&m);
 }
 
-static void quit_child(void *arg) {
-  const char *path = arg;
+static const char *self_exe;
+extern char **environ;
+
+/* Run this test program again with args (posix_spawn: no fork handlers run
+ * in a copy of this multi-threaded process), extra environment variable env
+ * (or NULL), stderr into err_path. Its exit status, or -1. */
+static int run_self(const char *arg1, const char *arg2, const char *env, const char *err_path) {
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  char *argv[] = {(char *)self_exe, (char *)arg1, (char *)arg2, NULL};
+  size_t n = 0;
+  while (environ[n]) n++;
+  char **envp = calloc(n + 2, sizeof *envp);
+  memcpy(envp, environ, n * sizeof *envp);
+  if (env) envp[n++] = (char *)env;
+  pid_t pid;
+  int rc = posix_spawn(&pid, self_exe, &fa, NULL, argv, envp);
+  posix_spawn_file_actions_destroy(&fa);
+  free(envp);
+  if (rc != 0) return -1;
+  int st;
+  if (waitpid(pid, &st, 0) != pid) return -1;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static char *slurp(const char *path) {
+  FILE *f = fopen(path, "r");
+  if (!f) return strdup("");
+  char *b = calloc(1, 1 << 16);
+  size_t n = fread(b, 1, (1 << 16) - 1, f);
+  b[n] = 0;
+  fclose(f);
+  return b;
+}
+
+static int quit_child(const char *path) {
   if (br_trace_start(path, &(br_trace_opts){.flight = true}) != 0) _exit(3);
   br_loop *L;
   if (br_loop_new(&L, NULL)) _exit(4);
@@ -434,20 +470,18 @@ static void quit_child(void *arg) {
   raise(SIGQUIT); /* dump and write; the program goes on */
   br_task_close(t);
   br_loop_free(L);
-  _exit(0);
+  return 0;
 }
 
 static void test_flight_written_on_sigquit(void **state) {
   (void)state;
-  const char *path = tmp("quit.json");
+  const char *path = tmp("quit.json"), *err = tmp("quit.err");
   unlink(path);
-  br_child_result r;
-  assert_int_equal(br_test_run_child(quit_child, (void *)path, 20000, &r), 0);
-  assert_true(r.exited);
-  assert_int_equal(r.exit_code, 0);
-  assert_non_null(strstr(r.err, "task dump of pid"));
-  assert_non_null(strstr(r.err, "flight recorder written to"));
-  br_child_result_free(&r);
+  assert_int_equal(run_self("--quit-child", path, NULL, err), 0);
+  char *e = slurp(err);
+  assert_non_null(strstr(e, "task dump of pid"));
+  assert_non_null(strstr(e, "flight recorder written to"));
+  free(e);
   tr_model m;
   assert_int_equal(tr_read(&m, path, false), 0);
   assert_int_equal(count_in(row_named(&m, "napper"), BR_WAIT_SLEEP), 3);
@@ -456,23 +490,13 @@ static void test_flight_written_on_sigquit(void **state) {
 
 /* --- BRAID_TRACE=FILE: a program that never calls braid/trace.h ------------------------------------- */
 
-static const char *self_exe;
-
 static void test_env_trace(void **state) {
   (void)state;
   const char *path = tmp("env.json");
   unlink(path);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    setenv("BRAID_TRACE", path, 1);
-    execl(self_exe, self_exe, "--traced-child", (char *)NULL);
-    _exit(127);
-  }
-  int st;
-  assert_int_equal(waitpid(pid, &st, 0), pid);
-  assert_true(WIFEXITED(st));
-  assert_int_equal(WEXITSTATUS(st), 0);
+  char env[600];
+  snprintf(env, sizeof env, "BRAID_TRACE=%s", path);
+  assert_int_equal(run_self("--traced-child", NULL, env, tmp("env.err")), 0);
   tr_model m;
   assert_int_equal(tr_read(&m, path, false), 0);
   assert_int_equal(count_in(row_named(&m, "napper"), BR_WAIT_SLEEP), 3);
@@ -503,6 +527,7 @@ static void test_bad_file(void **state) {
 
 int main(int argc, char **argv) {
   self_exe = argv[0];
+  if (argc > 2 && !strcmp(argv[1], "--quit-child")) return quit_child(argv[2]);
   if (argc > 1 && !strcmp(argv[1], "--traced-child")) {
     void *r = NULL;
     int rc = br_run(&r, traced_child_main, NULL);
@@ -525,6 +550,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_bad_file),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
+  br_blocking_shutdown(); /* join the blocking pool's threads (TSan counts an idle-retired one) */
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
   if (system(cmd) != 0) rc = rc ? rc : 1;
