@@ -131,7 +131,10 @@ int br_loop_new(br_loop **out, const br_loop_opts *opts);
 /* br_loop_run: run the loop on the calling thread until no task, timer or
  * pending callback is left, or br_loop_stop() is called. Returns 0, or
  * BR_EBUSY if the loop is already running, BR_EPERM from a thread other than
- * the one that created it. */
+ * the one that created it, BR_EDEADLK when every task left is parked on
+ * something only another of its tasks could end (a channel nobody sends on):
+ * the report "all tasks are asleep: deadlock" and the task dump went to the
+ * log hook first; see braid/trace.h (br_loop_set_deadlock_check). */
 int br_loop_run(br_loop *loop);
 
 /* br_loop_stop: make br_loop_run() return after the current iteration.
@@ -163,8 +166,10 @@ br_loop *br_loop_current(void);
  * at a time handles SIGINT; a nested or concurrent one leaves it to the
  * first). Any thread not running a loop. Stores main's result in *result
  * if result is non-NULL. Returns main's error code (0 if it succeeded,
- * BR_ECANCELED if it was cancelled), or a setup error (BR_ENOMEM, BR_EINVAL
- * for a NULL main, BR_EBUSY when called from inside a running loop). */
+ * BR_ECANCELED if it was cancelled), BR_EDEADLK if main and every other task
+ * fell asleep for good (as br_loop_run says; they are then cancelled and
+ * joined), or a setup error (BR_ENOMEM, BR_EINVAL for a NULL main, BR_EBUSY
+ * when called from inside a running loop). */
 int br_run(void **result, br_task_fn main, void *arg);
 
 /* br_run_opts: br_run with loop options (may be NULL). */

@@ -248,12 +248,12 @@ static uint8_t kind_of(const char *k) {
   return BR_WAIT_FUTURE; /* "other" and unknown ones */
 }
 
-static int cmp_span(const void *a, const void *b) {
+static int span_order(const void *a, const void *b) {
   const tr_span *x = a, *y = b;
   return x->t0 < y->t0 ? -1 : x->t0 > y->t0;
 }
 
-static int cmp_row(const void *a, const void *b) {
+static int row_order(const void *a, const void *b) {
   const tr_row *x = a, *y = b;
   if (x->first != y->first) return x->first < y->first ? -1 : 1;
   return x->key < y->key ? -1 : x->key > y->key;
@@ -409,11 +409,11 @@ int tr_read(tr_model *m, const char *path, bool threads) {
     }
     row->first -= tmin;
     row->last -= tmin;
-    qsort(row->spans, row->n, sizeof *row->spans, cmp_span);
+    qsort(row->spans, row->n, sizeof *row->spans, span_order);
     if (!row->name[0]) snprintf(row->name, sizeof row->name, "%s-%llu", threads ? "thread" : "task",
                                 (unsigned long long)(threads ? row->key : row->key & 0xffffffffu));
   }
-  qsort(m->rows, m->n, sizeof *m->rows, cmp_row);
+  qsort(m->rows, m->n, sizeof *m->rows, row_order);
   m->t0 = 0;
   m->t1 = tmax - tmin;
   if (m->t1 <= 0) m->t1 = 1;
@@ -446,7 +446,7 @@ void tr_group(tr_model *m, size_t max) {
   }
   m->n = out;
   for (size_t i = 0; i < m->n; i++)
-    if (m->rows[i].members > 1) qsort(m->rows[i].spans, m->rows[i].n, sizeof(tr_span), cmp_span);
+    if (m->rows[i].members > 1) qsort(m->rows[i].spans, m->rows[i].n, sizeof(tr_span), span_order);
 }
 
 const char *tr_what_name(uint8_t what) {
