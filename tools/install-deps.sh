@@ -46,6 +46,11 @@ pkgs_build+=(libopenmpi-dev openmpi-bin)
 pkgs_test+=(libmpich-dev mpich)
 pkgs_bench+=(libopenmpi-dev openmpi-bin python3-mpi4py)
 # --- end of braid-mpi's block ---
+# --- tracing (tests/test_trace.c) ---
+# The test checks that `braid trace svg` writes well-formed XML (xmllint) that
+# renders to an image that is not blank (rsvg-convert).
+pkgs_test+=(libxml2-utils librsvg2-bin)
+# --- end of tracing's block ---
 
 # Add-on libraries and tools: each appends its packages to a group above in a
 # block of its own, with a comment saying what needs them, e.g.
