@@ -418,6 +418,60 @@ static void *thread_main(void *arg) {
   return (void *)(intptr_t)br_run(&res, loop_submitter, NULL);
 }
 
+/* --- fork: the child gets a working pool without the parent's work ------- */
+
+static int gate[2];         /* the held job waits for a byte on gate[0] */
+static atomic_int ran_here; /* set by the queued job, in whichever process runs it */
+
+static void *held(void *arg) {
+  (void)arg;
+  char c;
+  ssize_t n = read(gate[0], &c, 1);
+  return (void *)(intptr_t)n;
+}
+
+static void *mark(void *arg) {
+  (void)arg;
+  atomic_store(&ran_here, 1);
+  return NULL;
+}
+
+static void child_after_fork(void *arg) {
+  (void)arg;
+  /* A job of its own runs (fresh locks, fresh threads) ... */
+  br_future *f = submit(square, (void *)(intptr_t)6);
+  void *v = NULL;
+  int rc = br_await(f, &v);
+  br_future_unref(f);
+  if (rc != 0 || (intptr_t)v != 36) _exit(2);
+  /* ... and the parent's queued job never does: it is the parent's. */
+  if (atomic_load(&ran_here)) _exit(3);
+  _exit(0);
+}
+
+static void test_fork_child(void **state) {
+  (void)state;
+  assert_int_equal(pipe(gate), 0);
+  br_blocking_set_limits(BR_BLOCKING_USER, &(br_blocking_limits){.max_threads = 1});
+  br_future *h = submit(held, NULL), *m = submit(mark, NULL); /* m waits behind h */
+  br_child_result r;
+  assert_int_equal(br_test_run_child(child_after_fork, NULL, 30000, &r), 0);
+  if (!r.exited || r.exit_code != 0) fprintf(stderr, "child: %s\n", r.err ? r.err : "");
+  assert_true(r.exited);
+  assert_int_equal(r.exit_code, 0);
+  br_child_result_free(&r);
+  assert_int_equal(atomic_load(&ran_here), 0); /* still queued here */
+  assert_int_equal(write(gate[1], "x", 1), 1);
+  assert_int_equal(br_await(h, NULL), 0);
+  assert_int_equal(br_await(m, NULL), 0);
+  assert_int_equal(atomic_load(&ran_here), 1); /* the parent ran it */
+  br_future_unref(h);
+  br_future_unref(m);
+  close(gate[0]);
+  close(gate[1]);
+  br_blocking_set_limits(BR_BLOCKING_USER, &(br_blocking_limits){.max_threads = 64});
+}
+
 static void test_stress(void **state) {
   (void)state;
   pthread_t th[3];
@@ -445,7 +499,8 @@ int main(void) {
     cmocka_unit_test(test_job_context),
     cmocka_unit_test(test_classes),        cmocka_unit_test(test_bounded),
     cmocka_unit_test(test_cancel_waiter),  cmocka_unit_test(test_thread_failure),
-    cmocka_unit_test(test_reap_and_shutdown), cmocka_unit_test(test_stress),
+    cmocka_unit_test(test_reap_and_shutdown), cmocka_unit_test(test_fork_child),
+    cmocka_unit_test(test_stress),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -418,8 +418,20 @@ int br_blocking_shutdown(void) {
   return 0;
 }
 
+/* fork() copies the classes while no other thread is in the middle of
+ * changing one: their locks are held across it. */
+static void atfork_prepare(void) {
+  for (int i = 0; i < BR_BLOCKING_NCLASSES; i++) pthread_mutex_lock(&classes[i].mu);
+}
+
+static void atfork_parent(void) {
+  for (int i = BR_BLOCKING_NCLASSES - 1; i >= 0; i--) pthread_mutex_unlock(&classes[i].mu);
+}
+
 /* After fork() only the forking thread survives: forget the parent's
- * workers and give the child fresh locks so the pool works there too. */
+ * workers and its queued jobs (they are the parent's work: run here they
+ * would run twice) and give the child fresh locks so the pool works there
+ * too. */
 static void atfork_child(void) {
   for (int i = 0; i < BR_BLOCKING_NCLASSES; i++) {
     cls *c = &classes[i];
@@ -429,9 +441,11 @@ static void atfork_child(void) {
     c->threads = 0;
     c->idle = 0;
     c->exited = NULL; /* the parent's threads: not ours to join (leaked) */
+    c->head = c->tail = NULL; /* the parent's jobs (leaked in the child) */
+    c->queued = 0;
   }
 }
 
 __attribute__((constructor)) static void blocking_init(void) {
-  pthread_atfork(NULL, NULL, atfork_child);
+  pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
