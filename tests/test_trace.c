@@ -510,6 +510,56 @@ static void *traced_child_main(void *a) {
   return IP(br_join(t, NULL));
 }
 
+/* The braid command itself: exit status 0, 1 (the file) and 2 (usage). */
+static int run_braid(const char *a1, const char *a2, const char *a3, const char *a4, const char *err_path) {
+  char cli[1024];
+  snprintf(cli, sizeof cli, "%s", self_exe);
+  char *slash = strrchr(cli, '/');
+  if (!slash) return -2;
+  snprintf(slash, sizeof cli - (size_t)(slash - cli), "/../tools/braid/braid");
+  if (access(cli, X_OK) != 0) return -2;
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  char *argv[] = {cli, "trace", (char *)a1, (char *)a2, (char *)a3, (char *)a4, NULL};
+  pid_t pid;
+  int rc = posix_spawn(&pid, cli, &fa, NULL, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc) return -1;
+  int st;
+  if (waitpid(pid, &st, 0) != pid) return -1;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_cli(void **state) {
+  (void)state;
+  const char *path = tmp("cli.json"), *err = tmp("cli.err"), *svg = tmp("cli.svg");
+  record_known(path);
+  int rc = run_braid("show", path, "--width", "80", err);
+  if (rc == -2) {
+    fprintf(stderr, "note: the braid command is not built next to the tests: skipped\n");
+    return;
+  }
+  assert_int_equal(rc, 0);
+  assert_int_equal(run_braid("svg", path, "-o", svg, err), 0);
+  assert_true(file_size(svg) > 1000);
+  assert_int_equal(run_braid("show", path, "--threads", "--ascii", err), 0);
+  assert_int_equal(run_braid("show", tmp("missing.json"), NULL, NULL, err), 1);
+  char *e = slurp(err);
+  assert_non_null(strstr(e, "cannot open"));
+  free(e);
+  assert_int_equal(run_braid(NULL, NULL, NULL, NULL, err), 2);
+  assert_int_equal(run_braid("draw", path, NULL, NULL, err), 2);
+  assert_int_equal(run_braid("show", NULL, NULL, NULL, err), 2);
+  assert_int_equal(run_braid("show", path, "--width", "3", err), 2);
+  assert_int_equal(run_braid("show", path, "--frob", NULL, err), 2);
+  e = slurp(err);
+  assert_non_null(strstr(e, "unknown option '--frob'"));
+  free(e);
+  assert_int_equal(run_braid("svg", path, "-o", NULL, err), 2);
+}
+
 static void test_bad_file(void **state) {
   (void)state;
   tr_model m;
@@ -548,6 +598,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_flight_written_on_sigquit),
       cmocka_unit_test(test_env_trace),
       cmocka_unit_test(test_bad_file),
+      cmocka_unit_test(test_cli),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   br_blocking_shutdown(); /* join the blocking pool's threads (TSan counts an idle-retired one) */
