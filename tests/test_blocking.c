@@ -451,6 +451,13 @@ static void child_after_fork(void *arg) {
 
 static void test_fork_child(void **state) {
   (void)state;
+  /* qemu-user (7.2) aborts a forked child of a threaded process as soon as
+   * the child starts a thread ("cpu == current_cpu"), and this test leaves
+   * the pool's only thread held if it fails half-way. */
+  if (br_test_emulated()) {
+    skip();
+    return;
+  }
   assert_int_equal(pipe(gate), 0);
   br_blocking_set_limits(BR_BLOCKING_USER, &(br_blocking_limits){.max_threads = 1});
   br_future *h = submit(held, NULL), *m = submit(mark, NULL); /* m waits behind h */

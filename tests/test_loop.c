@@ -410,6 +410,60 @@ static void test_call_soon_threadsafe_after_close(void **state) {
   assert_int_equal(br_call_soon_threadsafe(NULL, late_cb, &c), BR_EINVAL);
 }
 
+/* Another thread's hand-over while the loop goes to sleep is never lost: a
+ * task awaits a future that a helper thread completes as soon as it sees
+ * it, round after round, so the completion races the loop's way into its
+ * poller. A lost wake-up shows as a wait that lasts until its deadline. */
+typedef struct {
+  br_future *_Atomic slot; /* the future to complete next, or NULL */
+  atomic_bool quit;
+} relay_ctx;
+
+static void *relay_completer(void *arg) {
+  relay_ctx *r = arg;
+  unsigned n = 0;
+  while (!atomic_load(&r->quit)) {
+    br_future *f = atomic_exchange(&r->slot, NULL);
+    if (f) {
+      /* A varying pause, so that the completion lands anywhere on the
+       * loop's way from the task's park into its poller. */
+      for (volatile unsigned k = 0, m = (n++ * 37) % 4096; k < m; k++) {
+      }
+      br_future_set(f, IP(1));
+      br_future_unref(f); /* the reference it was handed */
+    }
+  }
+  return NULL;
+}
+
+static void *m_relay(void *arg) {
+  relay_ctx *r = arg;
+  pthread_t th;
+  T_EQ(pthread_create(&th, NULL, relay_completer, r), 0);
+  long rounds = br_test_scaled(100000), slow = 0;
+  for (long i = 0; i < rounds; i++) {
+    br_future *f = NULL;
+    T_OK(br_future_new(&f));
+    atomic_store(&r->slot, br_future_ref(f)); /* a reference for the completer */
+    int64_t t0 = br_now();
+    int rc = br_await_until(f, NULL, br_deadline_ms(2000));
+    if (rc || br_now() - t0 > 1000000000LL) slow++;
+    br_future *untaken = atomic_exchange(&r->slot, NULL);
+    if (untaken) br_future_unref(untaken);
+    br_future_unref(f);
+  }
+  atomic_store(&r->quit, true);
+  pthread_join(th, NULL);
+  T_EQ(slow, 0);
+  return NULL;
+}
+
+static void test_remote_wakeup_never_lost(void **state) {
+  (void)state;
+  relay_ctx r = {0};
+  run_main(m_relay, &r);
+}
+
 /* --- stop ---------------------------------------------------------------- */
 
 typedef struct {
@@ -685,6 +739,7 @@ static void test_no_fd_leak(void **state) {
 }
 
 int main(void) {
+  if (getenv("BRAID_TEST_FILTER")) cmocka_set_test_filter(getenv("BRAID_TEST_FILTER"));
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_new_run_free),
       cmocka_unit_test(test_bad_options),
@@ -696,6 +751,7 @@ int main(void) {
       cmocka_unit_test(test_call_soon_threadsafe_many_threads),
       cmocka_unit_test(test_call_soon_threadsafe_wakes_sleeping_loop),
       cmocka_unit_test(test_call_soon_threadsafe_after_close),
+      cmocka_unit_test(test_remote_wakeup_never_lost),
       cmocka_unit_test(test_stop),
       cmocka_unit_test(test_stop_before_run),
       cmocka_unit_test(test_free_cancels_live_tasks),

@@ -168,8 +168,18 @@ static void live_unlock(void) { pthread_rwlock_unlock(&live_lock); }
 
 /* --- remote hand-over ------------------------------------------------------ */
 
+/* The hand-over and the loop's sleep are a store-then-load pair on each
+ * side (Dekker): we publish remote_pending and then look at sleeping, the
+ * loop publishes sleeping and then looks at remote_pending, so at least one
+ * of us sees the other and the loop never sleeps through a hand-over. That
+ * needs each store ordered before the load after it. Both stores are
+ * exchanges rather than plain seq_cst stores: a read-modify-write is a full
+ * barrier wherever it runs, while a store-release followed by a
+ * load-acquire is not ordered under qemu-user's aarch64 emulation on an
+ * x86-64 host (it lost the wake-up about one run in a dozen of
+ * test_blocking's stress case, the loop asleep in epoll_wait for good). */
 static void remote_signal(struct br_loop *L) {
-  atomic_store_explicit(&L->remote_pending, 1, memory_order_seq_cst);
+  (void)atomic_exchange_explicit(&L->remote_pending, 1, memory_order_seq_cst);
   if (atomic_load_explicit(&L->sleeping, memory_order_seq_cst)) L->poller.ops->wake(&L->poller);
 }
 
@@ -343,7 +353,7 @@ int br__loop_iterate(struct br_loop *L, bool block) {
     if (dl) return dl;
   }
   if (timeout != 0) {
-    atomic_store_explicit(&L->sleeping, 1, memory_order_seq_cst);
+    (void)atomic_exchange_explicit(&L->sleeping, 1, memory_order_seq_cst); /* remote_signal */
     if (atomic_load_explicit(&L->remote_pending, memory_order_seq_cst)) timeout = 0;
     atomic_store_explicit(&L->heartbeat, 0, memory_order_relaxed);
   }
