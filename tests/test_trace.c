@@ -488,6 +488,57 @@ static void test_flight_written_on_sigquit(void **state) {
   tr_free(&m);
 }
 
+/* A stack overflow: the crash report fires the flight recorder from the
+ * signal handler, before the process dies. */
+static volatile int stop_depth = -1; /* never reached: deep() recurses until the stack ends */
+
+__attribute__((noinline)) static int deep(volatile char *prev, int depth) {
+  volatile char frame[1024];
+  frame[0] = (char)depth;
+  frame[1023] = prev ? prev[0] : 0;
+  if (depth == stop_depth) return 0;
+  return deep(frame, depth + 1) + frame[1023];
+}
+
+static void *overflows(void *a) {
+  (void)a;
+  br_sleep_ms(2);
+  return IP(deep(NULL, 0));
+}
+
+static void *overflow_main(void *a) {
+  (void)a;
+  br_task *t;
+  if (br_spawn(&t, overflows, NULL, &(br_spawn_opts){.name = "too-deep"})) return IP(1);
+  return IP(br_join(t, NULL));
+}
+
+static int overflow_child(const char *path) {
+  if (br_trace_start(path, &(br_trace_opts){.flight = true}) != 0) return 3;
+  br_run(NULL, overflow_main, NULL);
+  return 4; /* not reached: the overflow kills the process */
+}
+
+static void test_flight_written_on_overflow(void **state) {
+  (void)state;
+#if defined(BRAID_ASAN) || defined(BRAID_TSAN)
+  skip(); /* the sanitizers take the fault first (test_overflow covers them) */
+#endif
+  const char *path = tmp("overflow.json"), *err = tmp("overflow.err");
+  unlink(path);
+  assert_int_equal(run_self("--overflow-child", path, NULL, err), -1); /* killed by SIGSEGV */
+  char *e = slurp(err);
+  assert_non_null(strstr(e, "task 'too-deep' overflowed its"));
+  assert_non_null(strstr(e, "stack overflow: flight recorder written to"));
+  free(e);
+  tr_model m;
+  assert_int_equal(tr_read(&m, path, false), 0);
+  const tr_row *r = row_named(&m, "too-deep");
+  assert_non_null(r);
+  assert_int_equal(count_in(r, BR_WAIT_SLEEP), 1);
+  tr_free(&m);
+}
+
 /* --- BRAID_TRACE=FILE: a program that never calls braid/trace.h ------------------------------------- */
 
 static void test_env_trace(void **state) {
@@ -578,6 +629,7 @@ static void test_bad_file(void **state) {
 int main(int argc, char **argv) {
   self_exe = argv[0];
   if (argc > 2 && !strcmp(argv[1], "--quit-child")) return quit_child(argv[2]);
+  if (argc > 2 && !strcmp(argv[1], "--overflow-child")) return overflow_child(argv[2]);
   if (argc > 1 && !strcmp(argv[1], "--traced-child")) {
     void *r = NULL;
     int rc = br_run(&r, traced_child_main, NULL);
@@ -596,6 +648,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_flight_keeps_the_last_events),
       cmocka_unit_test(test_flight_written_on_deadlock),
       cmocka_unit_test(test_flight_written_on_sigquit),
+      cmocka_unit_test(test_flight_written_on_overflow),
       cmocka_unit_test(test_env_trace),
       cmocka_unit_test(test_bad_file),
       cmocka_unit_test(test_cli),
