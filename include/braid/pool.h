@@ -294,6 +294,20 @@ typedef struct br_pool_stats {
   uint64_t steals;     /* successful steals of forked children */
   uint64_t parks;      /* times a worker parked on its futex */
   uint64_t wakes;      /* times a worker was woken to find work */
+  /* Run time against CPU time. run_ns: how long the workers ran pool work
+   * (jobs, and forked children another worker stole; what a job runs nested
+   * in it, including the time it waits in br_await, counts as the job's).
+   * cpu_ns: the CPU time that work used (the thread CPU clock, read about
+   * once per millisecond of small jobs and around every job of 50 us or
+   * more). run_ns - cpu_ns is time pool work spent off a CPU: blocked in a
+   * system call, a sleep, a lock, a wait — work that belongs on the
+   * blocking pool (br_to_thread) — or preempted on a busy machine.
+   * blocked: jobs (and stolen children) of 50 us or more that spent more
+   * than half of their run off a CPU. Settled when a worker runs out of
+   * work, so they are complete once the submitted jobs are. */
+  uint64_t run_ns;
+  uint64_t cpu_ns;
+  uint64_t blocked;
 } br_pool_stats;
 
 /* br_pool_get_stats: counters summed over the workers (a racy snapshot while

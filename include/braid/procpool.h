@@ -317,6 +317,17 @@ typedef struct br_procpool_stats {
   uint64_t timeouts;      /* jobs killed for their timeout */
   uint64_t recycled;      /* workers retired by max_jobs_per_worker */
   uint64_t started;       /* worker processes started, replacements included */
+  /* Run time against CPU time of the jobs that reported (a map chunk counts
+   * as one job). run_ns: how long the workers ran them; cpu_ns: the CPU time
+   * they used (the worker's process CPU clock, read about once per
+   * millisecond of small jobs and around every job of 50 us or more).
+   * run_ns - cpu_ns is time jobs spent off a CPU: blocked in a system call,
+   * a sleep, a lock — or preempted on a busy machine. blocked: jobs of 50 us
+   * or more that spent more than half of their run off a CPU. Counted when
+   * a job's result arrives, before its future completes. */
+  uint64_t run_ns;
+  uint64_t cpu_ns;
+  uint64_t blocked;
 } br_procpool_stats;
 
 /* br_procpool_get_stats: a snapshot of the counters into *out. 0, or

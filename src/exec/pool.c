@@ -191,6 +191,9 @@ int br_pool_get_stats(br_pool *pool, br_pool_stats *out) {
     out->forks += atomic_load_explicit(&w->forks, memory_order_relaxed);
     out->steals += atomic_load_explicit(&w->steals, memory_order_relaxed);
     out->parks += atomic_load_explicit(&w->parks, memory_order_relaxed);
+    out->run_ns += atomic_load_explicit(&w->run_ns, memory_order_relaxed);
+    out->cpu_ns += atomic_load_explicit(&w->cpu_ns, memory_order_relaxed);
+    out->blocked += atomic_load_explicit(&w->blocked, memory_order_relaxed);
   }
   return 0;
 }

@@ -123,6 +123,10 @@ static inline void ctr_inc(br__ctr *c) {
   atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
                         memory_order_relaxed);
 }
+static inline void ctr_add(br__ctr *c, uint64_t n) {
+  atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                        memory_order_relaxed);
+}
 
 /* A worker. Everything but park, the counters and dq's top is touched only
  * by the worker's own thread. */
@@ -138,8 +142,14 @@ struct br__worker {
   uint64_t rng;
   _Alignas(BR__CACHELINE) _Atomic uint32_t park; /* P_*, futex word */
   br__ctr forks, steals, parks;
+  br__ctr run_ns, cpu_ns, blocked; /* pool work's run vs CPU time (pool_worker.c) */
   pthread_t thread;
   bool started;
+  /* The open accounting window (pool_worker.c): the thread's CPU clock when
+   * it opened (-1: none open), the cycle counter then, the ticks of pool work
+   * run in it, and what "a long piece of work" is in ticks. */
+  int64_t acct_cpu0;
+  uint64_t acct_t0, acct_run, acct_long, acct_window;
   /* Current while the worker runs pool work (pool_worker.c). Last: only its
    * address is used on the hot paths, so it stays off the lines above. */
   br__job_ctx ctx;

@@ -47,6 +47,56 @@ __attribute__((noreturn, cold)) static void fatal_unjoined(int64_t n) {
   abort();
 }
 
+/* Run time against CPU time of pool work (br_pool_stats run_ns, cpu_ns,
+ * blocked), so that a job that blocks inside the pool shows up.
+ *
+ * The thread's CPU clock is a system call (0.4 us on our machines), more
+ * than a small job costs, so it is not read around every job. Pieces of
+ * work (jobs, stolen children; what they run nested counts as theirs) are
+ * timed with the cycle counter, and the CPU clock is read when an
+ * accounting window opens (the worker starts work with no window open) and
+ * when it closes: after a piece of ACCT_LONG_NS or more, once the window is
+ * ACCT_WINDOW_NS old, or when the worker runs out of work. The window's
+ * pieces ran acct_run in all and used min(CPU read, acct_run): what the
+ * worker does between pieces is on a CPU too, but short, and the cap takes
+ * it off. A long piece that closes a window is judged on its own: it
+ * blocked if the window spent more than half of its run off a CPU (exact
+ * when it was the window's only piece). A stream of small jobs costs one
+ * clock read per millisecond; a job at a time costs two reads per job. */
+enum { ACCT_LONG_NS = 50000, ACCT_WINDOW_NS = 1000000 };
+
+static void acct_close(br__worker *w, uint64_t last_ticks) {
+  int64_t cpu = br__thread_cpu_ns() - w->acct_cpu0;
+  int64_t run = br__ticks_to_ns(w->acct_run);
+  if (cpu > run) cpu = run;
+  if (cpu < 0) cpu = 0;
+  ctr_add(&w->run_ns, (uint64_t)run);
+  ctr_add(&w->cpu_ns, (uint64_t)cpu);
+  if (last_ticks && run - cpu > br__ticks_to_ns(last_ticks) / 2) ctr_inc(&w->blocked);
+  w->acct_cpu0 = -1;
+}
+
+/* Around a piece of work that runs at the top of the worker's stack (no
+ * other pool work below it: w->chain is NULL). */
+static inline uint64_t acct_begin(br__worker *w) {
+  if (w->acct_cpu0 < 0) {
+    double npt = br__ns_per_tick();
+    w->acct_long = (uint64_t)(ACCT_LONG_NS / npt);
+    w->acct_window = (uint64_t)(ACCT_WINDOW_NS / npt);
+    w->acct_run = 0;
+    w->acct_cpu0 = br__thread_cpu_ns();
+    w->acct_t0 = br__ticks();
+  }
+  return br__ticks();
+}
+
+static inline void acct_end(br__worker *w, uint64_t t0) {
+  uint64_t t1 = br__ticks(), d = t1 - t0;
+  w->acct_run += d;
+  if (d >= w->acct_long) acct_close(w, d);
+  else if (t1 - w->acct_t0 >= w->acct_window) acct_close(w, 0);
+}
+
 /* Run a stolen fork frame on w and publish its completion. */
 void br__pool_run_stolen(br__worker *w, br_fork *f) {
   atomic_store_explicit((_Atomic uintptr_t *)&FK(f)->thief, (uintptr_t)w, memory_order_release);
@@ -56,12 +106,15 @@ void br__pool_run_stolen(br__worker *w, br_fork *f) {
   br__chain link = {FK(f)->root, w->chain};
   w->cur = f;
   w->root = FK(f)->root;
+  bool top = link.prev == NULL;
+  uint64_t t0 = top ? acct_begin(w) : 0;
   w->chain = &link;
   br__job_ctx *pctx = br__job_enter(&w->ctx);
   int64_t open0 = w->open_forks;
   void *v = FK(f)->fn(FK(f)->arg);
   if (UNLIKELY(w->open_forks != open0)) fatal_unjoined(w->open_forks - open0);
   br__job_leave(pctx);
+  if (top) acct_end(w, t0);
   FK(f)->value = v;
   w->cur = pcur;
   w->root = proot;
@@ -93,6 +146,8 @@ static void run_job(br__worker *w, br__pjob *job) {
   br__chain link = {job, w->chain};
   w->cur = &job->fk;
   w->root = job;
+  bool top = link.prev == NULL;
+  uint64_t t0 = top ? acct_begin(w) : 0;
   w->chain = &link;
   br__job_ctx *pctx = br__job_enter(&w->ctx);
   int64_t open0 = w->open_forks;
@@ -101,6 +156,7 @@ static void run_job(br__worker *w, br__pjob *job) {
   br__trace_job_end(BR_WAIT_POOL, (uintptr_t)job, FK(&job->fk)->err);
   if (UNLIKELY(w->open_forks != open0)) fatal_unjoined(w->open_forks - open0);
   br__job_leave(pctx);
+  if (top) acct_end(w, t0);
   w->cur = pcur;
   w->root = proot;
   w->chain = link.prev;
@@ -118,6 +174,7 @@ static inline void run_any(br__worker *w, br_fork *x) {
   if (FK(x)->state == F_JOB) run_job(w, (br__pjob *)x);
   else br__pool_run_stolen(w, x);
 }
+
 
 /* One sweep over the other workers' deques, from a random one. */
 static br_fork *steal_any(br__worker *w) {
@@ -147,12 +204,14 @@ void *br__pool_worker_main(void *arg) {
   br__worker *w = arg;
   br_pool *p = w->pool;
   br__pool_tls_w = w;
+  w->acct_cpu0 = -1;
   for (;;) {
     br_fork *x = br__pool_find_work(w);
     if (x) {
       run_any(w, x);
       continue;
     }
+    if (w->acct_cpu0 >= 0) acct_close(w, 0); /* out of work: settle the window */
     atomic_fetch_add(&p->nspinning, 1);
     for (;;) {
       int64_t deadline = p->spin_ns > 0 ? now_ns() + p->spin_ns : 0;

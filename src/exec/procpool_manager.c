@@ -158,6 +158,9 @@ static bool take_result(br_procpool *p, pp_slot *s, pp_donelist *dl) {
   j->state = J_DONE;
   p->st.completed++;
   if (code) p->st.failed++;
+  p->st.run_ns += rec->run_ns;
+  p->st.cpu_ns += rec->cpu_ns;
+  if (rec->flags & PP_F_BLOCKED) p->st.blocked++;
   donelist_push(dl, j, code, msg, value);
   return true;
 }

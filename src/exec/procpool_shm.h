@@ -81,7 +81,8 @@ enum { PP_PAD = 1, PP_REQ = 2, PP_RES = 3 };
 enum {
   PP_F_FD = 1,    /* payload (request) / item data or chunk payload (result)
                      is in a memfd sent on the slot socket just before */
-  PP_F_CHUNK = 2  /* several items: see the chunk layouts below */
+  PP_F_CHUNK = 2, /* several items: see the chunk layouts below */
+  PP_F_BLOCKED = 4 /* result: a job of 50 us or more, off a CPU most of its run */
 };
 
 typedef struct pp_rec {
@@ -93,6 +94,7 @@ typedef struct pp_rec {
   uint64_t seq;   /* request sequence within the slot incarnation, from 1 */
   uint64_t len;   /* payload bytes (inline after the header unless PP_F_FD) */
   uint64_t run_ns; /* results: time the worker spent running the job(s) */
+  uint64_t cpu_ns; /* results: CPU time they used (procpool_worker.c, worker_acct) */
 } pp_rec;
 
 /* A chunk request's payload starts with this header; then, unless every item

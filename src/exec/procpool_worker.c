@@ -44,7 +44,39 @@ typedef struct worker {
   const pp_rec *cur;  /* the request being run, for br_cancelled() */
   int fail_code;      /* br_fail's during the current item, or 0 */
   char *fail_msg;     /* malloc'd, or NULL */
+  /* Run time vs CPU time (worker_acct): the open window. */
+  bool win_open;
+  int64_t win_cpu0, win_t0, win_run;
+  uint64_t res_cpu;   /* for the result being sent */
+  bool res_blocked;
 } worker;
+
+/* Run time against CPU time per job (br_procpool_stats run_ns, cpu_ns,
+ * blocked). The process CPU clock is a system call, as costly as a small
+ * job, so it is read when an accounting window opens (a job starts with
+ * none open) and when one closes: after a job of 50 us or more, once the
+ * window is 1 ms old, or when no request is waiting. The window's jobs ran
+ * win_run in all and used min(CPU read, win_run); the result that closes
+ * the window carries that CPU time (the others carry 0), so the parent's
+ * sums are right once the window closes, which is before this result is
+ * published. A long job closing a window is marked blocked when the window
+ * spent more than half of its run off a CPU. */
+static void worker_acct(worker *w, const pp_rec *req, int64_t t0, int64_t t1) {
+  int64_t run = t1 - t0;
+  w->win_run += run;
+  w->res_cpu = 0;
+  w->res_blocked = false;
+  bool more = atomic_load_explicit(&w->req->head, memory_order_acquire) > w->rd + req->size;
+  if (run < 50000 && t1 - w->win_t0 < 1000000 && more) return;
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  int64_t cpu = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec - w->win_cpu0;
+  if (cpu > w->win_run) cpu = w->win_run;
+  if (cpu < 0) cpu = 0;
+  w->res_cpu = (uint64_t)cpu;
+  w->res_blocked = run >= 50000 && w->win_run - cpu > run / 2;
+  w->win_open = false;
+}
 
 /* br_fail() inside a job: the last call wins. */
 static void worker_ctx_fail(br__job_ctx *ctx, int code, char *msg) {
@@ -208,6 +240,8 @@ static void worker_result(worker *w, const pp_rec *req, int err, const char *msg
     rec->job = req->job;
     rec->len = acc->len;
     rec->run_ns = run_ns;
+    rec->cpu_ns = w->res_cpu;
+    if (w->res_blocked) rec->flags |= PP_F_BLOCKED;
     if (!fd && acc->len) memcpy(rec + 1, acc->data, acc->len);
     worker_publish(w, end);
     br_bytes_clear(acc);
@@ -240,6 +274,8 @@ static void worker_result(worker *w, const pp_rec *req, int err, const char *msg
   rec->job = req->job;
   rec->len = body;
   rec->run_ns = run_ns;
+  rec->cpu_ns = w->res_cpu;
+  if (w->res_blocked) rec->flags |= PP_F_BLOCKED;
   pp_entry *e = (pp_entry *)(rec + 1);
   e->err = err;
   e->msglen = (uint32_t)ml;
@@ -273,12 +309,22 @@ static void worker_run(worker *w, pp_rec *req) {
   bool cancelled = atomic_load(&req->cancel) != 0;
   w->cur = req;
   int64_t t0 = pp_now();
+  if (!w->win_open) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    w->win_cpu0 = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    w->win_t0 = t0;
+    w->win_run = 0;
+    w->win_open = true;
+  }
   br_bytes out = {0};
   if (!chunk) {
     const char *msg;
     int err = cancelled ? BR_ECANCELED : run_item(w, req->job, 0, payload, req->len, &out, &msg);
     if (cancelled) msg = "cancelled before it started";
-    worker_result(w, req, err, msg, &out, false, (uint64_t)(pp_now() - t0));
+    int64_t t1 = pp_now();
+    worker_acct(w, req, t0, t1);
+    worker_result(w, req, err, msg, &out, false, (uint64_t)(t1 - t0));
     br_bytes_clear(&out);
   } else {
     const pp_chunk_hdr *h = payload;
@@ -293,7 +339,9 @@ static void worker_run(worker *w, pp_rec *req) {
       br_bytes_clear(&out);
       data += len;
     }
-    worker_result(w, req, 0, "", NULL, true, (uint64_t)(pp_now() - t0));
+    int64_t t1 = pp_now();
+    worker_acct(w, req, t0, t1);
+    worker_result(w, req, 0, "", NULL, true, (uint64_t)(t1 - t0));
   }
   w->cur = NULL;
   atomic_store_explicit(&w->ctl->item_start_ns, 0, memory_order_release);
