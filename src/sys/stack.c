@@ -5,6 +5,8 @@
 #include "sys/emulated.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +50,9 @@ struct br__slab {
   struct br__slab *next;
   char *base;
   size_t len;
+  size_t size;  /* usable bytes of each of its stacks */
+  bool made;    /* by the provisioner: guards tried, top pages touched */
+  bool guards;  /* made, and every slot's first page is a light guard */
 };
 
 static atomic_size_t guarded_live;
@@ -138,6 +143,178 @@ static br__stack *map_guarded(br__stack_cache *c, size_t size) {
   return s;
 }
 
+/* --- the provisioner ------------------------------------------------------
+ *
+ * A fresh stack costs its loop three things the kernel does: the page fault
+ * of its first frame (allocating and zeroing the top page, ~1.5 us), its
+ * guard page (MADV_GUARD_INSTALL, ~1 us) and a share of the page tables.
+ * A warm stack from the cache costs none of them; spawning 1,000,000 tasks
+ * that all stay alive needs 1,000,000 fresh ones, and those three are then
+ * four fifths of what spawning costs (measured: 6.1 s for a million
+ * sleepers on fresh stacks, 1.9 s on a loop's second round with its stacks
+ * cached). So once a loop has carved PROV_AFTER slabs, a background thread
+ * (one per process, on machines with two or more CPUs) makes slabs ahead of
+ * it: mapped, every slot's guard installed, every slot's top page touched.
+ * The loop takes a made slab when it needs a fresh one and carves one
+ * itself when none is ready, so it never waits for the thread; the thread
+ * only ever keeps PROV_RESERVE slabs ready (PROV_RESERVE * 64 touched top
+ * pages: 1 MiB with 256 KiB stacks) and sleeps when the reserve is full.
+ * It changes where the work is done, not how much: the process's CPU time
+ * is the same, its wall time is shorter when a core is free. The memory of
+ * a stack is the same either way (its top page). BRAID_STACK_PROVISION=0
+ * turns it off.
+ *
+ * Locking: prov.lock guards everything in `prov`; the thread maps and
+ * touches a slab without it (the slab is nobody else's until it is on the
+ * ready list, and taking it off under the lock orders the thread's writes
+ * before the loop's). Across fork() the lock is held (atfork) and the child
+ * starts with no thread: it carves its own slabs, and asks for a thread
+ * again when it needs one. */
+
+#define PROV_AFTER 4
+#define PROV_RESERVE 4
+
+static struct {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  bool running;         /* the thread exists (in this process) */
+  bool refused;         /* off: one CPU, BRAID_STACK_PROVISION=0, no thread */
+  bool atfork;          /* fork handlers registered */
+  size_t size;          /* stack size of the slabs it makes; 0: none asked */
+  size_t nready;
+  struct br__slab *ready;
+} prov = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+
+static void prov_prepare(void) { pthread_mutex_lock(&prov.lock); }
+static void prov_parent(void) { pthread_mutex_unlock(&prov.lock); }
+static void prov_child(void) {
+  prov.running = false;
+  /* The parent's thread may have been waiting on the condition variable:
+   * its state still counts that waiter, who does not exist here, and a
+   * signal would wait for it for ever. Start from a fresh one. */
+  prov.cond = (pthread_cond_t)PTHREAD_COND_INITIALIZER;
+  pthread_mutex_unlock(&prov.lock);
+}
+
+/* A slab of SLAB_STACKS slots of (page + size), mapped; made=true also tries
+ * every slot's guard and touches every slot's top page. NULL with errno. */
+static struct br__slab *slab_map(size_t size, bool made) {
+  size_t ps = br__page_size();
+  size_t slot = size + ps;
+  size_t len = slot * SLAB_STACKS;
+  char *base = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+  if (base == MAP_FAILED) return NULL;
+  struct br__slab *sl = malloc(sizeof *sl);
+  if (!sl) {
+    munmap(base, len);
+    errno = ENOMEM;
+    return NULL;
+  }
+  *sl = (struct br__slab){.base = base, .len = len, .size = size, .made = made};
+  if (made) {
+    bool guards = true;
+    for (size_t i = 0; i < SLAB_STACKS; i++) {
+      char *s = base + i * slot;
+      if (guards && !light_guard(s)) guards = false;
+      /* The first frame lands here: fault the page in now. */
+      *(volatile uint64_t *)(s + slot - sizeof(uint64_t)) = 0;
+    }
+    /* A slab whose guards failed part-way keeps the ones it got; its stacks
+     * are treated as unguarded (a canary each), which is what they would be
+     * when carved inline with the same refusal. */
+    sl->guards = guards;
+  }
+  return sl;
+}
+
+static void *prov_main(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&prov.lock);
+  for (;;) {
+    while (!prov.size || prov.nready >= PROV_RESERVE) pthread_cond_wait(&prov.cond, &prov.lock);
+    size_t size = prov.size;
+    pthread_mutex_unlock(&prov.lock);
+    struct br__slab *sl = slab_map(size, true);
+    pthread_mutex_lock(&prov.lock);
+    if (!sl) {
+      prov.size = 0; /* out of memory or mappings: stop until asked again */
+      continue;
+    }
+    sl->next = prov.ready;
+    prov.ready = sl;
+    prov.nready++;
+  }
+  return NULL;
+}
+
+static bool prov_wanted(void) {
+  const char *env = getenv("BRAID_STACK_PROVISION");
+  if (env && *env == '0') return false;
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) < 2) return false;
+  return true;
+}
+
+/* A made slab for stacks of `size`, or NULL; and from the PROV_AFTER-th
+ * fresh slab on, the thread is asked (and started) to keep slabs of this
+ * size ready. Any thread; never blocks on the thread's work. */
+static struct br__slab *prov_take(br__stack_cache *c, size_t size) {
+  if (++c->fresh_slabs < PROV_AFTER) return NULL;
+  struct br__slab *sl = NULL;
+  pthread_mutex_lock(&prov.lock);
+  if (prov.refused) {
+    pthread_mutex_unlock(&prov.lock);
+    return NULL;
+  }
+  for (struct br__slab **pp = &prov.ready; *pp; pp = &(*pp)->next) {
+    if ((*pp)->size == size) {
+      sl = *pp;
+      *pp = sl->next;
+      prov.nready--;
+      break;
+    }
+  }
+  if (!prov.running) {
+    if (!prov_wanted()) {
+      prov.refused = true;
+    } else {
+      if (!prov.atfork) prov.atfork = pthread_atfork(prov_prepare, prov_parent, prov_child) == 0;
+      pthread_attr_t at;
+      pthread_t th;
+      pthread_attr_init(&at);
+      pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+      pthread_attr_setstacksize(&at, 64 * 1024);
+      /* Without fork handlers a fork could leave the lock held in the child. */
+      if (prov.atfork && pthread_create(&th, &at, prov_main, NULL) == 0) {
+        prov.running = true;
+        pthread_setname_np(th, "braid-stacks");
+      }
+      else
+        prov.refused = true; /* EAGAIN (thread limit): carve inline for good */
+      pthread_attr_destroy(&at);
+    }
+  }
+  /* The thread makes the size asked for last; slabs of another size would
+   * fill the reserve with stacks nobody takes, so they go. */
+  struct br__slab *stale = NULL;
+  if (prov.running && prov.size != size) {
+    prov.size = size;
+    stale = prov.ready;
+    prov.ready = NULL;
+    prov.nready = 0;
+  }
+  pthread_cond_signal(&prov.cond);
+  pthread_mutex_unlock(&prov.lock);
+  while (stale) {
+    struct br__slab *n = stale->next;
+    munmap(stale->base, stale->len);
+    free(stale);
+    stale = n;
+  }
+  return sl;
+}
+
 /* Slab stacks: one mapping holds SLAB_STACKS slots of (page + size). Where
  * the kernel has MADV_GUARD_INSTALL, each slot's first page becomes a guard
  * page without splitting the mapping; otherwise the slot's first page is
@@ -160,28 +337,23 @@ static br__stack *carve_unguarded(br__stack_cache *c, size_t size) {
     return s;
   }
   if (!c->slab_left) {
-    size_t len = slot * SLAB_STACKS;
-    char *base = mmap(NULL, len, PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
-    if (base == MAP_FAILED) return NULL;
-    struct br__slab *sl = malloc(sizeof *sl);
-    if (!sl) {
-      munmap(base, len);
-      errno = ENOMEM;
-      return NULL;
-    }
-    *sl = (struct br__slab){.next = c->slabs, .base = base, .len = len};
+    struct br__slab *sl = prov_take(c, size);
+    if (!sl) sl = slab_map(size, false);
+    if (!sl) return NULL;
+    sl->next = c->slabs;
     c->slabs = sl;
-    c->slab_next = base;
+    c->slab_next = sl->base;
     c->slab_left = SLAB_STACKS;
+    c->slab_made = sl->made;
+    c->slab_guards = sl->guards;
   }
   br__stack *s = new_desc(c);
   if (!s) {
     errno = ENOMEM;
     return NULL;
   }
-  *s = (br__stack){.lo = c->slab_next + ps, .size = size, .from_slab = true,
-                   .light_guard = light_guard(c->slab_next)};
+  *s = (br__stack){.lo = c->slab_next + ps, .size = size, .from_slab = true, .made = c->slab_made,
+                   .light_guard = c->slab_made ? c->slab_guards : light_guard(c->slab_next)};
   c->slab_next += slot;
   c->slab_left--;
   return s;

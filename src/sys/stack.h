@@ -16,6 +16,10 @@
  *    carved from slabs and protected by a canary word at their low end that
  *    is checked at every switch instead.
  * Either way an overflow is reported with the task's name.
+ *
+ * A loop that needs many fresh stacks gets slabs made ahead by a background
+ * thread (guards installed, top pages faulted in): see "the provisioner" in
+ * stack.c.
  */
 #ifndef BRAID_SYS_STACK_H
 #define BRAID_SYS_STACK_H
@@ -36,6 +40,7 @@ typedef struct br__stack {
   struct br__stack *next; /* free-list link while cached */
   bool from_slab; /* carved from a slab: never unmapped on its own */
   bool light_guard; /* the page below lo is a MADV_GUARD_INSTALL guard */
+  bool made;      /* its slab was made ahead by the provisioner (stack.c) */
   char *map;      /* start of its own mapping (odd-size unguarded stacks) */
 } br__stack;
 
@@ -48,6 +53,8 @@ typedef struct br__stack_cache {
   size_t slab_left;    /* stacks left in the current slab */
   struct br__slab *slabs;
   struct br__stack *descs; /* free descriptors */
+  unsigned fresh_slabs;    /* slabs it has needed (the provisioner starts at PROV_AFTER) */
+  bool slab_made, slab_guards; /* the current slab was made ahead (stack.c) */
 } br__stack_cache;
 
 size_t br__page_size(void);

@@ -1,0 +1,293 @@
+/* SPDX-License-Identifier: MIT */
+/* test_stack — task stacks made ahead by the provisioner (sys/stack.c): a
+ * loop with many live tasks gets slabs whose guards and top pages were
+ * prepared by a background thread. Those stacks must behave exactly like the
+ * ones a loop carves itself: each task's frames are its own (a pattern
+ * written before a park is intact after it, while hundreds of neighbours
+ * park and run), pointers into a parked task's stack stay valid (a child
+ * writes into its parent's local array while the parent waits), an
+ * overflow is reported with the task's name, BRAID_STACK_PROVISION=0 turns
+ * the thread off, and a fork while the thread runs leaves a child that
+ * provisions for itself. Crash and environment cases run in child processes
+ * so each starts with a fresh provisioner. */
+#include "test_util.h"
+#include "core_test.h"
+
+#include <dirent.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+
+#include "core/core.h"
+
+/* Tasks alive at once: enough for several slabs of 64 (the provisioner
+ * starts at a loop's 4th fresh slab). Under TSan at most 8,128 fibers. */
+#define LIVE 1500
+
+typedef struct {
+  long made;     /* tasks whose stack came from a slab made ahead */
+  long bad;      /* patterns found changed */
+  long done;
+} census;
+
+static void *patterned(void *arg) {
+  census *c = arg;
+  volatile unsigned char frame[8192];
+  uintptr_t key = (uintptr_t)&frame[0];
+  for (size_t i = 0; i < sizeof frame; i++) frame[i] = (unsigned char)(key >> 4 ^ i);
+  struct br__task *self = br__task_get(br_self());
+  if (self && self->stack && self->stack->made) c->made++;
+  /* Park twice: between the two, every other task writes its own frames. */
+  T_OK(br_sleep_ms(20));
+  T_OK(br_yield());
+  for (size_t i = 0; i < sizeof frame; i++)
+    if (frame[i] != (unsigned char)(key >> 4 ^ i)) {
+      c->bad++;
+      break;
+    }
+  c->done++;
+  return NULL;
+}
+
+static void *patterned_main(void *arg) {
+  census *c = arg;
+  long n = br_test_scaled(LIVE);
+  if (n < 400) n = 400; /* still past the provisioner's threshold */
+  br_task **h = calloc((size_t)n, sizeof *h);
+  T_TRUE(h != NULL);
+  for (long i = 0; i < n; i++) T_OK(br_spawn(&h[i], patterned, c, NULL));
+  for (long i = 0; i < n; i++) T_OK(br_join(h[i], NULL));
+  free(h);
+  T_EQ(c->done, n);
+  return NULL;
+}
+
+static bool provision_possible(void) {
+  const char *env = getenv("BRAID_STACK_PROVISION");
+  return br_cpu_count() >= 2 && !(env && *env == '0');
+}
+
+static void test_made_stacks_keep_their_frames(void **state) {
+  (void)state;
+  census c = {0};
+  run_main(patterned_main, &c);
+  assert_int_equal(c.bad, 0);
+  /* On one CPU the thread never starts: every slab is carved inline. */
+  if (provision_possible()) assert_true(c.made > 0);
+}
+
+/* --- a child writes into its parent's stack while the parent waits ------- */
+
+typedef struct {
+  int *slots; /* the parent's local array */
+  int n;
+  br_chan *done;
+} fill_arg;
+
+static void *filler(void *arg) {
+  fill_arg *f = arg;
+  T_OK(br_yield()); /* the parent is parked now */
+  for (int i = 0; i < f->n; i++) f->slots[i] = i * 7 + 1;
+  int one = 1;
+  T_OK(br_chan_send(f->done, &one));
+  return NULL;
+}
+
+static void *parent(void *arg) {
+  census *c = arg;
+  int slots[512] = {0};
+  br_chan *done = tf_chan(sizeof(int), 0);
+  T_TRUE(done != NULL);
+  fill_arg f = {.slots = slots, .n = 512, .done = done};
+  br_task *t;
+  T_OK(br_spawn(&t, filler, &f, NULL));
+  int got = 0;
+  T_OK(br_chan_recv(done, &got));
+  T_OK(br_join(t, NULL));
+  for (int i = 0; i < 512; i++)
+    if (slots[i] != i * 7 + 1) {
+      c->bad++;
+      break;
+    }
+  br_chan_free(done);
+  struct br__task *self = br__task_get(br_self());
+  if (self && self->stack && self->stack->made) c->made++;
+  c->done++;
+  return NULL;
+}
+
+static void *parents_main(void *arg) {
+  census *c = arg;
+  long n = br_test_scaled(LIVE / 2);
+  if (n < 300) n = 300;
+  br_task **h = calloc((size_t)n, sizeof *h);
+  T_TRUE(h != NULL);
+  for (long i = 0; i < n; i++) T_OK(br_spawn(&h[i], parent, c, NULL));
+  for (long i = 0; i < n; i++) T_OK(br_join(h[i], NULL));
+  free(h);
+  T_EQ(c->done, n);
+  return NULL;
+}
+
+static void test_pointers_into_parked_stacks_stay_valid(void **state) {
+  (void)state;
+  census c = {0};
+  run_main(parents_main, &c);
+  assert_int_equal(c.bad, 0);
+  if (provision_possible()) assert_true(c.made > 0);
+}
+
+/* --- overflow on a made stack -------------------------------------------- */
+
+static volatile int stop_depth = -1;
+
+__attribute__((noinline)) static int recurse(volatile char *prev, int depth) {
+  volatile char frame[512];
+  if (depth == stop_depth) return 0;
+  frame[0] = (char)depth;
+  frame[511] = prev ? prev[0] : 0;
+  return recurse(frame, depth + 1) + frame[17];
+}
+
+static void *deep(void *arg) {
+  (void)arg;
+  struct br__task *self = br__task_get(br_self());
+  fprintf(stderr, "deep task: made=%d guard=%d\n", self->stack->made, self->stack->light_guard);
+  return (void *)(intptr_t)recurse(NULL, 0);
+}
+
+static void *idle(void *arg) {
+  (void)arg;
+  br_sleep_ms(100000);
+  return NULL;
+}
+
+static void *overflow_main(void *arg) {
+  (void)arg;
+  /* Keep tasks alive until one lands on a made slab: the next stack comes
+   * from the same slab (it has 63 slots left). */
+  for (int i = 0; i < 4000; i++) {
+    br_task *t;
+    if (br_spawn(&t, idle, NULL, NULL)) break;
+    struct br__task *it = br__task_get(t);
+    bool made = it->stack && it->stack->made;
+    br_detach(t);
+    if (made) break;
+    if (i % 64 == 63) br_sleep_ms(5); /* let the thread get ahead */
+  }
+  br_task *t;
+  if (br_spawn(&t, deep, NULL, &(br_spawn_opts){.name = "made-deep"}) == 0) br_join(t, NULL);
+  fprintf(stderr, "SURVIVED\n");
+  exit(0);
+}
+
+static void overflow_child(void *arg) {
+  (void)arg;
+  br_run(NULL, overflow_main, NULL);
+}
+
+static void test_overflow_on_made_stack_is_reported(void **state) {
+  (void)state;
+  if (!provision_possible()) skip();
+  br_child_result r;
+  assert_int_equal(br_test_run_child(overflow_child, NULL, 60000, &r), 0);
+  bool made = strstr(r.err, "deep task: made=1") != NULL;
+  bool ok = r.signaled && r.signo == SIGSEGV && strstr(r.err, "task 'made-deep' overflowed its 256 KiB stack");
+  char msg[2600];
+  snprintf(msg, sizeof msg, "made=%d signaled=%d signo=%d exited=%d stderr:\n%.2000s", made, r.signaled,
+           r.signo, r.exited, r.err);
+  br_child_result_free(&r);
+  if (!made) fail_msg("the overflowing task did not get a made stack: %s", msg);
+  if (!ok) fail_msg("%s", msg);
+}
+
+/* --- BRAID_STACK_PROVISION=0 ---------------------------------------------- */
+
+/* Whether this process has a thread named "braid-stacks". */
+static bool provisioner_thread(void) {
+  bool found = false;
+  DIR *d = opendir("/proc/self/task");
+  if (!d) return false;
+  struct dirent *e;
+  while ((e = readdir(d)) && !found) {
+    if (e->d_name[0] == '.') continue;
+    char path[300], comm[32] = {0};
+    snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+    FILE *f = fopen(path, "re");
+    if (!f) continue;
+    if (fgets(comm, sizeof comm, f) && strncmp(comm, "braid-stacks", 12) == 0) found = true;
+    fclose(f);
+  }
+  closedir(d);
+  return found;
+}
+
+static void off_child(void *arg) {
+  (void)arg;
+  setenv("BRAID_STACK_PROVISION", "0", 1);
+  census c = {0};
+  int rc = br_run(NULL, patterned_main, &c);
+  bool thread = provisioner_thread();
+  fprintf(stderr, "rc=%d made=%ld bad=%ld done=%ld thread=%d\n", rc, c.made, c.bad, c.done, thread);
+  /* Slabs the parent (the test runner) had made before the fork may be
+   * used up here; no new ones are made: no thread, at most the reserve. */
+  exit(rc == 0 && !thread && c.made <= 4 * 64 && c.bad == 0 && c.done > 0 ? 0 : 1);
+}
+
+static void test_provisioning_can_be_turned_off(void **state) {
+  (void)state;
+  br_child_result r;
+  assert_int_equal(br_test_run_child(off_child, NULL, 60000, &r), 0);
+  bool ok = r.exited && r.exit_code == 0;
+  char msg[2200];
+  snprintf(msg, sizeof msg, "exited=%d code=%d stderr:\n%.2000s", r.exited, r.exit_code, r.err);
+  br_child_result_free(&r);
+  if (!ok) fail_msg("%s", msg);
+}
+
+/* --- fork while the thread runs ------------------------------------------- */
+
+static void fork_child(void *arg) {
+  (void)arg;
+  census c = {0};
+  if (br_run(NULL, patterned_main, &c) != 0 || c.bad) exit(2);
+  /* The thread has been asked for; it may be making a slab (holding no
+   * lock) or waiting. Fork twice in a row so one fork lands while it works. */
+  for (int k = 0; k < 2; k++) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      census d = {0};
+      int rc = br_run(NULL, patterned_main, &d);
+      _exit(rc == 0 && d.bad == 0 && d.done > 0 && (!provision_possible() || d.made > 0) ? 0 : 3);
+    }
+    int st = 0;
+    if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+      fprintf(stderr, "fork %d: status %d\n", k, st);
+      exit(4);
+    }
+  }
+  exit(0);
+}
+
+static void test_fork_child_provisions_for_itself(void **state) {
+  (void)state;
+  br_child_result r;
+  assert_int_equal(br_test_run_child(fork_child, NULL, 120000, &r), 0);
+  bool ok = r.exited && r.exit_code == 0;
+  char msg[2200];
+  snprintf(msg, sizeof msg, "exited=%d code=%d signo=%d timed_out=%d stderr:\n%.2000s", r.exited,
+           r.exit_code, r.signo, r.timed_out, r.err);
+  br_child_result_free(&r);
+  if (!ok) fail_msg("%s", msg);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_made_stacks_keep_their_frames),
+      cmocka_unit_test(test_pointers_into_parked_stacks_stay_valid),
+      cmocka_unit_test(test_overflow_on_made_stack_is_reported),
+      cmocka_unit_test(test_provisioning_can_be_turned_off),
+      cmocka_unit_test(test_fork_child_provisions_for_itself),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
