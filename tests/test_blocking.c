@@ -452,31 +452,42 @@ static void child_after_fork(void *arg) {
 static void test_fork_child(void **state) {
   (void)state;
   /* qemu-user (7.2) aborts a forked child of a threaded process as soon as
-   * the child starts a thread ("cpu == current_cpu"), and this test leaves
-   * the pool's only thread held if it fails half-way. */
+   * the child starts a thread ("cpu == current_cpu"); ThreadSanitizer kills
+   * it ("starting new threads after multi-threaded fork is not supported"). */
   if (br_test_emulated()) {
     skip();
     return;
   }
+#ifdef BRAID_TSAN
+  skip();
+  return;
+#endif
   assert_int_equal(pipe(gate), 0);
   br_blocking_set_limits(BR_BLOCKING_USER, &(br_blocking_limits){.max_threads = 1});
   br_future *h = submit(held, NULL), *m = submit(mark, NULL); /* m waits behind h */
   br_child_result r;
-  assert_int_equal(br_test_run_child(child_after_fork, NULL, 30000, &r), 0);
-  if (!r.exited || r.exit_code != 0) fprintf(stderr, "child: %s\n", r.err ? r.err : "");
-  assert_true(r.exited);
-  assert_int_equal(r.exit_code, 0);
-  br_child_result_free(&r);
-  assert_int_equal(atomic_load(&ran_here), 0); /* still queued here */
-  assert_int_equal(write(gate[1], "x", 1), 1);
-  assert_int_equal(br_await(h, NULL), 0);
-  assert_int_equal(br_await(m, NULL), 0);
-  assert_int_equal(atomic_load(&ran_here), 1); /* the parent ran it */
+  int run_rc = br_test_run_child(child_after_fork, NULL, 30000, &r);
+  int ran_before = atomic_load(&ran_here);
+  /* Let the held job go and the limit back before any check can fail, so a
+   * failure here does not leave the pool's only thread held for the tests
+   * after this one. */
+  ssize_t wrote = write(gate[1], "x", 1);
+  int h_rc = br_await(h, NULL), m_rc = br_await(m, NULL);
+  br_blocking_set_limits(BR_BLOCKING_USER, &(br_blocking_limits){.max_threads = 64});
   br_future_unref(h);
   br_future_unref(m);
   close(gate[0]);
   close(gate[1]);
-  br_blocking_set_limits(BR_BLOCKING_USER, &(br_blocking_limits){.max_threads = 64});
+  assert_int_equal(run_rc, 0);
+  if (!r.exited || r.exit_code != 0) fprintf(stderr, "child: %s\n", r.err ? r.err : "");
+  assert_true(r.exited);
+  assert_int_equal(r.exit_code, 0);
+  br_child_result_free(&r);
+  assert_int_equal(ran_before, 0); /* still queued here while the child ran */
+  assert_int_equal(wrote, 1);
+  assert_int_equal(h_rc, 0);
+  assert_int_equal(m_rc, 0);
+  assert_int_equal(atomic_load(&ran_here), 1); /* the parent ran it */
 }
 
 static void test_stress(void **state) {
