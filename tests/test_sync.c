@@ -54,6 +54,7 @@ typedef struct {
   int got[64];
   int ngot;
   int id;
+  bool receiving; /* recv_late is about to block in br_chan_recv */
 } chan_ctx;
 
 static void *send_one(void *arg) {
@@ -68,6 +69,7 @@ static void *recv_late(void *arg) {
   chan_ctx *x = arg;
   if (br_sleep_ms(30)) return NULL;
   int v = 0;
+  x->receiving = true; /* nothing between here and the park in recv yields */
   int rc = br_chan_recv(x->c, &v);
   if (rc) return br_fail(rc, "recv");
   return IP(v);
@@ -114,7 +116,11 @@ static void *m_unbuffered(void *arg) {
   br_task *rr;
   chan_ctx rx = {.c = c};
   T_OK(spawn_i(&rr, recv_late, &rx, 1));
-  T_OK(br_sleep_ms(40));
+  /* Not a longer sleep than the receiver's: its 30 ms start when it first
+   * runs, which a busy machine (or ThreadSanitizer's first switch) can put
+   * after our own timer. Tasks of one loop take turns, so once the flag is
+   * up the receiver is parked in br_chan_recv. */
+  while (!rx.receiving) T_OK(br_sleep_ms(5));
   v = 7;
   T_OK(br_chan_try_send(c, &v));
   T_OK(br_join(rr, &r));
