@@ -201,6 +201,60 @@ static void test_overflow_on_made_stack_is_reported(void **state) {
   if (!ok) fail_msg("%s", msg);
 }
 
+/* --- the guard pages of a made slab --------------------------------------- */
+
+/* Every slot of a made slab has its guard (installed in one batch where the
+ * kernel takes one): reading the page below a made stack kills the process
+ * with SIGSEGV. Without the guard the read would succeed: the page is part
+ * of the slab's mapping. Tasks parked on made stacks of one slab are probed
+ * at their first, a middle and their last slot. */
+static void *guard_main(void *arg) {
+  (void)arg;
+  enum { N = 1200 };
+  static br_task *h[N];
+  struct br__stack *made[N];
+  int nmade = 0;
+  for (int i = 0; i < N; i++) {
+    if (br_spawn(&h[i], idle, NULL, NULL)) break;
+    struct br__task *it = br__task_get(h[i]);
+    if (it->stack && it->stack->made && it->stack->light_guard) made[nmade++] = it->stack;
+    if (i % 64 == 63) br_sleep_ms(5);
+  }
+  fprintf(stderr, "made=%d\n", nmade);
+  if (nmade < 64) exit(0); /* nothing to probe: the parent skips */
+  int which = (int)(intptr_t)getenv("PROBE_SLOT")[0] - '0';
+  struct br__stack *s = made[which == 0 ? 0 : which == 1 ? nmade / 2 : nmade - 1];
+  fprintf(stderr, "probing\n");
+  volatile char c = *(volatile char *)(s->lo - 1);
+  fprintf(stderr, "SURVIVED %d\n", c);
+  exit(0);
+}
+
+static void guard_child(void *arg) {
+  setenv("PROBE_SLOT", arg, 1);
+  br_run(NULL, guard_main, NULL);
+}
+
+static void test_made_slab_guards_fault(void **state) {
+  (void)state;
+  if (!provision_possible()) skip();
+  for (int k = 0; k < 3; k++) {
+    char which[2] = {(char)('0' + k), 0};
+    br_child_result r;
+    assert_int_equal(br_test_run_child(guard_child, which, 60000, &r), 0);
+    bool probed = strstr(r.err, "probing") != NULL;
+    bool ok = r.signaled && r.signo == SIGSEGV && !strstr(r.err, "SURVIVED");
+    char msg[2200];
+    snprintf(msg, sizeof msg, "slot %d: signaled=%d signo=%d stderr:\n%.2000s", k, r.signaled, r.signo, r.err);
+    br_child_result_free(&r);
+    if (!probed) {
+      if (strstr(msg, "made=")) skip(); /* no light guards on this kernel */
+      fail_msg("%s", msg);
+    }
+    if (!ok) fail_msg("%s", msg);
+  }
+}
+
 /* --- BRAID_STACK_PROVISION=0 ---------------------------------------------- */
 
 /* Whether this process has a thread named "braid-stacks". */
@@ -286,6 +340,7 @@ int main(void) {
       cmocka_unit_test(test_made_stacks_keep_their_frames),
       cmocka_unit_test(test_pointers_into_parked_stacks_stay_valid),
       cmocka_unit_test(test_overflow_on_made_stack_is_reported),
+      cmocka_unit_test(test_made_slab_guards_fault),
       cmocka_unit_test(test_provisioning_can_be_turned_off),
       cmocka_unit_test(test_fork_child_provisions_for_itself),
   };

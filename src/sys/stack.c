@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #ifdef BRAID_ASAN
@@ -196,6 +198,35 @@ static void prov_child(void) {
   pthread_mutex_unlock(&prov.lock);
 }
 
+/* Every slot's first page of a fresh slab made a light guard: one
+ * process_madvise call for all of them where the kernel takes the advice
+ * that way (it saves a system call per stack), else one madvise per slot.
+ * Whether every slot got its guard. */
+static bool slab_guards(char *base, size_t slot) {
+  size_t ps = br__page_size();
+  size_t done = 0;
+#if defined(SYS_process_madvise) && defined(SYS_pidfd_open)
+  static atomic_int batch = 1; /* 0 once the kernel refused the batch */
+  if (atomic_load_explicit(&light_guards, memory_order_relaxed) == 1 &&
+      atomic_load_explicit(&batch, memory_order_relaxed)) {
+    struct iovec iov[SLAB_STACKS];
+    for (size_t i = 0; i < SLAB_STACKS; i++) iov[i] = (struct iovec){base + i * slot, ps};
+    /* The descriptor is closed at once: a program counting its own
+     * descriptors never sees it. */
+    int pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    long r = pidfd >= 0 ? syscall(SYS_process_madvise, pidfd, iov, SLAB_STACKS, MADV_GUARD_INSTALL, 0) : -1;
+    if (pidfd >= 0) close(pidfd);
+    if (r == (long)(SLAB_STACKS * ps)) return true;
+    if (r < 0) atomic_store_explicit(&batch, 0, memory_order_relaxed);
+    if (r > 0) done = (size_t)r / ps; /* a short batch: the rest one by one */
+  }
+#endif
+  bool all = true;
+  for (size_t i = done; i < SLAB_STACKS; i++)
+    if (!light_guard(base + i * slot)) all = false;
+  return all;
+}
+
 /* A slab of SLAB_STACKS slots of (page + size), mapped; made=true also tries
  * every slot's guard and touches every slot's top page. NULL with errno. */
 static struct br__slab *slab_map(size_t size, bool made) {
@@ -213,10 +244,9 @@ static struct br__slab *slab_map(size_t size, bool made) {
   }
   *sl = (struct br__slab){.base = base, .len = len, .size = size, .made = made};
   if (made) {
-    bool guards = true;
+    bool guards = slab_guards(base, slot);
     for (size_t i = 0; i < SLAB_STACKS; i++) {
       char *s = base + i * slot;
-      if (guards && !light_guard(s)) guards = false;
       /* The first frame lands here: fault the page in now. */
       *(volatile uint64_t *)(s + slot - sizeof(uint64_t)) = 0;
     }
