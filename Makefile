@@ -89,7 +89,13 @@ demo: build
 	@echo "== demo: build/tools/braid/braid compare"
 	build/tools/braid/braid compare
 
-bench: deps-bench build
+# Configured here, after deps-bench, never in parallel with it: peers that
+# step installs (libuv, TBB) are found by this configure, even in a tree
+# configured before they were there (CMake searches again for what it did
+# not find).
+bench: deps-bench
+	$(call configure,build,)
+	$(call compile,build)
 	@echo "== bench: $(PYTHON) bench/run.py $(BENCH_ARGS)"
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
 
