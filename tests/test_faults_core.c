@@ -177,6 +177,9 @@ static void *poster(void *arg) {
 static void *naps(void *arg) {
   (void)arg;
   br_sleep_ms(30);
+  /* The posters never stop handing callbacks over: the loop would always
+   * have more to run. */
+  br_loop_stop(br_loop_current());
   return NULL;
 }
 

@@ -460,7 +460,7 @@ static void *m_relay(void *arg) {
 
 static void test_remote_wakeup_never_lost(void **state) {
   (void)state;
-  relay_ctx r = {0};
+  relay_ctx r = {.slot = NULL};
   run_main(m_relay, &r);
 }
 
