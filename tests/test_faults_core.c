@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "test_util.h"
@@ -429,6 +428,10 @@ static void test_sent_fault_signals_kill(void **state) {
   static const int sigs[] = {SIGSEGV, SIGBUS};
   for (int s = 0; s < 2; s++) {
     for (int how = 0; how < 3; how++) {
+      /* qemu-user (7.2) drops a SIGSEGV or SIGBUS another thread sends
+       * with kill(): no handler runs and no default action is taken, with
+       * or without braid. */
+      if (how == 2 && br_test_emulated()) continue;
       sent_case c = {.sig = sigs[s], .how = how};
       br_child_result r;
       assert_int_equal(br_test_run_child(sent_child, &c, CHILD_MS, &r), 0);
@@ -472,7 +475,10 @@ static void test_sent_fault_signals_chain(void **state) {
   expect_child_ok(chained_child, NULL);
 }
 
-/* A real fault outside any guard page is still a plain SIGSEGV. */
+/* A real fault outside any guard page is still a plain SIGSEGV. The page
+ * is the lowest one (never mapped: vm.mmap_min_addr), far from every task
+ * stack: a fresh mapping could land right below one, where a fault does
+ * count as that stack's overflow. */
 static void *touches_bad_page(void *arg) {
   volatile char *p = arg;
   *p = 1;
@@ -483,8 +489,7 @@ static void real_fault_child(void *arg) {
   (void)arg;
   br_loop *L = NULL;
   CHECK(br_loop_new(&L, NULL) == 0);
-  char *page = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  CHECK(page != MAP_FAILED);
+  char *page = (char *)(uintptr_t)64;
   br_task *t;
   CHECK(br_loop_spawn(L, &t, touches_bad_page, page, NULL) == 0);
   br_loop_run(L);
