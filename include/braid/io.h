@@ -543,7 +543,9 @@ int br_loops_count(void);
  * is the task). The name is copied (truncated to 31 bytes). From any loop
  * thread of the group, including loop i itself. 0, BR_EINVAL (bad index,
  * NULL fn, not a loop thread of a group), BR_ECLOSED (the group has ended),
- * BR_ENOMEM. If loop i cannot spawn the task when the hand-off arrives,
+ * BR_ENOMEM, BR_EAGAIN (BR_CALL_SOON_THREADSAFE_MAX hand-offs already wait
+ * for loop i: try again later). If loop i cannot spawn the task when the
+ * hand-off arrives,
  * that is logged (BR_LOG_ERROR) and fn never runs. */
 int br_loops_spawn(int i, br_task_fn fn, void *arg, const char *name);
 
