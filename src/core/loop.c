@@ -176,7 +176,7 @@ static void live_unlock(void) { pthread_rwlock_unlock(&live_lock); }
  * exchanges rather than plain seq_cst stores: a read-modify-write is a full
  * barrier wherever it runs, while a store-release followed by a
  * load-acquire is not ordered under qemu-user's aarch64 emulation on an
- * x86-64 host (it lost the wake-up about one run in a dozen of
+ * x86-64 host (it lost the wake-up in about one run in five of
  * test_blocking's stress case, the loop asleep in epoll_wait for good). */
 static void remote_signal(struct br_loop *L) {
   (void)atomic_exchange_explicit(&L->remote_pending, 1, memory_order_seq_cst);
