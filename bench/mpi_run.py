@@ -55,6 +55,8 @@ import sys
 import time
 from pathlib import Path
 
+from peer_work import burn, noop  # bench/peer_work.py: the script's folder is on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = "/usr/bin/python3"
 MPIRUN = "mpirun"
@@ -64,19 +66,6 @@ ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIR
 
 # --------------------------------------------------------------------------
 # The mpi4py peers (rank 0 of an mpirun; the other ranks serve).
-
-
-def noop(x):
-    return x
-
-
-def burn(ms):
-    end = time.thread_time() + ms / 1000.0
-    x = 1
-    while time.thread_time() < end:
-        for _ in range(100):
-            x = (x * 6364136223846793005 + 1) & 0xFFFFFFFFFFFFFFFF
-    return ms
 
 
 def peer_body(ex, kind, mode, n, ms, chunk):

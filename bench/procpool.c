@@ -17,30 +17,7 @@
  * Workers: one per usable CPU (BR_CPUS), as Python's Pool().
  */
 #include "bench_common.h"
-
-static int noop(const void *in, size_t len, br_bytes *out) {
-  return br_bytes_set(out, in, len);
-}
-BR_JOB(noop, noop);
-
-static int64_t thread_cpu_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* Burn `ms` milliseconds of CPU. */
-static int burn(const void *in, size_t len, br_bytes *out) {
-  int64_t ms;
-  if (len != sizeof ms) return BR_EINVAL;
-  memcpy(&ms, in, sizeof ms);
-  int64_t end = thread_cpu_ns() + ms * 1000000;
-  volatile uint64_t x = 1;
-  while (thread_cpu_ns() < end)
-    for (int i = 0; i < 1000; i++) x = x * 6364136223846793005ULL + 1;
-  return br_bytes_set(out, &ms, sizeof ms);
-}
-BR_JOB(burn, burn);
+#include "bench_jobs.h"
 
 static br_procpool *pool(void) {
   br_procpool *p;

@@ -47,24 +47,13 @@ import sys
 import time
 from pathlib import Path
 
+from peer_work import burn, noop  # bench/peer_work.py: the script's folder is on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = "/usr/bin/python3"
 
 # --------------------------------------------------------------------------
 # The Python peers (run with --peer in a fresh interpreter).
-
-
-def noop(x):
-    return x
-
-
-def burn(ms):
-    end = time.thread_time() + ms / 1000.0
-    x = 1
-    while time.thread_time() < end:
-        for _ in range(100):
-            x = (x * 6364136223846793005 + 1) & 0xFFFFFFFFFFFFFFFF
-    return ms
 
 
 def peer(mode, n, ms):

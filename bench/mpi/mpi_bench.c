@@ -30,31 +30,8 @@
 #include <braid.h>
 #include <braid/mpi.h>
 
-static int noop(const void *in, size_t len, br_bytes *out) { return br_bytes_set(out, in, len); }
-BR_JOB(noop, noop);
+#include "../bench_jobs.h"
 
-static int64_t thread_cpu_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* Burn `ms` milliseconds of this thread's CPU time (as bench/procpool.c and
- * the Python peer's burn()). */
-static int burn(const void *in, size_t len, br_bytes *out) {
-  int64_t ms;
-  if (len != sizeof ms) {
-    br_fail(BR_EINVAL, "burn wants an int64, got %zu bytes", len);
-    return BR_EINVAL;
-  }
-  memcpy(&ms, in, sizeof ms);
-  int64_t end = thread_cpu_ns() + ms * 1000000;
-  volatile uint64_t x = 1;
-  while (thread_cpu_ns() < end)
-    for (int i = 0; i < 1000; i++) x = x * 6364136223846793005ULL + 1;
-  return br_bytes_set(out, &ms, sizeof ms);
-}
-BR_JOB(burn, burn);
 
 static void die(const char *what, int rc) {
   fprintf(stderr, "mpi_bench: %s: %s\n", what, br_strerror(rc));
