@@ -29,12 +29,16 @@ Usage (Debian's /usr/bin/python3 has uvloop; needs wrk, nginx, go, a built tree)
   /usr/bin/python3 bench/io_run.py                 # everything (~4 minutes)
   /usr/bin/python3 bench/io_run.py --quick         # 2 s runs, 2000 connections
   /usr/bin/python3 bench/io_run.py --only http --runs 5
+Each round runs the servers in a shuffled order, each timed run waits (at most
+--idle-wait s, default 10) for 80 % of the CPUs to be idle, and the idle
+fraction and load average seen before it are recorded with it.
 Writes bench/io_results.json (--out). Standard library only.
 """
 import argparse
 import json
 import os
 import platform
+import random
 import re
 import shutil
 import signal
@@ -114,6 +118,31 @@ def group_rss_kib(pgid):
         except OSError:
             pass
     return total
+
+
+def cpu_idle(interval=0.3):
+    """Fraction of all CPUs idle over the next interval seconds (/proc/stat)."""
+    def snap():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return v[3] + v[4], sum(v)
+    i0, t0 = snap()
+    time.sleep(interval)
+    i1, t1 = snap()
+    return (i1 - i0) / max(t1 - t0, 1)
+
+
+IDLE_WAIT = [10.0]  # seconds to wait for a quiet machine before a timed run (--idle-wait)
+
+
+def wait_idle(want=0.8):
+    """Wait up to --idle-wait seconds until at least `want` of the CPUs are
+    idle (the machine may be shared); return the idle fraction seen last."""
+    end = time.time() + IDLE_WAIT[0]
+    idle = cpu_idle()
+    while idle < want and time.time() < end:
+        idle = cpu_idle(0.5)
+    return round(idle, 3)
 
 
 # CPU pinning (set by main): the server on SERVER_CPUS, the load generator on
@@ -240,9 +269,15 @@ def http_bench(args, build):
     peers.append(("nginx", lambda p: nginx_server(p, tmp)))
     results = {}
     for run in range(args.runs):
-        for name, start in peers:
+        # A shuffled order per round: a machine whose load drifts during the
+        # round does not always favour whoever runs first.
+        order = list(peers)
+        random.Random(run).shuffle(order)
+        for name, start in order:
             if args.filter and not re.search(args.filter, name):
                 continue
+            idle = wait_idle()
+            load = os.getloadavg()[0]
             port = free_port()
             srv = start(port)
             if srv is None:
@@ -257,12 +292,16 @@ def http_bench(args, build):
                 cpu = group_cpu(srv.p.pid) - c0
             finally:
                 srv.stop()
-            r = results.setdefault(name, {"rps": [], "cpu_us_per_req": [], "notes": []})
+            r = results.setdefault(name, {"rps": [], "cpu_us_per_req": [], "notes": [],
+                                          "idle_before": [], "loadavg_before": []})
+            r["idle_before"].append(idle)
+            r["loadavg_before"].append(round(load, 2))
             r["rps"].append(rps)
             r["cpu_us_per_req"].append(cpu / max(reqs, 1) * 1e6)
             if errs:
                 r["notes"].append(errs)
-            log(f"http run {run + 1}: {name:22s} {rps:10.0f} req/s  {cpu / max(reqs, 1) * 1e6:6.2f} us CPU/req {errs}")
+            log(f"http run {run + 1}: {name:22s} {rps:10.0f} req/s  {cpu / max(reqs, 1) * 1e6:6.2f} us CPU/req"
+                f"  (idle {idle:.2f} before, load {load:.2f}) {errs}")
     shutil.rmtree(tmp, ignore_errors=True)
     for r in results.values():
         r["rps_median"] = statistics.median(r["rps"])
@@ -286,6 +325,7 @@ def c10k_bench(args, build):
     for name, start in servers:
         if args.filter and not re.search(args.filter, name):
             continue
+        idle = wait_idle()
         port = free_port()
         srv = start(port)
         try:
@@ -310,6 +350,8 @@ def c10k_bench(args, build):
             if not last or mid is None:
                 log(f"c10k {name}: client failed")
                 continue
+            last["idle_before"] = idle
+            last["loadavg_before"] = round(os.getloadavg()[0], 2)
             last["server_rss_idle_kib"] = base
             last["server_rss_loaded_kib"] = mid
             last["bytes_per_conn"] = (mid - base) * 1024 / args.conns
@@ -355,6 +397,8 @@ def main():
     ap.add_argument("--secs", type=int, default=10)
     ap.add_argument("--files", type=int, default=10000)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--idle-wait", type=float, default=10.0,
+                    help="seconds to wait (at most) for 80%% idle CPUs before each timed run")
     ap.add_argument("--no-pin", action="store_true",
                     help="do not pin the server to CPU 0 and the client to CPU 1")
     ap.add_argument("--out", default=str(ROOT / "bench" / "io_results.json"))
@@ -362,6 +406,7 @@ def main():
     if args.quick:
         args.runs, args.duration, args.conns, args.secs, args.files = 1, 2, 2000, 3, 2000
     build = Path(args.build_dir).resolve()
+    IDLE_WAIT[0] = args.idle_wait
     only = args.only.split(",")
     cpus = sorted(os.sched_getaffinity(0))
     if not args.no_pin:
