@@ -13,8 +13,11 @@
 #include <string.h>
 #include <time.h>
 
+#include <unistd.h>
+
 #include <braid.h>
 #include <braid/auto.h>
+#include <braid/procpool.h>
 
 #include "test_util.h"
 
@@ -165,12 +168,166 @@ static void from_a_task(void **state) {
   assert_int_equal(br_auto_shutdown(), 0);
 }
 
+
+/* A burst of calls of a function never seen: the first is measured, the
+ * others wait for that measurement and then run where it says (inline for
+ * this one), and every one of them completes with its own value. */
+static void *tiny2(void *arg) { return (void *)((intptr_t)arg * 2); }
+
+static void burst_while_measuring(void **state) {
+  (void)state;
+  enum { N = 2000 };
+  static br_future *f[N];
+  for (int i = 0; i < N; i++) assert_int_equal(br_auto_submit(&f[i], tiny2, (void *)(intptr_t)i), 0);
+  for (int i = 0; i < N; i++) {
+    void *v = NULL;
+    assert_int_equal(br_await(f[i], &v), 0);
+    assert_ptr_equal(v, (void *)(intptr_t)(2 * i));
+    br_future_unref(f[i]);
+  }
+  assert_int_equal(br_auto_route_of(tiny2), BR_AUTO_INLINE);
+  assert_int_equal(br_auto_shutdown(), 0);
+}
+
+/* Inline from a task: the call runs on the task, its br_fail fails the
+ * call's future and leaves the task's own outcome alone (both ways: a task
+ * that had failed before stays failed with its own message). */
+static void *inline_task(void *arg) {
+  (void)arg;
+  for (int i = 0; i < 30; i++) {
+    br_future *f;
+    if (br_auto_submit(&f, failing, NULL)) return br_fail(BR_EFAILED, "submit");
+    int rc = br_await(f, NULL);
+    bool ok = rc == BR_EIO && strcmp(br_future_message(f), "disk 3 is on fire") == 0;
+    br_future_unref(f);
+    if (!ok) return br_fail(BR_EFAILED, "call %d: %d", i, rc);
+  }
+  if (br_auto_route_of(failing) != BR_AUTO_INLINE) return br_fail(BR_EFAILED, "not inline");
+  br_future *f;
+  for (int i = 0; i < 30; i++) {
+    if (br_auto_submit(&f, tiny, (void *)1)) return br_fail(BR_EFAILED, "submit");
+    (void)br_await(f, NULL);
+    br_future_unref(f);
+  }
+  if (br_auto_submit(&f, tiny, (void *)1)) return br_fail(BR_EFAILED, "submit");
+  bool done = br_future_done(f) && br_future_value(f) == (void *)2;
+  br_future_unref(f);
+  if (!done) return br_fail(BR_EFAILED, "an inline call was not complete at return");
+  /* The task's own failure survives an inline call that fails. */
+  br_fail(BR_ERANGE, "the task's own");
+  if (br_auto_submit(&f, failing, NULL)) return NULL;
+  br_future_unref(f);
+  return NULL;
+}
+
+static void *inline_outer(void *arg) {
+  br_result *r = arg;
+  br_task *t;
+  if (br_spawn(&t, inline_task, NULL, NULL)) return br_fail(BR_EFAILED, "spawn");
+  (void)br_join_result(t, r);
+  return NULL;
+}
+
+static void inline_from_a_task(void **state) {
+  (void)state;
+  br_result r = {0};
+  assert_int_equal(br_run(NULL, inline_outer, &r), 0);
+  if (r.err != BR_ERANGE) fail_msg("the task: %d %s", r.err, r.msg ? r.msg : "");
+  assert_string_equal(r.msg, "the task's own");
+  br_results_free(&r, 1);
+  assert_int_equal(br_auto_shutdown(), 0);
+}
+
+/* --- registered jobs ------------------------------------------------------ */
+
+/* Burns 5 ms of CPU, answers with the pid of the process it ran in. */
+static int pid_job_fn(const void *in, size_t len, br_bytes *out) {
+  (void)in;
+  (void)len;
+  (void)compute((void *)5);
+  int64_t pid = getpid();
+  return br_bytes_set(out, &pid, sizeof pid);
+}
+BR_JOB(auto_pid, pid_job_fn);
+
+static int bad_job_fn(const void *in, size_t len, br_bytes *out) {
+  (void)out;
+  br_fail(BR_EIO, "job saw %zu bytes: %.*s", len, (int)len, (const char *)in);
+  return BR_EIO;
+}
+BR_JOB(auto_bad, bad_job_fn);
+
+static int64_t job_pid(const br_auto_opts *o) {
+  br_future *f;
+  assert_int_equal(br_auto_submit_job(&f, "auto_pid", "x", 1, o), 0);
+  void *v = NULL;
+  assert_int_equal(br_await(f, &v), 0);
+  br_bytes *b = v;
+  assert_int_equal(b->len, sizeof(int64_t));
+  int64_t pid;
+  memcpy(&pid, b->data, sizeof pid);
+  br_bytes_free(b);
+  br_future_unref(f);
+  return pid;
+}
+
+static void jobs_in_process(void **state) {
+  (void)state;
+  for (int i = 0; i < 10; i++) assert_int_equal(job_pid(NULL), getpid());
+  assert_int_equal(br_auto_route_of_job("auto_pid"), BR_AUTO_CPU_POOL);
+
+  for (int i = 0; i < 12; i++) {
+    br_future *f;
+    assert_int_equal(br_auto_submit_job(&f, "auto_bad", "abc", 3, NULL), 0);
+    assert_int_equal(br_await(f, NULL), BR_EIO);
+    assert_string_equal(br_future_message(f), "job saw 3 bytes: abc");
+    br_future_unref(f);
+  }
+  br_future *f;
+  assert_int_equal(br_auto_submit_job(&f, "no_such_job", NULL, 0, NULL), BR_ENOJOB);
+  assert_null(f);
+  assert_int_equal(br_auto_submit_job(&f, NULL, NULL, 0, NULL), BR_EINVAL);
+  assert_int_equal(br_auto_submit_job(&f, "auto_pid", NULL, 4, NULL), BR_EINVAL);
+  assert_int_equal(br_auto_submit_job(NULL, "auto_pid", NULL, 0, NULL), BR_EINVAL);
+  assert_int_equal(br_auto_route_of_job("no_such_job"), BR_AUTO_MEASURING);
+  assert_int_equal(br_auto_shutdown(), 0);
+}
+
+/* With processes allowed, a computing job of 5 ms goes to the process pool:
+ * the pid it answers with is another process's. One call in eight still
+ * runs here, measured. */
+static void jobs_to_processes(void **state) {
+  (void)state;
+  if (br_test_emulated()) br_test_skip("no exec of /proc/self/exe under qemu");
+  br_auto_opts o = {.allow_processes = true};
+  int here = 0, away = 0;
+  for (int i = 0; i < 40; i++) {
+    if (job_pid(&o) == getpid()) here++;
+    else away++;
+  }
+  char line[256];
+  assert_true(br_auto_explain_job(line, sizeof line, "auto_pid") > 0);
+  if (br_auto_route_of_job("auto_pid") != BR_AUTO_PROCPOOL || away < 25)
+    fail_msg("%d here, %d away: %s", here, away, line);
+  assert_true(here >= 2); /* the measuring calls and the samples */
+  assert_non_null(strstr(line, "process pool"));
+  assert_non_null(strstr(line, "to a process"));
+  /* Not allowed any more: back in this process. */
+  for (int i = 0; i < 4; i++) assert_int_equal(job_pid(NULL), getpid());
+  assert_int_equal(br_auto_route_of_job("auto_pid"), BR_AUTO_CPU_POOL);
+  assert_int_equal(br_auto_shutdown(), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(routes_by_measurement),
       cmocka_unit_test(follows_a_change),
       cmocka_unit_test(failures_travel),
       cmocka_unit_test(from_a_task),
+      cmocka_unit_test(burst_while_measuring),
+      cmocka_unit_test(inline_from_a_task),
+      cmocka_unit_test(jobs_in_process),
+      cmocka_unit_test(jobs_to_processes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

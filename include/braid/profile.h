@@ -73,7 +73,7 @@ typedef struct br_profile_report {
   int cores;            /* CPUs the work could use (br_cpu_count()) */
   int threads;          /* distinct threads seen */
   int processes;        /* distinct processes seen */
-  int busy_threads;     /* threads that ran for at least 10 % of the wall time */
+  int busy_threads;     /* threads that ran, or waited for a CPU, for 10 % of the wall time */
   uint64_t read_bytes, write_bytes; /* storage I/O of the processes (/proc/PID/io) */
   int samples;          /* sampling rounds taken */
   double profiler_cpu_s; /* CPU time the sampling itself cost */

@@ -91,3 +91,23 @@ void br__await_shielded(br_future *f) {
   }
   if (in_scope) (void)br_scope_exit(&s);
 }
+
+/* --- a task's outcome around an inline call ------------------------------- */
+
+bool br__outcome_save(br__outcome *saved) {
+  struct br__task *t = br__require_task();
+  if (!t) return false;
+  saved->code = t->fail_code;
+  saved->msg = t->fail_msg;
+  t->fail_code = 0;
+  t->fail_msg = NULL;
+  return true;
+}
+
+void br__outcome_restore(const br__outcome *saved, br__outcome *got) {
+  struct br__task *t = br__require_task();
+  got->code = t->fail_code;
+  got->msg = t->fail_msg;
+  t->fail_code = saved->code;
+  t->fail_msg = saved->msg;
+}

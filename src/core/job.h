@@ -158,4 +158,30 @@ void br__job_abandon(br__job *job);
 /* Wait until f completes, even if the caller is cancelled (see above). */
 void br__await_shielded(br_future *f);
 
+/* --- a task's outcome around an inline call ------------------------------ */
+
+/* In a task, br_fail records the task's own failure (a task comes first),
+ * so an executor that runs a unit of work inline, on the calling task
+ * (the auto executor's inline route), sets the task's outcome aside first
+ * and gives it back afterwards, taking what the work recorded:
+ *
+ *     br__outcome saved, got;
+ *     bool in_task = br__outcome_save(&saved);
+ *     v = fn(arg);                 // br_fail in fn lands in the task
+ *     if (in_task) br__outcome_restore(&saved, &got);  // got: fn's br_fail
+ *
+ * br__outcome_save returns false (and does nothing) outside a task; then
+ * the caller catches br_fail with a job context as usual. got.msg is
+ * malloc'd (or NULL) and now the caller's; got.code is 0 when fn did not
+ * call br_fail. The work must not end the task (it returns normally); a
+ * switch to another task in between (fn awaits) is fine: the outcome
+ * belongs to the task, not to the thread. Task-only, on the task itself. */
+typedef struct br__outcome {
+  int code;
+  char *msg;
+} br__outcome;
+
+bool br__outcome_save(br__outcome *saved);
+void br__outcome_restore(const br__outcome *saved, br__outcome *got);
+
 #endif

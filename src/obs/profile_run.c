@@ -83,6 +83,7 @@ typedef struct reaper {
   int status;       /* the command's wait status */
   int64_t end_ns;   /* when the last child was reaped */
   int notify;       /* write end: "no child left" */
+  int reaped;       /* processes reaped: the command and orphans given to us */
 } reaper;
 
 static void *reaper_main(void *arg) {
@@ -91,6 +92,7 @@ static void *reaper_main(void *arg) {
     int st;
     pid_t p = waitpid(-1, &st, 0);
     if (p == r->child) r->status = st;
+    if (p > 0) r->reaped++;
     if (p < 0 && errno == EINTR) continue;
     if (p < 0) break; /* ECHILD: the whole tree is gone */
   }
@@ -172,6 +174,10 @@ int br_profile_command(br_profile_report *out, char *const argv[], const br_prof
   int64_t extra = rusage_cpu - (int64_t)sampled_cpu_ns(&s);
   br__prof_report(&s, r.end_ns - s.start_ns, extra, out);
   out->exit_status = r.status;
+  /* A process can end between two rounds and never be sampled (a parent
+   * that forks and exits at once, on a busy machine): its exit is still
+   * seen here. */
+  if (r.reaped > out->processes) out->processes = r.reaped;
   out->profiler_cpu_s = (double)(rusage_cpu_ns(RUSAGE_SELF) - self0) / 1e9;
   rc = 0;
 

@@ -164,7 +164,10 @@ void br__prof_report(const prof_state *s, int64_t wall_ns, int64_t extra_cpu_ns,
       t[BR_PROFILE_T_LOCK] -= lock;
       t[BR_PROFILE_T_IDLE] += lock;
     }
-    if (th->t[BR_PROFILE_T_CPU] >= 0.1 * (double)wall_ns) {
+    /* Busy: it wanted a CPU (ran, or waited for one) for a tenth of the
+     * wall time. What it got alone would drop the threads of a starved
+     * program, whose turns under a lock are then no longer seen. */
+    if (th->t[BR_PROFILE_T_CPU] + th->t[BR_PROFILE_T_RUNQUEUE] >= 0.1 * (double)wall_ns) {
       busy++;
       busy_lock += lock;
       busy_total += life;
