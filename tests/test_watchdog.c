@@ -7,7 +7,9 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <errno.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "test_io_util.h"
 
@@ -25,6 +27,8 @@ typedef struct seen {
   int nframes;
   bool in_blocker; /* a frame lies inside blocking_call() */
   bool last_wanted;
+  char syscall[24], waits_on[16], evidence[320]; /* the stall's evidence */
+  double cpu_share;
 } seen;
 
 static seen S = {.mu = PTHREAD_MUTEX_INITIALIZER};
@@ -60,6 +64,10 @@ static void handler(const br_watchdog_report *r, void *ud) {
     snprintf(S.task, sizeof S.task, "%s", r->task);
     S.stalled_ns = r->stalled_ns;
     S.nframes = r->nframes;
+    snprintf(S.syscall, sizeof S.syscall, "%s", r->syscall);
+    snprintf(S.waits_on, sizeof S.waits_on, "%s", r->waits_on);
+    snprintf(S.evidence, sizeof S.evidence, "%s", r->evidence);
+    S.cpu_share = r->cpu_share;
     for (int i = 0; i < r->nframes; i++) {
       uintptr_t pc = (uintptr_t)r->frames[i], f = (uintptr_t)blocking_call;
       if (pc >= f && pc < f + 512) S.in_blocker = true;
@@ -108,6 +116,8 @@ typedef struct seen_copy {
   int64_t stalled_ns, total_ns;
   int nframes;
   bool in_blocker;
+  char syscall[24], waits_on[16], evidence[320];
+  double cpu_share;
 } seen_copy;
 
 static seen_copy snapshot(void) {
@@ -115,6 +125,10 @@ static seen_copy snapshot(void) {
   seen_copy c = {.stalls = S.stalls, .ends = S.ends, .others = S.others, .stalled_ns = S.stalled_ns,
                  .total_ns = S.total_ns, .nframes = S.nframes, .in_blocker = S.in_blocker};
   memcpy(c.task, S.task, sizeof c.task);
+  memcpy(c.syscall, S.syscall, sizeof c.syscall);
+  memcpy(c.waits_on, S.waits_on, sizeof c.waits_on);
+  memcpy(c.evidence, S.evidence, sizeof c.evidence);
+  c.cpu_share = S.cpu_share;
   pthread_mutex_unlock(&S.mu);
   return c;
 }
@@ -158,6 +172,13 @@ static void *body(void *arg) {
   assert_true(c.stalled_ns >= 50000000 && c.stalled_ns <= c.total_ns);
   assert_true(c.nframes > 0);
   assert_true(c.in_blocker);
+  /* The evidence: in a sleep (glibc's nanosleep is clock_nanosleep), off a
+   * CPU, with advice. */
+  if (strcmp(c.syscall, "nanosleep") && strcmp(c.syscall, "clock_nanosleep"))
+    fail_msg("syscall '%s': %s", c.syscall, c.evidence);
+  assert_string_equal(c.waits_on, "sleep");
+  assert_true(c.cpu_share >= 0 && c.cpu_share < 0.3);
+  assert_non_null(strstr(c.evidence, "br_sleep_ms"));
   assert_int_equal(c.ends, 1);
   assert_true(c.total_ns >= 250000000);
   br_watchdog_disable(br_loop_current());
@@ -204,6 +225,7 @@ static void test_stderr(void **state) {
   if (!strstr(r.err, "in task 'parser' (watchdog threshold 100 ms)")) fprintf(stderr, "%s", r.err);
   assert_non_null(strstr(r.err, "braid: loop blocked for "));
   assert_non_null(strstr(r.err, "in task 'parser' (watchdog threshold 100 ms)"));
+  assert_non_null(strstr(r.err, "braid: the loop thread is blocked in "));
   assert_non_null(strstr(r.err, "braid: where the loop thread is now:"));
   assert_non_null(strstr(r.err, "braid: loop was blocked for "));
   br_child_result_free(&r);
@@ -376,6 +398,107 @@ static void test_many_loops(void **state) {
   assert_int_equal(br_watchdog_enable(NULL, 10), BR_EINVAL);
 }
 
+
+/* The evidence tells the kinds of stall apart: computing, a blocking read
+ * on a pipe, a lock held by another thread. */
+static int ev_pipe[2];
+static pthread_mutex_t ev_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void *computer(void *arg) {
+  (void)arg;
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  int64_t until = ts.tv_sec * 1000000000LL + ts.tv_nsec + 300000000LL;
+  volatile uint64_t x = 1;
+  for (;;) {
+    for (int i = 0; i < 10000; i++) x = x * 6364136223846793005u + 1;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    if (ts.tv_sec * 1000000000LL + ts.tv_nsec >= until) break;
+  }
+  return NULL;
+}
+
+static void *pipe_reader(void *arg) {
+  (void)arg;
+  char c;
+  while (read(ev_pipe[0], &c, 1) < 0 && errno == EINTR) {}
+  return NULL;
+}
+
+static void *lock_taker(void *arg) {
+  (void)arg;
+  while (pthread_mutex_lock(&ev_lock) != 0) {}
+  pthread_mutex_unlock(&ev_lock);
+  return NULL;
+}
+
+/* Another thread: after 300 ms, unblock the reader and the lock taker. */
+static void *releaser(void *arg) {
+  (void)arg;
+  struct timespec ts = {0, 300000000L};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+  pthread_mutex_unlock(&ev_lock);
+  ssize_t w = write(ev_pipe[1], "x", 1);
+  (void)w;
+  return NULL;
+}
+
+static seen_copy stall_of(br_task_fn fn, const char *name) {
+  expect(name);
+  br_task *t;
+  br_spawn(&t, fn, NULL, &(br_spawn_opts){.name = name});
+  br_join(t, NULL);
+  wait_ends(1);
+  return snapshot();
+}
+
+static void *evidence_body(void *arg) {
+  (void)arg;
+  assert_int_equal(br_watchdog_enable(br_loop_current(), 50), 0);
+  br_sleep_ms(1);
+  seen_copy c = stall_of(computer, "computer");
+  assert_int_equal(c.stalls, 1);
+  /* On a CPU, or waiting for one on a busy machine: never in a call. */
+  if (strcmp(c.waits_on, "cpu") && strcmp(c.waits_on, "runqueue"))
+    fail_msg("computing reported as '%s' (%s)", c.waits_on, c.evidence);
+  assert_string_equal(c.syscall, "");
+  assert_non_null(strstr(c.evidence, "CPU pool"));
+
+  assert_int_equal(pipe(ev_pipe), 0);
+  pthread_t rel;
+  pthread_create(&rel, NULL, releaser, NULL);
+  c = stall_of(pipe_reader, "reader");
+  pthread_join(rel, NULL);
+  assert_int_equal(c.stalls, 1);
+  assert_string_equal(c.syscall, "read");
+  assert_string_equal(c.waits_on, "pipe");
+  assert_true(c.cpu_share >= 0 && c.cpu_share < 0.3);
+  assert_non_null(strstr(c.evidence, "blocked in read (pipe)"));
+  close(ev_pipe[0]);
+  close(ev_pipe[1]);
+
+  assert_int_equal(pipe(ev_pipe), 0);
+  pthread_mutex_lock(&ev_lock); /* released by the releaser thread */
+  pthread_create(&rel, NULL, releaser, NULL);
+  c = stall_of(lock_taker, "locker");
+  pthread_join(rel, NULL);
+  assert_int_equal(c.stalls, 1);
+  assert_string_equal(c.syscall, "futex");
+  assert_string_equal(c.waits_on, "lock");
+  assert_non_null(strstr(c.evidence, "br_mutex"));
+  close(ev_pipe[0]);
+  close(ev_pipe[1]);
+  br_watchdog_disable(br_loop_current());
+  return NULL;
+}
+
+static void test_evidence(void **state) {
+  (void)state;
+  br_watchdog_set_handler(handler, NULL);
+  io_run(evidence_body, NULL);
+  br_watchdog_set_handler(NULL, NULL);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     /* First, while the process has one thread: the child it forks starts
@@ -387,6 +510,7 @@ int main(void) {
     cmocka_unit_test(test_log_hook),
     cmocka_unit_test(test_unnamed_task),
     cmocka_unit_test(test_many_loops),
+    cmocka_unit_test(test_evidence),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

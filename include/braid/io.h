@@ -574,6 +574,23 @@ typedef struct br_watchdog_report {
   int64_t stalled_ns;
   void *const *frames;
   int nframes;
+  /* The evidence, read from the loop thread's /proc files as `braid
+   * profile` reads them, before the backtrace is taken (first report of a
+   * stall only; "" and -1 in the second or when it could not be read):
+   *  - syscall: the system call the thread sits in ("nanosleep", "read",
+   *    "futex", ...; a number when braid does not know its name), "" when
+   *    it is not in one;
+   *  - waits_on: what it waits for, as braid profile names it ("sleep",
+   *    "network", "pipe", "disk", "lock", "child", "idle", "other"), or
+   *    "cpu" (it computes) or "runqueue" (it is runnable but waits for a
+   *    CPU);
+   *  - cpu_share: the share of the stall so far that the thread ran on a
+   *    CPU (0..1; time it waited for a CPU left out), -1 if unknown;
+   *  - evidence: one sentence with these facts and what to do instead. */
+  const char *syscall;
+  const char *waits_on;
+  double cpu_share;
+  const char *evidence;
 } br_watchdog_report;
 
 typedef void (*br_watchdog_fn)(const br_watchdog_report *r, void *ud);
@@ -584,6 +601,9 @@ typedef void (*br_watchdog_fn)(const br_watchdog_report *r, void *ud);
  * once per stall: through the log hook (br_set_log; by default on stderr)
  * at BR_LOG_WARN as
  *   braid: loop blocked for 250 ms in task 'parser' (watchdog threshold 100 ms)
+ * then the evidence ("braid: the loop thread is blocked in nanosleep
+ * (sleep) and ran 0% of the last 240 ms: a blocking call on the loop; ...":
+ * which system call or wait, from /proc, as braid profile sees it),
  * followed by a symbolised backtrace of the loop thread (one message per
  * frame), or to the handler set with br_watchdog_set_handler, and once more
  * when the loop moves again ("braid: loop was blocked for 312 ms in

@@ -79,6 +79,11 @@ void br__prof_free(prof_state *s);
  * syscall file and classifies the call and its descriptor. -1 if running,
  * BR_PROFILE_T_COUNT if the thread has exited (a zombie's file reads empty). */
 int br__prof_blocked_category(pid_t pid, int fd_syscall);
+/* The same, and the system call's number in *nr (-1 when it is in none). */
+int br__prof_blocked_call(pid_t pid, int fd_syscall, long *nr);
+/* The name of a system call that can block ("nanosleep", "read", ...), NULL
+ * for one the profiler does not know. */
+const char *br__prof_syscall_name(long nr);
 
 /* Verdict, evidence and recommendation from the tallies (profile_verdict.c).
  * wall_ns: the work's wall time; extra_cpu_ns: CPU time rusage saw that the

@@ -168,7 +168,48 @@ static int syscall_category(pid_t pid, long nr, const unsigned long *a) {
   }
 }
 
+const char *br__prof_syscall_name(long nr) {
+  switch (nr) {
+#define N(x) case SYS_##x: return #x;
+  N(read) N(readv) N(pread64) N(preadv) N(write) N(writev) N(pwrite64) N(pwritev)
+  N(recvfrom) N(recvmsg) N(recvmmsg) N(sendto) N(sendmsg) N(sendmmsg) N(sendfile)
+  N(splice) N(tee) N(fsync) N(fdatasync) N(sync_file_range) N(flock) N(accept) N(accept4)
+  N(connect) N(openat) N(close) N(newfstatat) N(statx) N(getdents64) N(sync) N(syncfs)
+  N(fallocate) N(unlinkat) N(mkdirat) N(epoll_pwait) N(ppoll) N(pselect6) N(io_uring_enter)
+  N(nanosleep) N(clock_nanosleep) N(rt_sigtimedwait) N(rt_sigsuspend) N(futex) N(semop)
+  N(semtimedop) N(msgrcv) N(msgsnd) N(wait4) N(waitid)
+#ifdef SYS_epoll_wait
+  N(epoll_wait)
+#endif
+#ifdef SYS_epoll_pwait2
+  N(epoll_pwait2)
+#endif
+#ifdef SYS_poll
+  N(poll)
+#endif
+#ifdef SYS_select
+  N(select)
+#endif
+#ifdef SYS_pause
+  N(pause)
+#endif
+#ifdef SYS_futex_waitv
+  N(futex_waitv)
+#endif
+#ifdef SYS_restart_syscall
+  N(restart_syscall)
+#endif
+#undef N
+  default: return NULL;
+  }
+}
+
 int br__prof_blocked_category(pid_t pid, int fd_syscall) {
+  return br__prof_blocked_call(pid, fd_syscall, NULL);
+}
+
+int br__prof_blocked_call(pid_t pid, int fd_syscall, long *nr_out) {
+  if (nr_out) *nr_out = -1;
   char buf[256];
   ssize_t n = pread(fd_syscall, buf, sizeof buf - 1, 0);
   if (n <= 0) return BR_PROFILE_T_COUNT; /* a zombie, or gone */
@@ -179,6 +220,7 @@ int br__prof_blocked_category(pid_t pid, int fd_syscall) {
   /* Not in a system call: preempted and waiting for a CPU (or, rarely, in a
    * page fault). */
   if (end == p || nr < 0) return BR_PROFILE_T_RUNQUEUE;
+  if (nr_out) *nr_out = nr;
   unsigned long a[6] = {0};
   p = end;
   for (int i = 0; i < 6; i++) {

@@ -21,6 +21,14 @@
  * the loop moves again, with the total time. The loop pays nothing: no
  * timer, no extra system call.
  *
+ * The evidence. Before the signal, the monitor reads the stuck thread's
+ * /proc files the way `braid profile` does (obs/profile_syscall.c): which
+ * system call it sits in and on what kind of descriptor, or that it runs on
+ * a CPU or waits for one; and, from schedstat read when the monitor first
+ * saw the stalled heartbeat, how much of the stall it ran. The loop's
+ * kernel thread id comes from its pthread's CPU clock id (the kernel's
+ * encoding, ~(tid << 3) | 6, which glibc builds the id from).
+ *
  * The signal handler only does what is async-signal-safe: backtrace()
  * (its unwinder is loaded before the first signal, see sample_init), plain
  * loads of the running task's fields, and its own digit formatting for an
@@ -50,7 +58,11 @@
 #include "core/log.h"
 #include "core/trace.h"
 #include "core/loop.h"
+#include "obs/profile_int.h"
 #include "sys/clock.h"
+
+#include <fcntl.h>
+#include <stdio.h>
 
 #define MAX_FRAMES 64
 
@@ -59,6 +71,11 @@ typedef struct entry {
   int64_t threshold_ns;
   int64_t stalled_hb; /* heartbeat of the stall already reported, or 0 */
   bool automatic;     /* watched because of BRAID_DEBUG */
+  /* The loop thread's /proc files (-1: not known), and its schedstat when
+   * the monitor first saw heartbeat base_hb. */
+  int fd_sched, fd_syscall;
+  int64_t base_hb, base_at;
+  uint64_t base_run, base_rq;
 } entry;
 
 static struct {
@@ -198,6 +215,110 @@ static int take_sample(br_loop *L, void **frames, char *name) {
   return n;
 }
 
+/* Open the loop thread's /proc files: its kernel thread id is encoded in
+ * the CPU clock id of its pthread (~(tid << 3) | CPUCLOCK_PERTHREAD_MASK |
+ * CPUCLOCK_SCHED, the kernel's ABI for per-thread CPU clocks). */
+static void open_thread_files(entry *e) {
+  e->fd_sched = e->fd_syscall = -1;
+  clockid_t cid;
+  if (pthread_getcpuclockid(br__loop_thread(e->loop), &cid) != 0 || (cid & 7) != 6) return;
+  pid_t tid = (pid_t)~(cid >> 3);
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/task/%d/schedstat", (int)tid);
+  e->fd_sched = open(path, O_RDONLY | O_CLOEXEC);
+  snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
+  e->fd_syscall = open(path, O_RDONLY | O_CLOEXEC);
+}
+
+static void close_thread_files(entry *e) {
+  if (e->fd_sched >= 0) close(e->fd_sched);
+  if (e->fd_syscall >= 0) close(e->fd_syscall);
+  e->fd_sched = e->fd_syscall = -1;
+}
+
+static bool read_sched(const entry *e, uint64_t *run, uint64_t *rq) {
+  char buf[96];
+  ssize_t n = e->fd_sched >= 0 ? pread(e->fd_sched, buf, sizeof buf - 1, 0) : -1;
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  unsigned long long r, q;
+  if (sscanf(buf, "%llu %llu", &r, &q) != 2) return false;
+  *run = r;
+  *rq = q;
+  return true;
+}
+
+typedef struct evidence {
+  char syscall[24];
+  char waits_on[16];
+  double cpu_share;
+  char text[320];
+} evidence;
+
+/* What the stuck thread is doing, before the sample's signal disturbs it.
+ * Monitor thread, W.mu held. */
+static void gather(const entry *e, int64_t now, evidence *ev) {
+  ev->syscall[0] = ev->waits_on[0] = ev->text[0] = '\0';
+  ev->cpu_share = -1;
+  if (e->fd_syscall < 0) return;
+  long nr = -1;
+  int cat = br__prof_blocked_call(getpid(), e->fd_syscall, &nr);
+  if (cat == BR_PROFILE_T_COUNT) return; /* the thread is gone */
+  uint64_t run, rq;
+  int64_t span = now - e->base_at;
+  if (e->base_hb && span > 0 && read_sched(e, &run, &rq)) {
+    double ran = (double)(run - e->base_run), queued = (double)(rq - e->base_rq);
+    double could = (double)span - queued;
+    ev->cpu_share = could > 0 ? ran / could : 1.0;
+    if (ev->cpu_share > 1) ev->cpu_share = 1;
+    if (ev->cpu_share < 0) ev->cpu_share = 0;
+  }
+  const char *name = nr >= 0 ? br__prof_syscall_name(nr) : NULL;
+  if (nr >= 0 && name) snprintf(ev->syscall, sizeof ev->syscall, "%s", name);
+  else if (nr >= 0) snprintf(ev->syscall, sizeof ev->syscall, "%ld", nr);
+  snprintf(ev->waits_on, sizeof ev->waits_on, "%s",
+           cat < 0 ? "cpu" : br_profile_time_name((br_profile_time)cat));
+  char ran[64] = "";
+  if (ev->cpu_share >= 0)
+    snprintf(ran, sizeof ran, " and ran %.0f%% of the last %lld ms", 100 * ev->cpu_share,
+             (long long)(span / 1000000));
+  const char *advice;
+  switch (cat) {
+  case -1:
+    snprintf(ev->text, sizeof ev->text, "the loop thread is running on a CPU%s: the task "
+             "computes without giving the loop back; hand the computing to the CPU pool "
+             "(br_pool_submit + br_await) or br_yield() in its loop", ran);
+    return;
+  case BR_PROFILE_T_RUNQUEUE:
+    snprintf(ev->text, sizeof ev->text, "the loop thread is runnable but waits for a CPU%s: "
+             "the task computes on a busy machine; hand the computing to the CPU pool "
+             "(br_pool_submit + br_await)", ran);
+    return;
+  case BR_PROFILE_T_SLEEP:
+    advice = "a sleep that blocks the loop; use br_sleep_ms() in a task, or run the call with "
+             "br_to_thread()";
+    break;
+  case BR_PROFILE_T_LOCK:
+    advice = "a lock held by another thread; use br_mutex (it suspends the task, not the "
+             "loop), or run the call with br_to_thread()";
+    break;
+  case BR_PROFILE_T_CHILD:
+    advice = "waiting for a child process on the loop; use br_process_wait() (braid/io.h)";
+    break;
+  case BR_PROFILE_T_NET:
+  case BR_PROFILE_T_PIPE:
+  case BR_PROFILE_T_DISK:
+    advice = "blocking I/O on the loop; use braid's own I/O from the task (braid/io.h), or "
+             "run the call with br_to_thread()";
+    break;
+  default:
+    advice = "a blocking call on the loop; run it with br_to_thread()";
+    break;
+  }
+  snprintf(ev->text, sizeof ev->text, "the loop thread is blocked in %s (%s)%s: %s",
+           ev->syscall[0] ? ev->syscall : "a system call", ev->waits_on, ran, advice);
+}
+
 /* The default report, through the log hook (br_set_log): one message for
  * the stall, then one per frame of the backtrace. Monitor thread. */
 static void report_log(const br_watchdog_report *r, int64_t threshold_ns) {
@@ -209,6 +330,7 @@ static void report_log(const br_watchdog_report *r, int64_t threshold_ns) {
   br__log(BR_LOG_WARN, "loop blocked for %lld ms in task '%s' (watchdog threshold %lld ms)",
           (long long)(r->stalled_ns / 1000000), r->task[0] ? r->task : "<none>",
           (long long)(threshold_ns / 1000000));
+  if (r->evidence && r->evidence[0]) br__log(BR_LOG_WARN, "%s", r->evidence);
   if (r->nframes > 0) {
     br__log(BR_LOG_WARN, "where the loop thread is now:");
     char **syms = backtrace_symbols((void *const *)r->frames, r->nframes);
@@ -227,6 +349,7 @@ typedef struct pending {
   int64_t threshold_ns;
   void *frames[MAX_FRAMES];
   char name[32];
+  evidence ev;
 } pending;
 
 static void *monitor(void *arg) {
@@ -253,17 +376,24 @@ static void *monitor(void *arg) {
        * order made a descheduled monitor see a stall that never was.) */
       int64_t now = br_now();
       int64_t hb = br__loop_heartbeat(e->loop);
+      if (hb && hb != e->base_hb && read_sched(e, &e->base_run, &e->base_rq)) {
+        /* A new stretch away from the poller: the baseline of its CPU use. */
+        e->base_hb = hb;
+        e->base_at = now;
+      }
       pending p;
       memset(&p, 0, sizeof p);
       bool have = false;
       if (e->stalled_hb && hb != e->stalled_hb) {
         /* It moved again: say for how long it was stuck in all. */
         p.r = (br_watchdog_report){.loop = e->loop, .task = "", .stalled_ns = now - e->stalled_hb,
-                                   .frames = NULL, .nframes = -1};
+                                   .frames = NULL, .nframes = -1, .syscall = "",
+                                   .waits_on = "", .cpu_share = -1, .evidence = ""};
         e->stalled_hb = 0;
         have = true;
       } else if (hb && !e->stalled_hb && now - hb > e->threshold_ns) {
         e->stalled_hb = hb;
+        gather(e, now, &p.ev); /* first: the signal would interrupt the call */
         int n = take_sample(e->loop, p.frames, p.name);
         if (br__loop_heartbeat(e->loop) != hb) {
           /* The loop moved on before the sample was taken: the backtrace
@@ -272,7 +402,9 @@ static void *monitor(void *arg) {
           p.name[0] = '\0';
         }
         p.r = (br_watchdog_report){.loop = e->loop, .task = p.name, .stalled_ns = br_now() - hb,
-                                   .frames = p.frames, .nframes = n};
+                                   .frames = p.frames, .nframes = n, .syscall = p.ev.syscall,
+                                   .waits_on = p.ev.waits_on, .cpu_share = p.ev.cpu_share,
+                                   .evidence = p.ev.text};
         have = true;
       }
       if (!have) continue;
@@ -334,7 +466,9 @@ static int enable(br_loop *loop, int64_t threshold_ms, bool automatic) {
   }
   int rc = start_monitor();
   if (rc == 0) {
-    W.v[W.n++] = (entry){.loop = loop, .threshold_ns = th, .automatic = automatic};
+    W.v[W.n] = (entry){.loop = loop, .threshold_ns = th, .automatic = automatic};
+    open_thread_files(&W.v[W.n]);
+    W.n++;
     pthread_cond_signal(&W.cv);
   }
   pthread_mutex_unlock(&W.mu);
@@ -348,6 +482,7 @@ static void disable(br_loop *loop, bool only_automatic) {
   for (size_t i = 0; i < W.n; i++) {
     if (W.v[i].loop != loop) continue;
     if (only_automatic && !W.v[i].automatic) break;
+    close_thread_files(&W.v[i]);
     W.v[i] = W.v[--W.n];
     break;
   }
