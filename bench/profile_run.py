@@ -11,8 +11,11 @@
    workload the median over interleaved rounds, auto's time over the best
    and over the worst hand-picked executor.
 
-Writes bench/profile_results.json. Usage: bench/profile_run.py [--build DIR]
-[--rounds N] [--quick]
+Writes bench/profile_results.json, with the load average before and after
+each part (timing here is only worth reading on a quiet machine). --part
+profiler|auto re-measures one part and keeps the other from the file.
+Usage: bench/profile_run.py [--build DIR] [--rounds N] [--quick]
+[--part all|profiler|auto]
 """
 import argparse
 import json
@@ -51,6 +54,7 @@ def main():
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--part", choices=("all", "profiler", "auto"), default="all")
     a = ap.parse_args()
     braid = os.path.join(a.build, "tools", "braid", "braid")
     tree = os.path.join(a.build, "bench", "bench_profile_tree")
@@ -60,10 +64,22 @@ def main():
             sys.exit(f"profile_run: {p} is missing: build first (make build)")
     rounds = 1 if a.quick else a.rounds
     seconds = 2 if a.quick else 5
-    res = {"load_before": loadavg(), "profiler": [], "auto": {}}
+    out_path = os.path.join(HERE, "profile_results.json")
+    res = {}
+    if a.part != "all" and os.path.exists(out_path):
+        with open(out_path) as f:
+            res = json.load(f)
+    res.pop("load_before", None)
+    res.pop("load_after", None)
+    if a.part in ("all", "profiler"):
+        res["profiler"] = []
+        res["profiler_load"] = {"before": loadavg()}
+    if a.part in ("all", "auto"):
+        res["auto"] = {}
+        res["auto_load"] = {"before": None}
 
     # 1. Profiler overhead, interleaved with bare runs of the same tree.
-    for interval in (None, 10):
+    for interval in ((None, 10) if a.part in ("all", "profiler") else ()):
         cores, ratio = [], []
         for _ in range(rounds):
             bare = bare_tree(tree, 100, seconds)
@@ -80,9 +96,14 @@ def main():
               f"(max {100 * row['profiler_core_share_max']:.2f} %), "
               f"tree wall x{row['wall_under_profiler_over_bare_median']:.3f}")
 
+    if a.part in ("all", "profiler"):
+        res["profiler_load"]["after"] = loadavg()
+
     # 2. Auto against the hand-picked executors.
     times = {}
-    for _ in range(rounds):
+    if a.part in ("all", "auto"):
+        res["auto_load"]["before"] = loadavg()
+    for _ in (range(rounds) if a.part in ("all", "auto") else ()):
         out = subprocess.run([auto], check=True, capture_output=True, text=True).stdout
         for line in out.splitlines():
             kv = dict(f.split("=", 1) for f in line.split()[1:])
@@ -100,12 +121,16 @@ def main():
         print(f"auto, {w}: {med['auto']:.4f} s; best {best} {med[best]:.4f} s "
               f"(auto x{row['auto_over_best']:.2f}), worst {worst} {med[worst]:.4f} s "
               f"(auto x{row['auto_over_worst']:.2f})")
-    res["load_after"] = loadavg()
+    if a.part in ("all", "auto"):
+        res["auto_load"]["after"] = loadavg()
     if not a.quick:
-        with open(os.path.join(HERE, "profile_results.json"), "w") as f:
+        with open(out_path, "w") as f:
             json.dump(res, f, indent=2)
             f.write("\n")
-    print(f"load average {res['load_before']:.2f} before, {res['load_after']:.2f} after")
+    for part in ("profiler", "auto"):
+        ld = res.get(part + "_load")
+        if ld:
+            print(f"{part}: load average {ld['before']:.2f} before, {ld['after']:.2f} after")
 
 
 if __name__ == "__main__":
