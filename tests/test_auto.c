@@ -189,6 +189,26 @@ static void burst_while_measuring(void **state) {
   assert_int_equal(br_auto_shutdown(), 0);
 }
 
+/* A burst of calls of a new function that sleeps: the calls held behind
+ * the first are let go after 0.2 ms, by themselves (no later call comes to
+ * let them go), and run beside it: the burst takes one call's time, not
+ * two. */
+static void burst_of_sleepers(void **state) {
+  (void)state;
+  enum { N = 4 };
+  br_future *f[N];
+  int64_t t0 = br_now();
+  for (int i = 0; i < N; i++) assert_int_equal(br_auto_submit(&f[i], wait_io, (void *)300), 0);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(br_await(f[i], NULL), 0);
+    br_future_unref(f[i]);
+  }
+  int64_t took = br_now() - t0;
+  if (took >= 550000000) fail_msg("the burst took %lld ms", (long long)(took / 1000000));
+  assert_int_equal(br_auto_route_of(wait_io), BR_AUTO_BLOCKING);
+  assert_int_equal(br_auto_shutdown(), 0);
+}
+
 /* Inline from a task: the call runs on the task, its br_fail fails the
  * call's future and leaves the task's own outcome alone (both ways: a task
  * that had failed before stays failed with its own message). */
@@ -325,6 +345,7 @@ int main(void) {
       cmocka_unit_test(failures_travel),
       cmocka_unit_test(from_a_task),
       cmocka_unit_test(burst_while_measuring),
+      cmocka_unit_test(burst_of_sleepers),
       cmocka_unit_test(inline_from_a_task),
       cmocka_unit_test(jobs_in_process),
       cmocka_unit_test(jobs_to_processes),

@@ -32,7 +32,10 @@
  * soon as it lands (inline calls then run on the thread that ran the
  * probe): a burst of tiny calls costs no thread hand-off each. A probe that
  * takes longer than HOLD_NS is not tiny: the held calls and the next ones
- * go to the blocking pool, safe for both kinds, until it reports.
+ * go to the blocking pool, safe for both kinds, until it reports. The held
+ * calls are let go by the releaser, one thread for the process started at
+ * the first hold, which sleeps until the oldest hold is HOLD_NS old (a
+ * burst of calls of a function that sleeps must not wait for the first).
  */
 #include <braid.h>
 #include <braid/auto.h>
@@ -40,6 +43,7 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,6 +96,11 @@ static br_pool *_Atomic pool;   /* started at the first call; cleared by shutdow
 static br_procpool *procs;      /* started at the first call that may use it */
 static int procs_err;           /* why the process pool could not start, or 0 */
 static int64_t handoff_ns = -1; /* a submit + wait round trip to the CPU pool */
+
+/* The releaser (see the top): under mu. */
+static pthread_cond_t held_cv;
+static int64_t release_at;      /* when the oldest hold is HOLD_NS old, 0: nothing held */
+static bool releaser_started;
 
 static int64_t thread_cpu_ns(void) { return br__thread_cpu_ns(); }
 
@@ -359,6 +368,80 @@ static void dispatch_held(acall *list) {
   }
 }
 
+/* Let go of the calls held behind probes older than HOLD_NS: to the blocking
+ * pool (their route is still "measuring"). */
+static void *releaser(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&mu);
+  for (;;) {
+    while (release_at == 0) pthread_cond_wait(&held_cv, &mu);
+    int64_t now = br__mono_ns();
+    if (now < release_at) {
+      struct timespec ts = {release_at / 1000000000, release_at % 1000000000};
+      pthread_cond_clockwait(&held_cv, &mu, CLOCK_MONOTONIC, &ts);
+      continue;
+    }
+    acall *flush = NULL, **tail = &flush;
+    int64_t next = 0;
+    for (size_t i = 0; i < TABLE_SIZE; i++) {
+      fn_stats *t = &table[i];
+      if (!t->held) continue;
+      if (now - t->probe_at >= HOLD_NS) {
+        *tail = t->held;
+        tail = &t->held_tail->next;
+        t->held = t->held_tail = NULL;
+      } else if (!next || t->probe_at + HOLD_NS < next) {
+        next = t->probe_at + HOLD_NS;
+      }
+    }
+    release_at = next;
+    if (flush) {
+      pthread_mutex_unlock(&mu);
+      dispatch_held(flush);
+      pthread_mutex_lock(&mu);
+    }
+  }
+  return NULL;
+}
+
+/* In a child forked from a process with a releaser: it is not there. */
+static void releaser_atfork_child(void) {
+  releaser_started = false;
+  release_at = 0;
+}
+
+static void releaser_init(void) {
+  pthread_condattr_t a;
+  pthread_condattr_init(&a);
+  pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+  pthread_cond_init(&held_cv, &a);
+  pthread_condattr_destroy(&a);
+  pthread_atfork(NULL, NULL, releaser_atfork_child);
+}
+
+/* Start the releaser if it is not running. mu must not be held. */
+static void start_releaser(void) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, releaser_init);
+  pthread_mutex_lock(&mu);
+  bool start = !releaser_started;
+  releaser_started = true;
+  pthread_mutex_unlock(&mu);
+  if (!start) return;
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old); /* it takes no signal */
+  pthread_t t;
+  if (pthread_create(&t, NULL, releaser, NULL) == 0) {
+    pthread_detach(t);
+  } else {
+    pthread_mutex_lock(&mu);
+    releaser_started = false; /* the next hold tries again; a submit flushes meanwhile */
+    pthread_mutex_unlock(&mu);
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
 static void *empty_job(void *arg) { return arg; }
 
 /* Start the CPU pool, and time a hand-off to it once per process (the cost
@@ -524,6 +607,10 @@ static int submit(br_future **out, fn_stats *s, br_task_fn fn, const br_job_desc
           else s->held = c;
           s->held_tail = c;
           hold = true;
+          if (!release_at || s->probe_at + HOLD_NS < release_at) {
+            release_at = s->probe_at + HOLD_NS;
+            if (releaser_started) pthread_cond_signal(&held_cv);
+          }
         }
       } else {
         flush = s->held;
@@ -537,6 +624,7 @@ static int submit(br_future **out, fn_stats *s, br_task_fn fn, const br_job_desc
     }
     if (hold) {
       *out = br_future_ref(c->fut);
+      start_releaser();
       return 0;
     }
     if (probe) {
