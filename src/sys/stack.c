@@ -161,10 +161,11 @@ static br__stack *map_guarded(br__stack_cache *c, size_t size) {
  * itself when none is ready, so it never waits for the thread; the thread
  * only ever keeps PROV_RESERVE slabs ready (PROV_RESERVE * 64 touched top
  * pages: 1 MiB with 256 KiB stacks) and sleeps when the reserve is full.
- * It changes where the work is done, not how much: the process's CPU time
- * is the same, its wall time is shorter when a core is free. The memory of
- * a stack is the same either way (its top page). BRAID_STACK_PROVISION=0
- * turns it off.
+ * It changes where the work is done, not how much (a little more, even:
+ * two threads faulting into one address space contend in the kernel, ~20 %
+ * more system time for a million stacks); the wall time is shorter when a
+ * core is free. The memory of a stack is the same either way (its top
+ * page). BRAID_STACK_PROVISION=0 turns it off.
  *
  * Locking: prov.lock guards everything in `prov`; the thread maps and
  * touches a slab without it (the slab is nobody else's until it is on the
