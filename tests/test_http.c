@@ -165,6 +165,27 @@ static void *plain_thread(void *arg) {
   return (void *)rc;
 }
 
+/* Methods that are not HTTP tokens never reach the wire (they would be
+ * sent as written: a header or a request line smuggled in). */
+static void *bad_methods(void *arg) {
+  (void)arg;
+  static const char *const bad[] = {"", "GE T", "GET\r\nX-Injected: 1", "GET\n", "G\tET",
+                                    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    br_http_response r;
+    assert_int_equal(br_http_request(NULL, &r, bad[i], "http://127.0.0.1:1/", NULL, BR_NEVER),
+                     BR_EINVAL);
+    assert_non_null(strstr(r.error, "not an HTTP method"));
+    br_http_response_free(&r);
+  }
+  /* A token that is not a known method is still a method (WebDAV, ...). */
+  br_http_response r;
+  assert_int_equal(br_http_request(NULL, &r, "PROPFIND", "http://127.0.0.1:1/", NULL,
+                                   br_deadline_ms(5000)) == BR_EINVAL, 0);
+  br_http_response_free(&r);
+  return NULL;
+}
+
 static void test_bad_calls(void **state) {
   (void)state;
   br_http_session *s;
@@ -181,6 +202,7 @@ static void test_bad_calls(void **state) {
   assert_non_null(strstr(br_http_version_string(), "libcurl"));
   assert_string_equal(br_errname(BR_ETLS), "ETLS");
   assert_string_equal(br_errname(BR_EHTTP), "EHTTP");
+  run(bad_methods);
 }
 
 /* --- streaming ------------------------------------------------------------- */

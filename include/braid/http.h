@@ -206,7 +206,9 @@ int br_http_session_get_stats(br_http_session *s, br_http_stats *out);
  * in out->err, with out->error saying why). Retries follow the session's
  * policy; the deadline, timeout_ms and the enclosing scope's deadline bound
  * the whole call, retries and backoffs included. Task-only; the task must
- * run on the session's loop (BR_EPERM otherwise). */
+ * run on the session's loop (BR_EPERM otherwise). A method that is not an
+ * HTTP token (empty, spaces, CR/LF, over 32 bytes) is BR_EINVAL before
+ * anything is sent. */
 int br_http_request(br_http_session *s, br_http_response *out, const char *method,
                     const char *url, const br_http_request_opts *opts, int64_t deadline);
 

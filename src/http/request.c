@@ -690,6 +690,16 @@ static int request(br_http_session *s, br_http_response *out, const char *method
   return err;
 }
 
+/* An HTTP method is a token (RFC 9110 5.6.2): anything else would be sent
+ * as written and could smuggle a header or a second request line. */
+static bool method_ok(const char *m) {
+  if (!m) return true; /* GET, or POST with a body */
+  if (!*m || strlen(m) > 32) return false;
+  for (const char *p = m; *p; p++)
+    if (!(isalnum((unsigned char)*p) || strchr("!#$%&'*+-.^_`|~", *p))) return false;
+  return true;
+}
+
 int br_http_request(br_http_session *s, br_http_response *out, const char *method,
                     const char *url, const br_http_request_opts *opts, int64_t deadline) {
   if (!out) return BR_EINVAL;
@@ -698,6 +708,9 @@ int br_http_request(br_http_session *s, br_http_response *out, const char *metho
   int rc;
   if (!url) {
     rc = BR_EINVAL;
+  } else if (!method_ok(method)) {
+    rc = BR_EINVAL;
+    snprintf(out->error, sizeof out->error, "not an HTTP method: '%.64s'", method);
   } else if (!br_self()) {
     rc = BR_ENOTTASK;
   } else if (!s) {
