@@ -165,7 +165,7 @@ static int memfd_grow(br_bytes *b, size_t need) {
   if (!cap) cap = page_round(need);
   if (!cap) return BR_ENOMEM;
   if (b->br__private.kind != BR__BYTES_MEMFD) {
-    int fd = memfd_create("braid-bytes", MFD_CLOEXEC);
+    int fd = memfd_create("braid-bytes", MFD_CLOEXEC | MFD_ALLOW_SEALING); /* sealed when sent */
     if (fd < 0) return -errno;
     if (ftruncate(fd, (off_t)cap) < 0) {
       int e = -errno;
