@@ -328,6 +328,10 @@ typedef struct br_procpool_stats {
   uint64_t run_ns;
   uint64_t cpu_ns;
   uint64_t blocked;
+  /* Jobs (and map chunks) taken back from the queue of a worker busy with
+   * a long job, for an idle worker (so that no job waits behind another
+   * while a worker has nothing to do). */
+  uint64_t taken_back;
 } br_procpool_stats;
 
 /* br_procpool_get_stats: a snapshot of the counters into *out. 0, or

@@ -52,7 +52,7 @@ static bool pp_job_cancel(br__job *base) {
   if (j->state == J_DISPATCHED) {
     pp_slot *s = &p->slots[j->slot];
     pp_rec *rec = (pp_rec *)(s->req->data + j->rec_off);
-    atomic_store(&rec->cancel, 1);
+    atomic_fetch_or(&rec->cancel, PP_C_CANCEL);
   }
   pthread_mutex_unlock(&p->mu);
   return false;
@@ -103,7 +103,7 @@ int br_procpool_new(br_procpool **out, int workers, const br_procpool_opts *opts
   pthread_mutex_init(&p->mu, NULL);
   p->nworkers = workers;
   p->max_payload = max_payload;
-  p->timeout_ns = opts->timeout_ms * 1000000;
+  p->timeout_ns = opts->timeout_ms > INT64_MAX / 1000000 ? 0 : opts->timeout_ms * 1000000;
   p->max_jobs = opts->max_jobs_per_worker;
   p->depth = 8;
   p->ctl = p->efd = p->epfd = p->pshm_fd = -1;
@@ -221,7 +221,11 @@ int br__pp_submit(br_procpool *p, br_future **out, uint32_t job, const struct io
   j->count = count;
   j->flags = flags;
   j->len = len;
-  j->timeout_ns = timeout_ms > 0 ? timeout_ms * 1000000 : timeout_ms < 0 ? 0 : p->timeout_ns;
+  /* Past ~292 years a timeout is no timeout (and would overflow in ns). */
+  j->timeout_ns = timeout_ms > INT64_MAX / 1000000 ? 0
+                  : timeout_ms > 0                 ? timeout_ms * 1000000
+                  : timeout_ms < 0                 ? 0
+                                                   : p->timeout_ns;
   if (len > PP_INLINE_MAX) {
     /* Large: a memfd the worker maps, written here outside the lock. */
     j->memfd = memfd_create("braid-arg", MFD_CLOEXEC);

@@ -52,6 +52,8 @@
 #define PP_MAX_DEPTH 4096                 /* requests in flight per worker, power of two */
 #define PP_DEPTH_BUDGET_NS 200000.0       /* keep ~200 us of work queued per worker */
 #define PP_RESTART_DELAY_NS (100 * 1000 * 1000) /* retry a worker that failed to start */
+#define PP_STEAL_MIN_NS 1000000           /* least run of a request before its queue is taken */
+#define PP_TIMEOUT_SLACK_NS ((int64_t)1000000000) /* timeouts: a request's budget beyond its items' */
 
 /* pp_job.state */
 enum { J_PENDING = 0, J_DISPATCHED, J_DONE };
@@ -112,6 +114,11 @@ typedef struct pp_slot {
   pp_job **fifo; /* PP_MAX_DEPTH entries: dispatched jobs, oldest first */
   size_t fifo_head, fifo_n;
   bool killing;
+  /* The worker broke the result protocol (procpool_decode.h): what it did.
+   * Its rings are no longer read; it is being killed. */
+  const char *violation;
+  int64_t head_since; /* when the oldest request in flight became the oldest */
+  bool stuck;         /* its oldest request has run long: give it no more (rebalance) */
   int64_t restart_at; /* when an EMPTY slot should be started again */
 } pp_slot;
 
@@ -144,6 +151,7 @@ struct br_procpool {
   double avg_ns;   /* mu */
   uint32_t rr;     /* mu */
   size_t ntimeout; /* mu: dispatched jobs that have a timeout */
+  bool timers_changed; /* mu: a dispatch since check_timers that may need an earlier wake-up */
   /* The fork server (procpool_spawn.c); changed by br_procpool_new and the
    * manager, under mu once the manager runs. */
   pid_t server_pid;
@@ -189,8 +197,9 @@ char *br__pp_strdupf(const char *fmt, ...) __attribute__((format(printf, 1, 2)))
  * slot_start: a fresh region and socket for s, and a worker asked of the
  * server (0 or a negative code); slot_teardown: release them;
  * slot_dispatch: write j's request (payload from iov, or j's own copy when
- * iov is NULL) into s's ring, false if s has no room; slot_pick: the live
- * slot with the fewest requests in flight, or NULL; pump: move pending jobs
+ * iov is NULL) into s's ring, false if s has no room (and wake a sleeping
+ * manager when the job needs a deadline); slot_pick: the live slot with the
+ * fewest requests in flight, not stuck behind a long request, or NULL; pump: move pending jobs
  * into rings while there is room; pend_push_back: queue j last. */
 
 int br__pp_slot_start(br_procpool *p, pp_slot *s);
@@ -198,6 +207,15 @@ void br__pp_slot_teardown(pp_slot *s);
 bool br__pp_slot_dispatch(br_procpool *p, pp_slot *s, pp_job *j, const struct iovec *iov,
                           int iovcnt);
 pp_slot *br__pp_slot_pick(br_procpool *p);
+/* The start-of-job claim (procpool_shm.h) from the parent's side: take
+ * dispatched job j back from slot s. True: the worker can never start it
+ * (the caller owns it again); false: it counts as started. */
+bool br__pp_take_back(pp_slot *s, pp_job *j);
+/* Take back the requests queued behind a request that has run long (a few
+ * average jobs, at least PP_STEAL_MIN_NS) when a worker is idle, mark that
+ * slot stuck, and hand them out again (oldest first, before what is
+ * pending). Returns when to look again (BR_NEVER: no need). */
+int64_t br__pp_rebalance(br_procpool *p, int64_t now);
 void br__pp_pump(br_procpool *p);
 void br__pp_pend_push_back(br_procpool *p, pp_job *j);
 

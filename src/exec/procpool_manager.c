@@ -26,11 +26,13 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/log.h"
 #include "exec/jobs.h"
+#include "exec/procpool_decode.h"
 #include "exec/procpool_int.h"
 
 static void donelist_push(pp_donelist *l, pp_job *j, int code, char *msg, br_bytes *value) {
@@ -76,25 +78,50 @@ static void update_depth(br_procpool *p, uint64_t run_ns) {
   p->depth = d < 2 ? 2 : d > PP_MAX_DEPTH ? PP_MAX_DEPTH : (uint32_t)d;
 }
 
-/* Map a memfd received on the slot socket; NULL on failure. */
-static br_bytes *recv_mapped(pp_slot *s, size_t len, int *err) {
+/* Take the memfd a worker sent with its result and map `len` bytes of it.
+ * The worker can still write to the memfd through any descriptor or shared
+ * mapping it kept, and shrink it (a read past its end is SIGBUS), so the
+ * parent only accepts a memfd sealed against writing and shrinking (the
+ * worker seals it, procpool_worker.c; we seal it here if it did not and
+ * can) that is at least `len` bytes long, and maps it private: the user's
+ * bytes never change after delivery, and they may write to their copy.
+ * Returns NULL with *err: BR_EIO (a protocol violation, *why says which)
+ * or the system's error. */
+static br_bytes *recv_mapped(pp_slot *s, uint64_t len, int *err, const char **why) {
   int fd = -1, nfd = 0;
   char c;
   int r = br__pp_recv_fds(s->sock, &c, 1, &fd, 1, &nfd, MSG_DONTWAIT);
+  *why = NULL;
   if (r < 0 || nfd != 1) {
-    *err = r < 0 ? r : BR_EIO;
+    if (fd >= 0) close(fd);
+    *err = BR_EIO;
+    *why = "a result said to be in shared memory came without its memfd";
+    return NULL;
+  }
+  const int need = F_SEAL_WRITE | F_SEAL_SHRINK;
+  int seals = fcntl(fd, F_GET_SEALS);
+  if (seals >= 0 && (seals & need) != need) {
+    (void)fcntl(fd, F_ADD_SEALS, need | F_SEAL_GROW | F_SEAL_SEAL);
+    seals = fcntl(fd, F_GET_SEALS);
+  }
+  struct stat stt;
+  if (seals < 0 || (seals & need) != need || fstat(fd, &stt) < 0 || !S_ISREG(stt.st_mode) ||
+      (uint64_t)stt.st_size < len || len > (uint64_t)PTRDIFF_MAX) {
+    close(fd);
+    *err = BR_EIO;
+    *why = "a result memfd not sealed against writing and shrinking, or shorter than the result";
     return NULL;
   }
   br_bytes *b = calloc(1, sizeof *b);
-  void *m = len ? mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) : NULL;
+  void *m = len ? mmap(NULL, (size_t)len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0) : NULL;
   close(fd);
   if (!b || m == MAP_FAILED) {
     *err = b ? -errno : BR_ENOMEM;
-    if (m && m != MAP_FAILED) munmap(m, len);
+    if (m && m != MAP_FAILED) munmap(m, (size_t)len);
     free(b);
     return NULL;
   }
-  br__bytes_adopt_map(b, m, len);
+  br__bytes_adopt_map(b, m, (size_t)len);
   return b;
 }
 
@@ -107,67 +134,83 @@ static br_bytes *bytes_copy(const void *p, size_t n) {
   return b;
 }
 
+/* Ask the server to kill slot s's worker (once). False if the request
+ * could not be sent now (the control socket is non-blocking and full). */
+static bool ask_kill(br_procpool *p, pp_slot *s) {
+  if (s->killing) return true;
+  pp_msg m = {.type = PP_M_KILL, .slot = (uint32_t)s->idx, .gen = s->gen};
+  if (br__pp_send_fds(p->ctl, &m, sizeof m, NULL, 0, 0) < 0) return false;
+  s->killing = true;
+  return true;
+}
+
+/* Slot s's worker broke the result protocol (what: why): stop reading its
+ * rings, have it killed; the death path then fails the job it was running
+ * (naming `what`) and requeues the ones it had not started. p->mu held. */
+static void slot_violation(br_procpool *p, pp_slot *s, const char *what) {
+  br__log(BR_LOG_ERROR, "process pool worker %d (pid %d) wrote a malformed result (%s); killing it",
+          s->idx, (int)s->pid, what);
+  s->violation = what;
+  if (!ask_kill(p, s)) p->timers_changed = true; /* check_timers asks again */
+}
+
 /* Take one published result of slot s; false if there is none. p->mu held. */
-static bool take_result(br_procpool *p, pp_slot *s, pp_donelist *dl) {
-  pp_rec *rec = pp_ring_peek(s->res, &s->res_tail);
-  if (!rec) return false;
+static bool take_result(br_procpool *p, pp_slot *s, pp_donelist *dl, int64_t now) {
+  if (s->violation) return false;
+  pp_res rr;
+  const char *why;
+  uint64_t head = atomic_load_explicit(&s->res->head, memory_order_acquire);
+  int dr = br__pp_res_decode(s->res->data, s->res_tail, head, &rr, &why);
+  if (dr == 0) return false;
   pp_job *j = s->fifo_n ? pp_fifo_at(s, 0) : NULL;
-  if (!j || j->seq != rec->seq) {
-    /* Impossible unless the worker scribbled over its own rings; kill it
-     * and let the death path fail what it held. */
-    br__log(BR_LOG_ERROR, "process pool worker %d broke the result protocol; killing it",
-            (int)s->pid);
-    s->res_tail = atomic_load(&s->res->head);
-    atomic_store(&s->res->tail, s->res_tail);
-    pp_msg m = {.type = PP_M_KILL, .slot = (uint32_t)s->idx, .gen = s->gen};
-    br__pp_send_fds(p->ctl, &m, sizeof m, NULL, 0, 0);
-    s->killing = true;
+  if (dr < 0 || !j || j->seq != rr.seq) {
+    slot_violation(p, s, dr < 0 ? why : "a result for a request it was not running");
     return false;
   }
   int code = 0, err = 0;
   char *msg = NULL;
   br_bytes *value = NULL;
-  if (rec->flags & PP_F_CHUNK) {
-    value = rec->flags & PP_F_FD ? recv_mapped(s, rec->len, &err) : bytes_copy(rec + 1, rec->len);
-    if (!value) {
-      code = err ? err : BR_ENOMEM;
-      msg = br__pp_strdupf("could not take the results of a chunk: %s", br_strerror(code));
-    }
+  bool fd = rr.flags & PP_F_FD;
+  if (rr.flags & PP_F_CHUNK) {
+    value = fd ? recv_mapped(s, rr.len, &err, &why) : bytes_copy(rr.data, rr.len);
+  } else if (rr.code) {
+    code = rr.code;
+    msg = strndup(rr.msg, rr.msglen);
   } else {
-    const pp_entry *e = (const pp_entry *)(rec + 1);
-    const char *after = (const char *)(e + 1);
-    if (e->err) {
-      code = e->err;
-      const char *m = after;
-      msg = strndup(m, e->msglen);
-    } else {
-      value = rec->flags & PP_F_FD ? recv_mapped(s, e->len, &err) : bytes_copy(after, e->len);
-      if (!value) {
-        code = err ? err : BR_ENOMEM;
-        msg = br__pp_strdupf("could not take the result: %s", br_strerror(code));
-      }
-    }
+    value = fd ? recv_mapped(s, rr.len, &err, &why) : bytes_copy(rr.data, rr.len);
   }
-  s->res_tail += rec->size;
+  if (!value && !code) {
+    if (err == BR_EIO && why) {
+      slot_violation(p, s, why);
+      return false;
+    }
+    code = err ? err : BR_ENOMEM;
+    msg = br__pp_strdupf("could not take the result: %s", br_strerror(code));
+  }
+  s->res_tail = rr.end;
   atomic_store_explicit(&s->res->tail, s->res_tail, memory_order_release);
-  update_depth(p, rec->run_ns);
+  update_depth(p, rr.run_ns);
   s->fifo_head = (s->fifo_head + 1) & (PP_MAX_DEPTH - 1);
   s->fifo_n--;
+  s->head_since = now;
+  s->stuck = false;
   s->req_free = j->rec_end;
   if (j->timeout_ns) p->ntimeout--;
   j->state = J_DONE;
   p->st.completed++;
   if (code) p->st.failed++;
-  p->st.run_ns += rec->run_ns;
-  p->st.cpu_ns += rec->cpu_ns;
-  if (rec->flags & PP_F_BLOCKED) p->st.blocked++;
+  p->st.run_ns += rr.run_ns;
+  p->st.cpu_ns += rr.cpu_ns;
+  if (rr.flags & PP_F_BLOCKED) p->st.blocked++;
   donelist_push(dl, j, code, msg, value);
   return true;
 }
 
-static bool drain_slot(br_procpool *p, pp_slot *s, pp_donelist *dl) {
+static bool drain_slot(br_procpool *p, pp_slot *s, pp_donelist *dl, int64_t now) {
   bool any = false;
-  while (s->state == S_LIVE && take_result(p, s, dl)) any = true;
+  /* Bounded: a full ring holds fewer records than this, and a worker that
+   * publishes without end must not keep the manager here holding p->mu. */
+  for (int n = 0; n < 16384 && s->state == S_LIVE && take_result(p, s, dl, now); n++) any = true;
   if (any) pp_notify(&s->res->prod_wait, &s->res->prod_seq);
   return any;
 }
@@ -240,6 +283,11 @@ static void fail_started(br_procpool *p, pp_slot *s, pp_job *j, int st, pp_donel
     code = BR_ECANCELED;
     msg = br__pp_strdupf("job '%s' stopped: the pool was shut down with BR_SHUTDOWN_CANCEL",
                          br__pp_job_name(j->job));
+  } else if (s->violation) {
+    code = BR_EWORKERDIED;
+    msg = br__pp_strdupf("worker %d (pid %d) was killed while running job '%s': it wrote a "
+                         "malformed result (%s)",
+                         s->idx, (int)s->pid, br__pp_job_name(j->job), s->violation);
   } else if (j->timed_out) {
     code = BR_ETIMEDOUT;
     msg = br__pp_strdupf("job '%s' timed out after %lld ms; worker %d (pid %d) was killed and "
@@ -290,21 +338,16 @@ static void fail_pending(br_procpool *p, int code, const char *msg, pp_donelist 
  * had started, requeue the ones it had not, start a replacement. p->mu held.
  */
 static void slot_died(br_procpool *p, pp_slot *s, int st, int how, pp_donelist *dl) {
-  drain_slot(p, s, dl);
+  drain_slot(p, s, dl, pp_now());
   uint32_t wstate = atomic_load(&s->ctl->state);
-  /* The start-of-job handshake: mark every request we still hold, then
-   * read how far the worker got. */
-  for (size_t i = 0; i < s->fifo_n; i++) {
-    pp_rec *rec = (pp_rec *)(s->req->data + pp_fifo_at(s, i)->rec_off);
-    atomic_store(&rec->cancel, 1);
-  }
-  uint64_t started = atomic_load(&s->ctl->started_seq);
   bool busy = false;
   pp_job *rq_head = NULL, **rq_tail = &rq_head;
   size_t nrq = 0;
   for (size_t i = 0; i < s->fifo_n; i++) {
     pp_job *j = pp_fifo_at(s, i);
-    if (j->seq <= started) {
+    /* The start-of-job claim (procpool_shm.h): either the worker claimed
+     * the request first, and it counts as started, or it never can. */
+    if (!br__pp_take_back(s, j)) {
       busy = true;
       fail_started(p, s, j, st, dl);
       continue;
@@ -345,8 +388,13 @@ static void slot_died(br_procpool *p, pp_slot *s, int st, int how, pp_donelist *
   if (wstate == PP_W_INIT_FAILED && !p->broken) {
     p->broken = BR_EFAILED;
     free(p->broken_msg);
+    /* Worker-written: a bounded copy, whatever the worker left there. */
+    char imsg[PP_MSG_MAX];
+    memcpy(imsg, s->ctl->init_msg, sizeof imsg);
+    imsg[sizeof imsg - 1] = 0;
+    int ierr = s->ctl->init_err;
     p->broken_msg = br__pp_strdupf("the initializer '%s' failed in a worker (%s): %s",
-                                   p->init_name, br_errname(s->ctl->init_err), s->ctl->init_msg);
+                                   p->init_name, br_errname(ierr < 0 ? ierr : BR_EFAILED), imsg);
   }
   br__pp_slot_teardown(s);
   if (p->broken) {
@@ -440,8 +488,14 @@ static bool handle_ctl(br_procpool *p, pp_donelist *dl) {
 
 /* ---- the loop */
 
+static int64_t sat_add(int64_t a, int64_t b) { return a > INT64_MAX - b ? INT64_MAX : a + b; }
+static int64_t sat_mul(int64_t a, uint32_t n) {
+  return n && a > INT64_MAX / (int64_t)n ? INT64_MAX : a * (int64_t)n;
+}
+
 /* Kill workers whose job ran out of time; restart slots that failed to
- * start. Returns the next time to look again (BR_NEVER: none). p->mu held.
+ * start; take back requests queued behind a long one for an idle worker
+ * (br__pp_rebalance). Returns the next time to look again (BR_NEVER: none). p->mu held.
  */
 static int64_t check_timers(br_procpool *p, int64_t now) {
   int64_t next = BR_NEVER;
@@ -457,25 +511,40 @@ static int64_t check_timers(br_procpool *p, int64_t now) {
       }
       continue;
     }
+    if (s->violation && !s->killing) {
+      if (!ask_kill(p, s) && now + 1000000 < next) next = now + 1000000;
+      continue;
+    }
     if (!p->ntimeout || !s->fifo_n || s->killing) continue;
     pp_job *j = pp_fifo_at(s, 0);
     if (!j->timeout_ns) continue;
+    /* The item's start is worker-written: it counts only inside what the
+     * parent saw itself. Whatever the worker stores there, a request is
+     * killed once it has been the oldest for its whole budget (each item
+     * its timeout, plus slack for the hand-offs). */
+    int64_t cap = sat_add(s->head_since, sat_mul(j->timeout_ns, j->count));
+    cap = sat_add(cap, PP_TIMEOUT_SLACK_NS);
+    int64_t due = cap;
     int64_t t0 = atomic_load(&s->ctl->item_start_ns);
-    if (atomic_load(&s->ctl->started_seq) != j->seq || !t0) {
-      if (now + 1000000 < next) next = now + 1000000; /* about to start */
-      continue;
+    if (atomic_load(&s->ctl->started_seq) == j->seq && t0 > 0 && t0 <= now) {
+      if (sat_add(t0, j->timeout_ns) < due) due = sat_add(t0, j->timeout_ns);
+    } else if (now - s->head_since < PP_TIMEOUT_SLACK_NS && now + 1000000 < next) {
+      next = now + 1000000; /* about to start */
     }
-    if (now - t0 >= j->timeout_ns) {
-      pp_msg m = {.type = PP_M_KILL, .slot = (uint32_t)s->idx, .gen = s->gen};
-      j->timed_out = true;
-      s->killing = true;
-      p->st.timeouts++;
-      br__pp_send_fds(p->ctl, &m, sizeof m, NULL, 0, 0);
-    } else if (t0 + j->timeout_ns < next) {
-      next = t0 + j->timeout_ns;
+    if (now >= due) {
+      if (ask_kill(p, s)) {
+        j->timed_out = true;
+        p->st.timeouts++;
+      } else if (now + 1000000 < next) {
+        next = now + 1000000; /* the server's socket is full: again soon */
+      }
+    } else if (due < next) {
+      next = due;
     }
   }
-  return next;
+  int64_t r = br__pp_rebalance(p, now);
+  p->timers_changed = false;
+  return r < next ? r : next;
 }
 
 static bool all_idle(br_procpool *p) {
@@ -515,10 +584,10 @@ void *br__pp_mgr_main(void *arg) {
   for (;;) {
     bool progress = false;
     pthread_mutex_lock(&p->mu);
-    for (int i = 0; i < p->nworkers; i++)
-      if (p->slots[i].state == S_LIVE) progress |= drain_slot(p, &p->slots[i], &dl);
-    if (p->pend_head) br__pp_pump(p);
     int64_t now = pp_now();
+    for (int i = 0; i < p->nworkers; i++)
+      if (p->slots[i].state == S_LIVE) progress |= drain_slot(p, &p->slots[i], &dl, now);
+    if (p->pend_head) br__pp_pump(p);
     int64_t next = check_timers(p, now);
     bool finish = p->closing == C_CANCEL || (p->closing == C_DRAIN && all_idle(p));
     pthread_mutex_unlock(&p->mu);
@@ -538,8 +607,11 @@ void *br__pp_mgr_main(void *arg) {
     atomic_store(&p->pshm->mgr_sleeping, 1);
     pp_fence();
     pthread_mutex_lock(&p->mu);
+    /* timers_changed: a job with a timeout (or one queued behind another
+     * while a worker idles) was dispatched after check_timers computed
+     * `next`; the submitter saw mgr_sleeping 0 then, so look again. */
     bool waiting = results_waiting(p) || (p->closing == C_DRAIN && all_idle(p)) ||
-                   p->closing == C_CANCEL;
+                   p->closing == C_CANCEL || p->timers_changed;
     pthread_mutex_unlock(&p->mu);
     if (!waiting) {
       int ms = -1;

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "exec/jobs.h"
+#include "exec/procpool_decode.h"
 #include "exec/procpool_int.h"
 
 /* Drop a chunk future we no longer want: cancel it if it is pending (its
@@ -40,26 +41,9 @@ static int result_put_bytes(br_result *out, const void *data, size_t len) {
   return 0;
 }
 
-/* Walk the entries of a chunk result. */
-typedef struct entry_cursor {
-  const char *p, *end;
-} entry_cursor;
-
-static bool entry_next(entry_cursor *c, int *err, const void **data, size_t *len, const char **msg,
-                       size_t *msglen) {
-  if (c->p + sizeof(pp_entry) > c->end) return false;
-  pp_entry e;
-  memcpy(&e, c->p, sizeof e);
-  const char *d = c->p + sizeof e;
-  if (e.len > (size_t)(c->end - d) || e.msglen > (size_t)(c->end - d) - e.len) return false;
-  *err = e.err;
-  *data = d;
-  *len = e.len;
-  *msg = d + e.len;
-  *msglen = e.msglen;
-  c->p = d + pp_align8(e.len + e.msglen);
-  return true;
-}
+/* The entries of a chunk result: procpool_decode.c. */
+typedef pp_entry_cursor entry_cursor;
+#define entry_next br__pp_entry_next
 
 static size_t auto_chunksize(br_procpool *p, size_t n) {
   size_t w = (size_t)br_procpool_size(p) * 4;
@@ -244,6 +228,7 @@ struct br_procpool_iter {
   int src_err;
   bool src_reported;
   ichunk *ch;
+  br_future **fs; /* room to wait for every chunk at once (unordered) */
   size_t nch;
   size_t outstanding; /* items submitted and not yet handed out */
   /* the chunk being handed out */
@@ -277,9 +262,14 @@ static int imap_new(br_procpool *p, br_procpool_iter **out, const char *job,
                                     : 4 * (size_t)br_procpool_size(p) * it->chunksize;
   if (it->window < it->chunksize) it->window = it->chunksize;
   it->timeout_ms = opts ? opts->timeout_ms : 0;
-  size_t maxch = it->window / it->chunksize + 1;
+  size_t maxch = it->window / it->chunksize + 1; /* wraps to 0 only for a window of SIZE_MAX */
+  if (!maxch) maxch = SIZE_MAX / sizeof *it->ch; /* calloc refuses it: BR_ENOMEM */
   it->ch = calloc(maxch, sizeof *it->ch);
-  if (!it->ch) {
+  /* On the heap, never on the caller's stack: the window is the caller's
+   * choice, and a task's stack is small. */
+  it->fs = ordered ? NULL : calloc(maxch, sizeof *it->fs);
+  if (!it->ch || (!ordered && !it->fs)) {
+    free(it->ch);
     free(it);
     return BR_ENOMEM;
   }
@@ -395,13 +385,10 @@ int br_procpool_iter_next(br_procpool_iter *it, br_result *res, size_t *index) {
     if (!it->ordered) {
       while (k < it->nch && !br_future_done(it->ch[k].f)) k++;
       if (k == it->nch) {
-        br_future *fs[it->nch];
-        for (size_t i = 0; i < it->nch; i++) fs[i] = it->ch[i].f;
-        int w = br_wait(fs, it->nch, BR_WAIT_FIRST, BR_NEVER);
+        for (size_t i = 0; i < it->nch; i++) it->fs[i] = it->ch[i].f;
+        int w = br_wait(it->fs, it->nch, BR_WAIT_FIRST, BR_NEVER);
         if (w < 0) return w;
-        for (k = 0; k < it->nch && !br_future_done(it->ch[k].f); k++) {
-        }
-        if (k == it->nch) continue;
+        k = (size_t)w; /* the first one done */
       }
     }
     ichunk c = it->ch[k];
@@ -432,5 +419,6 @@ void br_procpool_iter_free(br_procpool_iter *it) {
   br_bytes_clear(&it->lens);
   br_bytes_clear(&it->data);
   free(it->ch);
+  free(it->fs);
   free(it);
 }

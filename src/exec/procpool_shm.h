@@ -20,11 +20,14 @@
  * would straddle the end is preceded by a PAD record.
  *
  * Request ring ownership: the parent writes records (under the pool mutex)
- * and publishes `head`; the worker reads with its own cursor and never frees
- * space. The parent frees a request's space only when it has consumed that
- * request's result, so a dispatched request's bytes stay valid for the
- * parent (to set its cancel flag, or to copy it back out and requeue it after
- * the worker died) for as long as the parent tracks the job.
+ * and publishes `head`; the worker reads with its own cursor. The parent
+ * frees a request's space only when it has consumed that request's result,
+ * so a dispatched request's bytes stay valid for the parent (to set its
+ * cancel bit, or to copy it back out and requeue it) for as long as the
+ * parent tracks the job. Requests taken back leave no result: their space
+ * is reclaimed when a later request's result is consumed, or, once the
+ * parent tracks no request in the ring, up to the worker's published read
+ * position (`tail`, stored after each request it ran or skipped).
  *
  * Result ring: the worker writes and publishes `head`; the manager thread
  * copies each result out, then advances `tail`.
@@ -41,12 +44,24 @@
  * Each pair is a Dekker handshake (store flag; full fence; check the other
  * side), so a wake-up can be redundant but never lost.
  *
- * Start-of-job handshake (no job is run twice, none is lost): before running
- * request `seq` the worker stores started_seq = seq, then (after a full fence)
- * reads the record's cancel flag and skips the job if it is set. The parent,
- * before requeueing a request of a dead worker, sets the flag and (after a
- * full fence) reads started_seq: if it is >= seq the job counts as started
- * and fails; otherwise the worker can never start it and it is requeued.
+ * The start-of-job claim (no job is run twice, none is lost): a request's
+ * `cancel` word holds three bits. The worker, before running a request,
+ * sets PP_C_STARTED with one atomic fetch-or and skips the request, without
+ * a result, if PP_C_TAKEN was already set. The parent takes a request back
+ * (from a worker that died, or from a busy worker's ring for an idle one:
+ * procpool_slot.c, rebalancing) by setting PP_C_TAKEN the same way: if
+ * PP_C_STARTED was already set, the job counts as started (it runs on, or
+ * fails with the dead worker); otherwise the worker can never start it and
+ * the parent owns it again. Both read-modify-writes hit one word, so exactly
+ * one side wins. PP_C_CANCEL is the job's future being cancelled: the worker
+ * skips the job with BR_ECANCELED, and br_cancelled() reads it while it runs.
+ * The worker also stores started_seq and item_start_ns for the timeouts and
+ * its read position in the request ring's tail, which the parent uses to
+ * reclaim the space of requests it took back (all three are worker-written,
+ * so the parent never trusts them beyond bounds it checks).
+ *
+ * Everything a worker writes is hostile to the parent: a job may corrupt its
+ * own process's memory. procpool_decode.h says how results are checked.
  */
 #ifndef BRAID_EXEC_PROCPOOL_SHM_H
 #define BRAID_EXEC_PROCPOOL_SHM_H
@@ -85,11 +100,14 @@ enum {
   PP_F_BLOCKED = 4 /* result: a job of 50 us or more, off a CPU most of its run */
 };
 
+/* pp_rec.cancel bits (requests; the start-of-job claim above). */
+enum { PP_C_CANCEL = 1, PP_C_TAKEN = 2, PP_C_STARTED = 4 };
+
 typedef struct pp_rec {
   uint32_t size;  /* whole record, header included, multiple of 8 */
   uint16_t kind;  /* PP_* */
   uint16_t flags; /* PP_F_* */
-  _Atomic uint32_t cancel; /* requests: set by the parent to skip the job */
+  _Atomic uint32_t cancel; /* requests: PP_C_* bits */
   uint32_t job;   /* registry index */
   uint64_t seq;   /* request sequence within the slot incarnation, from 1 */
   uint64_t len;   /* payload bytes (inline after the header unless PP_F_FD) */

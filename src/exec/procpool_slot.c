@@ -16,6 +16,7 @@
  * requests of a worker that died.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -23,6 +24,17 @@
 #include <unistd.h>
 
 #include "exec/procpool_int.h"
+
+/* A live worker with nothing to do and room to take something. */
+static bool any_idle(const br_procpool *p) {
+  for (int i = 0; i < p->nworkers; i++) {
+    const pp_slot *s = &p->slots[i];
+    if (s->state == S_LIVE && !s->killing && !s->fifo_n && !s->stuck &&
+        !(p->max_jobs && s->dispatched >= p->max_jobs))
+      return true;
+  }
+  return false;
+}
 
 /* Release slot s's region and socket; its worker is gone (or going: the
  * server kills what it forked when asked). The slot reads EMPTY after. */
@@ -34,6 +46,8 @@ void br__pp_slot_teardown(pp_slot *s) {
   s->state = S_EMPTY;
   s->pid = 0;
   s->killing = false;
+  s->violation = NULL;
+  s->stuck = false;
   s->fifo_head = s->fifo_n = 0;
 }
 
@@ -69,6 +83,9 @@ int br__pp_slot_start(br_procpool *p, pp_slot *s) {
   s->state = S_LIVE;
   s->pid = 0;
   s->killing = false;
+  s->violation = NULL;
+  s->stuck = false;
+  s->head_since = 0;
   return 0;
 fail_errno:
   err = -errno;
@@ -86,6 +103,12 @@ bool br__pp_slot_dispatch(br_procpool *p, pp_slot *s, pp_job *j, const struct io
                           int iovcnt) {
   if (s->state != S_LIVE || s->killing || s->fifo_n >= p->depth) return false;
   if (p->max_jobs && s->dispatched >= p->max_jobs) return false;
+  if (s->fifo_n == 0) {
+    /* Nothing of ours is left in the ring: what the worker has read (its
+     * published position, checked) is free, requests taken back included. */
+    uint64_t t = atomic_load_explicit(&s->req->tail, memory_order_acquire);
+    if (t > s->req_free && t <= s->req_head && !(t & 7)) s->req_free = t;
+  }
   bool fd = j->memfd >= 0;
   uint64_t need = sizeof(pp_rec) + (fd ? 0 : pp_align8(j->len));
   uint64_t end;
@@ -116,6 +139,7 @@ bool br__pp_slot_dispatch(br_procpool *p, pp_slot *s, pp_job *j, const struct io
   j->rec_off = (uint64_t)((unsigned char *)rec - s->req->data);
   j->rec_end = end;
   j->state = J_DISPATCHED;
+  if (s->fifo_n == 0) s->head_since = pp_now();
   s->fifo[(s->fifo_head + s->fifo_n) & (PP_MAX_DEPTH - 1)] = j;
   s->fifo_n++;
   s->dispatched++;
@@ -123,22 +147,106 @@ bool br__pp_slot_dispatch(br_procpool *p, pp_slot *s, pp_job *j, const struct io
   s->req_head = end;
   atomic_store_explicit(&s->req->head, end, memory_order_release);
   pp_notify(&s->req->cons_wait, &s->req->cons_seq);
+  /* A sleeping manager has no deadline for this job's timeout, nor for
+   * taking back requests queued behind a long one while a worker idles:
+   * tell it (procpool_manager.c rechecks timers_changed before it sleeps,
+   * under p->mu, after announcing the sleep). */
+  if (j->timeout_ns || s->fifo_n >= 2) {
+    p->timers_changed = true;
+    if (atomic_load_explicit(&p->pshm->mgr_sleeping, memory_order_relaxed) &&
+        (j->timeout_ns || any_idle(p)) && atomic_exchange(&p->pshm->mgr_sleeping, 0))
+      br__pp_wake_manager(p);
+  }
   return true;
 }
 
-/* The live slot with the fewest requests in flight, or NULL. */
+bool br__pp_take_back(pp_slot *s, pp_job *j) {
+  pp_rec *rec = (pp_rec *)(s->req->data + j->rec_off);
+  return !(atomic_fetch_or(&rec->cancel, PP_C_TAKEN) & PP_C_STARTED);
+}
+
+/* How long a slot's oldest request must have run before an idle worker
+ * takes back the requests queued behind it: a few average jobs, at least
+ * PP_STEAL_MIN_NS (so tiny jobs in deep rings are never shuffled), at most
+ * a second. */
+static int64_t steal_after(const br_procpool *p) {
+  double t = 4 * p->avg_ns;
+  return t < PP_STEAL_MIN_NS ? PP_STEAL_MIN_NS : t > 1e9 ? (int64_t)1e9 : (int64_t)t;
+}
+
+int64_t br__pp_rebalance(br_procpool *p, int64_t now) {
+  if (!any_idle(p)) return BR_NEVER;
+  int64_t after = steal_after(p), next = BR_NEVER;
+  pp_job *head = NULL, **tail = &head;
+  size_t n = 0;
+  for (int i = 0; i < p->nworkers; i++) {
+    pp_slot *v = &p->slots[i];
+    if (v->state != S_LIVE || v->violation || v->fifo_n < 2) continue;
+    if (now - v->head_since < after) {
+      if (v->head_since + after < next) next = v->head_since + after;
+      continue;
+    }
+    v->stuck = true;
+    /* Newest first, down to the oldest (running) one; stop at a request
+     * the worker has claimed (it got past the long one meanwhile). */
+    pp_job *got = NULL;
+    size_t ngot = 0;
+    while (v->fifo_n > 1) {
+      pp_job *j = pp_fifo_at(v, v->fifo_n - 1);
+      void *copy = NULL;
+      if (j->memfd < 0 && j->len) {
+        copy = malloc(j->len);
+        if (!copy) break;
+        memcpy(copy, (pp_rec *)(v->req->data + j->rec_off) + 1, j->len);
+      }
+      if (!br__pp_take_back(v, j)) {
+        free(copy);
+        break;
+      }
+      j->payload = copy;
+      v->fifo_n--;
+      v->dispatched--;
+      if (j->timeout_ns) p->ntimeout--;
+      j->state = J_PENDING;
+      j->next = got;
+      got = j;
+      ngot++;
+    }
+    if (!got) continue;
+    *tail = got;
+    while (*tail) tail = &(*tail)->next;
+    n += ngot;
+    p->st.taken_back += ngot;
+  }
+  if (head) {
+    /* Older than anything pending: they go first. */
+    *tail = p->pend_head;
+    if (!p->pend_head) p->pend_tail = (pp_job *)((char *)tail - offsetof(pp_job, next));
+    p->pend_head = head;
+    p->npending += n;
+    br__pp_pump(p);
+  }
+  return next;
+}
+
+/* The live slot with the fewest requests in flight, or NULL. A stuck slot
+ * (its oldest request has run long, br__pp_rebalance) gets nothing while
+ * another slot is not stuck: a job queued behind a long one would wait for
+ * it. */
 pp_slot *br__pp_slot_pick(br_procpool *p) {
-  pp_slot *best = NULL;
+  pp_slot *best = NULL, *best_stuck = NULL;
+  bool other = false; /* a live slot that is not stuck exists */
   uint32_t n = (uint32_t)p->nworkers;
   uint32_t start = p->rr++ % n;
   for (uint32_t k = 0; k < n; k++) {
     pp_slot *s = &p->slots[(start + k) % n];
-    if (s->state != S_LIVE || s->killing || s->fifo_n >= p->depth) continue;
-    if (p->max_jobs && s->dispatched >= p->max_jobs) continue;
-    if (!best || s->fifo_n < best->fifo_n) best = s;
-    if (s->fifo_n == 0) break;
+    if (s->state != S_LIVE || s->killing) continue;
+    if (!s->stuck) other = true;
+    if (s->fifo_n >= p->depth || (p->max_jobs && s->dispatched >= p->max_jobs)) continue;
+    pp_slot **b = s->stuck ? &best_stuck : &best;
+    if (!*b || s->fifo_n < (*b)->fifo_n) *b = s;
   }
-  return best;
+  return best ? best : other ? NULL : best_stuck;
 }
 
 /* Move pending jobs into rings while there is room, oldest first; drop
@@ -159,7 +267,8 @@ void br__pp_pump(br_procpool *p) {
       /* The least-loaded slot may be full by bytes; try the others. */
       bool ok = false;
       for (int i = 0; i < p->nworkers && !ok; i++)
-        if (&p->slots[i] != s) ok = br__pp_slot_dispatch(p, &p->slots[i], j, NULL, 0);
+        if (&p->slots[i] != s && (!p->slots[i].stuck || (s && s->stuck)))
+          ok = br__pp_slot_dispatch(p, &p->slots[i], j, NULL, 0);
       if (!ok) return;
     }
     p->pend_head = j->next;

@@ -16,6 +16,7 @@
  * and br_cancelled() reads the request's cancel flag.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,7 +91,8 @@ static void worker_ctx_fail(br__job_ctx *ctx, int code, char *msg) {
  * when the job's future is cancelled (its result would be dropped). */
 static int worker_ctx_cancelled(br__job_ctx *ctx) {
   worker *w = (worker *)((char *)ctx - offsetof(worker, ctx));
-  return w->cur && atomic_load_explicit(&((pp_rec *)w->cur)->cancel, memory_order_relaxed)
+  return w->cur && (atomic_load_explicit(&((pp_rec *)w->cur)->cancel, memory_order_relaxed) &
+                    PP_C_CANCEL)
              ? BR_ECANCELED
              : 0;
 }
@@ -216,6 +218,18 @@ static _Noreturn void worker_fatal(const char *what, int err) {
   _exit(120);
 }
 
+/* Hand the parent b's memfd: drop our writable mapping, seal the memfd
+ * against writing and resizing (the parent accepts no other: procpool_decode.h),
+ * send it. b keeps only the descriptor, closed by br_bytes_clear. */
+static void send_sealed(worker *w, br_bytes *b, int mfd) {
+  if (b->data) munmap(b->data, b->br__private.cap);
+  b->data = NULL;
+  if (fcntl(mfd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
+    worker_fatal("sealing a result", -errno);
+  int r = br__pp_send_fds(w->sock, "r", 1, &mfd, 1, 0);
+  if (r < 0) worker_fatal("sending a result", r);
+}
+
 /* Send a result record whose payload is acc (chunk) or a single entry. */
 static void worker_result(worker *w, const pp_rec *req, int err, const char *msg, br_bytes *out,
                           bool chunk, uint64_t run_ns) {
@@ -227,8 +241,7 @@ static void worker_result(worker *w, const pp_rec *req, int err, const char *msg
     if (fd) {
       int mfd = br__bytes_to_memfd(acc);
       if (mfd < 0) worker_fatal("memfd for a chunk result", mfd);
-      int r = br__pp_send_fds(w->sock, "r", 1, &mfd, 1, 0);
-      if (r < 0) worker_fatal("sending a result", r);
+      send_sealed(w, acc, mfd);
       flags |= PP_F_FD;
     }
     uint64_t need = sizeof(pp_rec) + (fd ? 0 : pp_align8(acc->len));
@@ -259,8 +272,7 @@ static void worker_result(worker *w, const pp_rec *req, int err, const char *msg
       dl = 0;
       fd = false;
     } else {
-      int r = br__pp_send_fds(w->sock, "r", 1, &mfd, 1, 0);
-      if (r < 0) worker_fatal("sending a result", r);
+      send_sealed(w, out, mfd);
       flags |= PP_F_FD;
     }
   }
@@ -286,7 +298,8 @@ static void worker_result(worker *w, const pp_rec *req, int err, const char *msg
   worker_publish(w, end);
 }
 
-static void worker_run(worker *w, pp_rec *req) {
+/* Run request req; false if it was taken back (skipped, no result). */
+static bool worker_run(worker *w, pp_rec *req) {
   const void *payload = req + 1;
   void *map = NULL;
   size_t map_len = 0;
@@ -304,9 +317,14 @@ static void worker_run(worker *w, pp_rec *req) {
     payload = map;
   }
   bool chunk = req->flags & PP_F_CHUNK;
-  /* The start-of-job handshake (procpool_shm.h). */
+  /* The start-of-job claim (procpool_shm.h). */
+  uint32_t claim = atomic_fetch_or(&req->cancel, PP_C_STARTED);
+  if (claim & PP_C_TAKEN) { /* the parent took it back: no result */
+    if (map) munmap(map, map_len);
+    return false;
+  }
   atomic_store(&w->ctl->started_seq, req->seq);
-  bool cancelled = atomic_load(&req->cancel) != 0;
+  bool cancelled = claim & PP_C_CANCEL;
   w->cur = req;
   int64_t t0 = pp_now();
   if (!w->win_open) {
@@ -346,6 +364,7 @@ static void worker_run(worker *w, pp_rec *req) {
   w->cur = NULL;
   atomic_store_explicit(&w->ctl->item_start_ns, 0, memory_order_release);
   if (map) munmap(map, map_len);
+  return true;
 }
 
 static void apply_limits(const pp_pool_shm *pool) {
@@ -388,8 +407,12 @@ _Noreturn void br__pp_worker_main(pp_pool_shm *pool, int efd, int slot_fd, int s
   atomic_store(&w.ctl->state, PP_W_READY);
   for (;;) {
     pp_rec *req = worker_next(&w);
-    worker_run(&w, req);
+    bool ran = worker_run(&w, req);
     w.rd += req->size;
+    /* Our read position: the parent reclaims taken-back requests' space
+     * with it (procpool_shm.h, request ring ownership). */
+    atomic_store_explicit(&w.req->tail, w.rd, memory_order_release);
+    if (!ran) continue;
     w.jobs++;
     if (pool->max_jobs && w.jobs >= pool->max_jobs) {
       atomic_store(&w.ctl->state, PP_W_RETIRING);
