@@ -18,6 +18,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "core/job.h"
@@ -140,6 +141,10 @@ int br_procpool_new(br_procpool **out, int workers, const br_procpool_opts *opts
   p->pshm->max_payload = max_payload;
   p->pshm->init_job = init_job;
   p->pshm->init_arg_len = opts->init_arg_len;
+  /* The start key: only the server we start and its workers learn it
+   * (procpool_server.c, the start marker). */
+  if (getrandom(p->pshm->key, sizeof p->pshm->key, 0) != (ssize_t)sizeof p->pshm->key)
+    goto fail_errno;
   if (opts->init_arg_len)
     memcpy((char *)p->pshm + PP_POOL_SHM_HDR, opts->init_arg, opts->init_arg_len);
 

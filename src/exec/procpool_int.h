@@ -239,7 +239,9 @@ void br__pp_wake_manager(br_procpool *p);
 
 /* ---- procpool_server.c (the fork server process) */
 
-_Noreturn void br__pp_server_main(void);
+/* The fork server, forked (not exec'd) by the parent: receive CONFIG,
+ * check it carries `key`, run. */
+_Noreturn void br__pp_server_main(const uint8_t *key);
 extern const int br__pp_server_linked;
 
 /* ---- procpool_worker.c (a worker process, forked by the server) */

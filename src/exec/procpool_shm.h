@@ -79,8 +79,13 @@
 #include "sys/futex.h"
 #include "sys/spin.h"
 
+/* The start marker: "3:<key in hex>" for the fork server (control socket on
+ * fd 3), "w:<server pid>:<key in hex>" for a worker the server exec'd
+ * (pool page, eventfd, slot region, slot socket on fds 3 to 6).
+ * procpool_server.c checks it before anything runs. */
 #define PP_ENV "BRAID_PROCPOOL_SERVER"
 #define PP_CTL_FD 3
+#define PP_KEY_LEN 32
 
 #define PP_RING_CAP ((uint64_t)512 << 10) /* bytes per ring, power of two */
 #define PP_INLINE_MAX ((size_t)32 << 10)  /* larger payloads go by memfd */
@@ -183,6 +188,7 @@ typedef struct pp_pool_shm {
   int32_t init_job;                   /* registry index, -1: none */
   uint32_t pad;
   uint64_t init_arg_len;              /* bytes after this struct */
+  uint8_t key[32];                    /* the pool's start key (procpool_server.c) */
 } pp_pool_shm;
 
 #define PP_POOL_SHM_HDR 4096
@@ -208,6 +214,12 @@ typedef struct pp_msg {
   int32_t err;
   int32_t pad;
 } pp_msg;
+
+/* PP_M_CONFIG: the first message, with the key the marker named. */
+typedef struct pp_config_msg {
+  pp_msg m;
+  uint8_t key[PP_KEY_LEN];
+} pp_config_msg;
 
 /* ---- helpers */
 

@@ -22,6 +22,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -59,10 +60,16 @@ int br__pp_server_spawn(br_procpool *p) {
     err = BR_ENOMEM;
     goto out;
   }
+  /* The marker with the pool's key (procpool_server.c checks that the
+   * CONFIG message below carries the same one before anything runs). */
+  char mark[sizeof PP_ENV + 3 + 2 * PP_KEY_LEN];
+  int n = snprintf(mark, sizeof mark, PP_ENV "=3:");
+  for (int i = 0; i < PP_KEY_LEN; i++)
+    n += snprintf(mark + n, sizeof mark - (size_t)n, "%02x", p->pshm->key[i]);
   size_t k = 0;
   for (size_t i = 0; i < nenv; i++)
     if (strncmp(environ[i], PP_ENV "=", sizeof PP_ENV) != 0) envp[k++] = environ[i];
-  envp[k++] = PP_ENV "=3";
+  envp[k++] = mark;
   envp[k] = NULL;
 
   posix_spawn_file_actions_t fa;
@@ -91,7 +98,8 @@ int br__pp_server_spawn(br_procpool *p) {
   close(sv[1]);
   sv[1] = -1;
   int fds[2] = {p->efd, p->pshm_fd};
-  pp_msg m = {.type = PP_M_CONFIG};
+  pp_config_msg m = {.m.type = PP_M_CONFIG};
+  memcpy(m.key, p->pshm->key, sizeof m.key);
   err = br__pp_send_fds(sv[0], &m, sizeof m, fds, 2, 0);
   if (err < 0) {
     kill(pid, SIGKILL);
@@ -140,11 +148,12 @@ int br__pp_server_fork(br_procpool *p, bool warn) {
     signal(SIGCHLD, SIG_DFL);
     signal(SIGPIPE, SIG_DFL);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    br__pp_server_main();
+    br__pp_server_main(p->pshm->key);
   }
   close(sv[1]);
   int fds[2] = {p->efd, p->pshm_fd};
-  pp_msg m = {.type = PP_M_CONFIG};
+  pp_config_msg m = {.m.type = PP_M_CONFIG};
+  memcpy(m.key, p->pshm->key, sizeof m.key);
   int err = br__pp_send_fds(sv[0], &m, sizeof m, fds, 2, 0);
   if (err < 0) {
     kill(pid, SIGKILL);
