@@ -18,7 +18,10 @@
  * main() runs and turns that fresh, single-threaded process into the server,
  * which forks the workers. So no worker is ever forked from a process that
  * has other threads (fork with threads can deadlock in the child:
- * cpython#84559), whatever the caller's threads are doing. The consequence,
+ * cpython#84559), whatever the caller's threads are doing. The marker is
+ * authenticated (a random key per pool, our own parent on the socket) and
+ * ignored in a setuid or otherwise privileged process, so a forged one only
+ * lets main() run as usual. The consequence,
  * as with Python's "forkserver"/"spawn": workers do not see state that
  * main() built; use the initializer for per-worker setup.
  *

@@ -24,14 +24,18 @@
  * after a result, or the next submitter) moves it on, oldest first. p->depth
  * adapts to the measured job length: deep rings for tiny jobs (no worker
  * waits for a hand-off, no wake-up per job), two requests per worker for
- * long ones (load balance).
+ * long ones (load balance). A request that turns out long would hold up
+ * the ones queued behind it: when a worker idles, the manager takes those
+ * back (br__pp_rebalance, the start-of-job claim of procpool_shm.h) and
+ * marks the slot stuck so it gets no more until its long request ends.
  *
  * Failure. The fork server reports every worker exit with its wait status.
  * The manager drains what that worker published, fails the request it had
- * started (procpool_shm.h: the start-of-job handshake), requeues the ones it
+ * started (procpool_shm.h: the start-of-job claim), requeues the ones it
  * had not started at the front of the pending queue, and starts a
  * replacement. A timed-out job is failed the same way after the manager
- * asked the server to SIGKILL its worker. If the server itself dies, every
+ * asked the server to SIGKILL its worker, and so is the job of a worker that
+ * wrote a malformed result (procpool_decode.h). If the server itself dies, every
  * worker dies with it (PR_SET_PDEATHSIG) and the manager handles them all
  * as dead, then starts a new server.
  */

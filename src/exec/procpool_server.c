@@ -1,12 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /* braid — process pool: the fork server process.
  *
- * Who runs this: the fork server, one process per pool, single-threaded.
+ * Who runs this: the fork server, one process per pool, single-threaded
+ * unless a shared library started threads before our constructor ran (then
+ * it execs its workers instead of forking them; see br__pp_server_entry).
  * It is the program itself, exec'd from /proc/self/exe by the parent
  * (procpool_spawn.c) with PP_ENV in its environment: the constructor at the
- * end of this file runs before main() in that image, sees the marker and
+ * end of this file runs before main() in that image, checks the marker and
  * never returns. (Under an emulator that cannot exec the program, the
- * parent forks it instead and calls br__pp_server_main directly.)
+ * parent forks it instead and calls br__pp_server_main directly.) An exec'd
+ * worker passes through the same constructor (worker_entry).
  *
  * The server knows nothing of jobs: it forks one worker per PP_M_START
  * request (procpool_worker.c), kills on request, reaps, and reports every
@@ -16,8 +19,9 @@
  * parent's end of the control socket closes, killing its workers first;
  * workers die with it (PR_SET_PDEATHSIG), so nothing outlives the pool.
  *
- * Lock rules: none (one thread, blocking poll on the control socket and a
- * signalfd for SIGCHLD).
+ * Lock rules: none (the server's own work is one thread: blocking poll on
+ * the control socket and a signalfd for SIGCHLD, plus a periodic reap when
+ * other threads exist and may take the signal).
  */
 #include <dirent.h>
 #include <errno.h>
