@@ -229,8 +229,12 @@ typedef struct br_procpool_map_opts {
  * timeout fails the item that was running with BR_EWORKERDIED/BR_ETIMEDOUT
  * and the other items of its chunk with BR_EWORKERDIED ("lost"; BR_ECANCELED
  * if BR_SHUTDOWN_CANCEL killed it), never
- * re-running anything. Errors of the call: BR_EINVAL, BR_ENOJOB, BR_E2BIG,
- * BR_ESHUTDOWN, BR_ENOMEM; BR_ECANCELED / BR_ETIMEDOUT if the calling task
+ * re-running anything. A shutdown during the call: with BR_SHUTDOWN_DRAIN
+ * what was submitted completes, with BR_SHUTDOWN_CANCEL it fails
+ * BR_ECANCELED (unless it had finished), and items not yet submitted fail
+ * BR_ESHUTDOWN; every item gets its outcome. Errors of the call: BR_EINVAL,
+ * BR_ENOJOB, BR_E2BIG, BR_ESHUTDOWN (already shut down: no item ran),
+ * BR_ENOMEM; BR_ECANCELED / BR_ETIMEDOUT if the calling task
  * is cancelled or its scope expires (the rest is then cancelled, out[] is
  * left empty). opts may be NULL. Suspends a task, blocks a thread. */
 int br_procpool_map(br_procpool *p, br_result *out, const char *job, const br_buf *items,

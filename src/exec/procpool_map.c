@@ -122,6 +122,8 @@ static int map_run(br_procpool *p, const char *job, const br_buf *items, const c
   if (cs > UINT32_MAX) cs = UINT32_MAX;
   int64_t timeout = opts ? opts->timeout_ms : 0;
   size_t nch = (n + cs - 1) / cs;
+  size_t nsub = nch; /* chunks submitted */
+  int shut_err = 0;
   br_future **futs = calloc(nch, sizeof *futs);
   struct iovec *iov = items ? calloc(cs + 2, sizeof *iov) : NULL;
   uint64_t *lens = items ? calloc(cs, sizeof *lens) : NULL;
@@ -162,14 +164,32 @@ static int map_run(br_procpool *p, const char *job, const br_buf *items, const c
     }
     err = br__pp_submit(p, &futs[c], (uint32_t)idx, items ? iov : fixed_iov, iovcnt, total,
                         PP_F_CHUNK, count, timeout);
+    if (err == BR_ESHUTDOWN && c > 0) {
+      /* The pool began shutting down while we submitted: what went in
+       * completes (or is cancelled) as usual, the rest fails BR_ESHUTDOWN,
+       * and every item still gets its outcome. */
+      nsub = c;
+      err = 0;
+      break;
+    }
     if (err < 0) goto out;
   }
   int first_err = 0;
-  for (size_t c = 0; c < nch; c++) {
+  for (size_t c = nsub; c < nch; c++) {
+    size_t first = c * cs;
+    uint32_t count = (uint32_t)(n - first < cs ? n - first : cs);
+    static const char m[] = "not submitted: the pool was shut down while map submitted";
+    for (uint32_t i = 0; i < count; i++)
+      sink_put(k, first + i, BR_ESHUTDOWN, NULL, 0, m, sizeof m - 1, &shut_err);
+  }
+  for (size_t c = 0; c < nsub; c++) {
     int r = br_await(futs[c], NULL);
     if (r < 0 && !br_future_done(futs[c])) {
       /* Our own wait was interrupted: drop everything, leave out[] empty. */
-      if (k->out) br_results_free(k->out, c * cs);
+      if (k->out) {
+        br_results_free(k->out, c * cs);
+        if (nsub < nch) br_results_free(k->out + nsub * cs, n - nsub * cs);
+      }
       err = r;
       goto out;
     }
@@ -179,7 +199,9 @@ static int map_run(br_procpool *p, const char *job, const br_buf *items, const c
     br_future_unref(futs[c]);
     futs[c] = NULL;
   }
-  err = first_err;
+  /* The first failing item's code, in index order: the unsubmitted items
+   * all come after the submitted ones. */
+  err = first_err ? first_err : shut_err;
 out:
   if (futs)
     for (size_t c = 0; c < nch; c++) chunk_drop(futs[c]);
