@@ -66,6 +66,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -903,10 +904,25 @@ int scraper_cli(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     const char *s = argv[i];
     bool more = i + 1 < argc;
-    if (strcmp(s, "-c") == 0 && more) c->concurrency = atoi(argv[++i]);
-    else if (strcmp(s, "-n") == 0 && more) c->limit = strtoul(argv[++i], NULL, 10);
-    else if (strcmp(s, "-t") == 0 && more) c->threads = atoi(argv[++i]);
-    else if (strcmp(s, "--timeout") == 0 && more) c->timeout_ms = atoll(argv[++i]);
+    long long v = 0;
+    if (strcmp(s, "-c") == 0 || strcmp(s, "-n") == 0 || strcmp(s, "-t") == 0 ||
+        strcmp(s, "--timeout") == 0) {
+      /* A whole number in range, or a usage error naming the option. */
+      long long lo = strcmp(s, "-t") == 0 ? 0 : 1, hi = strcmp(s, "--timeout") == 0 ? 86400000 : 1000000000;
+      char *end = NULL;
+      errno = 0;
+      if (more) v = strtoll(argv[i + 1], &end, 10);
+      if (!more || errno || end == argv[i + 1] || *end || v < lo || v > hi) {
+        fprintf(stderr, "%s: %s wants a whole number from %lld to %lld, not '%s'\n", prog, s, lo,
+                hi, more ? argv[i + 1] : "");
+        return 2;
+      }
+      i++;
+    }
+    if (strcmp(s, "-c") == 0) c->concurrency = (int)v;
+    else if (strcmp(s, "-n") == 0) c->limit = (size_t)v;
+    else if (strcmp(s, "-t") == 0) c->threads = (int)v;
+    else if (strcmp(s, "--timeout") == 0) c->timeout_ms = v;
     else if (strcmp(s, "--parse-files") == 0 && more) a.parse_dir = argv[++i];
     else if (strcmp(s, "-q") == 0) c->quiet = true;
     else if (strcmp(s, "--json") == 0) c->json = true;
