@@ -55,7 +55,8 @@
 #include "core/log.h"
 #include "sys/clock.h"
 
-enum { TABLE_SIZE = 1024, HANDOFF_ROUNDS = 8, INLINE_SAMPLE = 16, PROC_SAMPLE = 8 };
+enum { TABLE_SIZE = 1024, HANDOFF_ROUNDS = 8, INLINE_SAMPLE = 16, PROC_SAMPLE = 8,
+       PROC_REPROBE = 8 };
 #define EWMA_WEIGHT 0.3   /* of the newest measurement */
 #define WAITS_BELOW 0.5   /* CPU share under which a function waits */
 #define HOLD_NS 200000    /* a probe still running after this is not tiny */
@@ -645,12 +646,17 @@ static int submit(br_future **out, fn_stats *s, br_task_fn fn, const br_job_desc
     }
   }
 
-  if (job && route == BR_AUTO_CPU_POOL && allow_procs &&
-      atomic_load_explicit(&s->procs_pay, memory_order_relaxed)) {
+  if (job && route == BR_AUTO_CPU_POOL && allow_procs) {
     pthread_mutex_lock(&mu);
-    bool in_process = ++s->proc_calls % PROC_SAMPLE == 0; /* measured here */
+    unsigned n = ++s->proc_calls;
     pthread_mutex_unlock(&mu);
-    br_procpool *pp = in_process ? NULL : ensure_procs();
+    /* While processes pay, one call in PROC_SAMPLE is measured here; while
+     * they do not, one in PROC_REPROBE goes there anyway, so a round trip
+     * that was slow once (the first, while the pool's workers were still
+     * starting) does not keep the job out of processes for good. */
+    bool pay = atomic_load_explicit(&s->procs_pay, memory_order_relaxed);
+    bool go = pay ? n % PROC_SAMPLE != 0 : n % PROC_REPROBE == 0;
+    br_procpool *pp = go ? ensure_procs() : NULL;
     if (pp) {
       proc_probe *probe = malloc(sizeof *probe);
       rc = br_procpool_submit(pp, out, job->name, c->arg, c->len, NULL);
