@@ -125,7 +125,10 @@ typedef struct ev {
   bool has_task, has_dur;
 } ev;
 
-static bool obj_args(rd *r, ev *e) {
+/* Walk one JSON object, calling member(r, e, key, is_string) with the
+ * reader on each member's value; member reads or skips it. An object's
+ * place holding something else is skipped. */
+static bool object(rd *r, ev *e, bool (*member)(rd *, ev *, const char *, bool)) {
   ws(r);
   if (r->p >= r->end || *r->p != '{') return rd_skip(r, 1);
   r->p++;
@@ -141,18 +144,7 @@ static bool obj_args(rd *r, ev *e) {
     if (r->p >= r->end || *r->p != ':') return rd_fail(r, "expected ':'");
     r->p++;
     ws(r);
-    bool ok;
-    if (!strcmp(key, "task") && r->p < r->end && *r->p != '"') {
-      ok = num(r, &e->task);
-      e->has_task = true;
-    } else if (!strcmp(key, "kind") && r->p < r->end && *r->p == '"') {
-      ok = str(r, e->kind, sizeof e->kind);
-    } else if (!strcmp(key, "name") && r->p < r->end && *r->p == '"') {
-      ok = str(r, e->aname, sizeof e->aname);
-    } else {
-      ok = rd_skip(r, 2);
-    }
-    if (!ok) return false;
+    if (!member(r, e, key, r->p < r->end && *r->p == '"')) return false;
     ws(r);
     if (r->p < r->end && *r->p == ',') {
       r->p++;
@@ -166,45 +158,29 @@ static bool obj_args(rd *r, ev *e) {
   }
 }
 
+/* A member of an event's "args". */
+static bool arg_member(rd *r, ev *e, const char *key, bool isstr) {
+  if (!strcmp(key, "task") && !isstr) return e->has_task = true, num(r, &e->task);
+  if (!strcmp(key, "kind") && isstr) return str(r, e->kind, sizeof e->kind);
+  if (!strcmp(key, "name") && isstr) return str(r, e->aname, sizeof e->aname);
+  return rd_skip(r, 2);
+}
+
+/* A member of a trace event. */
+static bool event_member(rd *r, ev *e, const char *key, bool isstr) {
+  if (!strcmp(key, "ph") && isstr) return str(r, e->ph, sizeof e->ph);
+  if (!strcmp(key, "cat") && isstr) return str(r, e->cat, sizeof e->cat);
+  if (!strcmp(key, "name") && isstr) return str(r, e->name, sizeof e->name);
+  if (!strcmp(key, "tid") && !isstr) return num(r, &e->tid);
+  if (!strcmp(key, "ts") && !isstr) return num(r, &e->ts);
+  if (!strcmp(key, "dur") && !isstr) return e->has_dur = true, num(r, &e->dur);
+  if (!strcmp(key, "args")) return object(r, e, arg_member);
+  return rd_skip(r, 2);
+}
+
 static bool event(rd *r, ev *e) {
   memset(e, 0, sizeof *e);
-  ws(r);
-  if (r->p >= r->end || *r->p != '{') return rd_skip(r, 1);
-  r->p++;
-  ws(r);
-  if (r->p < r->end && *r->p == '}') {
-    r->p++;
-    return true;
-  }
-  for (;;) {
-    char key[16];
-    if (!str(r, key, sizeof key)) return false;
-    ws(r);
-    if (r->p >= r->end || *r->p != ':') return rd_fail(r, "expected ':'");
-    r->p++;
-    ws(r);
-    bool isstr = r->p < r->end && *r->p == '"';
-    bool ok;
-    if (!strcmp(key, "ph") && isstr) ok = str(r, e->ph, sizeof e->ph);
-    else if (!strcmp(key, "cat") && isstr) ok = str(r, e->cat, sizeof e->cat);
-    else if (!strcmp(key, "name") && isstr) ok = str(r, e->name, sizeof e->name);
-    else if (!strcmp(key, "tid") && !isstr) ok = num(r, &e->tid);
-    else if (!strcmp(key, "ts") && !isstr) ok = num(r, &e->ts);
-    else if (!strcmp(key, "dur") && !isstr) ok = (e->has_dur = true, num(r, &e->dur));
-    else if (!strcmp(key, "args")) ok = obj_args(r, e);
-    else ok = rd_skip(r, 2);
-    if (!ok) return false;
-    ws(r);
-    if (r->p < r->end && *r->p == ',') {
-      r->p++;
-      continue;
-    }
-    if (r->p < r->end && *r->p == '}') {
-      r->p++;
-      return true;
-    }
-    return rd_fail(r, "expected ',' or '}'");
-  }
+  return object(r, e, event_member);
 }
 
 /* --- the model ------------------------------------------------------------------ */
