@@ -48,6 +48,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from quiet import IDLE_WAIT, wait_idle  # bench/quiet.py
 
 ROOT = Path(__file__).resolve().parent.parent
 HTTP = ROOT / "bench" / "http"
@@ -64,29 +65,7 @@ def loadavg():
     return os.getloadavg()[0]
 
 
-def cpu_idle(interval=0.3):
-    """Fraction of all CPUs idle over the next interval seconds (/proc/stat)."""
-    def snap():
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-        return v[3] + v[4], sum(v)
-    i0, t0 = snap()
-    time.sleep(interval)
-    i1, t1 = snap()
-    return (i1 - i0) / max(t1 - t0, 1)
-
-
-IDLE_WAIT = [0.0]  # seconds to wait for a quiet machine before a timed run (--idle-wait)
-
-
-def wait_idle(want=0.8):
-    """Wait up to --idle-wait seconds until at least `want` of the CPUs are
-    idle (the machine is shared); return the idle fraction seen last."""
-    end = time.time() + IDLE_WAIT[0]
-    idle = cpu_idle()
-    while idle < want and time.time() < end:
-        idle = cpu_idle(0.5)
-    return round(idle, 3)
+IDLE_WAIT[0] = 0.0  # seconds to wait for a quiet machine before a timed run (--idle-wait)
 
 
 def run(cmd, **kw):

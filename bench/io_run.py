@@ -49,6 +49,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from quiet import IDLE_WAIT, wait_idle  # bench/quiet.py
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
@@ -120,29 +121,7 @@ def group_rss_kib(pgid):
     return total
 
 
-def cpu_idle(interval=0.3):
-    """Fraction of all CPUs idle over the next interval seconds (/proc/stat)."""
-    def snap():
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-        return v[3] + v[4], sum(v)
-    i0, t0 = snap()
-    time.sleep(interval)
-    i1, t1 = snap()
-    return (i1 - i0) / max(t1 - t0, 1)
-
-
-IDLE_WAIT = [10.0]  # seconds to wait for a quiet machine before a timed run (--idle-wait)
-
-
-def wait_idle(want=0.8):
-    """Wait up to --idle-wait seconds until at least `want` of the CPUs are
-    idle (the machine may be shared); return the idle fraction seen last."""
-    end = time.time() + IDLE_WAIT[0]
-    idle = cpu_idle()
-    while idle < want and time.time() < end:
-        idle = cpu_idle(0.5)
-    return round(idle, 3)
+IDLE_WAIT[0] = 10.0  # seconds to wait for a quiet machine before a timed run (--idle-wait)
 
 
 # CPU pinning (set by main): the server on SERVER_CPUS, the load generator on
