@@ -38,7 +38,13 @@ static void *hold_forever(void *arg) {
  * constructor would (those all run before the program's). Priority 100 is
  * reserved to the implementation, which is what this stands in for. */
 #pragma GCC diagnostic push
+#if defined(__clang__)
+#if __has_warning("-Wprio-ctor-dtor")
+#pragma clang diagnostic ignored "-Wprio-ctor-dtor"
+#endif
+#else
 #pragma GCC diagnostic ignored "-Wprio-ctor-dtor"
+#endif
 __attribute__((constructor(100))) static void start_thread_early(void) {
   const char *m = getenv("BRAID_PROCPOOL_SERVER");
   if (!m || m[0] != '3') return;
