@@ -303,7 +303,8 @@ typedef struct br_pool_stats {
    * system call, a sleep, a lock, a wait — work that belongs on the
    * blocking pool (br_to_thread) — or preempted on a busy machine.
    * blocked: jobs (and stolen children) of 50 us or more that spent more
-   * than half of their run off a CPU. Settled when a worker runs out of
+   * than half of their run off a CPU and gave it up themselves (a voluntary
+   * context switch: slept, waited); one only preempted is not counted. Settled when a worker runs out of
    * work, so they are complete once the submitted jobs are. */
   uint64_t run_ns;
   uint64_t cpu_ns;

@@ -330,7 +330,8 @@ typedef struct br_procpool_stats {
    * millisecond of small jobs and around every job of 50 us or more).
    * run_ns - cpu_ns is time jobs spent off a CPU: blocked in a system call,
    * a sleep, a lock — or preempted on a busy machine. blocked: jobs of 50 us
-   * or more that spent more than half of their run off a CPU. Counted when
+   * or more that spent more than half of their run off a CPU and gave it up
+   * themselves (slept, waited; one only preempted is not counted). Counted when
    * a job's result arrives, before its future completes. */
   uint64_t run_ns;
   uint64_t cpu_ns;

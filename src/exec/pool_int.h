@@ -147,8 +147,10 @@ struct br__worker {
   bool started;
   /* The open accounting window (pool_worker.c): the thread's CPU clock when
    * it opened (-1: none open), the cycle counter then, the ticks of pool work
-   * run in it, and what "a long piece of work" is in ticks. */
+   * run in it, and what "a long piece of work" is in ticks; the thread's
+   * voluntary context switches when it opened. */
   int64_t acct_cpu0;
+  long acct_vcsw;
   uint64_t acct_t0, acct_run, acct_long, acct_window;
   /* Current while the worker runs pool work (pool_worker.c). Last: only its
    * address is used on the hot paths, so it stays off the lines above. */

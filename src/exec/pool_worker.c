@@ -61,8 +61,11 @@ __attribute__((noreturn, cold)) static void fatal_unjoined(int64_t n) {
  * worker does between pieces is on a CPU too, but short, and the cap takes
  * it off. A long piece that closes a window is judged on its own: it
  * blocked if the window spent more than half of its run off a CPU (exact
- * when it was the window's only piece). A stream of small jobs costs one
- * clock read per millisecond; a job at a time costs two reads per job. */
+ * when it was the window's only piece) and the thread gave up its CPU
+ * itself in the window: time off a CPU with no voluntary switch was spent
+ * preempted on a busy machine, which is not blocking. A stream of small
+ * jobs costs one clock read per millisecond; a job at a time costs two
+ * reads per job and one count of the switches. */
 enum { ACCT_LONG_NS = 50000, ACCT_WINDOW_NS = 1000000 };
 
 static void acct_close(br__worker *w, uint64_t last_ticks) {
@@ -72,7 +75,9 @@ static void acct_close(br__worker *w, uint64_t last_ticks) {
   if (cpu < 0) cpu = 0;
   ctr_add(&w->run_ns, (uint64_t)run);
   ctr_add(&w->cpu_ns, (uint64_t)cpu);
-  if (last_ticks && run - cpu > br__ticks_to_ns(last_ticks) / 2) ctr_inc(&w->blocked);
+  if (last_ticks && run - cpu > br__ticks_to_ns(last_ticks) / 2 &&
+      br__thread_voluntary_switches() > w->acct_vcsw)
+    ctr_inc(&w->blocked);
   w->acct_cpu0 = -1;
 }
 
@@ -84,6 +89,7 @@ static inline uint64_t acct_begin(br__worker *w) {
     w->acct_long = (uint64_t)(ACCT_LONG_NS / npt);
     w->acct_window = (uint64_t)(ACCT_WINDOW_NS / npt);
     w->acct_run = 0;
+    w->acct_vcsw = br__thread_voluntary_switches();
     w->acct_cpu0 = br__thread_cpu_ns();
     w->acct_t0 = br__ticks();
   }

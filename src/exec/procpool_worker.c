@@ -29,6 +29,7 @@
 #include "core/log.h"
 #include "exec/jobs.h"
 #include "exec/procpool_int.h"
+#include "sys/clock.h"
 
 typedef struct worker {
   pp_pool_shm *pool;
@@ -48,6 +49,7 @@ typedef struct worker {
   /* Run time vs CPU time (worker_acct): the open window. */
   bool win_open;
   int64_t win_cpu0, win_t0, win_run;
+  long win_vcsw;      /* voluntary context switches when the window opened */
   uint64_t res_cpu;   /* for the result being sent */
   bool res_blocked;
 } worker;
@@ -61,7 +63,8 @@ typedef struct worker {
  * the window carries that CPU time (the others carry 0), so the parent's
  * sums are right once the window closes, which is before this result is
  * published. A long job closing a window is marked blocked when the window
- * spent more than half of its run off a CPU. */
+ * spent more than half of its run off a CPU and the worker gave up its CPU
+ * itself in it (off a CPU without that, it was preempted: a busy machine). */
 static void worker_acct(worker *w, const pp_rec *req, int64_t t0, int64_t t1) {
   int64_t run = t1 - t0;
   w->win_run += run;
@@ -75,7 +78,8 @@ static void worker_acct(worker *w, const pp_rec *req, int64_t t0, int64_t t1) {
   if (cpu > w->win_run) cpu = w->win_run;
   if (cpu < 0) cpu = 0;
   w->res_cpu = (uint64_t)cpu;
-  w->res_blocked = run >= 50000 && w->win_run - cpu > run / 2;
+  w->res_blocked = run >= 50000 && w->win_run - cpu > run / 2 &&
+                   br__thread_voluntary_switches() > w->win_vcsw;
   w->win_open = false;
 }
 
@@ -331,6 +335,7 @@ static bool worker_run(worker *w, pp_rec *req) {
     struct timespec ts;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     w->win_cpu0 = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    w->win_vcsw = br__thread_voluntary_switches();
     w->win_t0 = t0;
     w->win_run = 0;
     w->win_open = true;
