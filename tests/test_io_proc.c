@@ -5,6 +5,9 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -52,6 +55,87 @@ static void *body_pipe(void *arg) {
 static void test_pipe(void **state) {
   (void)state;
   io_run(body_pipe, NULL);
+}
+
+/* Closing a descriptor while the kernel is reporting its readiness really
+ * closes it. Another thread drains a full pipe, so wake-ups for our write
+ * end keep coming while this task closes it; the drainer must then see
+ * end-of-file. (io_uring: removing a poll whose wake-up was still being
+ * delivered failed, and the poll went on holding the file open: a child's
+ * stdin never reached end-of-file.) */
+typedef struct drainer {
+  int fd;
+  atomic_int state; /* 0 running, 1 saw end-of-file, -1 no end-of-file in 5 s */
+} drainer;
+
+static void *drain_thread(void *arg) {
+  drainer *d = arg;
+  char buf[512];
+  for (;;) {
+    struct pollfd pfd = {.fd = d->fd, .events = POLLIN};
+    if (poll(&pfd, 1, 5000) != 1) {
+      atomic_store(&d->state, -1);
+      return NULL;
+    }
+    ssize_t n = read(d->fd, buf, sizeof buf);
+    if (n == 0) break;
+    if (n < 0 && errno != EAGAIN && errno != EINTR) {
+      atomic_store(&d->state, -1);
+      return NULL;
+    }
+  }
+  atomic_store(&d->state, 1);
+  return NULL;
+}
+
+static void *close_fd_task(void *arg) {
+  br_close((int)(intptr_t)arg);
+  return NULL;
+}
+
+static void *body_close_while_ready(void *arg) {
+  (void)arg;
+  /* Armed and closed in one go: this task's wait registers the poll (the
+   * pipe is writable: its first report is on its way), and the closer,
+   * which runs before the loop next polls, removes it at once. */
+  for (int round = 0; round < 20; round++) {
+    int p[2];
+    assert_int_equal(br_pipe(p), 0);
+    br_task *closer;
+    assert_int_equal(br_spawn(&closer, close_fd_task, (void *)(intptr_t)p[1], NULL), 0);
+    assert_int_equal(br_wait_fd(p[1], BR_WRITABLE, br_deadline_ms(5000)), BR_EBADF);
+    assert_int_equal(br_join(closer, NULL), 0);
+    char c;
+    ssize_t n = -1;
+    for (int turn = 0; turn < 100 && n < 0; turn++) {
+      n = read(p[0], &c, 1);
+      if (n < 0) br_sleep_ms(1); /* the loop turns meanwhile */
+    }
+    close(p[0]);
+    if (n != 0) fail_msg("round %d: the closed write end stayed open", round);
+  }
+  static char chunk[1 << 16];
+  for (int round = 0; round < 50; round++) {
+    int p[2];
+    assert_int_equal(br_pipe(p), 0);
+    drainer d = {.fd = p[0]};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, drain_thread, &d), 0);
+    /* Write through the loop (its poll is armed on the write end), then
+     * close at once, while the drainer's reads wake that poll. */
+    assert_true(br_write(p[1], chunk, sizeof chunk, br_deadline_ms(5000)) == (ssize_t)sizeof chunk);
+    assert_int_equal(br_close(p[1]), 0);
+    while (atomic_load(&d.state) == 0) br_sleep_ms(1); /* the loop turns meanwhile */
+    pthread_join(th, NULL);
+    close(p[0]);
+    if (d.state != 1) fail_msg("round %d: the closed write end stayed open", round);
+  }
+  return NULL;
+}
+
+static void test_close_while_ready(void **state) {
+  (void)state;
+  io_run(body_close_while_ready, NULL);
 }
 
 /* --- signals ----------------------------------------------------------------- */
@@ -267,7 +351,8 @@ static void test_many_children(void **state) {
 int main(void) {
   io_fd_baseline();
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test(test_pipe),           cmocka_unit_test(test_signals),
+    cmocka_unit_test(test_pipe),           cmocka_unit_test(test_close_while_ready),
+    cmocka_unit_test(test_signals),
     cmocka_unit_test(test_process),        cmocka_unit_test(test_child_signals),
     cmocka_unit_test(test_many_children),
   };

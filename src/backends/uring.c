@@ -15,7 +15,7 @@
  *   0  a submitted operation (submit): the rest is its br__io_req *
  *   1  a readiness poll: fd and a generation number (below)
  *   2  the wake-up eventfd's poll
- *   3  bookkeeping (poll removals): ignored
+ *   3  bookkeeping (poll cancellations): ignored
  * The generation makes a late completion of a removed poll harmless when
  * the descriptor number has been reused and re-armed meanwhile.
  *
@@ -24,7 +24,11 @@
  * matter how many descriptors changed. disarm submits at once, because the
  * poll holds a reference on the file: until the removal runs, a closed
  * socket would not really close (no FIN, a listener still taking
- * connections).
+ * connections), a closed pipe would give its reader no end-of-file. It is
+ * an ASYNC_CANCEL, not a POLL_REMOVE: POLL_REMOVE fails (-EALREADY) while
+ * the poll's wake-up is being delivered (a descriptor that is ready as the
+ * poll is armed, or one the kernel reported and we have not collected), and
+ * the poll lived on; a cancel completes it in any state.
  *
  * open() fails with a negative errno where io_uring cannot be used
  * (-ENOSYS: no kernel support or built without liburing; -EPERM: seccomp,
@@ -140,10 +144,10 @@ static int uring_open(br__poller *p) {
     free(u);
     return rc; /* -ENOSYS, -EPERM (seccomp, io_uring_disabled), -ENOMEM */
   }
-  /* Poll, its removal and the file operations must all be there; kernels
+  /* Poll, its cancellation and the file operations must all be there; kernels
    * without a probe (< 5.6) are too old for us anyway. */
   struct io_uring_probe *probe = io_uring_get_probe_ring(&u->ring);
-  static const int need[] = {IORING_OP_POLL_ADD, IORING_OP_POLL_REMOVE, IORING_OP_READ,
+  static const int need[] = {IORING_OP_POLL_ADD, IORING_OP_ASYNC_CANCEL, IORING_OP_READ,
                              IORING_OP_WRITE,    IORING_OP_OPENAT,      IORING_OP_CLOSE,
                              IORING_OP_FSYNC};
   bool ok = probe != NULL;
@@ -218,7 +222,7 @@ static int uring_disarm(br__poller *p, int fd) {
   s->armed = false;
   struct io_uring_sqe *sqe = get_sqe(u);
   if (!sqe) return -EBUSY;
-  io_uring_prep_poll_remove(sqe, fd_ud(fd, s->gen));
+  io_uring_prep_cancel64(sqe, fd_ud(fd, s->gen), 0);
   io_uring_sqe_set_data64(sqe, TAG_IGNORE);
   if (u->skip_ok) io_uring_sqe_set_flags(sqe, IOSQE_CQE_SKIP_SUCCESS);
   /* Submit now: the pending poll keeps the file open (see the top). */
