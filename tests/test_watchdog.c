@@ -6,6 +6,8 @@
 #include <braid.h>
 
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <errno.h>
 #include <time.h>
@@ -418,9 +420,11 @@ static void *computer(void *arg) {
   return NULL;
 }
 
+static atomic_int reading;
 static void *pipe_reader(void *arg) {
   (void)arg;
   char c;
+  atomic_store(&reading, 1);
   while (read(ev_pipe[0], &c, 1) < 0 && errno == EINTR) {}
   return NULL;
 }
@@ -432,14 +436,33 @@ static void *lock_taker(void *arg) {
   return NULL;
 }
 
-/* Another thread: after 300 ms, unblock the reader and the lock taker. */
-static void *releaser(void *arg) {
-  (void)arg;
+static void nap_300ms(void) {
   struct timespec ts = {0, 300000000L};
   while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
-  pthread_mutex_unlock(&ev_lock);
+}
+
+/* Another thread: 300 ms after the reader started reading, unblock it. */
+static void *pipe_releaser(void *arg) {
+  (void)arg;
+  while (!atomic_load(&reading)) {
+    struct timespec ts = {0, 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  nap_300ms();
   ssize_t w = write(ev_pipe[1], "x", 1);
   (void)w;
+  return NULL;
+}
+
+/* Another thread: hold the lock for 300 ms (a mutex is unlocked by the
+ * thread that locked it). */
+static atomic_int lock_held;
+static void *lock_holder(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&ev_lock);
+  atomic_store(&lock_held, 1);
+  nap_300ms();
+  pthread_mutex_unlock(&ev_lock);
   return NULL;
 }
 
@@ -466,7 +489,11 @@ static void *evidence_body(void *arg) {
 
   assert_int_equal(pipe(ev_pipe), 0);
   pthread_t rel;
-  pthread_create(&rel, NULL, releaser, NULL);
+  atomic_store(&reading, 0);
+  pthread_create(&rel, NULL, pipe_releaser, NULL);
+  /* Back to the poller before the stall: under TSan pthread_create waits
+   * for the new thread, a stall of its own that must not merge with this. */
+  br_sleep_ms(1);
   c = stall_of(pipe_reader, "reader");
   pthread_join(rel, NULL);
   assert_int_equal(c.stalls, 1);
@@ -477,17 +504,16 @@ static void *evidence_body(void *arg) {
   close(ev_pipe[0]);
   close(ev_pipe[1]);
 
-  assert_int_equal(pipe(ev_pipe), 0);
-  pthread_mutex_lock(&ev_lock); /* released by the releaser thread */
-  pthread_create(&rel, NULL, releaser, NULL);
+  atomic_store(&lock_held, 0);
+  pthread_create(&rel, NULL, lock_holder, NULL);
+  while (!atomic_load(&lock_held)) sched_yield(); /* the holder has it before we ask */
+  br_sleep_ms(1); /* back to the poller (above) */
   c = stall_of(lock_taker, "locker");
   pthread_join(rel, NULL);
   assert_int_equal(c.stalls, 1);
   assert_string_equal(c.syscall, "futex");
   assert_string_equal(c.waits_on, "lock");
   assert_non_null(strstr(c.evidence, "br_mutex"));
-  close(ev_pipe[0]);
-  close(ev_pipe[1]);
   br_watchdog_disable(br_loop_current());
   return NULL;
 }

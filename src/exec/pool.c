@@ -96,7 +96,8 @@ int br_pool_new(br_pool **out, int nthreads, const br_pool_opts *opts) {
     if (err) break;
     w->started = true;
     char tname[16];
-    snprintf(tname, sizeof tname, "%.10s-%d", name, started);
+    /* A thread name holds 15 characters: the name cut to 9, the index to 5. */
+    snprintf(tname, sizeof tname, "%.9s-%u", name, (unsigned)started % 100000u);
     pthread_setname_np(w->thread, tname);
   }
   pthread_attr_destroy(&attr);
