@@ -75,6 +75,7 @@ typedef struct fn_stats {
   uint64_t measured, proc_calls;
   double wall_ns, cpu_share; /* weighted averages */
   double proc_handoff_ns;    /* least process-pool round trip above the call's time, 0: unknown */
+  bool proc_retry;           /* a cold round trip did not pay: the next call goes there again */
   bool probing;
   int64_t probe_at;
   acall *held, *held_tail;
@@ -514,6 +515,7 @@ typedef struct proc_probe {
   void *key;
   br_future *f;
   int64_t t0;
+  bool cold; /* sent before every worker had finished a job: may include its start */
 } proc_probe;
 
 static void proc_done(void *p) {
@@ -526,7 +528,11 @@ static void proc_done(void *p) {
     double h = (double)rt - s->wall_ns;
     if (h < 1000) h = 1000;
     if (s->proc_handoff_ns <= 0 || h < s->proc_handoff_ns) s->proc_handoff_ns = h;
-    atomic_store_explicit(&s->procs_pay, procs_pay_for(s), memory_order_relaxed);
+    bool pay = procs_pay_for(s);
+    atomic_store_explicit(&s->procs_pay, pay, memory_order_relaxed);
+    /* A round trip that waited for a worker to start measured the start,
+     * not the hand-off: try again at once rather than PROC_REPROBE calls on. */
+    if (!pay && pp->cold) s->proc_retry = true;
   }
   pthread_mutex_unlock(&mu);
   free(pp);
@@ -647,21 +653,25 @@ static int submit(br_future **out, fn_stats *s, br_task_fn fn, const br_job_desc
   }
 
   if (job && route == BR_AUTO_CPU_POOL && allow_procs) {
+    /* While processes pay, one call in PROC_SAMPLE is measured here; while
+     * they do not, one in PROC_REPROBE goes there anyway, so the route
+     * follows a change (a job that grew longer). The pool is started by
+     * the first call that allows it, which runs here, so that its workers
+     * start while this process works. */
+    br_procpool *pp = ensure_procs();
+    bool pay = atomic_load_explicit(&s->procs_pay, memory_order_relaxed);
     pthread_mutex_lock(&mu);
     unsigned n = ++s->proc_calls;
+    bool go = pay ? n % PROC_SAMPLE != 0 : n % PROC_REPROBE == 0 || s->proc_retry;
+    if (go) s->proc_retry = false;
     pthread_mutex_unlock(&mu);
-    /* While processes pay, one call in PROC_SAMPLE is measured here; while
-     * they do not, one in PROC_REPROBE goes there anyway, so a round trip
-     * that was slow once (the first, while the pool's workers were still
-     * starting) does not keep the job out of processes for good. */
-    bool pay = atomic_load_explicit(&s->procs_pay, memory_order_relaxed);
-    bool go = pay ? n % PROC_SAMPLE != 0 : n % PROC_REPROBE == 0;
-    br_procpool *pp = go ? ensure_procs() : NULL;
-    if (pp) {
+    if (pp && go) {
       proc_probe *probe = malloc(sizeof *probe);
+      br_procpool_stats st;
+      bool cold = br_procpool_get_stats(pp, &st) != 0 || st.completed < (uint64_t)st.workers;
       rc = br_procpool_submit(pp, out, job->name, c->arg, c->len, NULL);
       if (rc == 0 && probe) {
-        *probe = (proc_probe){s, atomic_load(&s->key), *out, br_now()};
+        *probe = (proc_probe){s, atomic_load(&s->key), *out, br_now(), cold};
         if (br_future_on_done(*out, proc_done, probe) != 0) free(probe);
       } else {
         free(probe);
