@@ -300,46 +300,65 @@ def c10k_bench(args, build):
         servers.append(("go", lambda p: Server([str(go), "-port", str(p)], env={"GOMAXPROCS": "1"})))
     servers.append(("asyncio", lambda p: Server([PY, str(ROOT / "bench/http_peers.py"), "echo", str(p)])))
     servers.append(("uvloop", lambda p: Server([PY, str(ROOT / "bench/http_peers.py"), "echo", str(p), "uvloop"])))
+    runs = {}
+    for rnd in range(args.runs):
+        # Rounds of every server, in a shuffled order per round (as http).
+        order = list(servers)
+        random.Random(1000 + rnd).shuffle(order)
+        for name, start in order:
+            if args.filter and not re.search(args.filter, name):
+                continue
+            rec = c10k_once(args, name, start, echo, client)
+            if rec:
+                rec["round"] = rnd
+                runs.setdefault(name, []).append(rec)
     results = {}
-    for name, start in servers:
-        if args.filter and not re.search(args.filter, name):
-            continue
-        idle = wait_idle()
-        port = free_port()
-        srv = start(port)
-        try:
-            if not wait_port(port, srv.p):
-                log(f"c10k {name}: server did not start")
-                continue
-            time.sleep(0.3)
-            base = group_rss_kib(srv.p.pid)
-            cl = subprocess.Popen(pinned([str(client), str(port), str(args.conns), str(args.secs)],
-                                         CLIENT_CPUS),
-                                  stdout=subprocess.PIPE, text=True)
-            mid = None
-            last = None
-            for line in cl.stdout:
-                line = line.strip()
-                if line == "CONNECTED":
-                    time.sleep(1.5)
-                    mid = group_rss_kib(srv.p.pid)
-                elif line.startswith("{"):
-                    last = json.loads(line)
-            cl.wait()
-            if not last or mid is None:
-                log(f"c10k {name}: client failed")
-                continue
-            last["idle_before"] = idle
-            last["loadavg_before"] = round(os.getloadavg()[0], 2)
-            last["server_rss_idle_kib"] = base
-            last["server_rss_loaded_kib"] = mid
-            last["bytes_per_conn"] = (mid - base) * 1024 / args.conns
-            results[name] = last
-            log(f"c10k {name:14s} {last['bytes_per_conn']:8.0f} B/conn  p50 {last['p50_us']:8.1f} us"
-                f"  p99 {last['p99_us']:8.1f} us  errors {last['errors']}")
-        finally:
-            srv.stop()
+    for name, rr in runs.items():
+        # The medians under the keys a single run had; every run kept.
+        results[name] = {k: statistics.median(r[k] for r in rr)
+                         for k in ("bytes_per_conn", "p50_us", "p99_us", "max_us",
+                                   "server_rss_idle_kib", "server_rss_loaded_kib")}
+        results[name].update(connections=rr[0]["connections"], errors=sum(r["errors"] for r in rr),
+                             rounds=len(rr), runs=rr)
     return results
+
+
+def c10k_once(args, name, start, echo, client):
+    idle = wait_idle()
+    port = free_port()
+    srv = start(port)
+    try:
+        if not wait_port(port, srv.p):
+            log(f"c10k {name}: server did not start")
+            return None
+        time.sleep(0.3)
+        base = group_rss_kib(srv.p.pid)
+        cl = subprocess.Popen(pinned([str(client), str(port), str(args.conns), str(args.secs)],
+                                     CLIENT_CPUS),
+                              stdout=subprocess.PIPE, text=True)
+        mid = None
+        last = None
+        for line in cl.stdout:
+            line = line.strip()
+            if line == "CONNECTED":
+                time.sleep(1.5)
+                mid = group_rss_kib(srv.p.pid)
+            elif line.startswith("{"):
+                last = json.loads(line)
+        cl.wait()
+        if not last or mid is None:
+            log(f"c10k {name}: client failed")
+            return None
+        last["idle_before"] = idle
+        last["loadavg_before"] = round(os.getloadavg()[0], 2)
+        last["server_rss_idle_kib"] = base
+        last["server_rss_loaded_kib"] = mid
+        last["bytes_per_conn"] = (mid - base) * 1024 / args.conns
+        log(f"c10k {name:14s} {last['bytes_per_conn']:8.0f} B/conn  p50 {last['p50_us']:8.1f} us"
+            f"  p99 {last['p99_us']:8.1f} us  errors {last['errors']}  (idle {idle})")
+        return last
+    finally:
+        srv.stop()
 
 
 def files_bench(args, build):
@@ -441,7 +460,7 @@ def main():
                   + (f" ({v['note']})" if v.get("note") else ""))
     if "c10k" in only:
         res["c10k"] = c10k_bench(args, build)
-        print(f"\nC10K: {args.conns} connections, 1 msg/s each for {args.secs} s")
+        print(f"\nC10K: {args.conns} connections, 1 msg/s each for {args.secs} s (median of {args.runs})")
         print(f"{'server':16s}{'B/conn':>10s}{'p50 us':>10s}{'p99 us':>10s}{'errors':>8s}")
         for k, v in res["c10k"].items():
             print(f"{k:16s}{v['bytes_per_conn']:10.0f}{v['p50_us']:10.1f}{v['p99_us']:10.1f}{v['errors']:8d}")
@@ -462,7 +481,22 @@ def main():
         if "epoll" in f and "io_uring" in f:
             res["files_ratio_uring_over_epoll"] = {
                 k: round(f["io_uring"][k] / f["epoll"][k], 3) for k in ("read_all_ms", "open_read_close_ms")}
-    Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+    out = Path(args.out)
+    if set(only) != {"http", "c10k", "files"} and out.exists():
+        # A partial run replaces only its own parts of the results file.
+        try:
+            old = json.loads(out.read_text())
+        except ValueError:
+            old = {}
+        kept = {k: v for k, v in old.items()
+                if k != "targets" and (k not in res or k in ("machine", "settings"))}
+        targets = {k: v for k, v in old.get("targets", {}).items()
+                   if not (k.startswith("C10K") if "c10k" in only else not k.startswith("C10K"))}
+        targets.update(res.get("targets", {}))
+        for k in ("machine", "settings"):
+            kept[k + "_" + "+".join(only)] = res.pop(k)
+        res = {**kept, **res, "targets": targets}
+    out.write_text(json.dumps(res, indent=2) + "\n")
     log(f"wrote {args.out}")
 
 

@@ -39,6 +39,9 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quiet import IDLE_WAIT, wait_idle  # noqa: E402  (bench/quiet.py)
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 
@@ -156,7 +159,10 @@ def loadavg1():
 
 def run_program(cmd, env, timeout):
     """Run cmd and return its JSON line plus rss_kib / rss_mib (peak RSS),
-    ru_maxrss_kib (from os.wait4) and proc_s (the process's wall time)."""
+    ru_maxrss_kib (from os.wait4) and proc_s (the process's wall time).
+    It first waits (at most --idle-wait s) for 80 % of the CPUs to be idle
+    and records the idle fraction it saw (idle_before)."""
+    idle = wait_idle() if IDLE_WAIT[0] > 0 else None
     load1 = loadavg1()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
@@ -209,6 +215,7 @@ def run_program(cmd, env, timeout):
     if rec.get("ops"):
         rec["cpu_ns_per_op"] = rec["cpu_s"] * 1e9 / rec["ops"]
     rec["loadavg_before"] = load1
+    rec["idle_before"] = idle
     if stderr.strip():
         rec["stderr"] = tail
     return rec
@@ -476,6 +483,51 @@ def evaluate_targets(results):
     return T
 
 
+def evaluate_default_targets(results):
+    """The default mode's targets (a user who sets no flag): each judged
+    against the gated Go of the same run, with how far off it is."""
+    T = []
+
+    def add(name, value, goal, ok, far=""):
+        T.append({"target": name, "value": value, "goal": goal,
+                  "verdict": "n/a" if ok is None else ("PASS" if ok else "MISS"), "detail": far})
+
+    def off(v, goal, lower=True):
+        """How far v is from goal: value / goal (lower is better when lower)."""
+        if v is None or not goal:
+            return ""
+        return f"{v / goal:.2f}x the goal"
+
+    for group, label, goal, name in (("switch_yield", "braid", 15.0, "bare br_yield switch"),
+                                      ("switch_chan", "braid", 30.0, "ping-pong"),
+                                      ("spawn_churn", "braid", 100.0, "spawn+join churn")):
+        v = med(results, group, label, "ns_per_op")
+        if v is not None:
+            le = group == "switch_yield"
+            ok = v <= goal if le else v < goal
+            add(f"{name}, default", f"{fmt(v)} ns", f"{'<=' if le else '<'} {goal:.0f} ns", ok,
+                off(v, goal))
+    v = med(results, "spawn_live", "braid", "ns_per_op")
+    go = med(results, "spawn_live", "go", "ns_per_op")
+    if v is not None:
+        add("spawn_live 1M, default", f"{fmt(v)} ns/task", f"<= go ({fmt(go)} ns/task)",
+            None if go is None else v <= go, f"{v / go:.2f}x go" if go else "")
+    for group, wall_goal in (("sleepers_100k", 1.15), ("sleepers_1m", None)):
+        wall = med(results, group, "braid", "elapsed_s")
+        rss = med(results, group, "braid", "rss_mib")
+        gwall = med(results, group, "go", "elapsed_s")
+        grss = med(results, group, "go", "rss_mib")
+        if wall is None or gwall is None:
+            continue
+        wgoal = wall_goal if wall_goal else gwall
+        add(f"{group} time, default", f"{wall:.3f} s",
+            f"< {wall_goal} s" if wall_goal else f"< go ({gwall:.3f} s)", wall < wgoal,
+            f"{wall / wgoal:.2f}x the goal; {wall / gwall:.2f}x go")
+        add(f"{group} RSS, default", f"{fmt(rss)} MiB", f"< go ({fmt(grss)} MiB)", rss < grss,
+            f"{rss / grss:.2f}x go")
+    return T
+
+
 # --------------------------------------------------------------------------
 
 def main():
@@ -502,6 +554,8 @@ def main():
                          "<build>/bench/results-quick.json; --only: <build>/bench/results-partial.json)")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per process")
     ap.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
+    ap.add_argument("--idle-wait", type=float, default=10.0,
+                    help="seconds to wait (at most) for 80%% idle CPUs before each run; 0: never")
     args = ap.parse_args()
     args.only = [o for item in args.only for o in item.split(",") if o]
     args.peers = [p for p in args.peers.split(",") if p]
@@ -510,6 +564,7 @@ def main():
         if o not in known:
             ap.error(f"--only {o}: unknown; choose from {', '.join(sorted(known))}")
     runs = args.runs or (1 if args.quick else 3)
+    IDLE_WAIT[0] = 0.0 if args.quick else args.idle_wait
     build_dir = Path(args.build_dir).resolve()
     # Only a full run replaces bench/results.json; partial ones go to the build tree.
     out_path = Path(args.out) if args.out else (
@@ -642,6 +697,11 @@ def main():
         print(table(rows, header))
 
     targets = [] if args.quick else evaluate_targets(results)
+    default_targets = [] if args.quick else evaluate_default_targets(results)
+    if default_targets:
+        print("\nDefault-mode targets (no flag set; against go in this run)")
+        print(table([[t["target"], t["value"], t["goal"], t["verdict"], t["detail"]]
+                     for t in default_targets], ["target", "measured", "goal", "", ""], left=5))
     if targets:
         print("\nIssue 2 targets")
         print(table([[t["target"], t["value"], t["goal"], t["verdict"], t["detail"]]
@@ -666,6 +726,7 @@ def main():
         "ratio_definition": "braid median / peer median, per metric (below 1: braid better)",
         "groups": results,
         "targets": targets,
+        "default_targets": default_targets,
         "failures": failures,
     }
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -673,7 +734,7 @@ def main():
     print(f"\nwrote {os.path.relpath(out_path)}")
     if failures:
         return 1
-    if args.strict and any(t["verdict"] == "MISS" for t in targets):
+    if args.strict and any(t["verdict"] == "MISS" for t in targets + default_targets):
         return 1
     return 0
 
