@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/env.h"
 #include "sys/clock.h"
 #include "sys/fiber_san.h"
 
@@ -34,11 +35,13 @@ static bool live_lock_find(const struct br_loop *L);
 static void live_unlock(void);
 
 static br_accounting accounting_from_env(void) {
-  const char *e = getenv("BRAID_ACCOUNTING");
-  if (!e) return BR_ACCT_FAST;
-  if (!strcmp(e, "off")) return BR_ACCT_OFF;
-  if (!strcmp(e, "precise")) return BR_ACCT_PRECISE;
-  return BR_ACCT_FAST;
+  static atomic_bool warned;
+  static const char *const modes[] = {"off", "fast", "precise", NULL};
+  switch (br__env_choice("BRAID_ACCOUNTING", modes, &warned)) {
+  case 0: return BR_ACCT_OFF;
+  case 2: return BR_ACCT_PRECISE;
+  default: return BR_ACCT_FAST;
+  }
 }
 
 int br_loop_new(br_loop **out, const br_loop_opts *opts) {
@@ -46,14 +49,18 @@ int br_loop_new(br_loop **out, const br_loop_opts *opts) {
   *out = NULL;
   br_loop_opts o = opts ? *opts : (br_loop_opts){0};
   size_t ss = BR__STACK_DEFAULT;
-  const char *env = getenv("BRAID_STACK_SIZE");
-  if (!o.stack_size && env && *env) o.stack_size = (size_t)strtoull(env, NULL, 0);
+  static atomic_bool stack_warned, compact_warned;
+  long long env_ss;
+  if (!o.stack_size && br__env_long("BRAID_STACK_SIZE", (long long)BR__STACK_MIN,
+                                    (long long)BR__STACK_MAX, &env_ss, &stack_warned) == 1)
+    o.stack_size = (size_t)env_ss;
   if (o.stack_size) {
     ss = br__stack_round(o.stack_size);
     if (!ss) return BR_EINVAL;
   }
-  env = getenv("BRAID_COMPACT");
-  if (!opts && env && !strcmp(env, "1")) o.compact = true;
+  static const char *const compact_values[] = {"0", "1", NULL};
+  if (br__env_choice("BRAID_COMPACT", compact_values, &compact_warned) == 1 && !opts)
+    o.compact = true;
   if ((unsigned)o.accounting > BR_ACCT_PRECISE) return BR_EINVAL;
   struct br_loop *L = calloc(1, sizeof *L);
   if (!L) return BR_ENOMEM;

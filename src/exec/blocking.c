@@ -42,6 +42,7 @@
 #include <time.h>
 
 #include "core/core.h"
+#include "core/env.h"
 #include "core/job.h"
 #include "core/trace.h"
 #include "exec/blocking.h"
@@ -106,15 +107,12 @@ static atomic_int fail_creates;
 void br__blocking_fail_thread_creates(int n) { atomic_store(&fail_creates, n); }
 
 static void read_env(void) {
-  const char *s = getenv("BRAID_BLOCKING_THREADS");
-  if (s && *s) {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (*end == '\0' && v > 0 && v <= 4096) {
-      pthread_mutex_lock(&classes[BR_BLOCKING_USER].mu);
-      classes[BR_BLOCKING_USER].max_threads = (unsigned)v;
-      pthread_mutex_unlock(&classes[BR_BLOCKING_USER].mu);
-    }
+  static atomic_bool warned;
+  long long v;
+  if (br__env_long("BRAID_BLOCKING_THREADS", 1, 4096, &v, &warned) == 1) {
+    pthread_mutex_lock(&classes[BR_BLOCKING_USER].mu);
+    classes[BR_BLOCKING_USER].max_threads = (unsigned)v;
+    pthread_mutex_unlock(&classes[BR_BLOCKING_USER].mu);
   }
 }
 

@@ -55,6 +55,7 @@
 #include <unistd.h>
 
 #include "core/core.h"
+#include "core/env.h"
 #include "core/log.h"
 #include "core/trace.h"
 #include "core/loop.h"
@@ -177,9 +178,10 @@ static void sample_init(void) {
 }
 
 static int64_t default_threshold_ns(void) {
-  const char *s = getenv("BRAID_WATCHDOG_MS");
-  long v = s ? strtol(s, NULL, 10) : 0;
-  return (v > 0 ? v : 100) * 1000000LL;
+  static atomic_bool warned;
+  long long v;
+  if (br__env_long("BRAID_WATCHDOG_MS", 1, 3600000, &v, &warned) != 1) v = 100;
+  return v * 1000000LL;
 }
 
 /* Take a sample of loop L's thread; W.mu held. Returns the frame count. */
