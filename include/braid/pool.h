@@ -272,9 +272,10 @@ typedef struct br_pool_report {
  * *report (may be NULL). Every future the pool handed out is complete when
  * it returns. In a task it suspends only the task (and is not interrupted
  * by the task's cancellation: the workers are always waited for); on a
- * plain thread it blocks. Returns 0; BR_EINVAL for a NULL pool or another
- * mode; BR_EALREADY if shutdown already happened (report is still filled,
- * describing that shutdown); BR_EDEADLK from one of the pool's own workers. */
+ * plain thread it blocks. Safe to call again (as br_procpool_shutdown):
+ * a later call returns 0 at once and fills *report with what the first one
+ * did. Returns 0; BR_EINVAL for a NULL pool or another mode; BR_EDEADLK
+ * from one of the pool's own workers. */
 int br_pool_shutdown(br_pool *pool, br_pool_report *report, br_shutdown_mode mode);
 
 /* br_pool_free: shut the pool down if that was not done (BR_SHUTDOWN_CANCEL:

@@ -130,10 +130,10 @@ int br_pool_shutdown(br_pool *pool, br_pool_report *report, br_shutdown_mode mod
   if (!pool || (mode != BR_SHUTDOWN_DRAIN && mode != BR_SHUTDOWN_CANCEL)) return BR_EINVAL;
   if (br__pool_tls_w && br__pool_tls_w->pool == pool) return BR_EDEADLK;
   pthread_mutex_lock(&pool->shut_lock);
-  if (pool->shut_done) {
+  if (pool->shut_done) { /* again: the same outcome, as the process pool's */
     if (report) *report = pool->report;
     pthread_mutex_unlock(&pool->shut_lock);
-    return BR_EALREADY;
+    return 0;
   }
 
   pthread_mutex_lock(&pool->inj_lock);
