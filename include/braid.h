@@ -575,7 +575,8 @@ enum { BR_READABLE = 1, BR_WRITABLE = 2 };
  * (events: BR_READABLE | BR_WRITABLE). The fd must be non-blocking. Returns
  * the ready events (> 0), BR_ETIMEDOUT at the deadline or scope deadline,
  * BR_ECANCELED, BR_EBADF if the fd is invalid or forgotten meanwhile,
- * BR_EBUSY if another task already waits for the same direction. */
+ * BR_EBUSY if another task already waits for the same direction, BR_EINVAL
+ * if events is 0 or has other bits (POLLIN is not BR_READABLE). */
 int br_wait_fd(int fd, int events, int64_t deadline);
 
 /* br_fd_forget: tell the loop fd is about to be closed: waiters get BR_EBADF

@@ -491,6 +491,7 @@ static void *m_null_sync(void *arg) {
   br_group_free(g);
   T_RC(br_wait_fd(-1, BR_READABLE, BR_NEVER), BR_EBADF);
   T_RC(br_wait_fd(0, 0, BR_NEVER), BR_EINVAL);
+  T_RC(br_wait_fd(0, BR_READABLE | 4, BR_NEVER), BR_EINVAL); /* POLLIN|POLLPRI-style bits */
   T_RC(br_call_soon(NULL, noop_cb, NULL), BR_EINVAL);
   T_RC(br_call_soon_threadsafe(NULL, noop_cb, NULL), BR_EINVAL);
   T_RC(br_loop_run(NULL), BR_EINVAL);

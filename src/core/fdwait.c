@@ -48,8 +48,7 @@ int br_wait_fd(int fd, int events, int64_t deadline) {
   struct br__task *t = br__require_task();
   if (!t) return BR_ENOTTASK;
   if (fd < 0) return BR_EBADF;
-  events &= BR_READABLE | BR_WRITABLE;
-  if (!events) return BR_EINVAL;
+  if (!events || (events & ~(BR_READABLE | BR_WRITABLE))) return BR_EINVAL;
   struct br_loop *L = t->loop;
   br__fdrec *r = fdrec(L, fd, true);
   if (!r) return BR_ENOMEM;
