@@ -4,6 +4,8 @@
  * backend. */
 #include <braid.h>
 
+#include <semaphore.h>
+
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -239,6 +241,48 @@ static void test_sigint(void **state) {
   pthread_join(t, NULL);
 }
 
+/* br_loops_cancel reaches a loop whose hand-off queue the program filled
+ * (br_call_soon_threadsafe answers BR_EAGAIN there): loop 1 holds its thread
+ * while loop 0 fills loop 1's queue, cancels the group, then lets loop 1 go;
+ * loop 1's main must be cancelled, not sleep its minute. */
+static _Atomic(br_loop *) held_loop;
+static sem_t hold;
+static atomic_int held_cancelled;
+
+static void noop_cb(void *arg) { (void)arg; }
+
+static void *fill_then_cancel(void *arg) {
+  (void)arg;
+  if (br_loops_index() == 1) {
+    atomic_store(&held_loop, br_loop_current());
+    while (sem_wait(&hold) != 0) {} /* the loop thread itself: its queue fills */
+    if (br_sleep_ms(60000) == BR_ECANCELED) atomic_store(&held_cancelled, 1);
+    return NULL;
+  }
+  br_loop *other;
+  while (!(other = atomic_load(&held_loop))) br_sleep_ms(1);
+  int rc, queued = 0;
+  while ((rc = br_call_soon_threadsafe(other, noop_cb, NULL)) == 0) queued++;
+  if (rc != BR_EAGAIN || queued != BR_CALL_SOON_THREADSAFE_MAX)
+    return br_fail(BR_EIO, "filling: %s after %d", br_errname(rc), queued);
+  br_loops_cancel();
+  sem_post(&hold);
+  return NULL;
+}
+
+static void test_cancel_reaches_a_full_queue(void **state) {
+  (void)state;
+  sem_init(&hold, 0, 0);
+  atomic_store(&held_loop, NULL);
+  atomic_store(&held_cancelled, 0);
+  int64_t t0 = br_now();
+  int rc = br_run_loops(2, fill_then_cancel, NULL, NULL);
+  assert_true(rc == 0 || rc == BR_ECANCELED);
+  assert_int_equal(atomic_load(&held_cancelled), 1);
+  assert_true(br_now() - t0 < 10000000000LL);
+  sem_destroy(&hold);
+}
+
 /* A program started with SIGINT ignored (nohup, a shell's background job)
  * keeps it ignored: br_run_loops neither blocks nor reads it, and the mains
  * run to their end. */
@@ -273,6 +317,7 @@ int main(void) {
     cmocka_unit_test(test_failure),
     cmocka_unit_test(test_cpus),
     cmocka_unit_test(test_sigint),
+    cmocka_unit_test(test_cancel_reaches_a_full_queue),
     cmocka_unit_test(test_sigint_ignored),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -300,6 +300,13 @@ void br__group_child_done(struct br__task *t);
 /* --- overflow detection (overflow.c) --- */
 void br__overflow_install(void);
 
+/* --- loop.c --- */
+/* br_call_soon_threadsafe for braid's own messages to a loop (a
+ * cancellation), which a queue the user's callbacks filled must not refuse:
+ * no BR_EAGAIN. The caller bounds how many it sends (one per loop and
+ * event). Errors: BR_EINVAL, BR_ENOMEM, BR_ECLOSED. Any thread. */
+int br__call_soon_control(br_loop *loop, br_callback_fn cb, void *arg);
+
 /* --- util.c --- */
 /* malloc'd vsnprintf; NULL on ENOMEM. */
 char *br__vfmt(const char *fmt, __builtin_va_list ap);

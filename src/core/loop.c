@@ -206,7 +206,17 @@ void br__remote_push_free(struct br_loop *L, struct br__task *t) {
   remote_signal(L);
 }
 
+static int post_remote(br_loop *L, br_callback_fn cb, void *arg, bool bounded);
+
 int br_call_soon_threadsafe(br_loop *L, br_callback_fn cb, void *arg) {
+  return post_remote(L, cb, arg, true);
+}
+
+int br__call_soon_control(br_loop *L, br_callback_fn cb, void *arg) {
+  return post_remote(L, cb, arg, false);
+}
+
+static int post_remote(br_loop *L, br_callback_fn cb, void *arg, bool bounded) {
   if (!L || !cb) return BR_EINVAL;
   br__cb *c = malloc(sizeof *c);
   if (!c) return BR_ENOMEM;
@@ -221,7 +231,7 @@ int br_call_soon_threadsafe(br_loop *L, br_callback_fn cb, void *arg) {
     pthread_mutex_lock(&L->remote_lock);
     if (L->remote_closed) {
       rc = BR_ECLOSED;
-    } else if (L->remote_ncbs >= BR_CALL_SOON_THREADSAFE_MAX) {
+    } else if (bounded && L->remote_ncbs >= BR_CALL_SOON_THREADSAFE_MAX) {
       rc = BR_EAGAIN;
     } else {
       c->next = L->remote_cbs;

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/core.h"
 #include "core/log.h"
 #include "io/io_internal.h"
 
@@ -39,6 +40,7 @@ typedef struct member {
   bool started;  /* thread created (index > 0) */
   bool closed;   /* refuses hand-offs; under g->mu */
   bool no_keeper; /* its keeper could not be spawned */
+  bool cancel_sent; /* its main's cancellation is on its way; under g->mu */
   br_task *main; /* loop thread only */
   int rc;
   char *msg;
@@ -133,10 +135,15 @@ static void cancel_main_cb(void *arg) {
   if (m->main && !br_task_done(m->main)) br_cancel(m->main);
 }
 
+/* Once per loop: a control message, which a loop whose hand-off queue the
+ * program filled (BR_EAGAIN for br_loops_spawn) still takes. */
 static void cancel_all(group *g) {
   pthread_mutex_lock(&g->mu);
-  for (int i = 0; i < g->n; i++)
-    if (!g->m[i].closed) br_call_soon_threadsafe(g->m[i].loop, cancel_main_cb, &g->m[i]);
+  for (int i = 0; i < g->n; i++) {
+    member *m = &g->m[i];
+    if (m->closed || m->cancel_sent) continue;
+    if (br__call_soon_control(m->loop, cancel_main_cb, m) == 0) m->cancel_sent = true;
+  }
   pthread_mutex_unlock(&g->mu);
 }
 
@@ -180,6 +187,8 @@ static void *keeper(void *arg) {
   char name[32];
   snprintf(name, sizeof name, "main-%d", m->index);
   int rc = br_spawn(&m->main, g->main, g->arg, &(br_spawn_opts){.name = name});
+  /* Cancelled before this main existed: its cancellation found no main. */
+  if (!rc && atomic_load(&g->cancelled)) br_cancel(m->main);
   if (rc) {
     m->rc = rc;
     m->msg = br_strdupf("cannot spawn %s", name);
