@@ -213,8 +213,13 @@ int br_future_cancel(br_future *f) {
   if (f->owner_task) {
     /* A task's future is completed by the task: cancel the task. */
     struct br__task *t = f->owner_task;
-    if (atomic_load_explicit(&f->done, memory_order_acquire) || t->orphan) return BR_EALREADY;
-    if (br__tls_loop != t->loop) return BR_EPERM;
+    if (atomic_load_explicit(&f->done, memory_order_acquire)) return BR_EALREADY;
+    /* Another thread may be freeing the task's loop, which clears t->loop
+     * (atomically, under the future's lock) as it makes the task an orphan:
+     * read it once, atomically; only its own loop's thread finds it equal. */
+    struct br_loop *L = __atomic_load_n(&t->loop, __ATOMIC_ACQUIRE);
+    if (!L) return BR_EALREADY; /* an orphan: its loop is gone */
+    if (br__tls_loop != L) return BR_EPERM;
     br__task_cancel(t);
     return 0;
   }
