@@ -268,10 +268,17 @@ static _Noreturn void server_run(int efd, int pfd, bool exec_workers) {
   _exit(0);
 }
 
+/* The forked server (br__pp_server_fork) forks its workers: fork() left it
+ * one thread whatever the parent had, and exec'ing them is what the fork was
+ * chosen to avoid (it cannot work here). /proc/self/task is no guide in this
+ * case: under qemu-user it also lists the emulator's own thread (its RCU
+ * thread, restarted in every child), which holds none of our locks; taking
+ * it for a thread of ours made every worker an exec that exited with 127,
+ * started again at once, forever. */
 _Noreturn void br__pp_server_main(const uint8_t *key) {
   int efd, pfd;
   if (server_config(key, -1, &efd, &pfd) < 0) _exit(3);
-  server_run(efd, pfd, process_threaded());
+  server_run(efd, pfd, false);
 }
 
 /* ---- the start marker, checked before main() */
