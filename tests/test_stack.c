@@ -76,6 +76,17 @@ static void *patterned_main(void *arg) {
   return NULL;
 }
 
+/* The provisioner makes slabs, and stacks come from slabs wherever the
+ * kernel has light guards (MADV_GUARD_INSTALL); elsewhere (older kernels,
+ * and qemu-user, where braid does not use them: the emulator cannot turn a
+ * fault on one into the program's SIGSEGV) only past the budget of stacks
+ * with a guard page of their own (8,191 on a stock machine), far more than
+ * a case spawns. A budget of 0 takes every stack from slabs from the first
+ * one, so the provisioner is exercised there too; where light guards exist
+ * the budget is never consulted and this changes nothing. Called in each
+ * case's child, before its first loop. */
+static void stacks_from_slabs(void) { setenv("BRAID_GUARD_STACKS", "0", 1); }
+
 static bool provision_possible(void) {
   const char *env = getenv("BRAID_STACK_PROVISION");
   return br_cpu_count() >= 2 && !(env && *env == '0');
@@ -92,6 +103,7 @@ typedef struct {
 
 static void census_child(void *arg) {
   census_case *k = arg;
+  stacks_from_slabs();
   census c = {0};
   int rc = br_run(NULL, k->body, &c);
   fprintf(stderr, "rc=%d made=%ld bad=%ld done=%ld failed_checks=%s\n", rc, c.made, c.bad, c.done,
@@ -197,6 +209,10 @@ static void *deep(void *arg) {
   (void)arg;
   struct br__task *self = br__task_get(br_self());
   fprintf(stderr, "deep task: made=%d guard=%d\n", self->stack->made, self->stack->light_guard);
+  /* Without its guard a made stack is protected by a canary, checked at a
+   * switch: an endless recursion would run through its neighbours' stacks
+   * first. Nothing to test then (the parent skips). */
+  if (!self->stack->light_guard) return NULL;
   return (void *)(intptr_t)recurse(NULL, 0);
 }
 
@@ -227,6 +243,7 @@ static void *overflow_main(void *arg) {
 
 static void overflow_child(void *arg) {
   (void)arg;
+  stacks_from_slabs();
   br_run(NULL, overflow_main, NULL);
 }
 
@@ -240,8 +257,19 @@ static void test_overflow_on_made_stack_is_reported(void **state) {
   char msg[2600];
   snprintf(msg, sizeof msg, "made=%d signaled=%d signo=%d exited=%d stderr:\n%.2000s", made, r.signaled,
            r.signo, r.exited, r.err);
+  bool guarded = strstr(r.err, "deep task: made=1 guard=1") != NULL;
   br_child_result_free(&r);
   if (!made) fail_msg("the overflowing task did not get a made stack: %s", msg);
+  if (!guarded) {
+    /* A made slab's guards are light guards; without them there is no
+     * overflow to catch. Every native stage on Linux 6.13+ runs this. */
+    fprintf(stderr,
+            "SKIP: made stacks have no guard page here (no light guards, MADV_GUARD_INSTALL%s)\n",
+            br_test_emulated() ? ": braid does not use it under qemu-user, which cannot deliver "
+                                 "a fault on such a page as the program's SIGSEGV"
+                               : ": refused by this kernel, or BRAID_NO_LIGHT_GUARDS is set");
+    skip();
+  }
   if (!ok) fail_msg("%s", msg);
 }
 
@@ -322,6 +350,7 @@ static bool provisioner_thread(void) {
 
 static void off_child(void *arg) {
   (void)arg;
+  stacks_from_slabs();
   setenv("BRAID_STACK_PROVISION", "0", 1);
   census c = {0};
   int rc = br_run(NULL, patterned_main, &c);
@@ -346,6 +375,7 @@ static void test_provisioning_can_be_turned_off(void **state) {
 
 static void fork_child(void *arg) {
   (void)arg;
+  stacks_from_slabs();
   census c = {0};
   if (br_run(NULL, patterned_main, &c) != 0 || c.bad) exit(2);
   /* The thread has been asked for; it may be making a slab (holding no

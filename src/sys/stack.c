@@ -137,11 +137,10 @@ static br__stack *map_guarded(br__stack_cache *c, size_t size) {
     errno = ENOMEM;
     return NULL;
   }
-  s->guard = base;
-  s->lo = base + ps;
-  s->size = size;
-  s->from_slab = false;
-  s->next = NULL;
+  /* Every field: a descriptor comes from malloc or from a stack freed
+   * earlier (a made one, say), and `made` or `light_guard` left over would
+   * describe another stack. */
+  *s = (br__stack){.guard = base, .lo = base + ps, .size = size};
   return s;
 }
 
