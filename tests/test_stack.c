@@ -286,10 +286,15 @@ static void *guard_main(void *arg) {
   static br_task *h[N];
   struct br__stack *made[N];
   int nmade = 0;
+  /* PROBE_INLINE: slots of the second to fourth slab the loop carved
+   * itself, whose guards were installed in one batch. */
+  bool carved = getenv("PROBE_INLINE") != NULL;
   for (int i = 0; i < N; i++) {
     if (br_spawn(&h[i], idle, NULL, NULL)) break;
     struct br__task *it = br__task_get(h[i]);
-    if (it->stack && it->stack->made && it->stack->light_guard) made[nmade++] = it->stack;
+    if (carved ? (i >= 64 && i < 4 * 64 && it->stack && !it->stack->made && it->stack->light_guard)
+               : (it->stack && it->stack->made && it->stack->light_guard))
+      made[nmade++] = it->stack;
     if (i % 64 == 63) br_sleep_ms(5);
   }
   fprintf(stderr, "made=%d\n", nmade);
@@ -307,9 +312,26 @@ static void guard_child(void *arg) {
   br_run(NULL, guard_main, NULL);
 }
 
+static void expect_guards_fault(void);
+
 static void test_made_slab_guards_fault(void **state) {
   (void)state;
   if (!provision_possible()) skip();
+  expect_guards_fault();
+}
+
+/* The slabs a loop carves itself from its second on get their 64 guards in
+ * one batch too: probed with the thread off. */
+static void test_carved_slab_guards_fault(void **state) {
+  (void)state;
+  setenv("PROBE_INLINE", "1", 1);
+  setenv("BRAID_STACK_PROVISION", "0", 1);
+  expect_guards_fault();
+  unsetenv("PROBE_INLINE");
+  unsetenv("BRAID_STACK_PROVISION");
+}
+
+static void expect_guards_fault(void) {
   for (int k = 0; k < 3; k++) {
     char which[2] = {(char)('0' + k), 0};
     br_child_result r;
@@ -417,6 +439,7 @@ int main(void) {
       cmocka_unit_test(test_pointers_into_parked_stacks_stay_valid),
       cmocka_unit_test(test_overflow_on_made_stack_is_reported),
       cmocka_unit_test(test_made_slab_guards_fault),
+      cmocka_unit_test(test_carved_slab_guards_fault),
       cmocka_unit_test(test_provisioning_can_be_turned_off),
       cmocka_unit_test(test_fork_child_provisions_for_itself),
   };

@@ -54,7 +54,7 @@ struct br__slab {
   size_t len;
   size_t size;  /* usable bytes of each of its stacks */
   bool made;    /* by the provisioner: guards tried, top pages touched */
-  bool guards;  /* made, and every slot's first page is a light guard */
+  bool guards;  /* every slot's first page is a light guard (made, or batched inline) */
 };
 
 static atomic_size_t guarded_live;
@@ -368,8 +368,13 @@ static br__stack *carve_unguarded(br__stack_cache *c, size_t size) {
   }
   if (!c->slab_left) {
     struct br__slab *sl = prov_take(c, size);
+    bool inline_carved = !sl;
     if (!sl) sl = slab_map(size, false);
     if (!sl) return NULL;
+    /* From a loop's second slab on it is spawning many: all 64 guards in
+     * one call (a first slab may serve a handful of tasks, each guarded
+     * as it is carved). */
+    if (inline_carved && c->fresh_slabs >= 2) sl->guards = slab_guards(sl->base, slot);
     sl->next = c->slabs;
     c->slabs = sl;
     c->slab_next = sl->base;
@@ -382,8 +387,10 @@ static br__stack *carve_unguarded(br__stack_cache *c, size_t size) {
     errno = ENOMEM;
     return NULL;
   }
+  /* A made slab whose guards failed part-way: its stacks go unguarded (a
+   * canary each); an inline one tries the slot's guard again. */
   *s = (br__stack){.lo = c->slab_next + ps, .size = size, .from_slab = true, .made = c->slab_made,
-                   .light_guard = c->slab_made ? c->slab_guards : light_guard(c->slab_next)};
+                   .light_guard = c->slab_guards || (!c->slab_made && light_guard(c->slab_next))};
   c->slab_next += slot;
   c->slab_left--;
   return s;

@@ -54,7 +54,7 @@ typedef struct br__stack_cache {
   struct br__slab *slabs;
   struct br__stack *descs; /* free descriptors */
   unsigned fresh_slabs;    /* slabs it has needed (the provisioner starts at PROV_AFTER) */
-  bool slab_made, slab_guards; /* the current slab was made ahead (stack.c) */
+  bool slab_made, slab_guards; /* the current slab was made ahead / has all its guards (stack.c) */
 } br__stack_cache;
 
 size_t br__page_size(void);
