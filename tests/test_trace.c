@@ -434,14 +434,29 @@ static int run_self(const char *arg1, const char *arg2, const char *env, const c
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  char *argv[] = {(char *)self_exe, (char *)arg1, (char *)arg2, NULL};
+  /* Under qemu-user this foreign-architecture program cannot be exec'd by
+   * itself (no binfmt_misc): the copy starts through the emulator, whose
+   * command line the test's environment gives (tests/CMakeLists.txt). */
+  char emu[512] = "", *argv[16];
+  int a = 0;
+  const char *e = br_test_emulated() ? getenv("BRAID_TEST_EMULATOR") : NULL;
+  if (e) {
+    snprintf(emu, sizeof emu, "%s", e);
+    for (char *save = NULL, *w = strtok_r(emu, " ", &save); w && a < 12; w = strtok_r(NULL, " ", &save))
+      argv[a++] = w;
+  }
+  const char *prog = a ? argv[0] : self_exe;
+  argv[a++] = (char *)self_exe;
+  argv[a++] = (char *)arg1;
+  argv[a++] = (char *)arg2;
+  argv[a] = NULL;
   size_t n = 0;
   while (environ[n]) n++;
   char **envp = calloc(n + 2, sizeof *envp);
   memcpy(envp, environ, n * sizeof *envp);
   if (env) envp[n++] = (char *)env;
   pid_t pid;
-  int rc = posix_spawn(&pid, self_exe, &fa, NULL, argv, envp);
+  int rc = posix_spawn(&pid, prog, &fa, NULL, argv, envp);
   posix_spawn_file_actions_destroy(&fa);
   free(envp);
   if (rc != 0) return -1;
