@@ -8,6 +8,8 @@ ratios. For checking that a change to the runtime leaves the hot path alone.
     /usr/bin/python3 bench/ab_run.py --before /tmp/old --after build-x/bench
     /usr/bin/python3 bench/ab_run.py --before A --after B --rounds 7 --only switch_yield
 
+--before-env / --after-env set variables for one side (BRAID_* are
+otherwise cleared), e.g. the same build with BRAID_STACK_PROVISION=0 on one.
 --before / --after are directories holding bench_switch, bench_spawn_churn,
 bench_sleepers, bench_spawn_live. Writes --out (JSON: every run, medians,
 ratios) when given.
@@ -30,6 +32,7 @@ WORKLOADS = {
     "spawn_churn": (["bench_spawn_churn", "-n", "4000000"], "ns_per_op"),
     "sleepers_100k": (["bench_sleepers", "-n", "100000", "--ms", "1000"], "elapsed_s"),
     "spawn_live": (["bench_spawn_live", "-n", "1000000"], "ns_per_op"),
+    "sleepers_1m": (["bench_sleepers", "-n", "1000000", "--ms", "1000"], "elapsed_s"),
 }
 
 
@@ -40,6 +43,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--only", default="switch_yield,switch_chan,spawn_churn")
     ap.add_argument("--idle-wait", type=float, default=10.0)
+    ap.add_argument("--before-env", default="", help="VAR=value,... for the before side")
+    ap.add_argument("--after-env", default="", help="VAR=value,... for the after side")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     IDLE_WAIT[0] = args.idle_wait
@@ -55,9 +60,11 @@ def main():
             # Alternate which side goes first, so drift favours neither.
             for side in (("before", "after") if rnd % 2 == 0 else ("after", "before")):
                 d = Path(getattr(args, side))
+                senv = dict(env, **dict(kv.split("=", 1) for kv in
+                                        getattr(args, side + "_env").split(",") if kv))
                 idle = wait_idle()
                 out = subprocess.run([str(d / cmd[0])] + cmd[1:], capture_output=True, text=True,
-                                     env=env, timeout=600)
+                                     env=senv, timeout=600)
                 if out.returncode != 0:
                     print(f"{n} {side}: exit {out.returncode}\n{out.stderr[-800:]}", file=sys.stderr)
                     return 1
@@ -66,6 +73,7 @@ def main():
                 runs[n][side].append(rec)
                 print(f"  round {rnd + 1} {n:14s} {side:6s} {rec[key]:.3f}  (idle {idle})", flush=True)
     res = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "before": args.before, "after": args.after,
+           "before_env": args.before_env, "after_env": args.after_env,
            "rounds": args.rounds, "loadavg_end": os.getloadavg(), "workloads": {}}
     print(f"\n{'workload':16s}{'before':>12s}{'after':>12s}{'after/before':>14s}")
     for n in names:
