@@ -15,6 +15,27 @@ static _Atomic uint64_t anchor_ticks;
 #endif
 static _Atomic double frozen;
 
+#if defined(__x86_64__)
+/* A cycle-counter reading and the monotonic clock at the same instant: the
+ * counter read between two clock reads, the tightest of a few tries. A
+ * thread preempted between a lone pair of reads (a busy machine) would pair
+ * a counter value with a clock milliseconds later, and the rate drawn from
+ * it would be off by as much (run times came out short). */
+static void paired_read(uint64_t *c, int64_t *t) {
+  int64_t best = INT64_MAX;
+  for (int i = 0; i < 16 && best > 2000; i++) {
+    int64_t a = br__mono_ns();
+    uint64_t cc = br__ticks();
+    int64_t b = br__mono_ns();
+    if (b - a < best) {
+      best = b - a;
+      *c = cc;
+      *t = a + (b - a) / 2;
+    }
+  }
+}
+#endif
+
 double br__ns_per_tick(void) {
   double v = atomic_load_explicit(&frozen, memory_order_relaxed);
   if (v > 0) return v;
@@ -27,8 +48,9 @@ double br__ns_per_tick(void) {
 #elif defined(__x86_64__)
   int64_t t0 = atomic_load_explicit(&anchor_ns, memory_order_acquire);
   if (!t0) {
-    uint64_t c = br__ticks();
-    int64_t t = br__mono_ns();
+    uint64_t c;
+    int64_t t;
+    paired_read(&c, &t);
     int64_t expect = 0;
     if (atomic_compare_exchange_strong(&anchor_ns, &expect, t))
       atomic_store_explicit(&anchor_ticks, c, memory_order_release);
@@ -39,10 +61,12 @@ double br__ns_per_tick(void) {
   }
   uint64_t c0 = atomic_load_explicit(&anchor_ticks, memory_order_acquire);
   while (!c0) c0 = atomic_load_explicit(&anchor_ticks, memory_order_acquire);
-  int64_t t1 = br__mono_ns();
   /* Need a baseline of 100 us for a usable first estimate (~1 %). */
-  while (t1 - t0 < 100000) t1 = br__mono_ns();
-  uint64_t c1 = br__ticks();
+  while (br__mono_ns() - t0 < 100000) {
+  }
+  uint64_t c1;
+  int64_t t1;
+  paired_read(&c1, &t1);
   v = c1 > c0 ? (double)(t1 - t0) / (double)(c1 - c0) : 1.0;
   if (t1 - t0 >= 1000000000) atomic_store_explicit(&frozen, v, memory_order_relaxed);
   return v;
