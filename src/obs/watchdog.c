@@ -77,6 +77,10 @@ typedef struct entry {
   int fd_sched, fd_syscall;
   int64_t base_hb, base_at;
   uint64_t base_run, base_rq;
+  /* The last system call the thread was seen blocked in during this stretch
+   * (-1: none; a monitor round reads it once the stretch outlasts a round). */
+  long seen_nr;
+  int seen_cat;
 } entry;
 
 static struct {
@@ -222,6 +226,7 @@ static int take_sample(br_loop *L, void **frames, char *name) {
  * CPUCLOCK_SCHED, the kernel's ABI for per-thread CPU clocks). */
 static void open_thread_files(entry *e) {
   e->fd_sched = e->fd_syscall = -1;
+  e->seen_nr = -1;
   clockid_t cid;
   if (pthread_getcpuclockid(br__loop_thread(e->loop), &cid) != 0 || (cid & 7) != 6) return;
   pid_t tid = (pid_t)~(cid >> 3);
@@ -259,6 +264,11 @@ typedef struct evidence {
 
 /* What the stuck thread is doing, before the sample's signal disturbs it.
  * Monitor thread, W.mu held. */
+/* Whether cat (with call number nr) is a thread blocked in a system call. */
+static bool in_call(int cat, long nr) {
+  return nr >= 0 && cat > BR_PROFILE_T_RUNQUEUE && cat < BR_PROFILE_T_COUNT;
+}
+
 static void gather(const entry *e, int64_t now, evidence *ev) {
   ev->syscall[0] = ev->waits_on[0] = ev->text[0] = '\0';
   ev->cpu_share = -1;
@@ -266,6 +276,7 @@ static void gather(const entry *e, int64_t now, evidence *ev) {
   long nr = -1;
   int cat = br__prof_blocked_call(getpid(), e->fd_syscall, &nr);
   if (cat == BR_PROFILE_T_COUNT) return; /* the thread is gone */
+  bool again = false; /* runnable now, between two blocking calls */
   uint64_t run, rq;
   int64_t span = now - e->base_at;
   if (e->base_hb && span > 0 && read_sched(e, &run, &rq)) {
@@ -274,6 +285,30 @@ static void gather(const entry *e, int64_t now, evidence *ev) {
     ev->cpu_share = could > 0 ? ran / could : 1.0;
     if (ev->cpu_share > 1) ev->cpu_share = 1;
     if (ev->cpu_share < 0) ev->cpu_share = 0;
+  }
+  /* Runnable now ("running" covers a thread waiting for a CPU too) but it
+   * ran little of the stall: not computing. A thread that sleeps or reads
+   * in steps is runnable for a moment between two calls, and on a busy
+   * machine until it gets a CPU. Name the call it was seen in during the
+   * stall, or look again for a few milliseconds. */
+  if (!in_call(cat, nr) && ev->cpu_share >= 0 && ev->cpu_share < 0.5) {
+    long nr2 = e->seen_nr;
+    int cat2 = e->seen_cat;
+    for (int i = 0; i < 10 && nr2 < 0; i++) {
+      struct timespec ts = {0, 1000000L};
+      nanosleep(&ts, NULL);
+      long n3 = -1;
+      int c3 = br__prof_blocked_call(getpid(), e->fd_syscall, &n3);
+      if (in_call(c3, n3)) {
+        nr2 = n3;
+        cat2 = c3;
+      }
+    }
+    if (nr2 >= 0) {
+      nr = nr2;
+      cat = cat2;
+      again = true;
+    }
   }
   const char *name = nr >= 0 ? br__prof_syscall_name(nr) : NULL;
   if (nr >= 0 && name) snprintf(ev->syscall, sizeof ev->syscall, "%s", name);
@@ -287,7 +322,7 @@ static void gather(const entry *e, int64_t now, evidence *ev) {
   const char *advice;
   switch (cat) {
   case -1:
-    snprintf(ev->text, sizeof ev->text, "the loop thread is running on a CPU%s: the task "
+    snprintf(ev->text, sizeof ev->text, "the loop thread is running (on a CPU or waiting for one)%s: the task "
              "computes without giving the loop back; hand the computing to the CPU pool "
              "(br_pool_submit + br_await) or br_yield() in its loop", ran);
     return;
@@ -317,8 +352,9 @@ static void gather(const entry *e, int64_t now, evidence *ev) {
     advice = "a blocking call on the loop; run it with br_to_thread()";
     break;
   }
-  snprintf(ev->text, sizeof ev->text, "the loop thread is blocked in %s (%s)%s: %s",
-           ev->syscall[0] ? ev->syscall : "a system call", ev->waits_on, ran, advice);
+  snprintf(ev->text, sizeof ev->text, "the loop thread is blocked in %s (%s)%s%s: %s",
+           ev->syscall[0] ? ev->syscall : "a system call", ev->waits_on,
+           again ? ", call after call (runnable between two just now)" : "", ran, advice);
 }
 
 /* The default report, through the log hook (br_set_log): one message for
@@ -382,6 +418,15 @@ static void *monitor(void *arg) {
         /* A new stretch away from the poller: the baseline of its CPU use. */
         e->base_hb = hb;
         e->base_at = now;
+        e->seen_nr = -1;
+      } else if (hb && hb == e->base_hb && !e->stalled_hb && e->fd_syscall >= 0) {
+        /* Away from the poller for a round already: what does it wait on? */
+        long nr = -1;
+        int cat = br__prof_blocked_call(getpid(), e->fd_syscall, &nr);
+        if (in_call(cat, nr)) {
+          e->seen_nr = nr;
+          e->seen_cat = cat;
+        }
       }
       pending p;
       memset(&p, 0, sizeof p);
