@@ -272,28 +272,12 @@ void br__trace_stop(struct br__task *t, uint64_t now) {
   br__trace_put(type, type == BR__TEV_PARK ? t->wait.kind : 0, 0, t->loop->serial, t->id, arg, now);
 }
 
-void br__trace_switch(struct br__task *from, struct br__task *to, uint64_t now) {
-  if (!now) now = br__ticks();
-  name_once(to, now);
-  uint8_t type = stop_type(from);
-  br__trace_put(BR__TEV_SWITCH, type == BR__TEV_PARK ? from->wait.kind : 0, type, from->loop->serial,
-                from->id, (int64_t)to->id, now);
-}
+void br__trace_name_slow(struct br__task *t, uint64_t now) { name_once(t, now); }
 
-/* A wake-up by the running task is not stamped (a clock read costs ~10 ns on
- * a virtual machine, as much as the rest of the hop): its time is that of
- * the thread's next record, the waker's next stop. One from the scheduler
- * (a timer, another thread's wake-up) reads the clock. */
-void br__trace_ready(struct br__task *t) {
-  struct br_loop *L = t->loop;
-  if (L->current) {
-    br__tev *e = br__trace_reserve(1);
-    if (!e) return;
-    *e = (br__tev){.ts = 0, .type = BR__TEV_READY, .pad = 1, .loop = L->serial, .id = t->id};
-    br__trace_commit(1);
-    return;
-  }
-  br__trace_put(BR__TEV_READY, 0, 0, L->serial, t->id, 0, 0);
+/* A wake-up from the scheduler (a timer, another thread's wake-up): stamped
+ * (the unstamped one from a running task is inline in trace.h). */
+void br__trace_ready_slow(struct br__task *t) {
+  br__trace_put(BR__TEV_READY, 0, 0, t->loop->serial, t->id, 0, 0);
 }
 
 void br__trace_spawn(struct br__task *t) {

@@ -167,8 +167,41 @@ void br__trace_emit_text(uint8_t type, uint8_t kind, uint32_t loop, uint64_t id,
 void br__trace_resume(struct br__task *t, uint64_t now);
 void br__trace_stop(struct br__task *t, uint64_t now);
 void br__trace_spawn(struct br__task *t);
-void br__trace_switch(struct br__task *from, struct br__task *to, uint64_t now);
-void br__trace_ready(struct br__task *t);
+/* The names' generation (declared again below with the control calls). */
+extern _Atomic uint32_t br__trace_gen;
+/* Out of line: record t's name (its first record of this generation). */
+void br__trace_name_slow(struct br__task *t, uint64_t now);
+void br__trace_ready_slow(struct br__task *t);
+
+/* A direct hand-off, on every switch while tracing: inline (a call with its
+ * register saves was half of tracing's cost per switch), one record. */
+static inline void br__trace_switch(struct br__task *from, struct br__task *to, uint64_t now) {
+  if (!now) now = br__ticks();
+  if (__builtin_expect(to->trace_gen != atomic_load_explicit(&br__trace_gen, memory_order_relaxed), 0))
+    br__trace_name_slow(to, now);
+  uint8_t type = from->state == BR__DONE     ? BR__TEV_END
+                 : from->state == BR__PARKED ? BR__TEV_PARK
+                                             : BR__TEV_YIELD;
+  br__trace_put(BR__TEV_SWITCH, type == BR__TEV_PARK ? from->wait.kind : 0, type, from->loop->serial,
+                from->id, (int64_t)to->id, now);
+}
+
+/* A parked task is made ready. Woken by the running task (a channel hop):
+ * not stamped, inline (a clock read costs ~10 ns on a virtual machine, as
+ * much as the rest of the hop; its time is that of the thread's next
+ * record, the waker's next stop). From the scheduler (a timer, another
+ * thread's wake-up): stamped, out of line. */
+static inline void br__trace_ready(struct br__task *t) {
+  struct br_loop *L = t->loop;
+  if (__builtin_expect(!L->current, 0)) {
+    br__trace_ready_slow(t);
+    return;
+  }
+  br__tev *e = br__trace_reserve(1);
+  if (!e) return;
+  *e = (br__tev){.ts = 0, .type = BR__TEV_READY, .pad = 1, .loop = L->serial, .id = t->id};
+  br__trace_commit(1);
+}
 
 /* Job hooks for the executors (exec/): one per start and end of a job on
  * the calling thread. kind is BR_WAIT_POOL, _BLOCKING or _PROCPOOL; name
