@@ -100,6 +100,7 @@ static br_loop *_Atomic sample_loop;
 static void *sample_frames[MAX_FRAMES];
 static int sample_n;
 static char sample_name[32];
+static int64_t sample_hb; /* the loop's heartbeat when the handler ran */
 static pthread_once_t sample_once = PTHREAD_ONCE_INIT;
 static bool sample_ok;
 
@@ -146,6 +147,7 @@ static void on_sample(int sig, siginfo_t *si, void *uc) {
     char name[sizeof sample_name];
     current_task_name(L, name, sizeof name);
     memcpy(sample_name, name, sizeof name);
+    sample_hb = br__loop_heartbeat(L);
     sample_n = backtrace(sample_frames, MAX_FRAMES);
     sem_post(&sample_done);
   }
@@ -189,8 +191,9 @@ static int64_t default_threshold_ns(void) {
 }
 
 /* Take a sample of loop L's thread; W.mu held. Returns the frame count. */
-static int take_sample(br_loop *L, void **frames, char *name) {
+static int take_sample(br_loop *L, void **frames, char *name, int64_t *hb) {
   name[0] = '\0';
+  *hb = 0;
   if (!sample_ok) return 0;
   while (sem_trywait(&sample_done) == 0) {
   }
@@ -215,6 +218,7 @@ static int take_sample(br_loop *L, void **frames, char *name) {
       n = sample_n;
       memcpy(frames, sample_frames, sizeof(void *) * (size_t)n);
       memcpy(name, sample_name, sizeof sample_name);
+      *hb = sample_hb;
     }
   }
   atomic_store(&sample_loop, NULL);
@@ -441,10 +445,13 @@ static void *monitor(void *arg) {
       } else if (hb && !e->stalled_hb && now - hb > e->threshold_ns) {
         e->stalled_hb = hb;
         gather(e, now, &p.ev); /* first: the signal would interrupt the call */
-        int n = take_sample(e->loop, p.frames, p.name);
-        if (br__loop_heartbeat(e->loop) != hb) {
-          /* The loop moved on before the sample was taken: the backtrace
-           * and the task are of whatever runs now, not of the stall. */
+        int64_t sampled_hb;
+        int n = take_sample(e->loop, p.frames, p.name, &sampled_hb);
+        if (sampled_hb != hb) {
+          /* The loop moved on before the sample was taken (a sanitizer
+           * holds a signal back until the call it arrived in returns): the
+           * backtrace and the task are of whatever runs now, not of the
+           * stall. Taken late but in the same stretch, they are. */
           n = 0;
           p.name[0] = '\0';
         }
