@@ -324,6 +324,23 @@ int br__trace_enable(size_t budget, bool spool) {
   /* The first arena's pages are filled in here, by whoever starts the
    * session, not by the first thread that records an event. */
   if (!arena_pos && !free_chunks) (void)arena_refill_locked();
+  /* A session that keeps its events in memory (a flight recorder) fills in
+   * its budget's pages here too, up to 64 MiB: filling them as events come
+   * (a 4 MiB arena at a time) was most of what tracing cost a short busy
+   * run. A spooled session recycles a few chunks and needs no more. */
+  if (!spool) {
+    size_t have = 0;
+    for (br__tchunk *c = free_chunks; c; c = c->next) have++;
+    size_t goal = budget_chunks + 2 < 1024 ? budget_chunks + 2 : 1024;
+    while (have < goal) {
+      br__tchunk *c = arena_chunk_locked();
+      if (!c) break;
+      nchunks++;
+      c->next = free_chunks;
+      free_chunks = c;
+      have++;
+    }
+  }
   (void)br__ns_per_tick(); /* calibrate before anything is stamped */
   start_ticks = br__ticks();
   atomic_fetch_add_explicit(&br__trace_session, 1, memory_order_relaxed);
