@@ -20,6 +20,8 @@
 #include <sys/select.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <fcntl.h>
+#include <stdatomic.h>
 #include <unistd.h>
 
 enum { MAX_FDS_EXAMINED = 64 };
@@ -204,6 +206,65 @@ const char *br__prof_syscall_name(long nr) {
   }
 }
 
+/* Under an emulator (qemu-user) the kernel sees the emulator's own calls:
+ * /proc gives their numbers in the host's ABI, not ours. A thread reading
+ * its own syscall file sees the read it makes (pread64): our number, or
+ * x86-64's (17) when an x86-64 host runs us, whose numbers are mapped back;
+ * anything else cannot be named. */
+enum { ABI_UNKNOWN, ABI_NATIVE, ABI_X86_64, ABI_FOREIGN };
+
+static int kernel_abi(void) {
+  static _Atomic int abi;
+  int a = abi;
+  if (a != ABI_UNKNOWN) return a;
+  a = ABI_FOREIGN;
+  int fd = open("/proc/thread-self/syscall", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    char buf[128];
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    close(fd);
+    if (n > 0) {
+      buf[n] = '\0';
+      long nr = strtol(buf, NULL, 10);
+      a = nr == SYS_pread64 ? ABI_NATIVE : nr == 17 ? ABI_X86_64 : ABI_FOREIGN;
+    } else {
+      a = ABI_NATIVE; /* cannot tell: take the numbers as ours */
+    }
+  } else {
+    a = ABI_NATIVE;
+  }
+  abi = a;
+  return a;
+}
+
+/* x86-64's number of each call named above (from its asm/unistd_64.h). */
+static long from_x86_64(long nr) {
+  static const struct { short x86; short ours; } map[] = {
+    {0, SYS_read}, {19, SYS_readv}, {17, SYS_pread64}, {295, SYS_preadv}, {1, SYS_write},
+    {20, SYS_writev}, {18, SYS_pwrite64}, {296, SYS_pwritev}, {45, SYS_recvfrom},
+    {47, SYS_recvmsg}, {299, SYS_recvmmsg}, {44, SYS_sendto}, {46, SYS_sendmsg},
+    {307, SYS_sendmmsg}, {40, SYS_sendfile}, {275, SYS_splice}, {276, SYS_tee},
+    {74, SYS_fsync}, {75, SYS_fdatasync}, {277, SYS_sync_file_range}, {73, SYS_flock},
+    {43, SYS_accept}, {288, SYS_accept4}, {42, SYS_connect}, {257, SYS_openat},
+    {3, SYS_close}, {262, SYS_newfstatat}, {332, SYS_statx}, {217, SYS_getdents64},
+    {162, SYS_sync}, {306, SYS_syncfs}, {285, SYS_fallocate}, {263, SYS_unlinkat},
+    {258, SYS_mkdirat}, {281, SYS_epoll_pwait}, {271, SYS_ppoll}, {270, SYS_pselect6},
+    {426, SYS_io_uring_enter}, {35, SYS_nanosleep}, {230, SYS_clock_nanosleep},
+    {128, SYS_rt_sigtimedwait}, {130, SYS_rt_sigsuspend}, {202, SYS_futex},
+    {65, SYS_semop}, {220, SYS_semtimedop}, {70, SYS_msgrcv}, {69, SYS_msgsnd},
+    {61, SYS_wait4}, {247, SYS_waitid},
+#ifdef SYS_epoll_pwait2
+    {441, SYS_epoll_pwait2},
+#endif
+#ifdef SYS_futex_waitv
+    {449, SYS_futex_waitv},
+#endif
+  };
+  for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+    if (map[i].x86 == nr) return map[i].ours;
+  return -1;
+}
+
 int br__prof_blocked_category(pid_t pid, int fd_syscall) {
   return br__prof_blocked_call(pid, fd_syscall, NULL);
 }
@@ -220,6 +281,12 @@ int br__prof_blocked_call(pid_t pid, int fd_syscall, long *nr_out) {
   /* Not in a system call: preempted and waiting for a CPU (or, rarely, in a
    * page fault). */
   if (end == p || nr < 0) return BR_PROFILE_T_RUNQUEUE;
+  switch (kernel_abi()) {
+  case ABI_NATIVE: break;
+  case ABI_X86_64: nr = from_x86_64(nr); break;
+  default: nr = -1; break;
+  }
+  if (nr < 0) return BR_PROFILE_T_OTHER; /* in a call braid cannot name */
   if (nr_out) *nr_out = nr;
   unsigned long a[6] = {0};
   p = end;
