@@ -891,7 +891,7 @@ static void usage(FILE *f, const char *prog) {
 
 /* scraper_cli: the whole program; `braid crawl` runs it too
  * (tools/braid/crawl.c). Exit status: 0, 1 when the crawl failed, 2 for bad
- * usage. */
+ * usage, 130 after Ctrl-C (the summary printed). */
 int scraper_cli(int argc, char **argv);
 int scraper_cli(int argc, char **argv) {
   const char *prog = argc > 0 ? argv[0] : "scraper";
@@ -944,6 +944,12 @@ int scraper_cli(int argc, char **argv) {
   void *res;
   int rc = br_run(&res, scraper_main, &a);
   xmlCleanupParser();
+  if (rc == BR_ECANCELED) {
+    /* Ctrl-C: the summary of what was crawled is printed; exit as a shell
+     * reports a program that SIGINT ended. */
+    fprintf(stderr, "%s: interrupted\n", prog);
+    return 130;
+  }
   if (rc < 0) fprintf(stderr, "%s: %s\n", prog, br_strerror(rc));
   return rc < 0 ? 1 : 0;
 }

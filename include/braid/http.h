@@ -148,7 +148,9 @@ typedef struct br_http_response {
   br_http_header *headers; /* the final response's headers, in order */
   size_t nheaders;
   const char *url;         /* the URL after redirects ("" if none) */
-  int attempts;            /* 1 + retries made */
+  int attempts;            /* transfers started: 1 + retries made; 0 if the
+                              call ended (cancelled, deadline) before the
+                              first one had a connection slot */
   int redirects;           /* redirects followed */
   int64_t elapsed_ns;      /* the whole call, backoffs included */
   char error[256];         /* why it failed, one line ("" on success) */

@@ -569,7 +569,6 @@ static int request(br_http_session *s, br_http_response *out, const char *method
   int err = 0;
   for (int n = 0;; n++) {
     why = NULL;
-    out->attempts = n + 1;
     /* A fresh attempt state (the easy handle is reused across attempts). */
     free(r->body);
     r->body = NULL;
@@ -598,6 +597,7 @@ static int request(br_http_session *s, br_http_response *out, const char *method
     }
     if (!err) {
       bool retry_possible = n < c.retries && s->budget >= 1;
+      out->attempts = n + 1; /* counts transfers started, not slots waited for */
       err = attempt(s, r, method, url, &c, dl, retry_possible, &why);
     }
     br_sem_release(s->total);

@@ -40,6 +40,8 @@ typedef struct run_state {
   br_http_session *s;
   br_sem *admit;       /* bounds the tasks alive at once */
   size_t started, done, ok, failed, in_flight;
+  size_t cut_running;  /* transfers Ctrl-C cut short */
+  bool interrupted;    /* Ctrl-C: the summary says what was left undone */
   uint64_t bytes;
   int64_t t0;
   reason *reasons;
@@ -225,10 +227,16 @@ static void *fetch_one(void *arg) {
     close(fd);
     if (rc) unlink(file);
   }
-  st->done++;
+  /* Cancelled (Ctrl-C): neither fetched nor failed; the summary counts it
+   * apart, and only --json says so per URL. */
+  bool cut = rc == BR_ECANCELED;
+  if (cut && r.attempts > 0) st->cut_running++; /* else it waited for a slot */
+  if (!cut) st->done++;
   st->bytes += r.body_len;
   char why[48];
-  if (rc == 0) {
+  if (cut) {
+    snprintf(why, sizeof why, "%s", cause(rc));
+  } else if (rc == 0) {
     st->ok++;
   } else {
     st->failed++;
@@ -257,7 +265,7 @@ static void *fetch_one(void *arg) {
     }
     printf("}\n");
     fflush(stdout);
-  } else if (rc && !a->quiet) {
+  } else if (rc && !cut && !a->quiet) {
     if (st->tty && st->progress_width) fprintf(stderr, "\r%*s\r", st->progress_width, "");
     st->progress_width = 0;
     fprintf(stderr, "FAIL %s: %s\n", url, r.error);
@@ -282,13 +290,23 @@ static void summary(run_state *st, FILE *out) {
   char b[32], rate[32];
   fmt_bytes(b, sizeof b, (double)st->bytes);
   fmt_bytes(rate, sizeof rate, secs > 0 ? (double)st->bytes / secs : 0);
-  fprintf(out, "fetched %zu URLs in %.2f s: %zu ok, %zu failed", st->done, secs, st->ok,
-          st->failed);
+  if (st->interrupted)
+    fprintf(out, "interrupted after %.2f s: fetched %zu of %zu URLs: %zu ok, %zu failed", secs,
+            st->done, st->a->nurls, st->ok, st->failed);
+  else
+    fprintf(out, "fetched %zu URLs in %.2f s: %zu ok, %zu failed", st->done, secs, st->ok,
+            st->failed);
   if (st->nreasons) {
     fprintf(out, " (");
     for (size_t i = 0; i < st->nreasons; i++)
       fprintf(out, "%s%zu %s", i ? ", " : "", st->reasons[i].count, st->reasons[i].name);
     fprintf(out, ")");
+  }
+  if (st->interrupted) {
+    /* The rest waited for a connection slot or were never given to
+     * braid-http. */
+    fprintf(out, "; %zu cancelled in flight, %zu not started", st->cut_running,
+            st->a->nurls - st->done - st->cut_running);
   }
   fprintf(out, "\n%s received, %.1f URLs/s, %s/s\n", b, secs > 0 ? (double)st->done / secs : 0,
           rate);
@@ -315,6 +333,7 @@ static void *fetch_main(void *arg) {
   br_group *g;
   if ((rc = br_group_new(&g))) {
     br_http_session_free(st->s);
+    br_sem_free(st->admit);
     return br_fail(rc, "task group");
   }
   st->t0 = br_now();
@@ -337,13 +356,19 @@ static void *fetch_main(void *arg) {
     rc = br_group_spawn(g, fetch_one, it, &so);
     if (rc) free(it);
   }
+  /* Ctrl-C cancels this task (br_run), and with it, here or in the wait,
+   * every fetching task: each transfer is removed from curl at once. */
+  if (rc == BR_ECANCELED) br_group_cancel(g);
   int wrc = br_group_wait(g);
   if (!rc) rc = wrc;
+  st->interrupted = rc == BR_ECANCELED;
   br_group_free(g);
   st->finished = true;
   if (tick) br_task_close(tick);
   progress(st, true);
-  summary(st, a->json ? stderr : stdout);
+  /* After Ctrl-C the summary goes to standard error: standard output may be
+   * a pipe whose reader the same Ctrl-C has ended. */
+  summary(st, a->json || st->interrupted ? stderr : stdout);
   br_http_session_free(st->s);
   br_sem_free(st->admit);
   return rc ? br_fail(rc, "fetch") : NULL;
