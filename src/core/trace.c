@@ -81,9 +81,7 @@ static br__tchunk *arena_chunk_locked(void) {
  * out (the record is then lost). */
 static br__tchunk *chunk_get_locked(void) {
   br__tchunk *c = free_chunks;
-  if (c) {
-    free_chunks = c->next;
-  } else if (nfull >= budget_chunks && full_head) {
+  if (nfull >= budget_chunks && full_head) {
     /* The budget is used up: reuse the oldest full chunk (flight recorder). */
     c = full_head;
     full_head = c->next;
@@ -91,6 +89,8 @@ static br__tchunk *chunk_get_locked(void) {
     nfull--;
     dropped++;
     atomic_fetch_add_explicit(&br__trace_gen, 1, memory_order_relaxed);
+  } else if (c) {
+    free_chunks = c->next; /* a previous session's chunks may be more than this budget */
   } else {
     c = arena_chunk_locked();
     if (!c) return NULL;
@@ -106,11 +106,12 @@ static br__tchunk *chunk_get_locked(void) {
 
 /* --- the spool: a whole-run trace goes to a temporary file ----------------
  *
- * In a session started with spool on, a thread of ours takes full chunks
- * off the list as they come, appends them to an unlinked temporary file and
- * puts them back on the free list. So a long run keeps a few warm chunks in
- * memory (touching fresh memory was most of tracing's cost) and its file
- * grows instead. `spooling` is the chunk being written (readers include
+ * In a session started with spool on, once half the budget is full chunks
+ * a thread of ours takes the oldest off the list, appends them to an
+ * unlinked temporary file and puts them back on the free list. So a long
+ * run keeps half its budget of warm chunks in memory (touching fresh memory
+ * was most of tracing's cost) and its file grows instead; a short one is
+ * never written out before the export. `spooling` is the chunk being written (readers include
  * it); the file holds `spooled` chunks, which readers map. */
 static int spool_fd = -1;
 static bool spool_on, spool_stop;
@@ -118,6 +119,10 @@ static pthread_t spool_thread;
 static pthread_cond_t spool_cv = PTHREAD_COND_INITIALIZER;
 static br__tchunk *spooling;
 static size_t spooled;
+/* Full chunks kept in memory before the spool writes the oldest: half the
+ * budget (writing every chunk as it filled cost the spool thread as much
+ * CPU as the traced switches themselves; a run that fits stays in memory). */
+static size_t spool_keep;
 static void *spool_map;
 static size_t spool_map_len;
 
@@ -126,14 +131,14 @@ static void push_full_locked(br__tchunk *c) {
   if (full_tail) full_tail->next = c; else full_head = c;
   full_tail = c;
   nfull++;
-  if (spool_on) pthread_cond_signal(&spool_cv);
+  if (spool_on && nfull > spool_keep) pthread_cond_signal(&spool_cv);
 }
 
 static void *spool_main(void *arg) {
   (void)arg;
   pthread_mutex_lock(&lock);
   while (!spool_stop) {
-    if (!full_head) {
+    if (nfull <= spool_keep) {
       pthread_cond_wait(&spool_cv, &lock);
       continue;
     }
@@ -324,14 +329,16 @@ int br__trace_enable(size_t budget, bool spool) {
   /* The first arena's pages are filled in here, by whoever starts the
    * session, not by the first thread that records an event. */
   if (!arena_pos && !free_chunks) (void)arena_refill_locked();
-  /* A session that keeps its events in memory (a flight recorder) fills in
-   * its budget's pages here too, up to 64 MiB: filling them as events come
-   * (a 4 MiB arena at a time) was most of what tracing cost a short busy
-   * run. A spooled session recycles a few chunks and needs no more. */
-  if (!spool) {
+  /* The chunks a session keeps in memory (a flight recorder's budget, a
+   * spooled session's half) have their pages filled in here, up to 64 MiB:
+   * filling them as events come (a 4 MiB arena at a time) was most of what
+   * tracing cost a short busy run. */
+  spool_keep = spool ? budget_chunks / 2 : 0;
+  {
     size_t have = 0;
     for (br__tchunk *c = free_chunks; c; c = c->next) have++;
-    size_t goal = budget_chunks + 2 < 1024 ? budget_chunks + 2 : 1024;
+    size_t keep = spool ? spool_keep : budget_chunks;
+    size_t goal = keep + 4 < 1024 ? keep + 4 : 1024;
     while (have < goal) {
       br__tchunk *c = arena_chunk_locked();
       if (!c) break;
