@@ -36,8 +36,8 @@ void cmd_fetch_help(FILE *out) {
           "A progress bar (done/total, rate, ETA, in flight) is drawn on standard error\n"
           "when it is a terminal. A URL fails on an error (DNS, connect, TLS, timeout, ...)\n"
           "or a final status >= 400. Exit status: 0 if every URL was fetched, 1 if any\n"
-          "failed, 2 for bad usage, 130 when interrupted (Ctrl-C; the summary is still\n"
-          "printed).\n");
+          "failed, 2 for bad usage, 130 when interrupted (Ctrl-C cancels the transfers at\n"
+          "once; the summary, on standard error, counts what was cut short).\n");
 }
 
 /* One line on stderr, exit status 2. */
