@@ -323,7 +323,7 @@ typedef struct br_procpool_stats {
   uint64_t worker_deaths; /* workers that died while busy or idle */
   uint64_t timeouts;      /* jobs killed for their timeout */
   uint64_t recycled;      /* workers retired by max_jobs_per_worker */
-  uint64_t started;       /* worker processes started, replacements included */
+  uint64_t started;       /* worker processes launched, replacements included */
   /* Run time against CPU time of the jobs that reported (a map chunk counts
    * as one job). run_ns: how long the workers ran them; cpu_ns: the CPU time
    * they used (the worker's process CPU clock, read about once per

@@ -107,11 +107,7 @@ static void on_fault(int sig, siginfo_t *si, void *uc) {
   struct br__task *t = L && synchronous_fault(sig, si) ? L->current : NULL;
   if (t) {
     br__stack *s = t->compact ? L->shared : t->stack;
-    /* An unguarded stack overflows into its neighbour and faults further
-     * down; the interrupted stack pointer below the stack still says whose
-     * overflow it is. */
-    char *sp = interrupted_sp(uc);
-    if (s && (br__stack_fault_in(s, si->si_addr) || (sp && sp < s->lo && sp > s->lo - (64 << 20)))) {
+    if (s && br__stack_overflow_at(s, si->si_addr, interrupted_sp(uc))) {
       char b[160];
       size_t n = put_str(b, 0, sizeof b, "task '");
       if (t->name[0]) {

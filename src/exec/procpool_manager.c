@@ -144,12 +144,21 @@ static bool ask_kill(br_procpool *p, pp_slot *s) {
   return true;
 }
 
+/* "worker 2 (pid 4811)", or "worker 2" while the server has not yet
+ * reported its pid (a worker can publish a result before that report). */
+static const char *slot_who(const pp_slot *s, char buf[48]) {
+  if (s->pid > 0) snprintf(buf, 48, "worker %d (pid %d)", s->idx, (int)s->pid);
+  else snprintf(buf, 48, "worker %d", s->idx);
+  return buf;
+}
+
 /* Slot s's worker broke the result protocol (what: why): stop reading its
  * rings, have it killed; the death path then fails the job it was running
  * (naming `what`) and requeues the ones it had not started. p->mu held. */
 static void slot_violation(br_procpool *p, pp_slot *s, const char *what) {
-  br__log(BR_LOG_ERROR, "process pool worker %d (pid %d) wrote a malformed result (%s); killing it",
-          s->idx, (int)s->pid, what);
+  char who[48];
+  br__log(BR_LOG_ERROR, "process pool %s wrote a malformed result (%s); killing it",
+          slot_who(s, who), what);
   s->violation = what;
   if (!ask_kill(p, s)) p->timers_changed = true; /* check_timers asks again */
 }
@@ -274,7 +283,7 @@ static br_bytes *chunk_failure(uint32_t count, uint32_t at, int code, const char
 
 /* Fail job j, which was running in slot s when it ended. p->mu held. */
 static void fail_started(br_procpool *p, pp_slot *s, pp_job *j, int st, pp_donelist *dl) {
-  char why[256];
+  char why[256], who[48];
   describe_status(st, why, sizeof why);
   int code;
   char *msg;
@@ -285,19 +294,17 @@ static void fail_started(br_procpool *p, pp_slot *s, pp_job *j, int st, pp_donel
                          br__pp_job_name(j->job));
   } else if (s->violation) {
     code = BR_EWORKERDIED;
-    msg = br__pp_strdupf("worker %d (pid %d) was killed while running job '%s': it wrote a "
-                         "malformed result (%s)",
-                         s->idx, (int)s->pid, br__pp_job_name(j->job), s->violation);
+    msg = br__pp_strdupf("%s was killed while running job '%s': it wrote a malformed result (%s)",
+                         slot_who(s, who), br__pp_job_name(j->job), s->violation);
   } else if (j->timed_out) {
     code = BR_ETIMEDOUT;
-    msg = br__pp_strdupf("job '%s' timed out after %lld ms; worker %d (pid %d) was killed and "
-                         "replaced",
-                         br__pp_job_name(j->job), (long long)(j->timeout_ns / 1000000), s->idx,
-                         (int)s->pid);
+    msg = br__pp_strdupf("job '%s' timed out after %lld ms; %s was killed and replaced",
+                         br__pp_job_name(j->job), (long long)(j->timeout_ns / 1000000),
+                         slot_who(s, who));
   } else {
     code = BR_EWORKERDIED;
-    msg = br__pp_strdupf("worker %d (pid %d) died while running job '%s': %s", s->idx,
-                         (int)s->pid, br__pp_job_name(j->job), why);
+    msg = br__pp_strdupf("%s died while running job '%s': %s", slot_who(s, who),
+                         br__pp_job_name(j->job), why);
   }
   j->state = J_DONE;
   if (j->timeout_ns) p->ntimeout--;
@@ -472,11 +479,11 @@ static bool handle_ctl(br_procpool *p, pp_donelist *dl) {
       if (m.type == PP_M_STARTED) {
         p->server_hello = true;
         s->pid = m.pid;
-        p->st.started++;
       } else if (m.type == PP_M_EXITED) {
         slot_died(p, s, m.status, 0, dl);
       } else if (m.type == PP_M_START_FAILED) {
         /* fork failed (EAGAIN, ENOMEM): requeue, retry a little later. */
+        p->st.started--; /* counted when it was asked for */
         slot_died(p, s, -1, SD_NO_RESTART | SD_NO_COUNT, dl);
         s->restart_at = pp_now() + PP_RESTART_DELAY_NS;
       }

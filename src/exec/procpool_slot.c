@@ -86,6 +86,10 @@ int br__pp_slot_start(br_procpool *p, pp_slot *s) {
   s->violation = NULL;
   s->stuck = false;
   s->head_since = 0;
+  /* Counted now, not when the server reports the pid: a replacement asked
+   * for while a death is handled is in the stats before the dead worker's
+   * job fails (the report can come after the new worker's first result). */
+  p->st.started++;
   return 0;
 fail_errno:
   err = -errno;

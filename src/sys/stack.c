@@ -255,6 +255,14 @@ static struct br__slab *slab_map(size_t size, bool made) {
      * when carved inline with the same refusal. */
     sl->guards = guards;
   }
+  /* Without light guards the slots are unguarded (a canary each), and an
+   * overflow runs down through the slots below into whatever is mapped
+   * under the slab: the provisioner's ready slabs, say, tens of MiB of
+   * writable memory, and the fault lands too far away to name the task. One
+   * protected page at the slab's bottom (the first slot's unused guard
+   * position: one more mapping per 64 stacks) stops it within the slab. */
+  if (!sl->guards && atomic_load_explicit(&light_guards, memory_order_relaxed) == 0)
+    (void)mprotect(base, ps, PROT_NONE); /* out of mappings: no floor, still correct */
   return sl;
 }
 
@@ -493,9 +501,18 @@ void br__stack_cache_fini(br__stack_cache *c) {
   c->cached = 0;
 }
 
-bool br__stack_fault_in(const br__stack *s, const void *addr) {
-  const char *a = addr;
-  if (s->guard && a >= s->guard && a < s->guard + br__page_size()) return true;
-  if (s->light_guard && a >= s->lo - br__page_size() && a < s->lo) return true;
-  return a < s->lo && a >= s->lo - 65536;
+bool br__stack_overflow_at(const br__stack *s, const void *addr, const void *sp) {
+  const char *a = addr, *p = sp;
+  size_t ps = br__page_size();
+  if (s->guard && a >= s->guard && a < s->guard + ps) return true;
+  if (s->light_guard && a >= s->lo - ps && a < s->lo) return true;
+  if (a < s->lo && a >= s->lo - 65536) return true;
+  /* An unguarded stack overflows into the memory below and faults further
+   * down, at its slab's bottom page at the latest (slab_map); the
+   * interrupted stack pointer below the stack still says whose overflow it
+   * is. A stack of its own has no such floor: a bound wide enough for a
+   * run of neighbours, narrow enough not to claim a fault on some other
+   * stack the task switched to. */
+  size_t reach = s->from_slab ? SLAB_STACKS * (s->size + ps) : (size_t)64 << 20;
+  return p && p < s->lo && (size_t)(s->lo - p) <= reach;
 }

@@ -79,8 +79,11 @@ static inline bool br__stack_canary_ok(const br__stack *s) {
   return s->guard || s->light_guard || *(const volatile uint64_t *)s->lo == BR__STACK_CANARY;
 }
 
-/* Whether addr lies in s's guard page or within 64 KiB below its low end. */
-bool br__stack_fault_in(const br__stack *s, const void *addr);
+/* Whether a fault at addr, taken with the stack pointer at sp (NULL:
+ * unknown), is an overflow of s: addr in its guard page or within 64 KiB
+ * below its low end, or sp below its low end by no more than an overflow
+ * of an unguarded stack can run before it faults. Async-signal-safe. */
+bool br__stack_overflow_at(const br__stack *s, const void *addr, const void *sp);
 
 /* Number of guarded stacks alive now and the budget (for diagnostics). */
 size_t br__stack_guarded_live(void);
