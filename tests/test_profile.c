@@ -382,6 +382,13 @@ static void cli_bad_input(void **state) {
   run_braid(&r, missing);
   assert_int_equal(r.status, 127);
   assert_non_null(strstr(r.err, "braid-no-such-command"));
+  /* A trace file it cannot write is named as such, and the command never runs. */
+  const char *tr[] = {"profile", "--trace", "/nonexistent/dir/t.json", "--", self_exe, "--workload",
+                      "exit3", NULL};
+  run_braid(&r, tr);
+  assert_int_equal(r.status, 2);
+  if (!strstr(r.err, "cannot write the trace file '/nonexistent/dir/t.json'") || strstr(r.err, "verdict"))
+    fail_msg("unexpected: %s", r.err);
 }
 
 static void cli_trace_file(void **state) {

@@ -71,6 +71,17 @@ int cmd_profile(int argc, char **argv) {
     }
   }
   if (i >= argc) return usage_error("%s", "no command to run: braid profile -- CMD [ARGS...]");
+  /* Checked before the command runs: the profiler's own "cannot open" would
+   * read as the command's, and the command would have run for nothing. */
+  if (opts.trace_path) {
+    FILE *tf = fopen(opts.trace_path, "ae");
+    if (!tf) {
+      fprintf(stderr, "braid profile: cannot write the trace file '%s': %s\n", opts.trace_path,
+              br_strerror(-errno));
+      return BRAID_EXIT_USAGE;
+    }
+    fclose(tf);
+  }
 
   br_profile_report r;
   int rc = br_profile_command(&r, &argv[i], &opts);
