@@ -659,6 +659,10 @@ static void test_cli(void **state) {
   char *e = slurp(err);
   assert_non_null(strstr(e, "cannot open"));
   free(e);
+  assert_int_equal(run_braid("show", "/", NULL, NULL, err), 1); /* a directory: not "not a trace" */
+  e = slurp(err);
+  assert_non_null(strstr(e, "cannot read /:"));
+  free(e);
   assert_int_equal(run_braid(NULL, NULL, NULL, NULL, err), 2);
   assert_int_equal(run_braid("draw", path, NULL, NULL, err), 2);
   assert_int_equal(run_braid("show", NULL, NULL, NULL, err), 2);

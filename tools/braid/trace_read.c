@@ -261,6 +261,13 @@ int tr_read(tr_model *m, const char *path, bool threads) {
     len += got;
     if (got == 0) break;
   }
+  if (ferror(f)) { /* a directory opens, then fails to read (EISDIR) */
+    int err = errno;
+    fclose(f);
+    free(buf);
+    fprintf(stderr, "braid trace: cannot read %s: %s\n", path, strerror(err));
+    return -1;
+  }
   fclose(f);
   rd r = {buf, buf, buf + len, path, false};
   /* Find "traceEvents" at the top level. */
