@@ -534,6 +534,22 @@ static void test_initializer(void **state) {
   int r = br_procpool_submit(p, &f, "tjob", &j, sizeof j, NULL);
   assert_int_equal(r, BR_EFAILED);
   br_procpool_free(p);
+
+  /* Workers that die before they are ready are not replaced for ever: the
+   * pool gives up with a message naming the cause. */
+  br_procpool_opts dies = {.initializer = "tinit", .init_arg = "exit", .init_arg_len = 4};
+  p = new_pool(2, &dies);
+  assert_int_equal(br_procpool_submit(p, &f, "tjob", &j, sizeof j, NULL), 0);
+  assert_int_equal(br_await(f, NULL), BR_EFAILED);
+  const char *m = br_future_message(f);
+  if (!strstr(m, "before it was ready") || !strstr(m, "exited with status 7"))
+    fail_msg("message: %s", m);
+  br_future_unref(f);
+  br_procpool_stats st;
+  br_procpool_get_stats(p, &st);
+  assert_true(st.worker_deaths >= 5);
+  assert_true(st.worker_deaths <= 2 * 5); /* the other slot may be one death short */
+  br_procpool_free(p);
 }
 
 static void test_cancel_pending(void **state) {

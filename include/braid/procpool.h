@@ -160,7 +160,10 @@ typedef struct br_procpool_opts {
   /* Name of a registered job run once in every worker as it starts, with
    * init_arg as input (Pool(initializer=...)). If it fails, the worker is
    * not used and the pool is marked broken: pending and later jobs fail
-   * with BR_EFAILED and the initializer's message. NULL: none. */
+   * with BR_EFAILED and the initializer's message. So is a pool whose
+   * workers keep dying before they are ready (five times in a row in one
+   * slot: an initializer that crashes or exits).
+   * NULL: none. */
   const char *initializer;
   const void *init_arg; /* copied */
   size_t init_arg_len;

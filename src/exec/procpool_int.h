@@ -55,6 +55,9 @@
 
 #define PP_MAX_DEPTH 4096                 /* requests in flight per worker, power of two */
 #define PP_DEPTH_BUDGET_NS 200000.0       /* keep ~200 us of work queued per worker */
+/* A slot whose workers died this many times in a row before they were
+ * ready breaks the pool: replacing them would go on for ever. */
+#define PP_EARLY_DEATHS_MAX 5
 #define PP_RESTART_DELAY_NS (100 * 1000 * 1000) /* retry a worker that failed to start */
 #define PP_STEAL_MIN_NS 1000000           /* least run of a request before its queue is taken */
 #define PP_TIMEOUT_SLACK_NS ((int64_t)1000000000) /* timeouts: a request's budget beyond its items' */
@@ -124,6 +127,7 @@ typedef struct pp_slot {
   int64_t head_since; /* when the oldest request in flight became the oldest */
   bool stuck;         /* its oldest request has run long: give it no more (rebalance) */
   int64_t restart_at; /* when an EMPTY slot should be started again */
+  unsigned early_deaths; /* its workers that died before they were ready, in a row */
 } pp_slot;
 
 /* A finished job waiting to have its future completed (outside mu). */

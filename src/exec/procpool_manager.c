@@ -403,6 +403,22 @@ static void slot_died(br_procpool *p, pp_slot *s, int st, int how, pp_donelist *
     p->broken_msg = br__pp_strdupf("the initializer '%s' failed in a worker (%s): %s",
                                    p->init_name, br_errname(ierr < 0 ? ierr : BR_EFAILED), imsg);
   }
+  /* A worker that dies before it is ready (an initializer that crashes, a
+   * memory limit too small to start in) would be replaced for ever. Only its
+   * own wait status counts: a killed fork server takes every starting
+   * worker with it, and is restarted. */
+  if (wstate != PP_W_STARTING) {
+    s->early_deaths = 0;
+  } else if (st != -1 && !(how & SD_NO_COUNT) && ++s->early_deaths >= PP_EARLY_DEATHS_MAX &&
+             !p->broken) {
+    char why[256];
+    describe_status(st, why, sizeof why);
+    p->broken = BR_EFAILED;
+    free(p->broken_msg);
+    p->broken_msg = br__pp_strdupf("worker %d died %u times in a row before it was ready "
+                                   "(the last one: %s); the pool gives up",
+                                   s->idx, s->early_deaths, why);
+  }
   br__pp_slot_teardown(s);
   if (p->broken) {
     fail_pending(p, p->broken, p->broken_msg ? p->broken_msg : "the pool is broken", dl);
