@@ -506,8 +506,12 @@ static mp_unit *next_unit(br_mpipool *p, mp_rank *rk, int64_t now) {
     return u;
   }
   for (mp_batch *b = p->batches; b; b = b->next) {
-    if (inflight > 0 && b->avg_ns >= 2e6 &&
-        (inflight > 1 || (double)(now - rk->head_since) < b->avg_ns - PREFETCH_NS))
+    /* A busy rank gets nothing more of a batch whose item time is not
+     * known yet: queued behind items that may be long, it would make the
+     * hand-out a static split (the depth comes from earlier, maybe tiny,
+     * work). The first results measure the batch. */
+    if (inflight > 0 && (b->avg_ns <= 0 || (b->avg_ns >= 2e6 &&
+        (inflight > 1 || (double)(now - rk->head_since) < b->avg_ns - PREFETCH_NS))))
       continue;
     size_t c = cut_chunk(p, b);
     if (!c) continue;
