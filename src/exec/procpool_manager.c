@@ -403,8 +403,8 @@ static void slot_died(br_procpool *p, pp_slot *s, int st, int how, pp_donelist *
     p->broken_msg = br__pp_strdupf("the initializer '%s' failed in a worker (%s): %s",
                                    p->init_name, br_errname(ierr < 0 ? ierr : BR_EFAILED), imsg);
   }
-  /* A worker that dies before it is ready (an initializer that crashes, a
-   * memory limit too small to start in) would be replaced for ever. Only its
+  /* A worker that dies before it is ready (an initializer that crashes or
+   * exits) would be replaced for ever. Only its
    * own wait status counts: a killed fork server takes every starting
    * worker with it, and is restarted. */
   if (wstate != PP_W_STARTING) {

@@ -496,6 +496,17 @@ static const br_buf *batch_item(mp_batch *b, size_t i) {
  * next probe, the message, the rank's next probe: 0.1-0.5 ms measured, up
  * to 5 % of a 10 ms item). */
 #define PREFETCH_NS 2000000
+
+/* Whether busy rank rk (inflight > 0) should get nothing more of batch b
+ * now. Nothing while the batch's item time is unknown: queued behind items
+ * that may be long, the hand-out would be a static split (the depth comes
+ * from earlier, maybe tiny, work); the first results measure the batch. */
+static bool hold_back(const mp_batch *b, const mp_rank *rk, int inflight, int64_t now) {
+  if (b->avg_ns <= 0) return true;
+  if (b->avg_ns < 2e6) return false;
+  return inflight > 1 || (double)(now - rk->head_since) < b->avg_ns - PREFETCH_NS;
+}
+
 static mp_unit *next_unit(br_mpipool *p, mp_rank *rk, int64_t now) {
   int inflight = rk->inflight;
   if (p->pend) {
@@ -506,13 +517,7 @@ static mp_unit *next_unit(br_mpipool *p, mp_rank *rk, int64_t now) {
     return u;
   }
   for (mp_batch *b = p->batches; b; b = b->next) {
-    /* A busy rank gets nothing more of a batch whose item time is not
-     * known yet: queued behind items that may be long, it would make the
-     * hand-out a static split (the depth comes from earlier, maybe tiny,
-     * work). The first results measure the batch. */
-    if (inflight > 0 && (b->avg_ns <= 0 || (b->avg_ns >= 2e6 &&
-        (inflight > 1 || (double)(now - rk->head_since) < b->avg_ns - PREFETCH_NS))))
-      continue;
+    if (inflight > 0 && hold_back(b, rk, inflight, now)) continue;
     size_t c = cut_chunk(p, b);
     if (!c) continue;
     mp_unit *u = calloc(1, sizeof *u);
