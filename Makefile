@@ -22,7 +22,7 @@
 # Variables: JOBS (2), PREFIX (/usr/local), DESTDIR, BUILD_TYPE (RelWithDebInfo),
 # CMAKE_ARGS (extra -D options for every configure), CTEST_ARGS (e.g. -R loop),
 # SAN_SCALE (10: BRAID_TEST_SCALE for the sanitizer and emulated runs),
-# BENCH_ARGS (passed to bench/run.py, e.g. --quick), FUZZ_SECONDS (60),
+# BENCH_ARGS (passed to bench/run.py, e.g. --quick), FUZZ_SECONDS (40),
 # FUZZ_TARGETS (default: every tests/fuzz_<name>.c), HOGS (CPU count).
 
 JOBS       ?= 2

@@ -15,6 +15,7 @@
 // expect: ^pipelined 400 requests -> 400 responses$
 // expect: ^bad request -> HTTP/1.1 400 Bad Request, closed$
 // expect: ^slow request -> HTTP/1.1 408 Request Timeout, closed$
+// expect: ^50 slow requests -> 50 answered 408 and closed; a client meanwhile: served$
 // expect: ^served 200 requests on 20 keep-alive connections$
 #include <braid.h>
 
@@ -199,30 +200,38 @@ static int pipelined(int port, int n) {
 /* A client that sends its request one byte every 50 ms and never finishes
  * it: the server must answer 408 and close once the request deadline
  * passes, not keep the connection while every byte renews the idle
- * deadline. Prints what it saw. */
-static void slow_request(int port) {
-  int fd = br_tcp_connect("127.0.0.1", port, BR_SOCK_NODELAY, br_deadline_ms(5000));
-  if (fd < 0) return;
+ * deadline. Returns what it saw in *seen ("no answer" if nothing) and
+ * whether the server closed the connection. */
+typedef struct slow_client {
+  int port;
+  char seen[128];
+  bool closed;
+} slow_client;
+
+static void *slow_request(void *arg) {
+  slow_client *c = arg;
+  strcpy(c->seen, "no answer");
+  int fd = br_tcp_connect("127.0.0.1", c->port, BR_SOCK_NODELAY, br_deadline_ms(5000));
+  if (fd < 0) return NULL;
   static const char req[] = "GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
   char buf[256] = {0};
   size_t have = 0;
-  bool closed = false;
-  for (size_t i = 0; i < sizeof req - 1 && !closed; i++) {
+  for (size_t i = 0; i < sizeof req - 1 && !c->closed; i++) {
     if (br_write(fd, req + i, 1, br_deadline_ms(1000)) < 0) break; /* server gone */
     for (;;) {
       ssize_t n = br_read(fd, buf + have, sizeof buf - 1 - have, br_deadline_ms(50));
       if (n == BR_ETIMEDOUT) break; /* nothing yet: send the next byte */
       if (n <= 0) {
-        closed = true;
+        c->closed = true;
         break;
       }
       have += (size_t)n;
     }
   }
   buf[have] = '\0';
-  const char *what = have ? buf : "no answer";
-  printf("slow request -> %.*s, %s\n", (int)strcspn(what, "\r"), what, closed ? "closed" : "still open");
+  if (have) snprintf(c->seen, sizeof c->seen, "%.*s", (int)strcspn(buf, "\r"), buf);
   br_close(fd);
+  return NULL;
 }
 
 static void *client(void *arg) {
@@ -277,8 +286,26 @@ static void *self_test(void *arg) {
          n > 0 && br_read(fd, buf, 1, br_deadline_ms(5000)) == 0 ? "closed" : "open?");
   br_close(fd);
 
+  /* Slowloris: 50 clients trickle their requests at once. Each must get
+   * 408 and be closed once the 500 ms request deadline passes, and a real
+   * client must be served meanwhile. */
   request_ms = 500; /* (the server's tasks read it at each wait) */
-  slow_request(port);
+  enum { SLOW = 50 };
+  slow_client slow[SLOW] = {{0}};
+  br_group *sg;
+  if (br_group_new(&sg) < 0) return br_fail(BR_ENOMEM, "no group");
+  for (int i = 0; i < SLOW; i++) {
+    slow[i].port = port;
+    br_group_spawn(sg, slow_request, &slow[i], NULL);
+  }
+  int served = client((void *)(intptr_t)port) == NULL;
+  br_group_wait(sg);
+  br_group_free(sg);
+  int cut = 0;
+  for (int i = 0; i < SLOW; i++) cut += slow[i].closed && !strcmp(slow[i].seen, "HTTP/1.1 408 Request Timeout");
+  printf("slow request -> %s, %s\n", slow[0].seen, slow[0].closed ? "closed" : "still open");
+  printf("%d slow requests -> %d answered 408 and closed; a client meanwhile: %s\n", SLOW, cut,
+         served ? "served" : "not served");
   request_ms = 10000;
 
   br_group *g;
