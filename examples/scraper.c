@@ -542,6 +542,12 @@ static void print_verdicts(const crawl *c, int64_t wall) {
   }
 }
 
+/* How error messages name the program (`braid crawl` sets its own name),
+ * and whether the crawl already said what went wrong (the command line then
+ * does not repeat it as a bare error code). */
+static const char *prog_name = "scraper";
+static bool error_reported;
+
 static int crawl_run(crawl *c, const char *start_url) {
   int rc;
   c->seen_cap = 64;
@@ -564,7 +570,8 @@ static int crawl_run(crawl *c, const char *start_url) {
   char *first = resolve(start_url, start_url);
   if (!first || origin_of(first, &c->start) < 0) {
     free(first);
-    fprintf(stderr, "scraper: not an http(s) URL: %s\n", start_url);
+    fprintf(stderr, "%s: not an http(s) URL: %s\n", prog_name, start_url);
+    error_reported = true;
     return BR_EINVAL;
   }
   admit(c, first);
@@ -693,9 +700,18 @@ static char *read_file(const char *path, size_t *len) {
 
 static int parse_files(crawl *c, const char *dir) {
   file_list l = {0};
+  DIR *top = opendir(dir);
+  if (!top) {
+    int e = errno;
+    fprintf(stderr, "%s: cannot read %s: %s\n", prog_name, dir, strerror(e));
+    error_reported = true;
+    return -e;
+  }
+  closedir(top);
   find_html(dir, &l);
   if (!l.n) {
-    fprintf(stderr, "scraper: no .html files under %s\n", dir);
+    fprintf(stderr, "%s: no .html files under %s\n", prog_name, dir);
+    error_reported = true;
     return BR_ENOENT;
   }
   int rc = br_pool_new(&c->pool, c->threads, NULL);
@@ -895,6 +911,7 @@ static void usage(FILE *f, const char *prog) {
 int scraper_cli(int argc, char **argv);
 int scraper_cli(int argc, char **argv) {
   const char *prog = argc > 0 ? argv[0] : "scraper";
+  prog_name = prog;
   static args a;
   crawl *c = &a.c;
   c->limit = 1000;
@@ -931,7 +948,10 @@ int scraper_cli(int argc, char **argv) {
       return 0;
     } else if (s[0] != '-' && !a.url) a.url = s;
     else {
-      usage(stderr, prog);
+      if (s[0] != '-') fprintf(stderr, "%s: one URL only, got '%s' and '%s'", prog, a.url, s);
+      else if (strcmp(s, "--parse-files") == 0) fprintf(stderr, "%s: --parse-files needs a directory", prog);
+      else fprintf(stderr, "%s: unknown option '%s'", prog, s);
+      fprintf(stderr, " (see '%s --help')\n", prog);
       return 2;
     }
   }
@@ -950,7 +970,13 @@ int scraper_cli(int argc, char **argv) {
     fprintf(stderr, "%s: interrupted\n", prog);
     return 130;
   }
-  if (rc < 0) fprintf(stderr, "%s: %s\n", prog, br_strerror(rc));
+  if (rc < 0 && !error_reported) fprintf(stderr, "%s: %s\n", prog, br_strerror(rc));
+  if (rc == 0 && !a.parse_dir && c->ok == 0) {
+    /* Broken links are findings; a start page that could not be fetched
+     * is a failed crawl. */
+    fprintf(stderr, "%s: nothing could be fetched from %s\n", prog, a.url ? a.url : "the demo site");
+    return 1;
+  }
   return rc < 0 ? 1 : 0;
 }
 

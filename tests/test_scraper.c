@@ -52,6 +52,7 @@ static const char *scraper_path(void) {
 typedef struct run {
   int status;       /* exit status, -1 if it did not exit */
   char *out;        /* all of stdout */
+  char *err;        /* all of stderr */
   char **urls;      /* every URL of a page/broken line, in order */
   int *codes;       /* their status (page: 200, broken: 404/500/0) */
   char **titles;    /* page titles (NULL for broken lines) */
@@ -69,6 +70,7 @@ static void run_free(run *r) {
   free(r->codes);
   free(r->titles);
   free(r->out);
+  free(r->err);
   memset(r, 0, sizeof *r);
 }
 
@@ -94,6 +96,22 @@ static void add_entry(run *r, const char *url, int code, const char *title) {
 
 /* run_scraper: run the scraper with args (NULL-terminated) on url, capture
  * and parse its output. */
+/* The whole of a file, NUL-terminated (the caller frees it); the file is
+ * removed. */
+static char *slurp(const char *path) {
+  FILE *f = fopen(path, "r");
+  assert_non_null(f);
+  fseek(f, 0, SEEK_END);
+  long len = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *buf = calloc(1, (size_t)len + 1);
+  assert_non_null(buf);
+  assert_int_equal(fread(buf, 1, (size_t)len, f), (size_t)len);
+  fclose(f);
+  unlink(path);
+  return buf;
+}
+
 static void run_scraper(run *r, const char *url, ...) {
   const char *argv[32];
   int argc = 0;
@@ -107,13 +125,17 @@ static void run_scraper(run *r, const char *url, ...) {
   argv[argc++] = url;
   argv[argc] = NULL;
 
+  char errpath[64];
   snprintf(outpath, sizeof outpath, "scraper-out-%d.txt", (int)getpid());
+  snprintf(errpath, sizeof errpath, "scraper-err-%d.txt", (int)getpid());
   pid_t pid = fork();
   assert_true(pid >= 0);
   if (pid == 0) {
     int fd = open(outpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) _exit(126);
+    int efd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0 || efd < 0) _exit(126);
     dup2(fd, 1);
+    dup2(efd, 2);
     execv(argv[0], (char *const *)argv);
     _exit(127);
   }
@@ -121,17 +143,9 @@ static void run_scraper(run *r, const char *url, ...) {
   while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
   }
   r->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-
-  FILE *f = fopen(outpath, "r");
-  assert_non_null(f);
-  fseek(f, 0, SEEK_END);
-  long len = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  r->out = calloc(1, (size_t)len + 1);
-  assert_non_null(r->out);
-  assert_int_equal(fread(r->out, 1, (size_t)len, f), (size_t)len);
-  fclose(f);
-  unlink(outpath);
+  r->out = slurp(outpath);
+  r->err = slurp(errpath);
+  fputs(r->err, stderr); /* what the scraper said stays in the test's log */
 
   char *save = NULL, *copy = strdup(r->out);
   for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
@@ -303,7 +317,8 @@ static void test_page_limit(void **state) {
   run_free(&r);
   }
 
-/* A server that is gone: every fetch fails and is reported, nothing hangs. */
+/* A server that is gone: every fetch fails and is reported, nothing hangs,
+ * and the exit status says the crawl failed. */
 static void test_unreachable(void **state) {
   (void)state;
   if (access(scraper_path(), X_OK) != 0) br_test_skip("no scraper program at %s", scraper_path());
@@ -313,11 +328,43 @@ static void test_unreachable(void **state) {
   snprintf(url, sizeof url, "http://127.0.0.1:%d/", port);
   run r;
   run_scraper(&r, url, "--json", (char *)NULL);
-  assert_int_equal(r.status, 0);
+  assert_int_equal(r.status, 1); /* nothing could be fetched: a failed crawl */
   assert_int_equal(r.crawled, 1);
   assert_int_equal(r.n, 1);
   assert_int_equal(r.codes[0], 0); /* "broken error URL: why" */
   run_free(&r);
+}
+
+/* Bad input: a usage error (2) or a failure (1), never a crawl, nothing
+ * printed on stdout. (run_scraper puts its url argument last.) */
+static void test_bad_input(void **state) {
+  (void)state;
+  if (access(scraper_path(), X_OK) != 0) br_test_skip("no scraper program at %s", scraper_path());
+  static const struct {
+    const char *last, *first;
+    int status;
+    const char *says; /* the one line on stderr contains this */
+  } cases[] = {
+      {"--bogus", NULL, 2, "unknown option '--bogus'"},
+      {"http://b/", "http://a/", 2, "one URL only"},
+      {"--parse-files", NULL, 2, "--parse-files needs a directory"},
+      {"x", "-n", 2, "-n wants a whole number"},
+      {"ftp://x/", NULL, 1, "not an http(s) URL: ftp://x/"},
+      {"/nonexistent-dir", "--parse-files", 1, "cannot read /nonexistent-dir: No such file"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    run r;
+    run_scraper(&r, cases[i].last, cases[i].first, (char *)NULL);
+    if (r.status != cases[i].status)
+      fail_msg("scraper %s %s: exit status %d, want %d", cases[i].first ? cases[i].first : "", cases[i].last,
+               r.status, cases[i].status);
+    assert_int_equal(r.crawled, 0);
+    assert_int_equal(r.n, 0);
+    if (!strstr(r.err, cases[i].says)) fail_msg("stderr lacks \"%s\": %s", cases[i].says, r.err);
+    const char *nl = strchr(r.err, '\n');
+    if (!nl || nl[1]) fail_msg("want one line on stderr, got: %s", r.err); /* said once, not twice */
+    run_free(&r);
+  }
 }
 
 /* Memory: bounded by what is in flight, not by the size of the crawl. */
@@ -359,6 +406,7 @@ int main(void) {
       cmocka_unit_test_teardown(test_whole_site, teardown),
       cmocka_unit_test_teardown(test_page_limit, teardown),
       cmocka_unit_test(test_unreachable),
+      cmocka_unit_test(test_bad_input),
       cmocka_unit_test_teardown(test_memory_bounded, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
