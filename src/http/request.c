@@ -57,10 +57,15 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
   return len;
 }
 
-static int reserve(br__http_req *r, size_t need) {
+/* Room for need bytes; exact room when exact (a Content-Length known before
+ * the first byte: no 16 KiB buffer for a 512-byte body). */
+static int reserve(br__http_req *r, size_t need, bool exact) {
   if (need <= r->body_cap) return 0;
-  size_t cap = r->body_cap ? r->body_cap : 16384;
-  while (cap < need) cap *= 2;
+  size_t cap = need;
+  if (!exact) {
+    cap = r->body_cap ? r->body_cap : 16384;
+    while (cap < need) cap *= 2;
+  }
   char *b = realloc(r->body, cap);
   if (!b) return -1;
   r->body = b;
@@ -90,9 +95,9 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud) {
     curl_off_t cl = -1;
     curl_easy_getinfo(r->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
     if (cl > 0 && (r->max_body < 0 || cl <= r->max_body) && cl < (64 << 20))
-      (void)reserve(r, (size_t)cl + 1);
+      (void)reserve(r, (size_t)cl + 1, true);
   }
-  if (reserve(r, r->body_len + len + 1)) return CURL_WRITEFUNC_ERROR;
+  if (reserve(r, r->body_len + len + 1, false)) return CURL_WRITEFUNC_ERROR;
   memcpy(r->body + r->body_len, p, len);
   r->body_len += len;
   r->body[r->body_len] = 0;
