@@ -126,6 +126,8 @@ struct br_http_session {
   unsigned origin_next;
   br__http_easy easy_free[16]; /* reusable easy handles */
   size_t neasy_free;
+  struct br__http_req *req_free[16]; /* finished request records, for reuse */
+  size_t nreq_free;
   br_http_stats stats;
 };
 
@@ -172,5 +174,6 @@ double br__http_random(br_http_session *s); /* uniform in [0, 1) */
 
 /* request.c */
 int br__http_map_curl(CURLcode rc, CURL *easy, const br__http_req *r);
+void br__http_req_free(br__http_req *r); /* and its event, buffers */
 
 #endif

@@ -36,6 +36,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
     /* A new response (a redirect's, a 100 Continue's, the final one): keep
      * only the latest one's headers. */
     r->hdr_len = 0;
+    if (r->hdr) r->hdr[0] = 0;
     r->discarding = false;
     long st = 0;
     const char *sp = memchr(p, ' ', len);
@@ -602,6 +603,52 @@ static bool idempotent(const char *m) {
 
 /* ------------------------------------------------------------------------ */
 
+/* A request record: a finished one of this session (its event and header
+ * buffer kept), or a new one. */
+static int req_get(br_http_session *s, br__http_req **out) {
+  br__http_req *r;
+  if (s->nreq_free) {
+    r = s->req_free[--s->nreq_free];
+    br_event *ev = r->ev;
+    char *hdr = r->hdr;
+    size_t cap = r->hdr_cap;
+    memset(r, 0, sizeof *r);
+    r->ev = ev;
+    r->hdr = hdr;
+    r->hdr_cap = cap;
+    if (hdr) hdr[0] = 0;
+    br_event_clear(ev);
+    *out = r;
+    return 0;
+  }
+  r = calloc(1, sizeof *r);
+  if (!r) return BR_ENOMEM;
+  int rc = br_event_new(&r->ev);
+  if (rc) {
+    free(r);
+    return rc;
+  }
+  *out = r;
+  return 0;
+}
+
+static void req_put(br_http_session *s, br__http_req *r) {
+  free(r->body);
+  r->body = NULL;
+  if (s->nreq_free < sizeof s->req_free / sizeof s->req_free[0] && r->hdr_cap <= 16384) {
+    s->req_free[s->nreq_free++] = r;
+    return;
+  }
+  br__http_req_free(r);
+}
+
+void br__http_req_free(br__http_req *r) {
+  free(r->body);
+  free(r->hdr);
+  br_event_free(r->ev);
+  free(r);
+}
+
 static int request(br_http_session *s, br_http_response *out, const char *method,
                    const char *url, const br_http_request_opts *ro, int64_t deadline) {
   int64_t t0 = br_now();
@@ -622,16 +669,10 @@ static int request(br_http_session *s, br_http_response *out, const char *method
   }
   if ((rc = br__http_hub_get(s, &hub))) return rc;
 
-  br__http_req *r = calloc(1, sizeof *r);
-  if (!r) return BR_ENOMEM;
+  br__http_req *r;
+  if ((rc = req_get(s, &r))) return rc;
   r->hub = hub;
   hub->refs++;
-  rc = br_event_new(&r->ev);
-  if (rc) {
-    br__http_hub_release(hub);
-    free(r);
-    return rc;
-  }
   s->budget += s->opts.retry_budget;
   if (s->budget > s->budget_max) s->budget = s->budget_max;
 
@@ -645,6 +686,7 @@ static int request(br_http_session *s, br_http_response *out, const char *method
     r->body = NULL;
     r->body_len = r->body_cap = 0;
     r->hdr_len = 0;
+    if (r->hdr) r->hdr[0] = 0;
     r->status = 0;
     r->received = 0;
     r->done = r->too_big = r->paused = r->discarding = false;
@@ -749,11 +791,8 @@ static int request(br_http_session *s, br_http_response *out, const char *method
   }
   out->elapsed_ns = br_now() - t0;
   easy_put(s, r);
-  free(r->body);
-  free(r->hdr);
-  br_event_free(r->ev);
   br__http_hub_release(hub);
-  free(r);
+  req_put(s, r);
   return err;
 }
 
