@@ -93,6 +93,59 @@ static inline void http_server_stop(http_server *s) {
   s->pid = 0;
 }
 
+/* The start of a test program's main against the in-project server: SIGPIPE
+ * ignored (a test may write to a connection the server dropped), the server
+ * started into *s. Returns 0, or non-zero with the reason on stderr. */
+static inline int http_server_begin(http_server *s) {
+  signal(SIGPIPE, SIG_IGN);
+  int rc = http_server_start(s);
+  if (rc) fprintf(stderr, "cannot start %s: %s\n", HTTP_TESTSRV, br_strerror(rc));
+  return rc;
+}
+
+static inline int http_server_end(http_server *s, int rc) {
+  http_server_stop(s);
+  return rc;
+}
+
+/* A test program's whole main: `return HTTP_SERVER_MAIN(srv, tests);` runs
+ * the cmocka group `tests` with the server up in `srv` (exit status 1 if it
+ * cannot start). */
+#define HTTP_SERVER_MAIN(srv, tests)                                                       \
+  (http_server_begin(&(srv)) ? 1 : http_server_end(&(srv), cmocka_run_group_tests((tests), NULL, NULL)))
+
+/* GET path from the server over a plain blocking socket (for a process that
+ * runs no loop meanwhile): the response, up to the end of the line on which
+ * `until` first occurs, into buf (n bytes, NUL-terminated). Returns 0, or -1
+ * if the server could not be reached or closed before that. */
+static inline int fx_plain_get(const http_server *s, const char *path, const char *until,
+                               char *buf, size_t n) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->port),
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  if (fd < 0) return -1;
+  char req[256];
+  int l = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", path);
+  size_t got = 0;
+  buf[0] = 0;
+  int rc = -1;
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0 && write(fd, req, (size_t)l) == l) {
+    while (got + 1 < n) {
+      ssize_t r = read(fd, buf + got, n - 1 - got);
+      if (r <= 0) break;
+      got += (size_t)r;
+      buf[got] = 0;
+      const char *m = strstr(buf, until);
+      if (m && strchr(m, '\n')) {
+        rc = 0;
+        break;
+      }
+    }
+  }
+  close(fd);
+  return rc;
+}
+
 /* A free loopback port (bound, read, closed: another program could take it
  * before nginx does; the caller retries). */
 static inline int fx_free_port(void) {

@@ -898,12 +898,6 @@ static void test_many(void **state) {
 }
 
 int main(void) {
-  signal(SIGPIPE, SIG_IGN);
-  int rc = http_server_start(&srv);
-  if (rc) {
-    fprintf(stderr, "cannot start %s: %s\n", HTTP_TESTSRV, br_strerror(rc));
-    return 1;
-  }
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_get),       cmocka_unit_test(test_bad_calls),
     cmocka_unit_test(test_stream),    cmocka_unit_test(test_keepalive),
@@ -914,8 +908,6 @@ int main(void) {
     cmocka_unit_test(test_cancel),    cmocka_unit_test(test_busy),
     cmocka_unit_test(test_get_all),   cmocka_unit_test(test_many),
   };
-  rc = cmocka_run_group_tests(tests, NULL, NULL);
-  http_server_stop(&srv);
-  return rc;
+  return HTTP_SERVER_MAIN(srv, tests);
 }
 #endif

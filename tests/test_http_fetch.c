@@ -206,19 +206,11 @@ static void test_usage(void **state) {
 }
 
 int main(void) {
-  signal(SIGPIPE, SIG_IGN);
-  int rc = http_server_start(&srv);
-  if (rc) {
-    fprintf(stderr, "cannot start %s: %s\n", HTTP_TESTSRV, br_strerror(rc));
-    return 1;
-  }
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_all_ok),        cmocka_unit_test(test_failures),
     cmocka_unit_test(test_json),          cmocka_unit_test(test_stdin_and_dir),
     cmocka_unit_test(test_usage),
   };
-  rc = cmocka_run_group_tests(tests, NULL, NULL);
-  http_server_stop(&srv);
-  return rc;
+  return HTTP_SERVER_MAIN(srv, tests);
 }
 #endif

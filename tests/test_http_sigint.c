@@ -47,24 +47,9 @@ typedef struct counters {
 
 static counters server_counters(void) {
   counters c = {-1, -1};
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  assert_true(fd >= 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)srv.port),
-                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-  const char *req = "GET /_stats HTTP/1.1\r\nHost: t\r\n\r\n";
-  assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
   char b[1024];
-  size_t n = 0;
-  for (;;) {
-    ssize_t r = read(fd, b + n, sizeof b - 1 - n);
-    assert_true(r > 0);
-    n += (size_t)r;
-    b[n] = 0;
-    const char *m = strstr(b, "max_inflight=");
-    if (m && strchr(m, '\n')) break; /* the body's last line */
-  }
-  close(fd);
+  /* max_inflight= is on the body's last line. */
+  assert_int_equal(fx_plain_get(&srv, "/_stats", "max_inflight=", b, sizeof b), 0);
   const char *p = strstr(b, "requests=");
   assert_non_null(p);
   c.requests = strtol(p + 9, NULL, 10);
@@ -95,21 +80,8 @@ static void reset_server(void) {
     if (mono_ms() > end) fail_msg("the server still has requests in flight");
     pause_ms(5);
   }
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)srv.port),
-                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-  const char *req = "GET /_reset HTTP/1.1\r\nHost: t\r\n\r\n";
-  assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
   char b[512];
-  size_t n = 0;
-  while (!strstr(b, "reset\n")) {
-    ssize_t r = read(fd, b + n, sizeof b - 1 - n);
-    assert_true(r > 0);
-    n += (size_t)r;
-    b[n] = 0;
-  }
-  close(fd);
+  assert_int_equal(fx_plain_get(&srv, "/_reset", "reset", b, sizeof b), 0);
 }
 
 typedef struct child {
@@ -325,20 +297,12 @@ static void test_crawl(void **state) {
 }
 
 int main(void) {
-  signal(SIGPIPE, SIG_IGN);
-  int rc = http_server_start(&srv);
-  if (rc) {
-    fprintf(stderr, "cannot start %s: %s\n", HTTP_TESTSRV, br_strerror(rc));
-    return 1;
-  }
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_fetch),
     cmocka_unit_test(test_fetch_json),
     cmocka_unit_test(test_fetch_many),
     cmocka_unit_test(test_crawl),
   };
-  rc = cmocka_run_group_tests(tests, NULL, NULL);
-  http_server_stop(&srv);
-  return rc;
+  return HTTP_SERVER_MAIN(srv, tests);
 }
 #endif

@@ -20,14 +20,24 @@
  * at once, yielding first so one busy socket cannot starve the loop (and
  * stops checking when an action leaves the receive queue as it was).
  *
- * Registrations. Every socket callback for a descriptor drops braid's
- * registration of it (br_fd_forget) and the watcher re-arms it on its next
- * wait, which reports the current state as a fresh edge. Two reasons: it
- * wakes a waiting watcher so it picks up the new interest at once, and curl
- * closes some descriptors (its resolver's socket pair) without our close
- * callback, so a number curl hands us again may be a new socket that braid's
- * table still thinks it has registered. Dropping and re-arming costs two
- * epoll_ctl calls per change of interest, as ephiperfifo's DEL+ADD does.
+ * Registrations. A socket our open-socket callback made keeps its record
+ * (hub->byfd) and braid's registration from its first wait until our
+ * close-socket callback, across the transfers of a kept-alive connection:
+ * curl removes a connection's socket when a transfer ends (CURL_POLL_REMOVE)
+ * and hands it in again for the next one, and re-registering it each time
+ * cost a poller call to drop it and another to arm it again, per request.
+ * A kept registration has recorded every edge since; only an edge a watcher
+ * took without curl reading everything is missing, which the level check
+ * below covers for reads. So a change of interest drops the registration
+ * only where a fresh one is needed: to wake a watcher waiting for something
+ * else, and when curl starts asking for writability (a fresh registration
+ * reports a writable socket at once; a kept one may have spent that edge).
+ * Every other socket (the resolver's socket pair, which curl closes without
+ * our close callback, so the number may come back as a new socket that
+ * braid's table still thinks it has registered) is dropped and re-armed on
+ * every change of interest, as ephiperfifo's epoll DEL+ADD does; and a
+ * descriptor our open callback gets from the kernel has any stale
+ * registration of its number dropped first.
  */
 #include "http_int.h"
 
@@ -42,6 +52,7 @@
 
 static void hub_free(br__http_hub *h) {
   br_event_free(h->timer_ev);
+  free(h->byfd);
   free(h);
 }
 
@@ -56,6 +67,22 @@ static void sock_unref(br__http_sock *k) {
   else h->socks = k->next;
   if (k->next) k->next->prev = k->prev;
   free(k);
+}
+
+static br__http_sock *sock_new(br__http_hub *h, int fd) {
+  br__http_sock *k = calloc(1, sizeof *k);
+  if (!k) return NULL;
+  k->hub = h;
+  k->fd = fd;
+  k->next = h->socks;
+  if (h->socks) h->socks->prev = k;
+  h->socks = k;
+  return k;
+}
+
+/* One transfer fewer: with none left, the timer task may end. */
+static void transfer_gone(br__http_hub *h) {
+  if (--h->active == 0) br_event_set(h->timer_ev);
 }
 
 /* Finished transfers: take them off the multi handle, wake their tasks. */
@@ -73,8 +100,8 @@ static void check_done(br__http_hub *h) {
     r->added = false;
     r->done = true;
     r->result = rc;
-    h->active--;
     br_event_set(r->ev);
+    transfer_gone(h);
   }
 }
 
@@ -109,7 +136,7 @@ static void *watcher_main(void *arg) {
    * whose peer closed, say) and start again after the next real edge, so a
    * socket curl does not read cannot keep the watcher spinning. */
   bool level = true;
-  while (k->assigned && k->want && !h->closing) {
+  while (k->assigned && k->want && !k->closed && !h->closing) {
     int ev = level ? level_ready(k->fd, k->want) : 0;
     if (ev) {
       if (br_yield() && br_cancelled()) break;
@@ -119,11 +146,14 @@ static void *watcher_main(void *arg) {
       if (k->assigned && before >= 0 && pending_bytes(k->fd) >= before) level = false;
       continue;
     }
+    k->waiting = true;
+    k->wait_want = k->want;
     ev = br_wait_fd(k->fd, k->want, BR_NEVER);
+    k->waiting = false;
     if (ev == BR_EBADF) {
       /* A socket callback dropped the registration (re-read the interest
        * and wait again), or the descriptor is closed (curl removes it). */
-      if (fcntl(k->fd, F_GETFD) < 0) break;
+      if (k->closed || fcntl(k->fd, F_GETFD) < 0) break;
       continue;
     }
     if (ev == BR_EBUSY) {
@@ -162,32 +192,34 @@ static int on_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *soc
   (void)e;
   br__http_hub *h = userp;
   br__http_sock *k = socketp;
-  br_fd_forget(fd); /* see "Registrations" above */
-  if (what == CURL_POLL_REMOVE) {
-    if (k) {
-      k->assigned = false;
-      k->want = 0;
-      sock_unref(k);
-    }
-    return 0;
-  }
-  if (!k) {
-    k = calloc(1, sizeof *k);
+  int want = what == CURL_POLL_REMOVE ? 0
+             : (what & CURL_POLL_IN ? BR_READABLE : 0) | (what & CURL_POLL_OUT ? BR_WRITABLE : 0);
+  if (!k && what != CURL_POLL_REMOVE) {
+    k = fd >= 0 && (size_t)fd < h->nbyfd ? h->byfd[fd] : NULL; /* ours, between transfers */
+    if (k && k->assigned) k = NULL; /* cannot happen: curl would have handed it in */
     if (!k) {
-      h->spawn_error = BR_ENOMEM;
-      return -1;
+      br_fd_forget(fd);
+      if (!(k = sock_new(h, fd))) {
+        h->spawn_error = BR_ENOMEM;
+        return -1;
+      }
     }
-    k->hub = h;
-    k->fd = fd;
     k->assigned = true;
-    k->refs = 1;
-    k->next = h->socks;
-    if (h->socks) h->socks->prev = k;
-    h->socks = k;
+    k->refs++;
     curl_multi_assign(h->multi, fd, k);
   }
-  k->want = (what & CURL_POLL_IN ? BR_READABLE : 0) | (what & CURL_POLL_OUT ? BR_WRITABLE : 0);
-  if (k->want && !k->watching && !h->closing) start_watcher(h, k);
+  /* See "Registrations" above. */
+  if (!k || !k->ours || (k->waiting && want != k->wait_want) ||
+      ((want & BR_WRITABLE) && !(k->want & BR_WRITABLE)))
+    br_fd_forget(fd);
+  if (!k) return 0;
+  k->want = want;
+  if (what == CURL_POLL_REMOVE) {
+    k->assigned = false;
+    sock_unref(k);
+    return 0;
+  }
+  if (want && !k->watching && !h->closing) start_watcher(h, k);
   return 0;
 }
 
@@ -196,18 +228,16 @@ static void *timer_main(void *arg) {
   while (!h->closing) {
     int64_t dl = h->timer_deadline;
     if (dl == BR_NEVER && h->active == 0) break; /* idle: let the loop end */
-    int rc = br_event_wait_until(h->timer_ev, dl);
-    if (rc == 0) {
-      br_event_clear(h->timer_ev); /* the deadline changed; read it again */
-      continue;
-    }
-    if (h->closing) break;
-    if (rc == BR_ETIMEDOUT && br_now() >= dl) {
+    if (dl != BR_NEVER && br_now() >= dl) {
       h->timer_deadline = BR_NEVER;
       act(h, CURL_SOCKET_TIMEOUT, 0);
       continue;
     }
-    if (br_cancelled()) break;
+    h->timer_sleep = dl;
+    int rc = br_event_wait_until(h->timer_ev, dl);
+    h->timer_sleep = INT64_MIN;
+    if (rc == 0) br_event_clear(h->timer_ev); /* an earlier deadline, or no transfers */
+    else if (rc != BR_ETIMEDOUT && br_cancelled()) break;
   }
   h->timer_alive = false;
   br__http_hub_release(h);
@@ -227,12 +257,16 @@ static int ensure_timer(br__http_hub *h) {
   return rc;
 }
 
-/* CURLMOPT_TIMERFUNCTION: record, never act (curl must not be re-entered). */
+/* CURLMOPT_TIMERFUNCTION: record, never act (curl must not be re-entered).
+ * The timer task is woken only for a deadline earlier than the one it sleeps
+ * to (one that moves later is read when it wakes): curl moves its timeout on
+ * nearly every call, mostly later. */
 static int on_timer(CURLM *m, long timeout_ms, void *userp) {
   (void)m;
   br__http_hub *h = userp;
-  h->timer_deadline = timeout_ms < 0 ? BR_NEVER : br_now() + (int64_t)timeout_ms * 1000000;
-  br_event_set(h->timer_ev);
+  int64_t dl = timeout_ms < 0 ? BR_NEVER : br_now() + (int64_t)timeout_ms * 1000000;
+  h->timer_deadline = dl;
+  if (dl < h->timer_sleep) br_event_set(h->timer_ev);
   return 0;
 }
 
@@ -241,13 +275,45 @@ curl_socket_t br__http_opensocket(void *clientp, curlsocktype purpose, struct cu
   (void)purpose;
   int fd = socket(a->family, a->socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->protocol);
   if (fd < 0) return CURL_SOCKET_BAD;
-  if (h && h->connections) (*h->connections)++;
+  /* A new descriptor: whatever braid's table says about its number is stale
+   * (see "Registrations" above). */
+  br_fd_forget(fd);
+  if (!h) return fd;
+  if (h->connections) (*h->connections)++;
+  if ((size_t)fd >= h->nbyfd) {
+    size_t n = h->nbyfd ? h->nbyfd : 64;
+    while (n <= (size_t)fd) n *= 2;
+    br__http_sock **a2 = realloc(h->byfd, n * sizeof *a2);
+    if (!a2) return fd; /* no record: watched like a socket of curl's own */
+    memset(a2 + h->nbyfd, 0, (n - h->nbyfd) * sizeof *a2);
+    h->byfd = a2;
+    h->nbyfd = n;
+  }
+  br__http_sock *old = h->byfd[fd];
+  if (old) { /* closed without our callback: cannot happen, but never keep it */
+    h->byfd[fd] = NULL;
+    old->ours = false;
+    old->closed = true;
+    sock_unref(old);
+  }
+  br__http_sock *k = sock_new(h, fd);
+  if (!k) return fd;
+  k->ours = true;
+  k->refs = 1;
+  h->byfd[fd] = k;
   return fd;
 }
 
 int br__http_closesocket(void *clientp, curl_socket_t fd) {
-  (void)clientp;
-  br_fd_forget(fd);
+  br__http_hub *h = clientp;
+  br_fd_forget(fd); /* wakes a watcher with BR_EBADF */
+  br__http_sock *k = h && fd >= 0 && (size_t)fd < h->nbyfd ? h->byfd[fd] : NULL;
+  if (k) {
+    h->byfd[fd] = NULL;
+    k->ours = false;
+    k->closed = true;
+    sock_unref(k);
+  }
   return close(fd);
 }
 
@@ -271,6 +337,7 @@ int br__http_hub_get(br_http_session *s, br__http_hub **out) {
   h->loop = br_loop_current();
   h->refs = 1;
   h->timer_deadline = BR_NEVER;
+  h->timer_sleep = INT64_MIN;
   h->connections = &s->stats.connections;
   curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
   curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
@@ -303,7 +370,7 @@ void br__http_hub_remove(br__http_hub *h, br__http_req *r) {
    * handle (CURL_POLL_REMOVE ends their watchers). */
   curl_multi_remove_handle(h->multi, r->easy);
   r->added = false;
-  h->active--;
+  transfer_gone(h);
 }
 
 /* Called by br_http_session_free: close everything, let the drivers go. */
@@ -318,9 +385,17 @@ void br__http_hub_close(br__http_hub *h) {
   br__http_sock *k = h->socks;
   while (k) {
     br__http_sock *next = k->next;
-    if (k->assigned) {
-      br_fd_forget(k->fd);
-      k->assigned = false;
+    bool assigned = k->assigned, ours = k->ours;
+    if (assigned || ours) br_fd_forget(k->fd);
+    if (ours) { /* a socket curl kept open: no longer ours to track */
+      h->byfd[k->fd] = NULL;
+      k->ours = false;
+      k->closed = true;
+    }
+    k->assigned = false;
+    int drops = (int)assigned + (int)ours; /* curl's reference, the table's */
+    if (drops) {
+      k->refs -= drops - 1;
       sock_unref(k);
     }
     k = next;

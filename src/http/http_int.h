@@ -33,16 +33,23 @@
 typedef struct br__http_hub br__http_hub;
 typedef struct br__http_host br__http_host;
 
-/* One socket curl asked us to watch. References: one held by curl's
- * assignment (curl_multi_assign, dropped on CURL_POLL_REMOVE or when the multi
- * handle is cleaned up), one by the watcher task while it runs. */
+/* One socket curl asked us to watch, or one our open-socket callback made.
+ * References: one held by curl's assignment (curl_multi_assign, dropped on
+ * CURL_POLL_REMOVE or when the multi handle is cleaned up), one by the
+ * watcher task while it runs, and one by hub->byfd for a socket we opened,
+ * until our close-socket callback closes it (so a kept-alive connection
+ * keeps its record, and braid's registration, between transfers). */
 typedef struct br__http_sock {
   struct br__http_sock *prev, *next; /* in hub->socks */
   br__http_hub *hub;
   int fd;
   int want;          /* BR_READABLE | BR_WRITABLE, as curl last asked */
+  int wait_want;     /* what the watcher waits for while waiting */
   bool assigned;     /* curl still knows it */
   bool watching;     /* a watcher task runs for it */
+  bool waiting;      /* the watcher is inside br_wait_fd */
+  bool ours;         /* opened by br__http_opensocket, not closed yet */
+  bool closed;       /* closed by br__http_closesocket */
   int refs;
 } br__http_sock;
 
@@ -56,10 +63,14 @@ struct br__http_hub {
   bool closing;           /* the session is being freed: drivers exit */
   int active;             /* easy handles added and not yet removed */
   br__http_sock *socks;   /* every socket record still alive */
+  br__http_sock **byfd;   /* the sockets we opened, by descriptor */
+  size_t nbyfd;
   /* The timer task. */
   bool timer_alive;
-  br_event *timer_ev;     /* set when timer_deadline changes */
+  br_event *timer_ev;     /* set when the timer task must look again */
   int64_t timer_deadline; /* br_now() ns at which curl wants a timeout call */
+  int64_t timer_sleep;    /* the deadline the timer task sleeps to; INT64_MIN
+                           * while it runs (it reads timer_deadline itself) */
   uint64_t *connections;  /* the session's counter, for opensocket */
   int spawn_error;        /* a watcher could not be spawned (code) */
 };
@@ -71,6 +82,32 @@ struct br__http_host {
   br_sem *slots;      /* max_per_host */
   int64_t next_start; /* rate limit: earliest start of the next request */
 };
+
+/* What an easy handle was set up for, apart from what changes with every
+ * request (URL, timeouts, header list, body, callback data): a handle set up
+ * for the same again is given only those (curl keeps the rest), not reset
+ * and set up from scratch. */
+typedef struct br__http_prof {
+  bool valid;            /* the handle has been set up */
+  unsigned char method;  /* 0 GET, 1 HEAD, 2 POST, 3 another (CUSTOMREQUEST) */
+  bool body;             /* POSTFIELDS set */
+  bool h2, follow, timeout;
+  unsigned flags;
+  int64_t idle_ms, max_body;
+} br__http_prof;
+
+typedef struct br__http_easy {
+  CURL *e;
+  br__http_prof prof;
+} br__http_easy;
+
+/* An origin as written in a URL ("http://Example.com:8080"), and its host. */
+#define BR__HTTP_ORIGINS 8
+typedef struct br__http_origin {
+  char text[120];
+  size_t len; /* 0: unused */
+  br__http_host *host;
+} br__http_origin;
 
 struct br_http_session {
   br_http_opts opts;        /* resolved defaults (strings copied) */
@@ -85,8 +122,12 @@ struct br_http_session {
   double budget_max;
   uint64_t rng;             /* jitter */
   int calls;                /* br_http_request calls inside this session */
-  CURL **easy_free;         /* reusable easy handles */
+  br__http_origin origins[BR__HTTP_ORIGINS]; /* recent origins, to skip parsing */
+  unsigned origin_next;
+  br__http_easy easy_free[16]; /* reusable easy handles */
   size_t neasy_free;
+  struct br__http_req *req_free[16]; /* finished request records, for reuse */
+  size_t nreq_free;
   br_http_stats stats;
 };
 
@@ -95,6 +136,7 @@ struct br_http_session {
 typedef struct br__http_req {
   br__http_hub *hub;
   CURL *easy;
+  br__http_prof prof;     /* what easy is set up for */
   br_event *ev;           /* set on completion and when streamed data waits */
   bool added;             /* in the multi handle */
   bool done;
@@ -132,5 +174,6 @@ double br__http_random(br_http_session *s); /* uniform in [0, 1) */
 
 /* request.c */
 int br__http_map_curl(CURLcode rc, CURL *easy, const br__http_req *r);
+void br__http_req_free(br__http_req *r); /* and its event, buffers */
 
 #endif

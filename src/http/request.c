@@ -36,6 +36,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
     /* A new response (a redirect's, a 100 Continue's, the final one): keep
      * only the latest one's headers. */
     r->hdr_len = 0;
+    if (r->hdr) r->hdr[0] = 0;
     r->discarding = false;
     long st = 0;
     const char *sp = memchr(p, ' ', len);
@@ -57,10 +58,15 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
   return len;
 }
 
-static int reserve(br__http_req *r, size_t need) {
+/* Room for need bytes; exact room when exact (a Content-Length known before
+ * the first byte: no 16 KiB buffer for a 512-byte body). */
+static int reserve(br__http_req *r, size_t need, bool exact) {
   if (need <= r->body_cap) return 0;
-  size_t cap = r->body_cap ? r->body_cap : 16384;
-  while (cap < need) cap *= 2;
+  size_t cap = need;
+  if (!exact) {
+    cap = r->body_cap ? r->body_cap : 16384;
+    while (cap < need) cap *= 2;
+  }
   char *b = realloc(r->body, cap);
   if (!b) return -1;
   r->body = b;
@@ -90,9 +96,9 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud) {
     curl_off_t cl = -1;
     curl_easy_getinfo(r->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
     if (cl > 0 && (r->max_body < 0 || cl <= r->max_body) && cl < (64 << 20))
-      (void)reserve(r, (size_t)cl + 1);
+      (void)reserve(r, (size_t)cl + 1, true);
   }
-  if (reserve(r, r->body_len + len + 1)) return CURL_WRITEFUNC_ERROR;
+  if (reserve(r, r->body_len + len + 1, false)) return CURL_WRITEFUNC_ERROR;
   memcpy(r->body + r->body_len, p, len);
   r->body_len += len;
   r->body[r->body_len] = 0;
@@ -232,29 +238,81 @@ static int host_key(const char *url, char *key, size_t n) {
   return rc;
 }
 
+/* The length of url's "scheme://authority" if it is plain enough to stand
+ * for its host key as written (0 otherwise: parse it). */
+static size_t origin_len(const char *url) {
+  const char *p = url;
+  while (isalpha((unsigned char)*p)) p++;
+  if (p == url || strncmp(p, "://", 3) != 0) return 0;
+  p += 3;
+  const char *a = p;
+  while (isalnum((unsigned char)*p) || *p == '.' || *p == '-' || *p == ':' || *p == '[' ||
+         *p == ']')
+    p++;
+  if (p == a || (*p && *p != '/' && *p != '?' && *p != '#')) return 0;
+  size_t n = (size_t)(p - url);
+  /* Spaces and control bytes make curl refuse the URL: leave that to the
+   * parse, which says why. */
+  for (; *p; p++)
+    if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f) return 0;
+  return n < sizeof ((br__http_origin *)0)->text ? n : 0;
+}
+
+/* The host of url: from the session's cache of origins as written (a URL of
+ * an origin seen before is not parsed again: most requests of a session go
+ * to a few hosts), else parsed (host_key) and remembered. */
+static int host_of(br_http_session *s, const char *url, br__http_host **out) {
+  size_t n = origin_len(url);
+  for (size_t i = 0; n && i < BR__HTTP_ORIGINS; i++) {
+    br__http_origin *o = &s->origins[i];
+    if (o->len == n && memcmp(o->text, url, n) == 0) {
+      *out = o->host;
+      return 0;
+    }
+  }
+  char key[512];
+  int rc = host_key(url, key, sizeof key);
+  if (rc) return rc;
+  if ((rc = br__http_host_get(s, key, out))) return rc;
+  if (n) {
+    br__http_origin *o = &s->origins[s->origin_next++ % BR__HTTP_ORIGINS];
+    memcpy(o->text, url, n);
+    o->len = n;
+    o->host = *out;
+  }
+  return 0;
+}
+
 /* ------------------------------------------------------------------------ */
 /* One attempt                                                               */
 
-static CURL *easy_get(br_http_session *s) {
+/* A handle for r (r->easy, and r->prof what it is set up for). */
+static int easy_get(br_http_session *s, br__http_req *r) {
   if (s->neasy_free) {
-    CURL *e = s->easy_free[--s->neasy_free];
-    curl_easy_reset(e);
-    return e;
+    br__http_easy *h = &s->easy_free[--s->neasy_free];
+    r->easy = h->e;
+    r->prof = h->prof;
+    return 0;
   }
-  return curl_easy_init();
+  r->easy = curl_easy_init();
+  r->prof = (br__http_prof){0};
+  return r->easy ? 0 : BR_ENOMEM;
 }
 
-static void easy_put(br_http_session *s, CURL *e) {
-  if (!e) return;
-  if (s->neasy_free < 16) {
-    CURL **a = realloc(s->easy_free, (s->neasy_free + 1) * sizeof *a);
-    if (a) {
-      s->easy_free = a;
-      s->easy_free[s->neasy_free++] = e;
-      return;
-    }
-  }
-  curl_easy_cleanup(e);
+static void easy_put(br_http_session *s, br__http_req *r) {
+  if (!r->easy) return;
+  curl_easy_setopt(r->easy, CURLOPT_ERRORBUFFER, NULL); /* r->errbuf goes with r */
+  if (s->neasy_free < sizeof s->easy_free / sizeof s->easy_free[0])
+    s->easy_free[s->neasy_free++] = (br__http_easy){r->easy, r->prof};
+  else
+    curl_easy_cleanup(r->easy);
+  r->easy = NULL;
+}
+
+static bool prof_same(const br__http_prof *a, const br__http_prof *b) {
+  return a->valid && b->valid && a->method == b->method && a->body == b->body &&
+         a->h2 == b->h2 && a->follow == b->follow && a->timeout == b->timeout &&
+         a->flags == b->flags && a->idle_ms == b->idle_ms && a->max_body == b->max_body;
 }
 
 static struct curl_slist *add_header(struct curl_slist *l, const br_http_header *h, int *err) {
@@ -286,58 +344,73 @@ static int64_t ms_until(int64_t deadline) {
 static void setup_easy(br_http_session *s, br__http_req *r, const char *method, const char *url,
                        const call_opts *c, int64_t deadline, struct curl_slist *hdrs) {
   CURL *e = r->easy;
-  curl_easy_setopt(e, CURLOPT_URL, url);
-  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L); /* never wait for a resolver thread */
-  /* Wait for a connection that may multiplex (HTTP/2, learnt from TLS's
-   * ALPN) rather than open another; over plain http:// there is no HTTP/2
-   * here, and waiting would serialise the first request with the others. */
-  bool h2 = !(c->flags & BR_HTTP_HTTP1) && strncasecmp(url, "https:", 6) == 0;
-  curl_easy_setopt(e, CURLOPT_PIPEWAIT, h2 ? 1L : 0L);
-  curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
-  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
-  curl_easy_setopt(e, CURLOPT_USERAGENT, s->opts.user_agent);
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
-  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-  curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
-  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
-  curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
-  curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, br__http_opensocket);
-  curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, r->hub);
-  curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, br__http_closesocket);
-  curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, r->hub);
-  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-  bool follow = !(c->flags & BR_HTTP_NO_REDIRECTS) && s->opts.max_redirects > 0;
-  r->follow = follow;
-  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, follow ? 1L : 0L);
-  if (follow) curl_easy_setopt(e, CURLOPT_MAXREDIRS, (long)s->opts.max_redirects);
-  curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
-                   (c->flags & BR_HTTP_HTTP1) ? (long)CURL_HTTP_VERSION_1_1
-                                              : (long)CURL_HTTP_VERSION_2TLS);
-  if (s->opts.insecure) {
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+  const char *m = method ? method : (c->body ? "POST" : "GET");
+  int64_t left = ms_until(deadline);
+  br__http_prof p = {
+      .valid = true,
+      .method = strcmp(m, "GET") == 0 ? 0 : strcmp(m, "HEAD") == 0 ? 1 : strcmp(m, "POST") == 0 ? 2 : 3,
+      .body = c->body || strcmp(m, "POST") == 0,
+      /* Wait for a connection that may multiplex (HTTP/2, learnt from TLS's
+       * ALPN) rather than open another; over plain http:// there is no
+       * HTTP/2 here, and waiting would serialise the first request with the
+       * others. */
+      .h2 = !(c->flags & BR_HTTP_HTTP1) && strncasecmp(url, "https:", 6) == 0,
+      .follow = !(c->flags & BR_HTTP_NO_REDIRECTS) && s->opts.max_redirects > 0,
+      .timeout = left > 0,
+      .flags = c->flags & (BR_HTTP_HTTP1 | BR_HTTP_NO_REDIRECTS),
+      .idle_ms = c->idle_ms > 0 ? c->idle_ms : 0,
+      .max_body = c->max_body >= 0 ? c->max_body : -1,
+  };
+  r->follow = p.follow;
+  if (!prof_same(&p, &r->prof)) {
+    if (r->prof.valid) curl_easy_reset(e);
+    r->prof = p;
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L); /* never wait for a resolver thread */
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, p.h2 ? 1L : 0L);
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+    curl_easy_setopt(e, CURLOPT_USERAGENT, s->opts.user_agent);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, br__http_opensocket);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, br__http_closesocket);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, p.follow ? 1L : 0L);
+    if (p.follow) curl_easy_setopt(e, CURLOPT_MAXREDIRS, (long)s->opts.max_redirects);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
+                     (c->flags & BR_HTTP_HTTP1) ? (long)CURL_HTTP_VERSION_1_1
+                                                : (long)CURL_HTTP_VERSION_2TLS);
+    if (s->opts.insecure) {
+      curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+      curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+    if (s->opts.ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, s->opts.ca_file);
+    if (p.idle_ms > 0) {
+      long secs = (long)((p.idle_ms + 999) / 1000);
+      curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+      curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, secs);
+    }
+    if (p.max_body >= 0) curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)p.max_body);
+    if (p.method == 1) curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
   }
-  if (s->opts.ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, s->opts.ca_file);
+  /* What changes with every request. */
+  curl_easy_setopt(e, CURLOPT_URL, url);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, r->hub);
+  curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, r->hub);
   /* Timeouts: curl enforces the connect and idle ones; the total one and the
    * deadline are enforced by our wait, and given to curl as well so that its
    * error says which. */
-  int64_t left = ms_until(deadline);
   int64_t conn = c->connect_ms > 0 ? c->connect_ms : 0;
   if (left > 0 && (conn == 0 || left < conn)) conn = left;
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)conn);
   if (left > 0) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)left);
-  if (c->idle_ms > 0) {
-    long secs = (long)((c->idle_ms + 999) / 1000);
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, secs);
-  }
-  if (c->max_body >= 0) curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->max_body);
-  const char *m = method ? method : (c->body ? "POST" : "GET");
-  if (strcmp(m, "HEAD") == 0) curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-  else if (strcmp(m, "GET") != 0) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, m);
-  if (c->body || strcmp(m, "POST") == 0) {
+  if (p.method == 3) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, m);
+  if (p.body) {
     /* Copied: the caller's buffer may be on a compact task's stack, which
      * moves while the task is suspended and curl sends from other tasks. */
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->body_len);
@@ -381,8 +454,7 @@ static int attempt(br_http_session *s, br__http_req *r, const char *method, cons
   for (size_t i = 0; i < s->opts.nheaders && !err; i++)
     hdrs = add_header(hdrs, &s->opts.headers[i], &err);
   for (size_t i = 0; i < c->nheaders && !err; i++) hdrs = add_header(hdrs, &c->headers[i], &err);
-  r->easy = easy_get(s);
-  if (!r->easy) err = BR_ENOMEM;
+  if (!err) err = easy_get(s, r);
   if (err) {
     curl_slist_free_all(hdrs);
     return err;
@@ -531,6 +603,52 @@ static bool idempotent(const char *m) {
 
 /* ------------------------------------------------------------------------ */
 
+/* A request record: a finished one of this session (its event and header
+ * buffer kept), or a new one. */
+static int req_get(br_http_session *s, br__http_req **out) {
+  br__http_req *r;
+  if (s->nreq_free) {
+    r = s->req_free[--s->nreq_free];
+    br_event *ev = r->ev;
+    char *hdr = r->hdr;
+    size_t cap = r->hdr_cap;
+    memset(r, 0, sizeof *r);
+    r->ev = ev;
+    r->hdr = hdr;
+    r->hdr_cap = cap;
+    if (hdr) hdr[0] = 0;
+    br_event_clear(ev);
+    *out = r;
+    return 0;
+  }
+  r = calloc(1, sizeof *r);
+  if (!r) return BR_ENOMEM;
+  int rc = br_event_new(&r->ev);
+  if (rc) {
+    free(r);
+    return rc;
+  }
+  *out = r;
+  return 0;
+}
+
+static void req_put(br_http_session *s, br__http_req *r) {
+  free(r->body);
+  r->body = NULL;
+  if (s->nreq_free < sizeof s->req_free / sizeof s->req_free[0] && r->hdr_cap <= 16384) {
+    s->req_free[s->nreq_free++] = r;
+    return;
+  }
+  br__http_req_free(r);
+}
+
+void br__http_req_free(br__http_req *r) {
+  free(r->body);
+  free(r->hdr);
+  br_event_free(r->ev);
+  free(r);
+}
+
 static int request(br_http_session *s, br_http_response *out, const char *method,
                    const char *url, const br_http_request_opts *ro, int64_t deadline) {
   int64_t t0 = br_now();
@@ -541,26 +659,20 @@ static int request(br_http_session *s, br_http_response *out, const char *method
     snprintf(out->error, sizeof out->error, "invalid request options");
     return rc;
   }
-  char key[512];
-  rc = host_key(url, key, sizeof key);
-  if (rc) {
-    snprintf(out->error, sizeof out->error, "not an http(s) URL: %.200s", url);
-    return rc;
-  }
   br__http_host *host;
   br__http_hub *hub;
-  if ((rc = br__http_host_get(s, key, &host)) || (rc = br__http_hub_get(s, &hub))) return rc;
-
-  br__http_req *r = calloc(1, sizeof *r);
-  if (!r) return BR_ENOMEM;
-  r->hub = hub;
-  hub->refs++;
-  rc = br_event_new(&r->ev);
+  rc = host_of(s, url, &host);
   if (rc) {
-    br__http_hub_release(hub);
-    free(r);
+    if (rc == BR_EINVAL)
+      snprintf(out->error, sizeof out->error, "not an http(s) URL: %.200s", url);
     return rc;
   }
+  if ((rc = br__http_hub_get(s, &hub))) return rc;
+
+  br__http_req *r;
+  if ((rc = req_get(s, &r))) return rc;
+  r->hub = hub;
+  hub->refs++;
   s->budget += s->opts.retry_budget;
   if (s->budget > s->budget_max) s->budget = s->budget_max;
 
@@ -574,6 +686,7 @@ static int request(br_http_session *s, br_http_response *out, const char *method
     r->body = NULL;
     r->body_len = r->body_cap = 0;
     r->hdr_len = 0;
+    if (r->hdr) r->hdr[0] = 0;
     r->status = 0;
     r->received = 0;
     r->done = r->too_big = r->paused = r->discarding = false;
@@ -634,11 +747,7 @@ static int request(br_http_session *s, br_http_response *out, const char *method
     if (until >= dl) break; /* no time left for another try */
     s->budget -= 1;
     s->stats.retries++;
-    if (r->easy) {
-      /* Keep the handle for the next attempt, not its options. */
-      easy_put(s, r->easy);
-      r->easy = NULL;
-    }
+    easy_put(s, r); /* the next attempt takes a handle again */
     int sr = br_sleep_until(until);
     if (sr < 0) {
       err = sr;
@@ -681,12 +790,9 @@ static int request(br_http_session *s, br_http_response *out, const char *method
     /* A retryable status kept because the budget was spent: not an error. */
   }
   out->elapsed_ns = br_now() - t0;
-  easy_put(s, r->easy);
-  free(r->body);
-  free(r->hdr);
-  br_event_free(r->ev);
+  easy_put(s, r);
   br__http_hub_release(hub);
-  free(r);
+  req_put(s, r);
   return err;
 }
 

@@ -57,8 +57,8 @@ static void session_release(br_http_session *s) {
     }
   }
   free(s->hosts);
-  for (size_t i = 0; i < s->neasy_free; i++) curl_easy_cleanup(s->easy_free[i]);
-  free(s->easy_free);
+  for (size_t i = 0; i < s->neasy_free; i++) curl_easy_cleanup(s->easy_free[i].e);
+  for (size_t i = 0; i < s->nreq_free; i++) br__http_req_free(s->req_free[i]);
   br_sem_free(s->total);
   for (size_t i = 0; i < s->nstrs; i++) free(s->strs[i]);
   free(s->strs);
