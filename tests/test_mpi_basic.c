@@ -249,9 +249,11 @@ static void t_task(void) {
   void *res = NULL;
   MT_CHECK(br_run(&res, loop_main, NULL) == 0 && res, "br_run");
   printf("task: the loop ticked %d times (5 ms) while a task awaited a 300 ms MPI job\n", ticks);
-  /* 60 on an idle machine; a loop blocked by the wait ticks at most once.
-   * 10 leaves room for a loaded machine (a tick may take 30 ms there). */
-  MT_CHECK(ticks >= 10, "only %d ticks: the loop was blocked", ticks);
+  /* 60 on an idle machine; a loop blocked by the wait ticks at most once
+   * (before it blocks). On a loaded machine a tick may take 30 ms or more
+   * (9 were seen with ranks and CPU hogs sharing two cores), so the check
+   * is the one a blocked loop cannot pass: several ticks. */
+  MT_CHECK(ticks >= 3, "only %d ticks: the loop was blocked", ticks);
 }
 
 /* CPU time of a process on this host, in ns (utime + stime). */

@@ -150,6 +150,7 @@ static void test_nested_scopes(void **state) {
 typedef struct {
   int shielded_rc, after_rc, cancelled_inside, exit_rc;
   int64_t shielded_ms;
+  int64_t shield_end; /* br_now() when the shielded sleep returned */
   br_scope *scope; /* published for br_scope_cancel */
   int scope_rc, scope_exit_rc, after_scope_rc;
 } shield_probe;
@@ -161,6 +162,7 @@ static void *shielded_cleanup(void *arg) {
   int64_t t0 = br_now();
   p->shielded_rc = br_sleep_ms(100);
   p->shielded_ms = ms_since(t0);
+  p->shield_end = br_now();
   p->cancelled_inside = br_cancelled();
   p->exit_rc = br_scope_exit(&sh);
   p->after_rc = br_sleep_ms(1000);
@@ -172,16 +174,18 @@ static void *m_shield_hides_cancel(void *arg) {
   shield_probe p = {0};
   br_task *t;
   T_OK(br_spawn(&t, shielded_cleanup, &p, NULL));
-  T_OK(br_sleep_ms(10));
+  T_OK(br_yield()); /* the task runs first: it enters its shield and parks */
+  int64_t cancelled_at = br_now();
   T_OK(br_cancel(t));
-  int64_t t0 = br_now();
   T_RC(br_join(t, NULL), BR_ECANCELED);
-  T_OK(p.shielded_rc);
+  int64_t joined_at = br_now();
+  T_TRUE(cancelled_at < p.shield_end); /* the cancel came while it was shielded */
+  T_OK(p.shielded_rc);                 /* ... and did not cut the shielded sleep */
   T_RANGE(p.shielded_ms, 100, 600);
   T_OK(p.cancelled_inside);
   T_OK(p.exit_rc);
   T_RC(p.after_rc, BR_ECANCELED); /* seen as soon as the shield is gone */
-  T_RANGE(ms_since(t0), 80, 700);
+  T_RANGE((joined_at - p.shield_end) / 1000000, 0, 600);
 
   /* Cancelled before it even entered the shield: the shield still holds. */
   memset(&p, 0, sizeof p);
