@@ -262,6 +262,10 @@ static inline void name_once(struct br__task *t, uint64_t now) {
   uint32_t g = atomic_load_explicit(&br__trace_gen, memory_order_relaxed);
   if (__builtin_expect(t->trace_gen == g, 1)) return;
   t->trace_gen = g;
+  /* Unnamed: the exporters call it "task-ID" themselves (as br_task_name
+   * would), so a flight recorder reusing chunks does not write a name per
+   * task per chunk. */
+  if (!t->name[0] && t->id <= UINT32_MAX) return;
   emit_text_at(BR__TEV_NAME, 0, t->loop->serial, t->id, (int64_t)t->parent_id, br__task_name(t), now);
 }
 
