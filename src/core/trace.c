@@ -4,7 +4,9 @@
  * Ownership and locking. A thread's current chunk is written only by that
  * thread: it fills a record, then publishes it by storing the new count
  * with release order, so a reader that loads the count with acquire sees
- * complete records. `lock` guards the list of full chunks, the free list,
+ * complete records. (An unstamped wake-up is written but left unpublished:
+ * the next record publishes it or, being the hand-off to the task woken,
+ * takes its slot; no reader ever sees a slot that is rewritten.) `lock` guards the list of full chunks, the free list,
  * the registry of per-thread buffers and the session's counters; it is
  * taken only when a chunk fills up, when a thread emits for the first
  * time, and by readers. Chunks are never returned to the system while the
@@ -124,6 +126,10 @@ static size_t spooled;
  * budget (writing every chunk as it filled cost the spool thread as much
  * CPU as the traced switches themselves; a run that fits stays in memory). */
 static size_t spool_keep;
+/* The spool is woken once a batch beyond the kept half is full and writes
+ * down to that half: a wake-up per chunk cost the writer a futex call per
+ * chunk handed over (and the spool a sleep per chunk written). */
+static size_t spool_batch;
 static void *spool_map;
 static size_t spool_map_len;
 
@@ -132,7 +138,7 @@ static void push_full_locked(br__tchunk *c) {
   if (full_tail) full_tail->next = c; else full_head = c;
   full_tail = c;
   nfull++;
-  if (spool_on && nfull > spool_keep) pthread_cond_signal(&spool_cv);
+  if (spool_on && nfull > spool_keep + spool_batch) pthread_cond_signal(&spool_cv);
 }
 
 static void *spool_main(void *arg) {
@@ -377,6 +383,7 @@ int br__trace_enable(size_t budget, bool spool) {
    * filling them as events come (a 4 MiB arena at a time) was most of what
    * tracing cost a short busy run. */
   spool_keep = spool ? budget_chunks / 2 : 0;
+  spool_batch = spool_keep / 16;
   {
     size_t have = 0;
     for (br__tchunk *c = free_chunks; c; c = c->next) have++;

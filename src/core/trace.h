@@ -322,8 +322,9 @@ void br__trace_thread_name(const char *name);
 
 /* Control (obs/trace_api.c). br__trace_enable starts a session keeping at
  * most budget bytes of full chunks in memory (older ones are reused); with
- * spool, full chunks also go to a temporary file, so nothing is lost while
- * the disk keeps up. 0 or a negated errno (the spool file). Not from a
+ * spool, the oldest full chunks beyond half the budget go to a temporary
+ * file, so nothing is lost while the disk keeps up. 0 or a negated errno
+ * (the spool file). Not from a
  * signal handler. br__trace_disable stops emitting (async-signal-safe);
  * br__trace_finish also stops the spool. The data stays readable until the
  * next enable. */
