@@ -375,13 +375,12 @@ int br__trace_enable(size_t budget, bool spool) {
   size_t want = budget / sizeof(br__tchunk);
   budget_chunks = want < 2 ? 2 : want;
   dropped = 0;
-  /* The first arena's pages are filled in here, by whoever starts the
-   * session, not by the first thread that records an event. */
-  if (!arena_pos && !free_chunks) (void)arena_refill_locked();
   /* The chunks a session keeps in memory (a flight recorder's budget, a
-   * spooled session's half) have their pages filled in here, up to 64 MiB:
-   * filling them as events come (a 4 MiB arena at a time) was most of what
-   * tracing cost a short busy run. */
+   * spooled session's half) have their pages filled in here, by whoever
+   * starts the session, up to 64 MiB: filling them as events come (a 4 MiB
+   * arena at a time) was most of what tracing cost a short busy run. One
+   * mapping of just the chunks missing: carving them from 4 MiB arenas
+   * filled in up to 4 MiB more than the session would use. */
   spool_keep = spool ? budget_chunks / 2 : 0;
   spool_batch = spool_keep / 16;
   {
@@ -389,13 +388,16 @@ int br__trace_enable(size_t budget, bool spool) {
     for (br__tchunk *c = free_chunks; c; c = c->next) have++;
     size_t keep = spool ? spool_keep : budget_chunks;
     size_t goal = keep + 4 < 1024 ? keep + 4 : 1024;
-    while (have < goal) {
-      br__tchunk *c = arena_chunk_locked();
-      if (!c) break;
-      nchunks++;
-      c->next = free_chunks;
-      free_chunks = c;
-      have++;
+    if (have < goal) {
+      size_t n = goal - have;
+      char *p = mmap(NULL, n * chunk_stride, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+      for (size_t i = 0; p != MAP_FAILED && i < n; i++) {
+        br__tchunk *c = (br__tchunk *)(p + i * chunk_stride);
+        nchunks++;
+        c->next = free_chunks;
+        free_chunks = c;
+      }
     }
   }
   (void)br__ns_per_tick(); /* calibrate before anything is stamped */
