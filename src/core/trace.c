@@ -6,12 +6,13 @@
  * with release order, so a reader that loads the count with acquire sees
  * complete records. (An unstamped wake-up is written but left unpublished:
  * the next record publishes it or, being the hand-off to the task woken,
- * takes its slot; no reader ever sees a slot that is rewritten.) `lock` guards the list of full chunks, the free list,
- * the registry of per-thread buffers and the session's counters; it is
- * taken only when a chunk fills up, when a thread emits for the first
- * time, and by readers. Chunks are never returned to the system while the
- * process runs: a stale writer (one that read the flag just before a
- * disable) can only scribble on a chunk of the old session.
+ * takes its slot; no reader ever sees a slot that is rewritten.) `lock`
+ * guards the list of full chunks, the free list, the registry of
+ * per-thread buffers and the session's counters; it is taken only when a
+ * chunk fills up, when a thread emits for the first time, and by readers.
+ * Chunks are never returned to the system while the process runs: a stale
+ * writer (one that read the flag just before a disable) can only scribble
+ * on a chunk of the old session.
  */
 #include "core/trace.h"
 

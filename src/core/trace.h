@@ -17,10 +17,11 @@
  * lock on the hot path; a lock only to hand over a full chunk). The hooks
  * cost one predictable branch on a global flag when tracing is off. The
  * records are 32 bytes, or 16 for the compact form every switch uses (see
- * br__tcev); a record with text (a task's name) takes 32 bytes more. Full chunks go to one global list, oldest first; once the
- * buffer's budget is used up the oldest full chunk is reused (a flight
- * recorder keeps the last N MiB). Readers (the exporters in obs/) take a
- * snapshot of the chunk list and read each chunk up to its published count.
+ * br__tcev); a record with text (a task's name) takes 32 bytes more. Full
+ * chunks go to one global list, oldest first; once the buffer's budget is
+ * used up the oldest full chunk is reused (a flight recorder keeps the last
+ * N MiB). Readers (the exporters in obs/) take a snapshot of the chunk list
+ * and read each chunk up to its published count.
  */
 #ifndef BRAID_CORE_TRACE_H
 #define BRAID_CORE_TRACE_H
@@ -111,8 +112,9 @@ typedef struct br__tev {
 /* A compact record: one slot, for the records of every switch. Written
  * whenever its fields fit (the time within 2^32 ticks of the chunk's base,
  * a 16-bit loop serial, a 32-bit id and arg); otherwise the same record
- * goes out full. Halving the bytes per switch halves the cache lines a
- * traced switch dirties and what a whole-run trace spools to disk. */
+ * goes out full. Half the bytes a switch: a whole-run trace keeps twice
+ * the switches in the memory it fills in at the start, and spools half the
+ * bytes beyond (what cost a traced switch benchmark most). */
 typedef struct br__tcev {
   uint32_t dts;   /* ticks since the chunk's base */
   int32_t arg;
@@ -123,8 +125,9 @@ typedef struct br__tcev {
 } br__tcev;
 enum { BR__TEV_COMPACT = 0x80 };
 _Static_assert(sizeof(br__tev) == 2 * BR__TSLOT && sizeof(br__tcev) == BR__TSLOT, "record sizes");
-_Static_assert(offsetof(br__tev, type) == 8 && offsetof(br__tcev, type) == 8 && offsetof(br__tcev, kind) == 9 &&
-                   offsetof(br__tcev, loop) == 10 && offsetof(br__tcev, id) == 12,
+_Static_assert(offsetof(br__tev, type) == 8 && offsetof(br__tcev, type) == 8 &&
+                   offsetof(br__tcev, kind) == 9 && offsetof(br__tcev, loop) == 10 &&
+                   offsetof(br__tcev, id) == 12,
                "the type byte; br__trace_switch writes a compact record as two words");
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "br__trace_switch writes a compact record as two little-endian words"
@@ -161,12 +164,8 @@ static inline uint32_t br__trace_decode(const br__tchunk *k, uint32_t i, uint32_
   }
   if (s[8] == BR__TEV_PAD || i + 2 > used) return 0;
   memcpy(e, s, sizeof *e);
-  uint32_t n = 2;
-  if (e->text && i + n + e->text <= used) {
-    *text = (const char *)k->slot[i + n];
-    n += e->text;
-  }
-  return n;
+  if (e->text && i + 2 + e->text <= used) *text = (const char *)k->slot[i + 2];
+  return 2u + e->text;
 }
 
 /* Whether tracing is on: one relaxed load, predicted false. */
@@ -221,11 +220,13 @@ static inline void br__trace_put(uint8_t type, uint8_t kind, uint8_t sub, uint32
                            kind < 16 && sub < 16,
                        1)) {
     *(br__tcev *)p = (br__tcev){.dts = (uint32_t)d, .arg = (int32_t)arg, .type = type | BR__TEV_COMPACT,
-                                .kind = (uint8_t)(kind | sub << 4), .loop = (uint16_t)loop, .id = (uint32_t)id};
+                                .kind = (uint8_t)(kind | sub << 4), .loop = (uint16_t)loop,
+                                .id = (uint32_t)id};
     br__trace_commit(1);
     return;
   }
-  *(br__tev *)p = (br__tev){.ts = ts, .type = type, .kind = kind, .pad = sub, .loop = loop, .id = id, .arg = arg};
+  *(br__tev *)p =
+      (br__tev){.ts = ts, .type = type, .kind = kind, .pad = sub, .loop = loop, .id = id, .arg = arg};
   br__trace_commit(2);
 }
 
