@@ -6,10 +6,11 @@ Runs bench_switch (channel ping-pong and bare yields) and bench_spawn_churn
 in interleaved rounds, each in up to four configurations, all in the same run:
 
   base    the same benchmark built from a braid without the tracer
-          (--baseline DIR: a build directory of that tree; optional)
+          (--baseline DIR: a build directory of that tree, or of an earlier
+          commit to compare with; optional)
   off     this braid, tracing off (the default: one predictable branch per hook)
   on      BRAID_TRACE=FILE: every event kept, the JSON written at exit
-  flight  BRAID_TRACE_FLIGHT=FILE: the flight recorder (last 64 MiB), never written
+  flight  BRAID_TRACE_FLIGHT=FILE: the flight recorder (its default 8 MiB), never written
 
 The figure is the benchmark's own ns per operation (the time to write the
 trace at exit is not in it). Reported: the median per configuration and the
@@ -74,6 +75,11 @@ def main():
             for cname, build, env in configs:
                 binary = os.path.join(build, "bench", prog)
                 ns = run(binary, args, env)
+                # Remove the file at once: the kernel then drops its dirty pages
+                # instead of writing them back (a whole-run trace of a switch
+                # benchmark is ~100 MB) while the next configuration runs.
+                if os.path.exists(trace):
+                    os.unlink(trace)
                 results[name][cname].append(ns)
                 print(f"round {r + 1} {name:13s} {cname:7s} {ns:9.1f} ns/op", file=sys.stderr)
     if os.path.exists(trace):

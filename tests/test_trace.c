@@ -23,6 +23,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/trace.h"
+
 #include "../tools/braid/trace_model.h"
 #include "../tools/braid/trace_read.c"
 #include "../tools/braid/trace_show.c"
@@ -436,6 +438,184 @@ static void test_flight_keeps_the_last_events(void **state) {
   assert_null(strstr(head, "\"dropped_chunks\":0,"));
 }
 
+/* --- the records themselves ------------------------------------------------------ */
+
+/* The calling thread's current chunk of this session, read back record by
+ * record (buffers held). */
+typedef struct {
+  br__tev ev[64];
+  uint32_t slots[64];
+  size_t n;
+} recs;
+
+static void read_mine(recs *r) {
+  r->n = 0;
+  assert_true(br__trace_hold(false));
+  const br__tchunk *ch[256];
+  size_t n = br__trace_snapshot(ch, 256, NULL, NULL);
+  const br__tchunk *k = NULL;
+  for (size_t i = 0; i < n && i < 256; i++)
+    if (ch[i] == br__tcur.chunk) k = ch[i];
+  if (k) {
+    uint32_t used = atomic_load(&((br__tchunk *)k)->used);
+    for (uint32_t j = 0, step; j < used && r->n < 64; j += step ? step : 1) {
+      const char *text;
+      step = br__trace_decode(k, j, used, &r->ev[r->n], &text);
+      if (step) r->slots[r->n++] = step;
+    }
+  }
+  br__trace_unhold();
+  assert_non_null(k);
+}
+
+/* A record is compact (16 bytes) when it fits, full otherwise; either way
+ * it reads back as written: 2^32 ticks and more after the chunk began (a
+ * long gap between events), stamped before it began, wide ids, serials and
+ * arguments. */
+static void test_record_sizes(void **state) {
+  (void)state;
+  assert_int_equal(br_trace_start(NULL, &(br_trace_opts){.buffer_mb = 1}), 0);
+  br__trace_emit(BR__TEV_POLL_END, 0, 1, 1, 0, 0); /* takes a chunk */
+  uint64_t base = br__tcur.base;
+  const struct {
+    uint64_t ts;
+    uint32_t loop;
+    uint64_t id;
+    int64_t arg;
+    uint32_t slots;
+  } c[] = {
+      {base + 5, 1, 7, -3, 1},
+      {base + UINT32_MAX, UINT16_MAX, UINT32_MAX, INT32_MIN, 1},
+      {base + (1ull << 32), 1, 7, 0, 2}, /* the long gap */
+      {base + (1ull << 40), 1, 7, 0, 2},
+      {base - 1, 1, 7, 0, 2},
+      {base + 9, UINT16_MAX + 1u, 7, 0, 2},
+      {base + 9, 1, 1ull << 32, 0, 2},
+      {base + 9, 1, 7, (int64_t)INT32_MAX + 1, 2},
+      {base + 9, 1, 7, INT64_MIN, 2},
+  };
+  const size_t nc = sizeof c / sizeof *c;
+  for (size_t i = 0; i < nc; i++) br__trace_emit(BR__TEV_POLL_END, 0, c[i].loop, c[i].id, c[i].arg, c[i].ts);
+  br__trace_emit_text(BR__TEV_THREAD, 0, 0, 0, 0, "a thread name longer than 31 bytes");
+  assert_int_equal(br_trace_stop(), 0);
+  recs r;
+  read_mine(&r);
+  assert_int_equal(r.n, nc + 2);
+  for (size_t i = 0; i < nc; i++) {
+    const br__tev *e = &r.ev[i + 1];
+    assert_int_equal(e->type, BR__TEV_POLL_END);
+    assert_true(e->ts == c[i].ts);
+    assert_int_equal(e->loop, c[i].loop);
+    assert_true(e->id == c[i].id);
+    assert_true(e->arg == c[i].arg);
+    assert_int_equal(r.slots[i + 1], c[i].slots);
+  }
+  assert_int_equal(r.ev[nc + 1].type, BR__TEV_THREAD);
+  assert_int_equal(r.slots[nc + 1], 4); /* the record and its text */
+}
+
+/* A running task's wake-up of a parked task is published with the next
+ * record, or replaced by the switch that hands off to the woken task. */
+static br_chan *wch[2];
+static uint64_t wid[3];
+
+static void *wake_waiter(void *a) {
+  int v;
+  T_OK(br_chan_recv(wch[(intptr_t)a], &v));
+  return NULL;
+}
+
+static void *wake_main(void *a) {
+  (void)a;
+  T_OK(br_chan_new(&wch[0], sizeof(int), 0));
+  T_OK(br_chan_new(&wch[1], sizeof(int), 0));
+  br_task *t[2];
+  for (int i = 0; i < 2; i++) {
+    T_OK(br_spawn(&t[i], wake_waiter, IP(i), NULL));
+    wid[i + 1] = br_task_id(t[i]);
+  }
+  wid[0] = br_task_id(NULL);
+  T_OK(br_yield()); /* both park on their channel */
+  T_OK(br_trace_start(NULL, &(br_trace_opts){.buffer_mb = 1}));
+  int v = 1;
+  T_OK(br_chan_send(wch[0], &v)); /* wakes waiter 0 */
+  T_OK(br_chan_send(wch[1], &v)); /* wakes waiter 1 */
+  T_OK(br_yield());               /* hands off to waiter 0: both wake-ups stay */
+  br__trace_disable();
+  for (int i = 0; i < 2; i++) T_OK(br_join(t[i], NULL));
+  br_chan_free(wch[0]);
+  br_chan_free(wch[1]);
+  return NULL;
+}
+
+static void test_wakeup_records(void **state) {
+  (void)state;
+  run_main(wake_main, NULL);
+  br__trace_finish();
+  recs r;
+  read_mine(&r);
+  /* From the send on: ready 1, ready 2, switch main -> 1, switch 1 -> 2
+   * (waiter 1 ends), ... */
+  size_t i = 0;
+  while (i < r.n && !(r.ev[i].type == BR__TEV_READY && r.ev[i].id == wid[1])) i++;
+  assert_true(i + 2 < r.n);
+  assert_int_equal(r.ev[i].pad, 1); /* not stamped */
+  assert_int_equal(r.ev[i + 1].type, BR__TEV_READY);
+  assert_true(r.ev[i + 1].id == wid[2]);
+  assert_int_equal(r.ev[i + 2].type, BR__TEV_SWITCH);
+  assert_true(r.ev[i + 2].id == wid[0]);
+  assert_true((uint64_t)r.ev[i + 2].arg == wid[1]);
+  assert_int_equal(r.ev[i + 2].pad, BR__TEV_YIELD);
+}
+
+/* The hand-off right after a wake-up of the same task replaces it: one
+ * record per channel hop, and the exported waits are those of the pair. */
+enum { HOPS = 6 };
+
+static void *hop(void *a) {
+  br_chan *c = a;
+  int v;
+  for (int i = 0; i < HOPS; i++) T_OK(br_chan_recv(c, &v));
+  return NULL;
+}
+
+static void *hop_main(void *a) {
+  (void)a;
+  br_chan *c;
+  T_OK(br_chan_new(&c, sizeof(int), 0));
+  br_task *t;
+  T_OK(br_spawn(&t, hop, c, NULL));
+  wid[1] = br_task_id(t);
+  wid[0] = br_task_id(NULL);
+  T_OK(br_yield()); /* it parks on the channel */
+  T_OK(br_trace_start(NULL, &(br_trace_opts){.buffer_mb = 1}));
+  int v = 1;
+  /* A send wakes it; the next one parks and hands off to it. */
+  for (int i = 0; i < HOPS; i++) T_OK(br_chan_send(c, &v));
+  br__trace_disable();
+  T_OK(br_join(t, NULL));
+  br_chan_free(c);
+  return NULL;
+}
+
+static void test_wakeup_replaced_by_switch(void **state) {
+  (void)state;
+  run_main(hop_main, NULL);
+  br__trace_finish();
+  recs r;
+  read_mine(&r);
+  size_t switches = 0;
+  for (size_t i = 0; i < r.n; i++) {
+    if (r.ev[i].type == BR__TEV_READY) assert_true(r.ev[i].id != wid[1]);
+    if (r.ev[i].type == BR__TEV_SWITCH && r.ev[i].id == wid[0] && (uint64_t)r.ev[i].arg == wid[1]) {
+      assert_int_equal(r.ev[i].pad, BR__TEV_PARK);
+      assert_int_equal(r.slots[i], 1);
+      switches++;
+    }
+  }
+  assert_true(switches >= 2);
+}
+
 static void *recv_forever(void *a) {
   (void)a;
   int v;
@@ -709,6 +889,9 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_show),
       cmocka_unit_test(test_many_rows_grouped),
       cmocka_unit_test(test_flight_keeps_the_last_events),
+      cmocka_unit_test(test_record_sizes),
+      cmocka_unit_test(test_wakeup_records),
+      cmocka_unit_test(test_wakeup_replaced_by_switch),
       cmocka_unit_test(test_flight_written_on_deadlock),
       cmocka_unit_test(test_flight_written_on_sigquit),
       cmocka_unit_test(test_flight_written_on_overflow),

@@ -41,9 +41,10 @@ extern "C" {
 typedef struct br_trace_opts {
   /* MiB of memory for events (0: BRAID_TRACE_BUFFER_MB, else 8 in flight
    * mode and 16 otherwise). A flight recorder keeps the last this many MiB;
-   * a session with a path (not flight) also spools full buffers to a
-   * temporary file, so it keeps the whole run while the disk keeps up (32
-   * bytes an event); without a path the oldest events go. */
+   * a session with a path (not flight) keeps half of it in memory and
+   * spools the oldest full buffers beyond that to a temporary file, so it
+   * keeps the whole run while the disk keeps up (16 bytes a task switch or
+   * wake-up, 32 or 64 other events); without a path the oldest events go. */
   size_t buffer_mb;
   /* Flight recorder: keep only the last buffer_mb and write `path` when
    * something goes wrong (SIGQUIT, a watchdog or crash report, a deadlock,

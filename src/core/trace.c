@@ -4,12 +4,15 @@
  * Ownership and locking. A thread's current chunk is written only by that
  * thread: it fills a record, then publishes it by storing the new count
  * with release order, so a reader that loads the count with acquire sees
- * complete records. `lock` guards the list of full chunks, the free list,
- * the registry of per-thread buffers and the session's counters; it is
- * taken only when a chunk fills up, when a thread emits for the first
- * time, and by readers. Chunks are never returned to the system while the
- * process runs: a stale writer (one that read the flag just before a
- * disable) can only scribble on a chunk of the old session.
+ * complete records. (An unstamped wake-up is written but left unpublished:
+ * the next record publishes it or, being the hand-off to the task woken,
+ * takes its slot; no reader ever sees a slot that is rewritten.) `lock`
+ * guards the list of full chunks, the free list, the registry of
+ * per-thread buffers and the session's counters; it is taken only when a
+ * chunk fills up, when a thread emits for the first time, and by readers.
+ * Chunks are never returned to the system while the process runs: a stale
+ * writer (one that read the flag just before a disable) can only scribble
+ * on a chunk of the old session.
  */
 #include "core/trace.h"
 
@@ -46,7 +49,7 @@ static size_t nchunks, budget_chunks;   /* allocated, allowed (full ones) */
 static size_t nfull;
 static uint64_t seq, dropped;
 _Atomic uint32_t br__trace_session;
-_Thread_local br__tcursor br__tcur;
+_Thread_local br__tcursor br__tcur __attribute__((tls_model("initial-exec")));
 static uint64_t start_ticks;
 static _Thread_local tbuf *my;
 
@@ -100,6 +103,7 @@ static br__tchunk *chunk_get_locked(void) {
   c->seq = ++seq;
   c->tid = my ? my->tid : (int32_t)syscall(SYS_gettid);
   c->pid = (int32_t)getpid();
+  c->base = br__ticks();
   atomic_store_explicit(&c->used, 0, memory_order_relaxed);
   return c;
 }
@@ -123,6 +127,10 @@ static size_t spooled;
  * budget (writing every chunk as it filled cost the spool thread as much
  * CPU as the traced switches themselves; a run that fits stays in memory). */
 static size_t spool_keep;
+/* The spool is woken once a batch beyond the kept half is full and writes
+ * down to that half: a wake-up per chunk cost the writer a futex call per
+ * chunk handed over (and the spool a sleep per chunk written). */
+static size_t spool_batch;
 static void *spool_map;
 static size_t spool_map_len;
 
@@ -131,7 +139,7 @@ static void push_full_locked(br__tchunk *c) {
   if (full_tail) full_tail->next = c; else full_head = c;
   full_tail = c;
   nfull++;
-  if (spool_on && nfull > spool_keep) pthread_cond_signal(&spool_cv);
+  if (spool_on && nfull > spool_keep + spool_batch) pthread_cond_signal(&spool_cv);
 }
 
 static void *spool_main(void *arg) {
@@ -192,16 +200,16 @@ static void spool_end(void) {
 
 /* The slow path of br__trace_reserve: the thread's first record of this
  * session, or its chunk is full (pad it, hand it over, take a fresh one). */
-br__tev *br__trace_reserve_slow(size_t n) {
-  (void)n; /* at most 2 <= a chunk */
+void *br__trace_reserve_slow(size_t n) {
+  (void)n; /* at most 4 <= a chunk */
   br__tcursor *c = &br__tcur;
   tbuf *b = my;
   uint32_t s = atomic_load_explicit(&br__trace_session, memory_order_relaxed);
   br__tchunk *old = (b && b->session == s && c->session == s) ? c->chunk : NULL;
   if (old) {
     /* Pad the rest so readers never see half a record, then hand it over. */
-    for (uint32_t i = c->used; i < BR__TCHUNK_EVENTS; i++) old->ev[i].type = BR__TEV_PAD;
-    atomic_store_explicit(&old->used, BR__TCHUNK_EVENTS, memory_order_release);
+    for (uint32_t i = c->used; i < BR__TCHUNK_SLOTS; i++) old->slot[i][8] = BR__TEV_PAD;
+    atomic_store_explicit(&old->used, BR__TCHUNK_SLOTS, memory_order_release);
   }
   pthread_mutex_lock(&lock);
   if (!b) {
@@ -221,9 +229,11 @@ br__tev *br__trace_reserve_slow(size_t n) {
   atomic_store_explicit(&b->cur, fresh, memory_order_release);
   pthread_mutex_unlock(&lock);
   c->chunk = fresh;
+  c->gen = 0; /* the inline records wait for cursor_sync */
   c->used = 0;
   c->session = s;
-  return fresh ? &fresh->ev[0] : NULL;
+  c->base = fresh ? fresh->base : 0;
+  return fresh ? fresh->slot[0] : NULL;
 }
 
 void br__trace_emit(uint8_t type, uint8_t kind, uint32_t loop, uint64_t id, int64_t arg,
@@ -233,18 +243,19 @@ void br__trace_emit(uint8_t type, uint8_t kind, uint32_t loop, uint64_t id, int6
 
 static void emit_text_at(uint8_t type, uint8_t kind, uint32_t loop, uint64_t id, int64_t arg,
                          const char *text, uint64_t ts) {
-  size_t n = text ? 2 : 1;
-  br__tev *e = br__trace_reserve(n);
-  if (!e) return;
-  *e = (br__tev){.ts = ts ? ts : br__ticks(), .type = type, .kind = kind, .text = text ? 1 : 0,
-                 .loop = loop, .id = id, .arg = arg};
-  if (text) {
-    char *dst = (char *)&e[1];
-    size_t len = strnlen(text, sizeof(br__tev) - 1);
-    memcpy(dst, text, len);
-    memset(dst + len, 0, sizeof(br__tev) - len);
+  if (!text) {
+    br__trace_put(type, kind, 0, loop, id, arg, ts);
+    return;
   }
-  br__trace_commit(n);
+  br__tev *e = br__trace_reserve(4);
+  if (!e) return;
+  *e = (br__tev){.ts = ts ? ts : br__ticks(), .type = type, .kind = kind, .text = 2,
+                 .loop = loop, .id = id, .arg = arg};
+  char *dst = (char *)&e[1];
+  size_t len = strnlen(text, sizeof(br__tev) - 1);
+  memcpy(dst, text, len);
+  memset(dst + len, 0, sizeof(br__tev) - len);
+  br__trace_commit(4);
 }
 
 void br__trace_emit_text(uint8_t type, uint8_t kind, uint32_t loop, uint64_t id, int64_t arg,
@@ -258,6 +269,10 @@ static inline void name_once(struct br__task *t, uint64_t now) {
   uint32_t g = atomic_load_explicit(&br__trace_gen, memory_order_relaxed);
   if (__builtin_expect(t->trace_gen == g, 1)) return;
   t->trace_gen = g;
+  /* Unnamed: the exporters call it "task-ID" themselves (as br_task_name
+   * would), so a flight recorder reusing chunks does not write a name per
+   * task per chunk. */
+  if (!t->name[0] && t->id <= UINT32_MAX) return;
   emit_text_at(BR__TEV_NAME, 0, t->loop->serial, t->id, (int64_t)t->parent_id, br__task_name(t), now);
 }
 
@@ -267,22 +282,57 @@ void br__trace_resume(struct br__task *t, uint64_t now) {
   br__trace_put(BR__TEV_RESUME, 0, 0, t->loop->serial, t->id, 0, now);
 }
 
-static inline uint8_t stop_type(const struct br__task *t) {
-  return t->state == BR__DONE ? BR__TEV_END : t->state == BR__PARKED ? BR__TEV_PARK : BR__TEV_YIELD;
-}
-
 void br__trace_stop(struct br__task *t, uint64_t now) {
-  uint8_t type = stop_type(t);
+  uint8_t type = br__trace_stop_type(t);
   int64_t arg = type == BR__TEV_END ? t->fail_code : type == BR__TEV_PARK ? t->wait.arg : 0;
   br__trace_put(type, type == BR__TEV_PARK ? t->wait.kind : 0, 0, t->loop->serial, t->id, arg, now);
 }
 
-void br__trace_name_slow(struct br__task *t, uint64_t now) { name_once(t, now); }
+/* After a slow path: the cursor's chunk is of the current session, so the
+ * inline records may trust it until gen moves. gen is read before the
+ * session (acquire: a new session's gen comes after its session number),
+ * so a cursor never takes a gen newer than its session. */
+static void cursor_sync(void) {
+  br__tcursor *c = &br__tcur;
+  uint32_t g = atomic_load_explicit(&br__trace_gen, memory_order_acquire);
+  uint32_t s = atomic_load_explicit(&br__trace_session, memory_order_relaxed);
+  if (c->chunk && c->session == s) c->gen = g;
+}
 
-/* A wake-up from the scheduler (a timer, another thread's wake-up): stamped
- * (the unstamped one from a running task is inline in trace.h). */
+void br__trace_switch_slow(struct br__task *from, struct br__task *to, uint64_t now) {
+  name_once(to, now);
+  uint8_t type = br__trace_stop_type(from);
+  uint32_t serial = from->loop->serial;
+  br__tcursor *c = &br__tcur;
+  if (c->chunk && c->used > atomic_load_explicit(&c->chunk->used, memory_order_relaxed)) {
+    const br__tcev *r = (const br__tcev *)c->chunk->slot[c->used - 1];
+    if (r->type == (BR__TEV_READY | BR__TEV_COMPACT) && r->id == to->id && r->loop == serial) c->used--;
+  }
+  br__trace_put(BR__TEV_SWITCH, type == BR__TEV_PARK ? from->wait.kind : 0, type, serial, from->id,
+                (int64_t)to->id, now);
+  cursor_sync();
+}
+
+/* A wake-up: from the scheduler (a timer, another thread's wake-up),
+ * stamped; from the running task when the inline path could not write it,
+ * unstamped and unpublished as there (trace.h). */
 void br__trace_ready_slow(struct br__task *t) {
-  br__trace_put(BR__TEV_READY, 0, 0, t->loop->serial, t->id, 0, 0);
+  struct br_loop *L = t->loop;
+  if (!L->current) {
+    br__trace_put(BR__TEV_READY, 0, 0, L->serial, t->id, 0, 0);
+    return;
+  }
+  void *p = br__trace_reserve(2);
+  if (!p) return;
+  if (L->serial <= UINT16_MAX && t->id <= UINT32_MAX) {
+    *(br__tcev *)p = (br__tcev){.type = BR__TEV_READY | BR__TEV_COMPACT, .kind = 1 << 4,
+                                .loop = (uint16_t)L->serial, .id = (uint32_t)t->id};
+    br__tcur.used++; /* published with the next record */
+  } else {
+    *(br__tev *)p = (br__tev){.ts = 0, .type = BR__TEV_READY, .pad = 1, .loop = L->serial, .id = t->id};
+    br__trace_commit(2);
+  }
+  cursor_sync();
 }
 
 void br__trace_spawn(struct br__task *t) {
@@ -326,32 +376,35 @@ int br__trace_enable(size_t budget, bool spool) {
   size_t want = budget / sizeof(br__tchunk);
   budget_chunks = want < 2 ? 2 : want;
   dropped = 0;
-  /* The first arena's pages are filled in here, by whoever starts the
-   * session, not by the first thread that records an event. */
-  if (!arena_pos && !free_chunks) (void)arena_refill_locked();
   /* The chunks a session keeps in memory (a flight recorder's budget, a
-   * spooled session's half) have their pages filled in here, up to 64 MiB:
-   * filling them as events come (a 4 MiB arena at a time) was most of what
-   * tracing cost a short busy run. */
+   * spooled session's half) have their pages filled in here, by whoever
+   * starts the session, up to 64 MiB: filling them as events come (a 4 MiB
+   * arena at a time) was most of what tracing cost a short busy run. One
+   * mapping of just the chunks missing: carving them from 4 MiB arenas
+   * filled in up to 4 MiB more than the session would use. */
   spool_keep = spool ? budget_chunks / 2 : 0;
+  spool_batch = spool_keep / 16;
   {
     size_t have = 0;
     for (br__tchunk *c = free_chunks; c; c = c->next) have++;
     size_t keep = spool ? spool_keep : budget_chunks;
     size_t goal = keep + 4 < 1024 ? keep + 4 : 1024;
-    while (have < goal) {
-      br__tchunk *c = arena_chunk_locked();
-      if (!c) break;
-      nchunks++;
-      c->next = free_chunks;
-      free_chunks = c;
-      have++;
+    if (have < goal) {
+      size_t n = goal - have;
+      char *p = mmap(NULL, n * chunk_stride, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+      for (size_t i = 0; p != MAP_FAILED && i < n; i++) {
+        br__tchunk *c = (br__tchunk *)(p + i * chunk_stride);
+        nchunks++;
+        c->next = free_chunks;
+        free_chunks = c;
+      }
     }
   }
   (void)br__ns_per_tick(); /* calibrate before anything is stamped */
   start_ticks = br__ticks();
   atomic_fetch_add_explicit(&br__trace_session, 1, memory_order_relaxed);
-  atomic_fetch_add_explicit(&br__trace_gen, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&br__trace_gen, 1, memory_order_release); /* after the session: cursor_sync */
   if (spool) {
     spool_stop = false;
     if (pthread_create(&spool_thread, NULL, spool_main, NULL) == 0) {

@@ -128,7 +128,8 @@ int br_trace_start(const char *path, const br_trace_opts *opts) {
   if (fl && !path) return BR_EINVAL;
   if (path && strlen(path) >= sizeof path_buf) return BR_EINVAL;
   /* Memory: a flight recorder keeps its last 8 MiB; a whole-run trace with
-   * a file spools to disk and needs only a few chunks in memory. */
+   * a file has a budget of 16 MiB, keeps half of it in memory and spools
+   * the oldest chunks beyond that to a temporary file (trace.c). */
   size_t mb = opts && opts->buffer_mb ? opts->buffer_mb : env_mb(fl ? 8 : 16);
   br__trace_disable();
   atomic_store(&have_path, false);

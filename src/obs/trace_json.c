@@ -343,15 +343,13 @@ static void thread_pass(ctx *c, const br__tchunk **ch, size_t from, size_t to, b
   for (size_t i = from; i < to; i++) {
     const br__tchunk *k = ch[i];
     uint32_t used = atomic_load_explicit(&((br__tchunk *)k)->used, memory_order_acquire);
-    if (used > BR__TCHUNK_EVENTS) used = BR__TCHUNK_EVENTS;
-    for (uint32_t j = 0; j < used; j++) {
-      const br__tev *e = &k->ev[j];
-      const char *text = NULL;
-      if (e->text && j + 1 < used) {
-        text = (const char *)&k->ev[j + 1];
-        j++;
-      }
-      if (e->type == BR__TEV_PAD || e->type >= BR__TEV_TYPES) continue;
+    if (used > BR__TCHUNK_SLOTS) used = BR__TCHUNK_SLOTS;
+    for (uint32_t j = 0, step; j < used; j += step ? step : 1) {
+      br__tev ev;
+      const br__tev *e = &ev;
+      const char *text;
+      step = br__trace_decode(k, j, used, &ev, &text);
+      if (!step || e->type == BR__TEV_PAD || e->type >= BR__TEV_TYPES) continue;
       if (e->type == BR__TEV_READY && e->pad == 1) {
         /* Not stamped: it ends the wait at the thread's next record. */
         if (emit) {
@@ -395,7 +393,11 @@ static void thread_pass(ctx *c, const br__tchunk **ch, size_t from, size_t to, b
         break;
       }
       case BR__TEV_SWITCH: {
-        /* A direct hand-off: the stop of id, then the resume of arg. */
+        /* A direct hand-off: the stop of id, then the resume of arg. The
+         * resumed task's wait ends first, as an unstamped wake-up of it
+         * right before would have ended it (the writer drops that record). */
+        tent *to = lookup(&c->tasks, ((uint64_t)e->loop << 32) | ((uint64_t)e->arg & 0xffffffffu), true);
+        if (to) end_wait(c, to, e->ts, false);
         tent *t = lookup(&c->tasks, task_key(e), true);
         if (t) {
           end_run(c, t, e->ts, false);
@@ -405,12 +407,10 @@ static void thread_pass(ctx *c, const br__tchunk **ch, size_t from, size_t to, b
             t->park_arg = -1;
           }
         }
-        t = lookup(&c->tasks, ((uint64_t)e->loop << 32) | ((uint64_t)e->arg & 0xffffffffu), true);
-        if (t) {
-          end_wait(c, t, e->ts, false);
-          end_run(c, t, e->ts, false);
-          t->run_ts = e->ts;
-          t->run_tid = k->tid;
+        if (to) {
+          end_run(c, to, e->ts, false);
+          to->run_ts = e->ts;
+          to->run_tid = k->tid;
         }
         break;
       }
@@ -488,7 +488,7 @@ int br__trace_export_fd(int fd, bool in_signal) {
   n = br__trace_snapshot(ch, cap, &start, &dropped);
   if (n > cap) n = cap;
   sort_chunks(ch, n);
-  size_t slots = n * BR__TCHUNK_EVENTS;
+  size_t slots = n * BR__TCHUNK_SLOTS;
   size_t tsize = 1024;
   while (tsize < slots / 2) tsize *= 2;
   ctx c = {.o = o, .pid = (int)getpid(), .first = true, .next_track = 1000000};
