@@ -5,7 +5,9 @@
  * NAME`), so every run builds them afresh: one thread computing, two
  * threads computing, a sleeper, a reader of a slow pipe, a client of a slow
  * TCP server, two threads taking turns under one lock (an interpreter lock's
- * shape), a program that computes and waits in turns, a parent whose
+ * shape), a pipeline whose reader and writer wait on its queues while two
+ * workers compute (a multi-threaded compressor's shape, alone and held to
+ * one CPU), a program that computes and waits in turns, a parent whose
  * CPU-burning child outlives it. Each test checks the verdict `braid profile
  * --json` gives, and the main ingredient of the time, every run. Work is
  * sized in CPU time, not wall time, so a busy machine stretches the runs
@@ -22,6 +24,7 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,6 +151,77 @@ static void w_lock(void) {
   pthread_join(b, NULL);
 }
 
+/* A reader, two workers and a writer, the shape of a multi-threaded
+ * compressor (zstd -T2, pigz): the main thread prepares each job (2 ms) and
+ * hands it over through a queue of two; the workers compute the jobs (16 ms
+ * each) in parallel; a writer takes each result (2 ms). The reader and the
+ * writer spend most of their lives waiting on the queues' lock, the workers
+ * hardly any: this is parallel work, on a busy machine starved work, never
+ * threads serialized by a lock. */
+enum { PIPE_JOBS = 40, PIPE_DEPTH = 2 };
+static pthread_mutex_t q_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t q_cv = PTHREAD_COND_INITIALIZER;
+static int q_len, q_done, q_results;
+
+static void *pipe_worker(void *arg) {
+  (void)arg;
+  for (;;) {
+    pthread_mutex_lock(&q_mu);
+    while (q_len == 0 && !q_done) pthread_cond_wait(&q_cv, &q_mu);
+    if (q_len == 0) {
+      pthread_mutex_unlock(&q_mu);
+      return NULL;
+    }
+    q_len--;
+    pthread_cond_broadcast(&q_cv);
+    pthread_mutex_unlock(&q_mu);
+    burn_ms(16);
+    pthread_mutex_lock(&q_mu);
+    q_results++;
+    pthread_cond_broadcast(&q_cv);
+    pthread_mutex_unlock(&q_mu);
+  }
+}
+
+static void *pipe_writer(void *arg) {
+  (void)arg;
+  for (int j = 0; j < PIPE_JOBS; j++) {
+    pthread_mutex_lock(&q_mu);
+    while (q_results == 0) pthread_cond_wait(&q_cv, &q_mu);
+    q_results--;
+    pthread_mutex_unlock(&q_mu);
+    burn_ms(2);
+  }
+  return NULL;
+}
+
+static void w_pipeline(bool one_cpu) {
+  if (one_cpu) {
+    /* Every thread on one CPU: the workers ask for two cores and get one,
+     * as on a machine busy with other work. */
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(sched_getcpu() >= 0 ? sched_getcpu() : 0, &set);
+    if (sched_setaffinity(0, sizeof set, &set) != 0) exit(3);
+  }
+  pthread_t w[3];
+  for (int i = 0; i < 2; i++) pthread_create(&w[i], NULL, pipe_worker, NULL);
+  pthread_create(&w[2], NULL, pipe_writer, NULL);
+  for (int j = 0; j < PIPE_JOBS; j++) {
+    burn_ms(2);
+    pthread_mutex_lock(&q_mu);
+    while (q_len == PIPE_DEPTH) pthread_cond_wait(&q_cv, &q_mu);
+    q_len++;
+    pthread_cond_broadcast(&q_cv);
+    pthread_mutex_unlock(&q_mu);
+  }
+  pthread_mutex_lock(&q_mu);
+  q_done = 1;
+  pthread_cond_broadcast(&q_cv);
+  pthread_mutex_unlock(&q_mu);
+  for (int i = 0; i < 3; i++) pthread_join(w[i], NULL);
+}
+
 static void w_mixed(void) {
   for (int i = 0; i < 5; i++) {
     burn_ms(100);
@@ -172,6 +246,8 @@ static int workload(const char *name) {
   else if (!strcmp(name, "net")) w_net();
   else if (!strcmp(name, "lock")) w_lock();
   else if (!strcmp(name, "mixed")) w_mixed();
+  else if (!strcmp(name, "pipeline")) w_pipeline(false);
+  else if (!strcmp(name, "pipeline-1cpu")) w_pipeline(true);
   else if (!strcmp(name, "orphan")) w_orphan();
   else if (!strcmp(name, "exit3")) return 3;
   else if (!strcmp(name, "sigterm")) raise(SIGTERM);
@@ -333,6 +409,36 @@ static void cli_serialized_by_a_lock(void **state) {
   json_str(r.out, "detail", d, sizeof d);
   if (strcmp(d, "serialized")) fail_msg("detail %s, expected serialized: %s", d, r.out);
   expect_at_least(&r, "lock", 0.1);
+}
+
+/* Threads that wait on a lock but ask for two cores are not serialized:
+ * the reader and writer of a pipeline wait on its queues while two workers
+ * compute. */
+static void cli_pipeline_is_parallel(void **state) {
+  (void)state;
+  if (br_cpu_count() < 2) br_test_skip("one CPU: nothing can be parallel");
+  run r;
+  profile_workload(&r, "pipeline");
+  expect_verdict(&r, "cpu-bound");
+  expect_at_least(&r, "busy_threads", 3);
+  char d[32];
+  json_str(r.out, "detail", d, sizeof d);
+  if (strcmp(d, "parallel") && strcmp(d, "starved"))
+    fail_msg("detail %s, expected parallel or starved: %s", d, r.out);
+}
+
+/* The same pipeline held to one CPU gets one core of the two it asks for:
+ * starved, as on a machine busy with other work, not serialized. */
+static void cli_pipeline_on_one_cpu_is_starved(void **state) {
+  (void)state;
+  if (br_cpu_count() < 2) br_test_skip("one CPU: starvation cannot be told apart");
+  run r;
+  profile_workload(&r, "pipeline-1cpu");
+  expect_verdict(&r, "cpu-bound");
+  char d[32];
+  json_str(r.out, "detail", d, sizeof d);
+  if (strcmp(d, "starved")) fail_msg("detail %s, expected starved: %s", d, r.out);
+  expect_at_least(&r, "runqueue", 0.25);
 }
 
 static void cli_compute_then_wait(void **state) {
@@ -498,6 +604,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(cli_one_thread_computing), cmocka_unit_test(cli_two_threads_computing),
       cmocka_unit_test(cli_sleeper),              cmocka_unit_test(cli_slow_pipe),
       cmocka_unit_test(cli_slow_server),          cmocka_unit_test(cli_serialized_by_a_lock),
+      cmocka_unit_test(cli_pipeline_is_parallel), cmocka_unit_test(cli_pipeline_on_one_cpu_is_starved),
       cmocka_unit_test(cli_compute_then_wait),    cmocka_unit_test(cli_orphan_keeps_counting),
       cmocka_unit_test(cli_exit_status_and_text), cmocka_unit_test(cli_bad_input),
       cmocka_unit_test(cli_trace_file),

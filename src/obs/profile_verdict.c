@@ -222,9 +222,13 @@ void br__prof_report(const prof_state *s, int64_t wall_ns, int64_t extra_cpu_ns,
   if (wall_ns < TOO_SHORT_NS) {
     out->detail = BR_PROFILE_TOO_SHORT;
   } else if (out->verdict != BR_PROFILE_IO_BOUND && busy >= 2 && out->cores >= 2 &&
-             out->cores_avg <= 1.3 && busy_total > 0 && busy_lock >= 0.25 * busy_total) {
+             asked <= 1.3 && busy_total > 0 && busy_lock >= 0.25 * busy_total) {
     /* Checked before starvation: a lock the program takes is its own design,
-     * and stays the diagnosis on a busy machine too. */
+     * and stays the diagnosis on a busy machine too. What the threads asked
+     * for (on a CPU or waiting for one), not what they got: threads taking
+     * turns under a lock ask for about one core however idle the machine;
+     * a reader handing jobs to two workers (zstd -T2, pigz) asks for two
+     * and waits on its queue's lock, and on a busy machine gets one core. */
     out->detail = BR_PROFILE_SERIALIZED;
   } else if (out->verdict != BR_PROFILE_IO_BOUND && rq_share >= 0.25) {
     out->detail = BR_PROFILE_STARVED;
@@ -239,9 +243,9 @@ void br__prof_report(const prof_state *s, int64_t wall_ns, int64_t extra_cpu_ns,
   size_t n = sizeof out->evidence;
   switch (out->detail) {
   case BR_PROFILE_SERIALIZED:
-    snprintf(e, n, "%d threads computed but only %.2f of %d cores were busy on average; "
-             "%.0f%% of those threads' time went to waiting on a lock",
-             busy, out->cores_avg, out->cores, 100 * busy_lock / busy_total);
+    snprintf(e, n, "%d threads computed but together asked for only %.2f of %d cores "
+             "(%.2f busy on average); %.0f%% of those threads' time went to waiting on a lock",
+             busy, asked, out->cores, out->cores_avg, 100 * busy_lock / busy_total);
     break;
   case BR_PROFILE_STARVED:
     snprintf(e, n, "it asked for %.2f cores but got %.2f of %d: %.0f%% of its runnable time "
