@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -238,9 +239,25 @@ static void w_orphan(void) {
   _exit(p > 0 ? 0 : 3); /* the parent leaves its child behind */
 }
 
+/* A script's shape: one short child after another, each computing 25 ms,
+ * the parent waiting for each. On a busy machine most children live less
+ * than a sampling interval and are never sampled. */
+static void w_forks(void) {
+  for (int i = 0; i < 12; i++) {
+    pid_t p = fork();
+    if (p == 0) {
+      burn_ms(25);
+      _exit(0);
+    }
+    if (p < 0 || waitpid(p, NULL, 0) != p) exit(3);
+  }
+}
+
 static int workload(const char *name) {
   if (!strcmp(name, "cpu1")) burn_ms(600);
   else if (!strcmp(name, "cpu2")) w_cpu2();
+  else if (!strcmp(name, "cpu-short")) burn_ms(150);
+  else if (!strcmp(name, "forks")) w_forks();
   else if (!strcmp(name, "sleep")) nap_ms(500);
   else if (!strcmp(name, "pipe")) w_pipe();
   else if (!strcmp(name, "net")) w_net();
@@ -250,6 +267,7 @@ static int workload(const char *name) {
   else if (!strcmp(name, "pipeline-1cpu")) w_pipeline(true);
   else if (!strcmp(name, "orphan")) w_orphan();
   else if (!strcmp(name, "exit3")) return 3;
+  else if (!strcmp(name, "exit0")) return 0;
   else if (!strcmp(name, "sigterm")) raise(SIGTERM);
   else return 99;
   return 0;
@@ -441,6 +459,72 @@ static void cli_pipeline_on_one_cpu_is_starved(void **state) {
   expect_at_least(&r, "runqueue", 0.25);
 }
 
+/* A busy machine, made here: two busy-loop processes per CPU at the same
+ * priority as the profiled command, outside its tree. Each dies with this
+ * process and after 60 s in any case. */
+enum { MAX_HOGS = 64 };
+static pid_t hogs[MAX_HOGS];
+static int nhogs;
+
+static void hogs_start(void) {
+  nhogs = 2 * br_cpu_count();
+  if (nhogs > MAX_HOGS) nhogs = MAX_HOGS;
+  for (int i = 0; i < nhogs; i++) {
+    hogs[i] = fork();
+    assert_true(hogs[i] >= 0);
+    if (hogs[i] == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      alarm(60);
+      volatile uint64_t x = 1;
+      for (;;) x = x * 6364136223846793005u + 1;
+    }
+  }
+}
+
+static void hogs_stop(void) {
+  for (int i = 0; i < nhogs; i++) {
+    kill(hogs[i], SIGKILL);
+    waitpid(hogs[i], NULL, 0);
+  }
+  nhogs = 0;
+}
+
+/* On a busy machine the verdict stays what the work is: a short computation
+ * and a script of short computing children stay cpu-bound (their start, end
+ * and unsampled children wait for a CPU too, and are not waiting work), a
+ * lock still serializes, computing and sleeping in turns stays mixed, and a
+ * program that does nothing is too short to be worth anything. */
+static void cli_busy_machine(void **state) {
+  (void)state;
+  static const struct { const char *workload, *verdict, *detail; } cases[] = {
+      {"cpu-short", "cpu-bound", "starved"},
+      {"forks", "cpu-bound", "starved"},
+      {"lock", "cpu-bound", "serialized"},
+      {"mixed", "mixed", "starved"},
+      {"sleep", "io-bound", ""},
+      {"exit0", NULL, "too-short"}, /* a busy machine stretches it past 10 ms */
+  };
+  hogs_start();
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    run r;
+    profile_workload(&r, cases[i].workload);
+    if (br_cpu_count() < 2 && !strcmp(cases[i].workload, "lock")) continue;
+    char v[32];
+    json_str(r.out, "verdict", v, sizeof v);
+    if (cases[i].verdict && strcmp(v, cases[i].verdict)) {
+      hogs_stop();
+      fail_msg("%s: verdict %s, expected %s: %s", cases[i].workload, v, cases[i].verdict, r.out);
+    }
+    char d[32];
+    json_str(r.out, "detail", d, sizeof d);
+    if (strcmp(d, cases[i].detail)) {
+      hogs_stop();
+      fail_msg("%s: detail %s, expected %s: %s", cases[i].workload, d, cases[i].detail, r.out);
+    }
+  }
+  hogs_stop();
+}
+
 static void cli_compute_then_wait(void **state) {
   (void)state;
   run r;
@@ -607,7 +691,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(cli_pipeline_is_parallel), cmocka_unit_test(cli_pipeline_on_one_cpu_is_starved),
       cmocka_unit_test(cli_compute_then_wait),    cmocka_unit_test(cli_orphan_keeps_counting),
       cmocka_unit_test(cli_exit_status_and_text), cmocka_unit_test(cli_bad_input),
-      cmocka_unit_test(cli_trace_file),
+      cmocka_unit_test(cli_trace_file),           cmocka_unit_test(cli_busy_machine),
   };
   const struct CMUnitTest api[] = {
       cmocka_unit_test(api_profile_a_call),

@@ -211,7 +211,17 @@ void br__prof_report(const prof_state *s, int64_t wall_ns, int64_t extra_cpu_ns,
   double rq_share = rq / (cpu + rq + 1);
   double extra = extra_cpu_ns > 0 ? (double)extra_cpu_ns : 0;
   double computing = s->uncontended_ns + extra;
-  double idle_wall = (double)wall_ns - s->covered_ns - extra;
+  /* Idle: observed time in which no thread of the work computed or waited
+   * for a CPU. The start (before its first thread is sampled) and the end
+   * (after its last sample) are not counted as idle: on a busy machine they
+   * are mostly waits for a CPU, and a short run is mostly start and end.
+   * The CPU time of processes never sampled ran somewhere in the idle-looking
+   * time of their parents' rounds, taking as long as the contention seen
+   * made the rest take. Nothing observed at all (the command was over before
+   * its first sample): the wall time is all there is. */
+  double stretch = s->uncontended_ns > 0 ? s->covered_ns / s->uncontended_ns : 1;
+  double idle_wall = s->observed_ns > 0 ? s->observed_ns - s->covered_ns - extra * stretch
+                                        : (double)wall_ns - s->covered_ns - extra;
   if (idle_wall < 0) idle_wall = 0;
   double demand = computing + idle_wall > 0 ? computing / (computing + idle_wall) : 0;
   if (demand >= CPU_BOUND_CORES) out->verdict = BR_PROFILE_CPU_BOUND;
@@ -219,7 +229,10 @@ void br__prof_report(const prof_state *s, int64_t wall_ns, int64_t extra_cpu_ns,
   else out->verdict = BR_PROFILE_MIXED;
 
   br_profile_time wait = main_wait(t);
-  if (wall_ns < TOO_SHORT_NS) {
+  /* Too short by what it would take on an idle machine: a busy machine
+   * stretches `true` past 10 ms without making it worth a thread. Over
+   * before the first sample saw it is too short as well. */
+  if (wall_ns < TOO_SHORT_NS || s->observed_ns <= 0 || computing + idle_wall < TOO_SHORT_NS) {
     out->detail = BR_PROFILE_TOO_SHORT;
   } else if (out->verdict != BR_PROFILE_IO_BOUND && busy >= 2 && out->cores >= 2 &&
              asked <= 1.3 && busy_total > 0 && busy_lock >= 0.25 * busy_total) {
