@@ -80,7 +80,52 @@ static const char *wait_words(br_profile_time k) {
   }
 }
 
-static void recommend(br_profile_report *r, br_profile_time wait) {
+/* What to use for work of this verdict, on a machine it has to itself;
+ * parallel: the computing is already spread over several cores. */
+static void plain_advice(const br_profile_report *r, br_profile_time wait, bool parallel,
+                         const char **rec, const char **py) {
+  switch (r->verdict) {
+  case BR_PROFILE_CPU_BOUND:
+    if (parallel) {
+      *rec = "already parallel: keep the CPU pool (br_pool) or process pool busy; more cores "
+             "or less work is the next step";
+      *py = "ProcessPoolExecutor(max_workers=os.cpu_count())";
+    } else if (r->cores > 1) {
+      *rec = "spread the computation over the cores: the CPU pool (br_pool_map, "
+             "br_pool_submit), or the process pool (br_procpool) for isolation";
+      *py = "multiprocessing.Pool / ProcessPoolExecutor (threads would hold the GIL)";
+    } else {
+      *rec = "one CPU only: leave it serial (more threads or processes cannot help)";
+      *py = "a plain loop";
+    }
+    break;
+  case BR_PROFILE_IO_BOUND:
+    if (wait == BR_PROFILE_T_DISK) {
+      *rec = "overlap the file I/O: br_to_thread, or br_file_* from tasks (io_uring)";
+      *py = "asyncio.to_thread / ThreadPoolExecutor";
+    } else if (wait == BR_PROFILE_T_LOCK) {
+      *rec = "the threads wait for each other, not for the CPU: shrink the critical section "
+             "or hand the shared state to one task (br_chan)";
+      *py = "a queue.Queue owned by one thread instead of a shared lock";
+    } else if (wait == BR_PROFILE_T_CHILD) {
+      *rec = "it waits for its child processes: profile what they do; run them concurrently "
+             "with br_process_spawn from tasks";
+      *py = "asyncio.create_subprocess_exec";
+    } else {
+      *rec = "coroutines on a loop: br_spawn one task per wait with braid/io.h, thousands of "
+             "waits overlap on one thread";
+      *py = "asyncio (aiohttp for HTTP)";
+    }
+    break;
+  case BR_PROFILE_MIXED:
+    *rec = "tasks that wait on the loop and hand the computing to the CPU pool "
+           "(br_pool_submit + br_await)";
+    *py = "asyncio with loop.run_in_executor(ProcessPoolExecutor())";
+    break;
+  }
+}
+
+static void recommend(br_profile_report *r, br_profile_time wait, bool parallel) {
   const char *rec = "", *py = "";
   switch (r->detail) {
   case BR_PROFILE_TOO_SHORT:
@@ -93,53 +138,19 @@ static void recommend(br_profile_report *r, br_profile_time wait) {
     py = "multiprocessing / ProcessPoolExecutor instead of threads (the GIL serializes them)";
     break;
   case BR_PROFILE_STARVED:
-    rec = "it is runnable but waits for a CPU: the machine is oversubscribed; use fewer "
-          "workers (BR_CPUS) or a quieter machine";
-    py = "fewer worker processes than os.cpu_count()";
-    break;
+    /* The machine's problem first, then what the work itself wants: on a
+     * busy machine every verdict is starved, and the advice must stay. */
+    plain_advice(r, wait, parallel, &rec, &py);
+    snprintf(r->recommendation, sizeof r->recommendation,
+             "the machine is oversubscribed (fewer workers, BR_CPUS, or a quieter "
+             "machine); the work itself: %s", rec);
+    snprintf(r->python, sizeof r->python, "fewer workers than os.cpu_count(); the work: %s", py);
+    return;
   case BR_PROFILE_PARALLEL:
-    rec = "already parallel: keep the CPU pool (br_pool) or process pool busy; more cores or "
-          "less work is the next step";
-    py = "ProcessPoolExecutor(max_workers=os.cpu_count())";
-    break;
   case BR_PROFILE_PLAIN:
+    plain_advice(r, wait, parallel, &rec, &py);
     break;
   }
-  if (r->detail == BR_PROFILE_PLAIN) switch (r->verdict) {
-    case BR_PROFILE_CPU_BOUND:
-      if (r->cores > 1) {
-        rec = "spread the computation over the cores: the CPU pool (br_pool_map, "
-              "br_pool_submit), or the process pool (br_procpool) for isolation";
-        py = "multiprocessing.Pool / ProcessPoolExecutor (threads would hold the GIL)";
-      } else {
-        rec = "one CPU only: leave it serial (more threads or processes cannot help)";
-        py = "a plain loop";
-      }
-      break;
-    case BR_PROFILE_IO_BOUND:
-      if (wait == BR_PROFILE_T_DISK) {
-        rec = "overlap the file I/O: br_to_thread, or br_file_* from tasks (io_uring)";
-        py = "asyncio.to_thread / ThreadPoolExecutor";
-      } else if (wait == BR_PROFILE_T_LOCK) {
-        rec = "the threads wait for each other, not for the CPU: shrink the critical section "
-              "or hand the shared state to one task (br_chan)";
-        py = "a queue.Queue owned by one thread instead of a shared lock";
-      } else if (wait == BR_PROFILE_T_CHILD) {
-        rec = "it waits for its child processes: profile what they do; run them concurrently "
-              "with br_process_spawn from tasks";
-        py = "asyncio.create_subprocess_exec";
-      } else {
-        rec = "coroutines on a loop: br_spawn one task per wait with braid/io.h, thousands of "
-              "waits overlap on one thread";
-        py = "asyncio (aiohttp for HTTP)";
-      }
-      break;
-    case BR_PROFILE_MIXED:
-      rec = "tasks that wait on the loop and hand the computing to the CPU pool "
-            "(br_pool_submit + br_await)";
-      py = "asyncio with loop.run_in_executor(ProcessPoolExecutor())";
-      break;
-    }
   snprintf(r->recommendation, sizeof r->recommendation, "%s", rec);
   snprintf(r->python, sizeof r->python, "%s", py);
 }
@@ -229,6 +240,7 @@ void br__prof_report(const prof_state *s, int64_t wall_ns, int64_t extra_cpu_ns,
   else out->verdict = BR_PROFILE_MIXED;
 
   br_profile_time wait = main_wait(t);
+  bool parallel = out->verdict == BR_PROFILE_CPU_BOUND && busy >= 2 && asked >= 1.5;
   /* Too short by what it would take on an idle machine: a busy machine
    * stretches `true` past 10 ms without making it worth a thread. Over
    * before the first sample saw it is too short as well. */
@@ -245,7 +257,7 @@ void br__prof_report(const prof_state *s, int64_t wall_ns, int64_t extra_cpu_ns,
     out->detail = BR_PROFILE_SERIALIZED;
   } else if (out->verdict != BR_PROFILE_IO_BOUND && rq_share >= 0.25) {
     out->detail = BR_PROFILE_STARVED;
-  } else if (out->verdict == BR_PROFILE_CPU_BOUND && busy >= 2 && asked >= 1.5) {
+  } else if (parallel) {
     /* What it asked for, not what it got: on a lightly busy machine two
      * computing threads get 1.3 cores with too little run-queue time to be
      * starved, and are still parallel work. */
@@ -280,5 +292,5 @@ void br__prof_report(const prof_state *s, int64_t wall_ns, int64_t extra_cpu_ns,
                out->cores_peak, 100 * out->time[BR_PROFILE_T_CPU]);
     break;
   }
-  recommend(out, wait);
+  recommend(out, wait, parallel);
 }
