@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -253,6 +254,32 @@ static void w_forks(void) {
   }
 }
 
+/* Direct reads of a file this workload writes first: thousands of waits
+ * on the disk, each too short to be caught in a sample. Exits 77 where the
+ * file system refuses O_DIRECT (tmpfs). */
+static int w_direct(void) {
+  char path[] = "braid-profile-direct-XXXXXX";
+  int fd = mkstemp(path);
+  if (fd < 0) return 3;
+  close(fd);
+  fd = open(path, O_RDWR | O_DIRECT);
+  unlink(path);
+  if (fd < 0) return 77;
+  enum { BLOCK = 4096, BLOCKS = 2048 };
+  void *buf;
+  if (posix_memalign(&buf, BLOCK, BLOCK)) return 3;
+  memset(buf, 'x', BLOCK);
+  int rc = 0;
+  for (int i = 0; i < BLOCKS && !rc; i++)
+    if (pwrite(fd, buf, BLOCK, (off_t)i * BLOCK) != BLOCK) rc = 77;
+  for (int pass = 0; pass < 3 && !rc; pass++)
+    for (int i = 0; i < BLOCKS && !rc; i++)
+      if (pread(fd, buf, BLOCK, (off_t)i * BLOCK) != BLOCK) rc = 77;
+  free(buf);
+  close(fd);
+  return rc;
+}
+
 static int workload(const char *name) {
   if (!strcmp(name, "cpu1")) burn_ms(600);
   else if (!strcmp(name, "cpu2")) w_cpu2();
@@ -268,6 +295,7 @@ static int workload(const char *name) {
   else if (!strcmp(name, "orphan")) w_orphan();
   else if (!strcmp(name, "exit3")) return 3;
   else if (!strcmp(name, "exit0")) return 0;
+  else if (!strcmp(name, "direct")) return w_direct();
   else if (!strcmp(name, "sigterm")) raise(SIGTERM);
   else return 99;
   return 0;
@@ -525,6 +553,20 @@ static void cli_busy_machine(void **state) {
   hogs_stop();
 }
 
+/* Waits on the disk too short to be seen in a sample are still the disk's:
+ * the process read and wrote storage, not the page cache. */
+static void cli_direct_io_waits_on_the_disk(void **state) {
+  (void)state;
+  run r;
+  const char *args[] = {"profile", "--json", "--", self_exe, "--workload", "direct", NULL};
+  run_braid(&r, args);
+  if (r.status == 77) skip(); /* no O_DIRECT on this file system */
+  assert_int_equal(r.status, 0);
+  expect_at_least(&r, "disk", 0.1);
+  expect_at_least(&r, "read_bytes", 3 * 2048 * 4096);
+  assert_true(json_num(r.out, "other") < json_num(r.out, "disk"));
+}
+
 static void cli_compute_then_wait(void **state) {
   (void)state;
   run r;
@@ -692,6 +734,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(cli_compute_then_wait),    cmocka_unit_test(cli_orphan_keeps_counting),
       cmocka_unit_test(cli_exit_status_and_text), cmocka_unit_test(cli_bad_input),
       cmocka_unit_test(cli_trace_file),           cmocka_unit_test(cli_busy_machine),
+      cmocka_unit_test(cli_direct_io_waits_on_the_disk),
   };
   const struct CMUnitTest api[] = {
       cmocka_unit_test(api_profile_a_call),

@@ -155,6 +155,15 @@ static void recommend(br_profile_report *r, br_profile_time wait, bool parallel)
   snprintf(r->python, sizeof r->python, "%s", py);
 }
 
+/* Whether process pid read or wrote storage (not the page cache): a thread
+ * of it that blocked in many waits too short to be caught in a sample (direct
+ * I/O, a cold tree of inodes) was waiting on the disk. */
+static bool did_storage_io(const prof_state *s, pid_t pid) {
+  for (size_t i = 0; i < s->npr; i++)
+    if (s->pr[i].pid == pid && (s->pr[i].read_bytes || s->pr[i].write_bytes)) return true;
+  return false;
+}
+
 void br__prof_report(const prof_state *s, int64_t wall_ns, int64_t extra_cpu_ns,
                      br_profile_report *out) {
   double t[BR_PROFILE_T_COUNT] = {0};
@@ -167,7 +176,7 @@ void br__prof_report(const prof_state *s, int64_t wall_ns, int64_t extra_cpu_ns,
     threads++;
     double life = th->unplaced;
     for (int k = 0; k < BR_PROFILE_T_COUNT; k++) life += th->t[k];
-    t[BR_PROFILE_T_OTHER] += th->unplaced;
+    t[did_storage_io(s, th->pid) ? BR_PROFILE_T_DISK : BR_PROFILE_T_OTHER] += th->unplaced;
     double lock = th->t[BR_PROFILE_T_LOCK];
     bool idle_worker = life > 0 && th->t[BR_PROFILE_T_CPU] < 0.02 * life;
     for (int k = 0; k < BR_PROFILE_T_COUNT; k++) t[k] += th->t[k];
