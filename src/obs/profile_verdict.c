@@ -236,7 +236,26 @@ void br__prof_report(const prof_state *s, int64_t wall_ns, int64_t extra_cpu_ns,
   double asked = (cpu + rq) / (double)wall_ns;
   double rq_share = rq / (cpu + rq + 1);
   double extra = extra_cpu_ns > 0 ? (double)extra_cpu_ns : 0;
-  double computing = s->uncontended_ns + extra;
+  /* Threads taking turns under a lock (the shape checked below) never want
+   * a CPU at the same time, so the time some thread of them wanted one is
+   * the sum of their own times on a CPU and in the run queue, which each
+   * thread's counters give exactly. The union of the rounds can only be
+   * short of it: a wait for a CPU counted in the round it ends, where the
+   * other thread's turn already covers the time. On a starved machine,
+   * where every covered stretch is shrunk by the contention, that shortfall
+   * would read as idle. */
+  bool takes_turns = busy >= 2 && out->cores >= 2 && asked <= 1.5 && busy_total > 0 &&
+                     busy_lock >= 0.25 * busy_total;
+  double covered = s->covered_ns, uncontended = s->uncontended_ns;
+  if (takes_turns && s->observed_ns > 0 && covered > 0) {
+    double wanted = cpu - extra + rq;
+    if (wanted > s->observed_ns) wanted = s->observed_ns;
+    if (wanted > covered) {
+      uncontended *= wanted / covered;
+      covered = wanted;
+    }
+  }
+  double computing = uncontended + extra;
   /* Idle: observed time in which no thread of the work computed or waited
    * for a CPU. The start (before its first thread is sampled) and the end
    * (after its last sample) are not counted as idle: on a busy machine they
@@ -245,9 +264,9 @@ void br__prof_report(const prof_state *s, int64_t wall_ns, int64_t extra_cpu_ns,
    * time of their parents' rounds, taking as long as the contention seen
    * made the rest take. Nothing observed at all (the command was over before
    * its first sample): the wall time is all there is. */
-  double stretch = s->uncontended_ns > 0 ? s->covered_ns / s->uncontended_ns : 1;
-  double idle_wall = s->observed_ns > 0 ? s->observed_ns - s->covered_ns - extra * stretch
-                                        : (double)wall_ns - s->covered_ns - extra;
+  double stretch = uncontended > 0 ? covered / uncontended : 1;
+  double idle_wall = s->observed_ns > 0 ? s->observed_ns - covered - extra * stretch
+                                        : (double)wall_ns - covered - extra;
   if (idle_wall < 0) idle_wall = 0;
   double demand = computing + idle_wall > 0 ? computing / (computing + idle_wall) : 0;
   if (demand >= CPU_BOUND_CORES) out->verdict = BR_PROFILE_CPU_BOUND;
@@ -261,8 +280,7 @@ void br__prof_report(const prof_state *s, int64_t wall_ns, int64_t extra_cpu_ns,
    * before the first sample saw it is too short as well. */
   if (wall_ns < TOO_SHORT_NS || s->observed_ns <= 0 || computing + idle_wall < TOO_SHORT_NS) {
     out->detail = BR_PROFILE_TOO_SHORT;
-  } else if (out->verdict != BR_PROFILE_IO_BOUND && busy >= 2 && out->cores >= 2 &&
-             asked <= 1.5 && busy_total > 0 && busy_lock >= 0.25 * busy_total) {
+  } else if (out->verdict != BR_PROFILE_IO_BOUND && takes_turns) {
     /* Checked before starvation: a lock the program takes is its own design,
      * and stays the diagnosis on a busy machine too. What the threads asked
      * for (on a CPU or waiting for one), not what they got: threads taking
