@@ -5,7 +5,9 @@
  * NAME`), so every run builds them afresh: one thread computing, two
  * threads computing, a sleeper, a reader of a slow pipe, a client of a slow
  * TCP server, two threads taking turns under one lock (an interpreter lock's
- * shape), a program that computes and waits in turns, a parent whose
+ * shape), a pipeline whose reader and writer wait on its queues while two
+ * workers compute (a multi-threaded compressor's shape, alone and held to
+ * one CPU), a program that computes and waits in turns, a parent whose
  * CPU-burning child outlives it. Each test checks the verdict `braid profile
  * --json` gives, and the main ingredient of the time, every run. Work is
  * sized in CPU time, not wall time, so a busy machine stretches the runs
@@ -19,13 +21,16 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -148,6 +153,77 @@ static void w_lock(void) {
   pthread_join(b, NULL);
 }
 
+/* A reader, two workers and a writer, the shape of a multi-threaded
+ * compressor (zstd -T2, pigz): the main thread prepares each job (2 ms) and
+ * hands it over through a queue of two; the workers compute the jobs (16 ms
+ * each) in parallel; a writer takes each result (2 ms). The reader and the
+ * writer spend most of their lives waiting on the queues' lock, the workers
+ * hardly any: this is parallel work, on a busy machine starved work, never
+ * threads serialized by a lock. */
+enum { PIPE_JOBS = 40, PIPE_DEPTH = 2 };
+static pthread_mutex_t q_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t q_cv = PTHREAD_COND_INITIALIZER;
+static int q_len, q_done, q_results;
+
+static void *pipe_worker(void *arg) {
+  (void)arg;
+  for (;;) {
+    pthread_mutex_lock(&q_mu);
+    while (q_len == 0 && !q_done) pthread_cond_wait(&q_cv, &q_mu);
+    if (q_len == 0) {
+      pthread_mutex_unlock(&q_mu);
+      return NULL;
+    }
+    q_len--;
+    pthread_cond_broadcast(&q_cv);
+    pthread_mutex_unlock(&q_mu);
+    burn_ms(16);
+    pthread_mutex_lock(&q_mu);
+    q_results++;
+    pthread_cond_broadcast(&q_cv);
+    pthread_mutex_unlock(&q_mu);
+  }
+}
+
+static void *pipe_writer(void *arg) {
+  (void)arg;
+  for (int j = 0; j < PIPE_JOBS; j++) {
+    pthread_mutex_lock(&q_mu);
+    while (q_results == 0) pthread_cond_wait(&q_cv, &q_mu);
+    q_results--;
+    pthread_mutex_unlock(&q_mu);
+    burn_ms(2);
+  }
+  return NULL;
+}
+
+static void w_pipeline(bool one_cpu) {
+  if (one_cpu) {
+    /* Every thread on one CPU: the workers ask for two cores and get one,
+     * as on a machine busy with other work. */
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(sched_getcpu() >= 0 ? sched_getcpu() : 0, &set);
+    if (sched_setaffinity(0, sizeof set, &set) != 0) exit(3);
+  }
+  pthread_t w[3];
+  for (int i = 0; i < 2; i++) pthread_create(&w[i], NULL, pipe_worker, NULL);
+  pthread_create(&w[2], NULL, pipe_writer, NULL);
+  for (int j = 0; j < PIPE_JOBS; j++) {
+    burn_ms(2);
+    pthread_mutex_lock(&q_mu);
+    while (q_len == PIPE_DEPTH) pthread_cond_wait(&q_cv, &q_mu);
+    q_len++;
+    pthread_cond_broadcast(&q_cv);
+    pthread_mutex_unlock(&q_mu);
+  }
+  pthread_mutex_lock(&q_mu);
+  q_done = 1;
+  pthread_cond_broadcast(&q_cv);
+  pthread_mutex_unlock(&q_mu);
+  for (int i = 0; i < 3; i++) pthread_join(w[i], NULL);
+}
+
 static void w_mixed(void) {
   for (int i = 0; i < 5; i++) {
     burn_ms(100);
@@ -164,16 +240,62 @@ static void w_orphan(void) {
   _exit(p > 0 ? 0 : 3); /* the parent leaves its child behind */
 }
 
+/* A script's shape: one short child after another, each computing 25 ms,
+ * the parent waiting for each. On a busy machine most children live less
+ * than a sampling interval and are never sampled. */
+static void w_forks(void) {
+  for (int i = 0; i < 12; i++) {
+    pid_t p = fork();
+    if (p == 0) {
+      burn_ms(25);
+      _exit(0);
+    }
+    if (p < 0 || waitpid(p, NULL, 0) != p) exit(3);
+  }
+}
+
+/* Direct reads of a file this workload writes first: thousands of waits
+ * on the disk, each too short to be caught in a sample. Exits 77 where the
+ * file system refuses O_DIRECT (tmpfs). */
+static int w_direct(void) {
+  char path[] = "braid-profile-direct-XXXXXX";
+  int fd = mkstemp(path);
+  if (fd < 0) return 3;
+  close(fd);
+  fd = open(path, O_RDWR | O_DIRECT);
+  unlink(path);
+  if (fd < 0) return 77;
+  enum { BLOCK = 4096, BLOCKS = 2048 };
+  void *buf;
+  if (posix_memalign(&buf, BLOCK, BLOCK)) return 3;
+  memset(buf, 'x', BLOCK);
+  int rc = 0;
+  for (int i = 0; i < BLOCKS && !rc; i++)
+    if (pwrite(fd, buf, BLOCK, (off_t)i * BLOCK) != BLOCK) rc = 77;
+  for (int pass = 0; pass < 3 && !rc; pass++)
+    for (int i = 0; i < BLOCKS && !rc; i++)
+      if (pread(fd, buf, BLOCK, (off_t)i * BLOCK) != BLOCK) rc = 77;
+  free(buf);
+  close(fd);
+  return rc;
+}
+
 static int workload(const char *name) {
   if (!strcmp(name, "cpu1")) burn_ms(600);
   else if (!strcmp(name, "cpu2")) w_cpu2();
+  else if (!strcmp(name, "cpu-short")) burn_ms(150);
+  else if (!strcmp(name, "forks")) w_forks();
   else if (!strcmp(name, "sleep")) nap_ms(500);
   else if (!strcmp(name, "pipe")) w_pipe();
   else if (!strcmp(name, "net")) w_net();
   else if (!strcmp(name, "lock")) w_lock();
   else if (!strcmp(name, "mixed")) w_mixed();
+  else if (!strcmp(name, "pipeline")) w_pipeline(false);
+  else if (!strcmp(name, "pipeline-1cpu")) w_pipeline(true);
   else if (!strcmp(name, "orphan")) w_orphan();
   else if (!strcmp(name, "exit3")) return 3;
+  else if (!strcmp(name, "exit0")) return 0;
+  else if (!strcmp(name, "direct")) return w_direct();
   else if (!strcmp(name, "sigterm")) raise(SIGTERM);
   else return 99;
   return 0;
@@ -333,6 +455,116 @@ static void cli_serialized_by_a_lock(void **state) {
   json_str(r.out, "detail", d, sizeof d);
   if (strcmp(d, "serialized")) fail_msg("detail %s, expected serialized: %s", d, r.out);
   expect_at_least(&r, "lock", 0.1);
+}
+
+/* Threads that wait on a lock but ask for two cores are not serialized:
+ * the reader and writer of a pipeline wait on its queues while two workers
+ * compute. */
+static void cli_pipeline_is_parallel(void **state) {
+  (void)state;
+  if (br_cpu_count() < 2) br_test_skip("one CPU: nothing can be parallel");
+  run r;
+  profile_workload(&r, "pipeline");
+  expect_verdict(&r, "cpu-bound");
+  expect_at_least(&r, "busy_threads", 3);
+  char d[32];
+  json_str(r.out, "detail", d, sizeof d);
+  if (strcmp(d, "parallel") && strcmp(d, "starved"))
+    fail_msg("detail %s, expected parallel or starved: %s", d, r.out);
+}
+
+/* The same pipeline held to one CPU gets one core of the two it asks for:
+ * starved, as on a machine busy with other work, not serialized. */
+static void cli_pipeline_on_one_cpu_is_starved(void **state) {
+  (void)state;
+  if (br_cpu_count() < 2) br_test_skip("one CPU: starvation cannot be told apart");
+  run r;
+  profile_workload(&r, "pipeline-1cpu");
+  expect_verdict(&r, "cpu-bound");
+  char d[32];
+  json_str(r.out, "detail", d, sizeof d);
+  if (strcmp(d, "starved")) fail_msg("detail %s, expected starved: %s", d, r.out);
+  expect_at_least(&r, "runqueue", 0.25);
+}
+
+/* A busy machine, made here: two busy-loop processes per CPU at the same
+ * priority as the profiled command, outside its tree. Each dies with this
+ * process and after 60 s in any case. */
+enum { MAX_HOGS = 64 };
+static pid_t hogs[MAX_HOGS];
+static int nhogs;
+
+static void hogs_start(void) {
+  nhogs = 2 * br_cpu_count();
+  if (nhogs > MAX_HOGS) nhogs = MAX_HOGS;
+  for (int i = 0; i < nhogs; i++) {
+    hogs[i] = fork();
+    assert_true(hogs[i] >= 0);
+    if (hogs[i] == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      alarm(60);
+      volatile uint64_t x = 1;
+      for (;;) x = x * 6364136223846793005u + 1;
+    }
+  }
+}
+
+static void hogs_stop(void) {
+  for (int i = 0; i < nhogs; i++) {
+    kill(hogs[i], SIGKILL);
+    waitpid(hogs[i], NULL, 0);
+  }
+  nhogs = 0;
+}
+
+/* On a busy machine the verdict stays what the work is: a short computation
+ * and a script of short computing children stay cpu-bound (their start, end
+ * and unsampled children wait for a CPU too, and are not waiting work), a
+ * lock still serializes, computing and sleeping in turns stays mixed, and a
+ * program that does nothing is too short to be worth anything. */
+static void cli_busy_machine(void **state) {
+  (void)state;
+  static const struct { const char *workload, *verdict, *detail; } cases[] = {
+      {"cpu-short", "cpu-bound", "starved"},
+      {"forks", "cpu-bound", "starved"},
+      {"lock", "cpu-bound", "serialized"},
+      {"mixed", "mixed", "starved"},
+      {"sleep", "io-bound", ""},
+      {"exit0", NULL, "too-short"}, /* a busy machine stretches it past 10 ms */
+  };
+  hogs_start();
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    run r;
+    profile_workload(&r, cases[i].workload);
+    if (br_cpu_count() < 2 && !strcmp(cases[i].workload, "lock")) continue;
+    char v[32];
+    json_str(r.out, "verdict", v, sizeof v);
+    if (cases[i].verdict && strcmp(v, cases[i].verdict)) {
+      hogs_stop();
+      fail_msg("%s: verdict %s, expected %s: %s", cases[i].workload, v, cases[i].verdict, r.out);
+    }
+    char d[32];
+    json_str(r.out, "detail", d, sizeof d);
+    if (strcmp(d, cases[i].detail)) {
+      hogs_stop();
+      fail_msg("%s: detail %s, expected %s: %s", cases[i].workload, d, cases[i].detail, r.out);
+    }
+  }
+  hogs_stop();
+}
+
+/* Waits on the disk too short to be seen in a sample are still the disk's:
+ * the process read and wrote storage, not the page cache. */
+static void cli_direct_io_waits_on_the_disk(void **state) {
+  (void)state;
+  run r;
+  const char *args[] = {"profile", "--json", "--", self_exe, "--workload", "direct", NULL};
+  run_braid(&r, args);
+  if (r.status == 77) skip(); /* no O_DIRECT on this file system */
+  assert_int_equal(r.status, 0);
+  expect_at_least(&r, "disk", 0.1);
+  expect_at_least(&r, "read_bytes", 3 * 2048 * 4096);
+  assert_true(json_num(r.out, "other") < json_num(r.out, "disk"));
 }
 
 static void cli_compute_then_wait(void **state) {
@@ -498,9 +730,11 @@ int main(int argc, char **argv) {
       cmocka_unit_test(cli_one_thread_computing), cmocka_unit_test(cli_two_threads_computing),
       cmocka_unit_test(cli_sleeper),              cmocka_unit_test(cli_slow_pipe),
       cmocka_unit_test(cli_slow_server),          cmocka_unit_test(cli_serialized_by_a_lock),
+      cmocka_unit_test(cli_pipeline_is_parallel), cmocka_unit_test(cli_pipeline_on_one_cpu_is_starved),
       cmocka_unit_test(cli_compute_then_wait),    cmocka_unit_test(cli_orphan_keeps_counting),
       cmocka_unit_test(cli_exit_status_and_text), cmocka_unit_test(cli_bad_input),
-      cmocka_unit_test(cli_trace_file),
+      cmocka_unit_test(cli_trace_file),           cmocka_unit_test(cli_busy_machine),
+      cmocka_unit_test(cli_direct_io_waits_on_the_disk),
   };
   const struct CMUnitTest api[] = {
       cmocka_unit_test(api_profile_a_call),

@@ -62,6 +62,7 @@ typedef struct prof_state {
   double cores_peak;
   double covered_ns;   /* per round: time some thread was on a CPU or runnable */
   double uncontended_ns; /* the same, shrunk by the round's share of waiting for a CPU */
+  double observed_ns;  /* per round: time some thread of the work was known to exist */
   int samples;
   FILE *trace;         /* trace-event JSON being written, or NULL */
   bool trace_any;

@@ -205,7 +205,8 @@ void br__prof_round(prof_state *s) {
   free(work);
 
   uint64_t round_run = 0;
-  double round_demand = 0, round_late = 0;
+  double round_demand = 0, round_late = 0, fresh_seen = 0;
+  bool known = false; /* some thread was already there at the last round */
   int64_t span = now - s->last_ns;
   for (size_t i = 0; i < s->nth; i++) {
     prof_thread *t = &s->th[i];
@@ -235,6 +236,8 @@ void br__prof_round(prof_state *s) {
     int64_t dt = fresh ? (int64_t)(drun + dwait) : now - t->last_ns;
     double blocked = (double)dt - (double)drun - (double)dwait;
     if (baseline) drun = dwait = 0, blocked = 0;
+    else if (!fresh) known = true;
+    else if ((double)dt > fresh_seen) fresh_seen = (double)dt;
     double active0 = t->t[BR_PROFILE_T_CPU] + t->t[BR_PROFILE_T_RUNQUEUE];
     t->t[BR_PROFILE_T_CPU] += (double)drun;
     t->t[BR_PROFILE_T_RUNQUEUE] += (double)dwait;
@@ -309,6 +312,12 @@ void br__prof_round(prof_state *s) {
      * running share of that time. */
     s->uncontended_ns += wanted * ran / round_demand;
   }
+  /* The time the work is known to have existed in this round: all of it
+   * when a thread of it was there at the last round, else what its new
+   * threads ran and waited for a CPU. Before a command's first thread is
+   * seen and after its last one has gone, nobody knows what it did. */
+  if (span > 0) s->observed_ns += known ? (double)span : fresh_seen < (double)span ? fresh_seen
+                                                                                    : (double)span;
   for (size_t i = 0; i < s->npr; i++)
     if (s->pr[i].alive) read_io(&s->pr[i]);
   if (span > 0 && s->samples > 0) {

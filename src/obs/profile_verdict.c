@@ -80,7 +80,52 @@ static const char *wait_words(br_profile_time k) {
   }
 }
 
-static void recommend(br_profile_report *r, br_profile_time wait) {
+/* What to use for work of this verdict, on a machine it has to itself;
+ * parallel: the computing is already spread over several cores. */
+static void plain_advice(const br_profile_report *r, br_profile_time wait, bool parallel,
+                         const char **rec, const char **py) {
+  switch (r->verdict) {
+  case BR_PROFILE_CPU_BOUND:
+    if (parallel) {
+      *rec = "already parallel: keep the CPU pool (br_pool) or process pool busy; more cores "
+             "or less work is the next step";
+      *py = "ProcessPoolExecutor(max_workers=os.cpu_count())";
+    } else if (r->cores > 1) {
+      *rec = "spread the computation over the cores: the CPU pool (br_pool_map, "
+             "br_pool_submit), or the process pool (br_procpool) for isolation";
+      *py = "multiprocessing.Pool / ProcessPoolExecutor (threads would hold the GIL)";
+    } else {
+      *rec = "one CPU only: leave it serial (more threads or processes cannot help)";
+      *py = "a plain loop";
+    }
+    break;
+  case BR_PROFILE_IO_BOUND:
+    if (wait == BR_PROFILE_T_DISK) {
+      *rec = "overlap the file I/O: br_to_thread, or br_file_* from tasks (io_uring)";
+      *py = "asyncio.to_thread / ThreadPoolExecutor";
+    } else if (wait == BR_PROFILE_T_LOCK) {
+      *rec = "the threads wait for each other, not for the CPU: shrink the critical section "
+             "or hand the shared state to one task (br_chan)";
+      *py = "a queue.Queue owned by one thread instead of a shared lock";
+    } else if (wait == BR_PROFILE_T_CHILD) {
+      *rec = "it waits for its child processes: profile what they do; run them concurrently "
+             "with br_process_spawn from tasks";
+      *py = "asyncio.create_subprocess_exec";
+    } else {
+      *rec = "coroutines on a loop: br_spawn one task per wait with braid/io.h, thousands of "
+             "waits overlap on one thread";
+      *py = "asyncio (aiohttp for HTTP)";
+    }
+    break;
+  case BR_PROFILE_MIXED:
+    *rec = "tasks that wait on the loop and hand the computing to the CPU pool "
+           "(br_pool_submit + br_await)";
+    *py = "asyncio with loop.run_in_executor(ProcessPoolExecutor())";
+    break;
+  }
+}
+
+static void recommend(br_profile_report *r, br_profile_time wait, bool parallel) {
   const char *rec = "", *py = "";
   switch (r->detail) {
   case BR_PROFILE_TOO_SHORT:
@@ -93,55 +138,30 @@ static void recommend(br_profile_report *r, br_profile_time wait) {
     py = "multiprocessing / ProcessPoolExecutor instead of threads (the GIL serializes them)";
     break;
   case BR_PROFILE_STARVED:
-    rec = "it is runnable but waits for a CPU: the machine is oversubscribed; use fewer "
-          "workers (BR_CPUS) or a quieter machine";
-    py = "fewer worker processes than os.cpu_count()";
-    break;
+    /* The machine's problem first, then what the work itself wants: on a
+     * busy machine every verdict is starved, and the advice must stay. */
+    plain_advice(r, wait, parallel, &rec, &py);
+    snprintf(r->recommendation, sizeof r->recommendation,
+             "the machine is oversubscribed (fewer workers, BR_CPUS, or a quieter "
+             "machine); the work itself: %s", rec);
+    snprintf(r->python, sizeof r->python, "fewer workers than os.cpu_count(); the work: %s", py);
+    return;
   case BR_PROFILE_PARALLEL:
-    rec = "already parallel: keep the CPU pool (br_pool) or process pool busy; more cores or "
-          "less work is the next step";
-    py = "ProcessPoolExecutor(max_workers=os.cpu_count())";
-    break;
   case BR_PROFILE_PLAIN:
+    plain_advice(r, wait, parallel, &rec, &py);
     break;
   }
-  if (r->detail == BR_PROFILE_PLAIN) switch (r->verdict) {
-    case BR_PROFILE_CPU_BOUND:
-      if (r->cores > 1) {
-        rec = "spread the computation over the cores: the CPU pool (br_pool_map, "
-              "br_pool_submit), or the process pool (br_procpool) for isolation";
-        py = "multiprocessing.Pool / ProcessPoolExecutor (threads would hold the GIL)";
-      } else {
-        rec = "one CPU only: leave it serial (more threads or processes cannot help)";
-        py = "a plain loop";
-      }
-      break;
-    case BR_PROFILE_IO_BOUND:
-      if (wait == BR_PROFILE_T_DISK) {
-        rec = "overlap the file I/O: br_to_thread, or br_file_* from tasks (io_uring)";
-        py = "asyncio.to_thread / ThreadPoolExecutor";
-      } else if (wait == BR_PROFILE_T_LOCK) {
-        rec = "the threads wait for each other, not for the CPU: shrink the critical section "
-              "or hand the shared state to one task (br_chan)";
-        py = "a queue.Queue owned by one thread instead of a shared lock";
-      } else if (wait == BR_PROFILE_T_CHILD) {
-        rec = "it waits for its child processes: profile what they do; run them concurrently "
-              "with br_process_spawn from tasks";
-        py = "asyncio.create_subprocess_exec";
-      } else {
-        rec = "coroutines on a loop: br_spawn one task per wait with braid/io.h, thousands of "
-              "waits overlap on one thread";
-        py = "asyncio (aiohttp for HTTP)";
-      }
-      break;
-    case BR_PROFILE_MIXED:
-      rec = "tasks that wait on the loop and hand the computing to the CPU pool "
-            "(br_pool_submit + br_await)";
-      py = "asyncio with loop.run_in_executor(ProcessPoolExecutor())";
-      break;
-    }
   snprintf(r->recommendation, sizeof r->recommendation, "%s", rec);
   snprintf(r->python, sizeof r->python, "%s", py);
+}
+
+/* Whether process pid read or wrote storage (not the page cache): a thread
+ * of it that blocked in many waits too short to be caught in a sample (direct
+ * I/O, a cold tree of inodes) was waiting on the disk. */
+static bool did_storage_io(const prof_state *s, pid_t pid) {
+  for (size_t i = 0; i < s->npr; i++)
+    if (s->pr[i].pid == pid && (s->pr[i].read_bytes || s->pr[i].write_bytes)) return true;
+  return false;
 }
 
 void br__prof_report(const prof_state *s, int64_t wall_ns, int64_t extra_cpu_ns,
@@ -156,7 +176,7 @@ void br__prof_report(const prof_state *s, int64_t wall_ns, int64_t extra_cpu_ns,
     threads++;
     double life = th->unplaced;
     for (int k = 0; k < BR_PROFILE_T_COUNT; k++) life += th->t[k];
-    t[BR_PROFILE_T_OTHER] += th->unplaced;
+    t[did_storage_io(s, th->pid) ? BR_PROFILE_T_DISK : BR_PROFILE_T_OTHER] += th->unplaced;
     double lock = th->t[BR_PROFILE_T_LOCK];
     bool idle_worker = life > 0 && th->t[BR_PROFILE_T_CPU] < 0.02 * life;
     for (int k = 0; k < BR_PROFILE_T_COUNT; k++) t[k] += th->t[k];
@@ -167,10 +187,16 @@ void br__prof_report(const prof_state *s, int64_t wall_ns, int64_t extra_cpu_ns,
     /* Busy: it wanted a CPU (ran, or waited for one) for a tenth of the
      * wall time. What it got alone would drop the threads of a starved
      * program, whose turns under a lock are then no longer seen. */
-    if (th->t[BR_PROFILE_T_CPU] + th->t[BR_PROFILE_T_RUNQUEUE] >= 0.1 * (double)wall_ns) {
+    double ran = th->t[BR_PROFILE_T_CPU], queued = th->t[BR_PROFILE_T_RUNQUEUE];
+    if (ran + queued >= 0.1 * (double)wall_ns) {
+      /* Its share of life on a lock, leaving out its waits for a CPU (which
+       * only say how busy the machine was), weighted by how much it
+       * computed: threads taking turns under a lock all wait on it, while
+       * a reader handing jobs to workers waits on a queue the computing
+       * threads hardly ever wait on. */
       busy++;
-      busy_lock += lock;
-      busy_total += life;
+      busy_lock += ran * (life - queued > 0 ? lock / (life - queued) : 0);
+      busy_total += ran;
     }
   }
   if (extra_cpu_ns > 0) t[BR_PROFILE_T_CPU] += (double)extra_cpu_ns;
@@ -210,8 +236,37 @@ void br__prof_report(const prof_state *s, int64_t wall_ns, int64_t extra_cpu_ns,
   double asked = (cpu + rq) / (double)wall_ns;
   double rq_share = rq / (cpu + rq + 1);
   double extra = extra_cpu_ns > 0 ? (double)extra_cpu_ns : 0;
-  double computing = s->uncontended_ns + extra;
-  double idle_wall = (double)wall_ns - s->covered_ns - extra;
+  /* Threads taking turns under a lock (the shape checked below) never want
+   * a CPU at the same time, so the time some thread of them wanted one is
+   * the sum of their own times on a CPU and in the run queue, which each
+   * thread's counters give exactly. The union of the rounds can only be
+   * short of it: a wait for a CPU counted in the round it ends, where the
+   * other thread's turn already covers the time. On a starved machine,
+   * where every covered stretch is shrunk by the contention, that shortfall
+   * would read as idle. */
+  bool takes_turns = busy >= 2 && out->cores >= 2 && asked <= 1.5 && busy_total > 0 &&
+                     busy_lock >= 0.25 * busy_total;
+  double covered = s->covered_ns, uncontended = s->uncontended_ns;
+  if (takes_turns && s->observed_ns > 0 && covered > 0) {
+    double wanted = cpu - extra + rq;
+    if (wanted > s->observed_ns) wanted = s->observed_ns;
+    if (wanted > covered) {
+      uncontended *= wanted / covered;
+      covered = wanted;
+    }
+  }
+  double computing = uncontended + extra;
+  /* Idle: observed time in which no thread of the work computed or waited
+   * for a CPU. The start (before its first thread is sampled) and the end
+   * (after its last sample) are not counted as idle: on a busy machine they
+   * are mostly waits for a CPU, and a short run is mostly start and end.
+   * The CPU time of processes never sampled ran somewhere in the idle-looking
+   * time of their parents' rounds, taking as long as the contention seen
+   * made the rest take. Nothing observed at all (the command was over before
+   * its first sample): the wall time is all there is. */
+  double stretch = uncontended > 0 ? covered / uncontended : 1;
+  double idle_wall = s->observed_ns > 0 ? s->observed_ns - covered - extra * stretch
+                                        : (double)wall_ns - covered - extra;
   if (idle_wall < 0) idle_wall = 0;
   double demand = computing + idle_wall > 0 ? computing / (computing + idle_wall) : 0;
   if (demand >= CPU_BOUND_CORES) out->verdict = BR_PROFILE_CPU_BOUND;
@@ -219,16 +274,24 @@ void br__prof_report(const prof_state *s, int64_t wall_ns, int64_t extra_cpu_ns,
   else out->verdict = BR_PROFILE_MIXED;
 
   br_profile_time wait = main_wait(t);
-  if (wall_ns < TOO_SHORT_NS) {
+  bool parallel = out->verdict == BR_PROFILE_CPU_BOUND && busy >= 2 && asked >= 1.5;
+  /* Too short by what it would take on an idle machine: a busy machine
+   * stretches `true` past 10 ms without making it worth a thread. Over
+   * before the first sample saw it is too short as well. */
+  if (wall_ns < TOO_SHORT_NS || s->observed_ns <= 0 || computing + idle_wall < TOO_SHORT_NS) {
     out->detail = BR_PROFILE_TOO_SHORT;
-  } else if (out->verdict != BR_PROFILE_IO_BOUND && busy >= 2 && out->cores >= 2 &&
-             out->cores_avg <= 1.3 && busy_total > 0 && busy_lock >= 0.25 * busy_total) {
+  } else if (out->verdict != BR_PROFILE_IO_BOUND && takes_turns) {
     /* Checked before starvation: a lock the program takes is its own design,
-     * and stays the diagnosis on a busy machine too. */
+     * and stays the diagnosis on a busy machine too. What the threads asked
+     * for (on a CPU or waiting for one), not what they got: threads taking
+     * turns under a lock ask for about one core however idle the machine
+     * (a little more on a busy one: a waiter's timed wake-ups queue too);
+     * a reader handing jobs to two workers (zstd -T2, pigz) asks for two
+     * and waits on its queue's lock, and on a busy machine gets one core. */
     out->detail = BR_PROFILE_SERIALIZED;
   } else if (out->verdict != BR_PROFILE_IO_BOUND && rq_share >= 0.25) {
     out->detail = BR_PROFILE_STARVED;
-  } else if (out->verdict == BR_PROFILE_CPU_BOUND && busy >= 2 && asked >= 1.5) {
+  } else if (parallel) {
     /* What it asked for, not what it got: on a lightly busy machine two
      * computing threads get 1.3 cores with too little run-queue time to be
      * starved, and are still parallel work. */
@@ -239,9 +302,9 @@ void br__prof_report(const prof_state *s, int64_t wall_ns, int64_t extra_cpu_ns,
   size_t n = sizeof out->evidence;
   switch (out->detail) {
   case BR_PROFILE_SERIALIZED:
-    snprintf(e, n, "%d threads computed but only %.2f of %d cores were busy on average; "
-             "%.0f%% of those threads' time went to waiting on a lock",
-             busy, out->cores_avg, out->cores, 100 * busy_lock / busy_total);
+    snprintf(e, n, "%d threads computed but together asked for only %.2f of %d cores "
+             "(%.2f busy on average); %.0f%% of those threads' time went to waiting on a lock",
+             busy, asked, out->cores, out->cores_avg, 100 * busy_lock / busy_total);
     break;
   case BR_PROFILE_STARVED:
     snprintf(e, n, "it asked for %.2f cores but got %.2f of %d: %.0f%% of its runnable time "
@@ -263,5 +326,5 @@ void br__prof_report(const prof_state *s, int64_t wall_ns, int64_t extra_cpu_ns,
                out->cores_peak, 100 * out->time[BR_PROFILE_T_CPU]);
     break;
   }
-  recommend(out, wait);
+  recommend(out, wait, parallel);
 }
