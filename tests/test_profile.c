@@ -613,7 +613,9 @@ static void cli_bad_input(void **state) {
   const char *missing[] = {"profile", "--", "/nonexistent/braid-no-such-command", NULL};
   run_braid(&r, missing);
   assert_int_equal(r.status, 127);
-  assert_non_null(strstr(r.err, "braid-no-such-command"));
+  assert_non_null(strstr(r.err, "braid profile: cannot run '/nonexistent/braid-no-such-command'"));
+  /* said once: one line */
+  if (strchr(r.err, '\n') != strrchr(r.err, '\n')) fail_msg("more than one line: %s", r.err);
   /* A trace file it cannot write is named as such, and the command never runs. */
   const char *tr[] = {"profile", "--trace", "/nonexistent/dir/t.json", "--", self_exe, "--workload",
                       "exit3", NULL};

@@ -99,9 +99,9 @@ typedef struct br_profile_opts {
  * restores the setting afterwards. Fills *out, including the command's wait
  * status. opts may be NULL. Blocks the calling thread (do not call it from a
  * loop task). Errors: BR_EINVAL (NULL out or argv, empty argv), BR_ENOENT /
- * BR_EACCES when the command cannot be executed (its message is logged),
- * BR_ENOMEM, BR_ENOSYS without /proc. Any thread, one call at a time per
- * process. */
+ * BR_EACCES when the command cannot be executed (nothing is logged: the
+ * caller reports it), BR_ENOMEM, BR_ENOSYS without /proc. Any thread, one
+ * call at a time per process. */
 int br_profile_command(br_profile_report *out, char *const argv[], const br_profile_opts *opts);
 
 /* br_profile: run fn(arg) on the calling thread and watch every thread of

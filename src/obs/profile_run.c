@@ -29,7 +29,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/log.h"
 #include "sys/clock.h"
 
 enum { FIRST_INTERVAL_MS = 10, DEFAULT_INTERVAL_MS = 100 };
@@ -147,8 +146,7 @@ int br_profile_command(br_profile_report *out, char *const argv[], const br_prof
   while (got < 0 && errno == EINTR);
   if (got == (ssize_t)sizeof exec_errno) {
     (void)waitpid(pid, NULL, 0);
-    br__log(BR_LOG_ERROR, "profile: cannot run '%s': %s", argv[0], strerror(exec_errno));
-    rc = -exec_errno;
+    rc = -exec_errno; /* the caller says it: it knows the command and its own name */
     goto restore;
   }
 
