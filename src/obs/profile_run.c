@@ -45,6 +45,17 @@ static int64_t rusage_cpu_ns(int who) {
   return tv_ns(ru.ru_utime) + tv_ns(ru.ru_stime);
 }
 
+/* Bytes read from and written to storage by the reaped descendants
+ * (ru_inblock / ru_oublock count 512-byte units of the same accounting as
+ * /proc/PID/io). */
+static void rusage_io(uint64_t *rd, uint64_t *wr) {
+  struct rusage ru;
+  *rd = *wr = 0;
+  if (getrusage(RUSAGE_CHILDREN, &ru) != 0) return;
+  *rd = (uint64_t)ru.ru_inblock * 512;
+  *wr = (uint64_t)ru.ru_oublock * 512;
+}
+
 static int interval_of(const br_profile_opts *opts) {
   return opts && opts->interval_ms > 0 ? opts->interval_ms : DEFAULT_INTERVAL_MS;
 }
@@ -123,6 +134,8 @@ int br_profile_command(br_profile_report *out, char *const argv[], const br_prof
   (void)prctl(PR_GET_CHILD_SUBREAPER, &was_reaper);
   (void)prctl(PR_SET_CHILD_SUBREAPER, 1);
   int64_t cpu0 = rusage_cpu_ns(RUSAGE_CHILDREN), self0 = rusage_cpu_ns(RUSAGE_SELF);
+  uint64_t rd0, wr0;
+  rusage_io(&rd0, &wr0);
   s.start_ns = s.last_ns = mono_ns();
 
   pid_t pid = fork();
@@ -172,6 +185,12 @@ int br_profile_command(br_profile_report *out, char *const argv[], const br_prof
   int64_t extra = rusage_cpu - (int64_t)sampled_cpu_ns(&s);
   br__prof_report(&s, r.end_ns - s.start_ns, extra, out);
   out->exit_status = r.status;
+  /* The last sample of a process is up to an interval before its exit: the
+   * I/O it did after that is in its rusage, counted once it was reaped. */
+  uint64_t rd1, wr1;
+  rusage_io(&rd1, &wr1);
+  if (rd1 - rd0 > out->read_bytes) out->read_bytes = rd1 - rd0;
+  if (wr1 - wr0 > out->write_bytes) out->write_bytes = wr1 - wr0;
   /* A process can end between two rounds and never be sampled (a parent
    * that forks and exits at once, on a busy machine): its exit is still
    * seen here. */

@@ -164,6 +164,24 @@ static bool did_storage_io(const prof_state *s, pid_t pid) {
   return false;
 }
 
+/* What the other threads of th's process were seen blocked on most (a
+ * wait that is not idling or unknown), or -1. A thread never caught in a
+ * wait (on a busy machine, with few samples, a thread taking turns under a
+ * lock may always be found running or runnable) most likely blocked on what
+ * its siblings did. */
+static int sibling_wait(const prof_state *s, const prof_thread *th) {
+  double by[BR_PROFILE_T_COUNT] = {0};
+  for (size_t i = 0; i < s->nth; i++) {
+    const prof_thread *o = &s->th[i];
+    if (o == th || o->cat == -2 || o->pid != th->pid) continue;
+    for (int k = BR_PROFILE_T_NET; k <= BR_PROFILE_T_CHILD; k++) by[k] += o->t[k];
+  }
+  int best = -1;
+  for (int k = BR_PROFILE_T_NET; k <= BR_PROFILE_T_CHILD; k++)
+    if (by[k] > 0 && (best < 0 || by[k] > by[best])) best = k;
+  return best;
+}
+
 void br__prof_report(const prof_state *s, int64_t wall_ns, int64_t extra_cpu_ns,
                      br_profile_report *out) {
   double t[BR_PROFILE_T_COUNT] = {0};
@@ -176,8 +194,10 @@ void br__prof_report(const prof_state *s, int64_t wall_ns, int64_t extra_cpu_ns,
     threads++;
     double life = th->unplaced;
     for (int k = 0; k < BR_PROFILE_T_COUNT; k++) life += th->t[k];
-    t[did_storage_io(s, th->pid) ? BR_PROFILE_T_DISK : BR_PROFILE_T_OTHER] += th->unplaced;
-    double lock = th->t[BR_PROFILE_T_LOCK];
+    int sib = th->unplaced > 0 ? sibling_wait(s, th) : -1;
+    int unplaced_as = did_storage_io(s, th->pid) ? BR_PROFILE_T_DISK : sib >= 0 ? sib : BR_PROFILE_T_OTHER;
+    t[unplaced_as] += th->unplaced;
+    double lock = th->t[BR_PROFILE_T_LOCK] + (unplaced_as == BR_PROFILE_T_LOCK ? th->unplaced : 0);
     bool idle_worker = life > 0 && th->t[BR_PROFILE_T_CPU] < 0.02 * life;
     for (int k = 0; k < BR_PROFILE_T_COUNT; k++) t[k] += th->t[k];
     if (idle_worker) {
