@@ -138,7 +138,8 @@ static ended interrupt(child *c) {
     if (mono_ms() - t0 > 15000) {
       kill(c->pid, SIGKILL);
       waitpid(c->pid, &st, 0);
-      fail_msg("still running 15 s after one SIGINT");
+      char *err = fx_read_file(c->efile, NULL); /* what it said before it hung */
+      fail_msg("still running 15 s after one SIGINT; its standard error:\n%s", err ? err : "");
     }
     pause_ms(2);
   }
