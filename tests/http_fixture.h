@@ -178,22 +178,6 @@ static inline int fx_write_file(const char *path, const void *data, size_t n) {
   return w == n ? 0 : -EIO;
 }
 
-static inline char *fx_read_file(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  size_t cap = 4096, n = 0;
-  char *b = malloc(cap);
-  size_t r;
-  while ((r = fread(b + n, 1, cap - n - 1, f)) > 0) {
-    n += r;
-    if (cap - n < 2) b = realloc(b, cap *= 2);
-  }
-  fclose(f);
-  b[n] = 0;
-  if (len) *len = n;
-  return b;
-}
-
 typedef struct http_nginx {
   pid_t pid;
   int port, tls_port; /* tls_port 0 when no certificate could be made */
@@ -330,7 +314,7 @@ static inline void http_nginx_stop(http_nginx *n) {
 static inline char *http_nginx_log(const http_nginx *n) {
   char p[600];
   snprintf(p, sizeof p, "%s/access.log", n->dir);
-  return fx_read_file(p, NULL);
+  return br_test_read_file(p, NULL);
 }
 
 /* Truncate the access log (nginx keeps appending to the same file). */

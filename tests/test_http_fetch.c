@@ -57,8 +57,8 @@ static out run_braid(const char *input, char *const *argv) {
   int st;
   assert_int_equal(waitpid(pid, &st, 0), pid);
   out o = {.status = WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st)};
-  o.out = fx_read_file(ofile, NULL);
-  o.err = fx_read_file(efile, NULL);
+  o.out = br_test_read_file(ofile, NULL);
+  o.err = br_test_read_file(efile, NULL);
   close(ofd);
   close(efd);
   unlink(ofile);
@@ -158,13 +158,13 @@ static void test_stdin_and_dir(void **state) {
   char p[512], cmd[600];
   size_t len;
   snprintf(p, sizeof p, "%s/127.0.0.1_%d_ok_size_20", dir, srv.port);
-  char *body = fx_read_file(p, &len);
+  char *body = br_test_read_file(p, &len);
   assert_non_null(body);
   assert_int_equal(len, 20);
   assert_memory_equal(body, "abcdefghijklmnopqrst", 20);
   free(body);
   snprintf(p, sizeof p, "%s/127.0.0.1_%d_ok_size_10.1", dir, srv.port);
-  body = fx_read_file(p, &len);
+  body = br_test_read_file(p, &len);
   assert_non_null(body);
   assert_int_equal(len, 10);
   free(body);

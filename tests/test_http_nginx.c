@@ -33,7 +33,7 @@ static void run(br_task_fn body) {
 static char *site_file(const char *name, size_t *len) {
   char p[700];
   snprintf(p, sizeof p, "%s/site/%s", ng.dir, name);
-  return fx_read_file(p, len);
+  return br_test_read_file(p, len);
 }
 
 static void *body_files(void *arg) {

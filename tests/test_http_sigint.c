@@ -138,15 +138,15 @@ static ended interrupt(child *c) {
     if (mono_ms() - t0 > 15000) {
       kill(c->pid, SIGKILL);
       waitpid(c->pid, &st, 0);
-      char *err = fx_read_file(c->efile, NULL); /* what it said before it hung */
+      char *err = br_test_read_file(c->efile, NULL); /* what it said before it hung */
       fail_msg("still running 15 s after one SIGINT; its standard error:\n%s", err ? err : "");
     }
     pause_ms(2);
   }
   assert_int_equal(w, c->pid);
   ended e = {.status = WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st), .ms = mono_ms() - t0};
-  e.out = fx_read_file(c->ofile, NULL);
-  e.err = fx_read_file(c->efile, NULL);
+  e.out = br_test_read_file(c->ofile, NULL);
+  e.err = br_test_read_file(c->efile, NULL);
   unlink(c->ofile);
   unlink(c->efile);
   return e;
@@ -275,7 +275,7 @@ static void test_crawl(void **state) {
   child h = start_braid(help);
   int st;
   assert_int_equal(waitpid(h.pid, &st, 0), h.pid);
-  char *ho = fx_read_file(h.ofile, NULL), *he = fx_read_file(h.efile, NULL);
+  char *ho = br_test_read_file(h.ofile, NULL), *he = br_test_read_file(h.efile, NULL);
   unlink(h.ofile);
   unlink(h.efile);
   bool built = ho && !strstr(ho, "not built") && !strstr(he ? he : "", "not built");

@@ -94,24 +94,17 @@ static void add_entry(run *r, const char *url, int code, const char *title) {
   r->n++;
 }
 
-/* run_scraper: run the scraper with args (NULL-terminated) on url, capture
- * and parse its output. */
 /* The whole of a file, NUL-terminated (the caller frees it); the file is
  * removed. */
 static char *slurp(const char *path) {
-  FILE *f = fopen(path, "r");
-  assert_non_null(f);
-  fseek(f, 0, SEEK_END);
-  long len = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *buf = calloc(1, (size_t)len + 1);
+  char *buf = br_test_read_file(path, NULL);
   assert_non_null(buf);
-  assert_int_equal(fread(buf, 1, (size_t)len, f), (size_t)len);
-  fclose(f);
   unlink(path);
   return buf;
 }
 
+/* run_scraper: run the scraper with args (NULL-terminated) on url, capture
+ * and parse its output. */
 static void run_scraper(run *r, const char *url, ...) {
   const char *argv[32];
   int argc = 0;

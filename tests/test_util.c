@@ -189,3 +189,19 @@ int br_test_count_fds(void) {
   closedir(d);
   return n - 1; /* the directory stream's own descriptor */
 }
+
+char *br_test_read_file(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  size_t cap = 4096, n = 0;
+  char *b = malloc(cap);
+  size_t r;
+  while ((r = fread(b + n, 1, cap - n - 1, f)) > 0) {
+    n += r;
+    if (cap - n < 2) b = realloc(b, cap *= 2);
+  }
+  fclose(f);
+  b[n] = 0;
+  if (len) *len = n;
+  return b;
+}

@@ -38,6 +38,11 @@ long br_test_scaled(long n);
  * binfmt_misc), tight timing assertions. */
 bool br_test_emulated(void);
 
+/* br_test_read_file: the whole of the file at path, NUL-terminated, its
+ * length in *len if len is not NULL. The caller frees it. NULL if the file
+ * cannot be opened. */
+char *br_test_read_file(const char *path, size_t *len);
+
 /* br_test_skip: print "SKIP: <why>" on stderr and exit(BR_TEST_SKIP). */
 void br_test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
