@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include "core/poller.h"
@@ -203,6 +204,141 @@ static void test_cancel(void **state) {
   io_run(body_cancel, NULL);
 }
 
+/* --- in place: what the kernel can do without waiting --------------------- */
+
+/* A file just written is in the page cache: reading it from a lone task
+ * takes no hand-off (on epoll, no pool job; the same calls on io_uring go
+ * in place too, which only the timing would show). */
+static void *body_in_place(void *arg) {
+  (void)arg;
+  char path[128];
+  snprintf(path, sizeof path, "%s/cached", dir);
+  int fd = br_file_open(path, O_CREAT | O_RDWR | O_TRUNC, 0600, BR_NEVER);
+  assert_true(fd >= 0);
+  assert_int_equal(br_file_write(fd, "in the page cache", 17, 0, BR_NEVER), 17);
+  br_blocking_stats before, after;
+  br_blocking_get_stats(BR_BLOCKING_FILE, &before);
+  char buf[64] = {0};
+  assert_int_equal(br_file_read(fd, buf, sizeof buf, 0, BR_NEVER), 17);
+  assert_string_equal(buf, "in the page cache");
+  assert_int_equal(br_file_read(fd, buf, sizeof buf, 17, BR_NEVER), 0);
+  lseek(fd, 3, SEEK_SET);
+  memset(buf, 0, sizeof buf);
+  assert_int_equal(br_file_read(fd, buf, 4, -1, BR_NEVER), 4);
+  assert_string_equal(buf, "the ");
+  assert_int_equal(lseek(fd, 0, SEEK_CUR), 7); /* the position moved */
+  char *all = NULL;
+  size_t len = 0;
+  assert_int_equal(br_file_read_all(&all, &len, path, 0, BR_NEVER), 0);
+  assert_int_equal(len, 17);
+  assert_string_equal(all, "in the page cache");
+  free(all);
+  assert_int_equal(br_file_read_all(&all, &len, path, 16, BR_NEVER), BR_E2BIG);
+  assert_null(all);
+  br_blocking_get_stats(BR_BLOCKING_FILE, &after);
+  assert_int_equal(after.completed, before.completed);
+  br_file_close(fd);
+  unlink(path);
+  return NULL;
+}
+
+static void test_in_place(void **state) {
+  (void)state;
+  io_run(body_in_place, NULL);
+}
+
+/* The writer of a FIFO: its open waits for the reader's, so it runs only if
+ * the reader's open left the loop free. */
+static void *fifo_writer(void *arg) {
+  const char *path = arg;
+  int fd = br_file_open(path, O_WRONLY, 0, BR_NEVER);
+  if (fd < 0) return br_fail(fd, "open %s for writing", path);
+  ssize_t w = br_file_write(fd, "through a fifo", 14, -1, BR_NEVER);
+  br_file_close(fd);
+  return w == 14 ? NULL : br_fail(BR_EIO, "write: %zd", w);
+}
+
+/* read_all of a FIFO: the open in place must not wait for a writer (it
+ * would hold the loop, and the writer is a task of the same loop), and a
+ * FIFO is read by the usual path to its end. */
+static void *body_fifo(void *arg) {
+  (void)arg;
+  char path[128];
+  snprintf(path, sizeof path, "%s/fifo", dir);
+  assert_int_equal(mkfifo(path, 0600), 0);
+  br_task *w;
+  assert_int_equal(br_spawn(&w, fifo_writer, path, NULL), 0);
+  char *all = NULL;
+  size_t len = 0;
+  assert_int_equal(br_file_read_all(&all, &len, path, 0, BR_NEVER), 0);
+  assert_int_equal(len, 14);
+  assert_string_equal(all, "through a fifo");
+  free(all);
+  assert_int_equal(br_join(w, NULL), 0);
+  unlink(path);
+  return NULL;
+}
+
+static void test_fifo_read_all(void **state) {
+  (void)state;
+  io_run(body_fifo, NULL);
+}
+
+/* Whether page `page` of fd's file is in the page cache. */
+static bool page_cached(int fd, size_t page) {
+  long ps = sysconf(_SC_PAGESIZE);
+  void *m = mmap(NULL, (page + 1) * (size_t)ps, PROT_READ, MAP_SHARED, fd, 0);
+  if (m == MAP_FAILED) return true;
+  unsigned char vec[64];
+  if (page >= sizeof vec) return true;
+  bool cached = mincore(m, (page + 1) * (size_t)ps, vec) != 0 || (vec[page] & 1);
+  munmap(m, (page + 1) * (size_t)ps);
+  return cached;
+}
+
+/* A read of a regular file whose first page is cached and the rest is not:
+ * the kernel can give the first page at once, but read(2) would have
+ * waited for all of it, and so must br_file_read (a short read of a
+ * regular file means its end to most callers). */
+static void *body_partly_cached(void *arg) {
+  (void)arg;
+  char path[128];
+  snprintf(path, sizeof path, "%s/partly", dir);
+  size_t size = 1 << 20, want = 256 << 10;
+  char *data = malloc(size);
+  for (size_t i = 0; i < size; i++) data[i] = (char)(i * 7 % 253);
+  int fd = open(path, O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC, 0600);
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, data, size), (ssize_t)size);
+  assert_int_equal(fsync(fd), 0);
+  /* Out of the page cache, then only the first page back in (no
+   * read-ahead). On tmpfs nothing leaves the cache: the read is then one
+   * in-place read, and only the result is checked. */
+  posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
+  char one;
+  assert_int_equal(pread(fd, &one, 1, 0), 1);
+  bool evicted = !page_cached(fd, 8);
+  if (!evicted) fprintf(stderr, "(the file stayed in the page cache: no partly cached read)\n");
+  br_blocking_stats before, after;
+  br_blocking_get_stats(BR_BLOCKING_FILE, &before);
+  char *buf = malloc(want);
+  assert_int_equal(br_file_read(fd, buf, want, 0, BR_NEVER), (ssize_t)want);
+  assert_memory_equal(buf, data, want);
+  br_blocking_get_stats(BR_BLOCKING_FILE, &after);
+  if (evicted && !on_uring()) assert_true(after.completed > before.completed);
+  free(buf);
+  free(data);
+  close(fd);
+  unlink(path);
+  return NULL;
+}
+
+static void test_partly_cached(void **state) {
+  (void)state;
+  io_run(body_partly_cached, NULL);
+}
+
 /* --- from a plain thread: the calls just block ------------------------------ */
 
 static void *plain_thread(void *arg) {
@@ -246,6 +382,9 @@ int main(void) {
     cmocka_unit_test(test_basic),
     cmocka_unit_test(test_many),
     cmocka_unit_test(test_cancel),
+    cmocka_unit_test(test_in_place),
+    cmocka_unit_test(test_fifo_read_all),
+    cmocka_unit_test(test_partly_cached),
     cmocka_unit_test(test_plain_thread),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

@@ -2,7 +2,9 @@
 /* braid — files without blocking the loop.
  *
  * Regular files are always "ready" to epoll, yet reading one may wait for
- * the disk, so readiness cannot help. Three paths, picked per call:
+ * the disk, so readiness cannot help. A read the kernel can do at once (the
+ * pages are in the page cache) is done in place (see "in place" below);
+ * anything else takes one of three paths, picked per call:
  *   - the loop's poller performs I/O itself (io_uring): the operation is
  *     submitted to it (br__loop_submit_io, the poller's optional `submit`)
  *     and goes to the kernel with the loop's next poll, so the file
@@ -26,7 +28,11 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/openat2.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "core/loop.h"
@@ -77,25 +83,30 @@ static int sys_open(const char *path, int flags, int mode) {
   return fd < 0 ? -errno : fd;
 }
 
-/* read_all with plain system calls: into f->data / f->len. */
-static ssize_t sys_read_all(fop *f) {
-  int fd = sys_open(f->path, O_RDONLY, 0);
-  if (fd < 0) return fd;
-  struct stat st;
-  size_t cap = 4096;
-  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) cap = (size_t)st.st_size + 1;
+/* One read of a read-to-end, at the file's position (the file is ours and
+ * read from its start; a FIFO has no offsets): the count, 0 at end of
+ * file, or a negative code (BR_EAGAIN from the in-place reader: it would
+ * have to wait). */
+typedef ssize_t (*read_fn)(void *ctx, int fd, void *buf, size_t n);
+
+/* Read fd to its end into f->data / f->len (NUL-terminated; at most f->max
+ * bytes when f->max > 0, else BR_E2BIG), starting with a buffer of `size`
+ * bytes (the file's size, if known) plus one: reading a regular file of a
+ * known size then takes two reads, the second one seeing its end. 0 or a
+ * negative code; nothing is kept on failure. fd stays open. */
+static ssize_t read_to_end(fop *f, int fd, size_t size, read_fn rd, void *ctx) {
+  size_t cap = size ? size + 1 : 4096;
   if (f->max && cap > f->max + 1) cap = f->max + 1;
   char *buf = malloc(cap + 1);
   size_t len = 0;
-  ssize_t rc = 0;
-  if (!buf) rc = BR_ENOMEM;
+  ssize_t rc = buf ? 0 : BR_ENOMEM;
   while (rc == 0) {
     if (len == cap) {
       if (f->max && len > f->max) {
         rc = BR_E2BIG;
         break;
       }
-      size_t ncap = cap * 2;
+      size_t ncap = cap * 4;
       if (f->max && ncap > f->max + 1) ncap = f->max + 1;
       char *nb = realloc(buf, ncap + 1);
       if (!nb) {
@@ -105,13 +116,12 @@ static ssize_t sys_read_all(fop *f) {
       buf = nb;
       cap = ncap;
     }
-    ssize_t r = sys_read(fd, buf + len, cap - len, -1);
+    ssize_t r = rd(ctx, fd, buf + len, cap - len);
     if (r < 0) rc = r;
     else if (r == 0) break;
     else len += (size_t)r;
   }
   if (rc == 0 && f->max && len > f->max) rc = BR_E2BIG;
-  close(fd);
   if (rc < 0) {
     free(buf);
     return rc;
@@ -120,6 +130,26 @@ static ssize_t sys_read_all(fop *f) {
   f->data = buf;
   f->len = len;
   return 0;
+}
+
+/* The size of fd if it is a regular file, else 0. */
+static size_t regular_size(int fd) {
+  struct stat st;
+  return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 ? (size_t)st.st_size : 0;
+}
+
+static ssize_t sys_read_next(void *ctx, int fd, void *buf, size_t n) {
+  (void)ctx;
+  return sys_read(fd, buf, n, -1);
+}
+
+/* read_all with plain system calls: into f->data / f->len. */
+static ssize_t sys_read_all(fop *f) {
+  int fd = sys_open(f->path, O_RDONLY, 0);
+  if (fd < 0) return fd;
+  ssize_t rc = read_to_end(f, fd, regular_size(fd), sys_read_next, NULL);
+  close(fd);
+  return rc;
 }
 
 static ssize_t run_sync(fop *f) {
@@ -151,6 +181,87 @@ static void undo(fop *f) {
     free(f->data);
     f->data = NULL;
   }
+}
+
+/* --- in place, when the kernel can answer without waiting ----------------
+ *
+ * Most file work does not wait: the pages are in the page cache and the
+ * path's components in the dentry cache. The kernel can be asked to do an
+ * operation only if it need not wait (preadv2 with RWF_NOWAIT, openat2 with
+ * RESOLVE_CACHED: either says EAGAIN instead), and done on the loop's
+ * thread that costs one system call, where a hand-off to the ring or to a
+ * pool thread costs a suspension, a completion and a wake-up. Whatever the
+ * kernel cannot do at once takes the usual path. A read is done in place up
+ * to INLINE_READ_MAX bytes, so that one call never holds the loop for long
+ * (copying 256 KiB from the page cache takes tens of microseconds), and the
+ * I/O budget (br__io_budget) makes a task that does many in a row yield. */
+enum { INLINE_READ_MAX = 256 * 1024 };
+
+/* The read, if the kernel can do it without waiting; BR_EAGAIN otherwise
+ * (and for any error: the usual path repeats the call and reports it). A
+ * file that does not support RWF_NOWAIT says EOPNOTSUPP at once. */
+static ssize_t inline_read(int fd, void *buf, size_t n, int64_t off) {
+  if (n > INLINE_READ_MAX) return BR_EAGAIN;
+  struct iovec iov = {.iov_base = buf, .iov_len = n};
+  ssize_t r;
+  do r = preadv2(fd, &iov, 1, off < 0 ? -1 : (off_t)off, RWF_NOWAIT);
+  while (r < 0 && errno == EINTR);
+  return r < 0 ? BR_EAGAIN : r;
+}
+
+static ssize_t inline_read_next(void *ctx, int fd, void *buf, size_t n) {
+  (void)ctx;
+  return inline_read(fd, buf, n, -1);
+}
+
+/* 1: openat2 with RESOLVE_CACHED works here (Linux 5.12), 0: it does not,
+ * -1: not tried yet. */
+static atomic_int cached_open_works = -1;
+
+/* Open path for reading if every component of it is in the dentry cache;
+ * BR_EAGAIN otherwise. O_NONBLOCK, so that opening a FIFO cannot wait for
+ * its writer; only regular files are kept (anything else is closed again
+ * and opened by the usual path, with the flags the caller gave). */
+static int inline_open_regular(const char *path, size_t *size) {
+#ifdef SYS_openat2
+  if (atomic_load_explicit(&cached_open_works, memory_order_relaxed) == 0) return BR_EAGAIN;
+  struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK, .resolve = RESOLVE_CACHED};
+  int fd = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof how);
+  if (fd < 0) {
+    /* These flags are valid everywhere openat2 is: EINVAL means no
+     * RESOLVE_CACHED (Linux 5.6 to 5.11). */
+    if (errno == ENOSYS || errno == EINVAL)
+      atomic_store_explicit(&cached_open_works, 0, memory_order_relaxed);
+    return BR_EAGAIN;
+  }
+  atomic_store_explicit(&cached_open_works, 1, memory_order_relaxed);
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return BR_EAGAIN;
+  }
+  *size = st.st_size > 0 ? (size_t)st.st_size : 0;
+  return fd;
+#else
+  (void)path;
+  (void)size;
+  return BR_EAGAIN;
+#endif
+}
+
+/* read_all done entirely in place, or BR_EAGAIN (nothing kept) if any step
+ * would have to wait. */
+static ssize_t inline_read_all(fop *f) {
+  size_t size = 0;
+  int fd = inline_open_regular(f->path, &size);
+  if (fd < 0) return BR_EAGAIN;
+  if (size >= INLINE_READ_MAX) { /* read by the usual path: no buffer for nothing */
+    close(fd);
+    return BR_EAGAIN;
+  }
+  ssize_t rc = read_to_end(f, fd, size, inline_read_next, NULL);
+  close(fd);
+  return rc;
 }
 
 /* --- submitted to the loop's poller -------------------------------------- */
@@ -191,6 +302,27 @@ static ssize_t ring_one(br_loop *L, fop *f, int64_t deadline, ssize_t *late) {
   return res;
 }
 
+/* A read of a ring read_all: in place if the kernel can do it at once,
+ * else through the ring (yielding and retrying when the ring has no room). */
+typedef struct ring_reader {
+  br_loop *L;
+  int64_t deadline;
+} ring_reader;
+
+static ssize_t ring_read_next(void *ctx, int fd, void *buf, size_t n) {
+  ring_reader *rr = ctx;
+  ssize_t r = inline_read(fd, buf, n, -1);
+  if (r != BR_EAGAIN) return r;
+  for (;;) {
+    ssize_t late = -1;
+    fop op = {.op = OP_READ, .fd = fd, .buf = buf, .n = n, .off = -1};
+    r = ring_one(rr->L, &op, rr->deadline, &late);
+    if (r != BR_EAGAIN) return r;
+    int y = br_yield();
+    if (y < 0) return y;
+  }
+}
+
 /* read_all on the ring: open, read until end of file, close. */
 static ssize_t ring_read_all(br_loop *L, fop *f, int64_t deadline) {
   fop o = {.op = OP_OPEN, .path = f->path, .flags = O_RDONLY};
@@ -202,52 +334,28 @@ static ssize_t ring_read_all(br_loop *L, fop *f, int64_t deadline) {
     if (late >= 0) close((int)late);
     return fd;
   }
-  size_t cap = 4096, len = 0;
-  if (f->max && cap > f->max + 1) cap = f->max + 1;
-  char *buf = malloc(cap + 1);
-  ssize_t rc = buf ? 0 : BR_ENOMEM;
-  while (rc == 0) {
-    if (len == cap) {
-      if (f->max && len > f->max) {
-        rc = BR_E2BIG;
-        break;
-      }
-      size_t ncap = cap * 4;
-      if (f->max && ncap > f->max + 1) ncap = f->max + 1;
-      char *nb = realloc(buf, ncap + 1);
-      if (!nb) {
-        rc = BR_ENOMEM;
-        break;
-      }
-      buf = nb;
-      cap = ncap;
-    }
-    fop r = {.op = OP_READ, .fd = (int)fd, .buf = buf + len, .n = cap - len, .off = (int64_t)len};
-    ssize_t n = ring_one(L, &r, deadline, &late);
-    if (n == BR_EAGAIN) {
-      int y = br_yield();
-      if (y < 0) rc = y;
-      continue;
-    }
-    if (n < 0) rc = n;
-    else if (n == 0) break;
-    else len += (size_t)n;
-  }
-  if (rc == 0 && f->max && len > f->max) rc = BR_E2BIG;
+  ring_reader rr = {.L = L, .deadline = deadline};
+  ssize_t rc = read_to_end(f, (int)fd, regular_size((int)fd), ring_read_next, &rr);
   /* Closing a regular file does not block: do it here rather than spend a
    * loop round trip on it. */
   close((int)fd);
-  if (rc < 0) {
-    free(buf);
-    return rc;
-  }
-  buf[len] = '\0';
-  f->data = buf;
-  f->len = len;
-  return 0;
+  return rc;
 }
 
 /* --- dispatch ------------------------------------------------------------- */
+
+static ssize_t run_handed_off(fop *f, int64_t deadline);
+
+/* Whether a read of fd that returned fewer bytes than asked, ending at
+ * offset `end` (< 0: at the file's position), stopped short of the end of
+ * a regular file: some of the pages it wanted were not in the page cache.
+ * A short read of anything else (a pipe, a socket, a device) is final. */
+static bool stopped_short(int fd, int64_t end) {
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  if (end < 0) end = (int64_t)lseek(fd, 0, SEEK_CUR);
+  return end >= 0 && end < (int64_t)st.st_size;
+}
 
 /* Run *f by the best path. On success f->res holds the result; the return
  * value is the result or an error (interruption included). */
@@ -256,6 +364,36 @@ static ssize_t run_op(fop *f, int64_t deadline) {
   int b = br__io_budget();
   if (b < 0) return b;
 
+  /* In place first, on the ring too: even where the ring would batch the
+   * operations of many tasks into one system call, the suspension and
+   * wake-up it costs each of them are more than the call saves (10,000
+   * cached files, open on the ring then read: 55 ms with the read in place,
+   * 90 ms with the read on the ring; bench/files.c). */
+  if (f->op == OP_READ_ALL) {
+    ssize_t r = inline_read_all(f);
+    if (r != BR_EAGAIN) return f->res = r;
+  } else if (f->op == OP_READ) {
+    ssize_t r = inline_read(f->fd, f->buf, f->n, f->off);
+    if (r >= 0 && ((size_t)r == f->n || r == 0 || !stopped_short(f->fd, f->off < 0 ? -1 : f->off + r)))
+      return f->res = r;
+    if (r > 0) {
+      /* A regular file partly in the page cache: read(2) would wait for
+       * the rest, and so does this call (a short read of a regular file
+       * means its end). An error after the first part returns that part,
+       * as read(2) does. */
+      fop rest = *f;
+      rest.buf = (char *)f->buf + r;
+      rest.n = f->n - (size_t)r;
+      if (rest.off >= 0) rest.off += r;
+      ssize_t more = run_handed_off(&rest, deadline);
+      return f->res = more > 0 ? r + more : r;
+    }
+  }
+  return run_handed_off(f, deadline);
+}
+
+/* Run *f on the loop's ring or in the blocking pool (it may wait). */
+static ssize_t run_handed_off(fop *f, int64_t deadline) {
   br_loop *L = task_loop();
   if (L && f->op == OP_READ_ALL) {
     ssize_t r = ring_read_all(L, f, deadline);
