@@ -17,6 +17,8 @@
 #include <string.h>
 
 static int closed;
+static int expected;           /* self-test: connections it waits to see closed */
+static br_event *all_closed;   /* set when `expected` of them are */
 
 static void *echo(void *arg) {
   int fd = (int)(intptr_t)arg;
@@ -26,7 +28,7 @@ static void *echo(void *arg) {
   while ((n = br_read(fd, buf, sizeof buf, br_deadline_ms(10000))) > 0)
     if (br_write(fd, buf, (size_t)n, br_deadline_ms(10000)) < 0) break;
   br_close(fd);
-  closed++;
+  if (++closed == expected && all_closed) br_event_set(all_closed);
   return NULL;
 }
 
@@ -70,6 +72,8 @@ static void *self_test(void *arg) {
   char name[64];
   br_addr_format(&a, name, sizeof name);
   printf("listening on %s\n", name);
+  expected = 50;
+  if (br_event_new(&all_closed) < 0) return br_fail(BR_ENOMEM, "no event");
   br_task *srv;
   br_spawn(&srv, server, (void *)(intptr_t)lfd, &(br_spawn_opts){.name = "server"});
   br_group *g;
@@ -78,10 +82,13 @@ static void *self_test(void *arg) {
   int rc = br_group_wait(g);
   printf(rc ? "clients failed: %s\n" : "50 clients: 500 messages echoed intact\n", br_group_message(g));
   br_group_free(g);
-  while (closed < 50) br_sleep_ms(1); /* the server sees every client leave */
+  /* The server sees every client leave. */
+  int wrc = br_event_wait_until(all_closed, br_deadline_ms(10000));
+  br_event_free(all_closed);
   br_task_close(srv);
   br_close(lfd);
   printf("server closed %d connections\n", closed);
+  if (wrc) return br_fail(wrc, "the server saw only %d clients leave", closed);
   return rc ? br_fail(rc, "self-test") : NULL;
 }
 
