@@ -259,6 +259,7 @@ static void *m_many_timers(void *arg) {
     if (mc.deadline[i] < first) first = mc.deadline[i];
   }
   t0 = br_now();
+  int64_t rq0 = br_test_runqueue_ns();
   br_event_set(mc.go);
   long ncancel = 0;
   if (cancel_every) {
@@ -274,6 +275,9 @@ static void *m_many_timers(void *arg) {
     while (mc.nwoken + mc.errors < n) T_OK(br_sleep_ms(20));
   }
   int64_t total_ms = ms_since(t0);
+  /* The loop's thread fires every timer: whatever time a busy machine kept
+   * it waiting for a CPU meanwhile, a timer may be late by. */
+  int64_t withheld_ms = (br_test_runqueue_ns() - rq0) / 1000000;
   T_OK(br_event_free(mc.all_started));
   T_OK(br_event_free(mc.go));
   T_EQ(mc.errors, 0);
@@ -294,12 +298,13 @@ static void *m_many_timers(void *arg) {
   if (!br_test_emulated()) {
     /* 50 ms with the assembly switch; the ucontext fallback makes a system
      * call per switch (~50x slower): give it 20x the slack. */
-    T_RANGE(med, 0, switch_ns() > 500 ? 1000 : 50);
+    T_RANGE(med, 0, (switch_ns() > 500 ? 1000 : 50) + withheld_ms);
     T_RANGE(total_ms, 700, 20000);
   }
 #endif
-  fprintf(stderr, "  %ld timers: spawned in %lld ms, armed in %lld ms, all fired after %lld ms, median lateness %lld ms\n", n,
-          (long long)spawn_ms, (long long)((mc.last_armed - t0) / 1000000), (long long)total_ms, (long long)med);
+  fprintf(stderr, "  %ld timers: spawned in %lld ms, armed in %lld ms, all fired after %lld ms, median lateness %lld ms"
+          " (%lld ms waiting for a CPU)\n", n, (long long)spawn_ms, (long long)((mc.last_armed - t0) / 1000000),
+          (long long)total_ms, (long long)med, (long long)withheld_ms);
   return NULL;
 }
 

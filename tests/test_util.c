@@ -190,6 +190,15 @@ int br_test_count_fds(void) {
   return n - 1; /* the directory stream's own descriptor */
 }
 
+int64_t br_test_runqueue_ns(void) {
+  FILE *f = fopen("/proc/thread-self/schedstat", "re");
+  if (!f) return 0;
+  unsigned long long run = 0, wait = 0;
+  int got = fscanf(f, "%llu %llu", &run, &wait);
+  fclose(f);
+  return got == 2 ? (int64_t)wait : 0;
+}
+
 char *br_test_read_file(const char *path, size_t *len) {
   FILE *f = fopen(path, "rb");
   if (!f) return NULL;

@@ -20,6 +20,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Exit status that ctest treats as "skipped" (SKIP_RETURN_CODE). */
 #define BR_TEST_SKIP 77
@@ -42,6 +43,12 @@ bool br_test_emulated(void);
  * length in *len if len is not NULL. The caller frees it. NULL if the file
  * cannot be opened. */
 char *br_test_read_file(const char *path, size_t *len);
+
+/* br_test_runqueue_ns: how long the calling thread has waited for a CPU
+ * (runnable, not running) since it started, from /proc/thread-self/
+ * schedstat; 0 where the kernel does not say. A timing assertion about a
+ * thread's own work adds what the machine withheld from it. */
+int64_t br_test_runqueue_ns(void);
 
 /* br_test_skip: print "SKIP: <why>" on stderr and exit(BR_TEST_SKIP). */
 void br_test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
