@@ -172,8 +172,16 @@ static void *watcher_main(void *arg) {
   return NULL;
 }
 
+/* Watchers are compact tasks (BR_SPAWN_COMPACT): one is started for nearly
+ * every transfer (curl hands a kept-alive socket in again for each request)
+ * and lives for one response, and while it waits its live stack is two
+ * frames (this loop and br_wait_fd); curl's deep frames exist only inside
+ * act(), which never suspends. An own stack would cost a fresh mapping's
+ * page faults for each of the first hundred sockets and a cached stack's
+ * hand-over for every later one. Nothing curl keeps points into a watcher's
+ * stack (see http_int.h), so moving it while the watcher waits is safe. */
 static int start_watcher(br__http_hub *h, br__http_sock *k) {
-  br_spawn_opts o = {.name = "http-socket", .flags = BR_SPAWN_DETACHED};
+  br_spawn_opts o = {.name = "http-socket", .flags = BR_SPAWN_DETACHED | BR_SPAWN_COMPACT};
   k->watching = true;
   k->refs++;
   h->refs++;
