@@ -136,6 +136,15 @@ static ended interrupt(child *c) {
   pid_t w;
   while ((w = waitpid(c->pid, &st, WNOHANG)) == 0) {
     if (mono_ms() - t0 > 15000) {
+      /* Evidence for the hang: braid's own dump of its tasks (SIGQUIT) and,
+       * where gdb is installed, every thread's stack. */
+      kill(c->pid, SIGQUIT);
+      pause_ms(1000);
+      char cmd[256];
+      snprintf(cmd, sizeof cmd,
+               "command -v gdb >/dev/null && gdb -p %d -batch -ex 'thread apply all bt' >> %s 2>&1",
+               (int)c->pid, c->efile);
+      if (system(cmd) != 0) fprintf(stderr, "(no stacks: gdb is not installed or could not attach)\n");
       kill(c->pid, SIGKILL);
       waitpid(c->pid, &st, 0);
       char *err = br_test_read_file(c->efile, NULL); /* what it said before it hung */

@@ -193,13 +193,16 @@ static void *b_to_thread(void *a) {
 }
 static void *b_file(void *a) {
   (void)a;
-  /* A read from a FIFO with no writer blocks in the kernel: the call must
-   * still return after cancellation (it waits for the read to be undone). */
+  /* Reads of /dev/zero, one after another: a cancel must land in one of
+   * them (or in the open) however they are done. */
   int fd = br_file_open("/dev/zero", O_RDONLY, 0, BR_NEVER);
   if (fd < 0) return (void *)(intptr_t)fd; /* cancelled in the open (a busy machine) */
   char *buf = malloc(10);
   ssize_t r = 0;
-  for (int i = 0; i < 100000 && r >= 0; i++) r = br_file_read(fd, buf, 10, -1, BR_NEVER);
+  /* Until the cancel lands: a read of /dev/zero never waits (it is done in
+   * place, and the task yields every few calls), so a fixed number of reads
+   * could all be done before every other call here is parked. */
+  while (r >= 0) r = br_file_read(fd, buf, 10, -1, BR_NEVER);
   br_file_close(fd);
   free(buf);
   return (void *)(intptr_t)r;
