@@ -140,15 +140,17 @@ static ended interrupt(child *c) {
        * where gdb is installed, every thread's stack. */
       kill(c->pid, SIGQUIT);
       pause_ms(1000);
-      char cmd[256];
+      char cmd[512];
       snprintf(cmd, sizeof cmd,
-               "command -v gdb >/dev/null && gdb -p %d -batch -ex 'thread apply all bt' >> %s 2>&1",
-               (int)c->pid, c->efile);
+               "grep '^Sig\\|^Shd' /proc/%d/status >> %s; command -v gdb >/dev/null && "
+               "gdb -p %d -batch -ex 'thread apply all bt' -ex 'p sigints' -ex 'p fg_loop' -ex 'p in_handler' >> %s 2>&1",
+               (int)c->pid, c->efile, (int)c->pid, c->efile);
       if (system(cmd) != 0) fprintf(stderr, "(no stacks: gdb is not installed or could not attach)\n");
       kill(c->pid, SIGKILL);
       waitpid(c->pid, &st, 0);
       char *err = br_test_read_file(c->efile, NULL); /* what it said before it hung */
-      fail_msg("still running 15 s after one SIGINT; its standard error:\n%s", err ? err : "");
+      fprintf(stderr, "its standard error:\n%s\n", err ? err : "");
+      fail_msg("still running 15 s after one SIGINT (its standard error is above)");
     }
     pause_ms(2);
   }

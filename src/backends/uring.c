@@ -300,9 +300,29 @@ static int handle_cqe(br__poller *p, uring *u, struct io_uring_cqe *cqe, br__rea
   }
 }
 
+#ifdef BRAID_TSAN
+#include <signal.h>
+/* ThreadSanitizer runs a signal's handler only when the thread next enters
+ * a function it intercepts, and io_uring_enter (a raw system call in
+ * liburing) is not one: a SIGINT caught while the loop was about to wait,
+ * or one that interrupted the wait, would keep its handler (the loop's
+ * wake-up) pending while the loop sleeps on for good. So under TSan a wait
+ * lasts at most TSAN_WAIT_NS, and after each one an intercepted call lets a
+ * pending handler run. (Without TSan the kernel runs the handler at once,
+ * and it wakes the loop through the ring.) */
+#define TSAN_WAIT_NS 20000000
+static void tsan_run_pending_signals(void) {
+  sigset_t cur;
+  (void)pthread_sigmask(SIG_BLOCK, NULL, &cur);
+}
+#endif
+
 static int uring_poll(br__poller *p, int64_t timeout_ns, br__ready_fn ready, void *ctx) {
   uring *u = p->impl;
   if (!u->wake_armed) arm_wake(p, u);
+#ifdef BRAID_TSAN
+  if (timeout_ns < 0 || timeout_ns > TSAN_WAIT_NS) timeout_ns = TSAN_WAIT_NS;
+#endif
   struct io_uring_cqe *cqe = NULL;
   int rc;
   if (timeout_ns == 0) {
@@ -320,6 +340,9 @@ static int uring_poll(br__poller *p, int64_t timeout_ns, br__ready_fn ready, voi
                                    .tv_nsec = timeout_ns % 1000000000};
     rc = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
   }
+#ifdef BRAID_TSAN
+  tsan_run_pending_signals();
+#endif
   if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN) return rc;
 
   int reported = 0;
