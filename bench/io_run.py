@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""bench/io_run.py — issue 4's I/O benchmarks, braid and its peers side by side
+"""bench/io_run.py — the I/O benchmarks, braid and its peers side by side
 in the same run (timing here is noisy: compare within a run, not across runs).
 
   http   HTTP/1.1 keep-alive "hello" under `wrk -t1 -c100 -dDs`: braid (one

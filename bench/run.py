@@ -1,11 +1,11 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
-"""braid foundation benchmarks (issue 2): braid against Go and asyncio/uvloop.
+"""braid foundation benchmarks: braid against Go and asyncio/uvloop.
 
 Runs every workload for braid and for its peers in the same run, interleaved
 (run 1 of every implementation, then run 2, ...) so that the machine's drift
 hits all of them alike, takes the median of --runs runs per figure, prints a
-table with ratios and the issue's targets, and writes bench/results.json.
+table with ratios and the targets, and writes bench/results.json.
 
 Each benchmark program prints one JSON line with its own timing (elapsed_s,
 ns_per_op) and its peak RSS (VmHWM); this script adds ru_maxrss from os.wait4
@@ -394,7 +394,7 @@ def table(rows, header, left=1):
 
 
 # --------------------------------------------------------------------------
-# Targets from issue 2.
+# The foundation targets.
 
 SWITCH_FLOOR_NS = 5.8
 
@@ -532,7 +532,7 @@ def evaluate_default_targets(results):
 
 def main():
     ap = argparse.ArgumentParser(
-        description="braid foundation benchmarks against Go and asyncio/uvloop (issue 2)",
+        description="braid foundation benchmarks against Go and asyncio/uvloop",
         epilog="Groups: " + ", ".join(g["name"] for g in GROUPS))
     ap.add_argument("--quick", action="store_true",
                     help="small sizes, one run, no slow peers, no targets: a smoke test")
@@ -703,7 +703,7 @@ def main():
         print(table([[t["target"], t["value"], t["goal"], t["verdict"], t["detail"]]
                      for t in default_targets], ["target", "measured", "goal", "", ""], left=5))
     if targets:
-        print("\nIssue 2 targets")
+        print("\nFoundation targets")
         print(table([[t["target"], t["value"], t["goal"], t["verdict"], t["detail"]]
                      for t in targets], ["target", "measured", "goal", "", ""], left=5))
     loads = [rec.get("loadavg_before") for g in results.values() for r in g["runners"].values()
