@@ -74,8 +74,9 @@ typedef struct br_profile_report {
   int threads;          /* distinct threads seen */
   int processes;        /* distinct processes seen */
   int busy_threads;     /* threads that ran, or waited for a CPU, for 10 % of the wall time */
-  uint64_t read_bytes, write_bytes; /* storage I/O of the processes (/proc/PID/io, and the
-                                       rusage of those reaped) */
+  uint64_t read_bytes, write_bytes; /* storage I/O, counted once: of the whole reaped
+                                       tree for a command (rusage); of each process
+                                       seen for a call (/proc/PID/io) */
   int samples;          /* sampling rounds taken */
   double profiler_cpu_s; /* CPU time the sampling itself cost */
   char evidence[320];   /* the facts behind the verdict, one sentence */

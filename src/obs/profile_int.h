@@ -47,7 +47,9 @@ typedef struct prof_thread {
 typedef struct prof_proc {
   pid_t pid;
   bool alive;
-  uint64_t read_bytes, write_bytes; /* last values of /proc/PID/io */
+  uint64_t read_bytes, write_bytes; /* storage I/O of the process (of its pid) so far */
+  uint64_t read_now, write_now;     /* the last values of /proc/PID/io */
+  uint64_t read_done, write_done;   /* earlier processes under the same pid */
 } prof_proc;
 
 typedef struct prof_state {

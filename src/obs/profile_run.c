@@ -185,12 +185,16 @@ int br_profile_command(br_profile_report *out, char *const argv[], const br_prof
   int64_t extra = rusage_cpu - (int64_t)sampled_cpu_ns(&s);
   br__prof_report(&s, r.end_ns - s.start_ns, extra, out);
   out->exit_status = r.status;
-  /* The last sample of a process is up to an interval before its exit: the
-   * I/O it did after that is in its rusage, counted once it was reaped. */
+  /* Storage I/O from the reaped tree's rusage: every process of it has been
+   * reaped by now, each parent having added its own reaped children's. The
+   * sampled /proc/PID/io totals cannot be summed for this (a parent's
+   * include its reaped children's, so a shell and its dd would count the
+   * dd twice), and a process's last sample may be an interval before its
+   * end. */
   uint64_t rd1, wr1;
   rusage_io(&rd1, &wr1);
-  if (rd1 - rd0 > out->read_bytes) out->read_bytes = rd1 - rd0;
-  if (wr1 - wr0 > out->write_bytes) out->write_bytes = wr1 - wr0;
+  out->read_bytes = rd1 - rd0;
+  out->write_bytes = wr1 - wr0;
   /* A process can end between two rounds and never be sampled (a parent
    * that forks and exits at once, on a busy machine): its exit is still
    * seen here. */

@@ -33,15 +33,20 @@ static prof_thread *find_thread(prof_state *s, pid_t tid) {
   return NULL;
 }
 
+/* A process seen in an earlier round keeps its entry: its /proc/PID/io
+ * counters are totals, read again each round into the same record. */
 static prof_proc *find_proc(prof_state *s, pid_t pid) {
   for (size_t i = 0; i < s->npr; i++)
-    if (s->pr[i].pid == pid && s->pr[i].alive) return &s->pr[i];
+    if (s->pr[i].pid == pid) return &s->pr[i];
   return NULL;
 }
 
 static prof_proc *add_proc(prof_state *s, pid_t pid) {
   prof_proc *p = find_proc(s, pid);
-  if (p) return p;
+  if (p) {
+    p->alive = true;
+    return p;
+  }
   if (s->npr == s->cap_pr) {
     size_t cap = s->cap_pr ? 2 * s->cap_pr : 16;
     prof_proc *np = realloc(s->pr, cap * sizeof *np);
@@ -168,11 +173,20 @@ static void read_io(prof_proc *p) {
   FILE *f = fopen(path, "re");
   if (!f) return;
   unsigned long long v;
+  /* A total that went down belongs to a new process under a reused pid:
+   * what the old one did stays counted. */
   while (fgets(line, sizeof line, f)) {
-    if (sscanf(line, "read_bytes: %llu", &v) == 1) p->read_bytes = v;
-    else if (sscanf(line, "write_bytes: %llu", &v) == 1) p->write_bytes = v;
+    if (sscanf(line, "read_bytes: %llu", &v) == 1) {
+      if (v < p->read_now) p->read_done += p->read_now;
+      p->read_now = v;
+    } else if (sscanf(line, "write_bytes: %llu", &v) == 1) {
+      if (v < p->write_now) p->write_done += p->write_now;
+      p->write_now = v;
+    }
   }
   fclose(f);
+  p->read_bytes = p->read_done + p->read_now;
+  p->write_bytes = p->write_done + p->write_now;
 }
 
 /* ------------------------------------------------------------------------ */
