@@ -3,10 +3,7 @@
 """Before and after, in one run: the same braid benchmark programs from two
 build trees (or two copies of bench/), run alternately round by round, each
 run after waiting for idle CPUs (bench/quiet.py); medians and after/before
-ratios, of the figure each program prints and of the program's own CPU time
-per operation (user + system: on a busy machine it moves much less than the
-wall-clock figure). For checking that a change to the runtime leaves the hot
-path alone.
+ratios. For checking that a change to the runtime leaves the hot path alone.
 
     /usr/bin/python3 bench/ab_run.py --before /tmp/old --after build-x/bench
     /usr/bin/python3 bench/ab_run.py --before A --after B --rounds 7 --only switch_yield
@@ -20,7 +17,6 @@ ratios) when given.
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -67,44 +63,25 @@ def main():
                 senv = dict(env, **dict(kv.split("=", 1) for kv in
                                         getattr(args, side + "_env").split(",") if kv))
                 idle = wait_idle()
-                # The child's own CPU time (user + system), from the rusage of
-                # reaped children: what a busy machine inflates least (wall
-                # time also counts the time the child spent preempted).
-                ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 out = subprocess.run([str(d / cmd[0])] + cmd[1:], capture_output=True, text=True,
                                      env=senv, timeout=600)
-                ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 if out.returncode != 0:
                     print(f"{n} {side}: exit {out.returncode}\n{out.stderr[-800:]}", file=sys.stderr)
                     return 1
                 rec = json.loads(out.stdout.strip().splitlines()[-1])
                 rec["idle_before"] = idle
-                rec["cpu_s"] = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-                if rec.get("ops"):
-                    rec["cpu_ns_per_op"] = rec["cpu_s"] * 1e9 / rec["ops"]
                 runs[n][side].append(rec)
-                cpu = f"  cpu {rec['cpu_ns_per_op']:.3f} ns/op" if "cpu_ns_per_op" in rec else ""
-                print(f"  round {rnd + 1} {n:14s} {side:6s} {rec[key]:.3f}{cpu}  (idle {idle})",
-                      flush=True)
+                print(f"  round {rnd + 1} {n:14s} {side:6s} {rec[key]:.3f}  (idle {idle})", flush=True)
     res = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "before": args.before, "after": args.after,
            "before_env": args.before_env, "after_env": args.after_env,
            "rounds": args.rounds, "loadavg_end": os.getloadavg(), "workloads": {}}
-    print(f"\n{'workload':16s}{'before':>12s}{'after':>12s}{'after/before':>14s}"
-          f"{'CPU before':>12s}{'CPU after':>12s}{'CPU a/b':>10s}")
+    print(f"\n{'workload':16s}{'before':>12s}{'after':>12s}{'after/before':>14s}")
     for n in names:
         key = WORKLOADS[n][1]
         b = statistics.median(r[key] for r in runs[n]["before"])
         a = statistics.median(r[key] for r in runs[n]["after"])
-        w = {"metric": key, "before": b, "after": a, "ratio": a / b}
-        line = f"{n:16s}{b:12.3f}{a:12.3f}{a / b:14.3f}"
-        if all("cpu_ns_per_op" in r for side in ("before", "after") for r in runs[n][side]):
-            cb = statistics.median(r["cpu_ns_per_op"] for r in runs[n]["before"])
-            ca = statistics.median(r["cpu_ns_per_op"] for r in runs[n]["after"])
-            w.update(cpu_ns_per_op_before=cb, cpu_ns_per_op_after=ca, cpu_ratio=ca / cb)
-            line += f"{cb:12.3f}{ca:12.3f}{ca / cb:10.3f}"
-        w["runs"] = runs[n]
-        res["workloads"][n] = w
-        print(line)
+        res["workloads"][n] = {"metric": key, "before": b, "after": a, "ratio": a / b, "runs": runs[n]}
+        print(f"{n:16s}{b:12.3f}{a:12.3f}{a / b:14.3f}")
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
         print(f"wrote {args.out}")

@@ -216,7 +216,7 @@ static inline struct br__task *rq_pop(struct br_loop *L) {
  * That is allowed while the iteration's budget lasts (so the poller still
  * runs regularly) and unless both tasks are compact (copying frames on and
  * off the shared stack must not happen while running on it). */
-__attribute__((always_inline)) static inline void suspend(struct br_loop *L, struct br__task *t) {
+static void suspend(struct br_loop *L, struct br__task *t) {
   uint64_t now = acct_suspend(L, t);
   if (t->stack && !br__stack_canary_ok(t->stack)) overflow_abort(t, "canary smashed");
   struct br__task *n = L->rq_head;
@@ -246,12 +246,6 @@ __attribute__((always_inline)) static inline void suspend(struct br_loop *L, str
   BR__TSAN_SWITCH(L->sched_tsan);
   br__ctx_switch(&t->ctx, &L->sched);
   BR__ASAN_FINISH(asan_fake, NULL, NULL);
-}
-
-/* suspend as a call of its own (br_yield): inlined there it measured slower,
- * while the park (br__park_end, every blocking wait) gains from inlining. */
-__attribute__((noinline)) static void suspend_call(struct br_loop *L, struct br__task *t) {
-  suspend(L, t);
 }
 
 /* --- scheduler side ------------------------------------------------------ */
@@ -444,7 +438,7 @@ int br__park_end(struct br__task *t, int64_t deadline, bool cancellable) {
   t->wait.deadline = deadline;
   suspend(L, t);
   t->wait.kind = BR_WAIT_NONE;
-  if (t->timer.idx != BR__TIMER_IDLE) br__timer_del(&L->timers, &t->timer);
+  br__timer_del(&L->timers, &t->timer);
   return t->wake_code;
 }
 
@@ -556,9 +550,6 @@ void br__task_future_gone(struct br__task *t) {
   br__future_unlock(&t->fut);
 }
 
-/* Cache-line offsets of a task's first frame below its stack's top. */
-#define STACK_COLORS 16
-
 int br__loop_spawn(struct br_loop *L, struct br__task **out, br_task_fn fn, void *arg,
                    const br_spawn_opts *opts) {
   if (!L) return BR_ENOTTASK;
@@ -592,13 +583,7 @@ int br__loop_spawn(struct br_loop *L, struct br__task **out, br_task_fn fn, void
               br__stack_guarded_live(), br__stack_guard_budget());
       return e == ENOMEM ? BR_ENOMEM : BR_ELIMIT;
     }
-    /* Stacks are carved at a fixed stride, so their tops all share one
-     * offset within a page and land in the same few cache sets: a wave of
-     * short tasks that each touch only the top of their stack evicts its
-     * own frames. Starting each task a few cache lines lower (by spawn
-     * order, at most STACK_COLORS - 1 lines) spreads them over the sets. */
-    size_t color = (size_t)(L->next_id % STACK_COLORS) * 64;
-    br__ctx_make(&t->ctx, t->stack->lo, t->stack->size - color, task_entry, t);
+    br__ctx_make(&t->ctx, t->stack->lo, t->stack->size, task_entry, t);
   } else if (!L->shared) {
     L->shared = br__stack_get_guarded(&L->stacks, L->stack_size);
     if (!L->shared) {
@@ -847,7 +832,7 @@ int br_yield(void) {
   int rc = br__checkpoint(t);
   if (rc) return rc;
   br__ready(t);
-  suspend_call(t->loop, t);
+  suspend(t->loop, t);
   return br__checkpoint(t);
 }
 
