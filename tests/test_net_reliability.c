@@ -193,16 +193,18 @@ static void *b_to_thread(void *a) {
 }
 static void *b_file(void *a) {
   (void)a;
-  /* Reads of /dev/zero, one after another: a cancel must land in one of
-   * them (or in the open) however they are done. */
+  /* Reads of /dev/zero, one after another, each too big to be done in
+   * place (a read of 10 bytes would be, and the task would never park:
+   * this test waits for every call to be parked before it cancels), so
+   * each is handed off and the task waits in it: the cancel must land in
+   * one of them (or in the open), and the call returns once its read is
+   * done. */
   int fd = br_file_open("/dev/zero", O_RDONLY, 0, BR_NEVER);
   if (fd < 0) return (void *)(intptr_t)fd; /* cancelled in the open (a busy machine) */
-  char *buf = malloc(10);
+  enum { BIG = 1 << 20 };
+  char *buf = malloc(BIG);
   ssize_t r = 0;
-  /* Until the cancel lands: a read of /dev/zero never waits (it is done in
-   * place, and the task yields every few calls), so a fixed number of reads
-   * could all be done before every other call here is parked. */
-  while (r >= 0) r = br_file_read(fd, buf, 10, -1, BR_NEVER);
+  for (int i = 0; i < 100000 && r >= 0; i++) r = br_file_read(fd, buf, BIG, -1, BR_NEVER);
   br_file_close(fd);
   free(buf);
   return (void *)(intptr_t)r;
