@@ -552,9 +552,23 @@ static void cli_busy_machine(void **state) {
     }
     char d[32];
     json_str(r.out, "detail", d, sizeof d);
-    if (strcmp(d, cases[i].detail)) {
+    const char *want = cases[i].detail;
+    if (!strcmp(want, "starved")) {
+      /* Starved when the work spent a quarter of its runnable time waiting
+       * for a CPU. The hogs make that likely, not certain: in a short run
+       * the scheduler may give the work more than its share. What must hold
+       * is that the hogs were felt, and that the sub-verdict follows what
+       * was measured. */
+      double cpu = json_num(r.out, "cpu"), rq = json_num(r.out, "runqueue");
+      if (!(rq >= 0.05)) {
+        hogs_stop();
+        fail_msg("%s: the busy loops did not keep it waiting for a CPU: %s", cases[i].workload, r.out);
+      }
+      if (rq / (cpu + rq) < 0.25) want = "";
+    }
+    if (strcmp(d, want)) {
       hogs_stop();
-      fail_msg("%s: detail %s, expected %s: %s", cases[i].workload, d, cases[i].detail, r.out);
+      fail_msg("%s: detail %s, expected %s: %s", cases[i].workload, d, want, r.out);
     }
   }
   hogs_stop();
