@@ -110,7 +110,15 @@ static void cpu_pool_run_vs_cpu(void **state) {
   assert_int_equal(br_pool_get_stats(p, &s3), 0);
   assert_true(s3.run_ns > s2.run_ns);
   assert_true(s3.cpu_ns <= s3.run_ns);
+#ifdef BRAID_TSAN
+  /* ThreadSanitizer's runtime takes locks of its own inside instrumented
+   * code, and a worker can sleep on one: one of 3,200 jobs that cannot
+   * block in their own code was once counted as blocked under TSan on a
+   * busy machine. A few at most. */
+  assert_true(s3.blocked - s2.blocked <= 3);
+#else
   assert_int_equal(s3.blocked, s2.blocked);
+#endif
   assert_int_equal(br_pool_free(p), 0);
 }
 
@@ -201,7 +209,15 @@ static void procpool_run_vs_cpu(void **state) {
   assert_int_equal(br_procpool_get_stats(p, &s3), 0);
   assert_true(s3.run_ns > s2.run_ns);
   assert_true(s3.cpu_ns <= s3.run_ns);
+#ifdef BRAID_TSAN
+  /* ThreadSanitizer's runtime takes locks of its own inside instrumented
+   * code, and a worker can sleep on one: one of 3,200 jobs that cannot
+   * block in their own code was once counted as blocked under TSan on a
+   * busy machine. A few at most. */
+  assert_true(s3.blocked - s2.blocked <= 3);
+#else
   assert_int_equal(s3.blocked, s2.blocked);
+#endif
   assert_int_equal(br_procpool_free(p), 0);
 }
 
