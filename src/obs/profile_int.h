@@ -47,9 +47,8 @@ typedef struct prof_thread {
 typedef struct prof_proc {
   pid_t pid;
   bool alive;
-  uint64_t read_bytes, write_bytes; /* storage I/O of the process (of its pid) so far */
-  uint64_t read_now, write_now;     /* the last values of /proc/PID/io */
-  uint64_t read_done, write_done;   /* earlier processes under the same pid */
+  uint64_t read_bytes, write_bytes; /* storage I/O under this pid so far */
+  uint64_t read_seen, write_seen;   /* the last values of /proc/PID/io */
 } prof_proc;
 
 typedef struct prof_state {

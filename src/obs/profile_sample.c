@@ -173,20 +173,18 @@ static void read_io(prof_proc *p) {
   FILE *f = fopen(path, "re");
   if (!f) return;
   unsigned long long v;
-  /* A total that went down belongs to a new process under a reused pid:
-   * what the old one did stays counted. */
+  /* What grew since the last reading is added; a total that went down
+   * belongs to a new process under a reused pid, and all of it is new. */
   while (fgets(line, sizeof line, f)) {
     if (sscanf(line, "read_bytes: %llu", &v) == 1) {
-      if (v < p->read_now) p->read_done += p->read_now;
-      p->read_now = v;
+      p->read_bytes += v >= p->read_seen ? v - p->read_seen : v;
+      p->read_seen = v;
     } else if (sscanf(line, "write_bytes: %llu", &v) == 1) {
-      if (v < p->write_now) p->write_done += p->write_now;
-      p->write_now = v;
+      p->write_bytes += v >= p->write_seen ? v - p->write_seen : v;
+      p->write_seen = v;
     }
   }
   fclose(f);
-  p->read_bytes = p->read_done + p->read_now;
-  p->write_bytes = p->write_done + p->write_now;
 }
 
 /* ------------------------------------------------------------------------ */

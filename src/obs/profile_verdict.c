@@ -238,13 +238,7 @@ void br__prof_report(const prof_state *s, int64_t wall_ns, int64_t extra_cpu_ns,
     out->read_bytes += s->pr[i].read_bytes;
     out->write_bytes += s->pr[i].write_bytes;
   }
-  int procs = 0;
-  for (size_t i = 0; i < s->npr; i++) {
-    bool dup = false;
-    for (size_t j = 0; j < i && !dup; j++) dup = s->pr[j].pid == s->pr[i].pid;
-    procs += !dup;
-  }
-  out->processes = procs;
+  out->processes = (int)s->npr; /* one record per pid */
 
   /* The verdict describes the work, not the machine it ran on: the share of
    * the time some thread of it was computing. Stretches in which it wanted a
