@@ -27,6 +27,16 @@
 #include "exec/procpool_int.h"
 #include "test_util.h"
 
+/* The worker's working directory. */
+static int cwd_fn(const void *in, size_t len, br_bytes *out) {
+  (void)in;
+  (void)len;
+  char buf[4096];
+  if (!getcwd(buf, sizeof buf)) return -errno;
+  return br_bytes_set(out, buf, strlen(buf) + 1);
+}
+BR_JOB(cwd_of, cwd_fn);
+
 static br_procpool *new_pool(int n) {
   br_procpool *p = NULL;
   int r = br_procpool_new(&p, n, NULL);
@@ -283,6 +293,29 @@ static void test_fds_and_processes_after_cycles(void **state) {
   assert_int_equal(children_of(srv, kids, 8, &zombies), 0);
 }
 
+/* A worker starts in the directory its pool was created in, not in the one
+ * the shared server was started in. */
+static void test_workers_start_in_pools_cwd(void **state) {
+  (void)state;
+  char home[4096], dir[] = "/tmp/braid-pp-cwd-XXXXXX";
+  assert_non_null(getcwd(home, sizeof home));
+  cycle(1, 1); /* the server runs, started in `home` (or earlier) */
+  assert_non_null(mkdtemp(dir));
+  assert_int_equal(chdir(dir), 0);
+  br_procpool *p = new_pool(2);
+  br_future *f;
+  void *v;
+  assert_int_equal(br_procpool_submit(p, &f, "cwd_of", NULL, 0, NULL), 0);
+  assert_int_equal(br_await_until(f, &v, br_deadline_ms(20000)), 0);
+  br_bytes *b = v;
+  assert_string_equal((const char *)b->data, dir);
+  br_bytes_free(b);
+  br_future_unref(f);
+  br_procpool_free(p);
+  assert_int_equal(chdir(home), 0);
+  assert_int_equal(rmdir(dir), 0);
+}
+
 /* In a fork() child: the parent's server is forgotten, a pool starts the
  * child's own server, and that one dies with the child. */
 static void in_fork_child(int wfd, pid_t parent_srv) {
@@ -353,6 +386,7 @@ int main(void) {
       cmocka_unit_test(test_killed_under_pool),
       cmocka_unit_test(test_pools_from_threads),
       cmocka_unit_test(test_fds_and_processes_after_cycles),
+      cmocka_unit_test(test_workers_start_in_pools_cwd),
       cmocka_unit_test(test_fork_child_has_its_own),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

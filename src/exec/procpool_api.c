@@ -106,6 +106,7 @@ int br_procpool_new(br_procpool **out, int workers, const br_procpool_opts *opts
   p->max_jobs = opts->max_jobs_per_worker;
   p->depth = 8;
   p->ctl = p->efd = p->epfd = p->pshm_fd = -1;
+  p->cwd_fd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
   p->init_name = opts->initializer ? strdup(opts->initializer) : NULL;
   p->slots = calloc((size_t)workers, sizeof *p->slots);
   if (!p->slots || br_future_new(&p->closed) < 0 || (opts->initializer && !p->init_name)) {
@@ -191,6 +192,7 @@ fail:
   if (p->pshm_fd >= 0) close(p->pshm_fd);
   if (p->efd >= 0) close(p->efd);
   if (p->epfd >= 0) close(p->epfd);
+  if (p->cwd_fd >= 0) close(p->cwd_fd);
   br_future_unref(p->closed);
   free(p->init_name);
   pthread_mutex_destroy(&p->mu);
@@ -326,6 +328,7 @@ int br_procpool_free(br_procpool *p) {
   close(p->pshm_fd);
   close(p->efd);
   close(p->epfd);
+  if (p->cwd_fd >= 0) close(p->cwd_fd);
   br_future_unref(p->closed);
   free(p->broken_msg);
   free(p->init_name);

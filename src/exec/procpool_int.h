@@ -170,6 +170,10 @@ struct br_procpool {
   bool server_hello;   /* the server said hello on ctl */
   bool server_forked;  /* fallback: the server was forked, not exec'd */
   int ctl, efd, epfd;
+  /* The working directory when the pool was created (O_PATH, -1 if it
+   * could not be opened): its workers start there, whatever the
+   * process-wide server's is. */
+  int cwd_fd;
   pp_pool_shm *pshm;
   size_t pshm_size;
   int pshm_fd;

@@ -149,8 +149,8 @@ static int server_config(const uint8_t *key, int timeout_ms) {
   while (pr < 0 && errno == EINTR);
   if (pr <= 0) return -1;
   pp_config_msg c;
-  int fds[4], nfd;
-  int r = br__pp_recv_fds(PP_CTL_FD, &c, sizeof c, fds, 4, &nfd, MSG_DONTWAIT);
+  int fds[PP_MAX_FDS], nfd;
+  int r = br__pp_recv_fds(PP_CTL_FD, &c, sizeof c, fds, PP_MAX_FDS, &nfd, MSG_DONTWAIT);
   for (int i = 0; r >= 0 && i < nfd; i++) close(fds[i]);
   unsigned diff = 0;
   for (int i = 0; i < PP_KEY_LEN; i++) diff |= (unsigned)(c.key[i] ^ key[i]);
@@ -177,6 +177,10 @@ static void worker_start(const uint8_t *key, pid_t spid) {
     return;
   }
   close(PP_W_FD_POOL);
+  /* The pool's working directory, not the server's (absent: keep ours). */
+  if (fchdir(PP_W_FD_CWD) < 0) {
+  }
+  close(PP_W_FD_CWD);
   if (spid) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != spid) _exit(1); /* the server is gone already */
@@ -184,27 +188,29 @@ static void worker_start(const uint8_t *key, pid_t spid) {
   br__pp_worker_main(pool, PP_W_FD_EFD, PP_W_FD_SLOT, PP_W_FD_SOCK);
 }
 
-/* Start a worker with src = {pool page, eventfd, slot region, socket}:
+/* Start a worker with the nfd (4 or 5) descriptors of a START message,
+ * src = {pool page, eventfd, slot region, socket[, working directory]}:
  * fork it (one thread here, nothing can be held), or, when this process
  * has threads of its own (exec_workers), exec the program again in worker
- * mode. Either way it starts with those four on fds 3 to 6 and nothing else
+ * mode. Either way it starts with those on fds 3 to 7 and nothing else
  * open: not this server's sockets, nor another pool's. Returns the pid or a
  * negative code. */
-static pid_t server_start_worker(const int src[4], bool exec_workers, pid_t self) {
-  /* Descriptors to 3..6 in that order. dup2 onto a descriptor that another
-   * source still needs would lose it, so first move all four above 6. */
-  int hi[4];
+static pid_t server_start_worker(const int *src, int nfd, bool exec_workers, pid_t self) {
+  /* Descriptors to 3..7 in that order. dup2 onto a descriptor that another
+   * source still needs would lose it, so first move them all above 7. */
+  int hi[PP_MAX_FDS];
   pid_t pid = BR_EMFILE;
-  for (int i = 0; i < 4; i++) hi[i] = fcntl(src[i], F_DUPFD_CLOEXEC, PP_W_FD_SOCK + 1);
-  if (hi[0] < 0 || hi[1] < 0 || hi[2] < 0 || hi[3] < 0) goto out;
+  bool ok = true;
+  for (int i = 0; i < nfd; i++) ok &= (hi[i] = fcntl(src[i], F_DUPFD_CLOEXEC, PP_W_FD_CWD + 1)) >= 0;
+  if (!ok) goto out;
   if (!exec_workers) {
     pid = fork();
     if (pid == 0) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (getppid() != self) _exit(1);
-      for (int i = 0; i < 4; i++)
+      for (int i = 0; i < nfd; i++)
         if (dup2(hi[i], PP_W_FD_POOL + i) < 0) _exit(1);
-      if (syscall(SYS_close_range, PP_W_FD_SOCK + 1, ~0U, 0) < 0) _exit(1);
+      if (syscall(SYS_close_range, PP_W_FD_POOL + nfd, ~0U, 0) < 0) _exit(1);
       sigset_t chld;
       sigemptyset(&chld);
       sigaddset(&chld, SIGCHLD);
@@ -236,8 +242,8 @@ static pid_t server_start_worker(const int src[4], bool exec_workers, pid_t self
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t at;
   posix_spawn_file_actions_init(&fa);
-  for (int i = 0; i < 4; i++) posix_spawn_file_actions_adddup2(&fa, hi[i], PP_W_FD_POOL + i);
-  posix_spawn_file_actions_addclosefrom_np(&fa, PP_W_FD_SOCK + 1);
+  for (int i = 0; i < nfd; i++) posix_spawn_file_actions_adddup2(&fa, hi[i], PP_W_FD_POOL + i);
+  posix_spawn_file_actions_addclosefrom_np(&fa, PP_W_FD_POOL + nfd);
   posix_spawnattr_init(&at);
   sigset_t none;
   sigemptyset(&none);
@@ -250,7 +256,7 @@ static pid_t server_start_worker(const int src[4], bool exec_workers, pid_t self
   free(envp);
   if (r) pid = -r;
 out:
-  for (int i = 0; i < 4; i++)
+  for (int i = 0; i < nfd; i++)
     if (hi[i] >= 0) close(hi[i]);
   return pid;
 }
@@ -287,8 +293,8 @@ static void server_attach(int fd, pid_t self) {
 /* One message on pool connection c. */
 static void server_conn_msg(size_t c, bool exec_workers, pid_t self) {
   pp_msg m;
-  int fds[4], nfd;
-  int r = br__pp_recv_fds(conns[c].fd, &m, sizeof m, fds, 4, &nfd, MSG_DONTWAIT);
+  int fds[PP_MAX_FDS], nfd;
+  int r = br__pp_recv_fds(conns[c].fd, &m, sizeof m, fds, PP_MAX_FDS, &nfd, MSG_DONTWAIT);
   if (r == BR_EAGAIN) return;
   if (r <= 0) { /* the pool's end closed without STOP: it is gone */
     conn_close((int)c, false);
@@ -308,7 +314,7 @@ static void server_conn_msg(size_t c, bool exec_workers, pid_t self) {
         kill(kids[i].pid, SIGKILL);
     return;
   }
-  if (m.type != PP_M_START || nfd != 4) {
+  if (m.type != PP_M_START || nfd < 4) {
     for (int i = 0; i < nfd; i++) close(fds[i]);
     return;
   }
@@ -317,9 +323,9 @@ static void server_conn_msg(size_t c, bool exec_workers, pid_t self) {
   pid_t pid = BR_ENOMEM;
   if (k < nkids || grow((void **)&kids, &nkids, &capkids, sizeof *kids)) {
     if (k == nkids) kids[nkids++].pid = 0;
-    pid = server_start_worker(fds, exec_workers, self);
+    pid = server_start_worker(fds, nfd, exec_workers, self);
   }
-  for (int i = 0; i < 4; i++) close(fds[i]);
+  for (int i = 0; i < nfd; i++) close(fds[i]);
   if (pid < 0) {
     server_send(fd, PP_M_START_FAILED, m.slot, m.gen, 0, 0, pid);
     return;
@@ -371,8 +377,8 @@ static _Noreturn void server_run(bool exec_workers) {
       if (pf[2 + c].revents && conns[c].fd >= 0) server_conn_msg(c, exec_workers, self);
     if (pf[0].revents) {
       pp_msg m;
-      int fds[4], nfd;
-      int r = br__pp_recv_fds(PP_CTL_FD, &m, sizeof m, fds, 4, &nfd, MSG_DONTWAIT);
+      int fds[PP_MAX_FDS], nfd;
+      int r = br__pp_recv_fds(PP_CTL_FD, &m, sizeof m, fds, PP_MAX_FDS, &nfd, MSG_DONTWAIT);
       if (r == BR_EAGAIN) continue;
       if (r <= 0) break; /* the parent is gone */
       if (m.type == PP_M_ATTACH && nfd == 1) {

@@ -84,12 +84,14 @@
 /* The start marker: "3:<key in hex>" for the fork server (its socket on
  * fd 3), "w:<server pid>:<key in hex>" for a worker the server exec'd.
  * Every worker, forked or exec'd, starts with the pool page, eventfd, slot
- * region and slot socket on fds 3 to 6 (PP_W_FD_*) and nothing else open.
+ * region and slot socket on fds 3 to 6 and, if the pool has one, its
+ * working directory on fd 7 (PP_W_FD_*), and nothing else open.
  * procpool_server.c checks it before anything runs. */
 #define PP_ENV "BRAID_PROCPOOL_SERVER"
 #define PP_CTL_FD 3
 #define PP_KEY_LEN 32
-enum { PP_W_FD_POOL = 3, PP_W_FD_EFD, PP_W_FD_SLOT, PP_W_FD_SOCK };
+enum { PP_W_FD_POOL = 3, PP_W_FD_EFD, PP_W_FD_SLOT, PP_W_FD_SOCK, PP_W_FD_CWD };
+#define PP_MAX_FDS 5 /* descriptors one message carries at most */
 
 #define PP_RING_CAP ((uint64_t)512 << 10) /* bytes per ring, power of two */
 #define PP_INLINE_MAX ((size_t)32 << 10)  /* larger payloads go by memfd */
@@ -215,7 +217,8 @@ typedef struct pp_pool_shm {
 
 enum {
   PP_M_CONFIG = 1,  /* parent -> server socket: the key; no fds */
-  PP_M_START,       /* pool -> server; fds: pool page, eventfd, slot region, worker socket */
+  PP_M_START,       /* pool -> server; fds: pool page, eventfd, slot region, worker
+                       socket, and the pool's working directory if it has one */
   PP_M_KILL,        /* pool -> server */
   PP_M_STARTED,     /* server -> pool: pid */
   PP_M_START_FAILED,/* server -> pool: err */
@@ -313,7 +316,7 @@ static inline pp_rec *pp_ring_peek(pp_ring *r, uint64_t *pos) {
   }
 }
 
-/* Sending and receiving a message with up to four descriptors attached
+/* Sending and receiving a message with up to PP_MAX_FDS descriptors attached
  * (SCM_RIGHTS) on a socket (procpool_fdpass.c). 0 / the bytes received, or
  * a negative code. */
 int br__pp_send_fds(int sock, const void *buf, size_t len, const int *fds, int nfds, int flags);
