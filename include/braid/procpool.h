@@ -29,7 +29,9 @@
  * and ignored in a setuid or otherwise privileged process, so a forged one
  * only lets main() run as usual. The consequence,
  * as with Python's "forkserver"/"spawn": workers do not see state that
- * main() built; use the initializer for per-worker setup.
+ * main() built; use the initializer for per-worker setup. Workers start in
+ * the working directory their pool was created in, with the environment,
+ * ids, limits and umask the program had when the server started.
  *
  * Every function may be called from any thread, concurrently. Functions that
  * wait (map, iterator next, shutdown) suspend only the calling task when
