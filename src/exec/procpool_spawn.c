@@ -230,14 +230,18 @@ static void srv_reap(void) {
   srv.fd = -1;
   /* It closes a pool's connection only after that pool's STOP, and its own
    * socket only as it exits, so it is ending already; a SIGKILL to a
-   * process in exit changes nothing, and one that lingers is of no use. */
-  kill(srv.pid, SIGKILL);
-  while (waitpid(srv.pid, &st, 0) < 0) {
-    if (errno != EINTR) { /* reaped by someone else (SIGCHLD ignored, wait(-1)) */
-      st = -1;
-      break;
+   * process in exit changes nothing, and one that lingers is of no use.
+   * Signal it only while it is still our unreaped child: if the program
+   * reaped it (SIGCHLD ignored, wait(-1)), its pid may be someone else's. */
+  pid_t r;
+  while ((r = waitpid(srv.pid, &st, WNOHANG)) < 0 && errno == EINTR) {
+  }
+  if (r == 0) {
+    kill(srv.pid, SIGKILL);
+    while ((r = waitpid(srv.pid, &st, 0)) < 0 && errno == EINTR) {
     }
   }
+  if (r <= 0) st = -1;
   srv.lost_gen = srv.gen;
   srv.lost_status = st;
   srv.pid = 0;
@@ -260,6 +264,11 @@ int br__pp_server_attach(br_procpool *p, bool fork_server) {
   }
   /* Workers check the pool page carries the key their server was given. */
   memcpy(p->pshm->key, srv.key, sizeof srv.key);
+  /* Under a user-mode emulator the exec of /proc/self/exe cannot work
+   * without binfmt_misc, and qemu's emulation of the failed vfork+exec
+   * leaves it unable to create threads afterwards: fork the server. Once
+   * an exec'd server exited 127 before its hello (fork_server), so do all
+   * later ones. */
   bool warn = fork_server && !srv.forked;
   if (fork_server || br__emulated()) srv.forked = true;
   int conn[2] = {-1, -1};
