@@ -524,10 +524,16 @@ static void test_initializer(void **state) {
   br_future_unref(f);
   br_procpool_free(p);
 
-  /* A failing initializer breaks the pool with its message. */
-  br_procpool_opts bad = {.initializer = "tinit", .init_arg = "fail", .init_arg_len = 4};
+  /* A failing initializer breaks the pool with its message. It fails once
+   * the job is submitted (t.c[0]): workers may start faster than a submit. */
+  tcounter t;
+  tcounter_open(&t);
+  char arg[80];
+  snprintf(arg, sizeof arg, "fail:%s", t.path);
+  br_procpool_opts bad = {.initializer = "tinit", .init_arg = arg, .init_arg_len = strlen(arg)};
   p = new_pool(2, &bad);
   assert_int_equal(br_procpool_submit(p, &f, "tjob", &j, sizeof j, NULL), 0);
+  atomic_store(&t.c[0], 1);
   assert_int_equal(br_await(f, NULL), BR_EFAILED);
   assert_non_null(strstr(br_future_message(f), "initializer refused"));
   br_future_unref(f);
@@ -537,9 +543,12 @@ static void test_initializer(void **state) {
 
   /* Workers that die before they are ready are not replaced for ever: the
    * pool gives up with a message naming the cause. */
-  br_procpool_opts dies = {.initializer = "tinit", .init_arg = "exit", .init_arg_len = 4};
+  atomic_store(&t.c[0], 0);
+  snprintf(arg, sizeof arg, "exit:%s", t.path);
+  br_procpool_opts dies = {.initializer = "tinit", .init_arg = arg, .init_arg_len = strlen(arg)};
   p = new_pool(2, &dies);
   assert_int_equal(br_procpool_submit(p, &f, "tjob", &j, sizeof j, NULL), 0);
+  atomic_store(&t.c[0], 1);
   assert_int_equal(br_await(f, NULL), BR_EFAILED);
   const char *m = br_future_message(f);
   if (!strstr(m, "before it was ready") || !strstr(m, "exited with status 7"))
@@ -550,6 +559,7 @@ static void test_initializer(void **state) {
   assert_true(st.worker_deaths >= 5);
   assert_true(st.worker_deaths <= 2 * 5); /* the other slot may be one death short */
   br_procpool_free(p);
+  tcounter_close(&t);
 }
 
 static void test_cancel_pending(void **state) {

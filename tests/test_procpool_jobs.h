@@ -5,7 +5,9 @@
  * file (its path is the init argument) shared by all workers and the test,
  * and every job increments counters[id] before doing anything else, so a
  * test can prove that each job ran exactly once (or never, if cancelled),
- * crashes included.
+ * crashes included. "fail:<path>" and "exit:<path>" map the counter file
+ * at <path>, wait until the test sets counters[0] (so that it can submit a
+ * job first, however fast the workers start), then fail or _exit(7).
  */
 #ifndef TEST_PROCPOOL_JOBS_H
 #define TEST_PROCPOOL_JOBS_H
@@ -62,8 +64,15 @@ static int tinit_fn(const void *in, size_t len, br_bytes *out) {
   }
   memcpy(path, in, len);
   path[len] = 0;
-  if (strcmp(path, "exit") == 0) _exit(7); /* dies before it is ready */
-  if (strcmp(path, "fail") == 0) {
+  bool die = strncmp(path, "exit:", 5) == 0, refuse = strncmp(path, "fail:", 5) == 0;
+  if (die || refuse) {
+    int fd = open(path + 5, O_RDWR);
+    _Atomic uint32_t *c = fd < 0 ? MAP_FAILED
+                                 : mmap(NULL, sizeof *c, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (c == MAP_FAILED) _exit(9);
+    close(fd);
+    while (atomic_load(&c[0]) == 0) sched_yield();
+    if (die) _exit(7); /* dies before it is ready */
     br_fail(BR_EINVAL, "initializer refused: %s", path);
     return BR_EINVAL;
   }

@@ -20,6 +20,7 @@
 #pragma GCC diagnostic ignored "-Wunused-function" /* the shared jobs' helpers */
 #include "test_procpool_jobs.h"
 #pragma GCC diagnostic pop
+#include "exec/procpool_int.h"
 #include "test_util.h"
 
 static pthread_mutex_t held = PTHREAD_MUTEX_INITIALIZER;
@@ -64,6 +65,24 @@ static int probe_fn(const void *in, size_t len, br_bytes *out) {
 }
 BR_JOB(probe, probe_fn);
 
+/* n probes through p: every worker found the mutex free. */
+static void probe_all(br_procpool *p, int n) {
+  br_future *f[8];
+  for (int i = 0; i < n; i++)
+    assert_int_equal(br_procpool_submit(p, &f[i], "probe", NULL, 0, NULL), 0);
+  for (int i = 0; i < n; i++) {
+    void *v;
+    assert_int_equal(br_await_until(f[i], &v, br_deadline_ms(20000)), 0);
+    br_bytes *b = v;
+    int32_t code;
+    assert_int_equal(b->len, sizeof code);
+    memcpy(&code, b->data, sizeof code);
+    if (code != 0) fail_msg("the worker inherited a held lock (trylock: %d)", code);
+    br_bytes_free(b);
+    br_future_unref(f[i]);
+  }
+}
+
 static void test_threaded_server_execs_workers(void **state) {
   (void)state;
   br_procpool *p = NULL;
@@ -71,20 +90,7 @@ static void test_threaded_server_execs_workers(void **state) {
   if (r == BR_ENOSYS && br_test_emulated()) skip();
   assert_int_equal(r, 0);
   for (int round = 0; round < 2; round++) {
-    br_future *f[8];
-    for (int i = 0; i < 8; i++)
-      assert_int_equal(br_procpool_submit(p, &f[i], "probe", NULL, 0, NULL), 0);
-    for (int i = 0; i < 8; i++) {
-      void *v;
-      assert_int_equal(br_await_until(f[i], &v, br_deadline_ms(20000)), 0);
-      br_bytes *b = v;
-      int32_t code;
-      assert_int_equal(b->len, sizeof code);
-      memcpy(&code, b->data, sizeof code);
-      if (code != 0) fail_msg("the worker inherited a held lock (trylock: %d)", code);
-      br_bytes_free(b);
-      br_future_unref(f[i]);
-    }
+    probe_all(p, 8);
     /* A crash: its replacement is started the same way. */
     tjob j = tj(1, A_SEGV, 0);
     br_future *g;
@@ -98,10 +104,28 @@ static void test_threaded_server_execs_workers(void **state) {
   assert_int_equal(br_procpool_free(p), 0);
 }
 
+/* A second pool reuses the same (threaded) server, whose workers are
+ * exec'd just the same. */
+static void test_threaded_server_shared(void **state) {
+  (void)state;
+  pid_t s1, s2;
+  uint64_t n1, n2;
+  br__pp_server_peek(&s1, &n1);
+  assert_true(s1 > 0); /* the first test's pool started it */
+  br_procpool *p = NULL;
+  assert_int_equal(br_procpool_new(&p, 2, NULL), 0);
+  probe_all(p, 4);
+  assert_int_equal(br_procpool_free(p), 0);
+  br__pp_server_peek(&s2, &n2);
+  assert_int_equal(s2, s1);
+  assert_int_equal(n2, n1);
+}
+
 int main(void) {
   if (br_test_emulated()) br_test_skip("the process pool cannot run under qemu-user");
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_threaded_server_execs_workers),
+      cmocka_unit_test(test_threaded_server_shared),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,18 +12,26 @@
  * ring (no system call per job while the worker is busy); large ones through
  * a memfd that is mapped on the other side (no copy through a pipe).
  *
- * How workers start (docs/procpool.md has the full story): br_procpool_new()
- * starts a *fork server* by exec'ing the program itself (/proc/self/exe) with
- * a marker in its environment; braid's constructor sees the marker before
- * main() runs and turns that fresh, single-threaded process into the server,
- * which forks the workers. So no worker is ever forked from a process that
- * has other threads (fork with threads can deadlock in the child:
- * cpython#84559), whatever the caller's threads are doing. The marker is
- * authenticated (a random key per pool, our own parent on the socket) and
- * ignored in a setuid or otherwise privileged process, so a forged one only
- * lets main() run as usual. The consequence,
+ * How workers start (docs/procpool.md has the full story): the first
+ * br_procpool_new() of a process starts a *fork server* by exec'ing the
+ * program itself (/proc/self/exe) with a marker in its environment; braid's
+ * constructor sees the marker before main() runs and turns that fresh,
+ * single-threaded process into the server, which forks the workers. So no
+ * worker is ever forked from a process that has other threads (fork with
+ * threads can deadlock in the child: cpython#84559), whatever the caller's
+ * threads are doing. The server is the process's, shared by all its pools
+ * (as Python's forkserver): later pools reuse it and pay no exec; it stays
+ * after the last pool is freed, as a child process of the program, and
+ * exits when the program exits or execs. If it dies (killed from outside),
+ * the next pool to need it starts another. A child made with fork() does
+ * not share its parent's server: its first pool starts its own. The marker
+ * is authenticated (a random key per process, our own parent on the socket)
+ * and ignored in a setuid or otherwise privileged process, so a forged one
+ * only lets main() run as usual. The consequence,
  * as with Python's "forkserver"/"spawn": workers do not see state that
- * main() built; use the initializer for per-worker setup.
+ * main() built; use the initializer for per-worker setup. Workers start in
+ * the working directory their pool was created in, with the environment,
+ * ids, limits and umask the program had when the server started.
  *
  * Every function may be called from any thread, concurrently. Functions that
  * wait (map, iterator next, shutdown) suspend only the calling task when
@@ -186,9 +194,10 @@ typedef struct br_procpool_opts {
 
 /* br_procpool_new: create a pool of `workers` worker processes (1 ..
  * BR_PROCPOOL_MAX_WORKERS, or BR_CPUS: one per usable CPU, br_cpu_count())
- * and store it in *out (left NULL on failure). opts may be NULL. The fork
- * server is started before this returns; the workers start in the
- * background and jobs submitted meanwhile wait for them. The pool is released with br_procpool_free().
+ * and store it in *out (left NULL on failure). opts may be NULL. The
+ * process's fork server is started before this returns if none runs yet
+ * (the first pool, or the last server died), else reused; the workers start
+ * in the background and jobs submitted meanwhile wait for them. The pool is released with br_procpool_free().
  * Errors: BR_EINVAL (out NULL, worker count negative or over the maximum),
  * BR_ENOJOB (unknown initializer), BR_EEXIST (two jobs share a name; named
  * through the log hook, br_set_log),
@@ -295,8 +304,9 @@ int br_procpool_iter_next(br_procpool_iter *it, br_result *res, size_t *index);
  * a no-op. Any thread. */
 void br_procpool_iter_free(br_procpool_iter *it);
 
-/* br_procpool_shutdown: stop the pool and wait until every worker and the
- * fork server are gone and every future is completed. mode (braid.h):
+/* br_procpool_shutdown: stop the pool and wait until every worker of the
+ * pool is gone (killed and reaped) and every future is completed; the
+ * process's fork server stays for the next pool. mode (braid.h):
  * BR_SHUTDOWN_DRAIN refuses new jobs (BR_ESHUTDOWN), finishes every job
  * already submitted, then stops the workers; BR_SHUTDOWN_CANCEL refuses new
  * jobs and kills the workers at once: every job not finished fails with

@@ -18,14 +18,12 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 #include "core/job.h"
 #include "core/log.h"
 #include "exec/jobs.h"
 #include "exec/procpool_int.h"
-#include "sys/emulated.h"
 
 char *br__pp_strdupf(const char *fmt, ...) {
   va_list ap;
@@ -108,6 +106,7 @@ int br_procpool_new(br_procpool **out, int workers, const br_procpool_opts *opts
   p->max_jobs = opts->max_jobs_per_worker;
   p->depth = 8;
   p->ctl = p->efd = p->epfd = p->pshm_fd = -1;
+  p->cwd_fd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
   p->init_name = opts->initializer ? strdup(opts->initializer) : NULL;
   p->slots = calloc((size_t)workers, sizeof *p->slots);
   if (!p->slots || br_future_new(&p->closed) < 0 || (opts->initializer && !p->init_name)) {
@@ -141,10 +140,6 @@ int br_procpool_new(br_procpool **out, int workers, const br_procpool_opts *opts
   p->pshm->max_payload = max_payload;
   p->pshm->init_job = init_job;
   p->pshm->init_arg_len = opts->init_arg_len;
-  /* The start key: only the server we start and its workers learn it
-   * (procpool_server.c, the start marker). */
-  if (getrandom(p->pshm->key, sizeof p->pshm->key, 0) != (ssize_t)sizeof p->pshm->key)
-    goto fail_errno;
   if (opts->init_arg_len)
     memcpy((char *)p->pshm + PP_POOL_SHM_HDR, opts->init_arg, opts->init_arg_len);
 
@@ -166,18 +161,12 @@ int br_procpool_new(br_procpool **out, int workers, const br_procpool_opts *opts
     goto fail;
   }
   p->mgr_started = true;
-  /* Under a user-mode emulator the exec of /proc/self/exe cannot work
-   * without binfmt_misc, and qemu's emulation of the failed vfork+exec
-   * leaves it unable to create threads afterwards: fork the server. */
-  err = br__emulated() ? br__pp_server_fork(p, false) : br__pp_server_spawn(p);
-  if (err == 0) {
-    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 0};
-    epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->efd, &ev);
-    ev.data.u32 = 1;
-    epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->ctl, &ev);
-    fcntl(p->ctl, F_SETFL, O_NONBLOCK);
-    for (int i = 0; i < workers && err == 0; i++) err = br__pp_slot_start(p, &p->slots[i]);
-  }
+  /* The process's fork server (procpool_spawn.c): started now if this is
+   * the first pool, or if it died since the last one. */
+  struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 0};
+  epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->efd, &ev);
+  err = br__pp_server_attach(p, false);
+  for (int i = 0; i < workers && err == 0; i++) err = br__pp_slot_start(p, &p->slots[i]);
   if (err < 0) {
     /* Stop the manager: it finds nothing to finish and ends at once. */
     p->closing = C_CANCEL;
@@ -193,7 +182,7 @@ int br_procpool_new(br_procpool **out, int workers, const br_procpool_opts *opts
 fail_errno:
   err = -errno;
 fail:
-  br__pp_server_stop(p);
+  br__pp_server_detach(p);
   for (int i = 0; i < workers && p->slots; i++) {
     if (p->slots[i].state == S_LIVE) br__pp_slot_teardown(&p->slots[i]);
     free(p->slots[i].fifo);
@@ -203,6 +192,7 @@ fail:
   if (p->pshm_fd >= 0) close(p->pshm_fd);
   if (p->efd >= 0) close(p->efd);
   if (p->epfd >= 0) close(p->epfd);
+  if (p->cwd_fd >= 0) close(p->cwd_fd);
   br_future_unref(p->closed);
   free(p->init_name);
   pthread_mutex_destroy(&p->mu);
@@ -338,6 +328,7 @@ int br_procpool_free(br_procpool *p) {
   close(p->pshm_fd);
   close(p->efd);
   close(p->epfd);
+  if (p->cwd_fd >= 0) close(p->cwd_fd);
   br_future_unref(p->closed);
   free(p->broken_msg);
   free(p->init_name);

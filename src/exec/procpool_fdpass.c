@@ -15,7 +15,7 @@
 int br__pp_send_fds(int sock, const void *buf, size_t len, const int *fds, int nfds, int flags) {
   struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
   union {
-    char b[CMSG_SPACE(4 * sizeof(int))];
+    char b[CMSG_SPACE(PP_MAX_FDS * sizeof(int))];
     struct cmsghdr align;
   } u;
   struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
@@ -39,7 +39,7 @@ int br__pp_send_fds(int sock, const void *buf, size_t len, const int *fds, int n
 int br__pp_recv_fds(int sock, void *buf, size_t len, int *fds, int maxfds, int *nfds, int flags) {
   struct iovec iov = {.iov_base = buf, .iov_len = len};
   union {
-    char b[CMSG_SPACE(4 * sizeof(int))];
+    char b[CMSG_SPACE(PP_MAX_FDS * sizeof(int))];
     struct cmsghdr align;
   } u;
   struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b,
@@ -52,7 +52,7 @@ int br__pp_recv_fds(int sock, void *buf, size_t len, int *fds, int maxfds, int *
   for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
     int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-    int got[4];
+    int got[PP_MAX_FDS];
     memcpy(got, CMSG_DATA(c), (size_t)k * sizeof(int));
     for (int i = 0; i < k; i++) {
       if (*nfds < maxfds) fds[(*nfds)++] = got[i];

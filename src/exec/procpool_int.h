@@ -35,9 +35,11 @@
  * had not started at the front of the pending queue, and starts a
  * replacement. A timed-out job is failed the same way after the manager
  * asked the server to SIGKILL its worker, and so is the job of a worker that
- * wrote a malformed result (procpool_decode.h). If the server itself dies, every
+ * wrote a malformed result (procpool_decode.h). The fork server is the
+ * process's, shared with its other pools (procpool_spawn.c). If it dies, every
  * worker dies with it (PR_SET_PDEATHSIG) and the manager handles them all
- * as dead, then starts a new server.
+ * as dead, then attaches to a new server (the first pool to see the death
+ * starts it).
  */
 #ifndef BRAID_EXEC_PROCPOOL_INT_H
 #define BRAID_EXEC_PROCPOOL_INT_H
@@ -160,12 +162,18 @@ struct br_procpool {
   uint32_t rr;     /* mu */
   size_t ntimeout; /* mu: dispatched jobs that have a timeout */
   bool timers_changed; /* mu: a dispatch since check_timers that may need an earlier wake-up */
-  /* The fork server (procpool_spawn.c); changed by br_procpool_new and the
-   * manager, under mu once the manager runs. */
+  /* The process's fork server as this pool attached to it
+   * (procpool_spawn.c); changed by br_procpool_new and the manager, under
+   * mu once the manager runs. ctl is this pool's connection to it. */
   pid_t server_pid;
-  bool server_hello;  /* the server said it is configured */
-  bool server_forked; /* fallback: the server was forked, not exec'd */
+  uint64_t server_gen; /* which of the process's servers */
+  bool server_hello;   /* the server said hello on ctl */
+  bool server_forked;  /* fallback: the server was forked, not exec'd */
   int ctl, efd, epfd;
+  /* The working directory when the pool was created (O_PATH, -1 if it
+   * could not be opened): its workers start there, whatever the
+   * process-wide server's is. */
+  int cwd_fd;
   pp_pool_shm *pshm;
   size_t pshm_size;
   int pshm_fd;
@@ -227,15 +235,27 @@ int64_t br__pp_rebalance(br_procpool *p, int64_t now);
 void br__pp_pump(br_procpool *p);
 void br__pp_pend_push_back(br_procpool *p, pp_job *j);
 
-/* ---- procpool_spawn.c: starting and stopping the fork server, in the
- * parent (br_procpool_new with mu held, then the manager with mu held).
- * spawn/fork set p->ctl, p->server_pid and clear p->server_hello; stop
- * closes the control socket, reaps the server and returns its wait status
- * (-1 if there was none). */
+/* ---- procpool_spawn.c: the process's one fork server, shared by every
+ * pool, in the parent (br_procpool_new with mu held, then the manager with
+ * mu held).
+ *
+ * attach: connect p to the server, starting one if none runs (exec'd, or
+ * forked when fork_server says exec proved impossible or under an
+ * emulator); sets p->ctl (non-blocking, in p->epfd as 1), p->server_pid,
+ * p->server_gen, p->server_forked, clears p->server_hello and stores the
+ * process's key in p->pshm. 0 or a negative code.
+ * detach: the orderly end (shutdown): ask the server to kill and reap p's
+ * workers and wait until it has; p->ctl is closed after.
+ * lost: p->ctl read EOF outside detach, so the server died: close p->ctl,
+ * reap the server (once, whichever pool sees it first) and return its wait
+ * status, -1 if unknown.
+ * peek (tests): the running server's pid (0: none) and how many servers
+ * this process has started. */
 
-int br__pp_server_spawn(br_procpool *p);
-int br__pp_server_fork(br_procpool *p, bool warn);
-int br__pp_server_stop(br_procpool *p);
+int br__pp_server_attach(br_procpool *p, bool fork_server);
+void br__pp_server_detach(br_procpool *p);
+int br__pp_server_lost(br_procpool *p);
+void br__pp_server_peek(pid_t *pid, uint64_t *started);
 
 /* ---- procpool_manager.c */
 

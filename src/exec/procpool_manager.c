@@ -433,7 +433,7 @@ static void slot_died(br_procpool *p, pp_slot *s, int st, int how, pp_donelist *
 /* The server vanished: its workers died with it. p->mu held. */
 static void server_died(br_procpool *p, pp_donelist *dl) {
   /* Reaping it means PR_SET_PDEATHSIG has been sent to its workers. */
-  int st = br__pp_server_stop(p);
+  int st = br__pp_server_lost(p);
   for (int i = 0; i < p->nworkers; i++) {
     pp_slot *s = &p->slots[i];
     if (s->state != S_LIVE) continue;
@@ -445,11 +445,7 @@ static void server_died(br_procpool *p, pp_donelist *dl) {
   bool killed = st != -1 && WIFSIGNALED(st);
   bool no_exec = !p->server_hello && !p->server_forked && st != -1 && WIFEXITED(st) &&
                  WEXITSTATUS(st) == 127;
-  int err;
-  if (no_exec) err = br__pp_server_fork(p, true);
-  else if (p->server_hello || killed)
-    err = p->server_forked ? br__pp_server_fork(p, false) : br__pp_server_spawn(p);
-  else err = BR_ENOSYS;
+  int err = no_exec || p->server_hello || killed ? br__pp_server_attach(p, no_exec) : BR_ENOSYS;
   if (err < 0) {
     p->broken = err;
     free(p->broken_msg);
@@ -461,9 +457,6 @@ static void server_died(br_procpool *p, pp_donelist *dl) {
     fail_pending(p, err, p->broken_msg, dl);
     return;
   }
-  struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 1};
-  epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->ctl, &ev);
-  fcntl(p->ctl, F_SETFL, O_NONBLOCK);
   for (int i = 0; i < p->nworkers; i++)
     if (br__pp_slot_start(p, &p->slots[i]) < 0)
       p->slots[i].restart_at = pp_now() + PP_RESTART_DELAY_NS;
@@ -590,7 +583,7 @@ static bool results_waiting(br_procpool *p) {
 static void stop_all(br_procpool *p, pp_donelist *dl) {
   pthread_mutex_lock(&p->mu);
   p->stopped = true;
-  br__pp_server_stop(p);
+  br__pp_server_detach(p);
   for (int i = 0; i < p->nworkers; i++) {
     pp_slot *s = &p->slots[i];
     if (s->state == S_LIVE) slot_died(p, s, SIGKILL, SD_NO_RESTART | SD_NO_COUNT, dl);

@@ -1,26 +1,32 @@
 /* SPDX-License-Identifier: MIT */
 /* braid — process pool: the fork server process.
  *
- * Who runs this: the fork server, one process per pool, single-threaded
- * unless a shared library started threads before our constructor ran (then
- * it execs its workers instead of forking them; see br__pp_server_entry).
- * It is the program itself, exec'd from /proc/self/exe by the parent
- * (procpool_spawn.c) with PP_ENV in its environment: the constructor at the
- * end of this file runs before main() in that image, checks the marker and
- * never returns. (Under an emulator that cannot exec the program, the
- * parent forks it instead and calls br__pp_server_main directly.) An exec'd
- * worker passes through the same constructor (worker_entry).
+ * Who runs this: the fork server, one process per parent process, shared
+ * by all its pools; single-threaded unless a shared library started threads
+ * before our constructor ran (then it execs its workers instead of forking
+ * them; see br__pp_server_entry). It is the program itself, exec'd from
+ * /proc/self/exe by the parent (procpool_spawn.c) with PP_ENV in its
+ * environment: the constructor at the end of this file runs before main()
+ * in that image, checks the marker and never returns. (Under an emulator
+ * that cannot exec the program, the parent forks it instead and calls
+ * br__pp_server_main directly.) An exec'd worker passes through the same
+ * constructor (worker_entry).
  *
- * The server knows nothing of jobs: it forks one worker per PP_M_START
- * request (procpool_worker.c), kills on request, reaps, and reports every
- * exit with its wait status to the parent. Forking from here is cheap
- * (~0.1 ms, the image is small and untouched) and safe (one thread, so no
- * lock can be held by a thread missing in the child). It exits when the
- * parent's end of the control socket closes, killing its workers first;
- * workers die with it (PR_SET_PDEATHSIG), so nothing outlives the pool.
+ * The server knows nothing of jobs: each pool has its own connection to it
+ * (procpool_shm.h: control messages), on which it forks one worker per
+ * PP_M_START request (procpool_worker.c), kills on request, reaps, and
+ * reports every exit of that pool's workers with its wait status. Forking
+ * from here is cheap (~0.1 ms, the image is small and untouched) and safe
+ * (one thread, so no lock can be held by a thread missing in the child). A
+ * worker starts with its own pool's four descriptors and nothing else: no
+ * other pool's connection, page or eventfd. On PP_M_STOP the server kills
+ * and reaps that pool's workers, then closes its connection. It exits when
+ * the parent's end of its own socket closes (the parent exited or exec'd),
+ * killing every worker first; workers die with it (PR_SET_PDEATHSIG), so
+ * nothing outlives the parent.
  *
  * Lock rules: none (the server's own work is one thread: blocking poll on
- * the control socket and a signalfd for SIGCHLD, plus a periodic reap when
+ * its sockets and a signalfd for SIGCHLD, plus a periodic reap when
  * other threads exist and may take the signal).
  */
 #include <dirent.h>
@@ -38,6 +44,7 @@
 #include <sys/auxv.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -52,121 +59,206 @@ extern char **environ;
  * its constructor) in every program that uses the pool. */
 const int br__pp_server_linked = 1;
 
+/* A pool's connection (procpool_shm.h: control messages). */
+typedef struct conn {
+  int fd; /* -1: free */
+} conn;
+
 typedef struct child {
-  pid_t pid;
+  pid_t pid;     /* 0: free */
+  int conn;      /* index in conns, -1: its pool is gone (reaped, not reported) */
   uint32_t slot;
   uint64_t gen;
 } child;
 
-/* The server's children. A global so that it stays reachable in workers
+/* The server's state. Globals so that they stay reachable in workers
  * (LeakSanitizer runs when a job calls exit()). */
 static child *kids;
+static size_t nkids, capkids;
+static conn *conns;
+static size_t nconns, capconns;
+static uint8_t srv_key[PP_KEY_LEN];
 
-static int server_send(int ctl, uint32_t type, uint32_t slot, uint64_t gen, int pid, int status,
-                       int err) {
-  pp_msg m = {.type = type, .slot = slot, .gen = gen, .pid = pid, .status = status, .err = err};
-  return br__pp_send_fds(ctl, &m, sizeof m, NULL, 0, 0);
+/* Make room in array *v (*cap elements of sz bytes, *n in use) for one
+ * more element at index *n. False on out of memory. */
+static bool grow(void **v, size_t *n, size_t *cap, size_t sz) {
+  if (*n < *cap) return true;
+  size_t nc = *cap ? 2 * *cap : 16;
+  void *nv = realloc(*v, nc * sz);
+  if (!nv) return false;
+  *v = nv;
+  *cap = nc;
+  return true;
 }
 
-static void server_reap(int ctl, size_t nkids) {
+static int server_send(int fd, uint32_t type, uint32_t slot, uint64_t gen, int pid, int status,
+                       int err) {
+  pp_msg m = {.type = type, .slot = slot, .gen = gen, .pid = pid, .status = status, .err = err};
+  return br__pp_send_fds(fd, &m, sizeof m, NULL, 0, 0);
+}
+
+static child *kid_of(pid_t pid) {
+  for (size_t i = 0; i < nkids; i++)
+    if (kids[i].pid == pid) return &kids[i];
+  return NULL;
+}
+
+/* A worker was reaped: tell its pool, if the pool is still there. */
+static void kid_gone(child *k, int st) {
+  if (k->conn >= 0 && conns[k->conn].fd >= 0)
+    server_send(conns[k->conn].fd, PP_M_EXITED, k->slot, k->gen, k->pid, st, 0);
+  k->pid = 0;
+}
+
+static void server_reap(void) {
   for (;;) {
     int st;
     pid_t pid = waitpid(-1, &st, WNOHANG);
     if (pid <= 0) return;
-    for (size_t i = 0; i < nkids; i++) {
-      if (kids[i].pid != pid) continue;
-      server_send(ctl, PP_M_EXITED, kids[i].slot, kids[i].gen, pid, st, 0);
-      kids[i].pid = 0;
-      break;
-    }
+    child *k = kid_of(pid);
+    if (k) kid_gone(k, st);
   }
 }
 
-/* Receive the CONFIG message on the control socket and check its key
- * (constant time). 0 with the eventfd and pool page descriptors, or -1
- * (nothing received, a wrong message, a wrong key: the descriptors are
- * closed). Waits at most timeout_ms for the message. */
-static int server_config(const uint8_t *key, int timeout_ms, int *efd, int *pfd) {
+/* Pool connection c is done: with `reap`, its workers are killed and
+ * reaped before the connection closes (STOP: the pool then reads EOF only
+ * when none of its processes is left); without, they are killed and
+ * reaped later like any other (the pool went away). */
+static void conn_close(int c, bool reap) {
+  for (size_t i = 0; i < nkids; i++)
+    if (kids[i].pid > 0 && kids[i].conn == c) kill(kids[i].pid, SIGKILL);
+  for (size_t i = 0; i < nkids; i++) {
+    if (kids[i].pid <= 0 || kids[i].conn != c) continue;
+    kids[i].conn = -1;
+    if (!reap) continue;
+    while (waitpid(kids[i].pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    kids[i].pid = 0;
+  }
+  close(conns[c].fd);
+  conns[c].fd = -1;
+}
+
+/* Receive the CONFIG message on the server's socket and check its key
+ * (constant time). 0, or -1 (nothing received, a wrong message, a wrong
+ * key). Waits at most timeout_ms for the message. */
+static int server_config(const uint8_t *key, int timeout_ms) {
   struct pollfd pf = {.fd = PP_CTL_FD, .events = POLLIN};
   int pr;
   do pr = poll(&pf, 1, timeout_ms);
   while (pr < 0 && errno == EINTR);
   if (pr <= 0) return -1;
   pp_config_msg c;
-  int fds[4], nfd;
-  int r = br__pp_recv_fds(PP_CTL_FD, &c, sizeof c, fds, 4, &nfd, MSG_DONTWAIT);
+  int fds[PP_MAX_FDS], nfd;
+  int r = br__pp_recv_fds(PP_CTL_FD, &c, sizeof c, fds, PP_MAX_FDS, &nfd, MSG_DONTWAIT);
+  for (int i = 0; r >= 0 && i < nfd; i++) close(fds[i]);
   unsigned diff = 0;
   for (int i = 0; i < PP_KEY_LEN; i++) diff |= (unsigned)(c.key[i] ^ key[i]);
-  if (r != (int)sizeof c || c.m.type != PP_M_CONFIG || nfd != 2 || diff) {
-    for (int i = 0; r >= 0 && i < nfd; i++) close(fds[i]);
-    return -1;
-  }
-  *efd = fds[0];
-  *pfd = fds[1];
+  if (r != (int)sizeof c || c.m.type != PP_M_CONFIG || nfd != 0 || diff) return -1;
+  memcpy(srv_key, key, sizeof srv_key);
   return 0;
 }
 
-/* Start a worker for slot region slot_fd and socket sock: fork it (one
- * thread here, nothing can be held), or, when this process has threads of
- * its own (exec_workers), exec the program again in worker mode. Returns the
- * pid or a negative code. */
-static pid_t server_start_worker(pp_pool_shm *pool, int efd, int pfd, int sfd, int slot_fd,
-                                 int sock, bool exec_workers, pid_t self) {
+/* Map the pool page on PP_W_FD_POOL and become the worker (fds 3 to 6 in
+ * place, nothing else open). An exec'd worker (spid: the server that
+ * started it, 0 when forked, which has done this already) dies with the
+ * server from here on. Returns only if the page does not carry `key`. */
+static void worker_start(const uint8_t *key, pid_t spid) {
+  struct stat st;
+  if (fstat(PP_W_FD_POOL, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < PP_POOL_SHM_HDR)
+    return;
+  pp_pool_shm *pool =
+      mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, PP_W_FD_POOL, 0);
+  if (pool == MAP_FAILED) return;
+  unsigned diff = 0;
+  for (int i = 0; i < PP_KEY_LEN; i++) diff |= (unsigned)(pool->key[i] ^ key[i]);
+  if (diff) {
+    munmap(pool, (size_t)st.st_size);
+    return;
+  }
+  close(PP_W_FD_POOL);
+  /* The pool's working directory, not the server's (absent: keep ours). */
+  if (fchdir(PP_W_FD_CWD) < 0) {
+  }
+  close(PP_W_FD_CWD);
+  if (spid) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != spid) _exit(1); /* the server is gone already */
+  }
+  br__pp_worker_main(pool, PP_W_FD_EFD, PP_W_FD_SLOT, PP_W_FD_SOCK);
+}
+
+/* Start a worker with the nfd (4 or 5) descriptors of a START message,
+ * src = {pool page, eventfd, slot region, socket[, working directory]}:
+ * fork it (one thread here, nothing can be held), or, when this process
+ * has threads of its own (exec_workers), exec the program again in worker
+ * mode. Either way it starts with those on fds 3 to 7 and nothing else
+ * open: not this server's sockets, nor another pool's. Returns the pid or a
+ * negative code. */
+static pid_t server_start_worker(const int *src, int nfd, bool exec_workers, pid_t self) {
+  /* Descriptors to 3..7 in that order. dup2 onto a descriptor that another
+   * source still needs would lose it, so first move them all above 7. */
+  int hi[PP_MAX_FDS];
+  pid_t pid = BR_EMFILE;
+  bool ok = true;
+  for (int i = 0; i < nfd; i++) ok &= (hi[i] = fcntl(src[i], F_DUPFD_CLOEXEC, PP_W_FD_CWD + 1)) >= 0;
+  if (!ok) goto out;
   if (!exec_workers) {
-    pid_t pid = fork();
+    pid = fork();
     if (pid == 0) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (getppid() != self) _exit(1);
-      close(PP_CTL_FD);
-      close(sfd);
+      for (int i = 0; i < nfd; i++)
+        if (dup2(hi[i], PP_W_FD_POOL + i) < 0) _exit(1);
+      if (syscall(SYS_close_range, PP_W_FD_POOL + nfd, ~0U, 0) < 0) _exit(1);
       sigset_t chld;
       sigemptyset(&chld);
       sigaddset(&chld, SIGCHLD);
       sigprocmask(SIG_UNBLOCK, &chld, NULL);
-      br__pp_worker_main(pool, efd, slot_fd, sock);
+      worker_start(srv_key, 0);
+      _exit(1);
     }
-    return pid < 0 ? -errno : pid;
+    if (pid < 0) pid = -errno;
+    goto out;
   }
   /* The marker names us and carries the key (the pool page has it too:
    * the worker compares them before it runs anything). */
   char mark[sizeof PP_ENV + 32 + 2 * PP_KEY_LEN];
   int n = snprintf(mark, sizeof mark, PP_ENV "=w:%d:", (int)self);
   for (int i = 0; i < PP_KEY_LEN; i++)
-    n += snprintf(mark + n, sizeof mark - (size_t)n, "%02x", pool->key[i]);
+    n += snprintf(mark + n, sizeof mark - (size_t)n, "%02x", srv_key[i]);
   size_t nenv = 0;
   while (environ && environ[nenv]) nenv++;
   char **envp = calloc(nenv + 2, sizeof *envp);
-  if (!envp) return BR_ENOMEM;
+  if (!envp) {
+    pid = BR_ENOMEM;
+    goto out;
+  }
   size_t k = 0;
   for (size_t i = 0; i < nenv; i++)
     if (strncmp(environ[i], PP_ENV "=", sizeof PP_ENV) != 0) envp[k++] = environ[i];
   envp[k++] = mark;
   envp[k] = NULL;
-  /* Descriptors to 3..6 in that order. dup2 onto a descriptor that another
-   * source still needs would lose it, so first move all four above 6. */
-  int src[4] = {pfd, efd, slot_fd, sock}, hi[4];
-  for (int i = 0; i < 4; i++) hi[i] = fcntl(src[i], F_DUPFD_CLOEXEC, 7);
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t at;
   posix_spawn_file_actions_init(&fa);
-  for (int i = 0; i < 4; i++) posix_spawn_file_actions_adddup2(&fa, hi[i], PP_CTL_FD + i);
-  posix_spawn_file_actions_addclosefrom_np(&fa, PP_CTL_FD + 4);
+  for (int i = 0; i < nfd; i++) posix_spawn_file_actions_adddup2(&fa, hi[i], PP_W_FD_POOL + i);
+  posix_spawn_file_actions_addclosefrom_np(&fa, PP_W_FD_POOL + nfd);
   posix_spawnattr_init(&at);
   sigset_t none;
   sigemptyset(&none);
   posix_spawnattr_setsigmask(&at, &none);
   posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK);
   char *argv[] = {"braid-procpool-worker", NULL};
-  pid_t pid;
-  int r = (hi[0] < 0 || hi[1] < 0 || hi[2] < 0 || hi[3] < 0)
-              ? EMFILE
-              : posix_spawn(&pid, "/proc/self/exe", &fa, &at, argv, envp);
+  int r = posix_spawn(&pid, "/proc/self/exe", &fa, &at, argv, envp);
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&at);
-  for (int i = 0; i < 4; i++)
-    if (hi[i] >= 0) close(hi[i]);
   free(envp);
-  return r ? -r : pid;
+  if (r) pid = -r;
+out:
+  for (int i = 0; i < nfd; i++)
+    if (hi[i] >= 0) close(hi[i]);
+  return pid;
 }
 
 /* More than one thread in this process (a shared library's constructor
@@ -183,9 +275,70 @@ static bool process_threaded(void) {
   return n != 1;
 }
 
-/* The server's loop, configured: fork (or exec) a worker per PP_M_START,
- * kill on PP_M_KILL, reap and report, until the control socket closes. */
-static _Noreturn void server_run(int efd, int pfd, bool exec_workers) {
+/* A new pool: its connection, announced on the server's socket. */
+static void server_attach(int fd, pid_t self) {
+  size_t c = 0;
+  while (c < nconns && conns[c].fd >= 0) c++;
+  if (c == nconns) {
+    if (!grow((void **)&conns, &nconns, &capconns, sizeof *conns)) {
+      close(fd); /* the pool reads EOF: the server cannot serve it */
+      return;
+    }
+    nconns++;
+  }
+  conns[c].fd = fd;
+  server_send(fd, PP_M_HELLO, 0, 0, (int)self, 0, 0);
+}
+
+/* One message on pool connection c. */
+static void server_conn_msg(size_t c, bool exec_workers, pid_t self) {
+  pp_msg m;
+  int fds[PP_MAX_FDS], nfd;
+  int r = br__pp_recv_fds(conns[c].fd, &m, sizeof m, fds, PP_MAX_FDS, &nfd, MSG_DONTWAIT);
+  if (r == BR_EAGAIN) return;
+  if (r <= 0) { /* the pool's end closed without STOP: it is gone */
+    conn_close((int)c, false);
+    return;
+  }
+  int fd = conns[c].fd;
+  if (m.type == PP_M_STOP) {
+    for (int i = 0; i < nfd; i++) close(fds[i]);
+    conn_close((int)c, true);
+    return;
+  }
+  if (m.type == PP_M_KILL) {
+    for (int i = 0; i < nfd; i++) close(fds[i]);
+    for (size_t i = 0; i < nkids; i++)
+      if (kids[i].pid > 0 && kids[i].conn == (int)c && kids[i].slot == m.slot &&
+          kids[i].gen == m.gen)
+        kill(kids[i].pid, SIGKILL);
+    return;
+  }
+  if (m.type != PP_M_START || nfd < 4) {
+    for (int i = 0; i < nfd; i++) close(fds[i]);
+    return;
+  }
+  size_t k = 0;
+  while (k < nkids && kids[k].pid > 0) k++;
+  pid_t pid = BR_ENOMEM;
+  if (k < nkids || grow((void **)&kids, &nkids, &capkids, sizeof *kids)) {
+    if (k == nkids) kids[nkids++].pid = 0;
+    pid = server_start_worker(fds, nfd, exec_workers, self);
+  }
+  for (int i = 0; i < nfd; i++) close(fds[i]);
+  if (pid < 0) {
+    server_send(fd, PP_M_START_FAILED, m.slot, m.gen, 0, 0, pid);
+    return;
+  }
+  kids[k] = (child){.pid = pid, .conn = (int)c, .slot = m.slot, .gen = m.gen};
+  server_send(fd, PP_M_STARTED, m.slot, m.gen, pid, 0, 0);
+}
+
+/* The server's loop, configured: take ATTACHes on its socket, and on each
+ * pool's connection fork (or exec) a worker per PP_M_START, kill on
+ * PP_M_KILL, reap and report, stop on PP_M_STOP; until the server's socket
+ * closes (the parent is gone). */
+static _Noreturn void server_run(bool exec_workers) {
   sigset_t chld;
   sigemptyset(&chld);
   sigaddset(&chld, SIGCHLD);
@@ -195,70 +348,45 @@ static _Noreturn void server_run(int efd, int pfd, bool exec_workers) {
    * signalfd: then reaping also runs every PP_REAP_POLL_MS. */
   int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
   if (sfd < 0) _exit(2);
-  off_t psz = lseek(pfd, 0, SEEK_END);
-  pp_pool_shm *pool = mmap(NULL, (size_t)psz, PROT_READ | PROT_WRITE, MAP_SHARED, pfd, 0);
-  if (pool == MAP_FAILED) _exit(4);
-  if (!exec_workers) {
-    close(pfd);
-    pfd = -1;
-  }
-  if (server_send(PP_CTL_FD, PP_M_HELLO, 0, 0, (int)getpid(), 0, 0) < 0) _exit(6);
-
-  size_t nkids = 0, capkids = 16;
-  kids = calloc(capkids, sizeof *kids);
-  if (!kids) _exit(5);
   pid_t self = getpid();
-  pp_msg m;
-  int fds[4], nfd, r;
+  struct pollfd *pf = NULL;
+  size_t cappf = 0;
 
   for (;;) {
-    struct pollfd pf[2] = {{.fd = PP_CTL_FD, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
-    int pr = poll(pf, 2, exec_workers ? PP_REAP_POLL_MS : -1);
+    if (cappf < nconns + 2) {
+      struct pollfd *np = realloc(pf, (nconns + 2) * sizeof *pf);
+      if (!np) break;
+      pf = np;
+      cappf = nconns + 2;
+    }
+    pf[0] = (struct pollfd){.fd = PP_CTL_FD, .events = POLLIN};
+    pf[1] = (struct pollfd){.fd = sfd, .events = POLLIN};
+    for (size_t c = 0; c < nconns; c++)
+      pf[2 + c] = (struct pollfd){.fd = conns[c].fd, .events = POLLIN};
+    size_t npf = 2 + nconns;
+    int pr = poll(pf, npf, exec_workers ? PP_REAP_POLL_MS : -1);
     if (pr < 0 && errno != EINTR) break;
+    if (pr < 0) continue;
     if (pf[1].revents) {
       struct signalfd_siginfo si;
       while (read(sfd, &si, sizeof si) > 0) {
       }
     }
-    if (pf[1].revents || exec_workers) server_reap(PP_CTL_FD, nkids);
-    if (pr <= 0 || !pf[0].revents) continue;
-    r = br__pp_recv_fds(PP_CTL_FD, &m, sizeof m, fds, 4, &nfd, MSG_DONTWAIT);
-    if (r == BR_EAGAIN) continue;
-    if (r <= 0) break; /* the parent is gone or shut us down */
-    if (m.type == PP_M_KILL) {
-      for (size_t i = 0; i < nkids; i++)
-        if (kids[i].pid > 0 && kids[i].slot == m.slot && kids[i].gen == m.gen)
-          kill(kids[i].pid, SIGKILL);
-      continue;
-    }
-    if (m.type != PP_M_START || nfd != 2) {
-      for (int i = 0; i < nfd; i++) close(fds[i]);
-      continue;
-    }
-    size_t k = 0;
-    while (k < nkids && kids[k].pid > 0) k++;
-    if (k == nkids) {
-      if (nkids == capkids) {
-        child *nk = realloc(kids, 2 * capkids * sizeof *kids);
-        if (!nk) {
-          server_send(PP_CTL_FD, PP_M_START_FAILED, m.slot, m.gen, 0, 0, BR_ENOMEM);
-          close(fds[0]), close(fds[1]);
-          continue;
-        }
-        kids = nk;
-        capkids *= 2;
+    if (pf[1].revents || exec_workers) server_reap();
+    for (size_t c = 0; c + 2 < npf; c++)
+      if (pf[2 + c].revents && conns[c].fd >= 0) server_conn_msg(c, exec_workers, self);
+    if (pf[0].revents) {
+      pp_msg m;
+      int fds[PP_MAX_FDS], nfd;
+      int r = br__pp_recv_fds(PP_CTL_FD, &m, sizeof m, fds, PP_MAX_FDS, &nfd, MSG_DONTWAIT);
+      if (r == BR_EAGAIN) continue;
+      if (r <= 0) break; /* the parent is gone */
+      if (m.type == PP_M_ATTACH && nfd == 1) {
+        server_attach(fds[0], self);
+      } else {
+        for (int i = 0; i < nfd; i++) close(fds[i]);
       }
-      nkids++;
     }
-    pid_t pid = server_start_worker(pool, efd, pfd, sfd, fds[0], fds[1], exec_workers, self);
-    close(fds[0]);
-    close(fds[1]);
-    if (pid < 0) {
-      server_send(PP_CTL_FD, PP_M_START_FAILED, m.slot, m.gen, 0, 0, pid);
-      continue;
-    }
-    kids[k] = (child){.pid = pid, .slot = m.slot, .gen = m.gen};
-    server_send(PP_CTL_FD, PP_M_STARTED, m.slot, m.gen, pid, 0, 0);
   }
   /* Shutting down: no worker outlives the server. */
   for (size_t i = 0; i < nkids; i++)
@@ -276,9 +404,8 @@ static _Noreturn void server_run(int efd, int pfd, bool exec_workers) {
  * it for a thread of ours made every worker an exec that exited with 127,
  * started again at once, forever. */
 _Noreturn void br__pp_server_main(const uint8_t *key) {
-  int efd, pfd;
-  if (server_config(key, -1, &efd, &pfd) < 0) _exit(3);
-  server_run(efd, pfd, false);
+  if (server_config(key, -1) < 0) _exit(3);
+  server_run(false);
 }
 
 /* ---- the start marker, checked before main() */
@@ -329,23 +456,8 @@ static void worker_entry(const char *v) {
   if (end == v || *end != ':' || spid <= 1 || !parse_key(end + 1, key)) return;
   if (getppid() != (pid_t)spid || !same_exe((pid_t)spid)) return;
   pid_t peer;
-  struct stat st;
-  if (fstat(PP_CTL_FD, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < PP_POOL_SHM_HDR ||
-      !our_socket(PP_CTL_FD + 3, SOCK_SEQPACKET, &peer))
-    return;
-  pp_pool_shm *pool =
-      mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, PP_CTL_FD, 0);
-  if (pool == MAP_FAILED) return;
-  unsigned diff = 0;
-  for (int i = 0; i < PP_KEY_LEN; i++) diff |= (unsigned)(pool->key[i] ^ key[i]);
-  if (diff) {
-    munmap(pool, (size_t)st.st_size);
-    return;
-  }
-  close(PP_CTL_FD);
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (getppid() != (pid_t)spid) _exit(1); /* the server is gone already */
-  br__pp_worker_main(pool, PP_CTL_FD + 1, PP_CTL_FD + 2, PP_CTL_FD + 3);
+  if (!our_socket(PP_W_FD_SOCK, SOCK_SEQPACKET, &peer)) return;
+  worker_start(key, (pid_t)spid);
 }
 
 /* Runs before main() in every image of a program linked with the pool. The
@@ -378,7 +490,6 @@ __attribute__((constructor(101))) static void br__pp_server_entry(void) {
   pid_t peer = 0;
   if (!our_socket(PP_CTL_FD, SOCK_SEQPACKET, &peer) || peer != getppid() || !same_exe(peer))
     return;
-  int efd, pfd;
-  if (server_config(key, PP_CONFIG_WAIT_MS, &efd, &pfd) < 0) return;
-  server_run(efd, pfd, process_threaded());
+  if (server_config(key, PP_CONFIG_WAIT_MS) < 0) return;
+  server_run(process_threaded());
 }

@@ -4,10 +4,12 @@
  *
  * Three kinds of shared memory, all memfds mapped MAP_SHARED:
  *
- *  - The pool page (pp_pool_shm): created by the parent, mapped by the fork
- *    server and so inherited by every worker. It holds the configuration
- *    workers need (limits, initializer and its argument) and the manager's
- *    "sleeping" flag.
+ *  - The pool page (pp_pool_shm): created by the parent, passed to the fork
+ *    server with each worker start and mapped by the worker (the server
+ *    never maps it: it serves many pools, and a worker must not reach
+ *    another pool's page). It holds the configuration workers need
+ *    (limits, initializer and its argument) and the manager's "sleeping"
+ *    flag.
  *  - One slot region per worker incarnation (pp_slot_shm + two rings),
  *    created by the parent before it asks the server for the worker, so the
  *    parent may queue jobs into it before the worker even exists.
@@ -79,13 +81,17 @@
 #include "sys/futex.h"
 #include "sys/spin.h"
 
-/* The start marker: "3:<key in hex>" for the fork server (control socket on
- * fd 3), "w:<server pid>:<key in hex>" for a worker the server exec'd
- * (pool page, eventfd, slot region, slot socket on fds 3 to 6).
+/* The start marker: "3:<key in hex>" for the fork server (its socket on
+ * fd 3), "w:<server pid>:<key in hex>" for a worker the server exec'd.
+ * Every worker, forked or exec'd, starts with the pool page, eventfd, slot
+ * region and slot socket on fds 3 to 6 and, if the pool has one, its
+ * working directory on fd 7 (PP_W_FD_*), and nothing else open.
  * procpool_server.c checks it before anything runs. */
 #define PP_ENV "BRAID_PROCPOOL_SERVER"
 #define PP_CTL_FD 3
 #define PP_KEY_LEN 32
+enum { PP_W_FD_POOL = 3, PP_W_FD_EFD, PP_W_FD_SLOT, PP_W_FD_SOCK, PP_W_FD_CWD };
+#define PP_MAX_FDS 5 /* descriptors one message carries at most */
 
 #define PP_RING_CAP ((uint64_t)512 << 10) /* bytes per ring, power of two */
 #define PP_INLINE_MAX ((size_t)32 << 10)  /* larger payloads go by memfd */
@@ -188,21 +194,38 @@ typedef struct pp_pool_shm {
   int32_t init_job;                   /* registry index, -1: none */
   uint32_t pad;
   uint64_t init_arg_len;              /* bytes after this struct */
-  uint8_t key[32];                    /* the pool's start key (procpool_server.c) */
+  uint8_t key[32];                    /* the process's start key (procpool_server.c) */
 } pp_pool_shm;
 
 #define PP_POOL_SHM_HDR 4096
 
-/* ---- control messages on the server socket (SOCK_SEQPACKET) */
+/* ---- control messages (SOCK_SEQPACKET)
+ *
+ * The fork server is one per parent process, shared by all its pools
+ * (procpool_spawn.c). Two kinds of connection reach it:
+ *  - the server's own socket (fd 3 in the server), made when the server is
+ *    started: CONFIG first, then one ATTACH per pool; the server sends
+ *    nothing on it. When the parent's end closes (the parent exited or
+ *    exec'd), the server kills every worker and exits.
+ *  - one connection per pool, whose server end travels in ATTACH: the pool
+ *    asks for workers (START), kills them (KILL) and finally STOPs; the
+ *    server says HELLO once, then reports STARTED / START_FAILED / EXITED
+ *    for that pool's workers only. On STOP it SIGKILLs the pool's workers,
+ *    reaps them and closes the connection: the pool's end reading EOF means
+ *    none of its processes is left. If the pool's end closes without STOP,
+ *    the server kills that pool's workers and forgets them. */
 
 enum {
-  PP_M_CONFIG = 1,  /* parent -> server; fds: eventfd, pool page */
-  PP_M_START,       /* parent -> server; fds: slot region, worker socket */
-  PP_M_KILL,        /* parent -> server */
-  PP_M_STARTED,     /* server -> parent: pid */
-  PP_M_START_FAILED,/* server -> parent: err */
-  PP_M_EXITED,      /* server -> parent: pid, wait status */
-  PP_M_HELLO        /* server -> parent: configured and ready */
+  PP_M_CONFIG = 1,  /* parent -> server socket: the key; no fds */
+  PP_M_START,       /* pool -> server; fds: pool page, eventfd, slot region, worker
+                       socket, and the pool's working directory if it has one */
+  PP_M_KILL,        /* pool -> server */
+  PP_M_STARTED,     /* server -> pool: pid */
+  PP_M_START_FAILED,/* server -> pool: err */
+  PP_M_EXITED,      /* server -> pool: pid, wait status */
+  PP_M_HELLO,       /* server -> pool: attached and ready; pid: the server's */
+  PP_M_ATTACH,      /* parent -> server socket; fd: the server end of a pool's connection */
+  PP_M_STOP         /* pool -> server: kill and reap my workers, then close */
 };
 
 typedef struct pp_msg {
@@ -293,7 +316,7 @@ static inline pp_rec *pp_ring_peek(pp_ring *r, uint64_t *pos) {
   }
 }
 
-/* Sending and receiving a message with up to four descriptors attached
+/* Sending and receiving a message with up to PP_MAX_FDS descriptors attached
  * (SCM_RIGHTS) on a socket (procpool_fdpass.c). 0 / the bytes received, or
  * a negative code. */
 int br__pp_send_fds(int sock, const void *buf, size_t len, const int *fds, int nfds, int flags);

@@ -68,8 +68,8 @@ int br__pp_slot_start(br_procpool *p, pp_slot *s) {
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) goto fail_errno;
   s->gen++;
   pp_msg m = {.type = PP_M_START, .slot = (uint32_t)s->idx, .gen = s->gen};
-  int fds[2] = {fd, sv[1]};
-  err = br__pp_send_fds(p->ctl, &m, sizeof m, fds, 2, 0);
+  int fds[5] = {p->pshm_fd, p->efd, fd, sv[1], p->cwd_fd};
+  err = br__pp_send_fds(p->ctl, &m, sizeof m, fds, p->cwd_fd >= 0 ? 5 : 4, 0);
   if (err < 0) goto fail;
   close(fd);
   close(sv[1]);
