@@ -81,6 +81,7 @@ int br_run_opts(void **result, br_task_fn main, void *arg, const br_loop_opts *o
   br__tls_loop = L;
   L->running = true;
   L->sched_tsan = BR__TSAN_CURRENT();
+  L->tsan_hold_sigint = owns_sigint; /* TSan builds only (core/loop.c) */
   br__overflow_thread_begin();
   bool cancelled_main = false;
   L->until = t; /* once main is done, the poller must not block */
@@ -94,6 +95,7 @@ int br_run_opts(void **result, br_task_fn main, void *arg, const br_loop_opts *o
     if ((loop_rc = br__loop_iterate(L, true)) < 0) break;
   }
   br__overflow_thread_end();
+  L->tsan_hold_sigint = false;
   L->until = NULL;
   L->running = false;
   br__tls_loop = prev;
