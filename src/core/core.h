@@ -162,8 +162,9 @@ struct br_loop {
   size_t stack_size;
   br__ctx sched;                 /* the scheduler's own context */
   void *sched_tsan;
-  /* TSan builds: br_run owns SIGINT, so it is blocked while tasks run
-   * (br__loop_iterate, core/loop.c). Loop thread only. */
+  /* TSan builds: br_run owns SIGINT and has not had one yet, so it is
+   * blocked while tasks run (br__loop_iterate, core/loop.c). Loop thread
+   * only. */
   bool tsan_hold_sigint;
   struct br__task *current;
   struct br__task *until;         /* br_run / run_until target: stop blocking once done */

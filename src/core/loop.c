@@ -363,11 +363,13 @@ static bool has_work(struct br_loop *L) {
  * task fibers, happen in br__run_ready): the kernel holds a SIGINT sent
  * then and delivers it when it is unblocked here, on the scheduler's fiber,
  * where the unblocking call itself (intercepted) runs the handler. The
- * handler only wakes the loop, and the loop acts on it between iterations,
- * so holding it while tasks run changes nothing else; in a process with
- * other threads the kernel may give it to one of them instead, which runs
- * it as it would have anyway. Only SIGINT, only under br_run: the
- * watchdog's sampling signal must reach a task that blocks the loop.
+ * first SIGINT's handler only wakes the loop, and the loop acts on it
+ * between iterations, so holding it while tasks run changes nothing else;
+ * in a process with other threads the kernel may give it to one of them
+ * instead, which runs it as it would have anyway. Once main is cancelled
+ * br_run stops the hold: the second SIGINT exits from its handler and must
+ * not wait for a task whose cleanup hangs. Only SIGINT, only under br_run:
+ * the watchdog's sampling signal must reach a task that blocks the loop.
  *
  * A task that takes SIGINT with br_signal_open blocks it for good; the loop
  * then leaves it blocked (br__tsan_sigint_claimed). Two system calls per

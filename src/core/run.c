@@ -90,6 +90,7 @@ int br_run_opts(void **result, br_task_fn main, void *arg, const br_loop_opts *o
   while (!atomic_load_explicit(&t->fut.done, memory_order_acquire)) {
     if (owns_sigint && !cancelled_main && atomic_load(&sigints) > 0) {
       cancelled_main = true;
+      L->tsan_hold_sigint = false; /* a second one must not wait for a task (core/loop.c) */
       br__task_cancel(t);
     }
     if ((loop_rc = br__loop_iterate(L, true)) < 0) break;
