@@ -162,6 +162,10 @@ struct br_loop {
   size_t stack_size;
   br__ctx sched;                 /* the scheduler's own context */
   void *sched_tsan;
+  /* TSan builds: br_run owns SIGINT and has not had one yet, so it is
+   * blocked while tasks run (br__loop_iterate, core/loop.c). Loop thread
+   * only. */
+  bool tsan_hold_sigint;
   struct br__task *current;
   struct br__task *until;         /* br_run / run_until target: stop blocking once done */
   /* run queue (FIFO, intrusive) */
@@ -233,6 +237,11 @@ void br__park_begin(struct br__task *t);
 void br__park_begin_remote(struct br__task *t);
 int br__park_end(struct br__task *t, int64_t deadline, bool cancellable);
 void br__run_ready(struct br_loop *L);
+#ifdef BRAID_TSAN
+/* br_signal_open took SIGINT on this thread: br__loop_iterate must leave it
+ * blocked (core/loop.c). */
+void br__tsan_sigint_claimed(void);
+#endif
 void br__timer_fired(br__timer *tm);
 void br__task_future_gone(struct br__task *t);
 /* Wake t if it is parked cancellably and a scope cancel now reaches it. */

@@ -340,13 +340,67 @@ static bool has_work(struct br_loop *L) {
   return L->rq_head || L->cb_head || atomic_load_explicit(&L->remote_pending, memory_order_acquire);
 }
 
+#ifdef BRAID_TSAN
+/* ThreadSanitizer and br_run's SIGINT handler (TSan builds only).
+ *
+ * TSan does not run a handler when the kernel delivers the signal: it
+ * records it in the state of the *current fiber* and runs it at that fiber's
+ * next intercepted call. braid runs each task on a TSan fiber of its own,
+ * so a SIGINT that arrives while a task runs is recorded in the task's fiber.
+ * Under TSan 12 such a SIGINT was lost for good: in every hang of
+ * test_http_sigint (9 of 9 looked at, about one run in 40), the signal had
+ * come while an http-socket watcher's fiber was current, TSan had recorded
+ * it there (its handler returned without running ours), and the watcher
+ * then ran and parked some 320 times more with nothing pending on its
+ * fiber any more, while br_run's handler never ran (sigints=0, nothing
+ * pending in the kernel, the loop asleep in its 20 ms waits). Signals that
+ * arrive while the scheduler's own fiber is current (the loop's waits,
+ * timers, callbacks) are run at its next intercepted call, as uring.c's
+ * poll makes sure.
+ *
+ * So while br_run owns SIGINT, the loop thread blocks it for as long as
+ * tasks run (every task switch, and TSan's creation and destruction of
+ * task fibers, happen in br__run_ready): the kernel holds a SIGINT sent
+ * then and delivers it when it is unblocked here, on the scheduler's fiber,
+ * where the unblocking call itself (intercepted) runs the handler. The
+ * first SIGINT's handler only wakes the loop, and the loop acts on it
+ * between iterations, so holding it while tasks run changes nothing else;
+ * in a process with other threads the kernel may give it to one of them
+ * instead, which runs it as it would have anyway. Once main is cancelled
+ * br_run stops the hold: the second SIGINT exits from its handler and must
+ * not wait for a task whose cleanup hangs. Only SIGINT, only under br_run:
+ * the watchdog's sampling signal must reach a task that blocks the loop.
+ *
+ * A task that takes SIGINT with br_signal_open blocks it for good; the loop
+ * then leaves it blocked (br__tsan_sigint_claimed). Two system calls per
+ * iteration that runs tasks, in TSan builds only. */
+static _Thread_local bool sigint_claimed;
+
+void br__tsan_sigint_claimed(void) { sigint_claimed = true; }
+
+static void run_ready(struct br_loop *L) {
+  if (!L->tsan_hold_sigint || !L->rq_head) {
+    br__run_ready(L);
+    return;
+  }
+  sigset_t sigint, old;
+  sigemptyset(&sigint);
+  sigaddset(&sigint, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigint, &old);
+  br__run_ready(L);
+  if (!sigismember(&old, SIGINT) && !sigint_claimed) pthread_sigmask(SIG_UNBLOCK, &sigint, NULL);
+}
+#else
+#define run_ready br__run_ready
+#endif
+
 #define BUSY_POLL_EVERY 32
 
 /* Returns 1 if the loop has more to do, 0 when it is finished. */
 int br__loop_iterate(struct br_loop *L, bool block) {
   drain_remote(L);
   run_timers(L);
-  br__run_ready(L);
+  run_ready(L);
   run_callbacks(L);
   drain_remote(L);
   bool busy = has_work(L);

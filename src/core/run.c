@@ -81,6 +81,7 @@ int br_run_opts(void **result, br_task_fn main, void *arg, const br_loop_opts *o
   br__tls_loop = L;
   L->running = true;
   L->sched_tsan = BR__TSAN_CURRENT();
+  L->tsan_hold_sigint = owns_sigint; /* TSan builds only (core/loop.c) */
   br__overflow_thread_begin();
   bool cancelled_main = false;
   L->until = t; /* once main is done, the poller must not block */
@@ -89,11 +90,13 @@ int br_run_opts(void **result, br_task_fn main, void *arg, const br_loop_opts *o
   while (!atomic_load_explicit(&t->fut.done, memory_order_acquire)) {
     if (owns_sigint && !cancelled_main && atomic_load(&sigints) > 0) {
       cancelled_main = true;
+      L->tsan_hold_sigint = false; /* a second one must not wait for a task (core/loop.c) */
       br__task_cancel(t);
     }
     if ((loop_rc = br__loop_iterate(L, true)) < 0) break;
   }
   br__overflow_thread_end();
+  L->tsan_hold_sigint = false;
   L->until = NULL;
   L->running = false;
   br__tls_loop = prev;
