@@ -30,6 +30,15 @@
  * poll is armed, or one the kernel reported and we have not collected), and
  * the poll lived on; a cancel completes it in any state.
  *
+ * Sockets: on kernels with IORING_RECVSEND_POLL_FIRST (5.19+, recognised by
+ * the cancel-by-descriptor of the same release, probed at open), RECV and
+ * SEND are performed here too (sock_io). A RECV carries POLL_FIRST: the
+ * caller only asks after the socket was drained, so the kernel arms its poll
+ * at once instead of trying a receive that fails; the poll checks the
+ * socket's current state, so data or an end of stream already there is not
+ * missed. The core cancels a socket's pending operations before disarm
+ * (cancel), and disarm's immediate submission takes them to the kernel.
+ *
  * open() fails with a negative errno where io_uring cannot be used
  * (-ENOSYS: no kernel support or built without liburing; -EPERM: seccomp,
  * io_uring_disabled), and the loop falls back to epoll.
@@ -39,6 +48,37 @@
 #include <errno.h>
 
 #ifndef BRAID_HAVE_LIBURING
+
+/* Whether the kernel is 5.19 or later (POLL_FIRST for RECV and SEND, which
+ * cannot be probed without a socket) and has RECV and SEND: a cancel by
+ * descriptor, new in that release, of everything on the ring's own
+ * descriptor, where nothing is pending, finds nothing (-ENOENT) where it is
+ * understood and is refused (-EINVAL) where it is not. One round trip, at
+ * open. */
+static bool probe_sockets(uring *u) {
+  struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+  if (!sqe) return false;
+  struct io_uring_probe *probe = io_uring_get_probe_ring(&u->ring);
+  bool ops = probe && io_uring_opcode_supported(probe, IORING_OP_RECV) &&
+             io_uring_opcode_supported(probe, IORING_OP_SEND);
+  if (probe) io_uring_free_probe(probe);
+  io_uring_prep_cancel_fd(sqe, u->ring.ring_fd, IORING_ASYNC_CANCEL_ALL);
+  io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+  struct io_uring_cqe *cqe = NULL;
+  int rc;
+  do rc = io_uring_submit_and_wait(&u->ring, 1);
+  while (rc == -EINTR);
+  if (rc < 0 || io_uring_peek_cqe(&u->ring, &cqe) != 0) return false;
+  bool ok = cqe->res == -ENOENT || cqe->res == 0;
+  io_uring_cqe_seen(&u->ring, cqe);
+  return ok && ops;
+}
+
+/* BRAID_URING_SOCKETS=0 keeps sockets on readiness (for comparisons). */
+static bool sock_io_wanted(void) {
+  const char *e = getenv("BRAID_URING_SOCKETS");
+  return !e || strcmp(e, "0") != 0;
+}
 
 static int uring_open(br__poller *p) {
   (void)p;
@@ -57,6 +97,7 @@ const br__poller_ops br__poller_uring = {.name = "io_uring", .open = uring_open}
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define SQ_ENTRIES 512
@@ -117,6 +158,37 @@ static int arm_wake(br__poller *p, uring *u) {
   return 0;
 }
 
+/* Whether the kernel is 5.19 or later (POLL_FIRST for RECV and SEND, which
+ * cannot be probed without a socket) and has RECV and SEND: a cancel by
+ * descriptor, new in that release, of everything on the ring's own
+ * descriptor, where nothing is pending, finds nothing (-ENOENT) where it is
+ * understood and is refused (-EINVAL) where it is not. One round trip, at
+ * open. */
+static bool probe_sockets(uring *u) {
+  struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+  if (!sqe) return false;
+  struct io_uring_probe *probe = io_uring_get_probe_ring(&u->ring);
+  bool ops = probe && io_uring_opcode_supported(probe, IORING_OP_RECV) &&
+             io_uring_opcode_supported(probe, IORING_OP_SEND);
+  if (probe) io_uring_free_probe(probe);
+  io_uring_prep_cancel_fd(sqe, u->ring.ring_fd, IORING_ASYNC_CANCEL_ALL);
+  io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+  struct io_uring_cqe *cqe = NULL;
+  int rc;
+  do rc = io_uring_submit_and_wait(&u->ring, 1);
+  while (rc == -EINTR);
+  if (rc < 0 || io_uring_peek_cqe(&u->ring, &cqe) != 0) return false;
+  bool ok = cqe->res == -ENOENT || cqe->res == 0;
+  io_uring_cqe_seen(&u->ring, cqe);
+  return ok && ops;
+}
+
+/* BRAID_URING_SOCKETS=0 keeps sockets on readiness (for comparisons). */
+static bool sock_io_wanted(void) {
+  const char *e = getenv("BRAID_URING_SOCKETS");
+  return !e || strcmp(e, "0") != 0;
+}
+
 static int uring_open(br__poller *p) {
   uring *u = calloc(1, sizeof *u);
   if (!u) return -ENOMEM;
@@ -170,6 +242,7 @@ static int uring_open(br__poller *p) {
     return rc;
   }
   p->impl = u;
+  p->sock_io = sock_io_wanted() && probe_sockets(u);
   arm_wake(p, u);
   return 0;
 }
@@ -369,7 +442,7 @@ static int uring_submit(br__poller *p, br__io_req *req) {
   uring *u = p->impl;
   unsigned n = (unsigned)(req->n > 0x7ffff000 ? 0x7ffff000 : req->n);
   uint64_t off = req->off < 0 ? (uint64_t)-1 : (uint64_t)req->off;
-  if (req->op > BR__IO_FSYNC) return -ENOSYS;
+  if (req->op > BR__IO_SEND || (req->op >= BR__IO_RECV && !p->sock_io)) return -ENOSYS;
   struct io_uring_sqe *sqe = get_sqe(u);
   if (!sqe) return -EAGAIN;
   switch (req->op) {
@@ -385,9 +458,33 @@ static int uring_submit(br__poller *p, br__io_req *req) {
   case BR__IO_FSYNC:
     io_uring_prep_fsync(sqe, req->fd, 0);
     break;
+  case BR__IO_RECV:
+    io_uring_prep_recv(sqe, req->fd, req->buf, n, 0);
+    sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+    break;
+  case BR__IO_SEND:
+    io_uring_prep_send(sqe, req->fd, req->buf, n, MSG_NOSIGNAL);
+    break;
   }
   io_uring_sqe_set_data(sqe, req); /* TAG_OP: pointers are 8-aligned */
   return 0;
+}
+
+/* End a submitted request early. Its own completion follows (-ECANCELED, or its result if it won the race);
+ * the cancel's is not wanted. */
+static int uring_cancel(br__poller *p, br__io_req *req) {
+  uring *u = p->impl;
+  struct io_uring_sqe *sqe = get_sqe(u);
+  if (!sqe) return -EBUSY;
+  io_uring_prep_cancel(sqe, req, 0);
+  io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+  if (u->skip_ok) io_uring_sqe_set_flags(sqe, IOSQE_CQE_SKIP_SUCCESS);
+  /* At once, as disarm: the operation holds the file (a closed socket would
+   * send no FIN until the loop next polls). */
+  int rc;
+  do rc = io_uring_submit(&u->ring);
+  while (rc == -EINTR);
+  return rc < 0 ? rc : 0;
 }
 
 const br__poller_ops br__poller_uring = {
@@ -399,6 +496,7 @@ const br__poller_ops br__poller_uring = {
   .poll = uring_poll,
   .wake = uring_wake,
   .submit = uring_submit,
+  .cancel = uring_cancel,
 };
 
 #endif

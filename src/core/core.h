@@ -151,6 +151,9 @@ typedef struct br__fdrec {
   struct br__task *reader, *writer;
   uint8_t ready;  /* readiness bits seen and not yet consumed */
   bool armed;
+  bool not_socket; /* the poller refused a socket operation on it (ENOTSOCK) */
+  /* Receive and send in flight in the poller (br__sock_io), one each. */
+  struct br__sockop *rx, *tx;
 } br__fdrec;
 
 struct br_loop {

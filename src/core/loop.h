@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdarg.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "core/poller.h"
 
@@ -23,6 +24,20 @@ br__poller *br__loop_poller(br_loop *loop);
  * completes, even if the waiter is cancelled: wait for it to the end.
  * Loop thread only. */
 int br__loop_submit_io(br_loop *loop, const br__io_req *req, br_future **out);
+/* br__sock_io: receive (send=false) into or send from buf, n bytes at most,
+ * on socket fd by the calling task's loop poller (io_uring), suspending only
+ * the task: the caller found the socket drained (receive) or tries a send the
+ * kernel does with the poller's next submission. Returns the bytes moved,
+ * 0 at end of stream, BR_ETIMEDOUT at deadline, BR_ECANCELED, BR_EBADF when
+ * the descriptor was closed (br_close) meanwhile, BR_EBUSY when another task
+ * reads (writes) fd already, another negated errno; or
+ * BR_ENOSYS when this path is not taken here (not a task, a compact task,
+ * a poller without socket operations, no room now, not a socket, n == 0, the task
+ * already cancelled or past deadline): do the system call and use readiness
+ * instead. Bytes that arrived are returned even if the wait was
+ * interrupted meanwhile (the interruption then shows at the next call).
+ * Loop thread, tasks only. */
+ssize_t br__sock_io(int fd, bool send, void *buf, size_t n, int64_t deadline);
 /* br_now() at the loop's last return from its poller; 0 while it sleeps in
  * the poller (idle is not stuck). Read racily by the watchdog thread: a torn
  * read is impossible for an aligned int64 on our targets. */

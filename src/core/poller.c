@@ -14,6 +14,7 @@ int br__poller_open(br__poller *p, const char *name) {
   if (!name || !*name) name = "auto";
   bool debug = getenv("BRAID_DEBUG") && strcmp(getenv("BRAID_DEBUG"), "0");
   p->impl = NULL;
+  p->sock_io = false;
   if (!strcmp(name, "epoll")) {
     p->ops = &br__poller_epoll;
     return p->ops->open(p);

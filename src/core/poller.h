@@ -24,6 +24,7 @@
 #ifndef BRAID_CORE_POLLER_H
 #define BRAID_CORE_POLLER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,7 +36,17 @@ typedef void (*br__ready_fn)(void *ctx, int fd, int events);
 
 /* An operation for `submit`. The memory it names (path, buf) and the
  * request itself stay valid until done runs. */
-typedef enum br__io_op { BR__IO_OPEN, BR__IO_READ, BR__IO_WRITE, BR__IO_FSYNC } br__io_op;
+typedef enum br__io_op {
+  BR__IO_OPEN,
+  BR__IO_READ,
+  BR__IO_WRITE,
+  BR__IO_FSYNC,
+  /* Sockets (only where br__poller.sock_io): RECV waits for data before its
+   * first attempt (the caller knows the socket is drained); SEND never raises
+   * SIGPIPE. Both may be cut short by `cancel`. */
+  BR__IO_RECV,
+  BR__IO_SEND,
+} br__io_op;
 
 typedef struct br__io_req {
   br__io_op op;
@@ -69,6 +80,10 @@ typedef struct br__poller_ops {
    * req->done called from a later poll(). 0, or -EAGAIN (no room now: try
    * again after a poll), -ENOSYS (not for this operation). Loop thread. */
   int (*submit)(br__poller *p, br__io_req *req);
+  /* Optional, with submit: ask the kernel to end a submitted request early
+   * (it still completes through done, with its result or -ECANCELED). 0 or a
+   * negative errno. Loop thread. */
+  int (*cancel)(br__poller *p, br__io_req *req);
 } br__poller_ops;
 
 struct br__poller {
@@ -76,6 +91,9 @@ struct br__poller {
   int fd;      /* epoll fd or ring fd */
   int wake_fd; /* eventfd used by wake() */
   void *impl;  /* backend-private state */
+  /* The backend performs BR__IO_RECV/SEND, and disarm() also ends every
+   * request still pending on the descriptor (set by open). */
+  bool sock_io;
 };
 
 /* The backends (src/backends/). */

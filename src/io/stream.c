@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "core/job.h"
+#include "core/loop.h"
 #include "io/io_internal.h"
 
 static _Thread_local unsigned io_budget;
@@ -37,6 +38,13 @@ int br__io_budget(void) {
 int br__io_wait(int fd, int events, int64_t deadline) {
   io_budget = 0;
   return br_wait_fd(fd, events, deadline);
+}
+
+/* br__sock_io, counted as a wait (the task parked) when it ran. */
+static ssize_t sock_io(int fd, bool send, void *buf, size_t n, int64_t deadline) {
+  ssize_t r = br__sock_io(fd, send, buf, n, deadline);
+  if (r != BR_ENOSYS) io_budget = 0;
+  return r;
 }
 
 void br__block_sigpipe(void) {
@@ -87,19 +95,48 @@ int br__await_pinned(br_future *f, void **value, int64_t deadline) {
     }                                                                         \
   } while (0)
 
-ssize_t br_read(int fd, void *buf, size_t n, int64_t deadline) {
-  BR__IO_LOOP(fd, BR_READABLE, deadline, read(fd, buf, n));
+/* A read that found the socket drained: on io_uring the loop's ring
+ * receives for the task (no second read after the wake-up); elsewhere, or
+ * for anything but a socket, wait for readiness and read again. */
+static ssize_t read_drained(int fd, void *buf, size_t n, int64_t deadline) {
+  ssize_t r = sock_io(fd, false, buf, n, deadline);
+  if (r != BR_ENOSYS) return r;
+  for (;;) {
+    int w = br__io_wait(fd, BR_READABLE, deadline);
+    if (w < 0) return w;
+    r = read(fd, buf, n);
+    if (r >= 0) return r;
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
+  }
 }
 
-/* Waiting before the first attempt would save the attempt that fails with
- * EAGAIN after a short read, but it misses an end of stream that arrived
- * with the last data: the kernel raised one edge for both, the short read's
- * wait consumed it, and no edge follows, so the wait would last until the
- * deadline. The poller's hang-up report is folded into "readable" by the
- * core, so nothing tells the two cases apart without a system call: read
- * first. */
+ssize_t br_read(int fd, void *buf, size_t n, int64_t deadline) {
+  if (!br__in_task()) return BR_ENOTTASK;
+  int b = br__io_budget();
+  if (b < 0) return b;
+  for (;;) {
+    ssize_t r = read(fd, buf, n);
+    if (r >= 0) return r;
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
+    return read_drained(fd, buf, n, deadline);
+  }
+}
+
+/* With readiness, waiting before the first attempt would save the attempt
+ * that fails with EAGAIN after a short read, but it misses an end of stream
+ * that arrived with the last data: the kernel raised one edge for both, the
+ * short read's wait consumed it, and no edge follows, so the wait would last
+ * until the deadline (the poller's hang-up report is folded into "readable"
+ * by the core, so nothing tells the two cases apart without a system call):
+ * there it reads first. The ring's receive waits first without that risk
+ * (its poll looks at the socket's state, not at an edge). */
 ssize_t br_read_ready(int fd, void *buf, size_t n, int64_t deadline) {
-  BR__IO_LOOP(fd, BR_READABLE, deadline, read(fd, buf, n));
+  if (!br__in_task()) return BR_ENOTTASK;
+  ssize_t r = sock_io(fd, false, buf, n, deadline);
+  if (r != BR_ENOSYS) return r;
+  return br_read(fd, buf, n, deadline);
 }
 
 ssize_t br_readv(int fd, const struct iovec *iov, int iovcnt, int64_t deadline) {
@@ -120,6 +157,10 @@ ssize_t br_read_full(int fd, void *buf, size_t n, int64_t deadline) {
 
 /* One write attempt loop: returns bytes written (> 0) or an error. */
 static ssize_t write_once(int fd, const void *buf, size_t n, int64_t deadline) {
+  /* On io_uring a socket's send goes out with the loop's next submission,
+   * together with every other task's (and cannot raise SIGPIPE). */
+  ssize_t s = sock_io(fd, true, (void *)buf, n, deadline);
+  if (s != BR_ENOSYS) return s;
   br__block_sigpipe();
   for (;;) {
     ssize_t r = write(fd, buf, n);
