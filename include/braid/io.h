@@ -218,15 +218,21 @@ ssize_t br_recvfrom(int fd, void *buf, size_t n, br_addr *from, int64_t deadline
 /* br_read: read at most n bytes into buf, waiting until at least one is
  * there. Returns the count (> 0), 0 at end of stream (peer closed or shut
  * down its writing side) or when n is 0, or BR_ECONNRESET, BR_ETIMEDOUT,
- * BR_ECANCELED, BR_EBADF, another negated errno. Task-only. */
+ * BR_ECANCELED, BR_EBADF (also when another task closes fd with br_close
+ * meanwhile), BR_EBUSY (another task is waiting to read fd), another negated
+ * errno. On io_uring (kernel 5.19+) the loop's ring receives from a drained
+ * socket for the task (docs/io.md); buf then belongs to the kernel until the
+ * call returns, and bytes that arrived as a deadline or cancellation hit are
+ * returned, not dropped. Task-only. */
 ssize_t br_read(int fd, void *buf, size_t n, int64_t deadline);
 
 /* br_read_ready: the read for after a short read (one that returned fewer
- * bytes than asked for). It tries the read first, exactly as br_read, so an
- * end of stream that arrived together with the short read's data (one
- * readiness edge for both, already consumed) is returned at once as 0
- * rather than after the deadline. Returns and errors as br_read.
- * Task-only. */
+ * bytes than asked for). On readiness it tries the read first, exactly as
+ * br_read, so an end of stream that arrived together with the short read's
+ * data (one readiness edge for both, already consumed) is returned at once
+ * as 0 rather than after the deadline; on io_uring a socket's receive goes
+ * straight to the ring, which waits for data without that risk. Returns and
+ * errors as br_read. Task-only. */
 ssize_t br_read_ready(int fd, void *buf, size_t n, int64_t deadline);
 
 /* br_read_full: read exactly n bytes, fewer only at end of stream. Returns
@@ -242,8 +248,11 @@ ssize_t br_readv(int fd, const struct iovec *iov, int iovcnt, int64_t deadline);
 /* br_write: write all n bytes of buf, waiting for room as often as needed
  * (partial writes are continued). Returns n, or BR_EPIPE / BR_ECONNRESET
  * (peer gone; SIGPIPE never kills the process: it is blocked in the calling
- * thread), BR_ETIMEDOUT, BR_ECANCELED, BR_EBADF, another negated errno.
- * After an error some prefix of buf may have been sent. Task-only. */
+ * thread, and the ring's send never raises it), BR_ETIMEDOUT, BR_ECANCELED,
+ * BR_EBADF, BR_EBUSY (another task is waiting to write fd), another negated
+ * errno. After an error some prefix of buf may have been sent. On io_uring
+ * (kernel 5.19+) a socket's send goes to the kernel with the loop's next
+ * submission, batched with other tasks' (docs/io.md). Task-only. */
 ssize_t br_write(int fd, const void *buf, size_t n, int64_t deadline);
 
 /* br_write_some: write what fits now, waiting only if nothing fits. Returns
