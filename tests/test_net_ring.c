@@ -4,7 +4,7 @@
  * epoll, where they use readiness: interrupted receives lose no byte, a close
  * by another task ends a pending receive and really closes the socket,
  * cancellation, big sends, a peer gone, descriptors that are not sockets,
- * compact tasks, a second reader, a loop freed with a receive pending. */
+ * compact tasks, a second reader, many writers, a loop freed with a receive pending. */
 #include "test_io_util.h"
 
 #include <errno.h>
@@ -363,6 +363,54 @@ static void test_two_readers(void **state) {
   io_run(body_two_readers, NULL);
 }
 
+/* Ten tasks writing one socket at once, with room for all: every write
+ * succeeds (a second writer writes itself while the first's send is in the
+ * ring), and every byte arrives. */
+typedef struct writer_arg {
+  int fd;
+  char c;
+} writer_arg;
+
+static void *one_write(void *arg) {
+  writer_arg *w = arg;
+  char msg[100];
+  memset(msg, w->c, sizeof msg);
+  return (void *)(intptr_t)br_write(w->fd, msg, sizeof msg, br_deadline_ms(5000));
+}
+
+static void *body_many_writers(void *arg) {
+  (void)arg;
+  int sv[2];
+  pair(sv);
+  br_task *t[10];
+  writer_arg wa[10];
+  for (int i = 0; i < 10; i++) {
+    wa[i] = (writer_arg){.fd = sv[0], .c = (char)('a' + i)};
+    assert_int_equal(br_spawn(&t[i], one_write, &wa[i], NULL), 0);
+  }
+  for (int i = 0; i < 10; i++) {
+    void *r = NULL;
+    assert_int_equal(br_join(t[i], &r), 0);
+    assert_int_equal((intptr_t)r, 100);
+  }
+  char buf[1000];
+  assert_int_equal(br_read_full(sv[1], buf, sizeof buf, br_deadline_ms(5000)), 1000);
+  int count[10] = {0};
+  for (int i = 0; i < 1000; i++) {
+    assert_true(buf[i] >= 'a' && buf[i] < 'a' + 10);
+    count[buf[i] - 'a']++;
+  }
+  for (int i = 0; i < 10; i++) assert_int_equal(count[i], 100);
+  br_close(sv[0]);
+  br_close(sv[1]);
+  return NULL;
+}
+
+static void test_many_writers(void **state) {
+  (void)state;
+  io_run(body_many_writers, NULL);
+}
+
 /* A loop freed while one of its tasks waits in a receive: the task is
  * cancelled, the kernel lets go of its buffer, nothing leaks. */
 static int freed_pair[2];
@@ -401,7 +449,8 @@ int main(void) {
     cmocka_unit_test(test_close_while_reading), cmocka_unit_test(test_cancel_in_read),
     cmocka_unit_test(test_big_send),      cmocka_unit_test(test_peer_gone),
     cmocka_unit_test(test_pipe),          cmocka_unit_test(test_compact),
-    cmocka_unit_test(test_two_readers),   cmocka_unit_test(test_loop_free_pending),
+    cmocka_unit_test(test_two_readers),   cmocka_unit_test(test_many_writers),
+    cmocka_unit_test(test_loop_free_pending),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -249,7 +249,8 @@ ssize_t br_readv(int fd, const struct iovec *iov, int iovcnt, int64_t deadline);
  * (partial writes are continued). Returns n, or BR_EPIPE / BR_ECONNRESET
  * (peer gone; SIGPIPE never kills the process: it is blocked in the calling
  * thread, and the ring's send never raises it), BR_ETIMEDOUT, BR_ECANCELED,
- * BR_EBADF, BR_EBUSY (another task is waiting to write fd), another negated
+ * BR_EBADF, BR_EBUSY (fd has no room and another task is waiting to write
+ * it), another negated
  * errno. After an error some prefix of buf may have been sent. On io_uring
  * (kernel 5.19+) a socket's send goes to the kernel with the loop's next
  * submission, batched with other tasks' (docs/io.md). Task-only. */

@@ -128,8 +128,10 @@ ssize_t br__sock_io(int fd, bool send, void *buf, size_t n, int64_t deadline) {
   br__fdrec *r = fdrec(L, fd, true);
   if (!r) return BR_ENOMEM;
   if (r->not_socket) return BR_ENOSYS;
-  /* One reader and one writer at a time, as with readiness (br_wait_fd). */
-  if (send ? r->tx || r->writer : r->rx || r->reader) return BR_EBUSY;
+  /* One reader at a time, as with readiness (br_wait_fd). A second writer
+   * writes itself, as it would without the ring: it succeeds if there is
+   * room, and is told BR_EBUSY only if it would have to wait too. */
+  if (send ? r->tx || r->writer : r->rx || r->reader) return send ? BR_ENOSYS : BR_EBUSY;
   /* Not armed for readiness: the ring's own poll for this operation is all
    * the kernel needs to watch (a readiness poll would post a completion for
    * every segment that arrives, for nobody). Cancelled, or out of time already: the plain system call still does
