@@ -36,8 +36,9 @@
  * caller only asks after the socket was drained, so the kernel arms its poll
  * at once instead of trying a receive that fails; the poll checks the
  * socket's current state, so data or an end of stream already there is not
- * missed. The core cancels a socket's pending operations before disarm
- * (cancel), and disarm's immediate submission takes them to the kernel.
+ * missed. Such a socket has no readiness poll; the core takes a pending
+ * operation back with `cancel` (br_close, a deadline), submitted at once
+ * because the operation holds the file.
  *
  * open() fails with a negative errno where io_uring cannot be used
  * (-ENOSYS: no kernel support or built without liburing; -EPERM: seccomp,
@@ -48,37 +49,6 @@
 #include <errno.h>
 
 #ifndef BRAID_HAVE_LIBURING
-
-/* Whether the kernel is 5.19 or later (POLL_FIRST for RECV and SEND, which
- * cannot be probed without a socket) and has RECV and SEND: a cancel by
- * descriptor, new in that release, of everything on the ring's own
- * descriptor, where nothing is pending, finds nothing (-ENOENT) where it is
- * understood and is refused (-EINVAL) where it is not. One round trip, at
- * open. */
-static bool probe_sockets(uring *u) {
-  struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
-  if (!sqe) return false;
-  struct io_uring_probe *probe = io_uring_get_probe_ring(&u->ring);
-  bool ops = probe && io_uring_opcode_supported(probe, IORING_OP_RECV) &&
-             io_uring_opcode_supported(probe, IORING_OP_SEND);
-  if (probe) io_uring_free_probe(probe);
-  io_uring_prep_cancel_fd(sqe, u->ring.ring_fd, IORING_ASYNC_CANCEL_ALL);
-  io_uring_sqe_set_data64(sqe, TAG_IGNORE);
-  struct io_uring_cqe *cqe = NULL;
-  int rc;
-  do rc = io_uring_submit_and_wait(&u->ring, 1);
-  while (rc == -EINTR);
-  if (rc < 0 || io_uring_peek_cqe(&u->ring, &cqe) != 0) return false;
-  bool ok = cqe->res == -ENOENT || cqe->res == 0;
-  io_uring_cqe_seen(&u->ring, cqe);
-  return ok && ops;
-}
-
-/* BRAID_URING_SOCKETS=0 keeps sockets on readiness (for comparisons). */
-static bool sock_io_wanted(void) {
-  const char *e = getenv("BRAID_URING_SOCKETS");
-  return !e || strcmp(e, "0") != 0;
-}
 
 static int uring_open(br__poller *p) {
   (void)p;
