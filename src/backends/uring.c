@@ -258,21 +258,27 @@ static int uring_arm(br__poller *p, int fd) {
   return 0;
 }
 
+/* Cancel the request whose user_data is ud and submit at once; the
+ * cancellation's own completion is not wanted. */
+static int cancel_now(uring *u, uint64_t ud) {
+  struct io_uring_sqe *sqe = get_sqe(u);
+  if (!sqe) return -EBUSY;
+  io_uring_prep_cancel64(sqe, ud, 0);
+  io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+  if (u->skip_ok) io_uring_sqe_set_flags(sqe, IOSQE_CQE_SKIP_SUCCESS);
+  int rc;
+  do rc = io_uring_submit(&u->ring);
+  while (rc == -EINTR);
+  return rc < 0 ? rc : 0;
+}
+
 static int uring_disarm(br__poller *p, int fd) {
   uring *u = p->impl;
   fdslot *s = slot(u, fd, false);
   if (!s || !s->armed) return -ENOENT;
   s->armed = false;
-  struct io_uring_sqe *sqe = get_sqe(u);
-  if (!sqe) return -EBUSY;
-  io_uring_prep_cancel64(sqe, fd_ud(fd, s->gen), 0);
-  io_uring_sqe_set_data64(sqe, TAG_IGNORE);
-  if (u->skip_ok) io_uring_sqe_set_flags(sqe, IOSQE_CQE_SKIP_SUCCESS);
-  /* Submit now: the pending poll keeps the file open (see the top). */
-  int rc;
-  do rc = io_uring_submit(&u->ring);
-  while (rc == -EINTR);
-  return rc < 0 ? rc : 0;
+  /* Now: the pending poll keeps the file open (see the top). */
+  return cancel_now(u, fd_ud(fd, s->gen));
 }
 
 static int poll_events(int res) {
@@ -440,21 +446,12 @@ static int uring_submit(br__poller *p, br__io_req *req) {
   return 0;
 }
 
-/* End a submitted request early. Its own completion follows (-ECANCELED, or its result if it won the race);
- * the cancel's is not wanted. */
+/* End a submitted request early. Its own completion follows (-ECANCELED, or
+ * its result if it won the race). */
 static int uring_cancel(br__poller *p, br__io_req *req) {
-  uring *u = p->impl;
-  struct io_uring_sqe *sqe = get_sqe(u);
-  if (!sqe) return -EBUSY;
-  io_uring_prep_cancel(sqe, req, 0);
-  io_uring_sqe_set_data64(sqe, TAG_IGNORE);
-  if (u->skip_ok) io_uring_sqe_set_flags(sqe, IOSQE_CQE_SKIP_SUCCESS);
   /* At once, as disarm: the operation holds the file (a closed socket would
    * send no FIN until the loop next polls). */
-  int rc;
-  do rc = io_uring_submit(&u->ring);
-  while (rc == -EINTR);
-  return rc < 0 ? rc : 0;
+  return cancel_now(p->impl, (uint64_t)(uintptr_t)req);
 }
 
 const br__poller_ops br__poller_uring = {
