@@ -45,6 +45,7 @@ static void bad_values_are_said_once_and_ignored(void **state) {
       {"BRAID_STACK_SIZE", "12", "BRAID_STACK_SIZE=12 is not a whole number in 16384 .. "},
       {"BRAID_ACCOUNTING", "bogus", "BRAID_ACCOUNTING=bogus is not one of off, fast, precise"},
       {"BRAID_COMPACT", "yes", "BRAID_COMPACT=yes is not one of 0, 1"},
+      {"BRAID_URING_SOCKETS", "on", "BRAID_URING_SOCKETS=on is not one of 0, 1"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     loop_with(cases[i].name, cases[i].value);

@@ -153,12 +153,6 @@ static bool probe_sockets(uring *u) {
   return ok && ops;
 }
 
-/* BRAID_URING_SOCKETS=0 keeps sockets on readiness (for comparisons). */
-static bool sock_io_wanted(void) {
-  const char *e = getenv("BRAID_URING_SOCKETS");
-  return !e || strcmp(e, "0") != 0;
-}
-
 static int uring_open(br__poller *p) {
   uring *u = calloc(1, sizeof *u);
   if (!u) return -ENOMEM;
@@ -212,7 +206,7 @@ static int uring_open(br__poller *p) {
     return rc;
   }
   p->impl = u;
-  p->sock_io = sock_io_wanted() && probe_sockets(u);
+  p->sock_io = probe_sockets(u);
   arm_wake(p, u);
   return 0;
 }

@@ -2,9 +2,11 @@
 /* braid — the core picks the poller backend at run time (core/poller.h). */
 #include "core/poller.h"
 
+#include "core/env.h"
 #include "core/log.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <stdbool.h>
 #include <string.h>
@@ -15,6 +17,11 @@ int br__poller_open(br__poller *p, const char *name) {
   bool debug = getenv("BRAID_DEBUG") && strcmp(getenv("BRAID_DEBUG"), "0");
   p->impl = NULL;
   p->sock_io = false;
+  /* BRAID_URING_SOCKETS=0: sockets on readiness on io_uring too, as on epoll
+   * (to compare). Read whatever the backend, so a bad value is always said. */
+  static const char *const onoff[] = {"0", "1", NULL};
+  static atomic_bool warned;
+  bool ring_sockets = br__env_choice("BRAID_URING_SOCKETS", onoff, &warned) != 0;
   if (!strcmp(name, "epoll")) {
     p->ops = &br__poller_epoll;
     return p->ops->open(p);
@@ -22,7 +29,10 @@ int br__poller_open(br__poller *p, const char *name) {
   if (!strcmp(name, "io_uring") || !strcmp(name, "auto")) {
     p->ops = &br__poller_uring;
     int rc = p->ops->open(p);
-    if (rc == 0) return 0;
+    if (rc == 0) {
+      if (!ring_sockets) p->sock_io = false;
+      return 0;
+    }
     if (!strcmp(name, "io_uring")) {
       br__log(BR_LOG_WARN, "BRAID_BACKEND=io_uring but io_uring is unavailable (%s); using epoll",
               strerror(-rc));
