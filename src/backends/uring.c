@@ -129,7 +129,7 @@ static int arm_wake(br__poller *p, uring *u) {
 }
 
 /* Whether the kernel is 5.19 or later (POLL_FIRST for RECV and SEND, which
- * cannot be probed without a socket) and has RECV and SEND: a cancel by
+ * cannot be probed without a socket): a cancel by
  * descriptor, new in that release, of everything on the ring's own
  * descriptor, where nothing is pending, finds nothing (-ENOENT) where it is
  * understood and is refused (-EINVAL) where it is not. One round trip, at
@@ -137,10 +137,6 @@ static int arm_wake(br__poller *p, uring *u) {
 static bool probe_sockets(uring *u) {
   struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
   if (!sqe) return false;
-  struct io_uring_probe *probe = io_uring_get_probe_ring(&u->ring);
-  bool ops = probe && io_uring_opcode_supported(probe, IORING_OP_RECV) &&
-             io_uring_opcode_supported(probe, IORING_OP_SEND);
-  if (probe) io_uring_free_probe(probe);
   io_uring_prep_cancel_fd(sqe, u->ring.ring_fd, IORING_ASYNC_CANCEL_ALL);
   io_uring_sqe_set_data64(sqe, TAG_IGNORE);
   struct io_uring_cqe *cqe = NULL;
@@ -150,7 +146,7 @@ static bool probe_sockets(uring *u) {
   if (rc < 0 || io_uring_peek_cqe(&u->ring, &cqe) != 0) return false;
   bool ok = cqe->res == -ENOENT || cqe->res == 0;
   io_uring_cqe_seen(&u->ring, cqe);
-  return ok && ops;
+  return ok;
 }
 
 static int uring_open(br__poller *p) {
@@ -189,6 +185,8 @@ static int uring_open(br__poller *p) {
   bool ok = probe != NULL;
   for (size_t i = 0; ok && i < sizeof need / sizeof *need; i++)
     ok = io_uring_opcode_supported(probe, need[i]);
+  bool sock_ops = ok && io_uring_opcode_supported(probe, IORING_OP_RECV) &&
+                  io_uring_opcode_supported(probe, IORING_OP_SEND);
   if (probe) io_uring_free_probe(probe);
   if (!ok) {
     io_uring_queue_exit(&u->ring);
@@ -206,7 +204,7 @@ static int uring_open(br__poller *p) {
     return rc;
   }
   p->impl = u;
-  p->sock_io = probe_sockets(u);
+  p->sock_io = sock_ops && probe_sockets(u);
   arm_wake(p, u);
   return 0;
 }

@@ -132,11 +132,12 @@ ssize_t br__sock_io(int fd, bool send, void *buf, size_t n, int64_t deadline) {
    * writes itself, as it would without the ring: it succeeds if there is
    * room, and is told BR_EBUSY only if it would have to wait too. */
   if (send ? r->tx || r->writer : r->rx || r->reader) return send ? BR_ENOSYS : BR_EBUSY;
-  /* Not armed for readiness: the ring's own poll for this operation is all
-   * the kernel needs to watch (a readiness poll would post a completion for
-   * every segment that arrives, for nobody). Cancelled, or out of time already: the plain system call still does
+  /* Cancelled, or out of time already: the plain system call still does
    * what it can do at once, as everywhere else (a write to a socket with
-   * room succeeds), and readiness reports the interruption. */
+   * room succeeds), and readiness reports the interruption. The descriptor
+   * is not armed for readiness here: the ring's own poll for the operation
+   * is all the kernel needs to watch (a readiness poll would post a
+   * completion for every segment that arrives, for nobody). */
   if (br__checkpoint(t) || (deadline != BR_NEVER && deadline <= br_now())) return BR_ENOSYS;
   if (n > 0x7ffff000) n = 0x7ffff000; /* as read(2) and write(2) */
   sockop o = {.req = {.op = send ? BR__IO_SEND : BR__IO_RECV, .fd = fd, .buf = buf, .n = n,
@@ -180,9 +181,9 @@ void br_fd_forget(int fd) {
   if (!L) return;
   br__fdrec *r = fdrec(L, fd, false);
   if (!r) return;
-  /* Operations the poller performs hold the file open: take them back
-   * (their tasks wake with BR_EBADF once the kernel lets go of the buffers);
-   * disarm submits the cancellations together with its own, at once. */
+  /* Operations the poller performs hold the file open: take them back at
+   * once (their tasks wake with BR_EBADF when the kernel lets go of the
+   * buffers). */
   sockop *inflight[2] = {r->rx, r->tx};
   for (int i = 0; i < 2; i++) {
     sockop *o = inflight[i];

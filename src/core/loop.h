@@ -30,14 +30,13 @@ int br__loop_submit_io(br_loop *loop, const br__io_req *req, br_future **out);
  * kernel does with the poller's next submission. Returns the bytes moved,
  * 0 at end of stream, BR_ETIMEDOUT at deadline, BR_ECANCELED, BR_EBADF when
  * the descriptor was closed (br_close) meanwhile, BR_EBUSY when another task
- * reads fd already, another negated errno; or
- * BR_ENOSYS when this path is not taken here (not a task, a compact task,
- * a poller without socket operations, no room now, not a socket, n == 0,
- * another task's send in flight or waiting on fd, the task
- * already cancelled or past deadline): do the system call and use readiness
- * instead. Bytes that arrived are returned even if the wait was
- * interrupted meanwhile (the interruption then shows at the next call).
- * Loop thread, tasks only. */
+ * reads fd already, another negated errno; or BR_ENOSYS when this path is not
+ * taken here (not a task, a compact task, a poller without socket operations,
+ * no room now, not a socket, n == 0, another task's send in flight or waiting
+ * on fd, the task already cancelled or past deadline): do the system call and
+ * use readiness instead. Bytes that arrived are returned even if the wait was
+ * interrupted meanwhile (the interruption then shows at the next call). buf
+ * belongs to the kernel until the call returns. Loop thread, tasks only. */
 ssize_t br__sock_io(int fd, bool send, void *buf, size_t n, int64_t deadline);
 /* br_now() at the loop's last return from its poller; 0 while it sleeps in
  * the poller (idle is not stuck). Read racily by the watchdog thread: a torn

@@ -80,9 +80,9 @@ typedef struct br__poller_ops {
    * req->done called from a later poll(). 0, or -EAGAIN (no room now: try
    * again after a poll), -ENOSYS (not for this operation). Loop thread. */
   int (*submit)(br__poller *p, br__io_req *req);
-  /* Optional, with submit: ask the kernel to end a submitted request early
-   * (it still completes through done, with its result or -ECANCELED). 0 or a
-   * negative errno. Loop thread. */
+  /* Optional, with submit: ask the kernel, at once, to end a submitted
+   * request early (it still completes through done, with its result or
+   * -ECANCELED). 0 or a negative errno. Loop thread. */
   int (*cancel)(br__poller *p, br__io_req *req);
 } br__poller_ops;
 
@@ -91,8 +91,8 @@ struct br__poller {
   int fd;      /* epoll fd or ring fd */
   int wake_fd; /* eventfd used by wake() */
   void *impl;  /* backend-private state */
-  /* The backend performs BR__IO_RECV/SEND, and disarm() also ends every
-   * request still pending on the descriptor (set by open). */
+  /* The backend performs BR__IO_RECV/SEND (set by open); a pending one is
+   * ended with cancel, which the backend submits at once. */
   bool sock_io;
 };
 
