@@ -315,7 +315,7 @@ static void drain_remote(struct br_loop *L) {
 /* --- iteration -------------------------------------------------------------- */
 
 static void run_timers(struct br_loop *L) {
-  if (!L->timers.n) return;
+  if (!br__timer_count(&L->timers)) return;
   int64_t now = br__mono_ns();
   br__timer *tm;
   while ((tm = br__timer_pop_expired(&L->timers, now))) br__timer_fired(tm);
@@ -416,7 +416,7 @@ int br__loop_iterate(struct br_loop *L, bool block) {
   bool target_done = L->until && atomic_load_explicit(&L->until->fut.done, memory_order_acquire);
   if (!block || busy || target_done || atomic_load_explicit(&L->stop_flag, memory_order_relaxed)) {
     timeout = 0;
-  } else if (L->timers.n) {
+  } else if (br__timer_count(&L->timers)) {
     int64_t d = br__timer_next(&L->timers) - br__mono_ns();
     timeout = d < 0 ? 0 : d;
   } else {

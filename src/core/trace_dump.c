@@ -225,8 +225,8 @@ void br__dump_loop(br__dumpout *o, struct br_loop *L, int64_t now) {
   put(&s, " ready, ");
   put_u(&s, parked);
   put(&s, " parked), ");
-  put_u(&s, L->timers.n);
-  put(&s, L->timers.n == 1 ? " timer" : " timers");
+  put_u(&s, br__timer_count(&L->timers));
+  put(&s, br__timer_count(&L->timers) == 1 ? " timer" : " timers");
   if (L->current) {
     put(&s, "; running ");
     put_task(&s, L->current);
@@ -338,7 +338,7 @@ static bool stuck_locally(struct br_loop *L, struct br__task *t) {
 int br__deadlock_check(struct br_loop *L) {
   if (L->no_deadlock_check || atomic_load_explicit(&L->foreign_cbs, memory_order_relaxed))
     return 0;
-  if (!L->live || L->rq_head || L->cb_head || L->timers.n ||
+  if (!L->live || L->rq_head || L->cb_head || br__timer_count(&L->timers) ||
       atomic_load_explicit(&L->remote_pending, memory_order_acquire))
     return 0;
   for (struct br__task *t = L->all; t; t = t->all_next) {

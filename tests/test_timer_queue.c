@@ -1,0 +1,196 @@
+/* SPDX-License-Identifier: MIT */
+/* test_timer_queue — the loop's timer queue (src/core/timer.c) on its own:
+ * the run (timers added in deadline order) and the heap (the others) must
+ * together give every timer back in deadline order, whatever the mix of
+ * adds, re-adds, cancellations and pops. Checked against a plain array
+ * model over random operation sequences, and on the patterns the run is
+ * for (equal lengths, re-armed idle timeouts) and the ones that break it. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/timer.h"
+#include "test_util.h"
+
+#define NT 512
+
+static br__timer timers[NT];
+static bool queued[NT]; /* the model: which timers are queued ... */
+
+static uint64_t rng = 0x9e3779b97f4a7c15u;
+static uint64_t next_rand(void) {
+  rng ^= rng << 13;
+  rng ^= rng >> 7;
+  rng ^= rng << 17;
+  return rng;
+}
+
+static void reset(br__timer_heap *h) {
+  memset(h, 0, sizeof *h);
+  for (int i = 0; i < NT; i++) {
+    timers[i] = (br__timer){.idx = BR__TIMER_IDLE};
+    queued[i] = false;
+  }
+}
+
+/* ... and the earliest of them, as the model sees it. */
+static int64_t model_next(void) {
+  int64_t best = INT64_MAX;
+  for (int i = 0; i < NT; i++)
+    if (queued[i] && timers[i].deadline < best) best = timers[i].deadline;
+  return best;
+}
+
+static size_t model_count(void) {
+  size_t n = 0;
+  for (int i = 0; i < NT; i++) n += queued[i];
+  return n;
+}
+
+static void add(br__timer_heap *h, int i, int64_t deadline) {
+  assert_int_equal(br__timer_add(h, &timers[i], deadline), 0);
+  queued[i] = true;
+}
+
+/* Pop everything due by `now`: each popped timer must be due, queued in the
+ * model, and no earlier than the one before it; afterwards nothing due may
+ * remain. */
+static void pop_due(br__timer_heap *h, int64_t now) {
+  int64_t last = INT64_MIN;
+  br__timer *t;
+  while ((t = br__timer_pop_expired(h, now))) {
+    int i = (int)(t - timers);
+    assert_true(i >= 0 && i < NT);
+    assert_true(queued[i]);
+    assert_true(t->deadline <= now);
+    assert_true(t->deadline >= last);
+    assert_int_equal(t->idx, BR__TIMER_IDLE);
+    last = t->deadline;
+    queued[i] = false;
+  }
+  assert_true(model_next() > now);
+}
+
+static void check(br__timer_heap *h) {
+  assert_int_equal(br__timer_count(h), model_count());
+  assert_int_equal(br__timer_next(h), model_next());
+}
+
+/* Random operations; `ordered` makes most deadlines later than every one
+ * before (the run's case), otherwise they are uniform in a window. */
+static void random_ops(bool ordered, int steps) {
+  br__timer_heap h;
+  reset(&h);
+  int64_t clock = 0;
+  for (int s = 0; s < steps; s++) {
+    int i = (int)(next_rand() % NT);
+    unsigned op = (unsigned)(next_rand() % 10);
+    if (op < 5) {
+      int64_t d = ordered && next_rand() % 8 ? clock + 1000 + (int64_t)(next_rand() % 4)
+                                             : clock + (int64_t)(next_rand() % 2000);
+      add(&h, i, d); /* re-adds a queued timer too */
+    } else if (op < 7) {
+      br__timer_del(&h, &timers[i]);
+      queued[i] = false;
+      assert_int_equal(timers[i].idx, BR__TIMER_IDLE);
+    } else {
+      clock += (int64_t)(next_rand() % 300);
+      pop_due(&h, clock);
+    }
+    check(&h);
+  }
+  pop_due(&h, INT64_MAX - 1);
+  check(&h);
+  assert_int_equal(br__timer_count(&h), 0);
+  br__timer_heap_free(&h);
+}
+
+static void test_random_uniform(void **state) {
+  (void)state;
+  random_ops(false, 200000 / br_test_scale());
+}
+
+static void test_random_ordered(void **state) {
+  (void)state;
+  random_ops(true, 200000 / br_test_scale());
+}
+
+/* Equal lengths added in time order all go on the run, leave the heap
+ * empty, and come back in the order they were added. */
+static void test_equal_lengths_use_the_run(void **state) {
+  (void)state;
+  br__timer_heap h;
+  reset(&h);
+  for (int i = 0; i < NT; i++) add(&h, i, 1000 + i / 4);
+  assert_int_equal(h.n, 0);
+  assert_int_equal(h.nrun, NT);
+  for (int i = 0; i < NT; i++) {
+    br__timer *t = br__timer_pop_expired(&h, INT64_MAX - 1);
+    assert_ptr_equal(t, &timers[i]);
+  }
+  assert_null(br__timer_pop_expired(&h, INT64_MAX - 1));
+  br__timer_heap_free(&h);
+}
+
+/* An idle timeout re-armed on every read: a cancellation in the middle of
+ * the run and a re-add at its end, in any order of connections. */
+static void test_rearmed_timeouts(void **state) {
+  (void)state;
+  br__timer_heap h;
+  reset(&h);
+  int64_t now = 0;
+  for (int i = 0; i < NT; i++) add(&h, i, now + 5000);
+  for (int r = 0; r < 20000; r++) {
+    now += 1;
+    add(&h, (int)(next_rand() % NT), now + 5000);
+    check(&h);
+  }
+  assert_int_equal(h.n, 0); /* never out of order: all on the run */
+  pop_due(&h, now + 4999);
+  check(&h);
+  pop_due(&h, now + 5000);
+  assert_int_equal(br__timer_count(&h), 0);
+  br__timer_heap_free(&h);
+}
+
+/* A long timer first, then short ones: they cannot follow it on the run,
+ * go to the heap, and still fire first. */
+static void test_out_of_order_goes_to_the_heap(void **state) {
+  (void)state;
+  br__timer_heap h;
+  reset(&h);
+  add(&h, 0, 1000000);
+  for (int i = 1; i < 100; i++) add(&h, i, 100 - i);
+  assert_int_equal(h.nrun, 1);
+  assert_int_equal(h.n, 99);
+  assert_int_equal(br__timer_next(&h), 1);
+  pop_due(&h, 999999);
+  assert_int_equal(br__timer_count(&h), 1);
+  assert_int_equal(br__timer_next(&h), 1000000);
+  pop_due(&h, 1000000);
+  assert_int_equal(br__timer_count(&h), 0);
+  /* Equal deadlines on both sides: either may come first, both come. */
+  add(&h, 1, 50);
+  add(&h, 2, 40);
+  add(&h, 3, 50);
+  pop_due(&h, 50);
+  assert_int_equal(br__timer_count(&h), 0);
+  br__timer_heap_free(&h);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_random_uniform),
+      cmocka_unit_test(test_random_ordered),
+      cmocka_unit_test(test_equal_lengths_use_the_run),
+      cmocka_unit_test(test_rearmed_timeouts),
+      cmocka_unit_test(test_out_of_order_goes_to_the_heap),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
