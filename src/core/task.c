@@ -616,7 +616,7 @@ int br__loop_spawn(struct br_loop *L, struct br__task **out, br_task_fn fn, void
   }
   t->magic = BR__TASK_MAGIC;
   t->state = BR__NEW;
-  t->timer.idx = BR__TIMER_IDLE;
+  t->timer.where = BR__TIMER_IDLE;
   t->id = ++L->next_id;
   if (opts && opts->name) {
     strncpy(t->name, opts->name, sizeof t->name - 1);

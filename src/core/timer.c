@@ -3,6 +3,7 @@
 #include "core/timer.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 static inline void put(br__timer_heap *h, size_t i, br__heap_ent e) {
@@ -36,12 +37,65 @@ static void sift_down(br__timer_heap *h, size_t i) {
   put(h, i, e);
 }
 
-static void run_unlink(br__timer_heap *h, br__timer *t) {
-  if (t->prev) t->prev->next = t->next; else h->run_head = t->next;
-  if (t->next) t->next->prev = t->prev; else h->run_tail = t->prev;
-  t->prev = t->next = NULL;
-  h->nrun--;
+/* --- the run ------------------------------------------------------------ */
+
+enum { RUN_AHEAD = 4 };
+
+static inline br__heap_ent *run_at(br__timer_heap *h, uint32_t seq) {
+  return &h->r[seq & (h->rcap - 1)];
 }
+
+/* Step the front past holes, so that it is live whenever the run is not
+ * empty (br__timer_next reads it as it is). Each hole is passed once. */
+static void run_trim(br__timer_heap *h) {
+  while (h->rh != h->rt && !run_at(h, h->rh)->t) h->rh++;
+  if (h->rh == h->rt) h->rh = h->rt = 0;
+}
+
+/* Room for one more at the end: pack the live timers toward the front when
+ * at least half are holes (renumbering them: a write to each one's struct,
+ * paid for by the holes since the last pack), else double the array (the
+ * sequence numbers stay: each entry moves to seq & the new mask). */
+static int run_make_room(br__timer_heap *h) {
+  uint32_t used = h->rt - h->rh;
+  if (used < h->rcap) return 0;
+  if (h->rcap && h->nrun <= h->rcap / 2) {
+    uint32_t w = h->rh;
+    for (uint32_t q = h->rh; q != h->rt; q++) {
+      br__heap_ent e = *run_at(h, q);
+      if (!e.t) continue;
+      *run_at(h, w) = e;
+      e.t->idx = w++;
+    }
+    h->rt = w;
+    return 0;
+  }
+  uint32_t ncap = h->rcap ? h->rcap * 2 : 64;
+  if (ncap == 0 || ncap > (UINT32_MAX >> 1) + 1u) return -ENOMEM;
+  br__heap_ent *na = realloc(h->r, (size_t)ncap * sizeof *na);
+  if (!na) return -ENOMEM;
+  /* An entry stays where it is or moves to the new upper half, which
+   * nothing occupies yet. */
+  for (uint32_t q = h->rh; q != h->rt; q++)
+    if (q & h->rcap) na[q & (ncap - 1)] = na[q & (h->rcap - 1)];
+  h->r = na;
+  h->rcap = ncap;
+  return 0;
+}
+
+/* Whether a timer due at `deadline` may go at the run's end: no earlier
+ * than the last one there (a hole keeps its key, so the order holds). */
+static inline bool run_takes(br__timer_heap *h, int64_t deadline) {
+  return h->rh == h->rt || run_at(h, h->rt - 1)->key <= deadline;
+}
+
+static void run_del(br__timer_heap *h, br__timer *t) {
+  run_at(h, t->idx)->t = NULL;
+  h->nrun--;
+  if (t->idx == h->rh) run_trim(h);
+}
+
+/* --- the heap ----------------------------------------------------------- */
 
 static void heap_del(br__timer_heap *h, br__timer *t) {
   size_t i = t->idx;
@@ -56,30 +110,10 @@ static void heap_del(br__timer_heap *h, br__timer *t) {
     sift_down(h, i);
 }
 
-void br__timer_del(br__timer_heap *h, br__timer *t) {
-  if (t->idx == BR__TIMER_IDLE) return;
-  if (t->idx == BR__TIMER_RUN)
-    run_unlink(h, t);
-  else
-    heap_del(h, t);
-  t->idx = BR__TIMER_IDLE;
-}
-
-int br__timer_add(br__timer_heap *h, br__timer *t, int64_t deadline) {
-  br__timer_del(h, t);
-  t->deadline = deadline;
-  if (!h->run_tail || h->run_tail->deadline <= deadline) {
-    t->prev = h->run_tail;
-    t->next = NULL;
-    if (h->run_tail) h->run_tail->next = t; else h->run_head = t;
-    h->run_tail = t;
-    h->nrun++;
-    t->idx = BR__TIMER_RUN;
-    return 0;
-  }
+static int heap_add(br__timer_heap *h, br__timer *t, int64_t deadline) {
   if (h->n == h->cap) {
     size_t cap = h->cap ? h->cap * 2 : 64;
-    if (cap >= BR__TIMER_RUN) return -ENOMEM;
+    if (cap >= UINT32_MAX) return -ENOMEM;
     br__heap_ent *a = realloc(h->a, cap * sizeof *a);
     if (!a) return -ENOMEM;
     h->a = a;
@@ -92,26 +126,59 @@ int br__timer_add(br__timer_heap *h, br__timer *t, int64_t deadline) {
   return 0;
 }
 
-br__timer *br__timer_pop_expired(br__timer_heap *h, int64_t now) {
-  /* The heap's side is read from its array: its timer's struct is cold. */
-  int64_t hk = h->n ? h->a[0].key : INT64_MAX;
-  br__timer *r = h->run_head;
-  if (r && r->deadline <= hk) {
-    if (r->deadline > now) return NULL;
-    run_unlink(h, r);
-  } else {
-    if (!h->n || hk > now) return NULL;
-    r = h->a[0].t;
-    heap_del(h, r);
+/* --- both --------------------------------------------------------------- */
+
+void br__timer_del(br__timer_heap *h, br__timer *t) {
+  if (t->where == BR__TIMER_IDLE) return;
+  if (t->where == BR__TIMER_RUN)
+    run_del(h, t);
+  else
+    heap_del(h, t);
+  t->where = BR__TIMER_IDLE;
+}
+
+int br__timer_add(br__timer_heap *h, br__timer *t, int64_t deadline) {
+  br__timer_del(h, t);
+  t->deadline = deadline;
+  if (run_takes(h, deadline) && run_make_room(h) == 0) {
+    *run_at(h, h->rt) = (br__heap_ent){deadline, t};
+    t->idx = h->rt++;
+    h->nrun++;
+    t->where = BR__TIMER_RUN;
+    return 0;
   }
-  r->idx = BR__TIMER_IDLE;
-  return r;
+  int rc = heap_add(h, t, deadline);
+  if (rc == 0) t->where = BR__TIMER_HEAP;
+  return rc;
+}
+
+br__timer *br__timer_pop_expired(br__timer_heap *h, int64_t now) {
+  int64_t hk = h->n ? h->a[0].key : INT64_MAX;
+  if (h->rh != h->rt) {
+    br__heap_ent *e = run_at(h, h->rh);
+    if (e->key <= hk) {
+      if (e->key > now) return NULL;
+      br__timer *t = e->t;
+      /* A crowd of timers due together wakes their tasks one after another:
+       * start fetching the struct of one a few places ahead. */
+      if (h->rt - h->rh > RUN_AHEAD) {
+        br__timer *ahead = run_at(h, h->rh + RUN_AHEAD)->t;
+        if (ahead) __builtin_prefetch(ahead, 1);
+      }
+      run_del(h, t);
+      t->where = BR__TIMER_IDLE;
+      return t;
+    }
+  }
+  if (!h->n || hk > now) return NULL;
+  br__timer *t = h->a[0].t;
+  heap_del(h, t);
+  t->where = BR__TIMER_IDLE;
+  return t;
 }
 
 void br__timer_heap_free(br__timer_heap *h) {
   free(h->a);
-  h->a = NULL;
-  h->n = h->cap = 0;
-  h->run_head = h->run_tail = NULL;
-  h->nrun = 0;
+  free(h->r);
+  *h = (br__timer_heap){0};
 }
