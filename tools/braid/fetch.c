@@ -46,8 +46,8 @@ typedef struct run_state {
   int64_t t0;
   reason *reasons;
   size_t nreasons;
-  char **names;        /* output file names taken (-o) */
-  size_t nnames;
+  char **names;        /* output file names taken (-o): a hash set, NULL = free slot */
+  size_t names_cap, nnames;
   bool tty, finished;
   int progress_width;  /* characters of the last progress line */
 } run_state;
@@ -134,6 +134,45 @@ static void progress(run_state *st, bool final) {
   fflush(stderr);
 }
 
+/* The taken names: a hash set (open addressing, at most half full), so
+ * that naming 100,000 URLs' files costs 100,000 lookups, not 5 billion
+ * comparisons. */
+static size_t name_hash(const char *s) {
+  uint64_t h = 1469598103934665603u; /* FNV-1a */
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211u;
+  return (size_t)h;
+}
+
+static bool name_taken(const run_state *st, const char *name) {
+  if (!st->names_cap) return false;
+  for (size_t i = name_hash(name) & (st->names_cap - 1); st->names[i]; i = (i + 1) & (st->names_cap - 1))
+    if (strcmp(st->names[i], name) == 0) return true;
+  return false;
+}
+
+/* Add name (the set owns it from now on); BR_ENOMEM leaves it the caller's. */
+static int name_take(run_state *st, char *name) {
+  if (2 * (st->nnames + 1) > st->names_cap) {
+    size_t cap = st->names_cap ? 2 * st->names_cap : 64;
+    char **a = calloc(cap, sizeof *a);
+    if (!a) return BR_ENOMEM;
+    for (size_t j = 0; j < st->names_cap; j++) {
+      if (!st->names[j]) continue;
+      size_t i = name_hash(st->names[j]) & (cap - 1);
+      while (a[i]) i = (i + 1) & (cap - 1);
+      a[i] = st->names[j];
+    }
+    free(st->names);
+    st->names = a;
+    st->names_cap = cap;
+  }
+  size_t i = name_hash(name) & (st->names_cap - 1);
+  while (st->names[i]) i = (i + 1) & (st->names_cap - 1);
+  st->names[i] = name;
+  st->nnames++;
+  return 0;
+}
+
 /* A file name for url in -o DIR: host and path, '/' and odd characters as
  * '_', "index.html" for an empty path, ".1", ".2"... on a clash. */
 static char *out_name(run_state *st, const char *url) {
@@ -155,18 +194,12 @@ static char *out_name(run_state *st, const char *url) {
     free(name);
     name = k ? br_strdupf("%s/%s.%d", st->a->outdir, base, k)
              : br_strdupf("%s/%s", st->a->outdir, base);
-    if (!name) return NULL;
-    bool taken = false;
-    for (size_t i = 0; i < st->nnames && !taken; i++) taken = strcmp(st->names[i], name) == 0;
-    if (!taken) break;
+    if (!name || !name_taken(st, name)) break;
   }
-  char **a = realloc(st->names, (st->nnames + 1) * sizeof *a);
-  if (!a) {
+  if (name && name_take(st, name) < 0) {
     free(name);
     return NULL;
   }
-  st->names = a;
-  st->names[st->nnames++] = name;
   return name;
 }
 
@@ -406,7 +439,7 @@ int cmd_fetch(int argc, char **argv) {
   }
   run_state st = {.a = &a, .tty = isatty(2) == 1};
   rc = br_run(NULL, fetch_main, &st);
-  for (size_t i = 0; i < st.nnames; i++) free(st.names[i]);
+  for (size_t i = 0; i < st.names_cap; i++) free(st.names[i]);
   free(st.names);
   free(st.reasons);
   fetch_args_free(&a);
