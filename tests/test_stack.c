@@ -20,7 +20,7 @@
 
 #include "core/core.h"
 
-/* Tasks alive at once: enough for several slabs of 64 (the provisioner
+/* Tasks alive at once: enough for several slabs of 128 (the provisioner
  * starts at a loop's 4th fresh slab). Under TSan at most 8,128 fibers. */
 #define LIVE 1500
 

@@ -20,8 +20,12 @@
 #include <sanitizer/asan_interface.h>
 #endif
 
-/* Stacks per slab: one mapping for all of them. */
-#define SLAB_STACKS 64
+/* Stacks per slab: one mapping for all of them. 128 rather than 64 halves
+ * the system calls that map slabs and install their guards: 100,000
+ * sleepers took 1.145-1.150 s against 1.146-1.165 s (five rounds
+ * alternated; 256 with a reserve of one slab, 1.174-1.183 s: the
+ * provisioner could not stay ahead). */
+#define SLAB_STACKS 128
 
 #ifndef PIDFD_SELF_PROCESS
 #define PIDFD_SELF_PROCESS (-10001) /* Linux 6.14: "this process", no descriptor needed */
@@ -162,8 +166,8 @@ static br__stack *map_guarded(br__stack_cache *c, size_t size) {
  * it: mapped, every slot's guard installed, every slot's top page touched.
  * The loop takes a made slab when it needs a fresh one and carves one
  * itself when none is ready, so it never waits for the thread; the thread
- * only ever keeps PROV_RESERVE slabs ready (PROV_RESERVE * 64 touched top
- * pages: 1 MiB with 256 KiB stacks) and sleeps when the reserve is full.
+ * only ever keeps PROV_RESERVE slabs ready (PROV_RESERVE * SLAB_STACKS
+ * touched top pages: 1 MiB) and sleeps when the reserve is full.
  * It changes where the work is done, not how much (a little more, even:
  * two threads faulting into one address space contend in the kernel, ~20 %
  * more system time for a million stacks); the wall time is shorter when a
@@ -178,7 +182,7 @@ static br__stack *map_guarded(br__stack_cache *c, size_t size) {
  * again when it needs one. */
 
 #define PROV_AFTER 4
-#define PROV_RESERVE 4
+#define PROV_RESERVE 2
 
 static struct {
   pthread_mutex_t lock;
@@ -247,9 +251,9 @@ static bool slab_guards(char *base, size_t slot) {
  * other thread (the loop, or the provisioner) is faulting stacks in at that
  * moment, and the kernel makes each wait for the other: measured, a
  * 100,000-task spawn took 150-180 ms merged and 131-139 ms apart. Each
- * separate slab is one more of the process's memory mappings (64 stacks
+ * separate slab is one more of the process's memory mappings (128 stacks
  * each, vm.max_map_count is 65,530 by default), so past SLAB_APART slabs
- * (a million stacks) the kernel places them as it likes, and they merge.
+ * (two million stacks) the kernel places them as it likes, and they merge.
  * NULL: no preference. A hint the kernel cannot take costs nothing. */
 #define SLAB_APART 16384
 static _Atomic(uintptr_t) slab_low;   /* the lowest slab's base, 0: none yet */
@@ -313,7 +317,7 @@ static struct br__slab *slab_map(size_t size, bool made) {
    * under the slab: the provisioner's ready slabs, say, tens of MiB of
    * writable memory, and the fault lands too far away to name the task. One
    * protected page at the slab's bottom (the first slot's unused guard
-   * position: one more mapping per 64 stacks) stops it within the slab. */
+   * position: one more mapping per slab) stops it within the slab. */
   if (!sl->guards && atomic_load_explicit(&light_guards, memory_order_relaxed) == 0)
     (void)mprotect(base, ps, PROT_NONE); /* out of mappings: no floor, still correct */
   return sl;
@@ -432,7 +436,7 @@ static br__stack *carve_unguarded(br__stack_cache *c, size_t size) {
     bool inline_carved = !sl;
     if (!sl) sl = slab_map(size, false);
     if (!sl) return NULL;
-    /* From a loop's second slab on it is spawning many: all 64 guards in
+    /* From a loop's second slab on it is spawning many: all its guards in
      * one call (a first slab may serve a handful of tasks, each guarded
      * as it is carved). */
     if (inline_carved && c->fresh_slabs >= 2) sl->guards = slab_guards(sl->base, slot);

@@ -9,8 +9,8 @@
  * page is two kernel mappings (VMAs), and vm.max_map_count is 65,530 on a
  * stock machine. So:
  *  - where the kernel has MADV_GUARD_INSTALL (Linux 6.13+), every stack is
- *    carved from a slab (one mapping for 64 stacks) and gets a guard page
- *    that splits nothing: a million guarded stacks cost ~16,000 mappings;
+ *    carved from a slab (one mapping for 128 stacks) and gets a guard page
+ *    that splits nothing: a million guarded stacks cost ~7,800 mappings;
  *  - elsewhere, mprotect'd guard pages come from a process-wide budget
  *    (max_map_count / 8, BRAID_GUARD_STACKS overrides); past it, stacks are
  *    carved from slabs and protected by a canary word at their low end that
