@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -78,30 +79,63 @@ static void pop_due(br__timer_heap *h, int64_t now) {
   assert_true(model_next() > now);
 }
 
+/* The structures themselves: every run entry and heap node names a timer
+ * that knows where it is, the run's keys never go down and its front is
+ * live, the heap is a heap. */
+static void check_structure(const br__timer_heap *h) {
+  size_t live = 0;
+  int64_t last = INT64_MIN;
+  for (uint32_t q = h->rh; q != h->rt; q++) {
+    const br__heap_ent *e = &h->r[q & (h->rcap - 1)];
+    assert_true(e->key >= last);
+    last = e->key;
+    if (!e->t) continue;
+    live++;
+    assert_int_equal(e->t->where, BR__TIMER_RUN);
+    assert_int_equal(e->t->idx, q);
+    assert_true(e->t->deadline == e->key);
+  }
+  assert_int_equal(live, h->nrun);
+  if (h->rh != h->rt) assert_non_null(h->r[h->rh & (h->rcap - 1)].t);
+  for (size_t i = 0; i < h->n; i++) {
+    assert_int_equal(h->a[i].t->where, BR__TIMER_HEAP);
+    assert_int_equal(h->a[i].t->idx, i);
+    if (i) assert_true(h->a[(i - 1) / 4].key <= h->a[i].key);
+  }
+}
+
 static void check(br__timer_heap *h) {
   assert_int_equal(br__timer_count(h), model_count());
   assert_int_equal(br__timer_next(h), model_next());
+  check_structure(h);
 }
 
 /* Random operations; `ordered` makes most deadlines later than every one
- * before (the run's case), otherwise they are uniform in a window. */
-static void random_ops(bool ordered, int steps) {
+ * before (the run's case), otherwise they are uniform in a window. Adds
+ * outnumber the rest, so hundreds of timers stay queued: the run wraps
+ * around its array, packs its holes and grows while others are queued.
+ * `base` is the run's first sequence number (near UINT32_MAX: the numbers
+ * wrap too). */
+static void random_ops(bool ordered, int steps, uint32_t base) {
   br__timer_heap h;
   reset(&h);
+  h.rh = h.rt = base;
   int64_t clock = 0;
   for (int s = 0; s < steps; s++) {
     int i = (int)(next_rand() % NT);
-    unsigned op = (unsigned)(next_rand() % 10);
-    if (op < 5) {
-      int64_t d = ordered && next_rand() % 8 ? clock + 1000 + (int64_t)(next_rand() % 4)
-                                             : clock + (int64_t)(next_rand() % 2000);
+    unsigned op = (unsigned)(next_rand() % 20);
+    if (op < 12) {
+      /* Ordered: a few shorter ones among them, which go to the heap. */
+      int64_t d = !ordered          ? clock + (int64_t)(next_rand() % 2000)
+                  : next_rand() % 16 ? clock + 1000 + (int64_t)(next_rand() % 4)
+                                     : clock + (int64_t)(next_rand() % 1000);
       add(&h, i, d); /* re-adds a queued timer too */
-    } else if (op < 7) {
+    } else if (op < 16) {
       br__timer_del(&h, &timers[i]);
       queued[i] = false;
       assert_int_equal(timers[i].where, BR__TIMER_IDLE);
     } else {
-      clock += (int64_t)(next_rand() % 300);
+      clock += (int64_t)(next_rand() % (ordered ? 10 : 40));
       pop_due(&h, clock);
     }
     check(&h);
@@ -114,12 +148,14 @@ static void random_ops(bool ordered, int steps) {
 
 static void test_random_uniform(void **state) {
   (void)state;
-  random_ops(false, 200000 / br_test_scale());
+  random_ops(false, 100000 / br_test_scale(), 0);
+  random_ops(false, 100000 / br_test_scale(), UINT32_MAX - 300);
 }
 
 static void test_random_ordered(void **state) {
   (void)state;
-  random_ops(true, 200000 / br_test_scale());
+  random_ops(true, 100000 / br_test_scale(), 0);
+  random_ops(true, 100000 / br_test_scale(), UINT32_MAX - 300);
 }
 
 /* Equal lengths added in time order all go on the run, leave the heap
@@ -140,11 +176,12 @@ static void test_equal_lengths_use_the_run(void **state) {
 }
 
 /* An idle timeout re-armed on every read: a cancellation in the middle of
- * the run and a re-add at its end, in any order of connections. */
-static void test_rearmed_timeouts(void **state) {
-  (void)state;
+ * the run and a re-add at its end, in any order of connections; from
+ * `base` on (near UINT32_MAX: packing across the wrap of the numbers). */
+static void rearmed_timeouts(uint32_t base) {
   br__timer_heap h;
   reset(&h);
+  h.rh = h.rt = base;
   int64_t now = 0;
   for (int i = 0; i < NT; i++) add(&h, i, now + 5000);
   for (int r = 0; r < 20000; r++) {
@@ -161,6 +198,12 @@ static void test_rearmed_timeouts(void **state) {
   pop_due(&h, now + 5000);
   assert_int_equal(br__timer_count(&h), 0);
   br__timer_heap_free(&h);
+}
+
+static void test_rearmed_timeouts(void **state) {
+  (void)state;
+  rearmed_timeouts(0);
+  rearmed_timeouts(UINT32_MAX - 600);
 }
 
 /* A long timer first, then short ones: they cannot follow it on the run,

@@ -221,9 +221,11 @@ static inline struct br__task *rq_pop(struct br_loop *L) {
      * misses in turn. A prefetch never faults. */
     struct br__task *m = L->rq_head;
     const char *sp = m->ctx.sp;
-    if (m->state == BR__NEW) /* its first frames grow down from here */
+    /* (A compact task's frames are copied back onto the shared stack, and
+     * a new one has no context yet.) */
+    if (!m->compact && m->state == BR__NEW) /* its first frames grow down from here */
       for (int i = 0; i < RESUME_LINES; i++) __builtin_prefetch(sp - 64 * i, 1);
-    else
+    else if (!m->compact)
       for (int i = 0; i < RESUME_LINES; i++) __builtin_prefetch(sp + 64 * i);
     if (m->next) __builtin_prefetch(m->next, 1);
   }

@@ -92,7 +92,13 @@ static inline bool run_takes(br__timer_heap *h, int64_t deadline) {
 static void run_del(br__timer_heap *h, br__timer *t) {
   run_at(h, t->idx)->t = NULL;
   h->nrun--;
-  if (t->idx == h->rh) run_trim(h);
+  if (t->idx == h->rh) {
+    run_trim(h);
+  } else if (t->idx == h->rt - 1) {
+    /* The end steps back past holes: a timer earlier than the cancelled
+     * last one may then join the run instead of the heap. */
+    while (!run_at(h, h->rt - 1)->t) h->rt--;
+  }
 }
 
 /* --- the heap ----------------------------------------------------------- */

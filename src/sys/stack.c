@@ -27,8 +27,8 @@
  * provisioner could not stay ahead). */
 #define SLAB_STACKS 128
 
-#ifndef PIDFD_SELF_PROCESS
-#define PIDFD_SELF_PROCESS (-10001) /* Linux 6.14: "this process", no descriptor needed */
+#ifndef PIDFD_SELF_THREAD
+#define PIDFD_SELF_THREAD (-10000) /* Linux 6.14: "the calling thread", no descriptor needed */
 #endif
 
 #ifndef MADV_GUARD_INSTALL
@@ -80,6 +80,21 @@ size_t br__page_size(void) {
   return v;
 }
 
+/* vm.max_map_count, read once (0: unknown). */
+static size_t max_map_count(void) {
+  static atomic_long cached = -1;
+  long v = atomic_load_explicit(&cached, memory_order_relaxed);
+  if (v >= 0) return (size_t)v;
+  FILE *f = fopen("/proc/sys/vm/max_map_count", "re");
+  unsigned long maps = 0;
+  if (f) {
+    if (fscanf(f, "%lu", &maps) != 1) maps = 0;
+    fclose(f);
+  }
+  atomic_store_explicit(&cached, (long)maps, memory_order_relaxed);
+  return maps;
+}
+
 size_t br__stack_guard_budget(void) {
   if (atomic_load_explicit(&budget_once, memory_order_acquire)) return guard_budget_v;
   size_t budget = 16384;
@@ -87,14 +102,9 @@ size_t br__stack_guard_budget(void) {
   if (env && *env) {
     budget = (size_t)strtoull(env, NULL, 10);
   } else {
-    FILE *f = fopen("/proc/sys/vm/max_map_count", "re");
-    unsigned long maps = 0;
-    if (f) {
-      if (fscanf(f, "%lu", &maps) != 1) maps = 0;
-      fclose(f);
-    }
     /* Each guarded stack is two mappings; keep three quarters of the
      * mappings for everything else the program maps. */
+    size_t maps = max_map_count();
     if (maps) budget = maps / 8;
   }
   guard_budget_v = budget;
@@ -219,14 +229,15 @@ static bool slab_guards(char *base, size_t slot) {
       atomic_load_explicit(&batch, memory_order_relaxed)) {
     struct iovec iov[SLAB_STACKS];
     for (size_t i = 0; i < SLAB_STACKS; i++) iov[i] = (struct iovec){base + i * slot, ps};
-    /* Linux 6.14 and later name the calling process without a descriptor
-     * (PIDFD_SELF_PROCESS); before, a pidfd is opened and closed at once (a
-     * program counting its own descriptors never sees it), which costs
-     * ~3.6 us a slab on a VM. */
+    /* Linux 6.14 and later name the caller without a descriptor
+     * (PIDFD_SELF_THREAD: its memory is the process's; the process's own
+     * sentinel changed value in 6.17); before, a pidfd is opened and closed
+     * at once (a program counting its own descriptors never sees it), which
+     * costs ~3.6 us a slab on a VM. */
     static atomic_int self_works = 1; /* 0 once the kernel refused the sentinel */
     long r = -1;
     if (atomic_load_explicit(&self_works, memory_order_relaxed)) {
-      r = syscall(SYS_process_madvise, PIDFD_SELF_PROCESS, iov, SLAB_STACKS, MADV_GUARD_INSTALL, 0);
+      r = syscall(SYS_process_madvise, PIDFD_SELF_THREAD, iov, SLAB_STACKS, MADV_GUARD_INSTALL, 0);
       if (r < 0 && errno == EBADF) atomic_store_explicit(&self_works, 0, memory_order_relaxed);
     }
     if (r < 0 && !atomic_load_explicit(&self_works, memory_order_relaxed)) {
@@ -251,19 +262,18 @@ static bool slab_guards(char *base, size_t slot) {
  * other thread (the loop, or the provisioner) is faulting stacks in at that
  * moment, and the kernel makes each wait for the other: measured, a
  * 100,000-task spawn took 150-180 ms merged and 131-139 ms apart. Each
- * separate slab is one more of the process's memory mappings (128 stacks
- * each, vm.max_map_count is 65,530 by default), so past SLAB_APART slabs
- * (two million stacks) the kernel places them as it likes, and they merge.
- * NULL: no preference. A hint the kernel cannot take costs nothing. */
-#define SLAB_APART 16384
-static _Atomic(uintptr_t) slab_low;   /* the lowest slab's base, 0: none yet */
+ * separate slab is one more of the process's memory mappings, so past an
+ * eighth of vm.max_map_count of them (8,191 slabs, a million stacks, by
+ * default) the kernel places them as it likes, and they merge. NULL: no
+ * preference. A hint the kernel cannot take costs nothing. */
+static _Atomic(uintptr_t) slab_low;   /* the lowest slab's base, 0: none known */
 static atomic_size_t slabs_live;
 
 static void *slab_hint(size_t len) {
   uintptr_t low = atomic_load_explicit(&slab_low, memory_order_relaxed);
   size_t ps = br__page_size();
-  if (!low || low < len + 2 * ps ||
-      atomic_load_explicit(&slabs_live, memory_order_relaxed) >= SLAB_APART)
+  size_t apart = max_map_count() / 8;
+  if (!low || low < len + 2 * ps || atomic_load_explicit(&slabs_live, memory_order_relaxed) >= apart)
     return NULL;
   return (void *)(low - ps - len);
 }
@@ -281,6 +291,12 @@ static void slab_mapped(char *base) {
 static void slab_unmap(char *base, size_t len) {
   munmap(base, len);
   atomic_fetch_sub_explicit(&slabs_live, 1, memory_order_relaxed);
+  /* The lowest slab gone: the next one goes where the kernel puts it, so
+   * that a program that frees and makes loops does not walk its slabs
+   * down the address space. */
+  uintptr_t b = (uintptr_t)base;
+  atomic_compare_exchange_strong_explicit(&slab_low, &b, 0, memory_order_relaxed,
+                                          memory_order_relaxed);
 }
 
 /* A slab of SLAB_STACKS slots of (page + size), mapped; made=true also tries
