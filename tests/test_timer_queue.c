@@ -3,9 +3,10 @@
  * the run (timers added in deadline order) and the heap (the others) must
  * together give every timer back in deadline order, whatever the mix of
  * adds, re-adds, cancellations and pops, and the run's array must stay near
- * the number of live timers however many were cancelled. Checked against a plain array
- * model over random operation sequences, and on the patterns the run is
- * for (equal lengths, re-armed idle timeouts) and the ones that break it. */
+ * the number of live timers however many were cancelled. Checked against a
+ * plain array model over random operation sequences (with the structures'
+ * own invariants after every step), and on the patterns the run is for
+ * (equal lengths, re-armed idle timeouts) and the ones that break it. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -113,7 +114,8 @@ static void check(br__timer_heap *h) {
 /* Random operations; `ordered` makes most deadlines later than every one
  * before (the run's case), otherwise they are uniform in a window. Adds
  * outnumber the rest, so hundreds of timers stay queued: the run wraps
- * around its array, packs its holes and grows while others are queued.
+ * around its array, sheds its front to the heap and grows while others are
+ * queued.
  * `base` is the run's first sequence number (near UINT32_MAX: the numbers
  * wrap too). */
 static void random_ops(bool ordered, int steps, uint32_t base) {
@@ -177,7 +179,8 @@ static void test_equal_lengths_use_the_run(void **state) {
 
 /* An idle timeout re-armed on every read: a cancellation in the middle of
  * the run and a re-add at its end, in any order of connections; from
- * `base` on (near UINT32_MAX: packing across the wrap of the numbers). */
+ * `base` on (near UINT32_MAX: the front is shed across the wrap of the
+ * numbers). */
 static void rearmed_timeouts(uint32_t base) {
   br__timer_heap h;
   reset(&h);
@@ -189,10 +192,11 @@ static void rearmed_timeouts(uint32_t base) {
     add(&h, (int)(next_rand() % NT), now + 5000);
     check(&h);
   }
-  assert_int_equal(h.n, 0); /* never out of order: all on the run */
-  /* 20,000 cancellations left holes; packing kept the array near the 512
-   * live timers instead of growing with every re-arm. */
+  /* 20,000 cancellations left holes; the array stayed near the 512 live
+   * timers instead of growing with every re-arm (timers that stayed at the
+   * front while holes piled up behind them moved to the heap). */
   assert_true(h.rcap <= 4 * NT);
+  assert_true(h.nrun > 0);
   pop_due(&h, now + 4999);
   check(&h);
   pop_due(&h, now + 5000);

@@ -52,23 +52,31 @@ static void run_trim(br__timer_heap *h) {
   if (h->rh == h->rt) h->rh = h->rt = 0;
 }
 
-/* Room for one more at the end: pack the live timers toward the front when
- * at least half are holes (renumbering them: a write to each one's struct,
- * paid for by the holes since the last pack), else double the array (the
- * sequence numbers stay: each entry moves to seq & the new mask). */
+static int heap_add(br__timer_heap *h, br__timer *t, int64_t deadline);
+
+/* Room for one more at the end. When at least half of the array is holes
+ * (cancelled timers between the front and the end: an idle timeout set
+ * again on every read leaves one each time, and a long timer at the front
+ * keeps them from being passed), the front timer moves to the heap and the
+ * front steps past it and the holes behind it: one O(log n) move per add
+ * at most, where packing the array would stall the loop for every live
+ * timer at once (~0.1-0.5 ms at 10,000 connections). Otherwise the array
+ * doubles (the sequence numbers stay: each entry moves to seq & the new
+ * mask). */
 static int run_make_room(br__timer_heap *h) {
   uint32_t used = h->rt - h->rh;
   if (used < h->rcap) return 0;
   if (h->rcap && h->nrun <= h->rcap / 2) {
-    uint32_t w = h->rh;
-    for (uint32_t q = h->rh; q != h->rt; q++) {
-      br__heap_ent e = *run_at(h, q);
-      if (!e.t) continue;
-      *run_at(h, w) = e;
-      e.t->idx = w++;
+    br__heap_ent *front = run_at(h, h->rh);
+    br__timer *t = front->t; /* the front is live */
+    if (heap_add(h, t, front->key) == 0) {
+      t->where = BR__TIMER_HEAP;
+      front->t = NULL;
+      h->nrun--;
+      run_trim(h); /* steps past it: at least one slot free */
+      return 0;
     }
-    h->rt = w;
-    return 0;
+    /* No memory for the heap: try to grow instead. */
   }
   uint32_t ncap = h->rcap ? h->rcap * 2 : 64;
   if (ncap == 0 || ncap > (UINT32_MAX >> 1) + 1u) return -ENOMEM;

@@ -9,7 +9,8 @@
  *   request's deadline are each later than every timer set before them with
  *   the same length. Adding at the end and taking from the front are O(1)
  *   and read the array in order; cancelling leaves a hole (O(1)) that the
- *   front skips, and a run full of holes is packed when it would grow.
+ *   front skips; when holes fill half the array, the front timer moves
+ *   to the heap so that the front can pass them (one move per add).
  * - A 4-ary min-heap for every timer that would break the run's order. The
  *   key sits next to the node pointer in the heap array, so a sift compares
  *   keys within one cache line instead of chasing pointers; each node
