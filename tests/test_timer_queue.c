@@ -27,12 +27,7 @@ static br__timer timers[NT];
 static bool queued[NT]; /* the model: which timers are queued ... */
 
 static uint64_t rng = 0x9e3779b97f4a7c15u;
-static uint64_t next_rand(void) {
-  rng ^= rng << 13;
-  rng ^= rng >> 7;
-  rng ^= rng << 17;
-  return rng;
-}
+static uint64_t next_rand(void) { return br_test_rand(&rng); }
 
 static void reset(br__timer_heap *h) {
   memset(h, 0, sizeof *h);

@@ -200,12 +200,7 @@ static void *timed_sleeper(void *arg) {
 }
 
 static uint64_t rng_state = 88172645463325252ULL;
-static uint64_t rng(void) {
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return rng_state;
-}
+static uint64_t rng(void) { return br_test_rand(&rng_state); }
 
 /* Cost of one switch through the scheduler, measured with two tasks
  * yielding to each other (ns). */

@@ -50,6 +50,17 @@ char *br_test_read_file(const char *path, size_t *len);
  * thread's own work adds what the machine withheld from it. */
 int64_t br_test_runqueue_ns(void);
 
+/* br_test_rand: the next number of a deterministic xorshift64 sequence kept
+ * in *state (start it at any nonzero value), so that a randomized test
+ * does the same thing on every run. Any thread, one state per thread. */
+static inline uint64_t br_test_rand(uint64_t *state) {
+  uint64_t x = *state;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return *state = x;
+}
+
 /* br_test_skip: print "SKIP: <why>" on stderr and exit(BR_TEST_SKIP). */
 void br_test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
