@@ -867,6 +867,56 @@ static void test_bad_file(void **state) {
   fclose(f);
   assert_int_equal(tr_read(&m, p, false), -1);
   assert_int_equal(tr_read(&m, tmp("does-not-exist.json"), false), -1);
+  /* Times no trace has (they would overflow nanoseconds and the drawers'
+   * columns), numbers JSON has not, a negative duration: refused. */
+  static const char *const bad[] = {
+      "{\"traceEvents\":[{\"ph\":\"X\",\"cat\":\"run\",\"ts\":0,\"dur\":1,\"args\":{\"task\":1}},"
+      "{\"ph\":\"X\",\"cat\":\"run\",\"ts\":1e30,\"dur\":1,\"args\":{\"task\":2}}]}",
+      "{\"traceEvents\":[{\"ph\":\"X\",\"cat\":\"run\",\"ts\":-1e308,\"dur\":1,\"args\":{\"task\":1}}]}",
+      "{\"traceEvents\":[{\"ph\":\"X\",\"cat\":\"run\",\"ts\":0,\"dur\":1e300,\"args\":{\"task\":1}}]}",
+      "{\"traceEvents\":[{\"ph\":\"X\",\"cat\":\"run\",\"ts\":5,\"dur\":-3,\"args\":{\"task\":1}}]}",
+      "{\"traceEvents\":[{\"ph\":\"X\",\"cat\":\"run\",\"ts\":nan,\"dur\":1,\"args\":{\"task\":1}}]}",
+      "{\"traceEvents\":[{\"ph\":\"X\",\"cat\":\"run\",\"ts\":inf,\"dur\":1,\"args\":{\"task\":1}}]}",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    f = fopen(p, "w");
+    fputs(bad[i], f);
+    fclose(f);
+    assert_int_equal(tr_read(&m, p, false), -1);
+  }
+}
+
+/* Many tasks, each on a track of its own, named by the track: every one
+ * becomes its own row with its own name, and grouping rows of one name
+ * keeps distinct names apart. */
+static void test_many_tracks(void **state) {
+  (void)state;
+  enum { N = 20000 };
+  const char *p = tmp("tracks.json");
+  FILE *f = fopen(p, "w");
+  fputs("{\"traceEvents\":[", f);
+  for (int i = 0; i < N; i++)
+    fprintf(f,
+            "%s{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":1,\"tid\":%d,\"args\":{\"name\":\"task 'w%d' #%d\"}},"
+            "{\"ph\":\"X\",\"cat\":\"wait\",\"name\":\"sleep\",\"pid\":1,\"tid\":%d,\"ts\":%d,\"dur\":5,"
+            "\"args\":{\"task\":%d,\"kind\":\"timer\"}}",
+            i ? "," : "", 100 + i, i % (N / 2), i, 100 + i, i, i + 1);
+  fputs("]}", f);
+  fclose(f);
+  tr_model m;
+  assert_int_equal(tr_read(&m, p, false), 0);
+  assert_int_equal(m.n, N);
+  size_t named = 0;
+  for (size_t i = 0; i < m.n; i++) {
+    assert_int_equal(m.rows[i].n, 1);
+    named += m.rows[i].name[0] == 'w';
+  }
+  assert_int_equal(named, N);
+  /* Two tasks share each name: grouped, N / 2 rows of two members. */
+  tr_group(&m, 100);
+  assert_int_equal(m.n, N / 2);
+  for (size_t i = 0; i < m.n; i++) assert_int_equal(m.rows[i].members, 2);
+  tr_free(&m);
 }
 
 int main(int argc, char **argv) {
@@ -897,6 +947,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_flight_written_on_overflow),
       cmocka_unit_test(test_env_trace),
       cmocka_unit_test(test_bad_file),
+      cmocka_unit_test(test_many_tracks),
       cmocka_unit_test(test_cli),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -7,6 +7,7 @@
  * name). Everything else is skipped. */
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,7 +65,8 @@ static bool num(rd *r, double *v) {
   char *e;
   errno = 0;
   double d = strtod(r->p, &e);
-  if (e == r->p || e > r->end) return rd_fail(r, "expected a number");
+  /* (strtod takes "nan" and "inf", which JSON has not.) */
+  if (e == r->p || e > r->end || !isfinite(d)) return rd_fail(r, "expected a number");
   r->p = e;
   if (v) *v = d;
   return true;
@@ -185,10 +187,80 @@ static bool event(rd *r, ev *e) {
 
 /* --- the model ------------------------------------------------------------------ */
 
-static tr_row *row_for(tr_model *m, uint64_t key, bool add) {
-  for (size_t i = m->n; i-- > 0;) /* recent rows first: events cluster */
-    if (m->rows[i].key == key) return &m->rows[i];
-  if (!add) return NULL;
+/* An index from a 64-bit key to a position (open addressing, at most half
+ * full): a trace of 200,000 tasks is read in one pass instead of comparing
+ * every event with every row. */
+typedef struct kindex {
+  uint64_t *keys;
+  size_t *pos;
+  size_t cap, n;
+} kindex;
+
+static size_t kslot(const kindex *x, uint64_t key) {
+  uint64_t h = key * 0x9e3779b97f4a7c15u;
+  size_t i = (size_t)(h >> 17) & (x->cap - 1);
+  while (x->pos[i] != SIZE_MAX && x->keys[i] != key) i = (i + 1) & (x->cap - 1);
+  return i;
+}
+
+/* The position stored for key, or SIZE_MAX. */
+static size_t kfind(const kindex *x, uint64_t key) {
+  return x->cap ? x->pos[kslot(x, key)] : SIZE_MAX;
+}
+
+static bool kput(kindex *x, uint64_t key, size_t pos) {
+  if (2 * (x->n + 1) > x->cap) {
+    size_t cap = x->cap ? 2 * x->cap : 256;
+    kindex y = {malloc(cap * sizeof *y.keys), malloc(cap * sizeof *y.pos), cap, 0};
+    if (!y.keys || !y.pos) {
+      free(y.keys);
+      free(y.pos);
+      return false;
+    }
+    for (size_t i = 0; i < cap; i++) y.pos[i] = SIZE_MAX;
+    for (size_t i = 0; i < x->cap; i++)
+      if (x->pos[i] != SIZE_MAX) {
+        size_t j = kslot(&y, x->keys[i]);
+        y.keys[j] = x->keys[i];
+        y.pos[j] = x->pos[i];
+        y.n++;
+      }
+    free(x->keys);
+    free(x->pos);
+    *x = y;
+  }
+  size_t i = kslot(x, key);
+  if (x->pos[i] == SIZE_MAX) x->n++;
+  x->keys[i] = key;
+  x->pos[i] = pos;
+  return true;
+}
+
+static void kfree(kindex *x) {
+  free(x->keys);
+  free(x->pos);
+  memset(x, 0, sizeof *x);
+}
+
+/* A JSON number as a key: itself when it is a whole number a uint64_t holds
+ * (tids and task keys are), else its bits (a cast would be undefined). */
+static uint64_t key_of(double d) {
+  if (d >= 0 && d < 18446744073709551616.0) return (uint64_t)d;
+  uint64_t k;
+  memcpy(&k, &d, sizeof k);
+  return k;
+}
+
+static uint64_t name_key(const char *s) {
+  uint64_t h = 1469598103934665603u; /* FNV-1a */
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211u;
+  return h;
+}
+
+static tr_row *row_for(tr_model *m, kindex *ix, uint64_t key) {
+  size_t at = kfind(ix, key);
+  if (at != SIZE_MAX) return &m->rows[at];
+  if (!kput(ix, key, m->n)) return NULL;
   if (m->n == m->cap) {
     size_t cap = m->cap ? m->cap * 2 : 64;
     tr_row *r = realloc(m->rows, cap * sizeof *r);
@@ -235,6 +307,14 @@ static int row_order(const void *a, const void *b) {
   return x->key < y->key ? -1 : x->key > y->key;
 }
 
+/* The largest file read: braid's tracer keeps a run's events in memory,
+ * and a trace of this size is tens of millions of events. */
+#define TRACE_MAX_BYTES (1024 << 20)
+
+/* Times in a trace are microseconds; beyond this (31 years) they are not a
+ * trace's, and in nanoseconds they would leave int64 behind. */
+#define TRACE_MAX_US 1e15
+
 int tr_read(tr_model *m, const char *path, bool threads) {
   memset(m, 0, sizeof *m);
   m->threads = threads;
@@ -246,6 +326,12 @@ int tr_read(tr_model *m, const char *path, bool threads) {
   char *buf = NULL;
   size_t len = 0, cap = 0;
   for (;;) {
+    if (len >= TRACE_MAX_BYTES) { /* /dev/zero, or not a trace braid wrote */
+      fclose(f);
+      free(buf);
+      fprintf(stderr, "braid trace: %s: larger than %d MiB, not read\n", path, TRACE_MAX_BYTES >> 20);
+      return -1;
+    }
     if (len + 65536 > cap) {
       cap = cap ? cap * 2 : 1 << 20;
       char *b = realloc(buf, cap);
@@ -313,6 +399,7 @@ int tr_read(tr_model *m, const char *path, bool threads) {
   typedef struct named { double tid; char name[80]; } named;
   named *names = NULL;
   size_t nnames = 0, cnames = 0;
+  kindex rowix = {0}, nameix = {0}; /* row key -> row, tid -> names[] */
   int64_t tmin = INT64_MAX, tmax = INT64_MIN;
   size_t nslices = 0;
   for (;;) {
@@ -331,11 +418,18 @@ int tr_read(tr_model *m, const char *path, bool threads) {
       }
       names[nnames].tid = e.tid;
       snprintf(names[nnames].name, sizeof names[nnames].name, "%s", e.aname);
+      if (!kput(&nameix, key_of(e.tid), nnames)) break;
       nnames++;
       continue;
     }
     if (strcmp(e.ph, "X") || !e.has_dur) continue;
+    if (!(fabs(e.ts) <= TRACE_MAX_US) || !(e.dur >= 0 && e.dur <= TRACE_MAX_US)) {
+      rd_fail(&r, "an event's time is out of range (ts or dur)");
+      break;
+    }
     int64_t t0 = (int64_t)(e.ts * 1000.0), t1 = (int64_t)((e.ts + e.dur) * 1000.0);
+    size_t named_at = kfind(&nameix, key_of(e.tid));
+    const char *track = named_at != SIZE_MAX ? names[named_at].name : NULL;
     uint8_t what;
     if (!strcmp(e.cat, "run")) what = TR_RUN;
     else if (!strcmp(e.cat, "wait")) what = kind_of(e.kind);
@@ -344,24 +438,18 @@ int tr_read(tr_model *m, const char *path, bool threads) {
     tr_row *row;
     if (threads) {
       if (what != TR_RUN && what != TR_POLL && what != TR_JOB) continue;
-      row = row_for(m, (uint64_t)e.tid, true);
-      if (row && !row->name[0]) {
-        for (size_t i = 0; i < nnames; i++)
-          if (names[i].tid == e.tid) snprintf(row->name, sizeof row->name, "%s", names[i].name);
-      }
+      row = row_for(m, &rowix, key_of(e.tid));
+      if (row && !row->name[0] && track) snprintf(row->name, sizeof row->name, "%s", track);
     } else {
       if (!e.has_task || (what != TR_RUN && !strcmp(e.cat, "run"))) continue;
       if (what == TR_POLL || what == TR_JOB) continue;
-      row = row_for(m, (uint64_t)e.task, true);
+      row = row_for(m, &rowix, key_of(e.task));
       if (row && what == TR_RUN && !row->name[0]) snprintf(row->name, sizeof row->name, "%s", e.name);
-      if (row && what != TR_RUN && !row->name[0]) {
+      if (row && what != TR_RUN && !row->name[0] && track) {
         /* "task 'NAME' #ID" of its track */
-        for (size_t i = 0; i < nnames; i++)
-          if (names[i].tid == e.tid) {
-            const char *q = strchr(names[i].name, '\'');
-            const char *q2 = q ? strchr(q + 1, '\'') : NULL;
-            if (q && q2) snprintf(row->name, sizeof row->name, "%.*s", (int)(q2 - q - 1), q + 1);
-          }
+        const char *q = strchr(track, '\'');
+        const char *q2 = q ? strchr(q + 1, '\'') : NULL;
+        if (q && q2) snprintf(row->name, sizeof row->name, "%.*s", (int)(q2 - q - 1), q + 1);
       }
     }
     if (!row) break;
@@ -371,6 +459,8 @@ int tr_read(tr_model *m, const char *path, bool threads) {
     if (t1 > tmax) tmax = t1;
   }
   free(names);
+  kfree(&rowix);
+  kfree(&nameix);
   bool bad = r.bad;
   free(buf);
   if (bad) {
@@ -412,13 +502,19 @@ void tr_free(tr_model *m) {
 void tr_group(tr_model *m, size_t max) {
   if (m->n <= max) return;
   size_t out = 0;
+  kindex byname = {0}; /* a name's hash -> its row among the first `out` */
   for (size_t i = 0; i < m->n; i++) {
     tr_row *r = &m->rows[i];
-    size_t j = 0;
-    for (; j < out; j++)
-      if (!strcmp(m->rows[j].name, r->name)) break;
-    if (j == out) {
+    uint64_t key = name_key(r->name);
+    size_t j = kfind(&byname, key);
+    if (j != SIZE_MAX && strcmp(m->rows[j].name, r->name)) { /* two names, one hash */
+      for (j = 0; j < out; j++)
+        if (!strcmp(m->rows[j].name, r->name)) break;
+      if (j == out) j = SIZE_MAX;
+    }
+    if (j == SIZE_MAX) {
       if (out != i) m->rows[out] = *r;
+      if (kfind(&byname, key) == SIZE_MAX) (void)kput(&byname, key, out); /* no memory: rows just stay apart */
       out++;
       continue;
     }
@@ -427,6 +523,7 @@ void tr_group(tr_model *m, size_t max) {
     g->members += r->members;
     free(r->spans);
   }
+  kfree(&byname);
   m->n = out;
   for (size_t i = 0; i < m->n; i++)
     if (m->rows[i].members > 1) qsort(m->rows[i].spans, m->rows[i].n, sizeof(tr_span), span_order);

@@ -21,7 +21,8 @@ static void columns(const tr_row *r, int64_t col_ns, int cols, double *run, doub
     const tr_span *s = &r->spans[i];
     if (s->what == TR_POLL) continue;
     int64_t c0 = s->t0 / col_ns, c1 = s->t1 / col_ns;
-    if (c0 >= cols) continue;
+    if (c0 >= cols || c1 < 0) continue; /* (the reader keeps spans in [0, t1]) */
+    if (c0 < 0) c0 = 0;
     if (c1 >= cols) c1 = cols - 1;
     for (int64_t c = c0; c <= c1; c++) {
       int64_t a = c * col_ns, b = a + col_ns;
