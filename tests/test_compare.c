@@ -736,6 +736,21 @@ static void test_cli_compare_trace(void **state) {
   unlink(svg);
   assert_int_equal(run_cli(&out, &err, "compare", "--svg", "", NULL), 2);
   free(out), free(err);
+  /* Auto sends waiting work to the blocking pool: its threads are drawn. */
+  assert_int_equal(run_cli(&out, &err, "compare", "-n", "2", "-w", "5", "-m", "auto", "--no-timeline",
+                           "--svg", svg, NULL),
+                   0);
+  assert_non_null(strstr(err, "timeline written to"));
+  free(out), free(err);
+  /* Sequential runs nothing braid traces: said plainly, no temporary file
+   * named. */
+  assert_int_equal(run_cli(&out, &err, "compare", "-n", "2", "-w", "5", "-m", "seq", "--no-timeline",
+                           "--svg", svg, NULL),
+                   1);
+  assert_non_null(strstr(err, "nothing to draw"));
+  assert_null(strstr(err, "braid-compare-"));
+  free(out), free(err);
+  unlink(svg);
 }
 
 int main(void) {

@@ -51,7 +51,17 @@ int cmp_trace_end(const cmp_opts *o) {
   }
   if (!rc && o->svg_path) {
     tr_model m;
-    if (tr_read(&m, trace_file(o), false) != 0) {
+    /* The tasks of the coroutine and auto models; else the pools' threads
+     * (auto sending waits to the blocking pool). Sequential, threads and
+     * processes run nothing braid traces, and draw nothing. */
+    int got = tr_read_any(&m, trace_file(o), false);
+    if (got == TR_EMPTY) got = tr_read_any(&m, trace_file(o), true);
+    if (got == TR_EMPTY) {
+      fprintf(stderr,
+              "braid compare: --svg: nothing to draw: only the coroutines and auto models run "
+              "what braid traces (add one of them with -m)\n");
+      ret = -1;
+    } else if (got != 0) {
       ret = -1;
     } else {
       tr_group(&m, 200);

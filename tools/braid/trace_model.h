@@ -39,8 +39,13 @@ typedef struct tr_model {
 } tr_model;
 
 /* Read path into m (one row per task, or per thread). 0, or -1 with a
- * message on stderr (cannot open, not a braid trace, malformed JSON). */
+ * message on stderr (cannot open, not a braid trace, malformed JSON, out of
+ * range, nothing of that view in it). */
 int tr_read(tr_model *m, const char *path, bool threads);
+/* As tr_read, but a trace with nothing of that view in it returns TR_EMPTY
+ * and says nothing (the caller may try the other view). */
+enum { TR_EMPTY = -2 };
+int tr_read_any(tr_model *m, const char *path, bool threads);
 void tr_free(tr_model *m);
 /* Merge rows of the same name into one (members > 1) while there are more
  * than max rows. */

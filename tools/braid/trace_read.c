@@ -315,7 +315,18 @@ static int row_order(const void *a, const void *b) {
  * trace's, and in nanoseconds they would leave int64 behind. */
 #define TRACE_MAX_US 1e15
 
+static int read_model(tr_model *m, const char *path, bool threads, bool quiet_empty);
+
 int tr_read(tr_model *m, const char *path, bool threads) {
+  int rc = read_model(m, path, threads, false);
+  return rc == TR_EMPTY ? -1 : rc;
+}
+
+int tr_read_any(tr_model *m, const char *path, bool threads) {
+  return read_model(m, path, threads, true);
+}
+
+static int read_model(tr_model *m, const char *path, bool threads, bool quiet_empty) {
   memset(m, 0, sizeof *m);
   m->threads = threads;
   FILE *f = fopen(path, "rb");
@@ -468,10 +479,11 @@ int tr_read(tr_model *m, const char *path, bool threads) {
     return -1;
   }
   if (!nslices) {
-    fprintf(stderr, "braid trace: %s: no %s in this trace\n", path,
-            threads ? "thread activity" : "task slices");
+    if (!quiet_empty)
+      fprintf(stderr, "braid trace: %s: no %s in this trace\n", path,
+              threads ? "thread activity" : "task slices");
     tr_free(m);
-    return -1;
+    return TR_EMPTY;
   }
   /* Time from the first event. */
   for (size_t i = 0; i < m->n; i++) {
