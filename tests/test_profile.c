@@ -657,6 +657,11 @@ static void cli_bad_input(void **state) {
   assert_int_equal(r.status, 2);
   if (!strstr(r.err, "cannot write the trace file '/nonexistent/dir/t.json'") || strstr(r.err, "verdict"))
     fail_msg("unexpected: %s", r.err);
+  /* "--trace -- CMD": the file name was forgotten, "--" is not taken for it. */
+  const char *notrace[] = {"profile", "--trace", "--", self_exe, "--workload", "exit3", NULL};
+  run_braid(&r, notrace);
+  assert_int_equal(r.status, 2);
+  assert_non_null(strstr(r.err, "--trace needs a file name"));
 }
 
 static void cli_trace_file(void **state) {

@@ -52,6 +52,8 @@ int cmd_profile(int argc, char **argv) {
       if (i + 1 >= argc) return usage_error("%s needs a value", a);
       const char *v = argv[++i];
       if (!strcmp(a, "--trace")) {
+        /* "--trace -- CMD" forgot the file: "--" is not meant as its name. */
+        if (!*v || !strcmp(v, "--")) return usage_error("%s", "--trace needs a file name");
         opts.trace_path = v;
         continue;
       }
