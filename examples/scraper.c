@@ -649,7 +649,15 @@ typedef struct file_list {
   size_t n, cap;
 } file_list;
 
-static void find_html(const char *dir, file_list *l) {
+/* The directories on the way down from DIR, so that a symbolic link back
+ * up the tree is not walked for ever. */
+typedef struct dir_seen {
+  dev_t dev;
+  ino_t ino;
+  const struct dir_seen *up;
+} dir_seen;
+
+static void find_html_in(const char *dir, file_list *l, const dir_seen *up) {
   DIR *d = opendir(dir);
   struct dirent *e;
   if (!d) return;
@@ -663,9 +671,13 @@ static void find_html(const char *dir, file_list *l) {
     }
     size_t len = strlen(e->d_name);
     if (S_ISDIR(st.st_mode)) {
-      find_html(path, l);
+      bool loop = false;
+      for (const dir_seen *s = up; s && !loop; s = s->up) loop = s->dev == st.st_dev && s->ino == st.st_ino;
+      dir_seen here = {st.st_dev, st.st_ino, up};
+      if (!loop) find_html_in(path, l, &here);
       free(path);
-    } else if (len > 5 && strcmp(e->d_name + len - 5, ".html") == 0) {
+    } else if (S_ISREG(st.st_mode) && len > 5 && strcmp(e->d_name + len - 5, ".html") == 0) {
+      /* (Only regular files: a FIFO would never end, a device not be a page.) */
       if (l->n == l->cap) {
         l->cap = l->cap ? 2 * l->cap : 256;
         l->paths = realloc(l->paths, l->cap * sizeof *l->paths);
@@ -677,6 +689,13 @@ static void find_html(const char *dir, file_list *l) {
     }
   }
   closedir(d);
+}
+
+static void find_html(const char *dir, file_list *l) {
+  struct stat st;
+  dir_seen top = {0, 0, NULL};
+  if (stat(dir, &st) == 0) top = (dir_seen){st.st_dev, st.st_ino, NULL};
+  find_html_in(dir, l, &top);
 }
 
 static char *read_file(const char *path, size_t *len) {

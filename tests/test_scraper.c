@@ -360,6 +360,40 @@ static void test_bad_input(void **state) {
   }
 }
 
+/* --parse-files walks a tree of pages: a FIFO or a device named *.html is
+ * not a page (a FIFO would never end), and a link back up the tree is not
+ * walked twice. */
+static void test_parse_files_tree(void **state) {
+  (void)state;
+  if (access(scraper_path(), X_OK) != 0) br_test_skip("no scraper program at %s", scraper_path());
+  char dir[] = "/tmp/braid-scraper-files-XXXXXX", p[160];
+  assert_non_null(mkdtemp(dir));
+  snprintf(p, sizeof p, "%s/sub", dir);
+  assert_int_equal(mkdir(p, 0755), 0);
+  snprintf(p, sizeof p, "%s/a.html", dir);
+  FILE *f = fopen(p, "w");
+  fputs("<html><title>a</title><a href=\"sub/b.html\">b</a></html>", f);
+  fclose(f);
+  snprintf(p, sizeof p, "%s/sub/b.html", dir);
+  f = fopen(p, "w");
+  fputs("<html><title>b</title></html>", f);
+  fclose(f);
+  snprintf(p, sizeof p, "%s/fifo.html", dir);
+  assert_int_equal(mkfifo(p, 0644), 0);
+  snprintf(p, sizeof p, "%s/zero.html", dir);
+  assert_int_equal(symlink("/dev/zero", p), 0);
+  snprintf(p, sizeof p, "%s/sub/up", dir);
+  assert_int_equal(symlink(dir, p), 0);
+  run r;
+  run_scraper(&r, dir, "-q", "--parse-files", (char *)NULL);
+  assert_int_equal(r.status, 0);
+  if (!strstr(r.out, "parsed 2 files")) fail_msg("want the two pages parsed once each: %s", r.out);
+  run_free(&r);
+  char cmd[200];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  assert_int_equal(system(cmd), 0);
+}
+
 /* Memory: bounded by what is in flight, not by the size of the crawl. */
 static void test_memory_bounded(void **state) {
   (void)state;
@@ -400,6 +434,7 @@ int main(void) {
       cmocka_unit_test_teardown(test_page_limit, teardown),
       cmocka_unit_test(test_unreachable),
       cmocka_unit_test(test_bad_input),
+      cmocka_unit_test(test_parse_files_tree),
       cmocka_unit_test_teardown(test_memory_bounded, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
