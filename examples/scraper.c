@@ -481,8 +481,8 @@ static void finish_page(crawl *c, page *p) {
   } else {
     c->ok++;
     if (!c->quiet)
-      printf("page %d %s \"%s\" (%zu links)\n", p->status, p->url, p->title ? p->title : "",
-             p->nlinks + p->offhost);
+      printf("page %d %s \"%s\" (%zu link%s)\n", p->status, p->url, p->title ? p->title : "",
+             p->nlinks + p->offhost, p->nlinks + p->offhost == 1 ? "" : "s");
   }
   for (size_t i = 0; i < p->nlinks; i++) {
     admit(c, p->links[i]);

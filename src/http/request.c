@@ -215,19 +215,24 @@ static int resolve_opts(br_http_session *s, const br_http_request_opts *ro, int6
 }
 
 /* scheme://host:port of url, lower-case host, default ports filled in. */
-static int host_key(const char *url, char *key, size_t n) {
+/* BR_EINVAL says why in why[]: curl's word for a URL it cannot parse (a
+ * port past 65535, a bad host), or that the scheme is not http(s). */
+static int host_key(const char *url, char *key, size_t n, char *why, size_t whylen) {
   CURLU *u = curl_url();
   if (!u) return BR_ENOMEM;
   char *scheme = NULL, *host = NULL, *port = NULL;
   int rc = 0;
-  if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
-      curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-      curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
-      curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK)
+  CURLUcode uc = curl_url_set(u, CURLUPART_URL, url, 0);
+  if (uc == CURLUE_OK) uc = curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
+  if (uc == CURLUE_OK) uc = curl_url_get(u, CURLUPART_HOST, &host, 0);
+  if (uc == CURLUE_OK) uc = curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT);
+  if (uc != CURLUE_OK) {
+    rc = uc == CURLUE_OUT_OF_MEMORY ? BR_ENOMEM : BR_EINVAL;
+    snprintf(why, whylen, "bad URL (%s)", curl_url_strerror(uc));
+  } else if (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0) {
     rc = BR_EINVAL;
-  else if (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0)
-    rc = BR_EINVAL;
-  else {
+    snprintf(why, whylen, "not an http(s) URL");
+  } else {
     for (char *p = host; *p; p++) *p = (char)tolower((unsigned char)*p);
     snprintf(key, n, "%s://%s:%s", scheme, host, port);
   }
@@ -261,7 +266,7 @@ static size_t origin_len(const char *url) {
 /* The host of url: from the session's cache of origins as written (a URL of
  * an origin seen before is not parsed again: most requests of a session go
  * to a few hosts), else parsed (host_key) and remembered. */
-static int host_of(br_http_session *s, const char *url, br__http_host **out) {
+static int host_of(br_http_session *s, const char *url, br__http_host **out, char *why, size_t whylen) {
   size_t n = origin_len(url);
   for (size_t i = 0; n && i < BR__HTTP_ORIGINS; i++) {
     br__http_origin *o = &s->origins[i];
@@ -271,7 +276,7 @@ static int host_of(br_http_session *s, const char *url, br__http_host **out) {
     }
   }
   char key[512];
-  int rc = host_key(url, key, sizeof key);
+  int rc = host_key(url, key, sizeof key, why, whylen);
   if (rc) return rc;
   if ((rc = br__http_host_get(s, key, out))) return rc;
   if (n) {
@@ -661,10 +666,10 @@ static int request(br_http_session *s, br_http_response *out, const char *method
   }
   br__http_host *host;
   br__http_hub *hub;
-  rc = host_of(s, url, &host);
+  char bad[160] = "";
+  rc = host_of(s, url, &host, bad, sizeof bad);
   if (rc) {
-    if (rc == BR_EINVAL)
-      snprintf(out->error, sizeof out->error, "not an http(s) URL: %.200s", url);
+    if (rc == BR_EINVAL) snprintf(out->error, sizeof out->error, "%s", bad); /* (the caller has the URL) */
     return rc;
   }
   if ((rc = br__http_hub_get(s, &hub))) return rc;

@@ -324,11 +324,11 @@ static void summary(run_state *st, FILE *out) {
   fmt_bytes(b, sizeof b, (double)st->bytes);
   fmt_bytes(rate, sizeof rate, secs > 0 ? (double)st->bytes / secs : 0);
   if (st->interrupted)
-    fprintf(out, "interrupted after %.2f s: fetched %zu of %zu URLs: %zu ok, %zu failed", secs,
-            st->done, st->a->nurls, st->ok, st->failed);
+    fprintf(out, "interrupted after %.2f s: fetched %zu of %zu URL%s: %zu ok, %zu failed", secs,
+            st->done, st->a->nurls, st->a->nurls == 1 ? "" : "s", st->ok, st->failed);
   else
-    fprintf(out, "fetched %zu URLs in %.2f s: %zu ok, %zu failed", st->done, secs, st->ok,
-            st->failed);
+    fprintf(out, "fetched %zu URL%s in %.2f s: %zu ok, %zu failed", st->done, st->done == 1 ? "" : "s",
+            secs, st->ok, st->failed);
   if (st->nreasons) {
     fprintf(out, " (");
     for (size_t i = 0; i < st->nreasons; i++)
