@@ -132,8 +132,13 @@ static void *body_get(void *arg) {
 
   /* Bad input. */
   assert_int_equal(br_http_get(s, &r, "ftp://127.0.0.1/x", NULL, BR_NEVER), BR_EINVAL);
+  assert_non_null(strstr(r.error, "not an http(s) URL"));
   br_http_response_free(&r);
   assert_int_equal(br_http_get(s, &r, "not a url", NULL, BR_NEVER), BR_EINVAL);
+  br_http_response_free(&r);
+  /* A URL curl cannot parse says why. */
+  assert_int_equal(br_http_get(s, &r, "http://127.0.0.1:99999/", NULL, BR_NEVER), BR_EINVAL);
+  assert_non_null(strstr(r.error, "bad URL (Port number"));
   br_http_response_free(&r);
   br_http_request_opts bad = {.timeout_ms = -5};
   assert_int_equal(br_http_get(s, &r, U(u, "/ok"), &bad, BR_NEVER), BR_EINVAL);
