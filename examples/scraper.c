@@ -916,7 +916,7 @@ static void usage(FILE *f, const char *prog) {
           "parsing were I/O- or CPU-bound. Without URL: crawl a demo site served locally.\n"
           "  -c N           fetches in flight (default 32)\n"
           "  -n LIMIT       fetch at most LIMIT URLs (default 1000)\n"
-          "  -t THREADS     parse threads (default: one per CPU)\n"
+          "  -t THREADS     parse threads, 1 to 1024 (default, or 0: one per CPU)\n"
           "  -q             no line per page (broken ones are still printed)\n"
           "  --json         end with one line of figures in JSON\n"
           "  --timeout MS   per fetch (default 30000)\n"
@@ -944,7 +944,9 @@ int scraper_cli(int argc, char **argv) {
     if (strcmp(s, "-c") == 0 || strcmp(s, "-n") == 0 || strcmp(s, "-t") == 0 ||
         strcmp(s, "--timeout") == 0) {
       /* A whole number in range, or a usage error naming the option. */
-      long long lo = strcmp(s, "-t") == 0 ? 0 : 1, hi = strcmp(s, "--timeout") == 0 ? 86400000 : 1000000000;
+      /* -t: 0 is "one per CPU", the pool's own default. */
+      long long lo = strcmp(s, "-t") == 0 ? 0 : 1,
+                hi = strcmp(s, "--timeout") == 0 ? 86400000 : strcmp(s, "-t") == 0 ? BR_POOL_MAX_THREADS : 1000000000;
       char *end = NULL;
       errno = 0;
       if (more) v = strtoll(argv[i + 1], &end, 10);
