@@ -18,6 +18,7 @@
 // expect: ^http://127\.0\.0\.1:[0-9]+/page/2 -> 200, 20 bytes: this is page 2 of 3$
 // expect: ^3 URLs in 0\.[5-9][0-9] s$
 // expect-time: 0.4..3
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,7 +113,13 @@ static void *amain(void *arg) {
 }
 
 int main(int argc, char **argv) {
-  (void)argc;
+  for (int i = 1; i < argc; i++) {
+    if (argv[i][0] != '-') continue;
+    bool help = !strcmp(argv[i], "-h") || !strcmp(argv[i], "--help");
+    if (!help) fprintf(stderr, "http_fetch_urls: unknown option '%s'\n", argv[i]);
+    fprintf(help ? stdout : stderr, "usage: http_fetch_urls [URL...]  (none: a self-test on 127.0.0.1)\n");
+    return help ? 0 : 2;
+  }
   int rc = br_run(NULL, amain, argv + 1);
   return rc == 0 ? 0 : 1;
 }
