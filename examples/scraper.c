@@ -88,6 +88,7 @@ typedef struct page {
   int status;        /* HTTP status, 0 when the transfer failed */
   int err;           /* 0, the fetch error, or the parse job's error */
   char *error;       /* why it is broken (malloc'd), NULL when fine */
+  bool fetch_failed; /* the error is the transfer's (even after a status line came) */
   /* the response, while the page is being parsed */
   const char *body;
   size_t body_len;
@@ -381,6 +382,7 @@ static void *fetch_task(void *arg) {
 
   if (rc < 0) {
     p->err = rc;
+    p->fetch_failed = true; /* a redirect loop, a body cut short or too large, a timeout */
     p->error = strdup(r.error[0] ? r.error : br_strerror(rc));
   } else if (r.status != 200) {
     p->err = BR_EHTTP;
@@ -471,9 +473,9 @@ static void finish_page(crawl *c, page *p) {
   if (p->err == BR_ECANCELED) {
     c->cancelled++; /* stopped by Ctrl-C: neither fetched nor broken */
     c->pages--;
-  } else if (p->err == BR_EHTTP || (p->err < 0 && p->status == 0)) {
+  } else if (p->err == BR_EHTTP || p->fetch_failed) {
     c->broken++;
-    if (p->status) printf("broken %d %s\n", p->status, p->url);
+    if (p->err == BR_EHTTP) printf("broken %d %s\n", p->status, p->url);
     else printf("broken error %s: %s\n", p->url, p->error ? p->error : "?");
   } else if (p->err < 0) {
     c->parse_failed++;
