@@ -625,9 +625,19 @@ static void cli_exit_status_and_text(void **state) {
   run_braid(&r, a1);
   assert_int_equal(r.status, 3);
   assert_non_null(strstr(r.err, "verdict"));
+  if (strstr(r.err, "ended           exit status 3") == NULL) fail_msg("no 'ended' line: %s", r.err);
   const char *a2[] = {"profile", "--", self_exe, "--workload", "sigterm", NULL};
   run_braid(&r, a2);
   assert_int_equal(r.status, 128 + SIGTERM);
+  if (strstr(r.err, "killed by signal 15") == NULL) fail_msg("no signal said: %s", r.err);
+  /* JSON: the shell's status, and the signal apart. */
+  const char *a3[] = {"profile", "--json", "--", self_exe, "--workload", "exit3", NULL};
+  run_braid(&r, a3);
+  assert_int_equal(r.status, 3);
+  if (!strstr(r.out, "\"exit_status\":3,\"signal\":0")) fail_msg("JSON: %s", r.out);
+  const char *a4[] = {"profile", "--json", "--", self_exe, "--workload", "sigterm", NULL};
+  run_braid(&r, a4);
+  if (!strstr(r.out, "\"exit_status\":143,\"signal\":15")) fail_msg("JSON: %s", r.out);
 }
 
 static void cli_bad_input(void **state) {

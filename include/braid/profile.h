@@ -126,7 +126,10 @@ const char *br_profile_time_name(br_profile_time t);
 /* br_profile_print / br_profile_print_json: write the report for people (a
  * few lines, fitting 80 columns) or as one JSON object with the keys
  * "verdict", "detail", "time", "evidence", "recommendation", "python", ...
- * followed by a newline. Return 0 or BR_EIO if writing failed. */
+ * followed by a newline (its "exit_status" is the shell's: the exit code or
+ * 128 + the killing signal, which "signal" names; the text says how a
+ * command that did not exit with 0 ended). Return 0 or BR_EIO if writing
+ * failed. Any thread; r is only read. */
 int br_profile_print(FILE *f, const br_profile_report *r);
 int br_profile_print_json(FILE *f, const br_profile_report *r);
 

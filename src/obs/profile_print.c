@@ -2,7 +2,10 @@
 /* profile_print.c — the profiler's report, for people and as JSON. */
 #include "obs/profile_int.h"
 
+#include <signal.h>
 #include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
 
 /* A JSON string: the report's texts are ours, but quote what they carry. */
 static void json_string(FILE *f, const char *s) {
@@ -38,6 +41,14 @@ static void wrapped(FILE *f, const char *label, const char *text) {
   fputc('\n', f);
 }
 
+/* The command's end as a shell tells it: its exit code, or 128 + the signal
+ * that killed it (and that signal, else 0). */
+static int shell_status(int wait_status, int *sig) {
+  *sig = WIFSIGNALED(wait_status) ? WTERMSIG(wait_status) : 0;
+  if (*sig) return 128 + *sig;
+  return WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : 0;
+}
+
 int br_profile_print(FILE *f, const br_profile_report *r) {
   if (!f || !r) return BR_EINVAL;
   char verdict[64];
@@ -71,6 +82,11 @@ int br_profile_print(FILE *f, const br_profile_report *r) {
   fprintf(f, "%-16s%d thread%s in %d process%s, %d sample%s, profiler %.1f ms CPU\n", "seen",
           r->threads, r->threads == 1 ? "" : "s", r->processes, r->processes == 1 ? "" : "es",
           r->samples, r->samples == 1 ? "" : "s", r->profiler_cpu_s * 1e3);
+  int sig, code = shell_status(r->exit_status, &sig);
+  if (sig)
+    fprintf(f, "%-16skilled by signal %d (%s)\n", "ended", sig, strsignal(sig));
+  else if (code)
+    fprintf(f, "%-16sexit status %d\n", "ended", code);
   return ferror(f) ? BR_EIO : 0;
 }
 
@@ -87,10 +103,11 @@ int br_profile_print_json(FILE *f, const br_profile_report *r) {
   for (int k = 0; k < BR_PROFILE_T_COUNT; k++)
     fprintf(f, "%s\"%s\":%.4f", k ? "," : "", br_profile_time_name((br_profile_time)k),
             r->time[k]);
+  int sig, code = shell_status(r->exit_status, &sig);
   fprintf(f, "},\"read_bytes\":%llu,\"write_bytes\":%llu,\"samples\":%d,"
-          "\"profiler_cpu_s\":%.6f,\"exit_status\":%d,\"evidence\":",
+          "\"profiler_cpu_s\":%.6f,\"exit_status\":%d,\"signal\":%d,\"evidence\":",
           (unsigned long long)r->read_bytes, (unsigned long long)r->write_bytes, r->samples,
-          r->profiler_cpu_s, r->exit_status);
+          r->profiler_cpu_s, code, sig);
   json_string(f, r->evidence);
   fputs(",\"recommendation\":", f);
   json_string(f, r->recommendation);
