@@ -244,6 +244,7 @@ static void test_bad_options(void **state) {
       {"-m seq,bogus", "'bogus'"},   {"-m ''", "unknown model"},  {"--bogus", "'--bogus'"},
       {"-x", "'-x'"},                {"extra", "'extra'"},        {"-n", "needs a value"},
       {"--width 5", "--width"},      {"--rows 1", "--rows"},      {"-r 0", "--repeat"},
+      {"--json=1", "'--json' takes no value"},                    {"-m bogus", "auto)"},
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     cmp_opts o;
@@ -616,6 +617,9 @@ static void test_cli_commands(void **state) {
   char *out, *err;
   assert_int_equal(run_cli(&out, &err, "version", NULL), 0);
   assert_non_null(strstr(out, "braid 0."));
+  free(out), free(err);
+  assert_int_equal(run_cli(&out, &err, "version", "--help", NULL), 0);
+  assert_non_null(strstr(out, "usage: braid version"));
   free(out), free(err);
 
   assert_int_equal(run_cli(&out, &err, NULL), 2);

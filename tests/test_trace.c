@@ -851,6 +851,8 @@ static void test_cli(void **state) {
   e = slurp(err);
   assert_non_null(strstr(e, "unknown option '--frob'"));
   free(e);
+  assert_int_equal(run_braid("show", path, "-h", NULL, err), 0); /* help, wherever it is asked */
+  assert_int_equal(run_braid("svg", "--help", NULL, NULL, err), 0);
   assert_int_equal(run_braid("svg", path, "-o", NULL, err), 2);
 }
 

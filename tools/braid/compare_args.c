@@ -115,7 +115,7 @@ static int parse_models(const char *list, unsigned *out, FILE *err) {
     if (!found) {
       fprintf(err,
               "braid compare: unknown model '%.*s' in --models '%s' "
-              "(use sequential, threads, coroutines, processes)\n",
+              "(use sequential, threads, coroutines, processes, auto)\n",
               (int)len, p, list);
       return -1;
     }
@@ -226,9 +226,14 @@ int cmp_parse_args(int argc, char **argv, cmp_opts *o, FILE *err) {
               argv[optind - 1]);
       return -1;
     default:
-      if (optopt)
+      /* (A long option given a value it does not take sets optopt to its
+       * code, not to a letter: name it as written.) */
+      if (optopt > 0 && optopt < 128 && argv[optind - 1][1] != '-')
         fprintf(err, "braid compare: unknown option '-%c' (see 'braid compare --help')\n",
                 optopt);
+      else if (optopt && strchr(argv[optind - 1], '='))
+        fprintf(err, "braid compare: option '%.*s' takes no value (see 'braid compare --help')\n",
+                (int)strcspn(argv[optind - 1], "="), argv[optind - 1]);
       else
         fprintf(err, "braid compare: unknown option '%s' (see 'braid compare --help')\n",
                 argv[optind - 1]);

@@ -78,7 +78,10 @@ static int cmd_help(int argc, char **argv) {
 }
 
 static int cmd_version(int argc, char **argv) {
-  (void)argv;
+  if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+    printf("usage: braid version\n\nPrint braid's version.\n");
+    return BRAID_EXIT_OK;
+  }
   if (argc > 1) {
     fprintf(stderr, "braid version: takes no arguments\n");
     return BRAID_EXIT_USAGE;

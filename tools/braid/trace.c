@@ -72,6 +72,10 @@ int cmd_trace(int argc, char **argv) {
   int width = 0, rows = 40;
   for (int i = 2; i < argc; i++) {
     const char *a = argv[i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      cmd_trace_help(stdout);
+      return BRAID_EXIT_OK;
+    }
     if (!strcmp(a, "--threads")) threads = true;
     else if (show && !strcmp(a, "--ascii")) ascii = true;
     else if (show && !strcmp(a, "--width")) {
