@@ -198,6 +198,22 @@ static int serve(int fd, bool *counted, long *idle_ms, char *req, size_t reqlen,
       if (br_sleep_ms(ms) || send_all(fd, b, (size_t)size)) keep = 0;
     }
     free(b);
+  } else if (strcmp(path, "/headers") == 0) {
+    /* lines header lines of size bytes each, then a small body (or the
+     * connection closed if the client gives up first) */
+    long lines = qint(query, "lines", 10), size = qint(query, "size", 40);
+    char *line = malloc((size_t)size + 16);
+    const char *head = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n";
+    keep = send_all(fd, head, strlen(head)) ? 0 : 1;
+    for (long i = 0; keep && line && i < lines; i++) {
+      int n = snprintf(line, 16, "X-%ld: ", i % 100000);
+      memset(line + n, 'h', (size_t)size);
+      memcpy(line + n + size, "\r\n", 2);
+      if (send_all(fd, line, (size_t)n + (size_t)size + 2)) keep = 0;
+    }
+    if (keep && send_all(fd, "\r\nok\n", 5)) keep = 0;
+    free(line);
+    keep = keep ? 1 : 0;
   } else if (strcmp(path, "/nolength") == 0) {
     long size = qint(query, "size", 1000);
     const char *head = "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n";

@@ -136,6 +136,19 @@ static void *body_get(void *arg) {
   br_http_response_free(&r);
   assert_int_equal(br_http_get(s, &r, "not a url", NULL, BR_NEVER), BR_EINVAL);
   br_http_response_free(&r);
+  /* Headers: a normal set; more than braid-http keeps (a server that sends
+   * header lines for ever); one line longer than libcurl takes. Both of the
+   * latter are a bad response, not a lack of memory. */
+  assert_int_equal(br_http_get(s, &r, U(u, "/headers?lines=20&size=40"), NULL, BR_NEVER), 0);
+  assert_int_equal(r.status, 200);
+  assert_string_equal(r.body, "ok\n");
+  assert_non_null(br_http_header_get(&r, "X-19"));
+  br_http_response_free(&r);
+  assert_int_equal(br_http_get(s, &r, U(u, "/headers?lines=10000&size=100"), NULL, BR_NEVER), BR_EIO);
+  assert_non_null(strstr(r.error, "response headers larger than 256 KiB"));
+  br_http_response_free(&r);
+  assert_int_equal(br_http_get(s, &r, U(u, "/headers?lines=1&size=200000"), NULL, BR_NEVER), BR_EIO);
+  br_http_response_free(&r);
   /* A URL curl cannot parse says why. */
   assert_int_equal(br_http_get(s, &r, "http://127.0.0.1:99999/", NULL, BR_NEVER), BR_EINVAL);
   assert_non_null(strstr(r.error, "bad URL (Port number"));

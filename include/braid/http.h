@@ -42,7 +42,8 @@
  *   BR_ETIMEDOUT    a timeout (connect, idle, total) or the deadline passed
  *   BR_ECANCELED    the calling task was cancelled
  *   BR_EOVERFLOW    the body is larger than max_body
- *   BR_EIO          a malformed or truncated response, or another transfer
+ *   BR_EIO          a malformed or truncated response (headers over 256 KiB
+ *                   in all count as one), or another transfer
  *                   error
  *   BR_EHTTP        the status is >= 400 and BR_HTTP_RAISE was asked for
  *   BR_EINVAL       a bad URL or option; BR_ENOMEM.

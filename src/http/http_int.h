@@ -103,6 +103,12 @@ typedef struct br__http_easy {
 
 /* An origin as written in a URL ("http://Example.com:8080"), and its host. */
 #define BR__HTTP_ORIGINS 8
+
+/* The most bytes of headers one response may send (every line, folded or
+ * not): a server that keeps sending header lines is cut off here. nginx
+ * takes 8-32 KiB of request headers, libcurl 8 accepts 300 KB of response
+ * headers. */
+#define BR__HTTP_MAX_HEADERS (256 * 1024)
 typedef struct br__http_origin {
   char text[120];
   size_t len; /* 0: unused */
@@ -148,6 +154,7 @@ typedef struct br__http_req {
   bool discard_retryable; /* drop bodies of responses we will retry */
   bool follow;
   bool too_big;
+  bool headers_too_big;   /* the response's headers passed BR__HTTP_MAX_HEADERS */
   bool discarding;        /* this response's body is being dropped */
   bool paused;
   /* The response being received. */

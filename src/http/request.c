@@ -44,6 +44,12 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
     r->status = st;
     return len;
   }
+  /* A server sending header lines for ever must not take all memory
+   * (libcurl 7.88 limits one line to 100 KB, not their sum). */
+  if (r->hdr_len + len > BR__HTTP_MAX_HEADERS) {
+    r->headers_too_big = true;
+    return CURL_WRITEFUNC_ERROR;
+  }
   if (r->hdr_len + len + 1 > r->hdr_cap) {
     size_t cap = r->hdr_cap ? r->hdr_cap * 2 : 1024;
     while (cap < r->hdr_len + len + 1) cap *= 2;
@@ -143,6 +149,7 @@ int br__http_map_curl(CURLcode rc, CURL *easy, const br__http_req *r) {
     return BR_EOVERFLOW;
   case CURLE_WRITE_ERROR:
     if (r && r->too_big) return BR_EOVERFLOW;
+    if (r && r->headers_too_big) return BR_EIO;
     return BR_ENOMEM;
   case CURLE_GOT_NOTHING:
   case CURLE_RECV_ERROR:
@@ -153,6 +160,9 @@ int br__http_map_curl(CURLcode rc, CURL *easy, const br__http_req *r) {
   case CURLE_BAD_FUNCTION_ARGUMENT:
     return BR_EINVAL;
   case CURLE_OUT_OF_MEMORY:
+    /* libcurl 7.88 says this of a header line over 100 KB as well: once a
+     * status line came, it is the response that is bad. */
+    if (r && r->status) return BR_EIO;
     return BR_ENOMEM;
   default:
     return BR_EIO; /* PARTIAL_FILE (truncated), TOO_MANY_REDIRECTS, ... */
@@ -694,7 +704,7 @@ static int request(br_http_session *s, br_http_response *out, const char *method
     if (r->hdr) r->hdr[0] = 0;
     r->status = 0;
     r->received = 0;
-    r->done = r->too_big = r->paused = r->discarding = false;
+    r->done = r->too_big = r->headers_too_big = r->paused = r->discarding = false;
     r->errbuf[0] = 0;
 
     err = br_sem_acquire_until(host->slots, dl);
@@ -781,6 +791,9 @@ static int request(br_http_session *s, br_http_response *out, const char *method
     if (err == BR_EOVERFLOW)
       snprintf(out->error, sizeof out->error, "body larger than %lld bytes",
                (long long)c.max_body);
+    else if (r->headers_too_big)
+      snprintf(out->error, sizeof out->error, "response headers larger than %d KiB",
+               BR__HTTP_MAX_HEADERS >> 10);
     else if (err == BR_ETIMEDOUT && why)
       snprintf(out->error, sizeof out->error, "timed out after %lld ms (%s)",
                (long long)((br_now() - t0) / 1000000), why);
