@@ -888,6 +888,36 @@ static void test_bad_file(void **state) {
   }
 }
 
+/* A `braid profile --trace` file: no task in it, one span per thread
+ * state. Read as threads, the time on a CPU is the thread's runs and the
+ * rest is idle; `braid trace show` falls back to that view by itself. */
+static void test_profile_trace(void **state) {
+  (void)state;
+  const char *p = tmp("profile.json"), *err = tmp("profile.err");
+  FILE *f = fopen(p, "w");
+  fputs("{\"traceEvents\":[{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":7,\"tid\":7,"
+        "\"args\":{\"name\":\"worker\"}},"
+        "{\"name\":\"cpu\",\"cat\":\"braid.profile\",\"ph\":\"X\",\"ts\":0,\"dur\":1000,\"pid\":7,\"tid\":7},"
+        "{\"name\":\"sleep\",\"cat\":\"braid.profile\",\"ph\":\"X\",\"ts\":1000,\"dur\":5000,\"pid\":7,\"tid\":7},"
+        "{\"name\":\"cpu\",\"cat\":\"braid.profile\",\"ph\":\"X\",\"ts\":6000,\"dur\":1000,\"pid\":7,\"tid\":7}]}",
+        f);
+  fclose(f);
+  tr_model m;
+  assert_int_equal(tr_read_any(&m, p, false), TR_EMPTY);
+  assert_int_equal(tr_read(&m, p, true), 0);
+  assert_int_equal(m.n, 1);
+  assert_string_equal(m.rows[0].name, "worker");
+  assert_int_equal(m.rows[0].n, 2); /* the two CPU spans; the sleep is idle */
+  for (size_t i = 0; i < m.rows[0].n; i++) assert_int_equal(m.rows[0].spans[i].t1 - m.rows[0].spans[i].t0, 1000000);
+  tr_free(&m);
+  int rc = run_braid("show", p, "--width", "80", err);
+  if (rc == -2) return; /* the braid command is not built next to the tests */
+  assert_int_equal(rc, 0);
+  char *e = slurp(err);
+  assert_non_null(strstr(e, "drawing its threads"));
+  free(e);
+}
+
 /* Many tasks, each on a track of its own, named by the track: every one
  * becomes its own row with its own name, and grouping rows of one name
  * keeps distinct names apart. */
@@ -950,6 +980,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_env_trace),
       cmocka_unit_test(test_bad_file),
       cmocka_unit_test(test_many_tracks),
+      cmocka_unit_test(test_profile_trace),
       cmocka_unit_test(test_cli),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);

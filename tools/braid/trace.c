@@ -109,7 +109,14 @@ int cmd_trace(int argc, char **argv) {
     return BRAID_EXIT_USAGE;
   }
   tr_model m;
-  if (tr_read(&m, file, threads) != 0) return BRAID_EXIT_FAIL;
+  int got = threads ? tr_read(&m, file, true) : tr_read_any(&m, file, false);
+  if (got == TR_EMPTY) {
+    /* No braid task in it (a `braid profile --trace` file, a program that
+     * only used pools): its threads are what there is to draw. */
+    fprintf(stderr, "braid trace %s: %s has no task slices: drawing its threads\n", sub, file);
+    got = tr_read(&m, file, true);
+  }
+  if (got != 0) return BRAID_EXIT_FAIL;
   int rc = 0;
   if (show) {
     if (!ascii && !utf8_locale()) ascii = true;

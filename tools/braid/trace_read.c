@@ -442,6 +442,10 @@ static int read_model(tr_model *m, const char *path, bool threads, bool quiet_em
     size_t named_at = kfind(&nameix, key_of(e.tid));
     const char *track = named_at != SIZE_MAX ? names[named_at].name : NULL;
     uint8_t what;
+    /* `braid profile --trace` writes one span per thread state ("cpu",
+     * "sleep", "pipe", ...): on a CPU is a run of that thread, the rest is
+     * not (drawn idle). */
+    if (!strcmp(e.cat, "braid.profile") && strcmp(e.name, "cpu")) continue;
     if (!strcmp(e.cat, "run")) what = TR_RUN;
     else if (!strcmp(e.cat, "wait")) what = kind_of(e.kind);
     else if (!strcmp(e.cat, "poll")) what = TR_POLL;
