@@ -872,8 +872,8 @@ static void test_bad_file(void **state) {
   /* Times no trace has (they would overflow nanoseconds and the drawers'
    * columns), numbers JSON has not, a negative duration: refused. */
   static const char *const bad[] = {
-      "{\"traceEvents\":[{\"ph\":\"X\",\"cat\":\"run\",\"ts\":0,\"dur\":1,\"args\":{\"task\":1}},"
-      "{\"ph\":\"X\",\"cat\":\"run\",\"ts\":1e30,\"dur\":1,\"args\":{\"task\":2}}]}",
+      ("{\"traceEvents\":[{\"ph\":\"X\",\"cat\":\"run\",\"ts\":0,\"dur\":1,\"args\":{\"task\":1}},"
+       "{\"ph\":\"X\",\"cat\":\"run\",\"ts\":1e30,\"dur\":1,\"args\":{\"task\":2}}]}"),
       "{\"traceEvents\":[{\"ph\":\"X\",\"cat\":\"run\",\"ts\":-1e308,\"dur\":1,\"args\":{\"task\":1}}]}",
       "{\"traceEvents\":[{\"ph\":\"X\",\"cat\":\"run\",\"ts\":0,\"dur\":1e300,\"args\":{\"task\":1}}]}",
       "{\"traceEvents\":[{\"ph\":\"X\",\"cat\":\"run\",\"ts\":5,\"dur\":-3,\"args\":{\"task\":1}}]}",
