@@ -227,8 +227,10 @@ int cmp_parse_args(int argc, char **argv, cmp_opts *o, FILE *err) {
       return -1;
     default:
       /* (A long option given a value it does not take sets optopt to its
-       * code, not to a letter: name it as written.) */
-      if (optopt > 0 && optopt < 128 && argv[optind - 1][1] != '-')
+       * code, OPT_*, not to a letter: name it as written. Within a cluster
+       * such as "-tx", optind has not moved past it: only optopt says
+       * which letter.) */
+      if (optopt > 0 && optopt < 128)
         fprintf(err, "braid compare: unknown option '-%c' (see 'braid compare --help')\n",
                 optopt);
       else if (optopt && strchr(argv[optind - 1], '='))
