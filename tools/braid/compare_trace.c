@@ -54,8 +54,8 @@ int cmp_trace_end(const cmp_opts *o) {
     /* The tasks of the coroutine and auto models; else the pools' threads
      * (auto sending waits to the blocking pool). Sequential, threads and
      * processes run nothing braid traces, and draw nothing. */
-    int got = tr_read_any(&m, trace_file(o), false);
-    if (got == TR_EMPTY) got = tr_read_any(&m, trace_file(o), true);
+    bool threads;
+    int got = tr_read_any(&m, trace_file(o), &threads);
     if (got == TR_EMPTY) {
       fprintf(stderr,
               "braid compare: --svg: nothing to draw: only the coroutines and auto models run "

@@ -13,6 +13,7 @@
 
 #include "commands.h"
 #include "fetch.h"
+#include "str_hash.h"
 
 #ifndef BRAID_HAVE_HTTP
 
@@ -137,15 +138,9 @@ static void progress(run_state *st, bool final) {
 /* The taken names: a hash set (open addressing, at most half full), so
  * that naming 100,000 URLs' files costs 100,000 lookups, not 5 billion
  * comparisons. */
-static size_t name_hash(const char *s) {
-  uint64_t h = 1469598103934665603u; /* FNV-1a */
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211u;
-  return (size_t)h;
-}
-
 static bool name_taken(const run_state *st, const char *name) {
   if (!st->names_cap) return false;
-  for (size_t i = name_hash(name) & (st->names_cap - 1); st->names[i]; i = (i + 1) & (st->names_cap - 1))
+  for (size_t i = (size_t)tool_str_hash(name) & (st->names_cap - 1); st->names[i]; i = (i + 1) & (st->names_cap - 1))
     if (strcmp(st->names[i], name) == 0) return true;
   return false;
 }
@@ -158,7 +153,7 @@ static int name_take(run_state *st, char *name) {
     if (!a) return BR_ENOMEM;
     for (size_t j = 0; j < st->names_cap; j++) {
       if (!st->names[j]) continue;
-      size_t i = name_hash(st->names[j]) & (cap - 1);
+      size_t i = (size_t)tool_str_hash(st->names[j]) & (cap - 1);
       while (a[i]) i = (i + 1) & (cap - 1);
       a[i] = st->names[j];
     }
@@ -166,7 +161,7 @@ static int name_take(run_state *st, char *name) {
     st->names = a;
     st->names_cap = cap;
   }
-  size_t i = name_hash(name) & (st->names_cap - 1);
+  size_t i = (size_t)tool_str_hash(name) & (st->names_cap - 1);
   while (st->names[i]) i = (i + 1) & (st->names_cap - 1);
   st->names[i] = name;
   st->nnames++;

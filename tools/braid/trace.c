@@ -109,14 +109,13 @@ int cmd_trace(int argc, char **argv) {
     return BRAID_EXIT_USAGE;
   }
   tr_model m;
-  int got = threads ? tr_read(&m, file, true) : tr_read_any(&m, file, false);
-  if (got == TR_EMPTY) {
-    /* No braid task in it (a `braid profile --trace` file, a program that
-     * only used pools): its threads are what there is to draw. */
-    fprintf(stderr, "braid trace %s: %s has no task slices: drawing its threads\n", sub, file);
-    got = tr_read(&m, file, true);
-  }
+  bool asked_threads = threads;
+  int got = threads ? tr_read(&m, file, true) : tr_read_any(&m, file, &threads);
+  if (got == TR_EMPTY)
+    fprintf(stderr, "braid trace: %s: no task slices and no thread activity in this trace\n", file);
   if (got != 0) return BRAID_EXIT_FAIL;
+  if (threads && !asked_threads)
+    fprintf(stderr, "braid trace %s: %s has no task slices: drawing its threads\n", sub, file);
   int rc = 0;
   if (show) {
     if (!ascii && !utf8_locale()) ascii = true;

@@ -42,10 +42,12 @@ typedef struct tr_model {
  * message on stderr (cannot open, not a braid trace, malformed JSON, out of
  * range, nothing of that view in it). */
 int tr_read(tr_model *m, const char *path, bool threads);
-/* As tr_read, but a trace with nothing of that view in it returns TR_EMPTY
- * and says nothing (the caller may try the other view). */
+/* The tasks of path, or, when it has none (a `braid profile --trace` file, a
+ * program that used only pools), its threads: *threads says which. 0, -1
+ * with a message as tr_read, or TR_EMPTY (nothing said) when it has
+ * neither. */
 enum { TR_EMPTY = -2 };
-int tr_read_any(tr_model *m, const char *path, bool threads);
+int tr_read_any(tr_model *m, const char *path, bool *threads);
 void tr_free(tr_model *m);
 /* Merge rows of the same name into one (members > 1) while there are more
  * than max rows. */

@@ -13,6 +13,7 @@
 
 #include <braid.h>
 
+#include "str_hash.h"
 #include "trace_model.h"
 
 typedef struct rd {
@@ -251,12 +252,6 @@ static uint64_t key_of(double d) {
   return k;
 }
 
-static uint64_t name_key(const char *s) {
-  uint64_t h = 1469598103934665603u; /* FNV-1a */
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211u;
-  return h;
-}
-
 static tr_row *row_for(tr_model *m, kindex *ix, uint64_t key) {
   size_t at = kfind(ix, key);
   if (at != SIZE_MAX) return &m->rows[at];
@@ -322,8 +317,14 @@ int tr_read(tr_model *m, const char *path, bool threads) {
   return rc == TR_EMPTY ? -1 : rc;
 }
 
-int tr_read_any(tr_model *m, const char *path, bool threads) {
-  return read_model(m, path, threads, true);
+int tr_read_any(tr_model *m, const char *path, bool *threads) {
+  int rc = read_model(m, path, false, true);
+  if (rc != TR_EMPTY) {
+    *threads = false;
+    return rc;
+  }
+  *threads = true;
+  return read_model(m, path, true, true);
 }
 
 static int read_model(tr_model *m, const char *path, bool threads, bool quiet_empty) {
@@ -521,7 +522,7 @@ void tr_group(tr_model *m, size_t max) {
   kindex byname = {0}; /* a name's hash -> its row among the first `out` */
   for (size_t i = 0; i < m->n; i++) {
     tr_row *r = &m->rows[i];
-    uint64_t key = name_key(r->name);
+    uint64_t key = tool_str_hash(r->name);
     size_t j = kfind(&byname, key);
     if (j != SIZE_MAX && strcmp(m->rows[j].name, r->name)) { /* two names, one hash */
       for (j = 0; j < out; j++)
