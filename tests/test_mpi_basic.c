@@ -78,9 +78,13 @@ static void t_map(void) {
 }
 
 /* 24 naps, the first four 8x longer: 4 x 160 + 20 x 20 = 1040 ms of work
- * over 3 ranks: 347 ms at best. A static split (8 items per rank) would
- * take 720 ms (4 x 160 + 4 x 20 on the first rank); dynamic hand-out keeps
- * it near the best. */
+ * over 3 ranks: 347 ms each at best. A static split (8 items per rank)
+ * gives the first rank 720 ms (4 x 160 + 4 x 20); dynamic hand-out gives
+ * no rank much more than the best plus one long and one prefetched short
+ * item (527 ms), whatever the machine's load: a rank that is slowed down
+ * asks for less. The check is on the work each rank was handed (the nap
+ * job returns its rank's pid), not on the wall clock, which a busy machine
+ * stretches. */
 static void t_uneven(void) {
   enum { N = 24 };
   int64_t ms[N];
@@ -93,19 +97,31 @@ static void t_uneven(void) {
   int64_t t0 = br_now();
   MT_CHECK(br_mpipool_map(P, out, "nap", items, N, NULL) == 0, "uneven map");
   double wall = mt_ms(t0, br_now());
-  int32_t pids[N];
-  int distinct = 0;
+  int32_t pid[NP - 1];
+  int64_t load[NP - 1] = {0};
+  int ranks = 0, bad = 0;
   for (int i = 0; i < N; i++) {
     br_bytes *b = out[i].value;
-    pids[i] = b && b->len == 4 ? *(int32_t *)b->data : -1;
-    bool seen = false;
-    for (int j = 0; j < i; j++) seen |= pids[j] == pids[i];
-    distinct += !seen;
+    int32_t p = -1;
+    if (b && b->len == sizeof p) memcpy(&p, b->data, sizeof p);
+    int r = 0;
+    while (r < ranks && pid[r] != p) r++;
+    if (p < 0 || (r == ranks && ranks == NP - 1)) {
+      bad++;
+      continue;
+    }
+    if (r == ranks) pid[ranks++] = p;
+    load[r] += ms[i];
   }
   br_results_free(out, N);
-  printf("uneven map: %.0f ms (best 347 ms) on %d ranks\n", wall, distinct);
-  MT_CHECK(distinct == NP - 1, "items ran on %d ranks", distinct);
-  MT_CHECK(wall < 347 * 1.5 + 60, "uneven map took %.0f ms (static split: 720)", wall);
+  int64_t most = 0;
+  for (int r = 0; r < ranks; r++) most = load[r] > most ? load[r] : most;
+  printf("uneven map: %.0f ms (best 347 ms) on %d ranks, the busiest handed %lld ms of naps\n",
+         wall, ranks, (long long)most);
+  MT_CHECK(bad == 0, "%d items without a rank's pid", bad);
+  MT_CHECK(ranks == NP - 1, "items ran on %d ranks", ranks);
+  MT_CHECK(most <= 560, "a rank was handed %lld ms of the 1040 (static split: 720)",
+           (long long)most);
 }
 
 static int64_t next_items[100];
@@ -147,13 +163,14 @@ static void t_imap(void) {
 }
 
 /* Fill the ranks with naps, queue more, cancel the queued ones: they fail
- * BR_ECANCELED at once and never run (the run stays short). */
+ * BR_ECANCELED at once and never run: the busy naps take 900 ms on three
+ * ranks, and a queued 3 s nap that ran would end after 3.3 s. */
 static void t_cancel(void) {
   enum { BUSY = 9, QUEUED = 12 };
   br_future *busy[BUSY], *q[QUEUED];
-  int64_t ms = 300, quick = 1000;
+  int64_t ms = 300, queued = 3000;
   for (int i = 0; i < BUSY; i++) br_mpipool_submit(P, &busy[i], "nap", &ms, 8, NULL);
-  for (int i = 0; i < QUEUED; i++) br_mpipool_submit(P, &q[i], "nap", &quick, 8, NULL);
+  for (int i = 0; i < QUEUED; i++) br_mpipool_submit(P, &q[i], "nap", &queued, 8, NULL);
   int64_t t0 = br_now();
   int cancelled = 0;
   for (int i = 0; i < QUEUED; i++) cancelled += br_future_cancel(q[i]) == 0;
@@ -169,8 +186,8 @@ static void t_cancel(void) {
     br_future_unref(busy[i]);
   }
   double wall = mt_ms(t0, br_now());
-  printf("cancel: 9 naps of 300 ms done in %.0f ms after cancelling 12 of 1 s\n", wall);
-  MT_CHECK(wall < 1000 + 300, "cancelled jobs ran? %.0f ms", wall);
+  printf("cancel: 9 naps of 300 ms done in %.0f ms after cancelling 12 of 3 s\n", wall);
+  MT_CHECK(wall < 3000, "cancelled jobs ran? %.0f ms", wall);
 }
 
 /* Cancelling a job that runs makes br_cancelled() true inside it on its
