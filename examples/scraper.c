@@ -572,7 +572,7 @@ static int crawl_run(crawl *c, const char *start_url) {
   char *first = resolve(start_url, start_url);
   if (!first || origin_of(first, &c->start) < 0) {
     free(first);
-    fprintf(stderr, "%s: not an http(s) URL: %s\n", prog_name, start_url);
+    fprintf(stderr, "%s: not an http(s) URL: '%s'\n", prog_name, start_url);
     error_reported = true;
     return BR_EINVAL;
   }

@@ -250,6 +250,7 @@ static inline int nx_write_conf(nx_fixture *nx) {
                    "    root %s;\n"
                    "    index index.html;\n"
                    "    location /broken/ { return 500; }\n"
+                   "    location /loop/ { return 302 /loop/; }\n"
                    "  }\n"
                    "}\n",
                    nx->dir, nx->error_log, nx->access_log, nx->dir, nx->dir, nx->dir, nx->dir,

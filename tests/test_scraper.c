@@ -328,6 +328,30 @@ static void test_unreachable(void **state) {
   run_free(&r);
 }
 
+/* A transfer that fails after a status line came (here a redirect loop:
+ * every answer is a 302 to itself, until curl's redirect limit) is a broken
+ * page, with curl's reason; never an unparsed one. */
+static void test_failed_transfer_is_broken(void **state) {
+  (void)state;
+  nx_fixture *nx = &g_nx;
+  nx_site site = {.pages = 10};
+  start_or_skip(nx, &site);
+  char url[64];
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/loop/", nx->port);
+  run r;
+  run_scraper(&r, url, "--json", (char *)NULL);
+  assert_int_equal(r.status, 1); /* nothing could be fetched */
+  assert_int_equal(r.crawled, 1);
+  assert_int_equal(r.n, 1);
+  assert_int_equal(r.codes[0], 0); /* "broken error URL: why" */
+  assert_string_equal(r.urls[0], url);
+  if (!strstr(r.out, "edirect")) fail_msg("no redirect in the reason: %s", r.out);
+  if (!strncmp(r.out, "unparsed ", 9) || strstr(r.out, "\nunparsed "))
+    fail_msg("counted as unparsed: %s", r.out);
+  if (!strstr(r.out, "\"unparsed\":0")) fail_msg("JSON summary: %s", r.out);
+  run_free(&r);
+}
+
 /* Bad input: a usage error (2) or a failure (1), never a crawl, nothing
  * printed on stdout. (run_scraper puts its url argument last.) */
 static void test_bad_input(void **state) {
@@ -342,7 +366,7 @@ static void test_bad_input(void **state) {
       {"http://b/", "http://a/", 2, "one URL only"},
       {"--parse-files", NULL, 2, "--parse-files needs a directory"},
       {"x", "-n", 2, "-n wants a whole number"},
-      {"ftp://x/", NULL, 1, "not an http(s) URL: ftp://x/"},
+      {"ftp://x/", NULL, 1, "not an http(s) URL: 'ftp://x/'"},
       {"/nonexistent-dir", "--parse-files", 1, "cannot read /nonexistent-dir: No such file"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -433,6 +457,7 @@ int main(void) {
       cmocka_unit_test_teardown(test_whole_site, teardown),
       cmocka_unit_test_teardown(test_page_limit, teardown),
       cmocka_unit_test(test_unreachable),
+      cmocka_unit_test_teardown(test_failed_transfer_is_broken, teardown),
       cmocka_unit_test(test_bad_input),
       cmocka_unit_test(test_parse_files_tree),
       cmocka_unit_test_teardown(test_memory_bounded, teardown),

@@ -332,7 +332,7 @@ static int read_model(tr_model *m, const char *path, bool threads, bool quiet_em
   m->threads = threads;
   FILE *f = fopen(path, "rb");
   if (!f) {
-    fprintf(stderr, "braid trace: cannot open %s: %s\n", path, strerror(errno));
+    fprintf(stderr, "braid trace: cannot open '%s': %s\n", path, strerror(errno));
     return -1;
   }
   char *buf = NULL;
