@@ -213,7 +213,6 @@ static int serve(int fd, bool *counted, long *idle_ms, char *req, size_t reqlen,
     }
     if (keep && send_all(fd, "\r\nok\n", 5)) keep = 0;
     free(line);
-    keep = keep ? 1 : 0;
   } else if (strcmp(path, "/nolength") == 0) {
     long size = qint(query, "size", 1000);
     const char *head = "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n";

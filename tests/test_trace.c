@@ -839,6 +839,20 @@ static void test_cli(void **state) {
   char *e = slurp(err);
   assert_non_null(strstr(e, "cannot open"));
   free(e);
+  /* An empty trace: said once, with or without --threads. */
+  char empty[512];
+  snprintf(empty, sizeof empty, "%s/empty.json", dir); /* (tmp()'s buffers are in use) */
+  FILE *ef = fopen(empty, "w");
+  assert_non_null(ef);
+  fputs("{\"traceEvents\":[]}\n", ef);
+  fclose(ef);
+  for (int k = 0; k < 2; k++) {
+    assert_int_equal(run_braid("show", empty, k ? "--threads" : NULL, NULL, err), 1);
+    e = slurp(err);
+    assert_non_null(strstr(e, "in this trace"));
+    assert_true(strchr(e, '\n') && !strchr(e, '\n')[1]); /* one line */
+    free(e);
+  }
   assert_int_equal(run_braid("show", "/", NULL, NULL, err), 1); /* a directory: not "not a trace" */
   e = slurp(err);
   assert_non_null(strstr(e, "cannot read /:"));

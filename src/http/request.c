@@ -224,8 +224,8 @@ static int resolve_opts(br_http_session *s, const br_http_request_opts *ro, int6
   return 0;
 }
 
-/* scheme://host:port of url, lower-case host, default ports filled in. */
-/* BR_EINVAL says why in why[]: curl's word for a URL it cannot parse (a
+/* scheme://host:port of url, lower-case host, default ports filled in.
+ * BR_EINVAL says why in why[]: curl's word for a URL it cannot parse (a
  * port past 65535, a bad host), or that the scheme is not http(s). */
 static int host_key(const char *url, char *key, size_t n, char *why, size_t whylen) {
   CURLU *u = curl_url();
