@@ -320,16 +320,30 @@ static void jobs_to_processes(void **state) {
   (void)state;
   if (br_test_emulated()) br_test_skip("no exec of /proc/self/exe under qemu");
   br_auto_opts o = {.allow_processes = true};
-  int here = 0, away = 0;
-  for (int i = 0; i < 40; i++) {
+  /* Until a process-pool round trip has been measured to pay, calls run
+   * here or go there to be measured; how many that takes depends on how
+   * busy the machine is (a round trip that waited for a core does not
+   * pay), so the test waits for the measured route, not for a count. */
+  int here = 0, away = 0, calls = 0;
+  char line[256];
+  for (;;) {
+    assert_true(br_auto_explain_job(line, sizeof line, "auto_pid") > 0);
+    if (strstr(line, "-> process pool") && strstr(line, "to a process")) break;
+    if (calls == 400) fail_msg("not routed to processes after %d calls: %s", calls, line);
+    if (job_pid(&o) != getpid()) away++;
+    calls++;
+  }
+  assert_true(away >= 1); /* a round trip was measured */
+  /* Routed there: all but the one call in eight sampled here go away. */
+  away = 0;
+  for (int i = 0; i < 32; i++) {
     if (job_pid(&o) == getpid()) here++;
     else away++;
   }
-  char line[256];
   assert_true(br_auto_explain_job(line, sizeof line, "auto_pid") > 0);
-  if (br_auto_route_of_job("auto_pid") != BR_AUTO_PROCPOOL || away < 25)
-    fail_msg("%d here, %d away: %s", here, away, line);
-  assert_true(here >= 2); /* the measuring calls and the samples */
+  if (br_auto_route_of_job("auto_pid") != BR_AUTO_PROCPOOL || away < 24)
+    fail_msg("once routed: %d here, %d away: %s", here, away, line);
+  assert_true(here >= 1); /* the route keeps being sampled in this process */
   assert_non_null(strstr(line, "process pool"));
   assert_non_null(strstr(line, "to a process"));
   /* Not allowed any more: back in this process. */
