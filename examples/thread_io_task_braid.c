@@ -44,7 +44,10 @@ static void *main_task(void *arg) {
   br_future *f[3];
   for (int i = 0; i < 3; i++) {
     int rc = br_to_thread(&f[i], io_task, (void *)(intptr_t)i);
-    if (rc) return br_fail(rc, "to_thread");
+    if (rc) {
+      while (i-- > 0) br_future_unref(f[i]); // those queued run on; we drop our references
+      return br_fail(rc, "to_thread: %s", br_strerror(rc));
+    }
   }
   br_result r[3];
   int rc = br_gather(r, f, 3);
@@ -53,8 +56,16 @@ static void *main_task(void *arg) {
   if (rc) return br_fail(rc, "to_thread");
 
   br_task *t[3];
-  for (int i = 0; i < 3; i++) br_spawn(&t[i], io_task_async, (void *)(intptr_t)i, NULL);
-  return br_gather_tasks(r, t, 3) ? br_fail(BR_EFAILED, "tasks") : NULL;
+  for (int i = 0; i < 3; i++) {
+    rc = br_spawn(&t[i], io_task_async, (void *)(intptr_t)i, NULL);
+    if (rc) {
+      while (i-- > 0) br_task_close(t[i]);
+      return br_fail(rc, "spawn: %s", br_strerror(rc));
+    }
+  }
+  rc = br_gather_tasks(r, t, 3);
+  br_results_free(r, 3);
+  return rc ? br_fail(rc, "a task failed") : NULL;
 }
 
 int main(void) { return br_run(NULL, main_task, NULL) == 0 ? 0 : 1; }
