@@ -574,6 +574,10 @@ static char *slurp(int fd) {
   return buf;
 }
 
+/* A file run_cli gives the command as its stdout instead of capturing it
+ * (NULL: capture). */
+static const char *cli_stdout;
+
 /* Run `braid ARGS...` (NULL-terminated); returns its exit status (-1 if it
  * could not run or died by a signal) with its stdout and stderr. */
 static int run_cli(char **out, char **err, ...) {
@@ -592,7 +596,8 @@ static int run_cli(char **out, char **err, ...) {
   unlink(pe);
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, fo, 1);
+  if (cli_stdout) posix_spawn_file_actions_addopen(&fa, 1, cli_stdout, O_WRONLY, 0);
+  else posix_spawn_file_actions_adddup2(&fa, fo, 1);
   posix_spawn_file_actions_adddup2(&fa, fe, 2);
   pid_t pid;
   int rc = posix_spawn(&pid, cli, &fa, NULL, argv, environ);
@@ -664,6 +669,43 @@ static void test_cli_compare_errors(void **state) {
     if (rc != 2 || !strstr(err, "braid compare: ") || out[0])
       fail_msg("compare %s %s: exit %d, stderr '%s', stdout '%s'", bad[i][0],
                bad[i][1] ? bad[i][1] : "", rc, err, out);
+    free(out), free(err);
+  }
+}
+
+/* A report that cannot be written (stdout on a full disk) fails the run
+ * with one line saying so: the table as well as the JSON, and with two
+ * workloads, where the first one's failed flush is followed by others. */
+static void test_cli_compare_full_stdout(void **state) {
+  (void)state;
+  if (access("/dev/full", W_OK) != 0) skip();
+  static const char *const modes[][2] = {{"--no-timeline", "io"}, {"--json", "io"}, {"--no-timeline", "all"}};
+  for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+    char *out, *err;
+    cli_stdout = "/dev/full";
+    int rc = run_cli(&out, &err, "compare", "-n", "1", "-w", "1", "-c", "1", "-m", "seq", modes[i][0],
+                     "--workload", modes[i][1], NULL);
+    cli_stdout = NULL;
+    if (rc != 1 || !strstr(err, "braid compare: writing the report: ") || count(err, "\n") != 1)
+      fail_msg("compare %s --workload %s > /dev/full: exit %d, stderr '%s'", modes[i][0], modes[i][1],
+               rc, err);
+    free(out), free(err);
+  }
+}
+
+/* A --trace or --svg file that cannot be written is refused before the
+ * runs (they can take minutes), as bad usage, in one line. */
+static void test_cli_compare_unwritable_files(void **state) {
+  (void)state;
+  static const char *const opts[] = {"--trace", "--svg"};
+  for (size_t i = 0; i < 2; i++) {
+    char *out, *err;
+    /* (Run, it would wait 3 s and then fail with status 1.) */
+    int rc = run_cli(&out, &err, "compare", "-n", "1", "-w", "3000", "-m", "coro", opts[i],
+                     "/nonexistent-dir/x", NULL);
+    if (rc != 2 || !strstr(err, "cannot write the ") || !strstr(err, "'/nonexistent-dir/x'") ||
+        count(err, "\n") != 1 || out[0])
+      fail_msg("compare %s /nonexistent-dir/x: exit %d, stderr '%s', stdout '%s'", opts[i], rc, err, out);
     free(out), free(err);
   }
 }
@@ -774,6 +816,8 @@ int main(void) {
       cmocka_unit_test(test_crowding_note),
       cmocka_unit_test(test_cli_commands),
       cmocka_unit_test(test_cli_compare_errors),
+      cmocka_unit_test(test_cli_compare_full_stdout),
+      cmocka_unit_test(test_cli_compare_unwritable_files),
       cmocka_unit_test(test_cli_compare_runs),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* braid-mpi on 4 ranks (rank 0 drives, 3 serve), all on this machine:
  * submit, map (ordered, errors with messages, uneven items balanced),
- * imap and imap_unordered, cancellation of jobs not started, timeouts,
- * awaiting from a braid task without blocking its loop, the CPU an idle
- * worker rank burns, and shutdown CANCEL. The whole run must end within
+ * imap and imap_unordered, cancellation of jobs not started, timeouts
+ * (and timeouts of years that never fire), a result over max_payload,
+ * iterator windows too large to allocate, awaiting from a braid task
+ * without blocking its loop, the CPU an idle worker rank burns, and
+ * shutdown CANCEL. The whole run must end within
  * 120 s (it takes ~10). */
 #include "test_mpi_util.h"
 #include "test_mpi_jobs.h"
@@ -238,6 +240,77 @@ static void t_timeout(void) {
            "after a timeout");
 }
 
+/* Timeouts far beyond any run ("never", in practice) never fire: not for a
+ * submitted job (584 years in ms is 2^64 ns and a little more), and not for
+ * a map whose chunks hold several items each (a chunk's time limit is the
+ * item's times the items). */
+static void t_long_timeout(void) {
+  static const int64_t huge[] = {INT64_MAX, INT64_MAX / 1000000 + 1, 18446744073710};
+  for (size_t k = 0; k < sizeof huge / sizeof *huge; k++) {
+    br_future *f;
+    int64_t ms = 20;
+    br_procpool_submit_opts so = {.timeout_ms = huge[k]};
+    MT_CHECK(br_mpipool_submit(P, &f, "nap", &ms, 8, &so) == 0, "submit");
+    int rc = br_await(f, NULL);
+    MT_CHECK(rc == 0, "a 20 ms nap with a timeout of %lld ms: %d %s", (long long)huge[k], rc,
+             br_future_message(f));
+    if (rc == 0) br_bytes_free(br_future_take(f));
+    br_future_unref(f);
+  }
+  enum { N = 64 };
+  int64_t in[N], sq[N];
+  int errs[N];
+  for (int i = 0; i < N; i++) in[i] = i;
+  br_procpool_map_opts mo = {.chunksize = 16, .timeout_ms = 1000000000000}; /* 31 years */
+  int rc = br_mpipool_map_fixed(P, sq, sizeof *sq, errs, "square", in, sizeof *in, N, &mo);
+  int bad = 0;
+  for (int i = 0; i < N; i++) bad += errs[i] != 0 || sq[i] != (int64_t)i * i;
+  MT_CHECK(rc == 0 && bad == 0, "a map in chunks of 16 with a 31-year timeout: %d, %d items wrong", rc,
+           bad);
+}
+
+/* A result over max_payload (256 MiB by default) fails its job or its map
+ * item with BR_E2BIG and a message naming the sizes, as in the local
+ * process pool; the rank goes on. */
+static void t_big_result(void) {
+  int64_t n = ((int64_t)256 << 20) + 1;
+  br_future *f;
+  MT_CHECK(br_mpipool_submit(P, &f, "zeros", &n, sizeof n, NULL) == 0, "submit");
+  int rc = br_await(f, NULL);
+  const char *m = br_future_message(f);
+  MT_CHECK(rc == BR_E2BIG, "a result of 256 MiB + 1: %d", rc);
+  MT_CHECK(m && strstr(m, "result of 268435457 bytes is over the pool's limit of 268435456"),
+           "message '%s'", m ? m : "(none)");
+  br_future_unref(f);
+  int64_t in[2] = {8, n};
+  br_buf items[2] = {{&in[0], sizeof in[0]}, {&in[1], sizeof in[1]}};
+  br_result out[2];
+  rc = br_mpipool_map(P, out, "zeros", items, 2, NULL);
+  MT_CHECK(rc == BR_E2BIG && out[0].err == 0 && out[1].err == BR_E2BIG, "map: %d, %d, %d", rc,
+           out[0].err, out[1].err);
+  MT_CHECK(out[1].msg && strstr(out[1].msg, "over the pool's limit"), "map item's message '%s'",
+           out[1].msg ? out[1].msg : "(none)");
+  br_results_free(out, 2);
+}
+
+/* Iterator windows that cannot be allocated, asked for directly or through
+ * a chunk size whose default window (4 per rank times it) passes SIZE_MAX,
+ * are BR_ENOMEM, never a crash; the pool goes on. */
+static void t_huge_window(void) {
+  static const br_procpool_imap_opts opts[] = {{.window = SIZE_MAX - 4}, {.chunksize = (size_t)1 << 62}};
+  for (size_t k = 0; k < sizeof opts / sizeof *opts; k++) {
+    static char sentinel;
+    br_mpipool_iter *it = (br_mpipool_iter *)&sentinel; /* a failed call must reset it */
+    int rc = br_mpipool_imap(P, &it, "square", producer, NULL, &opts[k]);
+    MT_CHECK(rc == BR_ENOMEM && it == NULL, "imap with window %zu chunksize %zu: %d", opts[k].window,
+             opts[k].chunksize, rc);
+    if (rc == 0) br_mpipool_iter_free(it);
+  }
+  int64_t x = 5, y = 0;
+  MT_CHECK(br_mpipool_map_fixed(P, &y, 8, NULL, "square", &x, 8, 1, NULL) == 0 && y == 25,
+           "after the refused iterators");
+}
+
 /* A task awaiting an MPI job suspends; the loop goes on. */
 static int ticks;
 static void *ticker(void *arg) {
@@ -365,6 +438,9 @@ int main(int argc, char **argv) {
   RUN(t_cancel);
   RUN(t_cancel_running);
   RUN(t_timeout);
+  RUN(t_long_timeout);
+  RUN(t_big_result);
+  RUN(t_huge_window);
   RUN(t_task);
   RUN(t_idle_cpu);
   RUN(t_shutdown_cancel);

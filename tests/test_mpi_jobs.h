@@ -70,6 +70,16 @@ static int j_crash(const void *in, size_t len, br_bytes *out) {
 }
 BR_JOB(crash, j_crash);
 
+/* A result of the int64 number of bytes in its input (zeros). */
+static int j_zeros(const void *in, size_t len, br_bytes *out) {
+  int64_t n = 0;
+  memcpy(&n, in, len < sizeof n ? len : sizeof n);
+  if (n < 0 || !br_bytes_resize(out, (size_t)n)) return BR_ENOMEM;
+  memset(out->data, 0, (size_t)n);
+  return 0;
+}
+BR_JOB(zeros, j_zeros);
+
 /* Never returns and ignores cancellation. */
 static int j_hang(const void *in, size_t len, br_bytes *out) {
   (void)in;

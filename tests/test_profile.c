@@ -322,6 +322,10 @@ static void read_all(int fd, char *buf, size_t size) {
   buf[n] = '\0';
 }
 
+/* A file run_braid gives braid as its stdout instead of the pipe (NULL:
+ * the pipe). */
+static const char *braid_stdout;
+
 /* Run braid with args (NULL-terminated), collect stdout, stderr, status. */
 static void run_braid(run *r, const char *const *args) {
   char *argv[16];
@@ -336,6 +340,11 @@ static void run_braid(run *r, const char *const *args) {
   assert_true(pid >= 0);
   if (pid == 0) {
     dup2(out[1], 1);
+    if (braid_stdout) {
+      int fd = open(braid_stdout, O_WRONLY);
+      if (fd < 0) _exit(121);
+      dup2(fd, 1);
+    }
     dup2(err[1], 2);
     close(out[0]);
     close(err[0]);
@@ -672,6 +681,24 @@ static void cli_bad_input(void **state) {
   run_braid(&r, notrace);
   assert_int_equal(r.status, 2);
   assert_non_null(strstr(r.err, "--trace needs a file name"));
+  /* A JSON report that cannot be written (stdout on a full disk) is said in
+   * one line and fails the run, unless the command failed already: then
+   * its status stays. */
+  if (access("/dev/full", W_OK) == 0) {
+    const char *full[] = {"profile", "--json", "--", "true", NULL};
+    braid_stdout = "/dev/full";
+    run_braid(&r, full);
+    braid_stdout = NULL; /* (before any assertion: a failing one must not leave it for the next test) */
+    assert_int_equal(r.status, 1);
+    assert_non_null(strstr(r.err, "braid profile: writing the report failed"));
+    if (strchr(r.err, '\n') != strrchr(r.err, '\n')) fail_msg("more than one line: %s", r.err);
+    const char *full3[] = {"profile", "--json", "--", self_exe, "--workload", "exit3", NULL};
+    braid_stdout = "/dev/full";
+    run_braid(&r, full3);
+    braid_stdout = NULL;
+    assert_int_equal(r.status, 3);
+    assert_non_null(strstr(r.err, "braid profile: writing the report failed"));
+  }
 }
 
 static void cli_trace_file(void **state) {

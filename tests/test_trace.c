@@ -800,6 +800,9 @@ static void *traced_child_main(void *a) {
   return IP(br_join(t, NULL));
 }
 
+/* Where run_braid sends the command's stdout. */
+static const char *braid_stdout = "/dev/null";
+
 /* The braid command itself: exit status 0, 1 (the file) and 2 (usage). */
 static int run_braid(const char *a1, const char *a2, const char *a3, const char *a4, const char *err_path) {
   char cli[1024];
@@ -810,7 +813,7 @@ static int run_braid(const char *a1, const char *a2, const char *a3, const char 
   if (access(cli, X_OK) != 0) return -2;
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, braid_stdout, O_WRONLY, 0);
   posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
   char *argv[] = {cli, "trace", (char *)a1, (char *)a2, (char *)a3, (char *)a4, NULL};
   pid_t pid;
@@ -868,6 +871,98 @@ static void test_cli(void **state) {
   assert_int_equal(run_braid("show", path, "-h", NULL, err), 0); /* help, wherever it is asked */
   assert_int_equal(run_braid("svg", "--help", NULL, NULL, err), 0);
   assert_int_equal(run_braid("svg", path, "-o", NULL, err), 2);
+  /* A timeline that cannot be written (stdout on a full disk) fails, in
+   * one line, instead of exiting 0 with nothing drawn. */
+  if (access("/dev/full", W_OK) == 0) {
+    braid_stdout = "/dev/full";
+    assert_int_equal(run_braid("show", path, "--width", "80", err), 1);
+    e = slurp(err);
+    assert_non_null(strstr(e, "writing the timeline failed"));
+    assert_true(strchr(e, '\n') && !strchr(e, '\n')[1]);
+    free(e);
+    assert_int_equal(run_braid("svg", path, "-o", "-", err), 1);
+    e = slurp(err);
+    assert_non_null(strstr(e, "writing - failed"));
+    free(e);
+    braid_stdout = "/dev/null";
+  }
+}
+
+/* Whether s[0..n) is well-formed UTF-8 without control characters other
+ * than newline (what an XML parser and a terminal need). */
+static bool drawable(const char *s, size_t n) {
+  const unsigned char *p = (const unsigned char *)s, *end = p + n;
+  while (p < end) {
+    if (*p < 0x80) {
+      if (*p < 0x20 && *p != '\n') return false;
+      p++;
+      continue;
+    }
+    size_t len = *p >= 0xf0 && *p <= 0xf4 ? 4 : *p >= 0xe0 ? 3 : *p >= 0xc2 && *p <= 0xdf ? 2 : 0;
+    if (!len || (size_t)(end - p) < len) return false;
+    for (size_t i = 1; i < len; i++)
+      if ((p[i] & 0xc0) != 0x80) return false;
+    p += len;
+  }
+  return true;
+}
+
+/* Names from a trace written elsewhere: a long name in a script of
+ * two-byte characters (cut to the row's 80 bytes inside a character),
+ * bytes that are not UTF-8, an escape sequence and a newline. The rows'
+ * names, the SVG and the terminal timeline stay well-formed, and the
+ * timeline's label column stays one width. */
+static void test_names_drawable(void **state) {
+  (void)state;
+  const char *p = tmp("names.json");
+  FILE *f = fopen(p, "w");
+  assert_non_null(f);
+  fputs("{\"traceEvents\":[{\"ph\":\"X\",\"cat\":\"run\",\"name\":\"", f);
+  for (int i = 0; i < 50; i++) fputs("\xc3\xa9", f); /* é */
+  fputs("\",\"ts\":0,\"dur\":5,\"tid\":1,\"args\":{\"task\":1}},"
+        "{\"ph\":\"X\",\"cat\":\"run\",\"name\":\"bad\xff\xfe\\u001b[2Jx\\ny\",\"ts\":2,\"dur\":5,"
+        "\"tid\":1,\"args\":{\"task\":2}}]}",
+        f);
+  fclose(f);
+  tr_model m;
+  assert_int_equal(tr_read(&m, p, false), 0);
+  assert_int_equal(m.n, 2);
+  for (size_t i = 0; i < m.n; i++)
+    if (!drawable(m.rows[i].name, strlen(m.rows[i].name))) fail_msg("row %zu's name is not drawable", i);
+  assert_string_equal(m.rows[1].name, "bad???[2Jx?y");
+  char *buf = NULL;
+  size_t len = 0;
+  f = open_memstream(&buf, &len);
+  assert_int_equal(tr_svg(f, &m, "names"), 0);
+  fclose(f);
+  assert_true(drawable(buf, len));
+  free(buf);
+  f = open_memstream(&buf, &len);
+  assert_int_equal(tr_show(f, &m, 80, false, 40), 0);
+  fclose(f);
+  assert_true(drawable(buf, len));
+  /* Every row's cells, and the time axis, start in the same column. */
+  int col = -1;
+  for (char *line = buf; *line;) {
+    char *nl = strchr(line, '\n');
+    /* The first cell: idle, running or the axis (no name here has them). */
+    char *cell = NULL;
+    static const char *const cells[] = {"-", "\xe2\x96\x88", "\xe2\x96\x91", "\xe2\x86\x92"};
+    for (size_t k = 0; k < 4; k++) {
+      char *c = strstr(line, cells[k]);
+      if (c && c < nl && (!cell || c < cell)) cell = c;
+    }
+    if (cell && line[0] != ' ') {
+      int c = 0;
+      for (char *q = line; q < cell; q++) c += ((unsigned char)*q & 0xc0) != 0x80;
+      if (col < 0) col = c;
+      if (c != col) fail_msg("cells start in column %d, not %d: %.*s", c, col, (int)(nl - line), line);
+    }
+    line = nl + 1;
+  }
+  assert_true(col > 0);
+  free(buf);
+  tr_free(&m);
 }
 
 static void test_bad_file(void **state) {
@@ -997,6 +1092,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_bad_file),
       cmocka_unit_test(test_many_tracks),
       cmocka_unit_test(test_profile_trace),
+      cmocka_unit_test(test_names_drawable),
       cmocka_unit_test(test_cli),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);

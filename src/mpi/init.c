@@ -178,13 +178,14 @@ int br__mp_opts(mp_opts *o, const br_mpipool_opts *in) {
   o->initializer = in->initializer;
   o->init_arg = in->init_arg;
   o->init_arg_len = in->init_arg_len;
-  o->timeout_ns = in->timeout_ms * MS;
-  o->kill_after_ns = in->kill_after_ms == 0 ? 2000 * MS : in->kill_after_ms < 0 ? -1
-                                                                                 : in->kill_after_ms * MS;
+  o->timeout_ns = br__mp_ms_ns(in->timeout_ms);
+  o->kill_after_ns = in->kill_after_ms == 0 ? 2000 * MS
+                     : in->kill_after_ms < 0 ? -1
+                                             : br__mp_ms_ns(in->kill_after_ms);
   o->max_payload = in->max_payload ? in->max_payload : (size_t)256 << 20;
   o->fallback_workers = in->fallback_workers;
-  o->dead_after_ns = (in->dead_after_ms ? in->dead_after_ms : 10000) * MS;
-  o->heartbeat_ns = (in->heartbeat_ms ? in->heartbeat_ms : 1000) * MS;
+  o->dead_after_ns = br__mp_ms_ns(in->dead_after_ms ? in->dead_after_ms : 10000);
+  o->heartbeat_ns = br__mp_ms_ns(in->heartbeat_ms ? in->heartbeat_ms : 1000);
   return 0;
 }
 

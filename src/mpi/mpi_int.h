@@ -46,6 +46,13 @@
 #include "braid.h"
 #include "braid/mpi.h"
 
+/* Milliseconds (>= 0) as nanoseconds, saturating: a timeout of "years"
+ * (INT64_MAX as "never") must stay a long time, not wrap to a negative or
+ * tiny one. */
+static inline int64_t br__mp_ms_ns(int64_t ms) {
+  return ms > INT64_MAX / 1000000 ? INT64_MAX : ms * 1000000;
+}
+
 #define MP_WIRE_VERSION 1
 #define MP_HOST_MAX 64
 #define MP_MSG_MAX 1024

@@ -750,7 +750,9 @@ static void check_timeouts(br_mpipool *p, int64_t now, done_list *d) {
     mp_rank *rk = &p->ranks[r];
     mp_unit *u = rk->in_head;
     if (rk->state != R_LIVE || !u || u->gave_up || u->timeout_ns <= 0) continue;
-    int64_t limit = u->timeout_ns * (int64_t)(u->kind == U_CHUNK ? u->count : 1);
+    int64_t count = u->kind == U_CHUNK && u->count > 1 ? (int64_t)u->count : 1;
+    /* (Saturating: a long item timeout times many items must not wrap.) */
+    int64_t limit = u->timeout_ns > INT64_MAX / count ? INT64_MAX : u->timeout_ns * count;
     if (now - rk->head_since <= limit) continue;
     p->st.timeouts++;
     char *m = dupmsg("job '%s' on rank %d timed out after %.0f ms", jobname(u->jobidx), r,
@@ -985,7 +987,8 @@ static void *progress(void *arg) {
 
 static void batch_free(mp_batch *b) {
   if (b->kind != B_MAP) {
-    for (size_t i = 0; i < b->cap; i++) {
+    /* (An iterator whose window could not be allocated has no arrays.) */
+    for (size_t i = 0; b->copies && b->ready && b->ring && i < b->cap; i++) {
       free((void *)b->copies[i].data);
       if (b->ready[i]) br_results_free(&b->ring[i], 1);
     }
@@ -1086,7 +1089,7 @@ int br_mpipool_submit(br_mpipool *p, br_future **out, const char *job, const voi
   u->kind = U_SUBMIT;
   u->jobidx = (uint32_t)idx;
   int64_t t = opts ? opts->timeout_ms : 0;
-  u->timeout_ns = t < 0 ? 0 : t > 0 ? t * 1000000 : p->o.timeout_ns;
+  u->timeout_ns = t < 0 ? 0 : t > 0 ? br__mp_ms_ns(t) : p->o.timeout_ns;
   u->len = len;
   u->arg = malloc(len ? len : 1);
   if (!u->arg) {
@@ -1131,7 +1134,7 @@ int br_mpipool_submit(br_mpipool *p, br_future **out, const char *job, const voi
 }
 
 static int64_t item_timeout(br_mpipool *p, int64_t ms) {
-  return ms < 0 ? 0 : ms > 0 ? ms * 1000000 : p->o.timeout_ns;
+  return ms < 0 ? 0 : ms > 0 ? br__mp_ms_ns(ms) : p->o.timeout_ns;
 }
 
 /* Wait until cond(b) holds, waking on b->wake. Returns 0 or the wait's
@@ -1313,7 +1316,10 @@ static int iter_new(br_mpipool *p, br_mpipool_iter **out, const char *job, br_pr
     return idx;
   }
   size_t chunk = opts && opts->chunksize ? opts->chunksize : 1;
-  size_t win = opts && opts->window ? opts->window : 4 * (size_t)(p->size > 1 ? p->size - 1 : 1) * chunk;
+  size_t per = 4 * (size_t)(p->size > 1 ? p->size - 1 : 1);
+  /* A window that wrapped to 0 would be a ring of no slots; one too large
+   * to allocate is BR_ENOMEM below, as in the local fallback. */
+  size_t win = opts && opts->window ? opts->window : chunk > SIZE_MAX / per ? SIZE_MAX : per * chunk;
   mp_batch *b = calloc(1, sizeof *b);
   if (!b) {
     free(it);

@@ -225,7 +225,13 @@ static void *unit_fn(void *arg) {
                    (double)(t1 - t0) / 1e6, (double)u->h.timeout_ns / 1e6) < 0)
         msg = NULL;
     } else if (err == 0 && o->b.len > r->max_payload) {
+      /* Said as the local process pool says it: a bare BR_E2BIG does not
+       * tell which limit the job ran into. */
       err = BR_E2BIG;
+      free(msg);
+      if (asprintf(&msg, "result of %zu bytes is over the pool's limit of %zu", o->b.len,
+                   r->max_payload) < 0)
+        msg = NULL;
     }
     o->h.err = err;
     if (err) {

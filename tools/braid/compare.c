@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* braid compare — the command: parse the options, run every selected
  * workload under every selected model, report. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -105,10 +106,24 @@ int cmd_compare(int argc, char **argv) {
   if (rc < 0) return BRAID_EXIT_USAGE;
 
   bool tty = isatty(STDERR_FILENO) && !o.json;
+  /* Checked before anything runs: the runs can take minutes, and a file
+   * that cannot be written was a usage error from the start. */
+  const char *outs[2] = {o.trace_path, o.svg_path};
+  for (int i = 0; i < 2; i++) {
+    if (!outs[i]) continue;
+    FILE *f = fopen(outs[i], "ae");
+    if (!f) {
+      fprintf(stderr, "braid compare: cannot write %s '%s': %s\n", i ? "the SVG" : "the trace",
+              outs[i], strerror(errno));
+      return BRAID_EXIT_USAGE;
+    }
+    fclose(f);
+  }
   if (cmp_trace_begin(&o) != 0) return BRAID_EXIT_FAIL;
   cmp_result res[CMP_NKINDS];
   size_t nres = 0;
   bool failed = false;
+  int write_err = 0;
   for (int k = 0; k < CMP_NKINDS; k++) {
     if (!(o.kinds & (1u << k))) continue;
     cmp_result *r = &res[nres++];
@@ -133,14 +148,17 @@ int cmd_compare(int argc, char **argv) {
     if (!o.json) {
       if (nres > 1) fputc('\n', stdout);
       cmp_report_text(stdout, r, 1, &o);
-      fflush(stdout);
+      /* The error of a flush is remembered: a later flush of an empty
+       * buffer succeeds, so the check at the end would miss it. */
+      if (fflush(stdout) != 0 && !write_err) write_err = errno ? errno : EIO;
     }
   }
   if (cmp_trace_end(&o) != 0) failed = true;
   if (o.json) cmp_report_json(stdout, res, nres, &o);
   for (size_t i = 0; i < nres; i++) free_result(&res[i]);
-  if (fflush(stdout) != 0) {
-    perror("braid compare: writing the report");
+  if ((fflush(stdout) != 0 || ferror(stdout)) && !write_err) write_err = errno ? errno : EIO;
+  if (write_err) {
+    fprintf(stderr, "braid compare: writing the report: %s\n", strerror(write_err));
     return BRAID_EXIT_FAIL;
   }
   return failed ? BRAID_EXIT_FAIL : BRAID_EXIT_OK;

@@ -66,7 +66,9 @@ int cmp_trace_end(const cmp_opts *o) {
     } else {
       tr_group(&m, 200);
       FILE *f = fopen(o->svg_path, "w");
-      if (!f || tr_svg(f, &m, "braid compare") != 0 || fclose(f) != 0) {
+      int wrc = !f ? -1 : tr_svg(f, &m, "braid compare");
+      if (f && fclose(f) != 0) wrc = -1; /* (closed on a failed draw too) */
+      if (wrc != 0) {
         fprintf(stderr, "braid compare: cannot write %s: %m\n", o->svg_path);
         ret = -1;
       } else {

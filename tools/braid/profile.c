@@ -93,8 +93,17 @@ int cmd_profile(int argc, char **argv) {
   }
   if (json) br_profile_print_json(stdout, &r);
   else br_profile_print(stderr, &r); /* stdout stays the command's */
+  int status = WIFEXITED(r.exit_status)     ? WEXITSTATUS(r.exit_status)
+               : WIFSIGNALED(r.exit_status) ? 128 + WTERMSIG(r.exit_status)
+                                            : BRAID_EXIT_FAIL;
+  /* A JSON report lost to a full disk or a closed stdout must not look like
+   * a clean run: say so, and fail unless the command's own status already
+   * does. */
+  if (json && (fflush(stdout) != 0 || ferror(stdout))) {
+    fprintf(stderr, "braid profile: writing the report failed: %s\n",
+            br_strerror(-(errno ? errno : EIO)));
+    return status ? status : BRAID_EXIT_FAIL;
+  }
   fflush(stdout);
-  if (WIFEXITED(r.exit_status)) return WEXITSTATUS(r.exit_status);
-  if (WIFSIGNALED(r.exit_status)) return 128 + WTERMSIG(r.exit_status);
-  return BRAID_EXIT_FAIL;
+  return status;
 }

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* braid trace — draw a trace braid recorded (BRAID_TRACE=FILE, br_trace_write,
  * braid compare --trace): `show` in the terminal, `svg` as an SVG file. */
+#include <errno.h>
 #include <langinfo.h>
 #include <locale.h>
 #include <stdlib.h>
@@ -121,6 +122,12 @@ int cmd_trace(int argc, char **argv) {
     if (!ascii && !utf8_locale()) ascii = true;
     tr_group(&m, (size_t)rows);
     rc = tr_show(stdout, &m, width ? width : terminal_width(), ascii, (size_t)rows);
+    /* A timeline that could not be written (a full disk, a closed pipe
+     * behind `> file`) is a failure, not a silent success. */
+    if (rc == 0 && (fflush(stdout) != 0 || ferror(stdout))) {
+      fprintf(stderr, "braid trace show: writing the timeline failed: %s\n", strerror(errno ? errno : EIO));
+      rc = -1;
+    }
   } else {
     char defpath[4096];
     if (!outp) {
@@ -137,7 +144,9 @@ int cmd_trace(int argc, char **argv) {
       return BRAID_EXIT_FAIL;
     }
     rc = tr_svg(f, &m, title ? title : file);
-    if (f != stdout && fclose(f) != 0) rc = -1;
+    /* stdout is flushed here too: "-o -" into a full disk must fail as a
+     * file does. */
+    if (f != stdout ? fclose(f) != 0 : fflush(stdout) != 0 || ferror(stdout)) rc = -1;
     if (rc) fprintf(stderr, "braid trace svg: writing %s failed\n", outp);
     else if (f != stdout) fprintf(stderr, "braid trace svg: wrote %s (%zu rows)\n", outp, m.n);
   }

@@ -35,7 +35,52 @@ static bool rd_fail(rd *r, const char *what) {
   return false;
 }
 
-/* A string into buf (truncated); the reader is left after it. */
+/* The length of the well-formed UTF-8 sequence at s (1 to 4), or 0. */
+static size_t utf8_seq(const unsigned char *s) {
+  unsigned c = s[0];
+  size_t n;
+  unsigned lo = 0x80, hi = 0xbf; /* the second byte's range (no overlong or surrogate form) */
+  if (c < 0x80) return 1;
+  if (c >= 0xc2 && c <= 0xdf) n = 2;
+  else if (c >= 0xe0 && c <= 0xef) n = 3, lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+  else if (c >= 0xf0 && c <= 0xf4) n = 4, lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+  else return 0;
+  if (s[1] < lo || s[1] > hi) return 0;
+  for (size_t i = 2; i < n; i++)
+    if (s[i] < 0x80 || s[i] > 0xbf) return 0;
+  return n;
+}
+
+/* Make a name fit to draw: a trace from elsewhere may hold bytes that are
+ * not UTF-8, and a long name cut to its buffer may end inside a character;
+ * either would make the SVG unreadable XML and garble the terminal. A
+ * control character (a newline, an escape sequence) would break the
+ * terminal's rows. Each bad byte becomes '?'; a character cut at the end
+ * is dropped. */
+static void utf8_clean(char *s) {
+  unsigned char *p = (unsigned char *)s;
+  while (*p) {
+    size_t n = utf8_seq(p);
+    if (n == 0) {
+      /* A lead byte whose continuation bytes run into the end is a cut
+       * character: drop it and what follows. */
+      size_t k = 1;
+      while (p[k] >= 0x80 && p[k] <= 0xbf && k < 4) k++;
+      if (!p[k] && *p >= 0xc2 && *p <= 0xf4 && k < (*p >= 0xf0 ? 4u : *p >= 0xe0 ? 3u : 2u)) {
+        *p = 0;
+        return;
+      }
+      *p++ = '?';
+    } else if (n == 1 && *p < 0x20) {
+      *p++ = '?';
+    } else {
+      p += n;
+    }
+  }
+}
+
+/* A string into buf (truncated, cleaned by utf8_clean); the reader is left
+ * after it. */
 static bool str(rd *r, char *buf, size_t size) {
   ws(r);
   if (r->p >= r->end || *r->p != '"') return rd_fail(r, "expected a string");
@@ -55,7 +100,10 @@ static bool str(rd *r, char *buf, size_t size) {
     }
     if (buf && n + 1 < size) buf[n++] = c;
   }
-  if (buf && size) buf[n] = 0;
+  if (buf && size) {
+    buf[n] = 0;
+    utf8_clean(buf);
+  }
   if (r->p >= r->end) return rd_fail(r, "unterminated string");
   r->p++;
   return true;
@@ -367,6 +415,7 @@ static int read_model(tr_model *m, const char *path, bool threads, bool quiet_em
     return -1;
   }
   fclose(f);
+  buf[len] = '\0'; /* strtod on a number at the very end stops here (the loop keeps len < cap) */
   rd r = {buf, buf, buf + len, path, false};
   /* Find "traceEvents" at the top level. */
   ws(&r);

@@ -33,6 +33,23 @@ static void columns(const tr_row *r, int64_t col_ns, int cols, double *run, doub
   }
 }
 
+/* Characters, not bytes: the label column is measured and padded in what
+ * the terminal shows (the reader leaves names well-formed UTF-8). */
+static int cps(const char *s) {
+  int n = 0;
+  for (; *s; s++) n += ((unsigned char)*s & 0xc0) != 0x80;
+  return n;
+}
+
+/* The bytes of the first `max` characters of s. */
+static int cp_bytes(const char *s, int max) {
+  int i = 0;
+  for (int n = 0; s[i]; i++) {
+    if (((unsigned char)s[i] & 0xc0) != 0x80 && n++ == max) break;
+  }
+  return i;
+}
+
 int tr_show(FILE *out, const tr_model *m, int width, bool ascii, size_t max_rows) {
   const char *full = ascii ? "#" : "\xe2\x96\x88";    /* U+2588 █ */
   const char *shade = ascii ? "~" : "\xe2\x96\x91";   /* U+2591 ░ */
@@ -41,7 +58,7 @@ int tr_show(FILE *out, const tr_model *m, int width, bool ascii, size_t max_rows
   /* The label column: the longest name shown, at most 24. */
   int lw = 5;
   for (size_t i = 0; i < m->n; i++) {
-    int l = (int)strlen(m->rows[i].name) + (m->rows[i].members > 1 ? 8 : 0);
+    int l = cps(m->rows[i].name) + (m->rows[i].members > 1 ? 8 : 0);
     if (l > lw) lw = l;
   }
   if (lw > 24) lw = 24;
@@ -63,13 +80,14 @@ int tr_show(FILE *out, const tr_model *m, int width, bool ascii, size_t max_rows
       i = m->n - 1;
     }
     const tr_row *r = &m->rows[i];
-    char label[64];
+    char label[128]; /* lw characters of up to 4 bytes, and " xN" */
     if (r->members > 1)
-      snprintf(label, sizeof label, "%.*s x%zu", lw - 8 > 1 ? lw - 8 : 1, r->name, r->members);
+      snprintf(label, sizeof label, "%.*s x%zu", cp_bytes(r->name, lw - 8 > 1 ? lw - 8 : 1), r->name,
+               r->members);
     else
-      snprintf(label, sizeof label, "%.*s", lw, r->name);
+      snprintf(label, sizeof label, "%.*s", cp_bytes(r->name, lw), r->name);
     columns(r, col_ns, cols, run, wait);
-    fprintf(out, "%-*s  ", lw, label);
+    fprintf(out, "%s%*s  ", label, lw - cps(label) > 0 ? lw - cps(label) : 0, "");
     double per = (double)col_ns * (double)r->members;
     for (int c = 0; c < cols; c++) {
       const char *cell = "-";
