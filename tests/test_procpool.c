@@ -121,6 +121,12 @@ static void test_map_fixed_and_generic(void **state) {
     items[i] = (br_buf){bufs[i], (size_t)i};
   }
   br_result res[N];
+  /* A chunk size past the items (SIZE_MAX: "all in one") is one chunk of
+   * all of them, not an allocation of SIZE_MAX slots. */
+  br_procpool_map_opts all = {.chunksize = SIZE_MAX};
+  assert_int_equal(br_procpool_map(p, res, "rev", items, N, &all), 0);
+  for (int i = 0; i < N; i++) assert_int_equal(((br_bytes *)res[i].value)->len, (size_t)i);
+  br_results_free(res, N);
   br_procpool_map_opts mo = {.chunksize = 16};
   assert_int_equal(br_procpool_map(p, res, "rev", items, N, &mo), 0);
   for (int i = 0; i < N; i++) {

@@ -119,6 +119,7 @@ static int map_run(br_procpool *p, const char *job, const br_buf *items, const c
   if (idx < 0) return idx;
   if (n == 0) return 0;
   size_t cs = opts && opts->chunksize ? opts->chunksize : auto_chunksize(p, n);
+  if (cs > n) cs = n; /* "all in one" is one chunk of the n items */
   if (cs > UINT32_MAX) cs = UINT32_MAX;
   int64_t timeout = opts ? opts->timeout_ms : 0;
   size_t nch = (n + cs - 1) / cs;
