@@ -14,10 +14,14 @@
  *   /status?code=N        that status, a short body
  *   /flaky?key=K&fail=N&code=C&retry_after=S
  *                         the first N requests with key K answer C (default
- *                         503; with "Retry-After: S" when given), later ones
- *                         200 "ok\n"; the answer's X-Attempt says which try
+ *                         503; with "Retry-After: S" when given, S sent as
+ *                         written after %XX decoding: a number, a date or
+ *                         garbage), later ones 200 "ok\n"; the answer's
+ *                         X-Attempt says which try
  *   /reset                close the connection at once with a reset (RST)
- *   /truncate?size=N      announce N bytes, send half, close
+ *   /truncate?size=N&reset=1
+ *                         announce N bytes, send half, close (with reset:
+ *                         with a reset, RST, instead of an orderly close)
  *   /slow?chunks=N&ms=M&size=B
  *                         N chunks of B bytes (default 1024), M ms apart
  *   /nolength?size=N      no Content-Length: the body ends with the connection
@@ -76,6 +80,21 @@ static void qstr(const char *query, const char *name, char *out, size_t cap) {
       return;
     }
   }
+}
+
+/* Decode %XX escapes in place (a Retry-After date has spaces and commas). */
+static void pct_decode(char *s) {
+  char *o = s;
+  for (char *p = s; *p; p++) {
+    unsigned v;
+    if (*p == '%' && sscanf(p + 1, "%2x", &v) == 1) {
+      *o++ = (char)v;
+      p += 2;
+    } else {
+      *o++ = *p;
+    }
+  }
+  *o = 0;
 }
 
 static int send_all(int fd, const void *p, size_t n) {
@@ -166,11 +185,12 @@ static int serve(int fd, bool *counted, long *idle_ms, char *req, size_t reqlen,
       st.keys = k;
     }
     int attempt = ++k->seen;
-    char extra[128];
-    long ra = qint(query, "retry_after", -1);
+    char extra[256], ra[128];
+    qstr(query, "retry_after", ra, sizeof ra);
+    pct_decode(ra);
     int n = snprintf(extra, sizeof extra, "X-Attempt: %d\r\n", attempt);
     if (attempt <= qint(query, "fail", 1)) {
-      if (ra >= 0) snprintf(extra + n, sizeof extra - (size_t)n, "Retry-After: %ld\r\n", ra);
+      if (ra[0]) snprintf(extra + n, sizeof extra - (size_t)n, "Retry-After: %s\r\n", ra);
       keep = respond(fd, head, (int)qint(query, "code", 503), extra, "fail\n", 5) ? 0 : 1;
     } else {
       keep = respond(fd, head, 200, extra, "ok\n", 3) ? 0 : 1;
@@ -184,7 +204,7 @@ static int serve(int fd, bool *counted, long *idle_ms, char *req, size_t reqlen,
     char *b = filler((size_t)size);
     if (!send_all(fd, head, (size_t)h)) send_all(fd, b, (size_t)size / 2);
     free(b);
-    keep = 0;
+    keep = qint(query, "reset", 0) ? -1 : 0;
   } else if (strcmp(path, "/slow") == 0) {
     long chunks = qint(query, "chunks", 10), ms = qint(query, "ms", 100);
     long size = qint(query, "size", 1024);

@@ -129,6 +129,19 @@ static void *body_get(void *arg) {
   assert_int_equal(r.status, 302);
   assert_string_equal(br_http_header_get(&r, "Location"), "/ok");
   br_http_response_free(&r);
+  /* A redirect braid-http does not follow (another scheme, a Location that
+   * is no URL) is a bad response, not a bad argument: the caller's URL was
+   * fine. */
+  const char *nowhere[] = {"ftp://127.0.0.1/x", "file:///etc/passwd", "javascript:alert(1)"};
+  for (size_t i = 0; i < sizeof nowhere / sizeof *nowhere; i++) {
+    char path[128];
+    snprintf(path, sizeof path, "/redirect?to=%s", nowhere[i]);
+    assert_int_equal(br_http_get(s, &r, U(u, path), NULL, BR_NEVER), BR_EIO);
+    assert_int_equal(r.status, 302);
+    assert_int_equal(r.attempts, 1);
+    assert_true(r.error[0] != 0);
+    br_http_response_free(&r);
+  }
 
   /* Bad input. */
   assert_int_equal(br_http_get(s, &r, "ftp://127.0.0.1/x", NULL, BR_NEVER), BR_EINVAL);
@@ -315,6 +328,65 @@ static void *body_stream(void *arg) {
 static void test_stream(void **state) {
   (void)state;
   run(body_stream);
+}
+
+/* A connection reset in the middle of a streamed body: what was handed to
+ * the callback cannot be taken back, so a retry would hand the start of the
+ * body over a second time. The call fails with the reset instead. */
+static void *body_stream_reset(void *arg) {
+  (void)arg;
+  br_http_opts so = {.backoff_ms = 1, .retries = 3};
+  br_http_session *s;
+  assert_int_equal(br_http_session_new(&s, &so), 0);
+  char u[512];
+  br_http_response r;
+  sink k = {.ok = true};
+  br_http_request_opts o = {.on_body = on_body, .body_ud = &k};
+  assert_int_equal(br_http_get(s, &r, U(u, "/truncate?size=200000&reset=1"), &o, BR_NEVER),
+                   BR_ECONNRESET);
+  assert_true(k.bytes > 0);       /* the server sent half before its reset */
+  assert_true(k.bytes <= 100000); /* ... and nothing came twice: */
+  assert_true(k.ok);              /* byte i is still byte i of the body */
+  assert_int_equal(r.attempts, 1);
+  assert_int_equal(r.body_len, k.bytes);
+  br_http_response_free(&r);
+
+  /* To a descriptor: the file holds one prefix of the body, not two. */
+  int fds[2];
+  assert_int_equal(br_pipe(fds), 0);
+  br_http_request_opts fo = {.flags = BR_HTTP_TO_FD, .body_fd = fds[1]};
+  assert_int_equal(br_http_get(s, &r, U(u, "/truncate?size=20000&reset=1"), &fo, BR_NEVER),
+                   BR_ECONNRESET);
+  br_close(fds[1]);
+  assert_int_equal(r.attempts, 1);
+  size_t delivered = r.body_len;
+  br_http_response_free(&r);
+  sink pk = {.ok = true};
+  char buf[4096];
+  ssize_t n;
+  while ((n = br_read(fds[0], buf, sizeof buf, br_deadline_ms(5000))) > 0) {
+    for (ssize_t i = 0; i < n; i++)
+      if (buf[i] != (char)('a' + (pk.bytes + (size_t)i) % 26)) pk.ok = false;
+    pk.bytes += (size_t)n;
+  }
+  br_close(fds[0]);
+  assert_true(pk.ok);
+  assert_int_equal(pk.bytes, delivered);
+  assert_true(pk.bytes <= 10000);
+
+  /* Collected (not streamed), the body is kept per attempt: a reset is
+   * still retried there. */
+  assert_int_equal(br_http_get(s, &r, U(u, "/truncate?size=2000&reset=1"), NULL, BR_NEVER),
+                   BR_ECONNRESET);
+  assert_int_equal(r.attempts, 4);
+  br_http_response_free(&r);
+  assert_int_equal(br_http_session_free(s), 0);
+  return NULL;
+}
+
+static void test_stream_reset(void **state) {
+  (void)state;
+  run(body_stream_reset);
 }
 
 /* --- connections and limits -------------------------------------------------- */
@@ -611,6 +683,67 @@ static void *body_retries(void *arg) {
 static void test_retries(void **state) {
   (void)state;
   run(body_retries);
+}
+
+/* Retry-After values a server may send: a number too large for any clock,
+ * a date in the past, a negative number, garbage; and a session without a
+ * cap on the wait (max_backoff_ms BR_HTTP_OFF). */
+static void *body_retry_after_odd(void *arg) {
+  (void)arg;
+  char u[512];
+  br_http_response r;
+  br_http_opts o = {.backoff_ms = 1, .max_backoff_ms = 500};
+  br_http_session *s;
+  assert_int_equal(br_http_session_new(&s, &o), 0);
+  /* Longer than max_backoff_ms however it is counted: give up at once. */
+  assert_int_equal(br_http_get(s, &r, U(u, "/flaky?key=ra1&fail=1&code=429&"
+                                           "retry_after=99999999999999999999"), NULL, BR_NEVER), 0);
+  assert_int_equal(r.status, 429);
+  assert_int_equal(r.attempts, 1);
+  br_http_response_free(&r);
+  assert_int_equal(br_http_get(s, &r, U(u, "/flaky?key=ra2&fail=1&code=503&"
+                                           "retry_after=9223372036854776"), NULL, BR_NEVER), 0);
+  assert_int_equal(r.status, 503);
+  assert_int_equal(r.attempts, 1);
+  br_http_response_free(&r);
+  /* A date in the past: retry now. Unreadable ones: the usual backoff. */
+  const char *soon[] = {"Wed,%2021%20Oct%202015%2007:28:00%20GMT", "-5", "soon", "%20"};
+  for (size_t i = 0; i < sizeof soon / sizeof *soon; i++) {
+    char path[200];
+    snprintf(path, sizeof path, "/flaky?key=ra3-%zu&fail=1&code=429&retry_after=%s", i, soon[i]);
+    assert_int_equal(br_http_get(s, &r, U(u, path), NULL, BR_NEVER), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.attempts, 2);
+    br_http_response_free(&r);
+  }
+  assert_int_equal(br_http_session_free(s), 0);
+
+  /* No cap: a Retry-After is waited however long it is, unless it passes
+   * the deadline; backoffs go on too. */
+  br_http_opts no_cap = {.backoff_ms = 1, .max_backoff_ms = BR_HTTP_OFF};
+  assert_int_equal(br_http_session_new(&s, &no_cap), 0);
+  assert_int_equal(br_http_get(s, &r, U(u, "/flaky?key=ra4&fail=1&code=429&retry_after=0"),
+                               NULL, BR_NEVER), 0);
+  assert_int_equal(r.status, 200);
+  assert_int_equal(r.attempts, 2);
+  br_http_response_free(&r);
+  assert_int_equal(br_http_get(s, &r, U(u, "/flaky?key=ra5&fail=2&code=503"), NULL, BR_NEVER), 0);
+  assert_int_equal(r.status, 200);
+  assert_int_equal(r.attempts, 3);
+  br_http_response_free(&r);
+  br_http_request_opts forever = {.timeout_ms = BR_HTTP_OFF};
+  assert_int_equal(br_http_get(s, &r, U(u, "/flaky?key=ra6&fail=1&code=429&"
+                                           "retry_after=99999999999999999999"), &forever, BR_NEVER), 0);
+  assert_int_equal(r.status, 429); /* past any deadline, even none: not waited */
+  assert_int_equal(r.attempts, 1);
+  br_http_response_free(&r);
+  assert_int_equal(br_http_session_free(s), 0);
+  return NULL;
+}
+
+static void test_retry_after_odd(void **state) {
+  (void)state;
+  run(body_retry_after_odd);
 }
 
 static void *body_budget(void *arg) {
@@ -924,10 +1057,12 @@ static void test_many(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_get),       cmocka_unit_test(test_bad_calls),
-    cmocka_unit_test(test_stream),    cmocka_unit_test(test_keepalive),
+    cmocka_unit_test(test_stream),    cmocka_unit_test(test_stream_reset),
+    cmocka_unit_test(test_keepalive),
     cmocka_unit_test(test_server_close),
     cmocka_unit_test(test_per_host),  cmocka_unit_test(test_rate),
-    cmocka_unit_test(test_retries),   cmocka_unit_test(test_budget),
+    cmocka_unit_test(test_retries),   cmocka_unit_test(test_retry_after_odd),
+    cmocka_unit_test(test_budget),
     cmocka_unit_test(test_timeouts),  cmocka_unit_test(test_limits),
     cmocka_unit_test(test_cancel),    cmocka_unit_test(test_busy),
     cmocka_unit_test(test_get_all),   cmocka_unit_test(test_many),

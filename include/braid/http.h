@@ -87,7 +87,8 @@ typedef struct br_http_opts {
   int64_t backoff_ms;      /* first backoff; doubles each retry, with
                               jitter (0: 100) */
   int64_t max_backoff_ms;  /* cap of one backoff or Retry-After wait
-                              (0: 30 000); a longer Retry-After gives up */
+                              (0: 30 000; BR_HTTP_OFF: no cap); a longer
+                              Retry-After gives up */
   double retry_budget;     /* retries allowed per first attempt, session-wide
                               (0: 0.2, i.e. 20 %, plus 10 in reserve) */
   int max_redirects;       /* redirects followed (0: 10; BR_HTTP_OFF: none) */
@@ -126,7 +127,9 @@ typedef struct br_http_request_opts {
    * as it arrives instead of being collected into the response (its
    * `body` stays NULL; body_len counts the bytes delivered). Only the final
    * attempt's body is delivered: while a retry is still possible, the body
-   * of a retryable response (408, 429, 5xx) is dropped. */
+   * of a retryable response (408, 429, 5xx) is dropped, and once any byte
+   * has been delivered the request is not retried (a reset mid-body fails
+   * the call with BR_ECONNRESET). */
   br_http_body_fn on_body;
   void *body_ud;
   int body_fd;             /* with BR_HTTP_TO_FD: written with br_write */

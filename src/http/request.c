@@ -157,6 +157,11 @@ int br__http_map_curl(CURLcode rc, CURL *easy, const br__http_req *r) {
     return BR_ECONNRESET;
   case CURLE_URL_MALFORMAT:
   case CURLE_UNSUPPORTED_PROTOCOL:
+    /* After a response (a redirect to ftp:, to file:, to a URL that does
+     * not parse) it is the server's Location that is bad, not the
+     * caller's URL. */
+    if (r && r->status) return BR_EIO;
+    return BR_EINVAL;
   case CURLE_BAD_FUNCTION_ARGUMENT:
     return BR_EINVAL;
   case CURLE_OUT_OF_MEMORY:
@@ -592,7 +597,14 @@ static int64_t retry_after_ms(const br__http_req *r) {
     if (strncasecmp(p, "Retry-After:", 12) == 0) {
       const char *v = p + 12;
       while (*v == ' ' || *v == '\t') v++;
-      if (isdigit((unsigned char)*v)) return strtoll(v, NULL, 10) * 1000;
+      if (isdigit((unsigned char)*v)) {
+        /* Any number of digits may come: more seconds than fit in the ms
+         * count are as good as for ever (saturated, never wrapped). */
+        errno = 0;
+        long long secs = strtoll(v, NULL, 10);
+        if (errno == ERANGE || secs > INT64_MAX / 1000) return INT64_MAX;
+        return (int64_t)secs * 1000;
+      }
       char date[128];
       size_t i = 0;
       while (v[i] && v[i] != '\r' && v[i] != '\n' && i + 1 < sizeof date) {
@@ -609,6 +621,18 @@ static int64_t retry_after_ms(const br__http_req *r) {
     if (p) p++;
   }
   return -1;
+}
+
+/* Backoff before retry n (0, 1, ...): a random time between d/2 and d, d =
+ * backoff_ms * 2^n capped at max_backoff_ms (BR_HTTP_OFF: no cap; a
+ * backoff_ms of BR_HTTP_OFF: none). */
+static int64_t backoff_ms(br_http_session *s, int n) {
+  if (s->opts.backoff_ms < 0) return 0;
+  double d = (double)s->opts.backoff_ms * (double)(1u << (n < 20 ? n : 20));
+  if (s->opts.max_backoff_ms >= 0 && d > (double)s->opts.max_backoff_ms)
+    d = (double)s->opts.max_backoff_ms;
+  if (d > 1e15) d = 1e15; /* ~30,000 years: converts to int64_t, and passes any deadline */
+  return (int64_t)(d / 2 + br__http_random(s) * d / 2); /* equal jitter */
 }
 
 static bool idempotent(const char *m) {
@@ -742,7 +766,10 @@ static int request(br_http_session *s, br_http_response *out, const char *method
       if (ct == 0 && br_now() < dl) transient = true;
     }
     if (!transient || n >= c.retries) break;
-    if (r->stream && err == 0 && !r->discarding && r->received > 0) break; /* delivered */
+    /* Streamed bytes the caller has been handed cannot be taken back: a
+     * retry would hand the start of the body over again (after a 5xx that
+     * was not discarded, or a reset in the middle of the body). */
+    if (r->stream && r->received > 0) break;
     if (s->budget < 1) {
       refused = true;
       s->stats.budget_refusals++;
@@ -751,15 +778,18 @@ static int request(br_http_session *s, br_http_response *out, const char *method
     int64_t wait_ms = -1;
     if (err == 0 && (r->status == 429 || r->status == 503 || r->status == 408))
       wait_ms = retry_after_ms(r);
+    /* max_backoff_ms is BR_HTTP_OFF (-1) for no cap at all. */
+    bool capped = s->opts.max_backoff_ms >= 0;
     if (wait_ms < 0) {
-      double d = (double)s->opts.backoff_ms * (double)(1u << (n < 20 ? n : 20));
-      if (d > (double)s->opts.max_backoff_ms) d = (double)s->opts.max_backoff_ms;
-      wait_ms = (int64_t)(d / 2 + br__http_random(s) * d / 2); /* equal jitter */
-    } else if (wait_ms > s->opts.max_backoff_ms) {
+      wait_ms = backoff_ms(s, n);
+    } else if (capped && wait_ms > s->opts.max_backoff_ms) {
       break; /* the server asks for longer than we wait */
     }
-    int64_t until = br_now() + wait_ms * 1000000;
-    if (until >= dl) break; /* no time left for another try */
+    /* No time left for another try? (Compared in ms first: wait_ms may be
+     * far too large to turn into ns.) */
+    int64_t now = br_now();
+    if (wait_ms > (dl - now) / 1000000 || now + wait_ms * 1000000 >= dl) break;
+    int64_t until = now + wait_ms * 1000000;
     s->budget -= 1;
     s->stats.retries++;
     easy_put(s, r); /* the next attempt takes a handle again */
