@@ -43,8 +43,9 @@
  *    the wall time the same work took.
  *
  * A status other than 200, or a transfer error, is a broken page (reported,
- * not parsed); redirects are followed; retries are off (the first answer is
- * what the crawl reports).
+ * not parsed); redirects are followed on the site (a redirect to another
+ * site is a broken page, and not requested); retries are off (the first
+ * answer is what the crawl reports).
  */
 // link: braid_http LibXml2::LibXml2
 // expect: ^broken 404 http://127\.0\.0\.1:[0-9]+/missing\.html
@@ -365,16 +366,50 @@ static bool is_html(const br_http_response *r) {
   return !ct || strncasecmp(ct, "text/html", 9) == 0 || strncasecmp(ct, "application/xhtml", 17) == 0;
 }
 
+enum { MAX_REDIRECTS = 10 }; /* as many as curl follows by default */
+
+static bool is_redirect(int status) {
+  return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
+}
+
+/* get_on_site: GET url into *r, following redirects on the start's site
+ * only. curl would follow a Location anywhere; the crawl must not request a
+ * page of another site, so it follows them itself. Returns 0 (r is the
+ * final response, r->url its URL) or a code (r->error says why). */
+static int get_on_site(crawl *c, const char *url, br_http_response *r, int64_t deadline) {
+  br_http_request_opts ro = {.retries = BR_HTTP_OFF, .flags = BR_HTTP_NO_REDIRECTS};
+  int rc = br_http_get(c->http, r, url, &ro, deadline);
+  for (int hops = 0; rc == 0 && is_redirect(r->status); hops++) {
+    const char *loc = br_http_header_get(r, "location");
+    if (!loc) break; /* nowhere to go: the 3xx is the answer */
+    char *next = resolve(loc, r->url && r->url[0] ? r->url : url);
+    origin o;
+    if (!next || origin_of(next, &o) < 0 || !same_origin(&o, &c->start)) {
+      snprintf(r->error, sizeof r->error, "redirected off the site, to %.200s", loc);
+      free(next);
+      return BR_EIO;
+    }
+    if (hops == MAX_REDIRECTS) {
+      snprintf(r->error, sizeof r->error, "too many redirects (more than %d)", MAX_REDIRECTS);
+      free(next);
+      return BR_EIO;
+    }
+    br_http_response_free(r);
+    rc = br_http_get(c->http, r, next, &ro, deadline);
+    free(next);
+  }
+  return rc;
+}
+
 static void *fetch_task(void *arg) {
   page *p = arg;
   crawl *c = p->c;
   br_http_response r;
   br_task_stats s0, s1;
-  br_http_request_opts ro = {.retries = BR_HTTP_OFF};
 
   br_task_get_stats(NULL, &s0);
   int64_t w0 = br_now();
-  int rc = br_http_get(c->http, &r, p->url, &ro, br_deadline_ms(c->timeout_ms));
+  int rc = get_on_site(c, p->url, &r, br_deadline_ms(c->timeout_ms));
   br_task_get_stats(NULL, &s1);
   p->fetch_run = s1.run_ns - s0.run_ns;
   p->fetch_wall = br_now() - w0;
@@ -382,7 +417,7 @@ static void *fetch_task(void *arg) {
 
   if (rc < 0) {
     p->err = rc;
-    p->fetch_failed = true; /* a redirect loop, a body cut short or too large, a timeout */
+    p->fetch_failed = true; /* a redirect loop or off the site, a body cut short or too large, a timeout */
     p->error = strdup(r.error[0] ? r.error : br_strerror(rc));
   } else if (r.status != 200) {
     p->err = BR_EHTTP;
@@ -984,16 +1019,22 @@ int scraper_cli(int argc, char **argv) {
   }
   /* libxml2 must be initialised once before threads use it. */
   xmlInitParser();
-  void *res;
-  int rc = br_run(&res, scraper_main, &a);
+  /* br_run_result: the failure's message is ours to print, in our words. */
+  br_result res;
+  int rc = br_run_result(&res, scraper_main, &a, NULL);
   xmlCleanupParser();
   if (rc == BR_ECANCELED) {
     /* Ctrl-C: the summary of what was crawled is printed; exit as a shell
      * reports a program that SIGINT ended. */
     fprintf(stderr, "%s: interrupted\n", prog);
+    br_results_free(&res, 1);
     return 130;
   }
-  if (rc < 0 && !error_reported) fprintf(stderr, "%s: %s\n", prog, br_strerror(rc));
+  if (rc < 0 && !error_reported) {
+    if (res.msg) fprintf(stderr, "%s: %s: %s\n", prog, res.msg, br_strerror(rc));
+    else fprintf(stderr, "%s: %s\n", prog, br_strerror(rc));
+  }
+  br_results_free(&res, 1);
   if (rc == 0 && !a.parse_dir && c->ok == 0) {
     /* Broken links are findings; a start page that could not be fetched
      * is a failed crawl. */

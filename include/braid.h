@@ -169,11 +169,24 @@ br_loop *br_loop_current(void);
  * BR_ECANCELED if it was cancelled), BR_EDEADLK if main and every other task
  * fell asleep for good (as br_loop_run says; they are then cancelled and
  * joined), or a setup error (BR_ENOMEM, BR_EINVAL for a NULL main, BR_EBUSY
- * when called from inside a running loop). */
+ * when called from inside a running loop). The caller gets main's code,
+ * not its message: when main fails with a message (br_fail) other than by
+ * being cancelled, that message is reported through the log hook, one line
+ * "task 'main' failed: <reason>: <message>" (br_set_log), as a failed task
+ * nobody joined is. */
 int br_run(void **result, br_task_fn main, void *arg);
 
 /* br_run_opts: br_run with loop options (may be NULL). */
 int br_run_opts(void **result, br_task_fn main, void *arg, const br_loop_opts *opts);
+
+/* br_run_result: br_run_opts that hands main's message to the caller
+ * instead of reporting it (as br_join_result is to br_join): out->value is
+ * main's result, out->err the code br_run_opts returns, out->msg a malloc'd
+ * copy of main's failure message (NULL on success, on a failure without a
+ * message and on a setup error). Release with br_results_free(out, 1).
+ * Returns out->err; BR_EINVAL for a NULL out or main. Any thread not
+ * running a loop. */
+int br_run_result(br_result *out, br_task_fn main, void *arg, const br_loop_opts *opts);
 
 /* ------------------------------------------------------------------------ */
 /* Tasks                                                                     */

@@ -20,6 +20,9 @@ int main(void) { br_test_skip("braid-http is not built (no libcurl)"); }
 
 #include "http_fixture.h"
 
+#include <dirent.h>
+#include <sys/stat.h>
+
 static http_server srv;
 
 typedef struct out {
@@ -141,6 +144,111 @@ static void test_json(void **state) {
   out_free(&o);
 }
 
+/* Whether s is well-formed UTF-8 without a raw control byte (what a JSON
+ * line must be). */
+static bool json_text_ok(const char *s) {
+  const unsigned char *p = (const unsigned char *)s;
+  while (*p) {
+    if (*p == '\n') {
+      p++;
+      continue;
+    }
+    if (*p < 0x20) return false;
+    size_t n = *p < 0x80 ? 1 : *p >= 0xc2 && *p <= 0xdf ? 2 : *p >= 0xe0 && *p <= 0xef ? 3
+             : *p >= 0xf0 && *p <= 0xf4 ? 4 : 0;
+    if (n == 0) return false;
+    for (size_t i = 1; i < n; i++)
+      if ((p[i] & 0xc0) != 0x80) return false;
+    if ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] >= 0xa0) ||
+        (p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] >= 0x90))
+      return false;
+    p += n;
+  }
+  return true;
+}
+
+/* --json stays JSON whatever bytes a URL holds: quotes, backslashes and
+ * control characters escaped, bytes that are not UTF-8 as U+FFFD, UTF-8
+ * kept as it is. */
+static void test_json_odd_urls(void **state) {
+  (void)state;
+  if (access(BRAID_CLI, X_OK)) skip();
+  char quoted[256], binary[256], spaced[256];
+  snprintf(quoted, sizeof quoted, "%s/ok?a=\"q\\x", srv.base);
+  snprintf(binary, sizeof binary, "%s/ok?\xff\x01\xc3\xa9\xed\xa0\x80\x1f", srv.base);
+  snprintf(spaced, sizeof spaced, "%s/ok?a b\tc", srv.base);
+  char *argv[] = {"braid", "fetch", "--json", quoted, binary, spaced, NULL};
+  out o = run_braid(NULL, argv);
+  assert_int_equal(o.status, 1); /* the last two are not valid URLs */
+  assert_int_equal(count_lines(o.out, "\n"), 3);
+  assert_true(json_text_ok(o.out));
+  char want[512];
+  snprintf(want, sizeof want, "{\"url\":\"%s/ok?a=\\\"q\\\\x\",\"ok\":true,", srv.base);
+  assert_non_null(strstr(o.out, want));
+  snprintf(want, sizeof want,
+           "{\"url\":\"%s/ok?\\ufffd\\u0001\xc3\xa9\\ufffd\\ufffd\\ufffd\\u001f\",\"ok\":false,",
+           srv.base);
+  assert_non_null(strstr(o.out, want));
+  snprintf(want, sizeof want, "{\"url\":\"%s/ok?a b\\tc\",\"ok\":false,", srv.base);
+  assert_non_null(strstr(o.out, want));
+  out_free(&o);
+}
+
+/* A --timeout below a millisecond is a tiny timeout, not none. */
+static void test_tiny_timeout(void **state) {
+  (void)state;
+  if (access(BRAID_CLI, X_OK)) skip();
+  char *argv[] = {"braid", "fetch", "--timeout", "0.0001", url("/delay?ms=3000"), NULL};
+  out o = run_braid(NULL, argv);
+  assert_int_equal(o.status, 1);
+  assert_non_null(strstr(o.out, "0 ok, 1 failed (1 timeout)"));
+  out_free(&o);
+}
+
+/* The server's request count (/_stats), over a plain socket. */
+static long srv_requests(void) {
+  char b[512];
+  long n = -1;
+  assert_int_equal(fx_plain_get(&srv, "/_stats", "requests=", b, sizeof b), 0);
+  const char *p = strstr(b, "requests=");
+  assert_non_null(p);
+  assert_int_equal(sscanf(p, "requests=%ld", &n), 1);
+  return n;
+}
+
+/* `braid crawl` keeps to the start's site even when a page redirects: a
+ * redirect to the same server under another name (localhost, not
+ * 127.0.0.1) is reported as a broken page and never requested, while one on
+ * the site is followed. */
+static void test_crawl_stays_on_site(void **state) {
+  (void)state;
+  if (access(BRAID_CLI, X_OK)) skip();
+  char start[256];
+  snprintf(start, sizeof start, "%s/redirect?to=http://localhost:%d/ok", srv.base, srv.port);
+  char b[256];
+  assert_int_equal(fx_plain_get(&srv, "/_reset", "reset", b, sizeof b), 0);
+  char *argv[] = {"braid", "crawl", start, NULL};
+  out o = run_braid(NULL, argv);
+  if (strstr(o.err, "built without")) {
+    out_free(&o);
+    skip();
+  }
+  assert_int_equal(o.status, 1); /* nothing on the site could be fetched */
+  assert_int_equal(srv_requests(), 1); /* the redirect, not its target */
+  assert_non_null(strstr(o.out, "redirected off the site"));
+  assert_non_null(strstr(o.out, "0 ok, 1 broken"));
+  out_free(&o);
+
+  snprintf(start, sizeof start, "%s/redirect?to=/ok", srv.base);
+  assert_int_equal(fx_plain_get(&srv, "/_reset", "reset", b, sizeof b), 0);
+  char *on_site[] = {"braid", "crawl", start, NULL};
+  o = run_braid(NULL, on_site);
+  assert_int_equal(o.status, 0);
+  assert_int_equal(srv_requests(), 2);
+  assert_non_null(strstr(o.out, "1 ok, 0 broken"));
+  out_free(&o);
+}
+
 static void test_stdin_and_dir(void **state) {
   (void)state;
   if (access(BRAID_CLI, X_OK)) skip();
@@ -168,6 +276,66 @@ static void test_stdin_and_dir(void **state) {
   assert_non_null(body);
   assert_int_equal(len, 10);
   free(body);
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  assert_int_equal(system(cmd), 0);
+}
+
+static int write_file(const char *path, const char *data, size_t n) {
+  FILE *f = fopen(path, "wb");
+  if (!f) return -1;
+  size_t w = fwrite(data, 1, n, f);
+  return fclose(f) == 0 && w == n ? 0 : -1;
+}
+
+/* The entries of dir, not counting "." and "..". */
+static int dir_entries(const char *dir) {
+  DIR *d = opendir(dir);
+  assert_non_null(d);
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)))
+    if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
+  closedir(d);
+  return n;
+}
+
+/* -o into a directory that holds an earlier run's files: a URL that fails
+ * now leaves its earlier file as it was (and no partial file); one that
+ * succeeds replaces it, with the usual permissions. */
+static void test_dir_keeps_old_files(void **state) {
+  (void)state;
+  if (access(BRAID_CLI, X_OK)) skip();
+  char dir[] = "/tmp/braid-fetch-keep.XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char failing[512], ok[512];
+  snprintf(failing, sizeof failing, "%s/127.0.0.1_%d_truncate_size_100000", dir, srv.port);
+  snprintf(ok, sizeof ok, "%s/127.0.0.1_%d_ok_size_5", dir, srv.port);
+  assert_int_equal(write_file(failing, "earlier\n", 8), 0);
+  assert_int_equal(write_file(ok, "earlier\n", 8), 0);
+  char *argv[] = {"braid", "fetch", "--retries", "0", "-o", dir, url("/truncate?size=100000"),
+                  url("/ok?size=5"), NULL};
+  out o = run_braid(NULL, argv);
+  assert_int_equal(o.status, 1);
+  assert_non_null(strstr(o.out, "1 ok, 1 failed"));
+  out_free(&o);
+  size_t len;
+  char *body = br_test_read_file(failing, &len);
+  assert_non_null(body);
+  assert_int_equal(len, 8);
+  assert_memory_equal(body, "earlier\n", 8);
+  free(body);
+  body = br_test_read_file(ok, &len);
+  assert_non_null(body);
+  assert_int_equal(len, 5);
+  assert_memory_equal(body, "abcde", 5);
+  free(body);
+  struct stat sb;
+  assert_int_equal(stat(ok, &sb), 0);
+  mode_t mask = umask(022);
+  umask(mask);
+  assert_int_equal(sb.st_mode & 0777, 0666 & ~mask);
+  assert_int_equal(dir_entries(dir), 2); /* nothing left behind */
+  char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
   assert_int_equal(system(cmd), 0);
 }
@@ -208,7 +376,9 @@ static void test_usage(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_all_ok),        cmocka_unit_test(test_failures),
-    cmocka_unit_test(test_json),          cmocka_unit_test(test_stdin_and_dir),
+    cmocka_unit_test(test_json),          cmocka_unit_test(test_json_odd_urls),
+    cmocka_unit_test(test_tiny_timeout),  cmocka_unit_test(test_crawl_stays_on_site),
+    cmocka_unit_test(test_stdin_and_dir), cmocka_unit_test(test_dir_keeps_old_files),
     cmocka_unit_test(test_usage),
   };
   return HTTP_SERVER_MAIN(srv, tests);

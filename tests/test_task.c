@@ -751,6 +751,66 @@ static void test_unjoined_failure_reported_by_br_run(void **state) {
   br_child_result_free(&r);
 }
 
+/* br_run hands back main's code only, so main's failure message is reported
+ * (once, through the log); a cancelled main and a failure without a message
+ * (its code says all) are not, and br_run_result hands the message over. */
+static void *m_fails_with_message(void *arg) {
+  (void)arg;
+  return br_fail(BR_EINVAL, "config file %s is missing", "app.toml");
+}
+
+static void *m_fails_bare(void *arg) {
+  (void)arg;
+  br_fail(BR_ERANGE, NULL);
+  return NULL;
+}
+
+static void *m_cancelled(void *arg) {
+  (void)arg;
+  br_cancel(br_self());
+  int rc = br_sleep_ms(1000);
+  return rc ? br_fail(rc, "woken by the cancellation") : NULL;
+}
+
+static void child_main_failures(void *arg) {
+  (void)arg;
+  fprintf(stderr, "A=%d\n", br_run(NULL, m_fails_with_message, NULL));
+  fprintf(stderr, "B=%d\n", br_run(NULL, m_fails_bare, NULL));
+  fprintf(stderr, "C=%d\n", br_run(NULL, m_cancelled, NULL));
+  /* br_run_result hands the message over instead. */
+  br_result res;
+  int rc = br_run_result(&res, m_fails_with_message, NULL, NULL);
+  fprintf(stderr, "D=%d %d [%s]\n", rc, res.err, res.msg ? res.msg : "(none)");
+  br_results_free(&res, 1);
+  rc = br_run_result(&res, double_it, IP(21), NULL);
+  fprintf(stderr, "E=%d %d %s\n", rc, (int)PI(res.value), res.msg ? res.msg : "(none)");
+  br_results_free(&res, 1);
+  fprintf(stderr, "F=%d\n", br_run_result(NULL, double_it, IP(1), NULL));
+}
+
+static void test_br_run_reports_main_failure(void **state) {
+  (void)state;
+  br_child_result r;
+  assert_int_equal(br_test_run_child(child_main_failures, NULL, 20000, &r), 0);
+  assert_true(r.exited);
+  char a[32], b[32], c[32];
+  snprintf(a, sizeof a, "A=%d", BR_EINVAL);
+  snprintf(b, sizeof b, "B=%d", BR_ERANGE);
+  snprintf(c, sizeof c, "C=%d", BR_ECANCELED);
+  const char *rep = strstr(r.err, "task 'main' failed: ");
+  const char *pa = strstr(r.err, a), *pb = strstr(r.err, b), *pc = strstr(r.err, c);
+  char d[96], e[32], f[32];
+  snprintf(d, sizeof d, "D=%d %d [config file app.toml is missing]", BR_EINVAL, BR_EINVAL);
+  snprintf(e, sizeof e, "E=0 42 (none)");
+  snprintf(f, sizeof f, "F=%d", BR_EINVAL);
+  /* One report, before A's line, with the message; nothing after it. */
+  if (!rep || !strstr(rep, "config file app.toml is missing") || !pa || !pb || !pc ||
+      rep > pa || strstr(rep + 1, "task 'main'") || strstr(r.err, "cancellation") ||
+      !strstr(r.err, d) || !strstr(r.err, e) || !strstr(r.err, f))
+    fail_msg("unexpected stderr:\n%s", r.err);
+  br_child_result_free(&r);
+}
+
 /* --- wait_for ---------------------------------------------------------------- */
 
 static void *sleep_then_value(void *arg) {
@@ -1304,6 +1364,7 @@ int main(void) {
       cmocka_unit_test(test_future_outlives_loop),
       cmocka_unit_test(test_join_result_message),
       cmocka_unit_test(test_log_hook),
+      cmocka_unit_test(test_br_run_reports_main_failure),
       cmocka_unit_test(test_version),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

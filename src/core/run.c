@@ -51,8 +51,13 @@ static bool sigint_ignored(const struct sigaction *sa) {
   return !(sa->sa_flags & SA_SIGINFO) && sa->sa_handler == SIG_IGN;
 }
 
-int br_run_opts(void **result, br_task_fn main, void *arg, const br_loop_opts *opts) {
+/* br_run_opts and br_run_result: run main on a loop of its own; *msg (when
+ * msg is given) takes a copy of main's failure message, else that message
+ * is reported (see braid.h). */
+static int run_main(void **result, char **msg, br_task_fn main, void *arg,
+                    const br_loop_opts *opts) {
   if (result) *result = NULL;
+  if (msg) *msg = NULL;
   if (!main) return BR_EINVAL;
   if (br__tls_loop && br__tls_loop->running) return BR_EBUSY;
   struct br_loop *L = NULL;
@@ -102,6 +107,18 @@ int br_run_opts(void **result, br_task_fn main, void *arg, const br_loop_opts *o
   br__tls_loop = prev;
   rc = atomic_load_explicit(&t->fut.done, memory_order_acquire) || loop_rc >= 0 ? t->fut.err : loop_rc;
   if (result) *result = t->fut.value;
+  bool failed = atomic_load_explicit(&t->fut.done, memory_order_acquire) && t->fut.err &&
+                t->fut.msg;
+  if (failed && msg) {
+    *msg = strdup(t->fut.msg);
+  } else if (failed && t->fut.err != BR_ECANCELED) {
+    /* br_run's caller gets main's code, never its message: like a failure
+     * nobody joined (core/loop.c), the message is reported rather than lost
+     * (as asyncio.run's traceback is). Not a cancellation: that is Ctrl-C
+     * or the program's own doing. */
+    br__log(BR_LOG_ERROR, "task '%s' failed: %s: %s", br__task_name(t), br_strerror(t->fut.err),
+            t->fut.msg);
+  }
   br__task_release(t);
   if (owns_sigint) {
     /* Before the loop goes (see the top of this file). */
@@ -113,4 +130,15 @@ int br_run_opts(void **result, br_task_fn main, void *arg, const br_loop_opts *o
   return rc;
 }
 
-int br_run(void **result, br_task_fn main, void *arg) { return br_run_opts(result, main, arg, NULL); }
+int br_run_opts(void **result, br_task_fn main, void *arg, const br_loop_opts *opts) {
+  return run_main(result, NULL, main, arg, opts);
+}
+
+int br_run(void **result, br_task_fn main, void *arg) { return run_main(result, NULL, main, arg, NULL); }
+
+int br_run_result(br_result *out, br_task_fn main, void *arg, const br_loop_opts *opts) {
+  if (!out) return BR_EINVAL;
+  *out = (br_result){0};
+  out->err = run_main(&out->value, &out->msg, main, arg, opts);
+  return out->err;
+}

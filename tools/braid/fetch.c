@@ -49,6 +49,7 @@ typedef struct run_state {
   size_t nreasons;
   char **names;        /* output file names taken (-o): a hash set, NULL = free slot */
   size_t names_cap, nnames;
+  mode_t umask_bits;   /* the process's umask, for the files of -o */
   bool tty, finished;
   int progress_width;  /* characters of the last progress line */
 } run_state;
@@ -71,15 +72,35 @@ static void count_reason(run_state *st, const char *name) {
   r[st->nreasons++].count = 1;
 }
 
+/* The length of the well-formed UTF-8 sequence at p (RFC 3629: no overlong
+ * forms, no surrogates, nothing past U+10FFFF), 0 if there is none. */
+static size_t utf8_seq(const unsigned char *p) {
+  if (p[0] < 0x80) return 1;
+  size_t n = p[0] >= 0xc2 && p[0] <= 0xdf ? 2 : p[0] >= 0xe0 && p[0] <= 0xef ? 3
+           : p[0] >= 0xf0 && p[0] <= 0xf4 ? 4 : 0;
+  for (size_t i = 1; i < n; i++)
+    if ((p[i] & 0xc0) != 0x80) return 0;
+  if ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] >= 0xa0) ||
+      (p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] >= 0x90))
+    return 0;
+  return n;
+}
+
+/* s as a JSON string. A URL or a message may hold any bytes (a URL given on
+ * the command line, curl's words about it); JSON text is UTF-8, so a byte
+ * that is not part of a well-formed sequence becomes U+FFFD. */
 static void json_str(FILE *f, const char *s) {
   fputc('"', f);
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+  for (const unsigned char *p = (const unsigned char *)s; *p;) {
+    size_t n = utf8_seq(p);
     if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
     else if (*p == '\n') fputs("\\n", f);
     else if (*p == '\r') fputs("\\r", f);
     else if (*p == '\t') fputs("\\t", f);
     else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-    else fputc(*p, f);
+    else if (n == 0) fputs("\\ufffd", f);
+    else fwrite(p, 1, n, f);
+    p += n ? n : 1;
   }
   fputc('"', f);
 }
@@ -198,6 +219,36 @@ static char *out_name(run_state *st, const char *url) {
   return name;
 }
 
+/* The body goes to a temporary file next to `file`, renamed to it once the
+ * fetch succeeded: a failed or interrupted fetch leaves a file of that name
+ * from an earlier run as it was, and never a partial one. Its name has a
+ * '~', which out_name never writes, so it is no other URL's file; and the
+ * suffix is short enough for the longest name out_name makes. The
+ * temporary file gets the mode open(..., 0666) would give it (mkostemp
+ * makes it 0600). Returns the descriptor, or a code. */
+static int open_out(run_state *st, const char *file, char **tmp) {
+  *tmp = br_strdupf("%s~XXXXXX", file);
+  if (!*tmp) return BR_ENOMEM;
+  int fd = mkostemp(*tmp, O_CLOEXEC);
+  if (fd < 0) {
+    int e = -errno;
+    free(*tmp);
+    *tmp = NULL;
+    return e;
+  }
+  (void)fchmod(fd, 0666 & ~st->umask_bits);
+  return fd;
+}
+
+/* Close the temporary file: rename it to `file` after a success (rc 0),
+ * else remove it. Returns rc, or the rename's error. */
+static int close_out(int fd, const char *tmp, const char *file, int rc) {
+  if (close(fd) && rc == 0) rc = -errno;
+  if (rc == 0 && rename(tmp, file)) rc = -errno;
+  if (rc) unlink(tmp);
+  return rc;
+}
+
 static int drop_body(void *ud, const void *data, size_t n) {
   (void)ud;
   (void)data;
@@ -226,15 +277,20 @@ static void *fetch_one(void *arg) {
   const fetch_args *a = st->a;
   const char *url = a->urls[it->index];
   br_http_request_opts o = {.flags = BR_HTTP_RAISE};
-  if (a->timeout_s > 0) o.timeout_ms = (int64_t)(a->timeout_s * 1000);
+  if (a->timeout_s > 0) {
+    /* At least 1 ms: 0 would mean braid-http's default of five minutes. */
+    o.timeout_ms = (int64_t)(a->timeout_s * 1000);
+    if (o.timeout_ms < 1) o.timeout_ms = 1;
+  }
   if (a->retries >= 0) o.retries = a->retries ? a->retries : BR_HTTP_OFF;
   const char *file = NULL;
+  char *tmp = NULL;
   int fd = -1;
   int rc = 0;
   if (a->outdir) {
     file = out_name(st, url);
-    fd = file ? open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1;
-    if (fd < 0) rc = file ? -errno : BR_ENOMEM;
+    fd = file ? open_out(st, file, &tmp) : BR_ENOMEM;
+    if (fd < 0) rc = fd;
     o.flags |= BR_HTTP_TO_FD;
     o.body_fd = fd;
   } else {
@@ -252,9 +308,12 @@ static void *fetch_one(void *arg) {
   }
   st->in_flight--;
   if (fd >= 0) {
-    close(fd);
-    if (rc) unlink(file);
+    int orc = rc;
+    rc = close_out(fd, tmp, file, rc);
+    if (rc && !orc)
+      snprintf(r.error, sizeof r.error, "cannot write %s: %s", file, br_strerror(rc));
   }
+  free(tmp);
   /* Cancelled (Ctrl-C): neither fetched nor failed; the summary counts it
    * apart, and only --json says so per URL. */
   bool cut = rc == BR_ECANCELED;
@@ -432,17 +491,21 @@ int cmd_fetch(int argc, char **argv) {
       return BRAID_EXIT_USAGE;
     }
   }
-  run_state st = {.a = &a, .tty = isatty(2) == 1};
-  rc = br_run(NULL, fetch_main, &st);
+  run_state st = {.a = &a, .tty = isatty(2) == 1, .umask_bits = umask(022)};
+  umask(st.umask_bits); /* (reading it means setting it) */
+  br_result res; /* the failure's message is ours to print */
+  rc = br_run_result(&res, fetch_main, &st, NULL);
   for (size_t i = 0; i < st.names_cap; i++) free(st.names[i]);
   free(st.names);
   free(st.reasons);
   fetch_args_free(&a);
-  if (rc == BR_ECANCELED) return 130; /* Ctrl-C: the summary is printed */
-  if (rc) {
-    fprintf(stderr, "braid fetch: %s\n", br_strerror(rc));
-    return BRAID_EXIT_FAIL;
+  if (rc && rc != BR_ECANCELED) {
+    if (res.msg) fprintf(stderr, "braid fetch: %s: %s\n", res.msg, br_strerror(rc));
+    else fprintf(stderr, "braid fetch: %s\n", br_strerror(rc));
   }
+  br_results_free(&res, 1);
+  if (rc == BR_ECANCELED) return 130; /* Ctrl-C: the summary is printed */
+  if (rc) return BRAID_EXIT_FAIL;
   return st.failed ? BRAID_EXIT_FAIL : BRAID_EXIT_OK;
 }
 
