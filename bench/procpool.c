@@ -83,7 +83,7 @@ int main(int argc, char **argv) {
     if (n <= 0) n = 30;
     double *tot = malloc((size_t)(n + 1) * sizeof *tot), *cr = malloc((size_t)(n + 1) * sizeof *cr),
            *jb = malloc((size_t)(n + 1) * sizeof *jb), *sd = malloc((size_t)(n + 1) * sizeof *sd);
-    double first = 0;
+    double first = 0, first_cr = 0, first_jb = 0, first_sd = 0;
     for (long k = -1; k < n; k++) {
       int64_t t0 = br_now();
       br_procpool *p = pool();
@@ -99,6 +99,9 @@ int main(int argc, char **argv) {
       int64_t t3 = br_now();
       if (k < 0) {
         first = (double)(t3 - t0) / 1e6;
+        first_cr = (double)(t1 - t0) / 1e6;
+        first_jb = (double)(t2 - t1) / 1e6;
+        first_sd = (double)(t3 - t2) / 1e6;
         continue;
       }
       tot[k] = (double)(t3 - t0) / 1e6;
@@ -111,8 +114,10 @@ int main(int argc, char **argv) {
     qsort(jb, (size_t)n, 8, bench_cmp_double);
     qsort(sd, (size_t)n, 8, bench_cmp_double);
     printf("{\"mode\":\"startup\",\"n\":%ld,\"ms_median\":%.3f,\"ms_min\":%.3f,"
-           "\"create_ms\":%.3f,\"job_ms\":%.3f,\"shutdown_ms\":%.3f,\"first_ms\":%.3f}\n",
-           n, tot[n / 2], tot[0], cr[n / 2], jb[n / 2], sd[n / 2], first);
+           "\"create_ms\":%.3f,\"job_ms\":%.3f,\"shutdown_ms\":%.3f,\"first_ms\":%.3f,"
+           "\"first_create_ms\":%.3f,\"first_job_ms\":%.3f,\"first_shutdown_ms\":%.3f}\n",
+           n, tot[n / 2], tot[0], cr[n / 2], jb[n / 2], sd[n / 2], first, first_cr, first_jb,
+           first_sd);
     free(tot), free(cr), free(jb), free(sd);
   } else if (!strcmp(mode, "cpu")) {
     if (n <= 0) n = 64;
