@@ -25,8 +25,19 @@
  *   /slow?chunks=N&ms=M&size=B
  *                         N chunks of B bytes (default 1024), M ms apart
  *   /nolength?size=N      no Content-Length: the body ends with the connection
- *   /redirect?to=PATH     302 to PATH
+ *   /redirect?to=URL&code=C&body=N
+ *                         C (default 302) to URL (after %XX decoding), with
+ *                         a chunked body of N bytes (default: 6, not chunked)
  *   /echo                 the request's headers and body back as the body
+ *   /chunked?size=N       N bytes in chunked encoding (no Content-Length)
+ *   /lie?claim=N&size=M&late=MS
+ *                         Content-Length N, then M bytes (fewer: closed;
+ *                         more: with late, those past N MS ms later, once
+ *                         the client has taken the response as complete)
+ *   /info?n=N             N interim responses (102) before a 200
+ *   /garbage              an SSH greeting instead of a response, then close
+ *   /bodied?code=C        status C with a 6-byte body, even to HEAD or
+ *                         for a 304 (which have none)
  *   /_stats               "connections=C requests=R inflight=I max_inflight=M"
  *   /_reset               zero the counters and the /flaky keys
  * A connection counts once it carries a request other than those two.
@@ -127,6 +138,26 @@ static int respond_size(int fd, bool head, long size) {
   int rc = respond(fd, head, 200, NULL, b, (size_t)size);
   free(b);
   return rc;
+}
+
+/* code with size bytes in chunks of 1000 (no Content-Length: nothing tells
+ * the client the size before the end). 1: keep the connection, 0: close. */
+static int respond_chunked(int fd, int code, const char *extra, long size) {
+  char h[700];
+  int hl = snprintf(h, sizeof h, "HTTP/1.1 %d X\r\nTransfer-Encoding: chunked\r\n%s\r\n", code,
+                    extra);
+  int keep = send_all(fd, h, (size_t)hl) ? 0 : 1;
+  char *b = filler(1000);
+  for (long off = 0; keep && off < size; off += 1000) {
+    long n = size - off < 1000 ? size - off : 1000;
+    char line[32];
+    int l = snprintf(line, sizeof line, "%lx\r\n", n);
+    if (send_all(fd, line, (size_t)l) || send_all(fd, b, (size_t)n) || send_all(fd, "\r\n", 2))
+      keep = 0;
+  }
+  if (keep && send_all(fd, "0\r\n\r\n", 5)) keep = 0;
+  free(b);
+  return keep;
 }
 
 /* Serve one request; 1: keep the connection, 0: close it, -1: reset it. */
@@ -240,11 +271,50 @@ static int serve(int fd, bool *counted, long *idle_ms, char *req, size_t reqlen,
     if (!send_all(fd, head, strlen(head))) send_all(fd, b, (size_t)size);
     free(b);
     keep = 0;
+  } else if (strcmp(path, "/chunked") == 0) {
+    keep = respond_chunked(fd, 200, "", qint(query, "size", 1000));
+  } else if (strcmp(path, "/lie") == 0) {
+    /* Content-Length: claim, then size bytes (more: junk left on the
+     * connection; fewer: then the connection is closed) */
+    long claim = qint(query, "claim", 5), size = qint(query, "size", 10);
+    long late = qint(query, "late", 0); /* ms before the bytes past claim */
+    char h[128];
+    int l = snprintf(h, sizeof h, "HTTP/1.1 200 OK\r\nContent-Length: %ld\r\n\r\n", claim);
+    char *b = filler((size_t)size);
+    long first = late && size > claim ? claim : size;
+    keep = send_all(fd, h, (size_t)l) || send_all(fd, b, (size_t)first) ? 0 : 1;
+    if (keep && first < size &&
+        (br_sleep_ms(late) || send_all(fd, b + first, (size_t)(size - first))))
+      keep = 0;
+    free(b);
+    if (size < claim) keep = 0;
+  } else if (strcmp(path, "/info") == 0) {
+    /* n interim responses (102 Processing) before a 200 */
+    long n = qint(query, "n", 10);
+    const char *i1 = "HTTP/1.1 102 Processing\r\n\r\n";
+    for (long i = 0; keep && i < n; i++)
+      if (send_all(fd, i1, strlen(i1))) keep = 0;
+    if (keep) keep = respond(fd, head, 200, NULL, "hello\n", 6) ? 0 : 1;
+  } else if (strcmp(path, "/garbage") == 0) {
+    /* not HTTP at all (another protocol's greeting), then close */
+    const char *g = "SSH-2.0-OpenSSH_9.2\r\n";
+    send_all(fd, g, strlen(g));
+    keep = 0;
+  } else if (strcmp(path, "/bodied") == 0) {
+    /* code (304, or 200 to HEAD) with a body that must not be there:
+     * Content-Length and the bytes, which a client must not take for the
+     * next response on the connection */
+    int code = (int)qint(query, "code", 304);
+    keep = respond(fd, false, code, NULL, "JUNK\r\n", 6) ? 0 : 1;
   } else if (strcmp(path, "/redirect") == 0) {
     char to[512], extra[600];
     qstr(query, "to", to, sizeof to);
+    pct_decode(to); /* a Location with its own query ("...%3Fms%3D50") */
     snprintf(extra, sizeof extra, "Location: %s\r\n", to[0] ? to : "/ok");
-    keep = respond(fd, head, 302, extra, "moved\n", 6) ? 0 : 1;
+    int code = (int)qint(query, "code", 302);
+    long big = qint(query, "body", 0); /* a chunked body of that many bytes */
+    if (big > 0) keep = respond_chunked(fd, code, extra, big);
+    else keep = respond(fd, head, code, extra, "moved\n", 6) ? 0 : 1;
   } else if (strcmp(path, "/echo") == 0) {
     size_t n = reqlen + blen;
     char *b = malloc(n + 1);

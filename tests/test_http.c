@@ -3,8 +3,10 @@
  * process): get/request/streaming, keep-alive reuse, per-host and total
  * limits, the rate limit, retries with backoff and Retry-After, the retry
  * budget, timeouts (total, idle, scope), the size limit, resets, truncation,
- * redirects, DNS and connect errors, cancellation mid-transfer without a
- * descriptor left behind, br_http_get_all. */
+ * redirects (also to a second server standing for another host), DNS and
+ * connect errors, servers that break the protocol, cancellation mid-transfer
+ * and while waiting for a slot without a descriptor left behind,
+ * br_http_get_all. */
 #include <braid.h>
 #include <braid/http.h>
 
@@ -22,6 +24,7 @@ int main(void) { br_test_skip("braid-http is not built (no libcurl)"); }
 #include "http_fixture.h"
 
 static http_server srv;
+static http_server srv2; /* another host: another port of loopback */
 
 static void run(br_task_fn body) {
   void *res = NULL;
@@ -41,12 +44,13 @@ typedef struct srv_stats {
 
 /* Control requests go through their own session: the server does not count
  * connections that carry only /_stats and /_reset. */
-static void srv_control(const char *path, srv_stats *out) {
+static void srv_control_at(const http_server *h, const char *path, srv_stats *out) {
   br_http_session *c;
   assert_int_equal(br_http_session_new(&c, NULL), 0);
   char u[512];
+  snprintf(u, sizeof u, "%s%s", h->base, path);
   br_http_response r;
-  assert_int_equal(br_http_get(c, &r, U(u, path), NULL, br_deadline_ms(5000)), 0);
+  assert_int_equal(br_http_get(c, &r, u, NULL, br_deadline_ms(5000)), 0);
   assert_int_equal(r.status, 200);
   if (out)
     assert_int_equal(sscanf(r.body, "connections=%ld requests=%ld inflight=%ld max_inflight=%ld",
@@ -56,6 +60,8 @@ static void srv_control(const char *path, srv_stats *out) {
   br_http_response_free(&r);
   assert_int_equal(br_http_session_free(c), 0);
 }
+
+static void srv_control(const char *path, srv_stats *out) { srv_control_at(&srv, path, out); }
 
 /* --- basics ---------------------------------------------------------------- */
 
@@ -558,6 +564,228 @@ static void test_per_host(void **state) {
   run(body_per_host);
 }
 
+/* Redirects to another host: each hop takes a slot of the host it goes to,
+ * so that host never sees more than max_per_host at once, however many
+ * requests reach it through redirects; and what the caller's headers
+ * say about the first host stays there. */
+static void *body_redirect_hosts(void *arg) {
+  (void)arg;
+  srv_control("/_reset", NULL);
+  srv_control_at(&srv2, "/_reset", NULL);
+  br_http_opts o = {.max_per_host = 2};
+  br_http_session *s;
+  assert_int_equal(br_http_session_new(&s, &o), 0);
+  char direct[256], via[512];
+  snprintf(direct, sizeof direct, "%s/delay?ms=300", srv2.base);
+  snprintf(via, sizeof via, "%s/redirect?to=%s", srv.base, direct);
+  enum { N = 8 };
+  many m[N];
+  br_task *t[N];
+  for (int i = 0; i < N; i++) {
+    m[i] = (many){s, i % 2 ? via : direct, -1, 0};
+    assert_int_equal(br_spawn(&t[i], one_get, &m[i], NULL), 0);
+  }
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(br_join(t[i], NULL), 0);
+    assert_int_equal(m[i].rc, 0);
+    assert_int_equal(m[i].status, 200);
+  }
+  srv_stats a, b;
+  srv_control("/_stats", &a);
+  srv_control_at(&srv2, "/_stats", &b);
+  assert_int_equal(a.requests, N / 2);
+  assert_int_equal(b.requests, N);
+  assert_int_equal(b.max_inflight, 2); /* not 2 direct + 2 redirected */
+  br_http_stats hs;
+  br_http_session_get_stats(s, &hs);
+  assert_int_equal(hs.in_flight, 0);
+  assert_int_equal(br_http_session_free(s), 0);
+
+  /* The rate limit too is the host's that is talked to: with starts 500 ms
+   * apart and answers after 100 ms, B never has two requests at once,
+   * whether they come to it directly or through A. */
+  srv_control_at(&srv2, "/_reset", NULL);
+  br_http_opts ro = {.per_host_rps = 2};
+  assert_int_equal(br_http_session_new(&s, &ro), 0);
+  snprintf(direct, sizeof direct, "%s/delay?ms=100", srv2.base);
+  snprintf(via, sizeof via, "%s/redirect?to=%s", srv.base, direct);
+  for (int i = 0; i < 4; i++) {
+    m[i] = (many){s, i % 2 ? direct : via, -1, 0};
+    assert_int_equal(br_spawn(&t[i], one_get, &m[i], NULL), 0);
+  }
+  for (int i = 0; i < 4; i++) {
+    assert_int_equal(br_join(t[i], NULL), 0);
+    assert_int_equal(m[i].rc, 0);
+  }
+  srv_control_at(&srv2, "/_stats", &b);
+  assert_int_equal(b.requests, 4);
+  assert_int_equal(b.max_inflight, 1);
+  assert_int_equal(br_http_session_free(s), 0);
+  assert_int_equal(br_http_session_new(&s, &o), 0);
+
+  /* One such call: the hop is a redirect, not a retry. */
+  br_http_response r;
+  assert_int_equal(br_http_get(s, &r, via, NULL, BR_NEVER), 0);
+  assert_int_equal(r.status, 200);
+  assert_int_equal(r.redirects, 1);
+  assert_int_equal(r.attempts, 1);
+  assert_string_equal(r.url, direct);
+  assert_string_equal(r.body, "hello\n");
+  br_http_response_free(&r);
+
+  /* Credentials for the first host go to it alone; other headers go on. */
+  br_http_header h[] = {{"Authorization", "Bearer first"}, {"Cookie", "k=v"}, {"X-Keep", "1"}};
+  br_http_request_opts ho = {.headers = h, .nheaders = 3};
+  char u[512];
+  snprintf(u, sizeof u, "%s/redirect?to=%s/echo", srv.base, srv2.base);
+  assert_int_equal(br_http_get(s, &r, u, &ho, BR_NEVER), 0);
+  assert_int_equal(r.status, 200);
+  assert_null(strstr(r.body, "Authorization"));
+  assert_null(strstr(r.body, "Cookie"));
+  assert_non_null(strstr(r.body, "X-Keep: 1"));
+  br_http_response_free(&r);
+  assert_int_equal(br_http_get(s, &r, U(u, "/redirect?to=/echo"), &ho, BR_NEVER), 0);
+  assert_non_null(strstr(r.body, "Authorization: Bearer first"));
+  assert_non_null(strstr(r.body, "Cookie: k=v"));
+  br_http_response_free(&r);
+
+  /* A 302 turns a POST into a GET without a body; a 307 keeps both. */
+  br_http_request_opts po = {.body = "a=1", .body_len = 3};
+  snprintf(u, sizeof u, "%s/redirect?to=%s/echo", srv.base, srv2.base);
+  assert_int_equal(br_http_request(s, &r, "POST", u, &po, BR_NEVER), 0);
+  assert_non_null(strstr(r.body, "GET /echo HTTP/1.1"));
+  assert_null(strstr(r.body, "a=1"));
+  br_http_response_free(&r);
+  snprintf(u, sizeof u, "%s/redirect?code=307&to=%s/echo", srv.base, srv2.base);
+  assert_int_equal(br_http_request(s, &r, "POST", u, &po, BR_NEVER), 0);
+  assert_non_null(strstr(r.body, "POST /echo HTTP/1.1"));
+  assert_non_null(strstr(r.body, "a=1"));
+  br_http_response_free(&r);
+  assert_int_equal(br_http_session_free(s), 0);
+
+  /* max_redirects: three hops where two are allowed is a bad response. */
+  br_http_opts two = {.max_redirects = 2};
+  assert_int_equal(br_http_session_new(&s, &two), 0);
+  /* Hops to the same host take the kept-alive connection. */
+  const char *two_hops = "/redirect?to=/redirect%3Fto%3D/ok";
+  assert_int_equal(br_http_get(s, &r, U(u, two_hops), NULL, BR_NEVER), 0);
+  assert_int_equal(r.redirects, 2);
+  br_http_response_free(&r);
+  br_http_session_get_stats(s, &hs);
+  assert_int_equal(hs.connections, 1);
+  const char *three = "/redirect?to=/redirect%3Fto%3D/redirect%253Fto%253D/ok";
+  assert_int_equal(br_http_get(s, &r, U(u, three), NULL, BR_NEVER), BR_EIO);
+  assert_int_equal(r.status, 302);
+  assert_int_equal(r.redirects, 2);
+  assert_non_null(strstr(r.error, "more than 2 redirects"));
+  br_http_response_free(&r);
+  assert_int_equal(br_http_get(s, &r, U(u, two_hops), NULL, BR_NEVER), 0);
+  assert_int_equal(r.status, 200);
+  assert_int_equal(r.redirects, 2);
+  br_http_response_free(&r);
+  assert_int_equal(br_http_session_free(s), 0);
+  return NULL;
+}
+
+static void test_redirect_hosts(void **state) {
+  (void)state;
+  run(body_redirect_hosts);
+}
+
+/* Servers that break the protocol: a chunked body over max_body, a
+ * Content-Length that lies either way, a storm of interim responses, a body
+ * where none may be (304, HEAD). Each fails only its own call, with a code
+ * that names the server's fault; the next request on the session works. One
+ * connection at a time, so each next request meets what the last left. */
+static void *body_hostile(void *arg) {
+  (void)arg;
+  char u[512];
+  br_http_response r;
+  br_http_opts o = {.max_per_host = 1, .retries = BR_HTTP_OFF};
+  br_http_session *s;
+  assert_int_equal(br_http_session_new(&s, &o), 0);
+  br_http_request_opts small = {.max_body = 1000};
+  assert_int_equal(br_http_get(s, &r, U(u, "/chunked?size=5000"), &small, BR_NEVER), BR_EOVERFLOW);
+  br_http_response_free(&r);
+  assert_int_equal(br_http_get(s, &r, U(u, "/chunked?size=5000"), NULL, BR_NEVER), 0);
+  assert_int_equal(r.body_len, 5000);
+  br_http_response_free(&r);
+  /* Five bytes more than announced, 50 ms late: the call gets what was
+   * announced; the junk left on the connection is a bad response for the
+   * next call, not a bad argument. (Unless that call comes after the junk:
+   * curl then sees the idle connection is not clean and opens another.) */
+  assert_int_equal(br_http_get(s, &r, U(u, "/lie?claim=5&size=10&late=50"), NULL, BR_NEVER), 0);
+  assert_int_equal(r.body_len, 5);
+  br_http_response_free(&r);
+  int rc = br_http_get(s, &r, U(u, "/ok"), NULL, BR_NEVER);
+  assert_true(rc == BR_EIO || rc == 0);
+  assert_int_equal(r.status, rc ? 0 : 200);
+  br_http_response_free(&r);
+  assert_int_equal(br_http_get(s, &r, U(u, "/lie?claim=10&size=5"), NULL, BR_NEVER), BR_EIO);
+  br_http_response_free(&r);
+  assert_int_equal(br_http_get(s, &r, U(u, "/info?n=100"), NULL, BR_NEVER), 0);
+  assert_int_equal(r.status, 200);
+  assert_string_equal(r.body, "hello\n");
+  br_http_response_free(&r);
+  /* The body of a redirect is dropped, but not without end. */
+  assert_int_equal(br_http_get(s, &r, U(u, "/redirect?to=/ok&body=5000"), &small, BR_NEVER),
+                   BR_EOVERFLOW);
+  br_http_response_free(&r);
+  assert_int_equal(br_http_get(s, &r, U(u, "/redirect?to=/ok&body=500"), &small, BR_NEVER), 0);
+  assert_string_equal(r.body, "hello\n");
+  br_http_response_free(&r);
+  /* Interim responses for ever (here 2.8 MB of them) count as headers. */
+  assert_int_equal(br_http_get(s, &r, U(u, "/info?n=100000"), NULL, BR_NEVER), BR_EIO);
+  assert_non_null(strstr(r.error, "response headers larger than 256 KiB"));
+  br_http_response_free(&r);
+  assert_int_equal(br_http_get(s, &r, U(u, "/bodied?code=304"), NULL, BR_NEVER), 0);
+  assert_int_equal(r.status, 304);
+  assert_int_equal(r.body_len, 0);
+  br_http_response_free(&r);
+  /* The body of the 304 may still be on the connection (it is when it came
+   * in a segment of its own): the next call may meet it. */
+  rc = br_http_request(s, &r, "HEAD", U(u, "/bodied?code=200"), NULL, BR_NEVER);
+  assert_true(rc == 0 || rc == BR_EIO);
+  if (rc == 0) assert_int_equal(r.status, 200);
+  assert_int_equal(r.body_len, 0);
+  br_http_response_free(&r);
+  rc = br_http_get(s, &r, U(u, "/ok"), NULL, BR_NEVER);
+  assert_true(rc == 0 || rc == BR_EIO);
+  br_http_response_free(&r);
+  assert_int_equal(br_http_get(s, &r, U(u, "/ok"), NULL, BR_NEVER), 0);
+  assert_string_equal(r.body, "hello\n");
+  br_http_response_free(&r);
+  assert_int_equal(br_http_session_free(s), 0);
+
+  /* With retries, what an earlier response left on a kept-alive connection
+   * costs the next request a retry on a fresh connection, not its answer. */
+  br_http_opts ro = {.max_per_host = 1, .backoff_ms = 1};
+  assert_int_equal(br_http_session_new(&s, &ro), 0);
+  assert_int_equal(br_http_get(s, &r, U(u, "/lie?claim=5&size=10&late=50"), NULL, BR_NEVER), 0);
+  br_http_response_free(&r);
+  assert_int_equal(br_http_get(s, &r, U(u, "/ok"), NULL, BR_NEVER), 0);
+  assert_int_equal(r.status, 200);
+  assert_string_equal(r.body, "hello\n");
+  assert_true(r.attempts == 2 || r.attempts == 1); /* 1: as above, curl saw it */
+  br_http_response_free(&r);
+  assert_int_equal(br_http_session_free(s), 0);
+
+  /* Another protocol on a fresh connection (an http:// URL to an SSH port):
+   * a bad response, not retried, and not the caller's bad argument. */
+  assert_int_equal(br_http_session_new(&s, &ro), 0);
+  assert_int_equal(br_http_get(s, &r, U(u, "/garbage"), NULL, BR_NEVER), BR_EIO);
+  assert_int_equal(r.attempts, 1);
+  assert_non_null(strstr(r.error, "HTTP/0.9"));
+  br_http_response_free(&r);
+  assert_int_equal(br_http_session_free(s), 0);
+  return NULL;
+}
+
+static void test_hostile(void **state) {
+  (void)state;
+  run(body_hostile);
+}
+
 static void *body_rate(void *arg) {
   (void)arg;
   br_http_opts o = {.per_host_rps = 20};
@@ -707,7 +935,8 @@ static void *body_retry_after_odd(void *arg) {
   assert_int_equal(r.attempts, 1);
   br_http_response_free(&r);
   /* A date in the past: retry now. Unreadable ones: the usual backoff. */
-  const char *soon[] = {"Wed,%2021%20Oct%202015%2007:28:00%20GMT", "-5", "soon", "%20"};
+  const char *soon[] = {"Wed,%2021%20Oct%202015%2007:28:00%20GMT", "-5", "soon", "%20",
+                        "120abc", "120%20s", "1.5", "600,%20600"};
   for (size_t i = 0; i < sizeof soon / sizeof *soon; i++) {
     char path[200];
     snprintf(path, sizeof path, "/flaky?key=ra3-%zu&fail=1&code=429&retry_after=%s", i, soon[i]);
@@ -954,6 +1183,85 @@ static void test_cancel(void **state) {
   run(body_cancel);
 }
 
+/* Cancelling a request that waits for its host's slot: no descriptor, no
+ * slot and no count is left behind (two slots stay two). */
+static void *body_cancel_waiting(void *arg) {
+  (void)arg;
+  /* The second server: no handler of another test's cancelled request is
+   * still counted in flight there. */
+  srv_control_at(&srv2, "/_reset", NULL);
+  br_http_opts o = {.max_per_host = 2};
+  br_http_session *s;
+  assert_int_equal(br_http_session_new(&s, &o), 0);
+  slow_get *g[3];
+  br_task *t[3];
+  for (int i = 0; i < 3; i++) {
+    g[i] = calloc(1, sizeof *g[i]);
+    g[i]->s = s;
+    g[i]->k.ok = true;
+    /* The slow ones send a chunk every 10 ms: their handlers end soon after
+     * their clients go. */
+    snprintf(g[i]->url, sizeof g[i]->url, "%s%s", srv2.base,
+             i < 2 ? "/slow?chunks=3000&ms=10&size=10" : "/ok");
+    assert_int_equal(br_spawn(&t[i], slow_task, g[i], NULL), 0);
+  }
+  /* Until the server has both slow requests, the third waits for a slot. */
+  srv_stats st;
+  int polls = 0;
+  do {
+    assert_true(polls++ < 3000); /* 30 s: the server never saw them */
+    br_sleep_ms(10);
+    srv_control_at(&srv2, "/_stats", &st);
+  } while (st.inflight < 2);
+  int fds = br_test_count_fds();
+  br_http_stats hs;
+  br_http_session_get_stats(s, &hs);
+  assert_int_equal(hs.in_flight, 2);
+  assert_int_equal(br_cancel(t[2]), 0);
+  br_join(t[2], NULL);
+  assert_int_equal(g[2]->rc, BR_ECANCELED);
+  assert_int_equal(br_test_count_fds(), fds);
+  br_http_session_get_stats(s, &hs);
+  assert_int_equal(hs.in_flight, 2);
+  assert_int_equal(hs.attempts, 2);
+  for (int i = 0; i < 2; i++) {
+    br_cancel(t[i]);
+    br_join(t[i], NULL);
+    assert_int_equal(g[i]->rc, BR_ECANCELED);
+  }
+  for (int i = 0; i < 3; i++) free(g[i]);
+  polls = 0;
+  do {
+    assert_true(polls++ < 3000);
+    br_sleep_ms(10);
+    srv_control_at(&srv2, "/_stats", &st);
+  } while (st.inflight > 0);
+  /* Two slots, as before: four requests run two at a time. */
+  srv_control_at(&srv2, "/_reset", NULL);
+  many m[4];
+  br_task *mt[4];
+  char u[512];
+  snprintf(u, sizeof u, "%s/delay?ms=50", srv2.base);
+  for (int i = 0; i < 4; i++) {
+    m[i] = (many){s, u, -1, 0};
+    assert_int_equal(br_spawn(&mt[i], one_get, &m[i], NULL), 0);
+  }
+  for (int i = 0; i < 4; i++) {
+    assert_int_equal(br_join(mt[i], NULL), 0);
+    assert_int_equal(m[i].rc, 0);
+  }
+  srv_control_at(&srv2, "/_stats", &st);
+  assert_int_equal(st.requests, 4);
+  assert_int_equal(st.max_inflight, 2);
+  assert_int_equal(br_http_session_free(s), 0);
+  return NULL;
+}
+
+static void test_cancel_waiting(void **state) {
+  (void)state;
+  run(body_cancel_waiting);
+}
+
 /* br_http_session_free refuses while a request runs. */
 static void *body_busy(void *arg) {
   (void)arg;
@@ -1060,13 +1368,23 @@ int main(void) {
     cmocka_unit_test(test_stream),    cmocka_unit_test(test_stream_reset),
     cmocka_unit_test(test_keepalive),
     cmocka_unit_test(test_server_close),
-    cmocka_unit_test(test_per_host),  cmocka_unit_test(test_rate),
+    cmocka_unit_test(test_per_host),  cmocka_unit_test(test_redirect_hosts),
+    cmocka_unit_test(test_hostile),
+    cmocka_unit_test(test_rate),
     cmocka_unit_test(test_retries),   cmocka_unit_test(test_retry_after_odd),
     cmocka_unit_test(test_budget),
     cmocka_unit_test(test_timeouts),  cmocka_unit_test(test_limits),
-    cmocka_unit_test(test_cancel),    cmocka_unit_test(test_busy),
+    cmocka_unit_test(test_cancel),    cmocka_unit_test(test_cancel_waiting),
+    cmocka_unit_test(test_busy),
     cmocka_unit_test(test_get_all),   cmocka_unit_test(test_many),
   };
-  return HTTP_SERVER_MAIN(srv, tests);
+  signal(SIGPIPE, SIG_IGN);
+  if (http_server_start(&srv2)) {
+    fprintf(stderr, "cannot start a second %s\n", HTTP_TESTSRV);
+    return 1;
+  }
+  int rc = HTTP_SERVER_MAIN(srv, tests);
+  http_server_stop(&srv2);
+  return rc;
 }
 #endif

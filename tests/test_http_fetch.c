@@ -280,6 +280,40 @@ static void test_stdin_and_dir(void **state) {
   assert_int_equal(system(cmd), 0);
 }
 
+/* -o a/b/c with a/b missing makes them (mkdir -p); a file in the way is
+ * one line and exit status 1. */
+static void test_dir_parents(void **state) {
+  (void)state;
+  if (access(BRAID_CLI, X_OK)) skip();
+  char top[] = "/tmp/braid-fetch-parents.XXXXXX";
+  assert_non_null(mkdtemp(top));
+  char dir[256], p[512], cmd[600];
+  snprintf(dir, sizeof dir, "%s/a/b/c", top);
+  char *argv[] = {"braid", "fetch", "-o", dir, url("/ok?size=10"), NULL};
+  out o = run_braid(NULL, argv);
+  assert_int_equal(o.status, 0);
+  assert_non_null(strstr(o.out, "fetched 1 URL"));
+  out_free(&o);
+  snprintf(p, sizeof p, "%s/127.0.0.1_%d_ok_size_10", dir, srv.port);
+  size_t len;
+  char *body = br_test_read_file(p, &len);
+  assert_non_null(body);
+  assert_int_equal(len, 10);
+  free(body);
+  /* A regular file where a parent should be. */
+  snprintf(p, sizeof p, "%s/file", top);
+  assert_int_equal(system(strcat(strcpy(cmd, "touch "), p)), 0);
+  snprintf(dir, sizeof dir, "%s/file/x", top);
+  o = run_braid(NULL, argv);
+  assert_int_equal(o.status, 1);
+  assert_int_equal(count_lines(o.err, "\n"), 1);
+  assert_non_null(strstr(o.err, "braid fetch: cannot create "));
+  assert_non_null(strstr(o.err, "Not a directory"));
+  out_free(&o);
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", top);
+  assert_int_equal(system(cmd), 0);
+}
+
 static int write_file(const char *path, const char *data, size_t n) {
   FILE *f = fopen(path, "wb");
   if (!f) return -1;
@@ -379,7 +413,7 @@ int main(void) {
     cmocka_unit_test(test_json),          cmocka_unit_test(test_json_odd_urls),
     cmocka_unit_test(test_tiny_timeout),  cmocka_unit_test(test_crawl_stays_on_site),
     cmocka_unit_test(test_stdin_and_dir), cmocka_unit_test(test_dir_keeps_old_files),
-    cmocka_unit_test(test_usage),
+    cmocka_unit_test(test_dir_parents),   cmocka_unit_test(test_usage),
   };
   return HTTP_SERVER_MAIN(srv, tests);
 }

@@ -43,8 +43,8 @@
  *   BR_ECANCELED    the calling task was cancelled
  *   BR_EOVERFLOW    the body is larger than max_body
  *   BR_EIO          a malformed or truncated response (headers over 256 KiB
- *                   in all count as one), or another transfer
- *                   error
+ *                   in all, interim 1xx responses' included, count as
+ *                   one), or another transfer error
  *   BR_EHTTP        the status is >= 400 and BR_HTTP_RAISE was asked for
  *   BR_EINVAL       a bad URL or option; BR_ENOMEM.
  */
@@ -75,14 +75,18 @@ typedef struct br_http_header {
  * defaults. Every timeout and limit can be overridden per request. */
 typedef struct br_http_opts {
   int max_total;           /* requests in flight in total (0: 100) */
-  int max_per_host;        /* requests in flight per scheme://host:port (0: 6) */
+  int max_per_host;        /* requests in flight per scheme://host:port
+                              (0: 6); a redirected request counts for the
+                              host of the hop it is at */
   double per_host_rps;     /* at most this many request starts per second
-                              per host (0: no limit) */
+                              per host, each redirect followed being one
+                              (0: no limit) */
   int64_t connect_timeout_ms; /* per attempt (0: 10 000) */
   int64_t timeout_ms;      /* whole call, retries included (0: 300 000) */
   int64_t idle_timeout_ms; /* abort when no byte arrives for this long
                               (0: 30 000; rounded up to whole seconds) */
-  int64_t max_body;        /* bytes of body accepted (0: 64 MiB) */
+  int64_t max_body;        /* bytes of body accepted (0: 64 MiB), also of
+                              a body braid-http drops (a redirect's) */
   int retries;             /* retries per request (0: 2; BR_HTTP_OFF: none) */
   int64_t backoff_ms;      /* first backoff; doubles each retry, with
                               jitter (0: 100) */
@@ -152,9 +156,10 @@ typedef struct br_http_response {
   br_http_header *headers; /* the final response's headers, in order */
   size_t nheaders;
   const char *url;         /* the URL after redirects ("" if none) */
-  int attempts;            /* transfers started: 1 + retries made; 0 if the
-                              call ended (cancelled, deadline) before the
-                              first one had a connection slot */
+  int attempts;            /* 1 + retries made (a redirect followed is not
+                              a retry); 0 if the call ended (cancelled,
+                              deadline) before the first transfer had a
+                              connection slot */
   int redirects;           /* redirects followed */
   int64_t elapsed_ns;      /* the whole call, backoffs included */
   char error[256];         /* why it failed, one line ("" on success) */
@@ -184,7 +189,8 @@ int br_http_session_free(br_http_session *s);
 
 typedef struct br_http_stats {
   uint64_t requests;       /* calls made */
-  uint64_t attempts;       /* transfers started (requests + retries) */
+  uint64_t attempts;       /* transfers started (requests + retries +
+                              redirects followed) */
   uint64_t retries;        /* retries made */
   uint64_t budget_refusals;/* retries refused because the budget ran out */
   uint64_t failures;       /* calls that returned an error */

@@ -91,7 +91,7 @@ typedef struct br__http_prof {
   bool valid;            /* the handle has been set up */
   unsigned char method;  /* 0 GET, 1 HEAD, 2 POST, 3 another (CUSTOMREQUEST) */
   bool body;             /* POSTFIELDS set */
-  bool h2, follow, timeout;
+  bool h2, timeout;
   unsigned flags;
   int64_t idle_ms, max_body;
 } br__http_prof;
@@ -105,7 +105,8 @@ typedef struct br__http_easy {
 #define BR__HTTP_ORIGINS 8
 
 /* The most bytes of headers one response may send (every line, folded or
- * not): a server that keeps sending header lines is cut off here. nginx
+ * not, and those of any interim 1xx responses before it): a server that
+ * keeps sending header lines, or interim responses, is cut off here. nginx
  * takes 8-32 KiB of request headers, libcurl 8 accepts 300 KB of response
  * headers. */
 #define BR__HTTP_MAX_HEADERS (256 * 1024)
@@ -152,18 +153,23 @@ typedef struct br__http_req {
   int64_t max_body;       /* < 0: none */
   bool stream;            /* body goes to the requesting task in pieces */
   bool discard_retryable; /* drop bodies of responses we will retry */
-  bool follow;
+  bool follow;            /* redirects are followed (by request.c, hop by hop) */
+  bool redirecting;       /* this response is a redirect that will be followed */
   bool too_big;
-  bool headers_too_big;   /* the response's headers passed BR__HTTP_MAX_HEADERS */
+  bool headers_too_big;   /* the attempt's headers (1xx responses' included)
+                           * passed BR__HTTP_MAX_HEADERS */
   bool discarding;        /* this response's body is being dropped */
   bool paused;
   /* The response being received. */
   long status;
   char *hdr;              /* raw header lines of the latest response */
   size_t hdr_len, hdr_cap;
+  size_t hdr_total;       /* header bytes of every response of this attempt */
   char *body;             /* collected body, or pending streamed bytes */
   size_t body_len, body_cap;
   uint64_t received;      /* body bytes accepted by the write callback */
+  uint64_t dropped;       /* body bytes of discarded responses (redirects,
+                           * retried ones) in this attempt */
 } br__http_req;
 
 /* driver.c */

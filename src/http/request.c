@@ -5,8 +5,11 @@
  *   take a slot of the host (max_per_host), then one of the session
  *   (max_total); wait for the host's rate limit; run one attempt (add the easy
  *   handle, wait on the request's event, deliver streamed pieces); give the
- *   slots back; decide whether to retry (cause, attempts left, budget, time
- *   left), sleep the backoff or Retry-After, go again.
+ *   slots back; after a redirect go again for its Location (the next hop's
+ *   host, whose slots and rate limit apply to it: curl is never asked to
+ *   follow, as it would talk to the next host on the first one's slot);
+ *   else decide whether to retry (cause, attempts left, budget, time left),
+ *   sleep the backoff or Retry-After, go again.
  * The per-host slot is taken before the total one so that a task waiting for
  * a busy host never holds a slot other hosts could use.
  */
@@ -29,9 +32,23 @@ static bool retryable_status(long st) {
   return st == 408 || st == 429 || (st >= 500 && st <= 599);
 }
 
+/* The statuses whose Location is followed (RFC 9110 15.4; 300, 304 and 305
+ * are answers, not directions). */
+static bool redirect_status(long st) {
+  return st == 301 || st == 302 || st == 303 || st == 307 || st == 308;
+}
+
 static size_t on_header(char *p, size_t size, size_t n, void *ud) {
   br__http_req *r = ud;
   size_t len = size * n;
+  /* The limit counts every response of the transfer, interim ones (1xx)
+   * included: a server sending "102 Processing" for ever would otherwise
+   * keep a call busy until its total timeout, as bytes keep coming. */
+  r->hdr_total += len;
+  if (r->hdr_total > BR__HTTP_MAX_HEADERS) {
+    r->headers_too_big = true;
+    return CURL_WRITEFUNC_ERROR;
+  }
   if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
     /* A new response (a redirect's, a 100 Continue's, the final one): keep
      * only the latest one's headers. */
@@ -42,14 +59,17 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
     const char *sp = memchr(p, ' ', len);
     if (sp) st = strtol(sp + 1, NULL, 10);
     r->status = st;
+    r->redirecting = false;
     return len;
   }
-  /* A server sending header lines for ever must not take all memory
-   * (libcurl 7.88 limits one line to 100 KB, not their sum). */
-  if (r->hdr_len + len > BR__HTTP_MAX_HEADERS) {
-    r->headers_too_big = true;
-    return CURL_WRITEFUNC_ERROR;
-  }
+  /* A redirect we follow: its body is not the caller's, and the call goes on
+   * to the Location once this transfer ends (request() follows it, not
+   * curl: see there). */
+  if (r->follow && len >= 9 && strncasecmp(p, "Location:", 9) == 0 && redirect_status(r->status))
+    r->redirecting = true;
+  /* (hdr_len <= hdr_total: a server sending header lines for ever cannot
+   * take all memory; libcurl 7.88 limits one line to 100 KB, not their
+   * sum.) */
   if (r->hdr_len + len + 1 > r->hdr_cap) {
     size_t cap = r->hdr_cap ? r->hdr_cap * 2 : 1024;
     while (cap < r->hdr_len + len + 1) cap *= 2;
@@ -86,8 +106,15 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud) {
   long st = r->status;
   /* Bodies of redirects we follow, and of responses we are going to retry
    * while streaming, are not the caller's. */
-  if ((r->follow && st >= 300 && st < 400) || (r->discard_retryable && retryable_status(st))) {
+  if (r->redirecting || (r->discard_retryable && retryable_status(st))) {
     r->discarding = true;
+    /* Dropped bytes still cost the transfer: a redirect or a 503 with an
+     * endless (chunked) body is cut off at max_body as any body is. */
+    r->dropped += len;
+    if (r->max_body >= 0 && r->dropped > (uint64_t)r->max_body) {
+      r->too_big = true;
+      return CURL_WRITEFUNC_ERROR;
+    }
     return len;
   }
   if (r->max_body >= 0 && r->received + len > (uint64_t)r->max_body) {
@@ -155,11 +182,15 @@ int br__http_map_curl(CURLcode rc, CURL *easy, const br__http_req *r) {
   case CURLE_RECV_ERROR:
   case CURLE_SEND_ERROR:
     return BR_ECONNRESET;
-  case CURLE_URL_MALFORMAT:
   case CURLE_UNSUPPORTED_PROTOCOL:
-    /* After a response (a redirect to ftp:, to file:, to a URL that does
-     * not parse) it is the server's Location that is bad, not the
-     * caller's URL. */
+    /* The URL's scheme was checked before curl saw it (host_key), and
+     * redirects are followed by request(), not curl: from a transfer this
+     * is a response that is not HTTP/1.x ("Received HTTP/0.9"), such as the
+     * bytes a previous response sent past its Content-Length, left on a
+     * kept-alive connection. The server's fault, not the caller's URL. */
+    if (r) return BR_EIO;
+    return BR_EINVAL;
+  case CURLE_URL_MALFORMAT:
     if (r && r->status) return BR_EIO;
     return BR_EINVAL;
   case CURLE_BAD_FUNCTION_ARGUMENT:
@@ -331,7 +362,7 @@ static void easy_put(br_http_session *s, br__http_req *r) {
 
 static bool prof_same(const br__http_prof *a, const br__http_prof *b) {
   return a->valid && b->valid && a->method == b->method && a->body == b->body &&
-         a->h2 == b->h2 && a->follow == b->follow && a->timeout == b->timeout &&
+         a->h2 == b->h2 && a->timeout == b->timeout &&
          a->flags == b->flags && a->idle_ms == b->idle_ms && a->max_body == b->max_body;
 }
 
@@ -375,13 +406,12 @@ static void setup_easy(br_http_session *s, br__http_req *r, const char *method, 
        * HTTP/2 here, and waiting would serialise the first request with the
        * others. */
       .h2 = !(c->flags & BR_HTTP_HTTP1) && strncasecmp(url, "https:", 6) == 0,
-      .follow = !(c->flags & BR_HTTP_NO_REDIRECTS) && s->opts.max_redirects > 0,
       .timeout = left > 0,
-      .flags = c->flags & (BR_HTTP_HTTP1 | BR_HTTP_NO_REDIRECTS),
+      .flags = c->flags & BR_HTTP_HTTP1,
       .idle_ms = c->idle_ms > 0 ? c->idle_ms : 0,
       .max_body = c->max_body >= 0 ? c->max_body : -1,
   };
-  r->follow = p.follow;
+  r->follow = !(c->flags & BR_HTTP_NO_REDIRECTS) && s->opts.max_redirects > 0;
   if (!prof_same(&p, &r->prof)) {
     if (r->prof.valid) curl_easy_reset(e);
     r->prof = p;
@@ -395,9 +425,7 @@ static void setup_easy(br_http_session *s, br__http_req *r, const char *method, 
     curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, br__http_opensocket);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, br__http_closesocket);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, p.follow ? 1L : 0L);
-    if (p.follow) curl_easy_setopt(e, CURLOPT_MAXREDIRS, (long)s->opts.max_redirects);
+    /* No CURLOPT_FOLLOWLOCATION: request() follows redirects itself. */
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
                      (c->flags & BR_HTTP_HTTP1) ? (long)CURL_HTTP_VERSION_1_1
                                                 : (long)CURL_HTTP_VERSION_2TLS);
@@ -465,15 +493,26 @@ static int deliver(br__http_req *r, const call_opts *c, int64_t deadline) {
   return 0;
 }
 
+/* Credentials the caller gave for the first host of a call, which a redirect
+ * to another host must not carry there (as libcurl does when it follows). */
+static bool first_host_only(const br_http_header *h) {
+  return strcasecmp(h->name, "Authorization") == 0 || strcasecmp(h->name, "Cookie") == 0;
+}
+
 /* Run one attempt to its end. Returns 0 (a complete response) or a code;
- * *why is set for the caller's error text when the code is ours. */
+ * *why is set for the caller's error text when the code is ours. other_host:
+ * url is a redirect's, to another origin than the call's first. */
 static int attempt(br_http_session *s, br__http_req *r, const char *method, const char *url,
-                   const call_opts *c, int64_t deadline, bool retry_possible, const char **why) {
+                   const call_opts *c, int64_t deadline, bool retry_possible, bool other_host,
+                   const char **why) {
   int err = 0;
   struct curl_slist *hdrs = NULL;
   for (size_t i = 0; i < s->opts.nheaders && !err; i++)
-    hdrs = add_header(hdrs, &s->opts.headers[i], &err);
-  for (size_t i = 0; i < c->nheaders && !err; i++) hdrs = add_header(hdrs, &c->headers[i], &err);
+    if (!other_host || !first_host_only(&s->opts.headers[i]))
+      hdrs = add_header(hdrs, &s->opts.headers[i], &err);
+  for (size_t i = 0; i < c->nheaders && !err; i++)
+    if (!other_host || !first_host_only(&c->headers[i]))
+      hdrs = add_header(hdrs, &c->headers[i], &err);
   if (!err) err = easy_get(s, r);
   if (err) {
     curl_slist_free_all(hdrs);
@@ -599,9 +638,15 @@ static int64_t retry_after_ms(const br__http_req *r) {
       while (*v == ' ' || *v == '\t') v++;
       if (isdigit((unsigned char)*v)) {
         /* Any number of digits may come: more seconds than fit in the ms
-         * count are as good as for ever (saturated, never wrapped). */
+         * count are as good as for ever (saturated, never wrapped). But
+         * only digits: "120abc" is neither delay-seconds nor a date (no
+         * HTTP-date starts with a digit), so it is ignored (RFC 9110
+         * 10.2.3). */
+        char *end;
         errno = 0;
-        long long secs = strtoll(v, NULL, 10);
+        long long secs = strtoll(v, &end, 10);
+        while (*end == ' ' || *end == '\t') end++;
+        if (*end != '\r' && *end != '\n' && *end) return -1;
         if (errno == ERANGE || secs > INT64_MAX / 1000) return INT64_MAX;
         return (int64_t)secs * 1000;
       }
@@ -716,9 +761,19 @@ static int request(br_http_session *s, br_http_response *out, const char *method
   if (s->budget > s->budget_max) s->budget = s->budget_max;
 
   const char *why = NULL;
+  char whybuf[200];
   bool refused = false;
   int err = 0;
-  for (int n = 0;; n++) {
+  /* Redirects are followed here, one transfer per hop, not by curl: each hop
+   * waits for a slot of the host it goes to (and its rate limit), so the
+   * per-host limit holds for the host actually being talked to. n counts
+   * the retries made, over all hops. */
+  const char *m = method ? method : (c.body ? "POST" : "GET");
+  const char *url0 = url; /* the caller's, for the error text */
+  br__http_host *first = host;
+  char *hop_url = NULL; /* the current hop's URL once a redirect was followed */
+  int redirects = 0;
+  for (int n = 0;;) {
     why = NULL;
     /* A fresh attempt state (the easy handle is reused across attempts). */
     free(r->body);
@@ -729,6 +784,9 @@ static int request(br_http_session *s, br_http_response *out, const char *method
     r->status = 0;
     r->received = 0;
     r->done = r->too_big = r->headers_too_big = r->paused = r->discarding = false;
+    r->redirecting = false;
+    r->hdr_total = 0;
+    r->dropped = 0;
     r->errbuf[0] = 0;
 
     err = br_sem_acquire_until(host->slots, dl);
@@ -750,15 +808,68 @@ static int request(br_http_session *s, br_http_response *out, const char *method
     if (!err) {
       bool retry_possible = n < c.retries && s->budget >= 1;
       out->attempts = n + 1; /* counts transfers started, not slots waited for */
-      err = attempt(s, r, method, url, &c, dl, retry_possible, &why);
+      err = attempt(s, r, m, url, &c, dl, retry_possible, host != first, &why);
     }
     br_sem_release(s->total);
     br_sem_release(host->slots);
 
+    if (err == 0 && r->redirecting) {
+      /* Where curl would have gone (CURLINFO_REDIRECT_URL: the Location
+       * resolved against this hop's URL); NULL when it does not parse. */
+      char *loc = NULL;
+      curl_easy_getinfo(r->easy, CURLINFO_REDIRECT_URL, &loc);
+      br__http_host *next = NULL;
+      char *copy = loc ? strdup(loc) : NULL;
+      if (redirects >= s->opts.max_redirects) {
+        err = BR_EIO;
+        snprintf(whybuf, sizeof whybuf, "more than %d redirects", s->opts.max_redirects);
+      } else if (!loc) {
+        err = BR_EIO;
+        snprintf(whybuf, sizeof whybuf, "a redirect to a Location that is not a URL");
+      } else if (!copy) {
+        err = BR_ENOMEM;
+      } else if ((err = host_of(s, copy, &next, bad, sizeof bad)) == BR_EINVAL) {
+        err = BR_EIO; /* the server's Location is bad, not the caller's URL */
+        snprintf(whybuf, sizeof whybuf, "a redirect to %.120s: %.60s", copy, bad);
+      }
+      if (err) {
+        free(copy);
+        why = whybuf;
+        if (err == BR_ENOMEM) why = NULL;
+        break;
+      }
+      free(hop_url);
+      url = hop_url = copy;
+      host = next;
+      redirects++;
+      /* As browsers and curl do: a 303 turns anything but HEAD into a GET,
+       * a 301 or 302 turns a POST into one; 307 and 308 keep both the
+       * method and the body. */
+      long st = r->status;
+      if ((st == 303 && strcmp(m, "HEAD") != 0) ||
+          ((st == 301 || st == 302) && strcmp(m, "POST") == 0)) {
+        m = "GET";
+        c.body = NULL;
+        c.body_len = 0;
+      }
+      easy_put(s, r); /* the next hop takes a handle again */
+      continue;
+    }
+
     /* Retry? */
     bool transient = (err == 0 && retryable_status(r->status)) ||
                      err == BR_ECONNREFUSED || err == -ENETUNREACH || err == -EHOSTUNREACH ||
-                     (err == BR_ECONNRESET && idempotent(method ? method : c.body ? "POST" : "GET"));
+                     (err == BR_ECONNRESET && idempotent(m));
+    if (err == BR_EIO && r->status == 0 && r->result == CURLE_UNSUPPORTED_PROTOCOL &&
+        idempotent(m)) {
+      /* Not HTTP at all, on a connection used before: the bytes an earlier
+       * response sent past its end (a body on a 304 or a HEAD answer, a
+       * Content-Length that lied), not this request's answer. curl closes
+       * that connection; another try takes a fresh one. */
+      long fresh = 1;
+      curl_easy_getinfo(r->easy, CURLINFO_NUM_CONNECTS, &fresh);
+      if (fresh == 0) transient = true;
+    }
     if (err == BR_ETIMEDOUT && !why) {
       /* A connect timeout (no connection made) is worth another try. */
       curl_off_t ct = 0;
@@ -790,6 +901,7 @@ static int request(br_http_session *s, br_http_response *out, const char *method
     int64_t now = br_now();
     if (wait_ms > (dl - now) / 1000000 || now + wait_ms * 1000000 >= dl) break;
     int64_t until = now + wait_ms * 1000000;
+    n++;
     s->budget -= 1;
     s->stats.retries++;
     easy_put(s, r); /* the next attempt takes a handle again */
@@ -804,9 +916,7 @@ static int request(br_http_session *s, br_http_response *out, const char *method
   /* The outcome. */
   char *eff = NULL;
   if (r->easy) curl_easy_getinfo(r->easy, CURLINFO_EFFECTIVE_URL, &eff);
-  long redirects = 0;
-  if (r->easy) curl_easy_getinfo(r->easy, CURLINFO_REDIRECT_COUNT, &redirects);
-  out->redirects = (int)redirects;
+  out->redirects = redirects;
   fill_response(out, r, eff ? eff : url);
   if (!r->stream && err == 0) {
     out->body = r->body ? r->body : calloc(1, 1);
@@ -815,7 +925,7 @@ static int request(br_http_session *s, br_http_response *out, const char *method
   out->body_len = (size_t)r->received;
   if (err == 0 && (c.flags & BR_HTTP_RAISE) && r->status >= 400) {
     err = BR_EHTTP;
-    snprintf(out->error, sizeof out->error, "HTTP %ld from %.200s", r->status, url);
+    snprintf(out->error, sizeof out->error, "HTTP %ld from %.200s", r->status, url0);
   } else if (err) {
     const char *detail = why ? why : (r->errbuf[0] ? r->errbuf : br_strerror(err));
     if (err == BR_EOVERFLOW)
@@ -838,6 +948,7 @@ static int request(br_http_session *s, br_http_response *out, const char *method
     /* A retryable status kept because the budget was spent: not an error. */
   }
   out->elapsed_ns = br_now() - t0;
+  free(hop_url); /* fill_response copied the URL */
   easy_put(s, r);
   br__http_hub_release(hub);
   req_put(s, r);

@@ -461,6 +461,29 @@ static void *fetch_main(void *arg) {
   return rc ? br_fail(rc, "fetch") : NULL;
 }
 
+/* mkdir -p: dir and every missing parent (0755 before the umask). Returns 0,
+ * or -1 with errno set and the path that could not be made in *failed (dir,
+ * or a prefix of it; the caller frees it). */
+static int make_dirs(const char *dir, char **failed) {
+  char *p = strdup(dir);
+  *failed = NULL;
+  if (!p) return -1;
+  /* Each prefix ending before a '/', then the whole path. */
+  for (char *q = p + (*p != 0);; q++) {
+    if (*q && *q != '/') continue;
+    char c = *q;
+    *q = 0;
+    if (mkdir(p, 0755) && errno != EEXIST) {
+      *failed = p;
+      return -1;
+    }
+    if (!c) break;
+    *q = c;
+  }
+  free(p);
+  return 0;
+}
+
 int cmd_fetch(int argc, char **argv) {
   fetch_args a;
   int rc = fetch_parse_args(argc, argv, &a);
@@ -480,8 +503,11 @@ int cmd_fetch(int argc, char **argv) {
   }
   if (a.outdir) {
     struct stat sb;
-    if (mkdir(a.outdir, 0755) && errno != EEXIST) {
-      fprintf(stderr, "braid fetch: cannot create %s: %s\n", a.outdir, strerror(errno));
+    char *failed;
+    if (make_dirs(a.outdir, &failed)) {
+      fprintf(stderr, "braid fetch: cannot create %s: %s\n", failed ? failed : a.outdir,
+              strerror(errno));
+      free(failed);
       fetch_args_free(&a);
       return BRAID_EXIT_FAIL;
     }
