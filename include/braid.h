@@ -285,7 +285,9 @@ int br_task_close(br_task *t);
 
 /* br_detach: give the handle back without waiting; t runs on. If it fails,
  * the failure is reported at once, with its name (the loop's
- * on_detached_error, else the log hook). BR_EHANDLE for a released handle. */
+ * on_detached_error, else the log hook). BR_EHANDLE for a released handle,
+ * BR_EPERM from any thread but the task's loop thread (the handle is then
+ * still held). */
 int br_detach(br_task *t);
 
 /* br_cancel: request cancellation of t. Its current blocking call (and every
@@ -470,15 +472,19 @@ int br_future_on_done(br_future *f, br_callback_fn cb, void *arg);
  * BR_WAIT_ALL: all completed — returns n-1. The index is always valid.
  * Errors of the wait itself: BR_ETIMEDOUT at the deadline (BR_NEVER: none),
  * BR_ECANCELED, BR_EINVAL (NULL, n == 0), BR_ENOTTASK from a loop callback.
- * Futures are borrowed; none is cancelled. Task or plain thread. */
+ * Futures are borrowed; none is cancelled. Task or plain thread; in a
+ * CPU-pool job the worker runs other jobs while it waits, as br_await. */
 typedef enum { BR_WAIT_FIRST, BR_WAIT_FIRST_ERROR, BR_WAIT_ALL } br_wait_mode;
 int br_wait(br_future *const *futures, size_t n, br_wait_mode mode, int64_t deadline);
 
 /* br_as_completed: iterate futures in completion order. Create with the set
- * (borrowed, must outlive the iterator; BR_EINVAL for NULL out or futures,
- * BR_ENOMEM), then call next until it returns BR_ECLOSED: each call returns
- * the index of the next completed future, or BR_ETIMEDOUT / BR_ECANCELED.
- * Free with br_as_completed_free() (NULL: no-op). */
+ * (borrowed, must outlive the iterator; BR_EINVAL for a NULL out, for NULL
+ * futures with n > 0 and for a NULL entry; n == 0 is an empty set; BR_ENOMEM),
+ * then call next until it returns BR_ECLOSED: each call returns the index
+ * of the next completed future, or BR_ETIMEDOUT / BR_ECANCELED (BR_EINVAL
+ * past INT32_MAX futures, whose indices an int cannot hold). Free with
+ * br_as_completed_free() (NULL: no-op). Waits as br_wait does: task, plain
+ * thread, or a CPU-pool job (which helps). */
 typedef struct br_as_completed br_as_completed;
 int br_as_completed_new(br_as_completed **out, br_future *const *futures, size_t n);
 int br_as_completed_next(br_as_completed *it, int64_t deadline);
@@ -510,7 +516,9 @@ int br_scope_enter(br_scope *s, int64_t deadline, bool shield);
 
 /* br_scope_exit: close s. Returns BR_ETIMEDOUT if its deadline passed,
  * BR_ECANCELED if it was cancelled, otherwise 0 (move_on_after: ignore it;
- * fail_after: return it). BR_EINVAL if s is not the innermost scope. */
+ * fail_after: return it). BR_EINVAL if s is not the calling task's
+ * innermost scope (also for a scope whose br_scope_enter failed, and from
+ * any other task or thread). */
 int br_scope_exit(br_scope *s);
 
 /* br_scope_cancel: cancel s (any task on the same loop may call it); the
@@ -537,7 +545,9 @@ int br_group_spawn(br_group *g, br_task_fn fn, void *arg, const br_spawn_opts *o
  * the first failure's code (its message: br_group_message()). Tasks that
  * were cancelled because of a sibling's failure do not count as failures. If
  * the waiter is cancelled, all the group's tasks are cancelled and waited
- * for, and BR_ECANCELED is returned. */
+ * for, and BR_ECANCELED is returned. Task-only (BR_ENOTTASK), from a task
+ * of g's loop (BR_EPERM otherwise); one task waits at a time (BR_EBUSY
+ * while another does), BR_EDEADLK from one of g's own tasks. */
 int br_group_wait(br_group *g);
 
 /* br_group_cancel: cancel every task in g. */
@@ -551,7 +561,8 @@ const char *br_group_message(br_group *g);
  * Call it from a task of the group's loop, or from that loop's thread
  * outside the loop (it then runs the loop until the tasks are gone).
  * Returns 0 (NULL is a no-op), BR_EDEADLK from one of the group's own tasks,
- * BR_EPERM from any other thread or loop (nothing is freed then). */
+ * BR_EPERM from any other thread or loop, BR_EBUSY while another task is in
+ * br_group_wait(g) (nothing is freed then). */
 int br_group_free(br_group *g);
 
 /* ------------------------------------------------------------------------ */

@@ -314,6 +314,84 @@ static void test_cancel_from_plain_thread(void **state) {
   isolated(c_cancel_plain, 20000);
 }
 
+/* br_detach from another thread is refused like br_cancel: giving the
+ * handle back may put a finished task into its loop's cache, which only the
+ * loop's thread may touch. The handle stays held, so the owner closes it. */
+static void *detach_from_plain(void *arg) {
+  xcancel *x = arg;
+  x->rc = br_detach(x->t);
+  return NULL;
+}
+
+static void *m_detach_plain(void *arg) {
+  (void)arg;
+  const br_task_fn bodies[] = {sleeper, nothing}; /* parked; finished */
+  for (int i = 0; i < 2; i++) {
+    xcancel x = {0};
+    T_OK(br_spawn(&x.t, bodies[i], NULL, NULL));
+    T_OK(br_yield());
+    pthread_t th;
+    T_EQ(pthread_create(&th, NULL, detach_from_plain, &x), 0);
+    pthread_join(th, NULL);
+    int rc = x.rc;
+    T_RC(br_task_close(x.t), i == 0 ? BR_ECANCELED : 0);
+    T_RC(rc, BR_EPERM);
+  }
+  return NULL;
+}
+
+static void c_detach_plain(void) { run_checks(m_detach_plain); }
+
+static void test_detach_from_plain_thread(void **state) {
+  (void)state;
+  isolated(c_detach_plain, 20000);
+}
+
+/* br_scope_exit on a scope that is not the caller's: one whose enter was
+ * refused (a plain thread: the local still holds garbage), and another
+ * task's. Each is BR_EINVAL and leaves the owner's scope stack alone. */
+typedef struct {
+  br_scope *s;
+  int rc;
+} xscope;
+
+static void *exit_foreign_scope(void *arg) {
+  xscope *x = arg;
+  x->rc = br_scope_exit(x->s);
+  return NULL;
+}
+
+static void *m_scope_foreign(void *arg) {
+  (void)arg;
+  br_scope s;
+  T_OK(br_scope_enter(&s, BR_NEVER, false));
+  xscope x = {.s = &s, .rc = 1};
+  br_task *t;
+  T_OK(br_spawn(&t, exit_foreign_scope, &x, NULL));
+  T_OK(br_join(t, NULL));
+  T_RC(x.rc, BR_EINVAL);
+  x.rc = 1;
+  pthread_t th;
+  T_EQ(pthread_create(&th, NULL, exit_foreign_scope, &x), 0);
+  pthread_join(th, NULL);
+  T_RC(x.rc, BR_EINVAL);
+  T_OK(br_scope_exit(&s)); /* still the innermost scope of this task */
+  return NULL;
+}
+
+static void c_scope_misuse(void) {
+  br_scope s;
+  memset(&s, 0xa5, sizeof s); /* what an uninitialised local may hold */
+  if (br_scope_enter(&s, BR_NEVER, false) != BR_ENOTTASK) tf_record(__FILE__, __LINE__, "enter outside a task");
+  if (br_scope_exit(&s) != BR_EINVAL) tf_record(__FILE__, __LINE__, "exit of a refused scope");
+  run_checks(m_scope_foreign);
+}
+
+static void test_scope_misuse(void **state) {
+  (void)state;
+  isolated(c_scope_misuse, 20000);
+}
+
 /* Loop-thread-only calls made from a loop callback (outside any task): the
  * refusal must not have side effects. */
 typedef struct {
@@ -591,6 +669,8 @@ int main(void) {
       cmocka_unit_test(test_wait_for_task_of_other_loop),
       cmocka_unit_test(test_gather_task_of_other_loop),
       cmocka_unit_test(test_cancel_from_plain_thread),
+      cmocka_unit_test(test_detach_from_plain_thread),
+      cmocka_unit_test(test_scope_misuse),
       cmocka_unit_test(test_refused_close_has_no_side_effect),
       cmocka_unit_test(test_wait_on_own_future),
       cmocka_unit_test(test_null_futures),

@@ -414,6 +414,65 @@ static void test_free_refusals(void **state) {
   run_main(m_free_refusals, NULL);
 }
 
+/* One task waits for a group at a time. A second waiter (another task of
+ * the loop) is told BR_EBUSY, and so is a br_group_free meanwhile: taking
+ * the first waiter's place would leave it parked for ever, and freeing the
+ * group would free what it reads when it wakes. A task of another loop (on
+ * another thread) is refused with BR_EPERM: the children would wake it
+ * from the wrong thread. */
+typedef struct {
+  br_group *g;
+  int rc;
+} second_ctx;
+
+static void *second_waiter(void *arg) {
+  second_ctx *w = arg;
+  w->rc = br_group_wait(w->g);
+  return NULL;
+}
+
+static void *foreign_loop_main(void *arg) {
+  return second_waiter(arg);
+}
+
+static void *foreign_loop_thread(void *arg) {
+  second_ctx *w = arg;
+  int rc = br_run(NULL, foreign_loop_main, w);
+  return rc ? IP(rc) : NULL;
+}
+
+static void *m_second_waiter(void *arg) {
+  (void)arg;
+  child_spec c = {.delay_ms = 20};
+  second_ctx w = {.rc = 1};
+  T_OK(br_group_new(&w.g));
+  T_OK(br_group_spawn(w.g, child, &c, NULL));
+  br_task *first;
+  T_OK(br_spawn(&first, second_waiter, &w, NULL));
+  T_OK(br_yield()); /* the first waiter parks in br_group_wait */
+  T_RC(br_group_wait(w.g), BR_EBUSY);
+  T_RC(br_group_free(w.g), BR_EBUSY);
+  second_ctx fw = {.g = w.g, .rc = 1};
+  pthread_t th;
+  T_EQ(pthread_create(&th, NULL, foreign_loop_thread, &fw), 0);
+  void *trc;
+  pthread_join(th, &trc);
+  T_TRUE(trc == NULL);
+  T_RC(fw.rc, BR_EPERM);
+  T_OK(br_join(first, NULL));
+  T_OK(w.rc);
+  T_TRUE(c.done);
+  T_OK(br_group_free(w.g));
+  return NULL;
+}
+
+static void c_second_waiter(void) { run_main(m_second_waiter, NULL); }
+
+static void test_one_waiter_at_a_time(void **state) {
+  (void)state;
+  isolated(c_second_waiter, 20000);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_all_succeed),
@@ -427,6 +486,7 @@ int main(void) {
       cmocka_unit_test(test_many_children_one_fails),
       cmocka_unit_test(test_plain_thread),
       cmocka_unit_test(test_free_refusals),
+      cmocka_unit_test(test_one_waiter_at_a_time),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -309,6 +309,76 @@ static void test_fifo_read_all(void **state) {
   io_run(body_fifo, NULL);
 }
 
+/* read_all of a FIFO nobody writes to keeps to its deadline and to
+ * cancellation, on every path: in place (the FIFO's own path) and handed
+ * off (a /proc/self/fd path, which the in-place open refuses: it is a magic
+ * link), where the open used to wait for a writer in the kernel or in a
+ * pool thread past any deadline. Nothing leaks; a FIFO reached either way
+ * is still read to its end once a writer comes. */
+static void *read_all_forever(void *arg) {
+  char *all = NULL;
+  int rc = br_file_read_all(&all, NULL, arg, 0, BR_NEVER);
+  free(all);
+  return rc ? br_fail(rc, "read_all") : NULL;
+}
+
+/* A writer that does not depend on how br_file_open opens a FIFO for
+ * writing: it tries a non-blocking open until the reader has the FIFO open
+ * (ENXIO until then), then writes and closes. */
+static void *fifo_writer_nb(void *arg) {
+  const char *path = arg;
+  int fd;
+  while ((fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC)) < 0 && errno == ENXIO) {
+    int rc = br_sleep_ms(1);
+    if (rc) return br_fail(rc, "waiting for the reader");
+  }
+  if (fd < 0) return br_fail(-errno, "open %s for writing", path);
+  ssize_t w = br_write(fd, "through a fifo", 14, br_deadline_ms(10000));
+  br_close(fd);
+  return w == 14 ? NULL : br_fail(BR_EIO, "write: %zd", w);
+}
+
+static void *body_fifo_deadline(void *arg) {
+  (void)arg;
+  char path[128], viaproc[64];
+  snprintf(path, sizeof path, "%s/lonely-fifo", dir);
+  assert_int_equal(mkfifo(path, 0600), 0);
+  int opath = open(path, O_PATH | O_CLOEXEC);
+  assert_true(opath >= 0);
+  snprintf(viaproc, sizeof viaproc, "/proc/self/fd/%d", opath);
+  const char *paths[] = {path, viaproc};
+  for (int i = 0; i < 2; i++) {
+    int fds = br_test_count_fds();
+    char *all = (char *)1;
+    size_t len = 1;
+    assert_int_equal(br_file_read_all(&all, &len, paths[i], 0, br_deadline_ms(20)), BR_ETIMEDOUT);
+    assert_null(all);
+    assert_int_equal(len, 0);
+    br_task *t;
+    assert_int_equal(br_spawn(&t, read_all_forever, (void *)paths[i], NULL), 0);
+    assert_int_equal(br_yield(), 0);
+    assert_int_equal(br_cancel(t), 0);
+    assert_int_equal(br_join(t, NULL), BR_ECANCELED);
+    assert_int_equal(br_test_count_fds(), fds);
+    /* With a writer it is read to the end. */
+    br_task *w;
+    assert_int_equal(br_spawn(&w, fifo_writer_nb, path, NULL), 0);
+    assert_int_equal(br_file_read_all(&all, &len, paths[i], 0, br_deadline_ms(10000)), 0);
+    assert_int_equal(len, 14);
+    assert_string_equal(all, "through a fifo");
+    free(all);
+    assert_int_equal(br_join(w, NULL), 0);
+  }
+  close(opath);
+  unlink(path);
+  return NULL;
+}
+
+static void test_fifo_deadline(void **state) {
+  (void)state;
+  io_run(body_fifo_deadline, NULL);
+}
+
 /* Whether page `page` of fd's file is in the page cache. */
 static bool page_cached(int fd, size_t page) {
   long ps = sysconf(_SC_PAGESIZE);
@@ -391,6 +461,50 @@ static void test_plain_thread(void **state) {
   assert_null(v);
 }
 
+/* br_file_read_all's limit SIZE_MAX is the largest limit there is, not a
+ * limit of nothing: every path (in place for a small cached file, the ring
+ * or the pool for a large one, a /proc file that says its size is 0, a
+ * plain thread) reads the whole file, and SIZE_MAX - 1 behaves the same. */
+static void read_all_no_limit(const char *path, size_t want) {
+  const size_t limits[] = {SIZE_MAX, SIZE_MAX - 1, 0};
+  for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
+    char *all = NULL;
+    size_t len = 0;
+    assert_int_equal(br_file_read_all(&all, &len, path, limits[i], BR_NEVER), 0);
+    assert_non_null(all);
+    if (want) assert_int_equal(len, want);
+    else assert_true(len > 0);
+    free(all);
+  }
+}
+
+static void *body_read_all_huge_limit(void *arg) {
+  (void)arg;
+  char path[128];
+  const size_t sizes[] = {100, 1 << 20}; /* in place; past the in-place limit */
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    snprintf(path, sizeof path, "%s/limit%zu", dir, i);
+    char *data = calloc(1, sizes[i]);
+    assert_non_null(data);
+    int fd = open(path, O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, data, sizes[i]), (ssize_t)sizes[i]);
+    close(fd);
+    free(data);
+    read_all_no_limit(path, sizes[i]);
+    if (arg) unlink(path);
+  }
+  read_all_no_limit("/proc/self/status", 0);
+  return NULL;
+}
+
+static void test_read_all_huge_limit(void **state) {
+  (void)state;
+  io_run(body_read_all_huge_limit, NULL);
+  /* The test's own thread runs no loop: the plain system calls. */
+  body_read_all_huge_limit((void *)1);
+}
+
 static int setup(void **state) {
   (void)state;
   snprintf(dir, sizeof dir, "/tmp/braid-file-test-%d", (int)getpid());
@@ -409,8 +523,10 @@ int main(void) {
     cmocka_unit_test(test_cancel),
     cmocka_unit_test(test_in_place),
     cmocka_unit_test(test_fifo_read_all),
+    cmocka_unit_test(test_fifo_deadline),
     cmocka_unit_test(test_partly_cached),
     cmocka_unit_test(test_plain_thread),
+    cmocka_unit_test(test_read_all_huge_limit),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

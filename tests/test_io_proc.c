@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 
 #include "test_io_util.h"
@@ -164,6 +165,43 @@ static void *body_signals(void *arg) {
   int bad[] = {SIGKILL};
   assert_int_equal(br_signal_open(bad, 1), BR_EINVAL);
   return NULL;
+}
+
+/* br_signal_wait on a descriptor that is not a signalfd is BR_EINVAL and
+ * reads nothing from it: the bytes waiting in a socket or a pipe, or a
+ * file's contents, are still there afterwards, not taken for a signal. */
+static void *body_signal_wait_not_signalfd(void *arg) {
+  (void)arg;
+  char blob[256];
+  memset(blob, SIGUSR1, sizeof blob); /* would read as signal 10 */
+  int sv[2], pp[2];
+  assert_int_equal(br_socketpair(sv, SOCK_STREAM), 0);
+  assert_int_equal(br_pipe(pp), 0);
+  assert_int_equal(br_write(sv[1], blob, sizeof blob, BR_NEVER), (ssize_t)sizeof blob);
+  assert_int_equal(br_write(pp[1], blob, sizeof blob, BR_NEVER), (ssize_t)sizeof blob);
+  int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); /* an anonymous inode too */
+  assert_true(efd >= 0);
+  int filefd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+  assert_true(filefd >= 0);
+  const int fds[] = {sv[0], pp[0], efd, filefd};
+  for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
+    assert_int_equal(br_signal_wait(fds[i], br_deadline_ms(5000)), BR_EINVAL);
+  assert_int_equal(br_signal_wait(-1, br_deadline_ms(5000)), BR_EBADF);
+  char back[sizeof blob];
+  assert_int_equal(br_read_full(sv[0], back, sizeof back, br_deadline_ms(5000)), (ssize_t)sizeof back);
+  assert_int_equal(br_read_full(pp[0], back, sizeof back, br_deadline_ms(5000)), (ssize_t)sizeof back);
+  br_close(sv[0]);
+  br_close(sv[1]);
+  br_close(pp[0]);
+  br_close(pp[1]);
+  br_close(efd);
+  close(filefd);
+  return NULL;
+}
+
+static void test_signal_wait_not_signalfd(void **state) {
+  (void)state;
+  io_run(body_signal_wait_not_signalfd, NULL);
 }
 
 static void test_signals(void **state) {
@@ -352,7 +390,7 @@ int main(void) {
   io_fd_baseline();
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_pipe),           cmocka_unit_test(test_close_while_ready),
-    cmocka_unit_test(test_signals),
+    cmocka_unit_test(test_signals),        cmocka_unit_test(test_signal_wait_not_signalfd),
     cmocka_unit_test(test_process),        cmocka_unit_test(test_child_signals),
     cmocka_unit_test(test_many_children),
   };

@@ -580,6 +580,77 @@ static void test_fairness(void **state) {
   io_run(body_fairness, NULL);
 }
 
+/* --- descriptors that are not open ---------------------------------------- */
+
+/* Every stream call given a descriptor that is not open says BR_EBADF, on
+ * both backends, for a negative number, one that was just closed (the loop
+ * has a record of it) and a huge one (far past any the loop has seen: it
+ * must not grow its table to that size, gigabytes for 1 << 30). */
+static void *body_bad_fds(void *arg) {
+  (void)arg;
+  int sv[2];
+  assert_int_equal(br_socketpair(sv, SOCK_STREAM), 0);
+  assert_int_equal(br_write(sv[0], "x", 1, BR_NEVER), 1);
+  char c;
+  assert_int_equal(br_read(sv[1], &c, 1, BR_NEVER), 1);
+  int closed = sv[0];
+  assert_int_equal(br_close(sv[0]), 0);
+  const int bad[] = {-1, -5, closed, 1 << 30, INT32_MAX};
+  char buf[16] = {0};
+  struct iovec iov = {buf, sizeof buf};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    int fd = bad[i];
+    int64_t dl = br_deadline_ms(5000);
+    assert_int_equal(br_read(fd, buf, sizeof buf, dl), BR_EBADF);
+    assert_int_equal(br_read_ready(fd, buf, sizeof buf, dl), BR_EBADF);
+    assert_int_equal(br_read_full(fd, buf, sizeof buf, dl), BR_EBADF);
+    assert_int_equal(br_readv(fd, &iov, 1, dl), BR_EBADF);
+    assert_int_equal(br_write(fd, buf, sizeof buf, dl), BR_EBADF);
+    assert_int_equal(br_write_some(fd, buf, sizeof buf, dl), BR_EBADF);
+    assert_int_equal(br_writev(fd, &iov, 1, dl), BR_EBADF);
+    assert_int_equal(br_wait_fd(fd, BR_READABLE, dl), BR_EBADF);
+    assert_int_equal(br_wait_fd(fd, BR_WRITABLE, dl), BR_EBADF);
+    assert_int_equal(br_accept(fd, NULL, dl), BR_EBADF);
+  }
+  br_close(sv[1]);
+  return NULL;
+}
+
+/* br_accept on a socket that can never accept is BR_EINVAL at once: one
+ * that is not listening, and one of a type without connections (UDP, Unix
+ * datagrams), whose EOPNOTSUPP is not the passing network error it is for
+ * a listening TCP socket. Retrying that spun the loop for ever, past the
+ * deadline and deaf to cancellation. */
+static void *body_accept_cannot(void *arg) {
+  (void)arg;
+  br_addr a;
+  assert_int_equal(br_addr_ip(&a, "127.0.0.1", 0), 0);
+  int udp = br_udp_bind(&a, 0);
+  assert_true(udp >= 0);
+  int dg[2], st[2];
+  assert_int_equal(br_socketpair(dg, SOCK_DGRAM), 0);
+  assert_int_equal(br_socketpair(st, SOCK_STREAM), 0);
+  const int fds[] = {udp, dg[0], st[0]};
+  for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
+    assert_int_equal(br_accept(fds[i], NULL, br_deadline_ms(60000)), BR_EINVAL);
+  br_close(udp);
+  br_close(dg[0]);
+  br_close(dg[1]);
+  br_close(st[0]);
+  br_close(st[1]);
+  return NULL;
+}
+
+static void test_accept_cannot_accept(void **state) {
+  (void)state;
+  io_run(body_accept_cannot, NULL);
+}
+
+static void test_bad_fds(void **state) {
+  (void)state;
+  io_run(body_bad_fds, NULL);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_echo_v4),       cmocka_unit_test(test_echo_v6),
@@ -587,7 +658,8 @@ int main(void) {
     cmocka_unit_test(test_reset),         cmocka_unit_test(test_partial_writes),
     cmocka_unit_test(test_slow_client),   cmocka_unit_test(test_connect_errors),
     cmocka_unit_test(test_sendfile),      cmocka_unit_test(test_fairness),
-    cmocka_unit_test(test_read_ready_eof),
+    cmocka_unit_test(test_read_ready_eof), cmocka_unit_test(test_bad_fds),
+    cmocka_unit_test(test_accept_cannot_accept),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -148,6 +148,39 @@ static void test_edges(void **state) {
   assert_true(z <= br_now() && z >= a);
 }
 
+/* A deadline far in the past, as a caller's arithmetic can produce
+ * (INT64_MIN, a negative offset from 0), is simply due: the loop must not
+ * compute "deadline - now" (which overflows into a wait of centuries) and a
+ * plain thread's wait must not either. Nothing else is pending here, so a
+ * loop that slept on the overflowed timeout would never come back. */
+static void *m_past_deadlines(void *arg) {
+  (void)arg;
+  const int64_t past[] = {INT64_MIN, INT64_MIN + 1, -1, 0};
+  for (size_t i = 0; i < sizeof past / sizeof past[0]; i++) {
+    T_OK(br_sleep_until(past[i]));
+    br_future *f = tf_future();
+    T_TRUE(f != NULL);
+    T_RC(br_await_until(f, NULL, past[i]), BR_ETIMEDOUT);
+    br_future_unref(f);
+    br_scope s;
+    T_OK(br_scope_enter(&s, past[i], false));
+    T_RC(br_sleep_ms(1000), BR_ETIMEDOUT);
+    T_RC(br_scope_exit(&s), BR_ETIMEDOUT);
+  }
+  return NULL;
+}
+
+static void test_deadline_far_in_the_past(void **state) {
+  (void)state;
+  run_main(m_past_deadlines, NULL);
+  /* A plain thread blocks on a futex with the time left. */
+  br_future *f = NULL;
+  assert_int_equal(br_future_new(&f), 0);
+  assert_int_equal(br_await_until(f, NULL, INT64_MIN), BR_ETIMEDOUT);
+  assert_int_equal(br_await_until(f, NULL, -1), BR_ETIMEDOUT);
+  br_future_unref(f);
+}
+
 /* --- 100,000 pending timers ------------------------------------------------- */
 
 typedef struct {
@@ -340,6 +373,7 @@ int main(void) {
       cmocka_unit_test(test_wake_order),
       cmocka_unit_test(test_ms_accuracy),
       cmocka_unit_test(test_edges),
+      cmocka_unit_test(test_deadline_far_in_the_past),
       cmocka_unit_test(test_100k_timers_fire_in_order),
       cmocka_unit_test(test_timers_with_cancellations),
   };

@@ -43,6 +43,18 @@
   X(ECHILD, -ECHILD, "no child processes")                                    \
   X(E2BIG, -E2BIG, "argument too large")                                      \
   X(EOVERFLOW, -EOVERFLOW, "value too large")                                 \
+  X(EFAULT, -EFAULT, "bad address")                                           \
+  X(ENXIO, -ENXIO, "no such device or address")                               \
+  X(ENOTDIR, -ENOTDIR, "not a directory")                                     \
+  X(EISDIR, -EISDIR, "is a directory")                                        \
+  X(ENAMETOOLONG, -ENAMETOOLONG, "file name too long")                        \
+  X(ELOOP, -ELOOP, "too many levels of symbolic links")                       \
+  X(EROFS, -EROFS, "read-only file system")                                   \
+  X(ENFILE, -ENFILE, "too many open files in the system")                     \
+  X(ENOTSOCK, -ENOTSOCK, "not a socket")                                      \
+  X(EADDRNOTAVAIL, -EADDRNOTAVAIL, "address not available")                   \
+  X(ENETUNREACH, -ENETUNREACH, "network unreachable")                         \
+  X(EHOSTUNREACH, -EHOSTUNREACH, "host unreachable")                          \
   X(ENOTTASK, -30001, "must be called from a braid task")                     \
   X(EHANDLE, -30002, "invalid or already released handle")                    \
   X(ECLOSED, -30003, "channel or queue is closed")                            \

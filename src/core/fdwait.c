@@ -18,6 +18,10 @@ static br__fdrec *fdrec(struct br_loop *L, int fd, bool create) {
   if (fd < 0) return NULL;
   if ((size_t)fd >= L->nfds) {
     if (!create) return NULL;
+    /* The table grows to the highest descriptor waited on: a number that
+     * is not open (a stale or made-up fd such as 1 << 30) must not make it
+     * allocate and clear gigabytes. Checked only when the table grows. */
+    if (fcntl(fd, F_GETFD) < 0) return NULL;
     size_t n = L->nfds ? L->nfds : 64;
     while (n <= (size_t)fd) n *= 2;
     br__fdrec *a = realloc(L->fds, n * sizeof *a);
@@ -67,7 +71,7 @@ int br_wait_fd(int fd, int events, int64_t deadline) {
   if (!events || (events & ~(BR_READABLE | BR_WRITABLE))) return BR_EINVAL;
   struct br_loop *L = t->loop;
   br__fdrec *r = fdrec(L, fd, true);
-  if (!r) return BR_ENOMEM;
+  if (!r) return fcntl(fd, F_GETFD) < 0 ? BR_EBADF : BR_ENOMEM;
   int rc = arm_once(L, r, fd);
   if (rc) return rc;
   rc = br__checkpoint(t);
@@ -126,7 +130,9 @@ ssize_t br__sock_io(int fd, bool send, void *buf, size_t n, int64_t deadline) {
   struct br_loop *L = t->loop;
   if (!L->poller.sock_io) return BR_ENOSYS;
   br__fdrec *r = fdrec(L, fd, true);
-  if (!r) return BR_ENOMEM;
+  /* A descriptor that is not open (fd < 0, a closed one): the system call
+   * the caller falls back to reports it (BR_EBADF), as on epoll. */
+  if (!r) return fd < 0 || fcntl(fd, F_GETFD) < 0 ? BR_ENOSYS : BR_ENOMEM;
   if (r->not_socket) return BR_ENOSYS;
   /* One reader at a time, as with readiness (br_wait_fd). A second writer
    * writes itself, as it would without the ring: it succeeds if there is

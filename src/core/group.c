@@ -106,6 +106,12 @@ int br_group_wait(br_group *g) {
   struct br__task *self = br__require_task();
   if (!self) return BR_ENOTTASK;
   if (self->group == g) return BR_EDEADLK;
+  /* The children wake their waiter from g's loop: a task of another loop
+   * would be woken from the wrong thread. */
+  if (self->loop != g->loop) return BR_EPERM;
+  /* One waiter at a time: the group wakes a single task, and a second one
+   * would take the first one's place and leave it parked for ever. */
+  if (g->waiter) return BR_EBUSY;
   int rc = 0;
   wait_children(g, self, true, &rc);
   g->closed = true;
@@ -130,6 +136,8 @@ int br_group_free(br_group *g) {
   if (br__tls_loop != g->loop && !(self == NULL && br__tls_loop == NULL &&
                                    pthread_equal(g->loop->thread, pthread_self())))
     return BR_EPERM;
+  /* Another task is in br_group_wait: it reads g when it wakes. */
+  if (g->waiter && g->waiter != self) return BR_EBUSY;
   if (g->live) {
     cancel_all(g);
     int rc = 0;

@@ -417,8 +417,10 @@ int br__loop_iterate(struct br_loop *L, bool block) {
   if (!block || busy || target_done || atomic_load_explicit(&L->stop_flag, memory_order_relaxed)) {
     timeout = 0;
   } else if (br__timer_count(&L->timers)) {
-    int64_t d = br__timer_next(&L->timers) - br__mono_ns();
-    timeout = d < 0 ? 0 : d;
+    /* Compare before subtracting: a deadline far in the past (INT64_MIN
+     * from a caller's arithmetic) must not overflow into a long sleep. */
+    int64_t next = br__timer_next(&L->timers), now = br__mono_ns();
+    timeout = next > now ? next - now : 0;
   } else {
     int dl = br__deadlock_check(L);
     if (dl) return dl;

@@ -6,6 +6,9 @@
 
 int br_scope_enter(br_scope *s, int64_t deadline, bool shield) {
   struct br__task *t = br__require_task();
+  /* A refused enter leaves s marked as not entered, so that a br_scope_exit
+   * on it says BR_EINVAL instead of following whatever the local held. */
+  if (s) s->br__private.task = NULL;
   if (!t) return BR_ENOTTASK;
   if (!s) return BR_EINVAL;
   s->br__private.parent = t->scope;
@@ -18,7 +21,10 @@ int br_scope_enter(br_scope *s, int64_t deadline, bool shield) {
 }
 
 int br_scope_exit(br_scope *s) {
-  if (!s || !s->br__private.task || s->br__private.task->scope != s) return BR_EINVAL;
+  /* Only the owner may exit its scope: the scope stack is the owner's. */
+  if (!s || !s->br__private.task || s->br__private.task != br__require_task() ||
+      s->br__private.task->scope != s)
+    return BR_EINVAL;
   struct br__task *t = s->br__private.task;
   t->scope = s->br__private.parent;
   s->br__private.task = NULL;

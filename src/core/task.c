@@ -824,6 +824,10 @@ int br_detach(br_task *h) {
   struct br__task *t = br__task_get(h);
   int rc = check_handle(t);
   if (rc) return rc;
+  /* Giving the handle back may recycle a finished task into its loop's
+   * cache: that belongs to the loop's thread, as the run queue does. */
+  if (!t->loop) return BR_EHANDLE;
+  if (!pthread_equal(t->loop->thread, pthread_self())) return BR_EPERM;
   t->detached = true;
   if (t->state == BR__DONE && t->fut.err && t->fut.err != BR_ECANCELED)
     br__report_failure_code(t, t->fut.err, t->fut.msg);

@@ -52,6 +52,11 @@ typedef struct fop {
   ssize_t res;
   char *data; /* read_all: result buffer */
   size_t len;
+  /* read_all for a task: a FIFO is opened without waiting for its writer
+   * and handed back here, unread, for the task to read by readiness
+   * (fifo_read_all); -1 otherwise. */
+  bool fifo_back;
+  int fifo_fd;
 } fop;
 
 /* Whether the calling task runs on the loop's shared (compact) stack. */
@@ -133,9 +138,13 @@ static ssize_t read_to_end(fop *f, int fd, size_t size, read_fn rd, void *ctx) {
 }
 
 /* The size of fd if it is a regular file, else 0. */
+static size_t size_of(const struct stat *st) {
+  return S_ISREG(st->st_mode) && st->st_size > 0 ? (size_t)st->st_size : 0;
+}
+
 static size_t regular_size(int fd) {
   struct stat st;
-  return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 ? (size_t)st.st_size : 0;
+  return fstat(fd, &st) == 0 ? size_of(&st) : 0;
 }
 
 static ssize_t sys_read_next(void *ctx, int fd, void *buf, size_t n) {
@@ -143,11 +152,40 @@ static ssize_t sys_read_next(void *ctx, int fd, void *buf, size_t n) {
   return sys_read(fd, buf, n, -1);
 }
 
-/* read_all with plain system calls: into f->data / f->len. */
+/* fd, opened O_NONBLOCK so that a FIFO's open would not wait for its
+ * writer: its stat in *st, and unless it is a FIFO (read by readiness) made
+ * blocking again, as the caller's open would have made it (F_SETFL changes
+ * only the status flags: O_NONBLOCK is the one we set). */
+static bool opened_fifo(int fd, struct stat *st) {
+  if (fstat(fd, st) != 0) {
+    memset(st, 0, sizeof *st);
+    return false;
+  }
+  if (S_ISFIFO(st->st_mode)) return true;
+  (void)fcntl(fd, F_SETFL, 0);
+  return false;
+}
+
+/* read_all with plain system calls: into f->data / f->len. For a task
+ * (f->fifo_back) the open does not wait for a FIFO's writer, which could
+ * take for ever and hold the call past its deadline: the FIFO is handed
+ * back unread in f->fifo_fd. Anything else but a regular file is read
+ * blocking, as the caller opened it. */
 static ssize_t sys_read_all(fop *f) {
-  int fd = sys_open(f->path, O_RDONLY, 0);
+  int fd = sys_open(f->path, O_RDONLY | (f->fifo_back ? O_NONBLOCK : 0), 0);
   if (fd < 0) return fd;
-  ssize_t rc = read_to_end(f, fd, regular_size(fd), sys_read_next, NULL);
+  size_t size;
+  if (f->fifo_back) {
+    struct stat st;
+    if (opened_fifo(fd, &st)) {
+      f->fifo_fd = fd;
+      return 0;
+    }
+    size = size_of(&st);
+  } else {
+    size = regular_size(fd);
+  }
+  ssize_t rc = read_to_end(f, fd, size, sys_read_next, NULL);
   close(fd);
   return rc;
 }
@@ -180,6 +218,8 @@ static void undo(fop *f) {
   if (f->op == OP_READ_ALL) {
     free(f->data);
     f->data = NULL;
+    if (f->fifo_fd >= 0) close(f->fifo_fd);
+    f->fifo_fd = -1;
   }
 }
 
@@ -220,9 +260,10 @@ static atomic_int cached_open_works = -1;
 
 /* Open path for reading if every component of it is in the dentry cache;
  * BR_EAGAIN otherwise. O_NONBLOCK, so that opening a FIFO cannot wait for
- * its writer; only regular files are kept (anything else is closed again
- * and opened by the usual path, with the flags the caller gave). */
-static int inline_open_regular(const char *path, size_t *size) {
+ * its writer; only regular files and FIFOs (*fifo set) are kept (anything
+ * else is closed again and opened by the usual path, with the flags the
+ * caller gave). */
+static int inline_open_regular(const char *path, size_t *size, bool *fifo) {
 #ifdef SYS_openat2
   if (atomic_load_explicit(&cached_open_works, memory_order_relaxed) == 0) return BR_EAGAIN;
   struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK, .resolve = RESOLVE_CACHED};
@@ -236,25 +277,64 @@ static int inline_open_regular(const char *path, size_t *size) {
   }
   atomic_store_explicit(&cached_open_works, 1, memory_order_relaxed);
   struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+  bool ok = fstat(fd, &st) == 0;
+  *fifo = ok && S_ISFIFO(st.st_mode);
+  if (!*fifo && (!ok || !S_ISREG(st.st_mode))) {
     close(fd);
     return BR_EAGAIN;
   }
-  *size = st.st_size > 0 ? (size_t)st.st_size : 0;
+  *size = !*fifo && st.st_size > 0 ? (size_t)st.st_size : 0;
   return fd;
 #else
   (void)path;
   (void)size;
+  (void)fifo;
   return BR_EAGAIN;
 #endif
 }
 
+/* A FIFO opened with O_NONBLOCK, read by readiness, as a socket is: the
+ * task waits (within its deadline) for the writer, the loop goes on.
+ * Until something arrives, a read of 0 only means that no writer has
+ * opened it yet (a blocking open would still be waiting for one); once
+ * the FIFO has been readable, 0 is its end: every writer closed it. */
+typedef struct fifo_reader {
+  int64_t deadline;
+  bool readable;
+} fifo_reader;
+
+static ssize_t fifo_read_next(void *ctx, int fd, void *buf, size_t n) {
+  fifo_reader *fr = ctx;
+  for (;;) {
+    ssize_t r = read(fd, buf, n);
+    if (r > 0 || (r == 0 && fr->readable)) {
+      fr->readable = true;
+      return r;
+    }
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && errno != EAGAIN) return -errno;
+    int w = br__io_wait(fd, BR_READABLE, fr->deadline);
+    if (w < 0) return w;
+    fr->readable = true;
+  }
+}
+
+/* read_all of the FIFO fd (ours: closed here). */
+static ssize_t fifo_read_all(fop *f, int fd, int64_t deadline) {
+  fifo_reader fr = {.deadline = deadline};
+  ssize_t rc = read_to_end(f, fd, 0, fifo_read_next, &fr);
+  br_close(fd); /* the loop has waited on it */
+  return rc;
+}
+
 /* read_all done entirely in place, or BR_EAGAIN (nothing kept) if any step
- * would have to wait. */
-static ssize_t inline_read_all(fop *f) {
+ * would have to wait. A FIFO is read here by readiness. */
+static ssize_t inline_read_all(fop *f, int64_t deadline) {
   size_t size = 0;
-  int fd = inline_open_regular(f->path, &size);
+  bool fifo = false;
+  int fd = inline_open_regular(f->path, &size, &fifo);
   if (fd < 0) return BR_EAGAIN;
+  if (fifo) return fifo_read_all(f, fd, deadline);
   if (size >= INLINE_READ_MAX) { /* read by the usual path: no buffer for nothing */
     close(fd);
     return BR_EAGAIN;
@@ -325,7 +405,10 @@ static ssize_t ring_read_next(void *ctx, int fd, void *buf, size_t n) {
 
 /* read_all on the ring: open, read until end of file, close. */
 static ssize_t ring_read_all(br_loop *L, fop *f, int64_t deadline) {
-  fop o = {.op = OP_OPEN, .path = f->path, .flags = O_RDONLY};
+  /* O_NONBLOCK: the open of a FIFO must not wait for its writer (the
+   * kernel's worker would hold it past any deadline); a FIFO is read by
+   * readiness, anything else blocking, as without the flag. */
+  fop o = {.op = OP_OPEN, .path = f->path, .flags = O_RDONLY | O_NONBLOCK};
   ssize_t late = -1;
   ssize_t fd;
   do fd = ring_one(L, &o, deadline, &late);
@@ -334,8 +417,10 @@ static ssize_t ring_read_all(br_loop *L, fop *f, int64_t deadline) {
     if (late >= 0) close((int)late);
     return fd;
   }
+  struct stat st;
+  if (opened_fifo((int)fd, &st)) return fifo_read_all(f, (int)fd, deadline);
   ring_reader rr = {.L = L, .deadline = deadline};
-  ssize_t rc = read_to_end(f, (int)fd, regular_size((int)fd), ring_read_next, &rr);
+  ssize_t rc = read_to_end(f, (int)fd, size_of(&st), ring_read_next, &rr);
   /* Closing a regular file does not block: do it here rather than spend a
    * loop round trip on it. */
   close((int)fd);
@@ -370,7 +455,7 @@ static ssize_t run_op(fop *f, int64_t deadline) {
    * cached files, open on the ring then read: 55 ms with the read in place,
    * 90 ms with the read on the ring; bench/files.c). */
   if (f->op == OP_READ_ALL) {
-    ssize_t r = inline_read_all(f);
+    ssize_t r = inline_read_all(f, deadline);
     if (r != BR_EAGAIN) return f->res = r;
   } else if (f->op == OP_READ) {
     ssize_t r = inline_read(f->fd, f->buf, f->n, f->off);
@@ -423,6 +508,7 @@ static ssize_t run_handed_off(fop *f, int64_t deadline) {
   fop *h = malloc(sizeof *h);
   if (!h) return BR_ENOMEM;
   *h = *f;
+  h->fifo_back = f->op == OP_READ_ALL;
   br_future *fut = NULL;
   int trc = br_to_thread_class(&fut, BR_BLOCKING_FILE, pool_job, h);
   if (trc < 0) {
@@ -441,6 +527,11 @@ static ssize_t run_handed_off(fop *f, int64_t deadline) {
   }
   *f = *h;
   free(h);
+  if (f->op == OP_READ_ALL && f->res == 0 && f->fifo_fd >= 0) {
+    int fd = f->fifo_fd;
+    f->fifo_fd = -1;
+    return f->res = fifo_read_all(f, fd, deadline);
+  }
   return f->res;
 }
 
@@ -504,7 +595,11 @@ int br_file_read_all(char **out, size_t *len, const char *path, size_t max, int6
   if (!path || !out) return BR_EINVAL;
   *out = NULL;
   if (len) *len = 0;
-  fop f = {.op = OP_READ_ALL, .max = max};
+  /* No file that fits in memory reaches SIZE_MAX bytes: that limit is no
+   * limit (read_to_end sizes its buffer from max + 1, which would wrap to
+   * 0 and read nothing). */
+  if (max == SIZE_MAX) max = 0;
+  fop f = {.op = OP_READ_ALL, .max = max, .fifo_fd = -1};
   f.path = strdup(path);
   if (!f.path) return BR_ENOMEM;
   ssize_t r = run_op(&f, deadline);

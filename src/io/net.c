@@ -225,6 +225,13 @@ int br_unix_listen(const char *path, int backlog) {
 /* ------------------------------------------------------------------------ */
 /* Accepting                                                                 */
 
+/* Whether fd is a listening socket (SO_ACCEPTCONN). */
+static bool is_listening(int fd) {
+  int v = 0;
+  socklen_t len = sizeof v;
+  return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &len) == 0 && v;
+}
+
 int br_accept_flags(int lfd, br_addr *peer, unsigned flags, int64_t deadline) {
   if (!br__in_task()) return BR_ENOTTASK;
   int rc = br__io_budget();
@@ -254,8 +261,13 @@ int br_accept_flags(int lfd, br_addr *peer, unsigned flags, int64_t deadline) {
     case EHOSTDOWN:
     case ENONET:
     case EHOSTUNREACH:
-    case EOPNOTSUPP:
     case ENETUNREACH:
+      continue;
+    case EOPNOTSUPP:
+      /* A pending error of TCP, or a socket that can never accept (UDP,
+       * a Unix datagram socket), which says it for ever: retrying that
+       * would spin the loop past any deadline. */
+      if (!is_listening(lfd)) return BR_EINVAL;
       continue;
     case EAGAIN:
 #if EWOULDBLOCK != EAGAIN

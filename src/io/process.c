@@ -226,10 +226,13 @@ void br_process_close(br_process *p) {
   p->in = p->out = p->err = -1;
   if (p->pid > 0 && !p->br__private.reaped && try_reap(p) == 0) {
     br_process_kill(p, SIGKILL);
-    int st;
-    while (waitpid(p->pid, &st, 0) < 0 && errno == EINTR) {
+    int st = 0;
+    pid_t r;
+    while ((r = waitpid(p->pid, &st, 0)) < 0 && errno == EINTR) {
     }
-    p->br__private.status = decode(st);
+    /* Not ours to reap any more (SIGCHLD ignored: the kernel reaped it):
+     * the kill is all that is known of its end. */
+    p->br__private.status = r == p->pid ? decode(st) : -SIGKILL;
     p->br__private.reaped = true;
   }
   if (p->br__private.pidfd >= 0) br_close(p->br__private.pidfd);

@@ -10,7 +10,10 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
+#include <string.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "io/io_internal.h"
@@ -39,9 +42,28 @@ int br_signal_open(const int *signals, size_t n) {
   return fd;
 }
 
+/* 0 if fd is a signalfd, BR_EINVAL if it is something else, or the error
+ * of fstat (BR_EBADF). Checked before the first read: a read of 128 bytes
+ * from a socket, a pipe or a file would consume the caller's data and
+ * return a "signal" made of it. A signalfd is an anonymous inode (no file
+ * type in its mode); /proc, where mounted, names which kind. */
+static int check_signalfd(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) < 0) return -errno;
+  if ((st.st_mode & S_IFMT) != 0) return BR_EINVAL;
+  char path[40], link[40];
+  snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+  ssize_t n = readlink(path, link, sizeof link - 1);
+  if (n < 0) return 0; /* no /proc: the mode is all we can tell */
+  link[n] = '\0';
+  return strcmp(link, "anon_inode:[signalfd]") == 0 ? 0 : BR_EINVAL;
+}
+
 int br_signal_wait(int sfd, int64_t deadline) {
   if (!br__in_task()) return BR_ENOTTASK;
-  int rc = br__io_budget();
+  int rc = check_signalfd(sfd);
+  if (rc < 0) return rc;
+  rc = br__io_budget();
   if (rc < 0) return rc;
   for (;;) {
     struct signalfd_siginfo si;

@@ -32,8 +32,11 @@ int br__futex_wait_until(atomic_int *word, int64_t deadline) {
   while (!atomic_load_explicit(word, memory_order_acquire)) {
     int64_t left = -1;
     if (deadline != INT64_MAX) {
-      left = deadline - br__mono_ns();
-      if (left <= 0) return -ETIMEDOUT;
+      /* Compare first: deadline - now overflows for a deadline near
+       * INT64_MIN. */
+      int64_t now = br__mono_ns();
+      if (deadline <= now) return -ETIMEDOUT;
+      left = deadline - now;
     }
     br__futex_wait((_Atomic uint32_t *)word, 0, left, false);
   }
