@@ -352,17 +352,126 @@ static void jobs_to_processes(void **state) {
   assert_int_equal(br_auto_shutdown(), 0);
 }
 
+/* A function that waits, counting the calls whose body has finished. */
+static atomic_int waits_done;
+static void *counted_wait(void *arg) {
+  wait_io(arg);
+  atomic_fetch_add(&waits_done, 1);
+  return arg;
+}
+
+/* A waiting function that shuts the executor down from inside its call. */
+static void *shuts_down(void *arg) {
+  wait_io(arg);
+  return (void *)(intptr_t)br_auto_shutdown();
+}
+
+static void shutdown_waits_for_calls(void **state) {
+  (void)state;
+  atomic_store(&waits_done, 0);
+  submit_n(counted_wait, (void *)5, 3);
+  assert_int_equal(br_auto_route_of(counted_wait), BR_AUTO_BLOCKING);
+  enum { N = 4 };
+  br_future *f[N];
+  for (int i = 0; i < N; i++) assert_int_equal(br_auto_submit(&f[i], counted_wait, (void *)50), 0);
+  /* They run on the blocking pool: shutdown lets them finish before it
+   * forgets what they measure. */
+  assert_int_equal(br_auto_shutdown(), 0);
+  assert_int_equal(atomic_load(&waits_done), 3 + N);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(br_await(f[i], NULL), 0);
+    br_future_unref(f[i]);
+  }
+  /* Nothing they measured survived the shutdown. */
+  assert_int_equal(br_auto_route_of(counted_wait), BR_AUTO_MEASURING);
+
+  /* From inside a call, on the CPU pool (the first call measures it there)
+   * and then on the blocking pool: it would wait for itself. */
+  for (int i = 0; i < 4; i++) {
+    br_future *g;
+    assert_int_equal(br_auto_submit(&g, shuts_down, (void *)5), 0);
+    void *v = NULL;
+    assert_int_equal(br_await(g, &v), 0);
+    assert_int_equal((int)(intptr_t)v, BR_EDEADLK);
+    br_future_unref(g);
+  }
+  assert_int_equal(br_auto_route_of(shuts_down), BR_AUTO_BLOCKING);
+  assert_int_equal(br_auto_shutdown(), 0);
+}
+
+/* More distinct functions than the executor keeps measurements for: 1200,
+ * each adding its own number. */
+#define MANY_FN(n) \
+  static void *many_##n(void *a) { return (void *)((intptr_t)a + n); }
+#define MANY_FN10(n) MANY_FN(n##0) MANY_FN(n##1) MANY_FN(n##2) MANY_FN(n##3) MANY_FN(n##4) \
+  MANY_FN(n##5) MANY_FN(n##6) MANY_FN(n##7) MANY_FN(n##8) MANY_FN(n##9)
+#define MANY_FN100(n) MANY_FN10(n##0) MANY_FN10(n##1) MANY_FN10(n##2) MANY_FN10(n##3) \
+  MANY_FN10(n##4) MANY_FN10(n##5) MANY_FN10(n##6) MANY_FN10(n##7) MANY_FN10(n##8) MANY_FN10(n##9)
+MANY_FN100(1) MANY_FN100(2) MANY_FN100(3) MANY_FN100(4) MANY_FN100(5) MANY_FN100(6)
+MANY_FN100(7) MANY_FN100(8) MANY_FN100(9) MANY_FN100(10) MANY_FN100(11) MANY_FN100(12)
+#define MANY_REF(n) many_##n,
+#define MANY_REF10(n) MANY_REF(n##0) MANY_REF(n##1) MANY_REF(n##2) MANY_REF(n##3) MANY_REF(n##4) \
+  MANY_REF(n##5) MANY_REF(n##6) MANY_REF(n##7) MANY_REF(n##8) MANY_REF(n##9)
+#define MANY_REF100(n) MANY_REF10(n##0) MANY_REF10(n##1) MANY_REF10(n##2) MANY_REF10(n##3) \
+  MANY_REF10(n##4) MANY_REF10(n##5) MANY_REF10(n##6) MANY_REF10(n##7) MANY_REF10(n##8) \
+  MANY_REF10(n##9)
+static const br_task_fn many[] = {
+    MANY_REF100(1) MANY_REF100(2) MANY_REF100(3) MANY_REF100(4) MANY_REF100(5) MANY_REF100(6)
+    MANY_REF100(7) MANY_REF100(8) MANY_REF100(9) MANY_REF100(10) MANY_REF100(11) MANY_REF100(12)};
+#define NMANY (sizeof many / sizeof many[0])
+
+static void table_full(void **state) {
+  (void)state;
+  /* Every call gets its own function's answer, whether or not that function
+   * found a place in the table. */
+  size_t unmeasured = 0;
+  for (size_t i = 0; i < NMANY; i++) {
+    int err;
+    void *v = call(many[i], (void *)0, &err);
+    assert_int_equal(err, 0);
+    assert_ptr_equal(v, (void *)(intptr_t)(100 + i));
+    /* Where its next call goes: the first ones were measured, the rest
+     * have no slot and go to the blocking pool, and say so. */
+    br_auto_route r = br_auto_route_of(many[i]);
+    char buf[160];
+    assert_true(br_auto_explain(buf, sizeof buf, many[i]) > 0);
+    if (strstr(buf, "table of 1024 functions is full")) {
+      unmeasured++;
+      assert_int_equal(r, BR_AUTO_BLOCKING);
+    } else {
+      assert_int_not_equal(r, BR_AUTO_MEASURING);
+    }
+  }
+  assert_true(unmeasured >= NMANY - 1024);
+  /* A registered job still runs (in this process, on the blocking pool). */
+  assert_int_equal(job_pid(NULL), getpid());
+  assert_int_equal(br_auto_route_of_job("auto_pid"), BR_AUTO_BLOCKING);
+  assert_int_equal(br_auto_shutdown(), 0);
+  /* A shutdown empties the table: measured again from the first call. */
+  assert_int_equal(br_auto_route_of(many[NMANY - 1]), BR_AUTO_MEASURING);
+  int err;
+  assert_ptr_equal(call(many[NMANY - 1], (void *)0, &err), (void *)(intptr_t)(100 + NMANY - 1));
+  char buf[160];
+  assert_true(br_auto_explain(buf, sizeof buf, many[NMANY - 1]) > 0);
+  assert_null(strstr(buf, "full"));
+  assert_int_not_equal(br_auto_route_of(many[NMANY - 1]), BR_AUTO_MEASURING);
+  assert_int_equal(br_auto_shutdown(), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(routes_by_measurement),
       cmocka_unit_test(follows_a_change),
       cmocka_unit_test(failures_travel),
+      cmocka_unit_test(shutdown_waits_for_calls),
       cmocka_unit_test(from_a_task),
       cmocka_unit_test(burst_while_measuring),
       cmocka_unit_test(burst_of_sleepers),
       cmocka_unit_test(inline_from_a_task),
       cmocka_unit_test(jobs_in_process),
       cmocka_unit_test(jobs_to_processes),
+      /* Last: it fills the table, which only a shutdown empties. */
+      cmocka_unit_test(table_full),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

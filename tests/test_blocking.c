@@ -342,6 +342,42 @@ static void test_cancel_waiter(void **state) {
   assert_int_equal(br_blocking_shutdown(), 0); /* the orphaned job completes first */
 }
 
+/* --- jobs that call br_to_thread and wait, deeper than the threads -------- */
+
+/* Link n of a chain: queue link n - 1 and wait for it. With one thread
+ * every link but the first waits behind the one that waits for it. */
+static void *nested_link(void *arg) {
+  intptr_t n = (intptr_t)arg;
+  if (n == 0) return (void *)0;
+  br_future *f;
+  int rc = br_to_thread(&f, nested_link, (void *)(n - 1));
+  if (rc) return br_fail(rc, "submit at link %ld", (long)n);
+  void *v = NULL;
+  rc = br_await(f, &v);
+  br_future_unref(f);
+  if (rc) return br_fail(rc, "await at link %ld", (long)n);
+  return (void *)((intptr_t)v + 1);
+}
+
+static void test_nested_wait_beyond_threads(void **state) {
+  (void)state;
+  br_blocking_set_limits(BR_BLOCKING_USER, &(br_blocking_limits){.max_threads = 1});
+  br_blocking_stats st0, st1;
+  assert_int_equal(br_blocking_get_stats(BR_BLOCKING_USER, &st0), 0);
+  br_future *f = submit(nested_link, (void *)(intptr_t)50);
+  void *v = NULL;
+  /* Microseconds of work: the minute only catches the hang (every thread
+   * waiting for a job queued behind it). */
+  assert_int_equal(br_future_wait_for(f, &v, 60000), 0);
+  assert_int_equal((intptr_t)v, 50);
+  br_future_unref(f);
+  assert_int_equal(br_blocking_shutdown(), 0); /* every count settled */
+  assert_int_equal(br_blocking_get_stats(BR_BLOCKING_USER, &st1), 0);
+  assert_int_equal(st1.completed - st0.completed, 51);
+  assert_int_equal(st1.queued, 0);
+  br_blocking_set_limits(BR_BLOCKING_USER, &(br_blocking_limits){.max_threads = 64});
+}
+
 /* --- thread creation failure, reaping, shutdown ---------------------------- */
 
 static void test_thread_failure(void **state) {
@@ -516,7 +552,8 @@ int main(void) {
     cmocka_unit_test(test_basic),          cmocka_unit_test(test_plain_thread_wait),
     cmocka_unit_test(test_job_context),
     cmocka_unit_test(test_classes),        cmocka_unit_test(test_bounded),
-    cmocka_unit_test(test_cancel_waiter),  cmocka_unit_test(test_thread_failure),
+    cmocka_unit_test(test_cancel_waiter),  cmocka_unit_test(test_nested_wait_beyond_threads),
+    cmocka_unit_test(test_thread_failure),
     cmocka_unit_test(test_reap_and_shutdown), cmocka_unit_test(test_fork_child),
     cmocka_unit_test(test_stress),
   };

@@ -122,6 +122,64 @@ static void test_submit_and_await(void **state) {
   assert_int_equal(br_pool_free(p), 0);
 }
 
+/* Bodies for calls with nothing to do: never called. */
+static int fixed_nothing(const void *in, void *out) {
+  (void)in;
+  (void)out;
+  return BR_EIO;
+}
+
+static int for_nothing(void *ud, size_t lo, size_t hi) {
+  (void)ud;
+  (void)lo;
+  (void)hi;
+  return BR_EIO;
+}
+
+/* A job that runs while its pool drains: once submitting is refused (the
+ * shutdown began), calls with nothing to do succeed in it, as calls with
+ * work do (that work runs right in the job). */
+static void *noop(void *arg) { return arg; }
+
+static void *during_drain(void *arg) {
+  br_pool *p = br_pool_current();
+  br_future *f;
+  while (br_pool_submit(p, &f, noop, NULL) == 0) { /* one at a time */
+    (void)br_await(f, NULL);
+    br_future_unref(f);
+  }
+  int *rc = arg;
+  rc[0] = br_pool_map(p, NULL, noop, NULL, 0, 0);
+  rc[1] = br_pool_map_fixed(p, NULL, 0, NULL, fixed_nothing, NULL, 0, 0, 0);
+  rc[2] = br_pool_for(p, 3, 3, 0, for_nothing, NULL);
+  rc[3] = br_pool_for(p, 0, 1, 0, for_nothing, NULL); /* runs: fails with the body's code */
+  return NULL;
+}
+
+static void *drain_pool(void *arg) {
+  return (void *)(intptr_t)br_pool_shutdown(arg, NULL, BR_SHUTDOWN_DRAIN);
+}
+
+static void test_empty_calls_while_draining(void **state) {
+  (void)state;
+  br_pool *p = new_pool(2, NULL);
+  int rc[4] = {1, 1, 1, 1};
+  br_future *f;
+  assert_int_equal(br_pool_submit(p, &f, during_drain, rc), 0);
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, drain_pool, p), 0);
+  void *shut;
+  pthread_join(t, &shut);
+  assert_int_equal((intptr_t)shut, 0);
+  assert_int_equal(br_await(f, NULL), 0);
+  br_future_unref(f);
+  assert_int_equal(rc[0], 0);
+  assert_int_equal(rc[1], 0);
+  assert_int_equal(rc[2], 0);
+  assert_int_equal(rc[3], BR_EIO);
+  assert_int_equal(br_pool_free(p), 0);
+}
+
 static void test_submit_bad_input(void **state) {
   (void)state;
   br_pool *p = new_pool(1, NULL);
@@ -137,6 +195,10 @@ static void test_submit_bad_input(void **state) {
   br_result out[1];
   assert_int_equal(br_pool_map(p, out, add_one, items, 1, 0), BR_ESHUTDOWN);
   assert_int_equal(out[0].err, BR_ESHUTDOWN);
+  /* Nothing to do is still refused once shutdown began, by every call. */
+  assert_int_equal(br_pool_map(p, out, add_one, items, 0, 0), BR_ESHUTDOWN);
+  assert_int_equal(br_pool_map_fixed(p, NULL, 0, NULL, fixed_nothing, NULL, 0, 0, 0), BR_ESHUTDOWN);
+  assert_int_equal(br_pool_for(p, 5, 5, 0, for_nothing, NULL), BR_ESHUTDOWN);
   assert_int_equal(br_pool_free(p), 0);
 }
 
@@ -1384,6 +1446,7 @@ int main(void) {
       cmocka_unit_test(test_new_default_size_is_cpu_count),
       cmocka_unit_test(test_submit_and_await),
       cmocka_unit_test(test_submit_bad_input),
+      cmocka_unit_test(test_empty_calls_while_draining),
       cmocka_unit_test(test_job_errors),
       cmocka_unit_test(test_fib_task_per_call),
       cmocka_unit_test(test_fork_any_depth),

@@ -28,7 +28,10 @@
  * call on the pools, the length of every 16th inline, every 8th call of the
  * process-pool route run in this process) and moves a function when its
  * behaviour changes — a function that starts blocking leaves the CPU pool.
- * br_auto_explain says where a function's calls go and why.
+ * br_auto_explain says where a function's calls go and why. Measurements
+ * are kept for up to 1024 distinct functions and jobs; the calls of any
+ * further one go to the blocking pool, unmeasured (safe whatever it does),
+ * until br_auto_shutdown forgets them all.
  *
  * Every call returns the same br_future as every other executor: await it
  * from a task (the task suspends), wait for it from a thread, gather it with
@@ -87,7 +90,8 @@ int br_auto_submit_job(br_future **out, const char *job, const void *arg, size_t
                        const br_auto_opts *opts);
 
 /* br_auto_route_of: the route fn's next call takes (BR_AUTO_MEASURING for a
- * function never submitted). Any thread. */
+ * function never submitted; BR_AUTO_BLOCKING for one that found no room
+ * among the 1024 measured). Any thread. */
 br_auto_route br_auto_route_of(br_task_fn fn);
 
 /* br_auto_route_of_job: the same for a registered job (its last call's
@@ -109,11 +113,13 @@ int br_auto_explain_job(char *buf, size_t size, const char *job);
  * "process pool". */
 const char *br_auto_route_name(br_auto_route r);
 
-/* br_auto_shutdown: let the calls in flight finish, stop the auto
- * executor's CPU pool and process pool and forget every function's
- * measurements (a later br_auto_submit starts afresh; what a hand-off to the
- * CPU pool costs, a fact about the machine, is kept). Returns 0, BR_EDEADLK
- * from one of the CPU pool's own jobs. Not concurrently with
+/* br_auto_shutdown: wait for the calls in flight to finish, whatever their
+ * route (a task suspends meanwhile), stop the auto executor's CPU pool and
+ * process pool and forget every function's measurements (a later
+ * br_auto_submit starts afresh; what a hand-off to the CPU pool costs, a
+ * fact about the machine, is kept). Returns 0, BR_EDEADLK from one of the
+ * CPU pool's own jobs or from inside a call the executor runs on a thread,
+ * not a task (it would wait for itself). Not concurrently with
  * br_auto_submit. Any other thread. */
 int br_auto_shutdown(void);
 

@@ -37,8 +37,9 @@
  * (its waits run other pool work meanwhile instead of blocking the worker).
  * The same holds for braid.h's br_await / br_await_until / br_gather called
  * inside a pool job: while the future is pending the worker runs other
- * queued and stealable jobs of its pool (to a bounded nesting depth, then
- * it parks), and waiting for a job that cannot finish before the caller does
+ * queued and stealable jobs of its pool (to a bounded nesting depth; deeper
+ * than that only the awaited job itself, if it is still queued; then it
+ * parks), and waiting for a job that cannot finish before the caller does
  * (the calling job itself, or one this worker runs further down its stack)
  * returns BR_EDEADLK. Caveat of every helping wait: a job it runs meanwhile
  * sits on top of the caller's stack, so it must not itself wait for
@@ -138,7 +139,8 @@ int br_pool_submit(br_pool *pool, br_future **out, br_pool_fn fn, void *arg);
  * release the messages with br_results_free(out, n). A failing item does not
  * stop the others. Returns 0 if every item succeeded, else the error of the
  * lowest failing index; the call's own errors: BR_EINVAL (NULL pool/fn, NULL
- * items or out with n > 0), BR_ESHUTDOWN, BR_ENOMEM, BR_ECANCELED. */
+ * items or out with n > 0), BR_ESHUTDOWN (for n == 0 too, otherwise a
+ * successful no-op), BR_ENOMEM, BR_ECANCELED. */
 int br_pool_map(br_pool *pool, br_result *out, br_pool_fn fn, void *const *items, size_t n,
                 size_t chunk);
 
@@ -176,7 +178,8 @@ typedef int (*br_pool_range_fn)(void *ud, size_t lo, size_t hi);
  * workers), at least 1). Returns 0, the failure of the lowest-indexed piece
  * that failed (a body's negative return value, or its br_fail code), or
  * BR_EINVAL / BR_ESHUTDOWN / BR_ENOMEM / BR_ECANCELED. begin >= end is a
- * successful no-op. */
+ * successful no-op (but BR_ESHUTDOWN once br_pool_shutdown() has begun,
+ * except in one of the pool's jobs, as with work to do). */
 int br_pool_for(br_pool *pool, size_t begin, size_t end, size_t grain, br_pool_range_fn body,
                 void *ud);
 

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* braid — gather, wait and as_completed over tasks and futures. */
 #include "core/core.h"
+#include "core/job.h"
 #include "core/trace.h"
 
 #include "sys/futex.h"
@@ -111,11 +112,43 @@ static br_wait_kind wait_kind_of(br_future *const *fs, size_t n, const unsigned 
   return k < 0 ? BR_WAIT_FUTURE : (br_wait_kind)k;
 }
 
+static void any_done(void *arg) {
+  br_future *any = arg;
+  (void)br_future_set(any, NULL); /* BR_EALREADY once another one was first */
+  br_future_unref(any);
+}
+
+/* wait_any for a thread running an executor's job (job.h): one future that
+ * the first of fs to complete completes, waited for the executor's way, so
+ * that a CPU-pool worker runs other jobs meanwhile; blocking it instead
+ * would hang a pool whose every worker waits for jobs still queued. Each
+ * callback holds a reference until its future completes. */
+static int wait_any_job(br__job_ctx *ctx, br_future *const *fs, size_t n,
+                        const unsigned char *skip, int64_t deadline) {
+  br_future *any;
+  int rc = br_future_new(&any);
+  if (rc) return rc;
+  for (size_t i = 0; i < n && !br_future_done(any); i++) {
+    if (skip && skip[i]) continue;
+    br_future_ref(any);
+    if ((rc = br_future_on_done(fs[i], any_done, any)) != 0) {
+      br_future_unref(any);
+      break;
+    }
+  }
+  if (rc == 0) rc = ctx->ops->wait(ctx, any, deadline);
+  br_future_unref(any);
+  return rc;
+}
+
 /* Park until any future in fs (not marked in skip) completes, or the
- * deadline. Works from a task (parks) and a plain thread (futex). */
+ * deadline. Works from a task (parks), a thread running a job (the
+ * executor's wait) and a plain thread (futex). */
 static int wait_any(br_future *const *fs, size_t n, const unsigned char *skip, int64_t deadline) {
   struct br__task *self = br__require_task();
   if (!self && br__tls_loop) return BR_ENOTTASK;
+  br__job_ctx *ctx = self ? NULL : br__job_current();
+  if (ctx && ctx->ops && ctx->ops->wait) return wait_any_job(ctx, fs, n, skip, deadline);
   for (size_t i = 0; self && i < n; i++)
     if (!(skip && skip[i]) && fs[i]->owner_task == self && !br_future_done(fs[i])) return BR_EDEADLK;
   br__waiter *ws = calloc(n, sizeof *ws);
@@ -204,7 +237,7 @@ struct br_as_completed {
 int br_as_completed_new(br_as_completed **out, br_future *const *fs, size_t n) {
   if (!out) return BR_EINVAL;
   *out = NULL;
-  if (!fs && n) return BR_EINVAL;
+  if ((!fs && n) || n > INT32_MAX) return BR_EINVAL; /* next returns an int index */
   for (size_t i = 0; i < n; i++)
     if (!fs[i]) return BR_EINVAL;
   struct br_as_completed *it = calloc(1, sizeof *it);

@@ -2,7 +2,8 @@
 /* auto.c — the auto executor (braid/auto.h): measure each function, route it.
  *
  * One table of per-function measurements, keyed by the function pointer (a
- * br_task_fn, or a registered job's br_job_fn) and guarded by one mutex, mu
+ * br_task_fn, or a registered job's br_job_fn; a function that finds no free
+ * slot runs on the blocking pool, unmeasured) and guarded by one mutex, mu
  * (a leaf: no user code, future call or other lock runs under it). Every
  * call that goes to a pool runs through run_measured(), which times it on
  * the thread that runs it: wall time, that thread's CPU time and its
@@ -94,10 +95,28 @@ struct acall {
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static fn_stats table[TABLE_SIZE];
+/* A function found no free slot: functions not in the table run on the
+ * blocking pool, unmeasured (safe whatever they do), until a shutdown
+ * empties the table. */
+static atomic_bool table_full;
 static br_pool *_Atomic pool;   /* started at the first call; cleared by shutdown */
 static br_procpool *procs;      /* started at the first call that may use it */
 static int procs_err;           /* why the process pool could not start, or 0 */
 static int64_t handoff_ns = -1; /* a submit + wait round trip to the CPU pool */
+
+/* Calls on their way or running (every acall alive), so that
+ * br_auto_shutdown lets them finish before it forgets the measurements
+ * they will record: one on the blocking pool outlives the pools stopped
+ * there, and its late measurement would land in a table already cleared,
+ * perhaps in the slot of another function. draining: a shutdown waits, and
+ * the acall that brings live_calls to 0 completes idle (under mu). */
+static atomic_long live_calls;
+static atomic_bool draining;
+static br_future *idle;
+
+/* Inside a call the executor runs on a thread (not a task's inline call),
+ * where a shutdown would wait for that very call. */
+static _Thread_local int in_call;
 
 /* The releaser (see the top): under mu. */
 static pthread_cond_t held_cv;
@@ -263,6 +282,9 @@ static void *call_here(br_task_fn fn, const br_job_desc *job, void *arg, size_t 
   catch_ctx cc = {.ctx = {&catch_ops}};
   bool in_task = br__outcome_save(&saved);
   if (!in_task) cc.prev = br__job_enter(&cc.ctx);
+  /* A task's inline call holds no acall (and other tasks of the loop may run
+   * while it awaits): only calls on threads of their own count. */
+  if (!in_task) in_call++;
   void *value = NULL;
   int rc = 0;
   if (job) {
@@ -277,6 +299,7 @@ static void *call_here(br_task_fn fn, const br_job_desc *job, void *arg, size_t 
   } else {
     value = fn(arg);
   }
+  if (!in_task) in_call--;
   if (in_task) br__outcome_restore(&saved, &got);
   else {
     br__job_leave(cc.prev);
@@ -301,13 +324,23 @@ static void *call_measured(acall *c, int *err, char **msg) {
   int64_t q0 = thread_rq_ns(), c0 = thread_cpu_ns(), w0 = br_now();
   void *value = call_here(c->fn, c->job, c->arg, c->len, err, msg);
   int64_t w1 = br_now(), c1 = thread_cpu_ns(), q1 = thread_rq_ns();
-  record(c->s, w1 - w0, c1 - c0, q1 - q0);
+  if (c->s) record(c->s, w1 - w0, c1 - c0, q1 - q0); /* NULL: no slot (the table is full) */
   return value;
 }
 
 static void acall_free(acall *c) {
   if (c->job) free(c->arg);
   free(c);
+  if (atomic_fetch_sub(&live_calls, 1) == 1 && atomic_load(&draining)) {
+    pthread_mutex_lock(&mu);
+    br_future *f = idle;
+    idle = NULL;
+    pthread_mutex_unlock(&mu);
+    if (f) {
+      (void)br_future_set(f, NULL);
+      br_future_unref(f);
+    }
+  }
 }
 
 /* A pool job: the call, measured; its failure becomes the pool job's. */
@@ -553,6 +586,7 @@ static int new_call(acall **out, fn_stats *s, br_task_fn fn, const br_job_desc *
     }
     if (len) memcpy(c->arg, arg, len);
   }
+  atomic_fetch_add(&live_calls, 1);
   *out = c;
   return 0;
 }
@@ -583,8 +617,13 @@ static int run_inline(br_future **out, fn_stats *s, br_task_fn fn, const br_job_
 static int submit(br_future **out, fn_stats *s, br_task_fn fn, const br_job_desc *job,
                   const void *arg, size_t len, bool allow_procs) {
   if (!s) { /* the table is full: the blocking pool, unmeasured */
-    if (job) return BR_ENOMEM;
-    return br_to_thread(out, fn, (void *)arg);
+    atomic_store(&table_full, true);
+    acall *c;
+    int rc = new_call(&c, NULL, fn, job, arg, len);
+    if (rc) return rc;
+    rc = br_to_thread(out, run_measured, c);
+    if (rc) acall_free(c);
+    return rc;
   }
   if (job) atomic_store_explicit(&s->allow_procs, allow_procs, memory_order_relaxed);
   br_auto_route route = (br_auto_route)atomic_load_explicit(&s->route, memory_order_relaxed);
@@ -720,15 +759,20 @@ static br_auto_route route_now(fn_stats *s) {
   return r;
 }
 
+/* Where the next call of a function without a slot goes. */
+static br_auto_route route_unknown(void) {
+  return atomic_load(&table_full) ? BR_AUTO_BLOCKING : BR_AUTO_MEASURING;
+}
+
 br_auto_route br_auto_route_of(br_task_fn fn) {
   fn_stats *s = fn ? find_slot((void *)fn) : NULL;
-  return s ? route_now(s) : BR_AUTO_MEASURING;
+  return s ? route_now(s) : fn ? route_unknown() : BR_AUTO_MEASURING;
 }
 
 br_auto_route br_auto_route_of_job(const char *job) {
   const br_job_desc *d = job ? br_job_find(job) : NULL;
   fn_stats *s = d ? find_slot((void *)d->fn) : NULL;
-  return s ? route_now(s) : BR_AUTO_MEASURING;
+  return s ? route_now(s) : d ? route_unknown() : BR_AUTO_MEASURING;
 }
 
 const char *br_auto_route_name(br_auto_route r) {
@@ -765,6 +809,9 @@ static int explain(char *buf, size_t size, const void *key) {
   }
   int64_t h = handoff_ns;
   pthread_mutex_unlock(&mu);
+  if (!slot && key && atomic_load(&table_full))
+    return snprintf(buf, size, "not measured: the table of %d functions is full -> %s",
+                    TABLE_SIZE, br_auto_route_name(BR_AUTO_BLOCKING));
   if (measured == 0)
     return snprintf(buf, size, "%llu call%s, none measured yet -> measuring",
                     (unsigned long long)calls, calls == 1 ? "" : "s");
@@ -797,7 +844,8 @@ int br_auto_explain_job(char *buf, size_t size, const char *job) {
 }
 
 int br_auto_shutdown(void) {
-  if (br_pool_current() && br_pool_current() == atomic_load(&pool)) return BR_EDEADLK;
+  if (in_call || (br_pool_current() && br_pool_current() == atomic_load(&pool)))
+    return BR_EDEADLK;
   pthread_mutex_lock(&mu);
   br_pool *p = atomic_exchange(&pool, NULL);
   br_procpool *pp = procs;
@@ -811,8 +859,22 @@ int br_auto_shutdown(void) {
     (void)br_pool_shutdown(p, NULL, BR_SHUTDOWN_DRAIN);
     (void)br_pool_free(p);
   }
+  /* The calls still running are on the blocking pool (or were sent back
+   * here by a refusing pool): wait for them as the pools were waited for.
+   * A task suspends; a pool worker helps. */
+  atomic_store(&draining, true);
+  br_future *wait = NULL;
+  pthread_mutex_lock(&mu);
+  if (atomic_load(&live_calls) > 0 && br_future_new(&idle) == 0) wait = br_future_ref(idle);
+  pthread_mutex_unlock(&mu);
+  if (wait) {
+    br__await_shielded(wait);
+    br_future_unref(wait);
+  }
+  atomic_store(&draining, false);
   pthread_mutex_lock(&mu);
   for (size_t i = 0; i < TABLE_SIZE; i++) atomic_store(&table[i].key, (void *)NULL);
+  atomic_store(&table_full, false);
   pthread_mutex_unlock(&mu);
   return 0;
 }

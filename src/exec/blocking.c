@@ -135,11 +135,27 @@ static int ctx_cancelled(br__job_ctx *ctx) {
              : 0;
 }
 
+static void run_job(job *j);
+static job *take_queued(br_future *f);
+
 /* A job blocks its thread while it waits for a future, except for its own
- * future, which cannot complete before the job returns. */
+ * future, which cannot complete before the job returns, and for a blocking
+ * job still queued: that one it runs itself. Jobs that call br_to_thread and
+ * wait, nested deeper than a class has threads, would otherwise hold every
+ * thread waiting for jobs no thread is left to run. A wait with a deadline
+ * only waits (running the job could outlast the deadline). */
 static int ctx_wait(br__job_ctx *ctx, br_future *f, int64_t deadline) {
   job *j = job_of_ctx(ctx);
   if (f == j->base.fut) return BR_EDEADLK;
+  job *q = deadline == BR_NEVER ? take_queued(f) : NULL;
+  if (q) {
+    cls *c = q->cls;
+    run_job(q); /* completes f; q may be gone */
+    pthread_mutex_lock(&c->mu);
+    c->completed++;
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+  }
   br__job_ctx *prev = br__job_enter(NULL); /* plain blocking wait */
   int rc = br__future_wait(f, deadline);
   br__job_leave(prev);
@@ -175,6 +191,31 @@ static bool job_cancel(br__job *bj) {
   pthread_mutex_unlock(&c->mu);
   if (!dropped) atomic_store_explicit(&j->cancel_asked, true, memory_order_relaxed);
   return dropped;
+}
+
+/* Take the job whose future is f off its class's queue, or NULL if it is no
+ * queued blocking job (running, done, or another executor's). */
+static job *take_queued(br_future *f) {
+  for (int i = 0; i < BR_BLOCKING_NCLASSES; i++) {
+    cls *c = &classes[i];
+    pthread_mutex_lock(&c->mu);
+    job *prev = NULL, *p = c->head;
+    while (p && p->base.fut != f) {
+      prev = p;
+      p = p->next;
+    }
+    if (p) {
+      if (prev) prev->next = p->next;
+      else c->head = p->next;
+      if (c->tail == p) c->tail = prev;
+      p->next = NULL;
+      c->queued--;
+      p->queued = false;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (p) return p;
+  }
+  return NULL;
 }
 
 static void job_release(br__job *bj) {

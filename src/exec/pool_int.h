@@ -244,6 +244,7 @@ int br__pool_job_new(br__pjob **job, br_future **fut, br_pool *p, br_pool_fn fn,
 void br__pool_job_finished(br_pool *p, int how);
 int br__pool_inj_push(br_pool *p, br__pjob *job);
 br__pjob *br__pool_inj_pop(br_pool *p);
+br__pjob *br__pool_inj_take(br_pool *p, br_future *f);
 
 /* ------------------------------------------------------------------------ */
 /* pool_worker.c: running work                                               */

@@ -266,6 +266,15 @@ static int par_run(br_pool *pool, br__par *par, size_t begin, size_t end, void *
   return rc;
 }
 
+/* A call with nothing to do answers as one with work would: refused once
+ * shutdown began, unless a job of the pool makes it (its work would run
+ * right there, as part of that job: see par_run). */
+static int empty_call(br_pool *pool) {
+  br__worker *w = br__pool_tls_w;
+  if (w && w->pool == pool) return 0;
+  return atomic_load(&pool->state) == S_RUNNING ? 0 : BR_ESHUTDOWN;
+}
+
 /* The outcome of a for / reduce. */
 static int par_result(br__par *par, int rc) {
   if (rc < 0) return rc;
@@ -295,7 +304,7 @@ static int unstarted_code(int *rc) {
 int br_pool_map(br_pool *pool, br_result *out, br_pool_fn fn, void *const *items, size_t n,
                 size_t chunk) {
   if (!pool || !fn || (n > 0 && (!items || !out))) return BR_EINVAL;
-  if (n == 0) return 0;
+  if (n == 0) return empty_call(pool);
   br__par par;
   par_init(&par, PAR_MAP, chunk ? chunk : auto_grain(n, pool->n, 64));
   par.fn = fn;
@@ -317,7 +326,7 @@ int br_pool_map(br_pool *pool, br_result *out, br_pool_fn fn, void *const *items
 int br_pool_map_fixed(br_pool *pool, void *out, size_t out_size, int *errors, br_pool_item_fn fn,
                       const void *in, size_t in_size, size_t n, size_t chunk) {
   if (!pool || !fn || (n > 0 && ((in_size && !in) || (out_size && !out)))) return BR_EINVAL;
-  if (n == 0) return 0;
+  if (n == 0) return empty_call(pool);
   if ((in_size && n > SIZE_MAX / in_size) || (out_size && n > SIZE_MAX / out_size))
     return BR_EINVAL;
   br__par par;
@@ -343,7 +352,7 @@ int br_pool_map_fixed(br_pool *pool, void *out, size_t out_size, int *errors, br
 int br_pool_for(br_pool *pool, size_t begin, size_t end, size_t grain, br_pool_range_fn body,
                 void *ud) {
   if (!pool || !body) return BR_EINVAL;
-  if (begin >= end) return atomic_load(&pool->state) == S_RUNNING ? 0 : BR_ESHUTDOWN;
+  if (begin >= end) return empty_call(pool);
   br__par par;
   par_init(&par, PAR_FOR, grain ? grain : auto_grain(end - begin, pool->n, 32));
   par.body = body;
@@ -356,7 +365,7 @@ int br_pool_for(br_pool *pool, size_t begin, size_t end, size_t grain, br_pool_r
 int br_pool_reduce(br_pool *pool, void *result, size_t size, size_t begin, size_t end, size_t grain,
                    br_pool_fold_fn fold, br_pool_combine_fn combine, void *ud) {
   if (!pool || !result || !fold || !combine || size == 0 || size > ACC_MAX) return BR_EINVAL;
-  if (begin >= end) return atomic_load(&pool->state) == S_RUNNING ? 0 : BR_ESHUTDOWN;
+  if (begin >= end) return empty_call(pool);
   br__par par;
   par_init(&par, PAR_REDUCE, grain ? grain : auto_grain(end - begin, pool->n, 32));
   par.fold = fold;

@@ -159,6 +159,27 @@ br__pjob *br__pool_inj_pop(br_pool *p) {
   return job;
 }
 
+/* Take the queued job whose future is f off the injection queue, or NULL if
+ * f is no job of p still queued. A walk of the queue under inj_lock: only a
+ * helping wait that may not run anything else calls it (pool_worker.c). */
+br__pjob *br__pool_inj_take(br_pool *p, br_future *f) {
+  if (atomic_load_explicit(&p->inj_count, memory_order_relaxed) == 0) return NULL;
+  pthread_mutex_lock(&p->inj_lock);
+  br__pjob *job = p->inj_head;
+  while (job && job->core.fut != f) job = job->next;
+  if (job) {
+    if (job->prev) job->prev->next = job->next;
+    else p->inj_head = job->next;
+    if (job->next) job->next->prev = job->prev;
+    else p->inj_tail = job->prev;
+    job->next = job->prev = NULL;
+    job->qstate = Q_TAKEN;
+    atomic_fetch_sub(&p->inj_count, 1);
+  }
+  pthread_mutex_unlock(&p->inj_lock);
+  return job;
+}
+
 int br_pool_submit(br_pool *pool, br_future **out, br_pool_fn fn, void *arg) {
   if (!pool || !out || !fn) return BR_EINVAL;
   br__pjob *job;

@@ -23,10 +23,11 @@
  *
  * The helping wait. A job that waits for a future (br_await in a job) does
  * not block its worker: it runs other queued and stealable work meanwhile,
- * to MAX_HELP_DEPTH nested jobs, then parks on a futex word that the
- * future's on_done callback sets. A job that waits for a root on its own
- * chain would wait for itself (that root can only finish after the waiter
- * returns): BR_EDEADLK.
+ * to MAX_HELP_DEPTH nested jobs; deeper than that it runs only the awaited
+ * job itself, if it is still queued, and otherwise parks on a futex word
+ * that the future's on_done callback sets. A job that waits for a root on
+ * its own chain would wait for itself (that root can only finish after the
+ * waiter returns): BR_EDEADLK.
  */
 #include <sched.h>
 #include <stddef.h>
@@ -290,10 +291,22 @@ int br__pool_worker_wait(br__worker *w, br_future *f, int64_t deadline) {
   }
   int rc = 0;
   int64_t nap = JOIN_PARK_MIN_NS;
+  bool looked = false; /* for the awaited job in our queue, when too deep */
   for (;;) {
     if (wt ? atomic_load(&wt->flag) != 0 : br_future_done(f)) break;
     br_fork *x = NULL;
     if (w->help_depth < MAX_HELP_DEPTH) x = br__pool_find_work(w);
+    /* Too deep to run just anything: still run the awaited job itself if it
+     * sits in our queue. Nothing else may take it while every worker waits
+     * this deep (jobs that submit a job and await it, nested further than
+     * the workers can help), and running it is what the wait needs anyway:
+     * the stack then grows as the awaited jobs nest, as a serial call's.
+     * One look is enough: a job is queued before its future is handed out,
+     * and never queued again once taken. */
+    else if (!looked) {
+      looked = true;
+      x = (br_fork *)br__pool_inj_take(w->pool, f);
+    }
     if (x) {
       w->help_depth++;
       run_any(w, x);
