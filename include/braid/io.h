@@ -357,9 +357,11 @@ int br_file_close(int fd);
 /* br_file_read_all: read the whole file at path into a malloc'd buffer
  * stored in *out (NUL-terminated for convenience; the caller free()s it)
  * and its length in *len (len may be NULL); at most max bytes (0: no
- * limit), BR_E2BIG beyond. Open, read and close run as one batch (a single
- * pool job on epoll). Returns 0 or a negative code (BR_EINVAL for NULL out
- * or path, BR_ENOENT, ...); on failure *out is NULL and *len 0. */
+ * limit; SIZE_MAX is no limit too), BR_E2BIG beyond. Open, read and close
+ * run as one batch (a single pool job on epoll); a FIFO is opened without
+ * waiting for its writer and read by readiness, within the deadline.
+ * Returns 0 or a negative code (BR_EINVAL for NULL out or path, BR_ENOENT,
+ * BR_ETIMEDOUT, ...); on failure *out is NULL and *len 0. */
 int br_file_read_all(char **out, size_t *len, const char *path, size_t max, int64_t deadline);
 
 /* ------------------------------------------------------------------------ */
@@ -414,8 +416,9 @@ int br_process_spawn(br_process *p, const char *const argv[], const br_process_o
  * the exit status (0..255), or -N if signal N killed it (Python's
  * returncode). Waiting again returns the same status, also from a plain
  * thread. BR_ETIMEDOUT and BR_ECANCELED leave the child running; BR_EINVAL
- * for a NULL or never spawned p, BR_ECHILD if somebody else reaped it.
- * Task-only while the child has not been reaped. */
+ * for a NULL or never spawned p, BR_ECHILD if somebody else reaped it,
+ * BR_EBUSY while another task waits for the same child. Task-only while the
+ * child has not been reaped. */
 int br_process_wait(br_process *p, int *status, int64_t deadline);
 
 /* br_process_kill: send signal sig to the child unless it has been reaped
@@ -472,7 +475,9 @@ typedef enum br_blocking_class {
  * runs to its end (threads cannot be interrupted), but br_cancelled() inside
  * it says whether its future was cancelled, so it may stop early; a result
  * it returns after its future was cancelled is dropped. br_await() inside a
- * job blocks its pool thread.
+ * job blocks its pool thread, except for another br_to_thread job still
+ * queued, which it runs itself when the wait has no deadline (so that jobs
+ * nested deeper than there are threads cannot hang).
  * Errors (*out NULL, nothing queued): BR_EINVAL for NULL out or fn,
  * BR_EFULL when the class's queue is full, BR_EAGAIN when no thread could
  * be created and none exists to run the job, BR_ESHUTDOWN during
