@@ -2,10 +2,10 @@
 /* braid-mpi on 4 ranks (rank 0 drives, 3 serve), all on this machine:
  * submit, map (ordered, errors with messages, uneven items balanced),
  * imap and imap_unordered, cancellation of jobs not started, timeouts
- * (and timeouts of years that never fire), a result over max_payload,
- * iterator windows too large to allocate, awaiting from a braid task
- * without blocking its loop, the CPU an idle worker rank burns, and
- * shutdown CANCEL. The whole run must end within
+ * (and timeouts of years that never fire), a result over max_payload, a
+ * chunk whose results pass 2 GiB, iterator windows too large to allocate,
+ * awaiting from a braid task without blocking its loop, the CPU an idle
+ * worker rank burns, and shutdown CANCEL. The whole run must end within
  * 120 s (it takes ~10). */
 #include "test_mpi_util.h"
 #include "test_mpi_jobs.h"
@@ -293,6 +293,35 @@ static void t_big_result(void) {
   br_results_free(out, 2);
 }
 
+/* A chunk whose results add up to more than one MPI message holds (2 GiB:
+ * MPI counts bytes in an int) comes back in parts: every item within
+ * max_payload succeeds, whatever else shares its chunk, as in the local
+ * process pool. The ranks' messages are held to 1 MiB here
+ * (BRAID_MPI_MESSAGE_MAX, set in main), so 12 items of 200 KiB in one
+ * chunk take three parts, as 12 of 200 MiB would take two by default. */
+static void t_big_chunk(void) {
+  enum { N = 12 };
+  int64_t n = (int64_t)200 << 10;
+  br_buf items[N];
+  br_result out[N];
+  for (int i = 0; i < N; i++) items[i] = (br_buf){&n, sizeof n};
+  br_procpool_map_opts mo = {.chunksize = N};
+  int rc = br_mpipool_map(P, out, "zeros", items, N, &mo);
+  int bad = 0;
+  for (int i = 0; i < N; i++) {
+    br_bytes *b = out[i].value;
+    if (out[i].err || !b || b->len != (size_t)n || ((char *)b->data)[0] ||
+        ((char *)b->data)[n - 1]) {
+      if (!bad)
+        fprintf(stderr, "item %d: %s (%s)\n", i, br_strerror(out[i].err),
+                out[i].msg ? out[i].msg : "no message");
+      bad++;
+    }
+  }
+  MT_CHECK(rc == 0 && bad == 0, "a chunk of %d x 200 KiB: %d, %d items wrong", N, rc, bad);
+  br_results_free(out, N);
+}
+
 /* Iterator windows that cannot be allocated, asked for directly or through
  * a chunk size whose default window (4 per rank times it) passes SIZE_MAX,
  * are BR_ENOMEM, never a crash; the pool goes on. */
@@ -417,6 +446,7 @@ static void t_shutdown_cancel(void) {
 
 int main(int argc, char **argv) {
   if (!mt_in_run()) return mt_launch(argv, NP, false, 120, NULL);
+  setenv("BRAID_MPI_MESSAGE_MAX", "1048576", 1); /* every rank: t_big_chunk's parts */
   br_mpipool_opts o = {0};
   int rc = br_mpipool_new(&P, &argc, &argv, &o);
   if (rc < 0) {
@@ -440,6 +470,7 @@ int main(int argc, char **argv) {
   RUN(t_timeout);
   RUN(t_long_timeout);
   RUN(t_big_result);
+  RUN(t_big_chunk);
   RUN(t_huge_window);
   RUN(t_task);
   RUN(t_idle_cpu);

@@ -3,7 +3,9 @@
  * killed with SIGKILL mid-job, never returns (timeout), exceeds its CPU or
  * memory limit, or takes the fork server down with it fails alone, with an
  * error naming what happened; its worker is replaced and every other job
- * completes exactly once. Also the 100 MiB result. */
+ * completes exactly once. Also the 100 MiB result, jobs that close or
+ * dup2 over descriptors they did not open, initializers slower than a
+ * job's timeout or hanging, and a forked child that returns from its job. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -13,6 +15,7 @@
 #include <dirent.h>
 #include <errno.h>
 
+#include "exec/procpool_int.h" /* PP_EARLY_DEATHS_MAX */
 #include "test_procpool_jobs.h"
 #include "test_util.h"
 
@@ -241,6 +244,129 @@ static void test_mem_limit(void **state) {
   br_procpool_free(p);
 }
 
+/* Await f, failing the test instead of hanging if it never completes. */
+static int await_or_fail(br_future *f, void **v) {
+  int r = br_await_until(f, v, br_deadline_ms(60000));
+  if (r == BR_ETIMEDOUT && !br_future_done(f)) fail_msg("a job's future never completed");
+  return r;
+}
+
+/* A job may close or dup2 over descriptors it did not open (a daemon-style
+ * loop over 0..10, closefrom(3) before an exec). The worker keeps its own
+ * out of the low numbers, so the first harms nothing and the worker goes
+ * on; after the second the worker notices before it uses them again, exits
+ * and is replaced: a small result (already in the ring) still arrives, one
+ * that needs the worker's socket fails with a message saying why. Never a
+ * hang, and every job runs once. */
+static void test_job_closes_descriptors(void **state) {
+  (void)state;
+  tcounter t;
+  tcounter_open(&t);
+  br_procpool_opts o = topts(&t);
+  br_procpool *p = new_pool(1, &o);
+  static const struct {
+    uint32_t action, ms;
+    int code;
+  } steps[] = {{A_DUP2LOW, 0, 0}, {A_OK, 0, 0},        {A_CLOSEALL, 0, 0},
+               {A_OK, 0, 0},      {A_CLOSEALL, 1, BR_EWORKERDIED}, {A_OK, 0, 0}};
+  enum { NSTEPS = sizeof steps / sizeof *steps };
+  for (uint32_t i = 0; i < NSTEPS; i++) {
+    br_future *f = submit(p, tj(i, steps[i].action, steps[i].ms));
+    void *v = NULL;
+    int r = await_or_fail(f, &v);
+    if (r != steps[i].code) fail_msg("step %u: %s (%s)", i, br_errname(r), br_future_message(f));
+    if (r == 0) {
+      br_bytes *b = v;
+      assert_int_equal(b->len, steps[i].ms ? (size_t)steps[i].ms << 20 : 8);
+      if (!steps[i].ms) assert_int_equal(tresult(v), i);
+      else br_bytes_free(b);
+    } else {
+      const char *m = br_future_message(f);
+      if (!strstr(m, "closed or replaced the worker's own descriptors"))
+        fail_msg("message '%s' does not say why", m);
+    }
+    br_future_unref(f);
+    if (i == 1) { /* the dup2 over 0..10 touched nothing of the worker's */
+      br_procpool_stats st;
+      br_procpool_get_stats(p, &st);
+      assert_int_equal(st.worker_deaths, 0);
+      assert_int_equal(st.started, 1);
+    }
+  }
+  for (uint32_t i = 0; i < NSTEPS; i++) assert_int_equal(atomic_load(&t.c[i]), 1);
+  assert_int_equal(br_procpool_free(p), 0);
+  tcounter_close(&t);
+}
+
+/* A job's timeout counts from its start: an initializer slower than the
+ * timeout (plus the pool's one second of slack) delays the job, it does not
+ * kill the worker (which made a pool whose initializer takes 2 s useless
+ * for jobs with a 500 ms timeout). The pool's own timeout_ms bounds the
+ * initializer: one that hangs breaks the pool, with a message naming it. */
+static void test_slow_initializer(void **state) {
+  (void)state;
+  uint32_t ms = 2000;
+  br_procpool_opts o = {.initializer = "tslowinit", .init_arg = &ms, .init_arg_len = sizeof ms};
+  br_procpool *p = new_pool(1, &o);
+  tjob j = tj(0, A_OK, 0);
+  br_procpool_submit_opts so = {.timeout_ms = 500};
+  br_future *f;
+  assert_int_equal(br_procpool_submit(p, &f, "tjob", &j, sizeof j, &so), 0);
+  void *v = NULL;
+  int r = await_or_fail(f, &v);
+  if (r != 0) fail_msg("%s: %s", br_errname(r), br_future_message(f));
+  assert_int_equal(tresult(v), 0);
+  br_future_unref(f);
+  br_procpool_stats st;
+  br_procpool_get_stats(p, &st);
+  assert_int_equal(st.timeouts, 0);
+  assert_int_equal(st.worker_deaths, 0);
+  assert_int_equal(st.started, 1);
+  assert_int_equal(br_procpool_free(p), 0);
+
+  ms = 3600 * 1000; /* hangs */
+  o.timeout_ms = 100;
+  p = new_pool(1, &o);
+  assert_int_equal(br_procpool_submit(p, &f, "tjob", &j, sizeof j, NULL), 0);
+  r = await_or_fail(f, NULL);
+  const char *m = br_future_message(f);
+  assert_int_equal(r, BR_EFAILED);
+  if (!strstr(m, "initializer 'tslowinit' ran past the pool's timeout of 100 ms"))
+    fail_msg("message '%s' does not say why", m);
+  br_future_unref(f);
+  br_procpool_get_stats(p, &st);
+  assert_int_equal(st.started, PP_EARLY_DEATHS_MAX);
+  assert_int_equal(br_procpool_free(p), 0);
+}
+
+/* A job forks a child that returns from the job instead of calling _exit()
+ * (an easy mistake): the child must end there, not go on as a second worker
+ * on the same rings, publishing over the worker's results and running every
+ * later job a second time. */
+static void test_fork_child_returns(void **state) {
+  (void)state;
+  tcounter t;
+  tcounter_open(&t);
+  br_procpool_opts o = topts(&t);
+  br_procpool *p = new_pool(1, &o);
+  enum { N = 21 };
+  for (uint32_t i = 0; i < N; i++) {
+    br_future *f = submit(p, tj(i, i == 0 ? A_FORKRET : A_OK, 0));
+    void *v = NULL;
+    int r = await_or_fail(f, &v);
+    if (r != 0) fail_msg("job %u: %s (%s)", i, br_errname(r), br_future_message(f));
+    assert_int_equal(tresult(v), i);
+    br_future_unref(f);
+  }
+  br_procpool_stats st;
+  br_procpool_get_stats(p, &st);
+  assert_int_equal(st.worker_deaths, 0);
+  assert_int_equal(br_procpool_free(p), 0);
+  for (uint32_t i = 0; i < N; i++)
+    if (atomic_load(&t.c[i]) != 1) fail_msg("job %u ran %u times", i, (unsigned)t.c[i]);
+  tcounter_close(&t);
+}
+
 static void test_100mib_result(void **state) {
   (void)state;
   br_procpool *p = new_pool(2, NULL);
@@ -344,7 +470,8 @@ int main(void) {
       cmocka_unit_test(test_exit),          cmocka_unit_test(test_kill9_mid_job),
       cmocka_unit_test(test_timeout),       cmocka_unit_test(test_cpu_limit),
       cmocka_unit_test(test_mem_limit),     cmocka_unit_test(test_100mib_result),
-      cmocka_unit_test(test_server_killed),
+      cmocka_unit_test(test_server_killed), cmocka_unit_test(test_job_closes_descriptors),
+      cmocka_unit_test(test_slow_initializer), cmocka_unit_test(test_fork_child_returns),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

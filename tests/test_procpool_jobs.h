@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -40,7 +41,12 @@ enum {
   A_FAILONLY,  /* call br_fail(BR_ERANGE, ...) and return 0 */
   A_FAILCODE,  /* call br_fail(BR_ERANGE, ...) and return BR_EIO */
   A_CANCELWAIT, /* spin until br_cancelled() says so (at most ms), result: its code */
-  A_WAITFLAG    /* wait until counters[ms] is not 0 (set by the test) */
+  A_WAITFLAG,   /* wait until counters[ms] is not 0 (set by the test) */
+  A_DUP2LOW,    /* dup2 /dev/null over descriptors 0..10, then like A_OK */
+  A_CLOSEALL,   /* close every descriptor from 3 up, then a result of ms MiB
+                   (like A_BIG), or like A_OK if ms is 0 */
+  A_FORKRET     /* fork(), and return like A_OK in both processes (the
+                   mistake of a child that does not _exit) */
 };
 
 typedef struct tjob {
@@ -102,6 +108,16 @@ static void tsleep_ms(unsigned ms) {
   }
 }
 
+/* An initializer that sleeps for the uint32 number of ms in its argument. */
+static int tslowinit_fn(const void *in, size_t len, br_bytes *out) {
+  (void)out;
+  uint32_t ms = 0;
+  memcpy(&ms, in, len < sizeof ms ? len : sizeof ms);
+  tsleep_ms(ms);
+  return 0;
+}
+BR_JOB(tslowinit, tslowinit_fn);
+
 static int tjob_fn(const void *in, size_t len, br_bytes *out) {
   if (len != sizeof(tjob)) {
     br_fail(BR_EINVAL, "tjob: %zu bytes", len);
@@ -153,9 +169,23 @@ static int tjob_fn(const void *in, size_t len, br_bytes *out) {
     v = (uint64_t)(int64_t)c;
     break;
   }
+  case A_DUP2LOW: {
+    int nul = open("/dev/null", O_RDWR);
+    for (int fd = 0; fd <= 10; fd++)
+      if (fd != nul) dup2(nul, fd);
+    break;
+  }
+  case A_FORKRET:
+    fork();
+    break;
   case A_WAITFLAG:
     while (tcounters && atomic_load(&tcounters[j.ms]) == 0) tsleep_ms(1);
     break;
+  case A_CLOSEALL:
+    syscall(SYS_close_range, 3u, ~0u, 0u);
+    if (!j.ms) break;
+    /* A big result goes by memfd over the worker's socket. */
+    __attribute__((fallthrough));
   case A_BIG: {
     size_t n = (size_t)j.ms << 20;
     unsigned char *p = br_bytes_resize(out, n);

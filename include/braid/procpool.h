@@ -170,7 +170,8 @@ typedef struct br_procpool_opts {
    * not used and the pool is marked broken: pending and later jobs fail
    * with BR_EFAILED and the initializer's message. So is a pool whose
    * workers keep dying before they are ready (five times in a row in one
-   * slot: an initializer that crashes or exits).
+   * slot: an initializer that crashes, exits, or runs past timeout_ms).
+   * Jobs wait for it: their own timeouts start with the job.
    * NULL: none. */
   const char *initializer;
   const void *init_arg; /* copied */
@@ -181,7 +182,9 @@ typedef struct br_procpool_opts {
   uint64_t max_jobs_per_worker;
   /* Default per-job timeout in ms, counted from the moment a worker starts
    * the job (a map item counts alone). On expiry the worker is killed and
-   * replaced and the job fails BR_ETIMEDOUT. 0: none. */
+   * replaced and the job fails BR_ETIMEDOUT. It also bounds the
+   * initializer, from its start: a worker still in it after timeout_ms is
+   * killed (and counts as dying before it was ready). 0: none. */
   int64_t timeout_ms;
   /* Per-worker limits: address space in bytes (RLIMIT_AS) and CPU seconds
    * (RLIMIT_CPU; the worker gets SIGXCPU, then SIGKILL). 0: unlimited. */
@@ -217,7 +220,9 @@ typedef struct br_procpool_submit_opts {
  * (br_bytes_free) — take it once. On failure it carries the job's code and
  * message (see br_job_fn), or BR_EWORKERDIED (the message names the signal
  * or exit status), BR_ETIMEDOUT, BR_ECANCELED (BR_SHUTDOWN_CANCEL), BR_E2BIG
- * (result over max_payload), BR_EFAILED (initializer). br_future_cancel()
+ * (result over max_payload), BR_EFAILED (initializer), BR_EBADF (the
+ * program closed the pool's descriptors, e.g. with closefrom; the pool then
+ * refuses further jobs with BR_EBADF). br_future_cancel()
  * drops a job that has not started; a running job runs on (br_cancelled()
  * tells it) and its result is discarded. Errors of the call itself (no
  * future is made): BR_EINVAL, BR_ENOJOB, BR_E2BIG (len > max_payload),

@@ -63,6 +63,8 @@
 #define PP_RESTART_DELAY_NS (100 * 1000 * 1000) /* retry a worker that failed to start */
 #define PP_STEAL_MIN_NS 1000000           /* least run of a request before its queue is taken */
 #define PP_TIMEOUT_SLACK_NS ((int64_t)1000000000) /* timeouts: a request's budget beyond its items' */
+#define PP_READY_POLL_NS (10 * 1000 * 1000) /* timeouts: how often a starting worker is looked at */
+#define PP_IDLE_CHECK_MS 1000 /* an idle manager looks at its own descriptors this often */
 
 /* pp_job.state */
 enum { J_PENDING = 0, J_DISPATCHED, J_DONE };
@@ -127,6 +129,10 @@ typedef struct pp_slot {
    * Its rings are no longer read; it is being killed. */
   const char *violation;
   int64_t head_since; /* when the oldest request in flight became the oldest */
+  int64_t ready_at;   /* when the manager first saw its worker ready, 0: not yet
+                       * (check_timers: a job's time starts no earlier) */
+  int64_t started_at; /* when its worker was asked for */
+  bool init_timed_out; /* its worker was killed for the initializer's time */
   bool stuck;         /* its oldest request has run long: give it no more (rebalance) */
   int64_t restart_at; /* when an EMPTY slot should be started again */
   unsigned early_deaths; /* its workers that died before they were ready, in a row */

@@ -285,6 +285,8 @@ static br_bytes *chunk_failure(uint32_t count, uint32_t at, int code, const char
 static void fail_started(br_procpool *p, pp_slot *s, pp_job *j, int st, pp_donelist *dl) {
   char why[256], who[48];
   describe_status(st, why, sizeof why);
+  if (atomic_load(&s->ctl->state) == PP_W_FDS_LOST) /* the worker's own word: see worker_fds_lost */
+    snprintf(why, sizeof why, "the job closed or replaced the worker's own descriptors");
   int code;
   char *msg;
   bool cancel = p->closing == C_CANCEL && !j->timed_out;
@@ -365,6 +367,9 @@ static void slot_died(br_procpool *p, pp_slot *s, int st, int how, pp_donelist *
       br__job_unref(&j->base);
       continue;
     }
+    /* It never started, so it did not time out: its next worker's
+     * death must not be reported as its timeout. */
+    j->timed_out = false;
     /* Never started: take the bytes back out of the dead ring. */
     if (j->memfd < 0 && j->len) {
       pp_rec *rec = (pp_rec *)(s->req->data + j->rec_off);
@@ -412,7 +417,11 @@ static void slot_died(br_procpool *p, pp_slot *s, int st, int how, pp_donelist *
   } else if (st != -1 && !(how & SD_NO_COUNT) && ++s->early_deaths >= PP_EARLY_DEATHS_MAX &&
              !p->broken) {
     char why[256];
-    describe_status(st, why, sizeof why);
+    if (s->init_timed_out)
+      snprintf(why, sizeof why, "killed by the pool: its initializer '%s' ran past the pool's "
+               "timeout of %lld ms", p->init_name, (long long)(p->timeout_ns / 1000000));
+    else
+      describe_status(st, why, sizeof why);
     p->broken = BR_EFAILED;
     free(p->broken_msg);
     p->broken_msg = br__pp_strdupf("worker %d died %u times in a row before it was ready "
@@ -531,20 +540,56 @@ static int64_t check_timers(br_procpool *p, int64_t now) {
       if (!ask_kill(p, s) && now + 1000000 < next) next = now + 1000000;
       continue;
     }
+    /* The initializer runs before any job, so the one timeout there is
+     * for it is the pool's: past it (counted from the worker's start as
+     * the parent saw it, or from the initializer's own start if the worker
+     * wrote one inside that) the worker is killed. One that hangs thus
+     * breaks the pool after PP_EARLY_DEATHS_MAX tries, with a message
+     * naming it, instead of leaving every job waiting for a worker that
+     * never gets ready. */
+    if (!s->ready_at && atomic_load(&s->ctl->state) != PP_W_STARTING) s->ready_at = now;
+    if (!s->ready_at && p->init_name && p->timeout_ns > 0 && !s->killing) {
+      int64_t due = sat_add(s->started_at, sat_add(p->timeout_ns, PP_TIMEOUT_SLACK_NS));
+      int64_t t0 = atomic_load(&s->ctl->item_start_ns);
+      if (t0 >= s->started_at && t0 <= now && sat_add(t0, p->timeout_ns) < due)
+        due = sat_add(t0, p->timeout_ns);
+      if (now < due) {
+        if (due < next) next = due;
+      } else if (ask_kill(p, s)) {
+        s->init_timed_out = true;
+        continue;
+      } else if (now + 1000000 < next) {
+        next = now + 1000000; /* the server's socket is full: again soon */
+      }
+    }
     if (!p->ntimeout || !s->fifo_n || s->killing) continue;
     pp_job *j = pp_fifo_at(s, 0);
     if (!j->timeout_ns) continue;
+    /* A job's time starts when its worker can start it: a worker still in
+     * its initializer has started nothing, however long that takes (a slow
+     * initializer must not be killed for a job's timeout, five times, until
+     * the pool gives up). The manager notes the moment it first sees the
+     * worker ready, or this job started, and never takes it back, so
+     * nothing the worker writes later turns the clock back. */
+    if (!s->ready_at) {
+      if (atomic_load(&s->ctl->started_seq) != j->seq) {
+        if (now + PP_READY_POLL_NS < next) next = now + PP_READY_POLL_NS;
+        continue;
+      }
+      s->ready_at = now;
+    }
+    int64_t since = s->head_since > s->ready_at ? s->head_since : s->ready_at;
     /* The item's start is worker-written: it counts only inside what the
      * parent saw itself. Whatever the worker stores there, a request is
      * killed once it has been the oldest for its whole budget (each item
      * its timeout, plus slack for the hand-offs). */
-    int64_t cap = sat_add(s->head_since, sat_mul(j->timeout_ns, j->count));
+    int64_t cap = sat_add(since, sat_mul(j->timeout_ns, j->count));
     cap = sat_add(cap, PP_TIMEOUT_SLACK_NS);
     int64_t due = cap;
     int64_t t0 = atomic_load(&s->ctl->item_start_ns);
     if (atomic_load(&s->ctl->started_seq) == j->seq && t0 > 0 && t0 <= now) {
       if (sat_add(t0, j->timeout_ns) < due) due = sat_add(t0, j->timeout_ns);
-    } else if (now - s->head_since < PP_TIMEOUT_SLACK_NS && now + 1000000 < next) {
+    } else if (now - since < PP_TIMEOUT_SLACK_NS && now + 1000000 < next) {
       next = now + 1000000; /* about to start */
     }
     if (now >= due) {
@@ -593,6 +638,46 @@ static void stop_all(br_procpool *p, pp_donelist *dl) {
   complete_all(dl);
 }
 
+/* Whether descriptor fd is still what the pool made (`what`, as
+ * /proc/self/fd names it): open, close-on-exec, of that kind. */
+static bool own_fd(int fd, const char *what) {
+  char path[64], link[64];
+  if (fcntl(fd, F_GETFD) != FD_CLOEXEC) return false;
+  snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+  ssize_t n = readlink(path, link, sizeof link - 1);
+  if (n < 0) return true; /* no /proc to ask: open and close-on-exec will do */
+  link[n] = 0;
+  return strcmp(link, what) == 0;
+}
+
+/* The program closed the pool's descriptors behind its back (closefrom or
+ * close_range(3, ~0U) while a pool exists): nothing can wake the manager or
+ * reach the fork server any more, and the numbers may belong to someone
+ * else by now. The pool breaks: every job not finished fails BR_EBADF (what
+ * the workers had published is still delivered: the rings are memory), later
+ * submissions fail too, and the pool forgets its descriptors instead of
+ * writing to or closing numbers that are no longer its own. p->mu not held. */
+static void fds_lost(br_procpool *p, pp_donelist *dl) {
+  pthread_mutex_lock(&p->mu);
+  if (!p->broken) {
+    p->broken = BR_EBADF;
+    free(p->broken_msg);
+    p->broken_msg = br__pp_strdupf("the pool's descriptors were closed behind its back (by "
+                                   "closefrom or close_range in the program?); the pool stopped");
+  }
+  br__log(BR_LOG_ERROR, "process pool: its descriptors were closed behind its back; it stops");
+  p->ctl = p->efd = p->epfd = p->pshm_fd = p->cwd_fd = -1;
+  for (int i = 0; i < p->nworkers; i++) {
+    pp_slot *s = &p->slots[i];
+    if (s->state != S_LIVE) continue;
+    s->sock = -1;
+    slot_died(p, s, -1, SD_NO_RESTART | SD_NO_COUNT, dl);
+  }
+  fail_pending(p, p->broken, p->broken_msg ? p->broken_msg : "the pool is broken", dl);
+  pthread_mutex_unlock(&p->mu);
+  complete_all(dl);
+}
+
 void *br__pp_mgr_main(void *arg) {
   br_procpool *p = arg;
   pp_donelist dl = {0};
@@ -630,13 +715,20 @@ void *br__pp_mgr_main(void *arg) {
                    p->closing == C_CANCEL || p->timers_changed;
     pthread_mutex_unlock(&p->mu);
     if (!waiting) {
-      int ms = -1;
-      if (next != BR_NEVER) {
+      /* Never for ever: a manager whose descriptors the program closed
+       * would never be woken (fds_lost). */
+      int ms = PP_IDLE_CHECK_MS;
+      if (next != BR_NEVER && next - now < (int64_t)PP_IDLE_CHECK_MS * 1000000) {
         int64_t d = next - now;
         ms = d <= 0 ? 0 : (int)((d + 999999) / 1000000);
       }
       struct epoll_event ev[4];
-      epoll_wait(p->epfd, ev, 4, ms);
+      int n = epoll_wait(p->epfd, ev, 4, ms);
+      if (((n < 0 && errno != EINTR) || (n == 0 && ms == PP_IDLE_CHECK_MS)) &&
+          (!own_fd(p->epfd, "anon_inode:[eventpoll]") || !own_fd(p->efd, "anon_inode:[eventfd]"))) {
+        fds_lost(p, &dl);
+        break;
+      }
     }
     atomic_store(&p->pshm->mgr_sleeping, 0);
     uint64_t v;

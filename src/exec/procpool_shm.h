@@ -160,8 +160,11 @@ typedef struct pp_ring {
   _Alignas(64) unsigned char data[];  /* PP_RING_CAP bytes follow */
 } pp_ring;
 
-/* Worker states in pp_slot_shm.state. */
-enum { PP_W_STARTING = 0, PP_W_READY = 1, PP_W_RETIRING = 2, PP_W_INIT_FAILED = 3 };
+/* Worker states in pp_slot_shm.state. PP_W_FDS_LOST: the worker found its
+ * eventfd or slot socket closed or replaced by a job and exited (it can no
+ * longer wake the manager or pass memfds). */
+enum { PP_W_STARTING = 0, PP_W_READY = 1, PP_W_RETIRING = 2, PP_W_INIT_FAILED = 3,
+       PP_W_FDS_LOST = 4 };
 
 /* The control part of a slot region. */
 typedef struct pp_slot_shm {

@@ -86,6 +86,9 @@ int br__pp_slot_start(br_procpool *p, pp_slot *s) {
   s->violation = NULL;
   s->stuck = false;
   s->head_since = 0;
+  s->ready_at = 0;
+  s->started_at = pp_now();
+  s->init_timed_out = false;
   /* Counted now, not when the server reports the pid: a replacement asked
    * for while a death is handled is in the stats before the dead worker's
    * job fails (the report can come after the new worker's first result). */

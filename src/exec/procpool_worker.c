@@ -17,12 +17,14 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/job.h"
@@ -37,6 +39,8 @@ typedef struct worker {
   pp_ring *req, *res;
   int sock;   /* slot socket: memfds in both directions */
   int efd;    /* the manager's eventfd */
+  dev_t sock_dev; /* the socket's identity: tells it from a descriptor */
+  ino_t sock_ino; /* that a job put on its number (worker_check_fd) */
   uint64_t rd;      /* read cursor in the request ring */
   uint64_t res_pos; /* write position in the result ring */
   uint64_t jobs;
@@ -104,10 +108,54 @@ static int worker_ctx_cancelled(br__job_ctx *ctx) {
 static const br__job_ctx_ops worker_ctx_ops = {
     .fail = worker_ctx_fail, .cancelled = worker_ctx_cancelled, .wait = NULL};
 
+/* Jobs are arbitrary code: one may close descriptors it did not open
+ * (closefrom(3) before an exec, a daemon-style loop) or dup2 onto them. The
+ * worker's own eventfd and socket are moved out of the way (worker_hide_fd)
+ * and checked before each use: writing a wake-up into a descriptor that is
+ * no longer ours would leave the manager asleep and the job's future
+ * waiting for ever. A worker whose descriptors are gone says so in its
+ * state and exits; what it published before is still collected, and the
+ * manager names the cause on the job it was running, if any. */
+static _Noreturn void worker_fds_lost(worker *w) {
+  atomic_store(&w->ctl->state, PP_W_FDS_LOST);
+  br__log(BR_LOG_ERROR, "process pool worker %d: a job closed or replaced the worker's own "
+          "descriptors; the worker exits and is replaced", (int)getpid());
+  _exit(120);
+}
+
+/* Ours are close-on-exec (worker_hide_fd); dup2 or open onto the number
+ * makes one without the flag. The socket is also compared by identity. */
+static void worker_check_fd(worker *w, int fd) {
+  if (fcntl(fd, F_GETFD) != FD_CLOEXEC) worker_fds_lost(w);
+  if (fd == w->sock) {
+    struct stat st;
+    if (fstat(fd, &st) < 0 || st.st_dev != w->sock_dev || st.st_ino != w->sock_ino)
+      worker_fds_lost(w);
+  }
+}
+
+/* Move descriptor fd high, close-on-exec (children a job execs do not
+ * inherit it), and return the new number; fd itself is closed. Low numbers
+ * are where jobs and the libraries they call open, close and dup2. */
+static int worker_hide_fd(int fd) {
+  struct rlimit rl;
+  int base = 512;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 2 * (rlim_t)base)
+    base = (int)(rl.rlim_cur / 2);
+  int nfd = fcntl(fd, F_DUPFD_CLOEXEC, base > PP_W_FD_CWD ? base : PP_W_FD_CWD + 1);
+  if (nfd < 0) { /* no room up there: keep the number, still close-on-exec */
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    return fd;
+  }
+  close(fd);
+  return nfd;
+}
+
 static void worker_wake_manager(worker *w) {
   pp_fence();
   if (atomic_load_explicit(&w->pool->mgr_sleeping, memory_order_relaxed) &&
       atomic_exchange(&w->pool->mgr_sleeping, 0)) {
+    worker_check_fd(w, w->efd);
     uint64_t one = 1;
     ssize_t r = write(w->efd, &one, sizeof one);
     (void)r;
@@ -126,6 +174,10 @@ static pp_rec *worker_next(worker *w) {
     }
     if (pp_now() > spin_until) break;
   }
+  /* Going idle: a worker whose descriptors a job took is replaced now,
+   * not when the next job's result cannot be announced. */
+  worker_check_fd(w, w->efd);
+  worker_check_fd(w, w->sock);
   for (;;) {
     uint32_t seq = atomic_load(&w->req->cons_seq);
     atomic_store(&w->req->cons_wait, 1);
@@ -166,6 +218,21 @@ static void worker_publish(worker *w, uint64_t end) {
   worker_wake_manager(w);
 }
 
+/* Set in a child that a job fork()ed (the pthread_atfork child handler,
+ * registered in the worker only). Such a child that returns from the job
+ * instead of calling exec or _exit() would go on as a second worker on the
+ * same rings: publish over the real one's results and run every later job
+ * again. It must end before it touches them. */
+static bool worker_is_fork_child;
+static void worker_atfork_child(void) { worker_is_fork_child = true; }
+
+static _Noreturn void worker_stray_child(void) {
+  br__log(BR_LOG_ERROR, "process pool worker %d: a child a job forked (pid %d) returned from the "
+          "job instead of calling _exit(); it exits so that nothing runs twice",
+          (int)getppid(), (int)getpid());
+  _exit(0);
+}
+
 /* Run one item; the outcome is in *out (on success) or err/msg. *msg stays
  * valid until the next run_item. A job fails if it returns a negative code
  * (that code) or called br_fail (br_fail's code); the message is br_fail's,
@@ -185,6 +252,7 @@ static int run_item(worker *w, uint32_t job, uint32_t item, const void *in, size
   w->fail_code = 0;
   br__job_ctx *prev = br__job_enter(&w->ctx);
   int err = d->fn(in, len, out);
+  if (worker_is_fork_child) worker_stray_child();
   br__job_leave(prev);
   if (err > 0) err = BR_EFAILED;
   if (err == 0 && w->fail_code < 0) err = w->fail_code;
@@ -230,6 +298,7 @@ static void send_sealed(worker *w, br_bytes *b, int mfd) {
   b->data = NULL;
   if (fcntl(mfd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
     worker_fatal("sealing a result", -errno);
+  worker_check_fd(w, w->sock);
   int r = br__pp_send_fds(w->sock, "r", 1, &mfd, 1, 0);
   if (r < 0) worker_fatal("sending a result", r);
 }
@@ -310,6 +379,7 @@ static bool worker_run(worker *w, pp_rec *req) {
   if (req->flags & PP_F_FD) {
     int fd = -1, nfd = 0;
     char c;
+    worker_check_fd(w, w->sock);
     int r = br__pp_recv_fds(w->sock, &c, 1, &fd, 1, &nfd, 0);
     if (r < 0 || nfd != 1) worker_fatal("receiving a payload", r < 0 ? r : BR_EIO);
     map_len = req->len;
@@ -387,9 +457,16 @@ static void apply_limits(const pp_pool_shm *pool) {
 _Noreturn void br__pp_worker_main(pp_pool_shm *pool, int efd, int slot_fd, int sock) {
   worker w = {.pool = pool, .efd = efd, .sock = sock, .ctx = {&worker_ctx_ops}};
   br__in_worker = true;
+  pthread_atfork(NULL, NULL, worker_atfork_child);
   void *base = mmap(NULL, PP_SLOT_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, slot_fd, 0);
   if (base == MAP_FAILED) worker_fatal("mapping the slot", -errno);
   close(slot_fd);
+  w.efd = worker_hide_fd(efd);
+  w.sock = worker_hide_fd(sock);
+  struct stat sst;
+  if (fstat(w.sock, &sst) < 0) worker_fatal("the slot socket", -errno);
+  w.sock_dev = sst.st_dev;
+  w.sock_ino = sst.st_ino;
   w.ctl = base;
   w.req = pp_slot_req(base);
   w.res = pp_slot_res(base);

@@ -19,8 +19,13 @@
  *   CANCEL root -> worker: u64 unit ids (drop them if not started, or make
  *          br_cancelled() true in the job running them)
  *   STOP   root -> worker: nothing; the rank returns from br_mpipool_new
- *   RESULT worker -> root: one unit: w_result, then nitems w_item, then each
- *          item's bytes followed by its message
+ *   RESULT worker -> root: one unit, or part of one: w_result, then nitems
+ *          w_item, then each item's bytes followed by its message. MPI
+ *          counts a message's bytes in an int, so a unit whose results add
+ *          up to more than MP_PART_MAX comes back in several RESULTs, in
+ *          item order (first: the index of the part's first item; more: 1
+ *          on every part but the last). One item always fits: max_payload
+ *          is at most 1 GiB.
  *   BEAT   worker -> root: nothing (alive while busy)
  *   DIED   worker -> root, from the rank's fatal-signal handler or its
  *          watchdog just before it ends: w_died
@@ -53,9 +58,10 @@ static inline int64_t br__mp_ms_ns(int64_t ms) {
   return ms > INT64_MAX / 1000000 ? INT64_MAX : ms * 1000000;
 }
 
-#define MP_WIRE_VERSION 1
+#define MP_WIRE_VERSION 2
 #define MP_HOST_MAX 64
 #define MP_MSG_MAX 1024
+#define MP_PART_MAX ((size_t)INT32_MAX) /* the most bytes of one RESULT message */
 
 enum { T_HELLO = 1, T_WORK, T_CANCEL, T_STOP, T_RESULT, T_BEAT, T_DIED };
 
@@ -79,8 +85,11 @@ typedef struct w_unit {
 
 typedef struct w_result {
   uint64_t id;
-  uint32_t nitems;     /* items reported (== the unit's) */
-  uint32_t skipped;    /* 1: cancelled before it started, no items follow */
+  uint32_t nitems;     /* items in this message */
+  uint32_t skipped;    /* 1: cancelled before it started, 2: out of memory; no
+                          items follow, this ends the unit */
+  uint32_t first;      /* the unit's index of this message's first item */
+  uint32_t more;       /* 1: another RESULT of the unit follows */
 } w_result;
 
 typedef struct w_item {

@@ -69,6 +69,8 @@ struct mp_unit {
   /* U_CHUNK */
   mp_batch *b;
   size_t first, count;
+  size_t parted;     /* items delivered by the RESULT parts received so far */
+  int64_t parted_ns; /* and how long they ran */
   /* done list */
   int err;
   char *msg;
@@ -308,9 +310,11 @@ static const char *jobname(uint32_t idx) {
   return d ? d->name : "?";
 }
 
-/* Fail every item of chunk u that has no outcome yet. */
+/* Fail every item of chunk u that has no outcome yet (the ones a part of
+ * its result delivered have one: an unordered batch must not see them
+ * twice). */
 static void chunk_fail(br_mpipool *p, mp_unit *u, int err, const char *why, done_list *d) {
-  for (size_t k = 0; k < u->count; k++)
+  for (size_t k = u->parted; k < u->count; k++)
     item_finish(p, u->b, u->first + k, err, why ? strdup(why) : NULL, NULL, d);
 }
 
@@ -413,7 +417,7 @@ static void rank_dead(br_mpipool *p, int r, const char *why, uint64_t running, d
   while (u) {
     mp_unit *nx = u->next;
     u->next = NULL;
-    bool started = running ? u->id == running : first;
+    bool started = (running ? u->id == running : first) || u->parted;
     first = false;
     if (started || u->gave_up) {
       unit_retire(p, u);
@@ -661,7 +665,9 @@ static void handle_hello(br_mpipool *p, int r, const char *buf, size_t n, done_l
   p->alive++;
 }
 
-/* A RESULT from rank r. */
+/* A RESULT from rank r: a whole unit, or one part of it (mpi_int.h: the
+ * parts of a unit come in item order; the unit leaves its rank's FIFO with
+ * the last). */
 static void handle_result(br_mpipool *p, int r, const char *buf, size_t n, done_list *d) {
   w_result h;
   if (n < sizeof h) return;
@@ -671,16 +677,20 @@ static void handle_result(br_mpipool *p, int r, const char *buf, size_t n, done_
   for (u = rk->in_head; u && u->id != h.id; prev = u, u = u->next) {
   }
   if (!u) return; /* a unit of a rank declared dead meanwhile */
-  if (prev) prev->next = u->next;
-  else rk->in_head = u->next;
-  if (rk->in_tail == u) rk->in_tail = prev;
-  u->next = NULL;
-  rk->inflight--;
-  rk->head_since = br_now();
-  unit_retire(p, u);
+  bool last = !h.more || h.skipped || u->kind == U_SUBMIT;
+  if (last) {
+    if (prev) prev->next = u->next;
+    else rk->in_head = u->next;
+    if (rk->in_tail == u) rk->in_tail = prev;
+    u->next = NULL;
+    rk->inflight--;
+    rk->head_since = br_now();
+    unit_retire(p, u);
+  }
 
   if (u->gave_up) {
     /* Its outcome was given already (timeout, cancel): drop this one. */
+    if (!last) return;
     if (u->kind == U_SUBMIT) unit_finish(p, u, 0, NULL, NULL, false, d);
     else unit_free_chunk(u);
     return;
@@ -695,6 +705,10 @@ static void handle_result(br_mpipool *p, int r, const char *buf, size_t n, done_
     return;
   }
   size_t ni = h.nitems;
+  /* Where this part's items start in the chunk: a part that does not
+   * continue where the last one ended is malformed (its items are lost). */
+  size_t base = u->kind == U_CHUNK ? u->parted : 0;
+  if (u->kind == U_CHUNK && (h.first != base || ni > u->count - base)) ni = 0;
   size_t off = sizeof h, doff = off + ni * sizeof(w_item);
   int64_t sum_ns = 0;
   size_t k = 0;
@@ -724,20 +738,25 @@ static void handle_result(br_mpipool *p, int r, const char *buf, size_t n, done_
       u = NULL;
       break;
     }
-    item_finish(p, u->b, u->first + k, err, msg, val, d);
+    item_finish(p, u->b, u->first + base + k, err, msg, val, d);
   }
-  double per = ni ? (double)sum_ns / (double)ni : 0;
-  p->avg_unit_ns = p->avg_unit_ns ? 0.5 * p->avg_unit_ns + 0.5 * (double)sum_ns : (double)sum_ns;
   if (u && u->kind == U_CHUNK) {
     mp_batch *b = u->b;
-    b->avg_ns = b->avg_ns ? 0.7 * b->avg_ns + 0.3 * per : per;
     /* Items the message did not cover (truncated): lost. */
-    for (; k < u->count; k++)
-      item_finish(p, b, u->first + k, BR_EIO, strdup("truncated result message"), NULL, d);
+    size_t end = last ? u->count : base + ni;
+    for (; base + k < end; k++)
+      item_finish(p, b, u->first + base + k, BR_EIO, strdup("truncated result message"), NULL, d);
+    u->parted = end;
+    u->parted_ns += sum_ns;
+    if (!last) return;
+    sum_ns = u->parted_ns;
+    double per = u->count ? (double)sum_ns / (double)u->count : 0;
+    b->avg_ns = b->avg_ns ? 0.7 * b->avg_ns + 0.3 * per : per;
     unit_free_chunk(u);
   } else if (u) {
     unit_finish(p, u, BR_EIO, strdup("truncated result message"), NULL, false, d);
   }
+  p->avg_unit_ns = p->avg_unit_ns ? 0.5 * p->avg_unit_ns + 0.5 * (double)sum_ns : (double)sum_ns;
   /* depth: keep ~200 us of work queued per rank, 2 .. 16 units. */
   int depth = p->avg_unit_ns > 0 ? 1 + (int)(200000.0 / p->avg_unit_ns) : 2;
   p->depth = depth < 2 ? 2 : depth > 16 ? 16 : depth;
@@ -1320,6 +1339,15 @@ static int iter_new(br_mpipool *p, br_mpipool_iter **out, const char *job, br_pr
   /* A window that wrapped to 0 would be a ring of no slots; one too large
    * to allocate is BR_ENOMEM below, as in the local fallback. */
   size_t win = opts && opts->window ? opts->window : chunk > SIZE_MAX / per ? SIZE_MAX : per * chunk;
+  /* A window whose arrays' sizes do not fit in a size_t is BR_ENOMEM here,
+   * not in calloc (which fails too, but a sanitizer aborts on it). 64
+   * bytes bounds every element of them. */
+  _Static_assert(sizeof(br_result) <= 64 && sizeof(br_buf) <= 64 && sizeof(struct dq_ent) <= 64,
+                 "an element of the window's arrays outgrew the bound");
+  if (win > SIZE_MAX / 64) {
+    free(it);
+    return BR_ENOMEM;
+  }
   mp_batch *b = calloc(1, sizeof *b);
   if (!b) {
     free(it);

@@ -64,7 +64,21 @@ typedef struct serve {
   mp_peer root;
   uint64_t run_unit;      /* the unit running, 0 when none */
   bool cancel_run;        /* a CANCEL for it arrived (rank thread only) */
+  size_t part_max;        /* the most bytes of one RESULT (part_max_bytes) */
 } serve;
+
+/* MP_PART_MAX, or less from BRAID_MPI_MESSAGE_MAX (bytes, at least 4096):
+ * for a transport that copes badly with messages of gigabytes. A value
+ * that is not such a number is ignored. */
+static size_t part_max_bytes(void) {
+  const char *v = getenv("BRAID_MPI_MESSAGE_MAX");
+  if (!v || !*v) return MP_PART_MAX;
+  char *end;
+  errno = 0;
+  unsigned long long n = strtoull(v, &end, 10);
+  if (errno || *end || n < 4096 || n > MP_PART_MAX || v[0] == '-') return MP_PART_MAX;
+  return (size_t)n;
+}
 
 /* One item's outcome, as sent back. */
 typedef struct s_out {
@@ -428,6 +442,50 @@ lost:
   for (size_t i = 0; i < u->h.nitems; i++) res[i].h.err = BR_ENOMEM;
 }
 
+/* Send unit u's outcomes res (NULL: none could be had). Items go in order,
+ * as many per RESULT as fit in s->part_max bytes: a chunk whose results add
+ * up to more than one MPI message holds is split, so every item within
+ * max_payload arrives, however many share its chunk (as in the local
+ * process pool, which has no such limit). Each part's bytes are released
+ * once it is sent. */
+static void send_results(serve *s, const s_unit *u, s_out *res) {
+  size_t ni = u->h.nitems, i = 0;
+  do {
+    size_t j = i, bytes = sizeof(w_result);
+    while (res && j < ni) {
+      size_t one = sizeof(w_item) + res[j].h.len + res[j].h.msglen;
+      if (j > i && bytes + one > s->part_max) break;
+      bytes += one;
+      j++;
+    }
+    w_result r = {.id = u->h.id, .nitems = (uint32_t)(j - i), .first = (uint32_t)i,
+                  .more = j < ni};
+    mp_buf m = {0};
+    int prc = res ? mp_buf_put(&m, &r, sizeof r) : BR_ENOMEM;
+    for (size_t k = i; k < j && prc == 0; k++) prc = mp_buf_put(&m, &res[k].h, sizeof res[k].h);
+    for (size_t k = i; k < j && prc == 0; k++) {
+      if (res[k].h.len) prc = mp_buf_put(&m, res[k].b.data, res[k].h.len);
+      if (prc == 0 && res[k].h.msglen) prc = mp_buf_put(&m, res[k].msg, res[k].h.msglen);
+    }
+    if (prc < 0) {
+      /* Out of memory: the items not sent yet are reported lost (rank 0
+       * keeps what earlier parts delivered) rather than nothing. */
+      mp_buf_free(&m);
+      w_result e = {.id = u->h.id, .nitems = 0, .skipped = 2, .first = (uint32_t)i};
+      send_msg(s, T_RESULT, &e, sizeof e);
+      return;
+    }
+    send_msg(s, T_RESULT, m.p, m.len);
+    mp_buf_free(&m);
+    for (size_t k = i; k < j; k++) {
+      br_bytes_clear(&res[k].b);
+      free(res[k].msg);
+      res[k].msg = NULL;
+    }
+    i = j;
+  } while (i < ni);
+}
+
 static void run_unit(serve *s, s_unit *u) {
   size_t ni = u->h.nitems;
   s_out *res = calloc(ni ? ni : 1, sizeof *res);
@@ -436,34 +494,7 @@ static void run_unit(serve *s, s_unit *u) {
   s->cancel_run = false;
   if (res) exec_unit(s, u, d ? d->fn : NULL, d ? d->name : "?", res);
   s->run_unit = 0;
-
-  /* Pack and send one RESULT. */
-  mp_buf m = {0};
-  w_result r = {.id = u->h.id, .nitems = res ? (uint32_t)ni : 0};
-  int prc = mp_buf_put(&m, &r, sizeof r);
-  size_t total = 0;
-  for (size_t i = 0; res && i < ni; i++) total += res[i].h.len + res[i].h.msglen;
-  if (res && total + sizeof r + ni * sizeof(w_item) > (size_t)INT32_MAX) {
-    for (size_t i = 0; i < ni; i++) {
-      br_bytes_clear(&res[i].b);
-      res[i].h.len = 0;
-      res[i].h.err = BR_E2BIG;
-    }
-  }
-  for (size_t i = 0; res && i < ni && prc == 0; i++) prc = mp_buf_put(&m, &res[i].h, sizeof res[i].h);
-  for (size_t i = 0; res && i < ni && prc == 0; i++) {
-    if (res[i].h.len) prc = mp_buf_put(&m, res[i].b.data, res[i].h.len);
-    if (prc == 0 && res[i].h.msglen) prc = mp_buf_put(&m, res[i].msg, res[i].h.msglen);
-  }
-  if (prc < 0 || !res) {
-    /* Out of memory: report the unit as lost rather than nothing. */
-    mp_buf_free(&m);
-    w_result e = {.id = u->h.id, .nitems = 0, .skipped = 2};
-    send_msg(s, T_RESULT, &e, sizeof e);
-  } else {
-    send_msg(s, T_RESULT, m.p, m.len);
-  }
-  mp_buf_free(&m);
+  send_results(s, u, res);
   for (size_t i = 0; res && i < ni; i++) {
     br_bytes_clear(&res[i].b);
     free(res[i].msg);
@@ -488,7 +519,7 @@ static int run_init(serve *s, char **msg) {
 }
 
 int br__mpi_serve(MPI_Comm comm, const mp_opts *o) {
-  serve s = {.comm = comm, .o = o};
+  serve s = {.comm = comm, .o = o, .part_max = part_max_bytes()};
   MPI_Comm_rank(comm, &s.rank);
   pthread_mutex_init(&s.mpi_mu, NULL);
 
