@@ -379,9 +379,15 @@ static void test_cpu_models(void **state) {
   assert_true(r.work.iters_per_ms > 0);
   assert_true(r.work.slice_ms >= 1 && r.work.slice_ms <= 60);
   /* It computed: 3 tasks of 60 ms of CPU each (CPU time, not wall time, so
-   * that a busy machine does not change the figure). */
-  for (int m = CMP_SEQ; m <= CMP_CORO; m++)
-    assert_true(r.runs[m].cpu_ns > 3 * 60 * 1000000LL * 8 / 10);
+   * that a busy machine does not change the figure). Not under qemu: there
+   * the same iterations took 98-144 ms of CPU in a later model against the
+   * 180 ms the calibration just before predicted (its translated code
+   * speeds up as it runs), so only "it used the CPU" holds. */
+  for (int m = CMP_SEQ; m <= CMP_CORO; m++) {
+    if (br_test_emulated()) assert_true(r.runs[m].cpu_ns > 0);
+    else if (r.runs[m].cpu_ns <= 3 * 60 * 1000000LL * 8 / 10)
+      fail_msg("model %d: %lld ns of CPU for 3 x 60 ms", m, (long long)r.runs[m].cpu_ns);
+  }
   /* the coroutines ran in several pieces each, recorded for the timeline */
   for (size_t i = 0; i < 3; i++) {
     const cmp_task *t = &r.runs[CMP_CORO].tasks[i];
