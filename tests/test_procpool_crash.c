@@ -461,6 +461,73 @@ static void test_server_killed(void **state) {
   tcounter_close(&t);
 }
 
+/* A job that leaves a process running in the background and returns: the
+ * process answers with the pid of its child, which waits for ever. */
+static int bg_child_fn(const void *in, size_t len, br_bytes *out) {
+  (void)in;
+  (void)len;
+  pid_t c = fork();
+  if (c < 0) {
+    int e = -errno;
+    br_fail(e, "fork");
+    return e;
+  }
+  if (c == 0)
+    for (;;) pause(); /* until something kills it */
+  int64_t pid = c;
+  return br_bytes_set(out, &pid, sizeof pid);
+}
+BR_JOB(bg_child, bg_child_fn);
+
+/* Whether pid names a process that runs (not gone, not a zombie). */
+static bool process_alive(pid_t pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  char *st = br_test_read_file(path, NULL);
+  if (!st) return false;
+  const char *paren = strrchr(st, ')');
+  bool alive = paren && paren[1] == ' ' && paren[2] != 'Z' && paren[2] != 'X';
+  free(st);
+  return alive;
+}
+
+/* What a job left running dies with its worker: when the pool is freed,
+ * and when the worker is recycled (max_jobs_per_worker). */
+static void test_background_child_dies_with_worker(void **state) {
+  (void)state;
+  for (int recycle = 0; recycle < 2; recycle++) {
+    br_procpool_opts o = {.max_jobs_per_worker = recycle ? 1 : 0};
+    br_procpool *p = new_pool(1, &o);
+    br_future *f;
+    assert_int_equal(br_procpool_submit(p, &f, "bg_child", NULL, 0, NULL), 0);
+    void *v = NULL;
+    assert_int_equal(br_await(f, &v), 0);
+    int64_t pid;
+    memcpy(&pid, ((br_bytes *)v)->data, sizeof pid);
+    br_bytes_free(v);
+    br_future_unref(f);
+    int64_t second = 0;
+    if (recycle) { /* a second job: the first worker has gone by then */
+      assert_int_equal(br_procpool_submit(p, &f, "bg_child", NULL, 0, NULL), 0);
+      assert_int_equal(br_await(f, &v), 0);
+      memcpy(&second, ((br_bytes *)v)->data, sizeof second);
+      br_bytes_free(v);
+      br_future_unref(f);
+    } else {
+      assert_true(process_alive((pid_t)pid));
+      assert_int_equal(br_procpool_free(p), 0);
+    }
+    /* The kill is asynchronous: wait for it, 10 s at the most. */
+    for (int i = 0; i < 1000 && process_alive((pid_t)pid); i++) nanosleep(&(struct timespec){0, 10000000}, NULL);
+    bool alive = process_alive((pid_t)pid);
+    if (alive) kill((pid_t)pid, SIGKILL);
+    if (recycle) assert_int_equal(br_procpool_free(p), 0);
+    if (second) kill((pid_t)second, SIGKILL); /* gone with the pool already, unless it failed */
+    if (alive) fail_msg("the job's background process %lld outlived its worker (%s)", (long long)pid,
+                        recycle ? "recycled" : "pool freed");
+  }
+}
+
 int main(void) {
   /* qemu-user can neither exec this foreign-architecture program (no
    * binfmt_misc) nor, on our CI machines, create threads reliably. */
@@ -472,6 +539,7 @@ int main(void) {
       cmocka_unit_test(test_mem_limit),     cmocka_unit_test(test_100mib_result),
       cmocka_unit_test(test_server_killed), cmocka_unit_test(test_job_closes_descriptors),
       cmocka_unit_test(test_slow_initializer), cmocka_unit_test(test_fork_child_returns),
+      cmocka_unit_test(test_background_child_dies_with_worker),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -31,7 +31,9 @@
  * as with Python's "forkserver"/"spawn": workers do not see state that
  * main() built; use the initializer for per-worker setup. Workers start in
  * the working directory their pool was created in, with the environment,
- * ids, limits and umask the program had when the server started.
+ * ids, limits and umask the program had when the server started. Each
+ * worker leads a process group of its own: the processes a job starts are
+ * killed with their worker (unless they left the group: setsid).
  *
  * Every function may be called from any thread, concurrently. Functions that
  * wait (map, iterator next, shutdown) suspend only the calling task when

@@ -22,8 +22,9 @@
  * other pool's connection, page or eventfd. On PP_M_STOP the server kills
  * and reaps that pool's workers, then closes its connection. It exits when
  * the parent's end of its own socket closes (the parent exited or exec'd),
- * killing every worker first; workers die with it (PR_SET_PDEATHSIG), so
- * nothing outlives the parent.
+ * killing every worker first; workers die with it (PR_SET_PDEATHSIG), and
+ * the processes a job started die with its worker (kill_group), so nothing
+ * outlives the parent that stays in a worker's process group.
  *
  * Lock rules: none (the server's own work is one thread: blocking poll on
  * its sockets and a signalfd for SIGCHLD, plus a periodic reap when
@@ -103,8 +104,21 @@ static child *kid_of(pid_t pid) {
   return NULL;
 }
 
-/* A worker was reaped: tell its pool, if the pool is still there. */
+/* Each worker leads a process group of its own (server_start_worker), which
+ * the processes its jobs start are in too: killing the group kills them
+ * with it, so what a job left running in the background (fork() without
+ * a wait, `system("cmd &")`) does not outlive its worker. A process that
+ * left the group (setsid, setpgid) is the job's to end. */
+static void kill_group(pid_t worker) {
+  kill(-worker, SIGKILL);
+  kill(worker, SIGKILL); /* if it could not be made a group leader */
+}
+
+/* A worker was reaped: end what its jobs left running, tell its pool, if
+ * the pool is still there. (The group outlives its leader while members
+ * remain, so its number cannot have been reused.) */
 static void kid_gone(child *k, int st) {
+  kill(-k->pid, SIGKILL);
   if (k->conn >= 0 && conns[k->conn].fd >= 0)
     server_send(conns[k->conn].fd, PP_M_EXITED, k->slot, k->gen, k->pid, st, 0);
   k->pid = 0;
@@ -126,7 +140,7 @@ static void server_reap(void) {
  * reaped later like any other (the pool went away). */
 static void conn_close(int c, bool reap) {
   for (size_t i = 0; i < nkids; i++)
-    if (kids[i].pid > 0 && kids[i].conn == c) kill(kids[i].pid, SIGKILL);
+    if (kids[i].pid > 0 && kids[i].conn == c) kill_group(kids[i].pid);
   for (size_t i = 0; i < nkids; i++) {
     if (kids[i].pid <= 0 || kids[i].conn != c) continue;
     kids[i].conn = -1;
@@ -181,6 +195,11 @@ static void worker_start(const uint8_t *key, pid_t spid) {
   if (fchdir(PP_W_FD_CWD) < 0) {
   }
   close(PP_W_FD_CWD);
+  /* In a process group of its own, out of the terminal's foreground group:
+   * a job that reads the terminal (or writes to it under `stty tostop`)
+   * must get EIO, not be stopped for ever. */
+  signal(SIGTTIN, SIG_IGN);
+  signal(SIGTTOU, SIG_IGN);
   if (spid) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != spid) _exit(1); /* the server is gone already */
@@ -208,6 +227,7 @@ static pid_t server_start_worker(const int *src, int nfd, bool exec_workers, pid
     if (pid == 0) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (getppid() != self) _exit(1);
+      setpgid(0, 0); /* a group of its own: kill_group */
       for (int i = 0; i < nfd; i++)
         if (dup2(hi[i], PP_W_FD_POOL + i) < 0) _exit(1);
       if (syscall(SYS_close_range, PP_W_FD_POOL + nfd, ~0U, 0) < 0) _exit(1);
@@ -219,6 +239,7 @@ static pid_t server_start_worker(const int *src, int nfd, bool exec_workers, pid
       _exit(1);
     }
     if (pid < 0) pid = -errno;
+    else setpgid(pid, pid); /* as the child does: whichever runs first */
     goto out;
   }
   /* The marker names us and carries the key (the pool page has it too:
@@ -248,7 +269,8 @@ static pid_t server_start_worker(const int *src, int nfd, bool exec_workers, pid
   sigset_t none;
   sigemptyset(&none);
   posix_spawnattr_setsigmask(&at, &none);
-  posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK);
+  posix_spawnattr_setpgroup(&at, 0); /* a group of its own: kill_group */
+  posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP);
   char *argv[] = {"braid-procpool-worker", NULL};
   int r = posix_spawn(&pid, "/proc/self/exe", &fa, &at, argv, envp);
   posix_spawn_file_actions_destroy(&fa);
@@ -388,9 +410,9 @@ static _Noreturn void server_run(bool exec_workers) {
       }
     }
   }
-  /* Shutting down: no worker outlives the server. */
+  /* Shutting down: no worker, nor what its jobs started, outlives the server. */
   for (size_t i = 0; i < nkids; i++)
-    if (kids[i].pid > 0) kill(kids[i].pid, SIGKILL);
+    if (kids[i].pid > 0) kill_group(kids[i].pid);
   while (waitpid(-1, NULL, 0) > 0 || errno == EINTR) {
   }
   _exit(0);
