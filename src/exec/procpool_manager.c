@@ -34,6 +34,7 @@
 #include "exec/jobs.h"
 #include "exec/procpool_decode.h"
 #include "exec/procpool_int.h"
+#include "sys/fd_link.h"
 
 static void donelist_push(pp_donelist *l, pp_job *j, int code, char *msg, br_bytes *value) {
   if (l->n == l->cap) {
@@ -641,12 +642,9 @@ static void stop_all(br_procpool *p, pp_donelist *dl) {
 /* Whether descriptor fd is still what the pool made (`what`, as
  * /proc/self/fd names it): open, close-on-exec, of that kind. */
 static bool own_fd(int fd, const char *what) {
-  char path[64], link[64];
+  char link[64];
   if (fcntl(fd, F_GETFD) != FD_CLOEXEC) return false;
-  snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-  ssize_t n = readlink(path, link, sizeof link - 1);
-  if (n < 0) return true; /* no /proc to ask: open and close-on-exec will do */
-  link[n] = 0;
+  if (br__fd_link(0, fd, link, sizeof link) < 0) return true; /* no /proc: open and close-on-exec will do */
   return strcmp(link, what) == 0;
 }
 

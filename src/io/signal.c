@@ -10,13 +10,13 @@
 
 #include <errno.h>
 #include <signal.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "io/io_internal.h"
+#include "sys/fd_link.h"
 #ifdef BRAID_TSAN
 #include "core/core.h"
 #endif
@@ -51,11 +51,8 @@ static int check_signalfd(int fd) {
   struct stat st;
   if (fstat(fd, &st) < 0) return -errno;
   if ((st.st_mode & S_IFMT) != 0) return BR_EINVAL;
-  char path[40], link[40];
-  snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-  ssize_t n = readlink(path, link, sizeof link - 1);
-  if (n < 0) return 0; /* no /proc: the mode is all we can tell */
-  link[n] = '\0';
+  char link[40];
+  if (br__fd_link(0, fd, link, sizeof link) < 0) return 0; /* no /proc: the mode is all we can tell */
   return strcmp(link, "anon_inode:[signalfd]") == 0 ? 0 : BR_EINVAL;
 }
 

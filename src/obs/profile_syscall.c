@@ -24,15 +24,14 @@
 #include <stdatomic.h>
 #include <unistd.h>
 
+#include "sys/fd_link.h"
+
 enum { MAX_FDS_EXAMINED = 64 };
 
 /* The category of descriptor fd of process pid, by its /proc link. */
 static int fd_category(pid_t pid, long fd) {
-  char path[64], link[128];
-  snprintf(path, sizeof path, "/proc/%d/fd/%ld", (int)pid, fd);
-  ssize_t n = readlink(path, link, sizeof link - 1);
-  if (n <= 0) return BR_PROFILE_T_OTHER;
-  link[n] = '\0';
+  char link[128];
+  if (br__fd_link(pid, (int)fd, link, sizeof link) <= 0) return BR_PROFILE_T_OTHER;
   if (!strncmp(link, "socket:", 7)) return BR_PROFILE_T_NET;
   if (!strncmp(link, "pipe:", 5)) return BR_PROFILE_T_PIPE;
   if (!strncmp(link, "/dev/pts/", 9) || !strncmp(link, "/dev/tty", 8)) return BR_PROFILE_T_PIPE;

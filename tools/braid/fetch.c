@@ -14,6 +14,7 @@
 #include "commands.h"
 #include "fetch.h"
 #include "str_hash.h"
+#include "utf8.h"
 
 #ifndef BRAID_HAVE_HTTP
 
@@ -72,27 +73,13 @@ static void count_reason(run_state *st, const char *name) {
   r[st->nreasons++].count = 1;
 }
 
-/* The length of the well-formed UTF-8 sequence at p (RFC 3629: no overlong
- * forms, no surrogates, nothing past U+10FFFF), 0 if there is none. */
-static size_t utf8_seq(const unsigned char *p) {
-  if (p[0] < 0x80) return 1;
-  size_t n = p[0] >= 0xc2 && p[0] <= 0xdf ? 2 : p[0] >= 0xe0 && p[0] <= 0xef ? 3
-           : p[0] >= 0xf0 && p[0] <= 0xf4 ? 4 : 0;
-  for (size_t i = 1; i < n; i++)
-    if ((p[i] & 0xc0) != 0x80) return 0;
-  if ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] >= 0xa0) ||
-      (p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] >= 0x90))
-    return 0;
-  return n;
-}
-
 /* s as a JSON string. A URL or a message may hold any bytes (a URL given on
  * the command line, curl's words about it); JSON text is UTF-8, so a byte
  * that is not part of a well-formed sequence becomes U+FFFD. */
 static void json_str(FILE *f, const char *s) {
   fputc('"', f);
   for (const unsigned char *p = (const unsigned char *)s; *p;) {
-    size_t n = utf8_seq(p);
+    size_t n = tool_utf8_seq(p);
     if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
     else if (*p == '\n') fputs("\\n", f);
     else if (*p == '\r') fputs("\\r", f);

@@ -15,6 +15,7 @@
 
 #include "str_hash.h"
 #include "trace_model.h"
+#include "utf8.h"
 
 typedef struct rd {
   const char *start, *p, *end;
@@ -35,22 +36,6 @@ static bool rd_fail(rd *r, const char *what) {
   return false;
 }
 
-/* The length of the well-formed UTF-8 sequence at s (1 to 4), or 0. */
-static size_t utf8_seq(const unsigned char *s) {
-  unsigned c = s[0];
-  size_t n;
-  unsigned lo = 0x80, hi = 0xbf; /* the second byte's range (no overlong or surrogate form) */
-  if (c < 0x80) return 1;
-  if (c >= 0xc2 && c <= 0xdf) n = 2;
-  else if (c >= 0xe0 && c <= 0xef) n = 3, lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
-  else if (c >= 0xf0 && c <= 0xf4) n = 4, lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
-  else return 0;
-  if (s[1] < lo || s[1] > hi) return 0;
-  for (size_t i = 2; i < n; i++)
-    if (s[i] < 0x80 || s[i] > 0xbf) return 0;
-  return n;
-}
-
 /* Make a name fit to draw: a trace from elsewhere may hold bytes that are
  * not UTF-8, and a long name cut to its buffer may end inside a character;
  * either would make the SVG unreadable XML and garble the terminal. A
@@ -60,7 +45,7 @@ static size_t utf8_seq(const unsigned char *s) {
 static void utf8_clean(char *s) {
   unsigned char *p = (unsigned char *)s;
   while (*p) {
-    size_t n = utf8_seq(p);
+    size_t n = tool_utf8_seq(p);
     if (n == 0) {
       /* A lead byte whose continuation bytes run into the end is a cut
        * character: drop it and what follows. */
