@@ -29,7 +29,7 @@ typedef struct prof_thread {
   uint64_t run_ns, wait_ns;              /* schedstat at the last round */
   int cat;                               /* blocked category at the last round, -1: none */
   int seen_blocked;                      /* the last blocked category ever seen, -1: none */
-  double unplaced;                       /* blocked ns before any category was seen */
+  double unplaced;                       /* blocked ns before a wait braid can name was seen */
   bool alive, seen;                      /* seen: found in the current round */
   int64_t first_ns, last_ns;             /* when first and last sampled */
   double t[BR_PROFILE_T_COUNT];          /* nanoseconds per category */

@@ -291,8 +291,13 @@ void br__prof_round(prof_state *s) {
       trace_state(s, t, shown, fresh ? now - dt : t->last_ns);
     }
     t->cat = cat;
-    if (cat >= 0) {
-      t->seen_blocked = cat;
+    if (cat >= 0) t->seen_blocked = cat;
+    /* The first wait it is caught in explains the blocked time it had not
+     * been caught in, unless it is one braid cannot name: a thread that did
+     * direct I/O too quick to catch and is then found stopped by a tracer
+     * (a sanitizer's leak check at exit, in sched_yield) waited on the disk,
+     * which its process's storage counters tell at the report. */
+    if (cat >= 0 && cat != BR_PROFILE_T_OTHER) {
       t->t[cat] += t->unplaced;
       t->unplaced = 0;
     }
