@@ -511,7 +511,8 @@ struct br_scope {
  * BR_ETIMEDOUT once `deadline` passes (BR_NEVER: none) and BR_ECANCELED after
  * br_scope_cancel(). A shielding scope hides cancellation from outside it
  * (for cleanup that must finish). Scopes must be exited in reverse order.
- * Task-only: BR_ENOTTASK. */
+ * Task-only: BR_ENOTTASK. BR_EINVAL for NULL; BR_EBUSY if s is already
+ * open (entered and not yet exited): it stays open, unchanged. */
 int br_scope_enter(br_scope *s, int64_t deadline, bool shield);
 
 /* br_scope_exit: close s. Returns BR_ETIMEDOUT if its deadline passed,
@@ -521,12 +522,15 @@ int br_scope_enter(br_scope *s, int64_t deadline, bool shield);
  * any other task or thread). */
 int br_scope_exit(br_scope *s);
 
-/* br_scope_cancel: cancel s (any task on the same loop may call it); the
- * owner's blocking calls inside s return BR_ECANCELED. A scope is a local
- * of its owner: if the owner is a compact task, only the owner itself may
- * cancel it (its frames move while it is suspended; use br_cancel on the
- * task instead). */
-void br_scope_cancel(br_scope *s);
+/* br_scope_cancel: cancel s (any task on the same loop may call it, or the
+ * loop's thread outside its tasks); the owner's blocking calls inside s
+ * return BR_ECANCELED. Returns 0, BR_EINVAL for NULL or a scope not entered
+ * (or already exited), BR_EPERM from another thread or another loop's task
+ * (hand it over with br_call_soon_threadsafe), and BR_EPERM for a compact
+ * task's scope from any task but its owner: a scope is a local of its
+ * owner, and a compact task's frames move while it is suspended (use
+ * br_cancel on the task instead). Nothing is cancelled on an error. */
+int br_scope_cancel(br_scope *s);
 
 /* ------------------------------------------------------------------------ */
 /* Task groups (asyncio.TaskGroup / trio nursery)                            */
@@ -538,7 +542,12 @@ int br_group_new(br_group **out);
 
 /* br_group_spawn: spawn a task into g (opts as br_spawn, DETACHED ignored).
  * If any task of the group fails, all the others are cancelled. Returns 0 or
- * a br_spawn error; BR_ESHUTDOWN once the group has failed or been waited. */
+ * a br_spawn error; BR_ESHUTDOWN once the group has failed or been waited.
+ * Once g was cancelled (br_group_cancel, a cancelled br_group_wait, a
+ * br_group_free in progress), a task spawned into it starts cancelled, as
+ * in a cancelled trio nursery: it runs, and its first blocking call returns
+ * BR_ECANCELED, so a group being cancelled cannot gain a task nobody
+ * cancels. */
 int br_group_spawn(br_group *g, br_task_fn fn, void *arg, const br_spawn_opts *opts);
 
 /* br_group_wait: wait for every task of g. Returns 0 if all succeeded, else
@@ -550,7 +559,8 @@ int br_group_spawn(br_group *g, br_task_fn fn, void *arg, const br_spawn_opts *o
  * while another does), BR_EDEADLK from one of g's own tasks. */
 int br_group_wait(br_group *g);
 
-/* br_group_cancel: cancel every task in g. */
+/* br_group_cancel: cancel every task in g, and every task spawned into g
+ * from now on. */
 void br_group_cancel(br_group *g);
 
 /* br_group_message: the first failure's message ("" if none). Lives as long

@@ -15,6 +15,12 @@ struct br_group {
   int first_err;
   char *first_msg;
   bool failed, closed;
+  /* Every child was told to stop (a failure, br_group_cancel, a cancelled
+   * waiter, br_group_free): a child spawned from now on starts cancelled,
+   * as in a cancelled trio nursery. Without it, a child that spawns into
+   * the group while it unwinds would leave a sibling that nobody cancels,
+   * and a cancelled br_group_wait would wait for it for ever. */
+  bool cancelled;
   struct br__task *waiter;
 };
 
@@ -31,6 +37,7 @@ int br_group_new(br_group **out) {
 }
 
 static void cancel_all(struct br_group *g) {
+  g->cancelled = true;
   for (struct br__task *c = g->children; c; c = c->group_next)
     if (c->state != BR__DONE) br__task_cancel(c);
 }
@@ -43,6 +50,7 @@ int br_group_spawn(br_group *g, br_task_fn fn, void *arg, const br_spawn_opts *o
   struct br__task *t;
   int rc = br__loop_spawn(g->loop, &t, fn, arg, &o);
   if (rc) return rc;
+  if (g->cancelled) br__task_cancel(t);
   t->group = g;
   t->group_prev = NULL;
   t->group_next = g->children;
@@ -144,8 +152,19 @@ int br_group_free(br_group *g) {
     if (self) {
       wait_children(g, self, false, &rc);
     } else {
-      for (struct br__task *c = g->children; c; c = c->group_next)
-        if (c->state != BR__DONE) br__run_until(g->loop, c);
+      /* The children list holds only live children: each one unlinks
+       * itself as it finishes (br__group_child_done), so walking the list
+       * across a run of the loop would follow a finished child's cleared
+       * link and stop early. Run until the first child left is done, again
+       * and again. The reference keeps the child's struct from being
+       * recycled into a task spawned meanwhile, whose future run_until
+       * would then wait for instead. */
+      while (g->live && g->children) {
+        struct br__task *c = g->children;
+        br_future_ref(&c->fut);
+        br__run_until(g->loop, c);
+        br_future_unref(&c->fut);
+      }
     }
   }
   release_children(g);
