@@ -325,7 +325,11 @@ int br_signal_wait(int sfd, int64_t deadline);
 /* br_file_open: open(2) of path with O_CLOEXEC added to flags, mode for a
  * created file. Returns the fd (owned by the caller, close it with
  * br_file_close) or a negative code (BR_EINVAL for a NULL path, BR_ENOENT,
- * BR_EACCES, ...). An interrupted open closes the file it opened. */
+ * BR_EACCES, ...). An interrupted open closes the file it opened.
+ * A FIFO opened for reading only or writing only (without O_NONBLOCK)
+ * waits, as open(2) does, for its other end, on every backend and within
+ * the deadline; in a task that wait takes a thread of the blocking pool's
+ * USER class, not a FILE one. */
 int br_file_open(const char *path, int flags, int mode, int64_t deadline);
 
 /* br_file_read: read at most n bytes of fd into buf at offset (offset < 0:
@@ -335,12 +339,16 @@ int br_file_open(const char *path, int flags, int mode, int64_t deadline);
  * returns, which it does only once the kernel is done with it: if the task
  * is cancelled or its deadline passes during the read, the call still waits
  * for the transfer to finish (a few ms at most for a disk) and then returns
- * BR_ECANCELED / BR_ETIMEDOUT. */
+ * BR_ECANCELED / BR_ETIMEDOUT. In a task, a non-blocking pipe, FIFO,
+ * socket or character device is read by readiness (as br_read), so the
+ * deadline holds there too. */
 ssize_t br_file_read(int fd, void *buf, size_t n, int64_t offset, int64_t deadline);
 
 /* br_file_write: write at most n bytes of buf at offset (< 0: current
  * position). Returns the count written or a negated errno (BR_ENOSPC,
- * BR_EINVAL for a NULL buf with n > 0, ...); same cancellation rule as
+ * BR_EINVAL for a NULL buf with n > 0, BR_EPIPE for a pipe without reader:
+ * SIGPIPE is blocked around the write and consumed, the caller's signal
+ * mask is left as it was, ...); same cancellation and readiness rules as
  * br_file_read. */
 ssize_t br_file_write(int fd, const void *buf, size_t n, int64_t offset, int64_t deadline);
 
@@ -350,8 +358,9 @@ int br_file_fsync(int fd, int64_t deadline);
 
 /* br_file_close: close(2), in place: closing a local file does not wait
  * for the disk, so any hand-off would cost more (call br_file_fsync first
- * where durability matters). 0 or a negated errno (BR_EBADF). Any thread,
- * never waits. */
+ * where durability matters). On a loop thread it first does
+ * br_fd_forget(fd) (the loop may have waited on a FIFO or pipe). 0 or a
+ * negated errno (BR_EBADF). Any thread, never waits. */
 int br_file_close(int fd);
 
 /* br_file_read_all: read the whole file at path into a malloc'd buffer

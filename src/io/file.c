@@ -29,12 +29,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/openat2.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "core/job.h"
 #include "core/loop.h"
 #include "io/io_internal.h"
 
@@ -57,7 +61,15 @@ typedef struct fop {
    * (fifo_read_all); -1 otherwise. */
   bool fifo_back;
   int fifo_fd;
+  /* open for a task (fifo_check): a FIFO is not opened (a blocking open
+   * would wait in the pool thread, past any deadline, for the other end)
+   * but handed back in fifo_fd as an O_PATH descriptor, with res
+   * FIFO_PENDING, for fifo_open_wait. */
+  bool fifo_check;
 } fop;
+
+/* res of an open whose FIFO waits for its other end (fifo_fd holds it). */
+#define FIFO_PENDING ((ssize_t)INT32_MIN)
 
 /* Whether the calling task runs on the loop's shared (compact) stack. */
 static bool task_is_compact(void) {
@@ -74,11 +86,22 @@ static ssize_t sys_read(int fd, void *buf, size_t n, int64_t off) {
   return r < 0 ? -errno : r;
 }
 
+/* A write to a pipe or socket whose reader is gone raises SIGPIPE, whose
+ * default action ends the process: it is blocked around the call (this may
+ * be the caller's own plain thread, whose mask is restored), and the signal
+ * the write left pending is consumed, so the caller sees BR_EPIPE only. */
 static ssize_t sys_write(int fd, const void *buf, size_t n, int64_t off) {
+  sigset_t pipe_only, old;
+  sigemptyset(&pipe_only);
+  sigaddset(&pipe_only, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
   ssize_t r;
   do r = off < 0 ? write(fd, buf, n) : pwrite(fd, buf, n, (off_t)off);
   while (r < 0 && errno == EINTR);
-  return r < 0 ? -errno : r;
+  int e = r < 0 ? errno : 0;
+  if (e == EPIPE) br__eat_sigpipe();
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return r < 0 ? -e : r;
 }
 
 static int sys_open(const char *path, int flags, int mode) {
@@ -86,6 +109,155 @@ static int sys_open(const char *path, int flags, int mode) {
   do fd = open(path, flags | O_CLOEXEC, mode);
   while (fd < 0 && errno == EINTR);
   return fd < 0 ? -errno : fd;
+}
+
+/* --- FIFOs: an open that waits for the other end -----------------------------
+ *
+ * open(2) of a FIFO for reading only or writing only, without O_NONBLOCK,
+ * waits until the other end is opened too, which may be never. A task's
+ * open must keep to its deadline and to cancellation, and must not hold a
+ * FILE-class thread (there are few) for that long; and on io_uring the
+ * kernel opens a FIFO as if O_NONBLOCK were given (a writer gets ENXIO at
+ * once, a reader does not wait), which differs from open(2). So a task's
+ * open of a FIFO goes this way on every backend:
+ *   1. the usual path finds out that path is a FIFO without waiting (the
+ *      pool job: stat, then an O_PATH descriptor, fifo_fd; the ring: its
+ *      reader descriptor, or ENXIO for a writer, which is then retried by
+ *      the pool job) and keeps a descriptor of it, the anchor;
+ *   2. a USER-class pool job (the class meant for slow calls) makes the
+ *      real, blocking open of the anchor's inode (/proc/self/fd/N: the same
+ *      FIFO even if path is renamed meanwhile) and so completes exactly when
+ *      the other end arrives;
+ *      When the anchor is itself a reader (the ring's), a writer may come,
+ *      write and go before that open starts, which would then wait for
+ *      another one: so a watcher task also waits for the anchor to become
+ *      readable (data, or the hang-up of a writer that came and went), and
+ *      whichever comes first ends the wait (the anchor is then the result);
+ *   3. if the task is interrupted first, it releases the job by opening the
+ *      FIFO itself, O_RDWR | O_NONBLOCK (which never waits and is both a
+ *      reader and a writer), holds it until the job's open has returned,
+ *      then closes both. Another process waiting to open the FIFO's other
+ *      end at that moment may see that brief partner come and go. */
+
+/* A task's open that may wait for a FIFO's other end (see above). */
+static bool may_wait_fifo(int flags) {
+  int acc = flags & O_ACCMODE;
+  if (flags & (O_NONBLOCK | O_PATH)) return false;
+  if ((flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL)) return false; /* never a FIFO */
+  return acc == O_RDONLY || acc == O_WRONLY;
+}
+
+/* Open the FIFO that anchor (any descriptor of it) names, with flags; path
+ * if /proc is not mounted. The fd or a negated errno. */
+static int fifo_reopen(int anchor, const char *path, int flags) {
+  char proc[40];
+  snprintf(proc, sizeof proc, "/proc/self/fd/%d", anchor);
+  flags &= ~(O_CREAT | O_EXCL | O_TRUNC);
+  int fd = sys_open(proc, flags, 0);
+  if (fd == -ENOENT && access("/proc/self/fd", F_OK) != 0) fd = sys_open(path, flags, 0);
+  return fd;
+}
+
+/* The pool job's open for a task: a FIFO is handed back (FIFO_PENDING). */
+static ssize_t sys_open_checked(fop *f) {
+  struct stat st;
+  int r = (f->flags & O_NOFOLLOW) ? lstat(f->path, &st) : stat(f->path, &st);
+  if (r == 0 && S_ISFIFO(st.st_mode)) {
+    int a = sys_open(f->path, O_PATH | (f->flags & (O_NOFOLLOW | O_DIRECTORY)), 0);
+    if (a >= 0 && fstat(a, &st) == 0 && S_ISFIFO(st.st_mode)) {
+      f->fifo_fd = a;
+      return FIFO_PENDING;
+    }
+    if (a >= 0) close(a); /* replaced meanwhile: open whatever is there now */
+  }
+  return sys_open(f->path, f->flags, f->mode);
+}
+
+typedef struct fifo_wait {
+  int anchor;
+  const char *path;
+  int flags;
+  atomic_bool stop; /* the task gave up: do not open */
+  int res;
+} fifo_wait;
+
+static void *fifo_wait_job(void *arg) {
+  fifo_wait *w = arg;
+  w->res = atomic_load(&w->stop) ? BR_ECANCELED : fifo_reopen(w->anchor, w->path, w->flags);
+  return NULL;
+}
+
+/* The watcher of a reader anchor: returns once it is readable (level). */
+static void *anchor_watch(void *arg) {
+  int fd = (int)(intptr_t)arg;
+  for (;;) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int n;
+    do n = poll(&p, 1, 0);
+    while (n < 0 && errno == EINTR);
+    if (n != 0) return NULL; /* readable, hung up, or an error: look */
+    int w = br__io_wait(fd, BR_READABLE, BR_NEVER);
+    if (w < 0) return br_fail(w, "fifo watch");
+  }
+}
+
+/* Steps 2 and 3 above: the fd opened with flags once the other end of the
+ * FIFO anchor is open, or an error (BR_ETIMEDOUT, BR_ECANCELED, a pool
+ * refusal, the open's own). Takes anchor over (closed, or returned);
+ * reader: it is a reader descriptor with the caller's flags. Task only. */
+static ssize_t fifo_open_wait(int anchor, bool reader, const char *path, int flags,
+                              int64_t deadline) {
+  fifo_wait *w = calloc(1, sizeof *w);
+  if (!w) {
+    close(anchor);
+    return BR_ENOMEM;
+  }
+  *w = (fifo_wait){.anchor = anchor, .path = path, .flags = flags, .res = BR_ECANCELED};
+  atomic_init(&w->stop, false);
+  br_future *fut = NULL;
+  br_task *watch = NULL;
+  int rc = br_to_thread_class(&fut, BR_BLOCKING_USER, fifo_wait_job, w);
+  if (rc < 0) {
+    free(w);
+    close(anchor);
+    return rc;
+  }
+  if (reader) {
+    rc = br_spawn(&watch, anchor_watch, (void *)(intptr_t)anchor,
+                  &(br_spawn_opts){.name = "fifo-open-watch"});
+    if (rc < 0) watch = NULL; /* the blocking open alone: still correct but for the race */
+  }
+  bool writer_seen = false;
+  if (watch) {
+    br_future *both[2] = {fut, br_task_future(watch)};
+    int i = br_wait(both, 2, BR_WAIT_FIRST, deadline);
+    rc = i < 0 ? i : 0;
+    writer_seen = i == 1 && !br_future_done(fut) && br_future_error(both[1]) == 0;
+    if (i == 1 && !writer_seen && !br_future_done(fut)) rc = br_future_error(both[1]);
+    if (!br_task_done(watch)) br_cancel(watch);
+    br_join(watch, NULL);
+  } else {
+    rc = br_await_until(fut, NULL, deadline);
+  }
+  int partner = -1;
+  if (!br_future_done(fut)) {
+    /* Interrupted while the job may sit in open(2): be its other end until
+     * it returns (or let it skip the open if it has not started). */
+    atomic_store(&w->stop, true);
+    partner = fifo_reopen(anchor, path, O_RDWR | O_NONBLOCK);
+    br__await_shielded(fut);
+  }
+  bool ran = br_future_done(fut) && br_future_error(fut) == 0;
+  br_future_unref(fut);
+  if (partner >= 0) close(partner);
+  ssize_t res = rc != 0 ? rc : writer_seen ? anchor : w->res;
+  if ((rc != 0 || writer_seen) && ran && w->res >= 0) close(w->res);
+  if (res != anchor) {
+    if (watch) br_close(anchor); /* the watcher waited on it */
+    else close(anchor);
+  }
+  free(w);
+  return res;
 }
 
 /* One read of a read-to-end, at the file's position (the file is ours and
@@ -193,7 +365,7 @@ static ssize_t sys_read_all(fop *f) {
 static ssize_t run_sync(fop *f) {
   switch (f->op) {
   case OP_OPEN:
-    return sys_open(f->path, f->flags, f->mode);
+    return f->fifo_check ? sys_open_checked(f) : sys_open(f->path, f->flags, f->mode);
   case OP_READ:
     return sys_read(f->fd, f->buf, f->n, f->off);
   case OP_WRITE:
@@ -215,6 +387,7 @@ static void *pool_job(void *arg) {
 /* Release what an operation produced for a caller that no longer wants it. */
 static void undo(fop *f) {
   if (f->op == OP_OPEN && f->res >= 0) close((int)f->res);
+  if (f->op == OP_OPEN && f->res == FIFO_PENDING && f->fifo_fd >= 0) close(f->fifo_fd);
   if (f->op == OP_READ_ALL) {
     free(f->data);
     f->data = NULL;
@@ -477,9 +650,39 @@ static ssize_t run_op(fop *f, int64_t deadline) {
   return run_handed_off(f, deadline);
 }
 
+/* A read or write of a non-blocking pipe, FIFO, socket or character
+ * device (br_pipe's ends, a socket, an fd the user made non-blocking): by
+ * readiness, on the loop, as br_read / br_write do. Handed off, the same
+ * call said EAGAIN at once from a pool thread and waited past its
+ * deadline on the ring (the kernel parks it until data comes); a task's
+ * wait keeps to its deadline and cancellation on both. BR_ENOSYS for
+ * anything else (a regular file or block device, or a blocking
+ * descriptor: the usual path). */
+static ssize_t nonblocking_stream(fop *f, int64_t deadline) {
+  int fl = fcntl(f->fd, F_GETFL);
+  if (fl < 0 || !(fl & O_NONBLOCK)) return BR_ENOSYS; /* EBADF: reported by the usual path */
+  struct stat st;
+  if (fstat(f->fd, &st) != 0 || S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) return BR_ENOSYS;
+  bool rd = f->op == OP_READ;
+  for (;;) {
+    ssize_t r;
+    if (rd) r = f->off < 0 ? read(f->fd, f->buf, f->n) : pread(f->fd, f->buf, f->n, (off_t)f->off);
+    else r = f->off < 0 ? write(f->fd, f->buf, f->n) : pwrite(f->fd, f->buf, f->n, (off_t)f->off);
+    if (r >= 0) return r;
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
+    int w = br__io_wait(f->fd, rd ? BR_READABLE : BR_WRITABLE, deadline);
+    if (w < 0) return w;
+  }
+}
+
 /* Run *f on the loop's ring or in the blocking pool (it may wait). */
 static ssize_t run_handed_off(fop *f, int64_t deadline) {
   br_loop *L = task_loop();
+  if (L && (f->op == OP_READ || f->op == OP_WRITE)) {
+    ssize_t r = nonblocking_stream(f, deadline);
+    if (r != BR_ENOSYS) return f->res = r;
+  }
   if (L && f->op == OP_READ_ALL) {
     ssize_t r = ring_read_all(L, f, deadline);
     if (r != BR_ENOSYS) return f->res = r;
@@ -500,6 +703,17 @@ static ssize_t run_handed_off(fop *f, int64_t deadline) {
         undo(f);
         return r;
       }
+      if (f->op == OP_OPEN && may_wait_fifo(f->flags)) {
+        /* The ring opens a FIFO as if O_NONBLOCK were given (see
+         * fifo_open_wait): a reader has not waited for its writer, a
+         * writer without a reader got ENXIO (which the pool job tells
+         * apart from a device's). */
+        struct stat st;
+        if (r >= 0 && fstat((int)r, &st) == 0 && S_ISFIFO(st.st_mode)) {
+          return f->res = fifo_open_wait((int)r, true, f->path, f->flags, deadline);
+        }
+        if (r == -ENXIO) break;
+      }
       return f->res = r;
     }
   }
@@ -509,6 +723,7 @@ static ssize_t run_handed_off(fop *f, int64_t deadline) {
   if (!h) return BR_ENOMEM;
   *h = *f;
   h->fifo_back = f->op == OP_READ_ALL;
+  h->fifo_check = f->op == OP_OPEN && may_wait_fifo(f->flags);
   br_future *fut = NULL;
   int trc = br_to_thread_class(&fut, BR_BLOCKING_FILE, pool_job, h);
   if (trc < 0) {
@@ -527,6 +742,11 @@ static ssize_t run_handed_off(fop *f, int64_t deadline) {
   }
   *f = *h;
   free(h);
+  if (f->op == OP_OPEN && f->res == FIFO_PENDING) {
+    int anchor = f->fifo_fd;
+    f->fifo_fd = -1;
+    return f->res = fifo_open_wait(anchor, false, f->path, f->flags, deadline);
+  }
   if (f->op == OP_READ_ALL && f->res == 0 && f->fifo_fd >= 0) {
     int fd = f->fifo_fd;
     f->fifo_fd = -1;
@@ -537,7 +757,7 @@ static ssize_t run_handed_off(fop *f, int64_t deadline) {
 
 int br_file_open(const char *path, int flags, int mode, int64_t deadline) {
   if (!path) return BR_EINVAL;
-  fop f = {.op = OP_OPEN, .flags = flags, .mode = mode};
+  fop f = {.op = OP_OPEN, .flags = flags, .mode = mode, .fifo_fd = -1};
   f.path = strdup(path);
   if (!f.path) return BR_ENOMEM;
   ssize_t r = run_op(&f, deadline);
@@ -572,7 +792,13 @@ ssize_t br_file_write(int fd, const void *buf, size_t n, int64_t offset, int64_t
     memcpy(bounce, buf, n);
     f.buf = bounce;
   }
+  /* On the ring the kernel may make the write on the loop's own thread,
+   * and a pipe without reader then raises SIGPIPE there: block it, as
+   * br_write does, and consume it (the pool job and a plain thread do the
+   * same in sys_write). */
+  if (br__in_task()) br__block_sigpipe();
   ssize_t r = run_op(&f, deadline);
+  if (r == BR_EPIPE && br__in_task()) br__eat_sigpipe();
   free(bounce);
   return r;
 }
@@ -587,6 +813,7 @@ int br_file_close(int fd) {
   /* Closing a local file never waits for the disk; doing it in place costs
    * less than any hand-off. (NFS may flush on close: use br_file_fsync
    * first if that matters.) */
+  if (br_loop_current()) br_fd_forget(fd); /* a FIFO may have been waited on */
   if (close(fd) < 0 && errno != EINTR) return -errno;
   return 0;
 }
