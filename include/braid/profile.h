@@ -98,8 +98,13 @@ typedef struct br_profile_opts {
  * the orphaned or daemonised ones: the calling process is made a child
  * subreaper (PR_SET_CHILD_SUBREAPER) for the duration, so they are reparented
  * to it and still counted; it reaps every child that exits meanwhile and
- * restores the setting afterwards. Fills *out, including the command's wait
- * status. opts may be NULL. Blocks the calling thread (do not call it from a
+ * restores the setting afterwards. While the command runs, SIGINT, SIGQUIT,
+ * SIGTERM and SIGHUP, where their disposition is the default, are caught and
+ * passed on to the command (one the terminal sent reached it already), so
+ * the profile still ends and is reported with the command's status; the
+ * dispositions are restored before the call returns. The trace file is
+ * created only once the command has started. Fills *out, including the
+ * command's wait status. opts may be NULL. Blocks the calling thread (do not call it from a
  * loop task). Errors: BR_EINVAL (NULL out or argv, empty argv), BR_ENOENT /
  * BR_EACCES when the command cannot be executed (nothing is logged: the
  * caller reports it), BR_ENOMEM, BR_ENOSYS without /proc. Any thread, one

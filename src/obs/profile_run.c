@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +89,55 @@ static double sampled_cpu_ns(const prof_state *s) {
 /* ------------------------------------------------------------------------ */
 /* Command mode                                                              */
 
+/* Signals that would kill the profiler and leave the command running,
+ * unwatched and unreported: Ctrl-C, Ctrl-\, kill, a closed terminal. While
+ * the command runs, each of them whose disposition is the default is caught
+ * and passed on to the command instead, so the command decides (it usually
+ * dies of it), and the profile ends as it would have: report printed, exit
+ * status 128 + N. A signal the terminal sent (si_code SI_KERNEL) went to its
+ * whole foreground process group, the command included, and is not sent a
+ * second time. A disposition the caller chose (ignored, or a handler of its
+ * own) is left alone. fwd_child is the command's pid while it may receive
+ * them (0 once it has been reaped: the pid may be reused); a signal caught
+ * before it is known is kept in fwd_pending and sent once it is. */
+static const int fwd_signals[] = {SIGINT, SIGQUIT, SIGTERM, SIGHUP};
+enum { NFWD = sizeof fwd_signals / sizeof fwd_signals[0] };
+static atomic_int fwd_child, fwd_pending;
+
+static void fwd_handler(int sig, siginfo_t *si, void *ctx) {
+  (void)ctx;
+  if (si && si->si_code == SI_KERNEL) return;
+  int saved = errno;
+  pid_t p = (pid_t)atomic_load(&fwd_child);
+  if (p > 0) (void)kill(p, sig);
+  else atomic_store(&fwd_pending, sig);
+  errno = saved;
+}
+
+typedef struct fwd_state {
+  struct sigaction old[NFWD];
+  bool installed[NFWD];
+} fwd_state;
+
+static void fwd_install(fwd_state *f) {
+  atomic_store(&fwd_child, 0);
+  atomic_store(&fwd_pending, 0);
+  struct sigaction sa = {.sa_sigaction = fwd_handler, .sa_flags = SA_SIGINFO | SA_RESTART};
+  sigemptyset(&sa.sa_mask);
+  for (int i = 0; i < NFWD; i++) {
+    f->installed[i] = false;
+    if (sigaction(fwd_signals[i], NULL, &f->old[i]) != 0) continue;
+    if ((f->old[i].sa_flags & SA_SIGINFO) || f->old[i].sa_handler != SIG_DFL) continue;
+    f->installed[i] = sigaction(fwd_signals[i], &sa, NULL) == 0;
+  }
+}
+
+static void fwd_restore(fwd_state *f) {
+  for (int i = 0; i < NFWD; i++)
+    if (f->installed[i]) (void)sigaction(fwd_signals[i], &f->old[i], NULL);
+  atomic_store(&fwd_child, 0);
+}
+
 typedef struct reaper {
   pid_t child;
   int status;       /* the command's wait status */
@@ -101,7 +151,10 @@ static void *reaper_main(void *arg) {
   for (;;) {
     int st;
     pid_t p = waitpid(-1, &st, 0);
-    if (p == r->child) r->status = st;
+    if (p == r->child) {
+      r->status = st;
+      atomic_store(&fwd_child, 0); /* its pid may be reused from now on */
+    }
     if (p > 0) r->reaped++;
     if (p < 0 && errno == EINTR) continue;
     if (p < 0) break; /* ECHILD: the whole tree is gone */
@@ -125,7 +178,11 @@ int br_profile_command(br_profile_report *out, char *const argv[], const br_prof
     return e;
   }
   prof_state s;
-  int rc = br__prof_init(&s, false, 0, opts ? opts->trace_path : NULL);
+  /* The trace file is opened only once the command has started: a command
+   * that cannot be run must not have replaced the trace of an earlier run
+   * with an empty one. This first init checks for /proc. */
+  const char *trace_path = opts ? opts->trace_path : NULL;
+  int rc = br__prof_init(&s, false, 0, NULL);
   if (rc) {
     br__prof_free(&s);
     goto close_pipes;
@@ -138,12 +195,27 @@ int br_profile_command(br_profile_report *out, char *const argv[], const br_prof
   rusage_io(&rd0, &wr0);
   s.start_ns = s.last_ns = mono_ns();
 
+  /* The forwarded signals are blocked over the fork: the child must not run
+   * the forwarder (it restores the caller's dispositions and mask before
+   * exec), and one that arrives meanwhile is passed on once the pid is
+   * known. */
+  fwd_state fwd;
+  sigset_t fwd_set, old_mask;
+  sigemptyset(&fwd_set);
+  for (int i = 0; i < NFWD; i++) sigaddset(&fwd_set, fwd_signals[i]);
+  pthread_sigmask(SIG_BLOCK, &fwd_set, &old_mask);
+  fwd_install(&fwd);
   pid_t pid = fork();
   if (pid < 0) {
     rc = -errno;
+    fwd_restore(&fwd);
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
     goto restore;
   }
   if (pid == 0) {
+    for (int i = 0; i < NFWD; i++)
+      if (fwd.installed[i]) (void)sigaction(fwd_signals[i], &fwd.old[i], NULL);
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
     close(exec_pipe[0]);
     execvp(argv[0], argv);
     int e = errno;
@@ -151,6 +223,10 @@ int br_profile_command(br_profile_report *out, char *const argv[], const br_prof
     (void)w;
     _exit(127);
   }
+  atomic_store(&fwd_child, (int)pid);
+  pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+  int early = atomic_exchange(&fwd_pending, 0);
+  if (early) (void)kill(pid, early);
   close(exec_pipe[1]);
   exec_pipe[1] = -1;
   int exec_errno = 0;
@@ -159,8 +235,20 @@ int br_profile_command(br_profile_report *out, char *const argv[], const br_prof
   while (got < 0 && errno == EINTR);
   if (got == (ssize_t)sizeof exec_errno) {
     (void)waitpid(pid, NULL, 0);
+    fwd_restore(&fwd);
     rc = -exec_errno; /* the caller says it: it knows the command and its own name */
     goto restore;
+  }
+  if (trace_path) {
+    int64_t start = s.start_ns;
+    br__prof_free(&s);
+    if ((rc = br__prof_init(&s, false, 0, trace_path)) != 0) {
+      (void)kill(pid, SIGKILL);
+      (void)waitpid(pid, NULL, 0);
+      fwd_restore(&fwd);
+      goto restore;
+    }
+    s.start_ns = s.last_ns = start;
   }
 
   reaper r = {.child = pid, .notify = done_pipe[1]};
@@ -168,6 +256,7 @@ int br_profile_command(br_profile_report *out, char *const argv[], const br_prof
   if ((rc = -pthread_create(&reaper_thread, NULL, reaper_main, &r)) != 0) {
     (void)kill(pid, SIGKILL);
     (void)waitpid(pid, NULL, 0);
+    fwd_restore(&fwd);
     goto restore;
   }
   int interval = FIRST_INTERVAL_MS, target = interval_of(opts);
@@ -178,6 +267,7 @@ int br_profile_command(br_profile_report *out, char *const argv[], const br_prof
     if (interval < target) interval = interval * 2 < target ? interval * 2 : target;
   }
   pthread_join(reaper_thread, NULL);
+  fwd_restore(&fwd);
   br__prof_round(&s); /* closes what exited */
   s.last_ns = r.end_ns;
   br__prof_finish(&s);

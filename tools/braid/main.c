@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* braid — the `braid` command: subcommand dispatch, `help` and `version`. */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -90,7 +91,19 @@ static int cmd_version(int argc, char **argv) {
   return BRAID_EXIT_OK;
 }
 
-int main(int argc, char **argv) {
+/* What went to stdout must have arrived: `braid --version > /dev/full`, or
+ * help into a closed pipe, fails as coreutils do instead of saying nothing
+ * and exiting 0. A command that already failed said why itself. */
+static int finish(int rc) {
+  errno = 0;
+  if ((fflush(stdout) != 0 || ferror(stdout)) && rc == BRAID_EXIT_OK) {
+    fprintf(stderr, "braid: writing to stdout failed: %s\n", strerror(errno ? errno : EIO));
+    return BRAID_EXIT_FAIL;
+  }
+  return rc;
+}
+
+static int run(int argc, char **argv) {
   if (argc < 2) {
     usage(stderr);
     return BRAID_EXIT_USAGE;
@@ -111,3 +124,5 @@ int main(int argc, char **argv) {
   }
   return c->run(argc - 1, argv + 1);
 }
+
+int main(int argc, char **argv) { return finish(run(argc, argv)); }

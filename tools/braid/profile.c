@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* braid — `braid profile`: run a command, say what it waits on and which model fits. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <braid.h>
 #include <braid/profile.h>
@@ -75,19 +77,25 @@ int cmd_profile(int argc, char **argv) {
   if (i >= argc) return usage_error("%s", "no command to run: braid profile -- CMD [ARGS...]");
   /* Checked before the command runs: the profiler's own "cannot open" would
    * read as the command's, and the command would have run for nothing. */
+  /* A file this check creates is removed again if the command cannot run:
+   * a typo in the command leaves nothing behind. */
+  bool created = false;
   if (opts.trace_path) {
-    FILE *tf = fopen(opts.trace_path, "ae");
-    if (!tf) {
+    int fd = open(opts.trace_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd >= 0) created = true;
+    else if (errno == EEXIST) fd = open(opts.trace_path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (fd < 0) {
       fprintf(stderr, "braid profile: cannot write the trace file '%s': %s\n", opts.trace_path,
               br_strerror(-errno));
       return BRAID_EXIT_USAGE;
     }
-    fclose(tf);
+    close(fd);
   }
 
   br_profile_report r;
   int rc = br_profile_command(&r, &argv[i], &opts);
   if (rc) {
+    if (created) (void)unlink(opts.trace_path);
     fprintf(stderr, "braid profile: cannot run '%s': %s\n", argv[i], br_strerror(rc));
     return rc == BR_ENOENT ? 127 : 126;
   }

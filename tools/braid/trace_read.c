@@ -343,26 +343,41 @@ static int row_order(const void *a, const void *b) {
  * trace's, and in nanoseconds they would leave int64 behind. */
 #define TRACE_MAX_US 1e15
 
-static int read_model(tr_model *m, const char *path, bool threads, bool quiet_empty);
+static int tr_slurp(const char *path, char **out, size_t *outlen);
+static int read_model(tr_model *m, const char *path, const char *buf, size_t len, bool threads,
+                      bool quiet_empty);
 
 int tr_read(tr_model *m, const char *path, bool threads) {
-  int rc = read_model(m, path, threads, false);
+  memset(m, 0, sizeof *m);
+  char *buf;
+  size_t len;
+  if (tr_slurp(path, &buf, &len)) return -1;
+  int rc = read_model(m, path, buf, len, threads, false);
+  free(buf);
   return rc == TR_EMPTY ? -1 : rc;
 }
 
+/* The file is read once and parsed twice: it may be a FIFO or a pipe
+ * (`braid trace show <(zcat t.json.gz)`), which a second open would find
+ * empty or wait on for ever. */
 int tr_read_any(tr_model *m, const char *path, bool *threads) {
-  int rc = read_model(m, path, false, true);
-  if (rc != TR_EMPTY) {
-    *threads = false;
-    return rc;
+  memset(m, 0, sizeof *m);
+  char *buf;
+  size_t len;
+  if (tr_slurp(path, &buf, &len)) return -1;
+  int rc = read_model(m, path, buf, len, false, true);
+  *threads = false;
+  if (rc == TR_EMPTY) {
+    *threads = true;
+    rc = read_model(m, path, buf, len, true, true);
   }
-  *threads = true;
-  return read_model(m, path, true, true);
+  free(buf);
+  return rc;
 }
 
-static int read_model(tr_model *m, const char *path, bool threads, bool quiet_empty) {
-  memset(m, 0, sizeof *m);
-  m->threads = threads;
+/* The whole file into *out (NUL-terminated, *outlen bytes before the NUL;
+ * the caller frees it), or -1 with the reason said on stderr. */
+static int tr_slurp(const char *path, char **out, size_t *outlen) {
   FILE *f = fopen(path, "rb");
   if (!f) {
     fprintf(stderr, "braid trace: cannot open '%s': %s\n", path, strerror(errno));
@@ -401,6 +416,15 @@ static int read_model(tr_model *m, const char *path, bool threads, bool quiet_em
   }
   fclose(f);
   buf[len] = '\0'; /* strtod on a number at the very end stops here (the loop keeps len < cap) */
+  *out = buf;
+  *outlen = len;
+  return 0;
+}
+
+static int read_model(tr_model *m, const char *path, const char *buf, size_t len, bool threads,
+                      bool quiet_empty) {
+  memset(m, 0, sizeof *m);
+  m->threads = threads;
   rd r = {buf, buf, buf + len, path, false};
   /* Find "traceEvents" at the top level. */
   ws(&r);
@@ -431,13 +455,11 @@ static int read_model(tr_model *m, const char *path, bool threads, bool quiet_em
   }
   if (!found || r.bad) {
     if (!r.bad) fprintf(stderr, "braid trace: %s: not a trace-event file (no traceEvents)\n", path);
-    free(buf);
     return -1;
   }
   ws(&r);
   if (r.p >= r.end || *r.p != '[') {
     rd_fail(&r, "traceEvents is not an array");
-    free(buf);
     return -1;
   }
   r.p++;
@@ -512,7 +534,6 @@ static int read_model(tr_model *m, const char *path, bool threads, bool quiet_em
   kfree(&rowix);
   kfree(&nameix);
   bool bad = r.bad;
-  free(buf);
   if (bad) {
     tr_free(m);
     return -1;
