@@ -177,6 +177,32 @@ static void help_and_version_into_full_disk_fail(void **state) {
   assert_non_null(strstr(r.out, "braid "));
 }
 
+/* A trace file that cannot be written in full (a full disk) used to be lost
+ * in silence, exit 0: the report still comes, the loss is said in one line,
+ * and braid fails unless the command's own status already does. */
+static void profile_trace_write_failure_said(void **state) {
+  (void)state;
+  if (access("/dev/full", W_OK) != 0) skip();
+  run r;
+  const char *ok[] = {"profile", "--json", "--trace", "/dev/full", "--", "true", NULL};
+  run_braid(&r, ok, NULL);
+  assert_int_equal(r.status, 1);
+  assert_non_null(strstr(r.out, "\"verdict\""));
+  assert_non_null(strstr(r.err, "writing the trace file '/dev/full' failed"));
+  const char *three[] = {"profile", "--json", "--trace", "/dev/full", "--", "sh", "-c", "exit 3", NULL};
+  run_braid(&r, three, NULL);
+  assert_int_equal(r.status, 3);
+  assert_non_null(strstr(r.err, "writing the trace file"));
+  /* A trace that can be written: no message, the command's status. */
+  char path[PATH_MAX + 32];
+  snprintf(path, sizeof path, "%s/ok-trace.json", tmpdir);
+  const char *fine[] = {"profile", "--json", "--trace", path, "--", "true", NULL};
+  run_braid(&r, fine, NULL);
+  assert_int_equal(r.status, 0);
+  assert_null(strstr(r.err, "trace file"));
+  unlink(path);
+}
+
 /* A trace with no task slices (what `braid profile --trace` writes) is read
  * again for its threads; from a FIFO or a pipe (`braid trace show
  * <(zcat t.gz)`) the second open waited for a writer for ever. */
@@ -272,6 +298,7 @@ int main(void) {
       cmocka_unit_test(profile_sigint_reports),
       cmocka_unit_test(profile_sigterm_reports),
       cmocka_unit_test(help_and_version_into_full_disk_fail),
+      cmocka_unit_test(profile_trace_write_failure_said),
       cmocka_unit_test(trace_show_reads_a_fifo_once),
       cmocka_unit_test(profile_trace_kept_when_command_cannot_run),
   };

@@ -79,6 +79,8 @@ typedef struct br_profile_report {
                                        seen for a call (/proc/PID/io) */
   int samples;          /* sampling rounds taken */
   double profiler_cpu_s; /* CPU time the sampling itself cost */
+  int trace_error;      /* 0, or why opts->trace_path could not be written in full (a
+                           negated errno: BR_ENOSPC, BR_EIO, ...); the report stands */
   char evidence[320];   /* the facts behind the verdict, one sentence */
   char recommendation[240]; /* what to use, in braid's terms */
   char python[160];     /* the same in Python's terms */

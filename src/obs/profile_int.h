@@ -73,8 +73,9 @@ typedef struct prof_state {
 int br__prof_init(prof_state *s, bool include_self, pid_t skip_tid, const char *trace_path);
 /* One round: discover processes and threads, account every thread. */
 void br__prof_round(prof_state *s);
-/* Close everything; the tallies stay readable until br__prof_free. */
-void br__prof_finish(prof_state *s);
+/* Close everything; the tallies stay readable until br__prof_free. Returns
+ * 0, or why the trace file could not be written in full (a negated errno). */
+int br__prof_finish(prof_state *s);
 void br__prof_free(prof_state *s);
 
 /* The blocked category of a thread right now (profile_syscall.c): reads its

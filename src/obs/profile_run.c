@@ -270,11 +270,12 @@ int br_profile_command(br_profile_report *out, char *const argv[], const br_prof
   fwd_restore(&fwd);
   br__prof_round(&s); /* closes what exited */
   s.last_ns = r.end_ns;
-  br__prof_finish(&s);
+  int trace_rc = br__prof_finish(&s);
   int64_t rusage_cpu = rusage_cpu_ns(RUSAGE_CHILDREN) - cpu0;
   int64_t extra = rusage_cpu - (int64_t)sampled_cpu_ns(&s);
   br__prof_report(&s, r.end_ns - s.start_ns, extra, out);
   out->exit_status = r.status;
+  out->trace_error = trace_rc;
   /* Storage I/O from the reaped tree's rusage: every process of it has been
    * reaped by now, each parent having added its own reaped children's. The
    * sampled /proc/PID/io totals cannot be summed for this (a parent's
@@ -363,8 +364,9 @@ int br_profile(br_profile_report *out, void **result, void *(*fn)(void *), void 
     pthread_join(th, NULL);
     rc = sm->rc;
     if (rc == 0) {
-      br__prof_finish(&sm->s);
+      int trace_rc = br__prof_finish(&sm->s);
       br__prof_report(&sm->s, t1 - t0, 0, out);
+      out->trace_error = trace_rc;
       out->profiler_cpu_s = (double)sm->cpu_ns / 1e9;
     }
   }

@@ -345,17 +345,23 @@ void br__prof_round(prof_state *s) {
   s->samples++;
 }
 
-void br__prof_finish(prof_state *s) {
+int br__prof_finish(prof_state *s) {
   for (size_t i = 0; i < s->nth; i++) {
     if (!s->th[i].alive) continue;
     trace_close_slice(s, &s->th[i], s->last_ns);
     close_thread(&s->th[i]);
   }
+  int rc = 0;
   if (s->trace) {
+    /* A trace cut short by a full disk would read as a run that ended
+     * early: its loss is said, not hidden. */
+    errno = 0;
     fputs("\n]}\n", s->trace);
-    fclose(s->trace);
+    if (fflush(s->trace) != 0 || ferror(s->trace)) rc = -(errno ? errno : EIO);
+    if (fclose(s->trace) != 0 && rc == 0) rc = -(errno ? errno : EIO);
     s->trace = NULL;
   }
+  return rc;
 }
 
 void br__prof_free(prof_state *s) {

@@ -104,6 +104,11 @@ int cmd_profile(int argc, char **argv) {
   int status = WIFEXITED(r.exit_status)     ? WEXITSTATUS(r.exit_status)
                : WIFSIGNALED(r.exit_status) ? 128 + WTERMSIG(r.exit_status)
                                             : BRAID_EXIT_FAIL;
+  if (r.trace_error) {
+    fprintf(stderr, "braid profile: writing the trace file '%s' failed: %s\n", opts.trace_path,
+            br_strerror(r.trace_error));
+    if (!status) status = BRAID_EXIT_FAIL;
+  }
   /* A JSON report lost to a full disk or a closed stdout must not look like
    * a clean run: say so, and fail unless the command's own status already
    * does. */
