@@ -36,7 +36,8 @@ int br__pp_send_fds(int sock, const void *buf, size_t len, const int *fds, int n
   }
 }
 
-int br__pp_recv_fds(int sock, void *buf, size_t len, int *fds, int maxfds, int *nfds, int flags) {
+int br__pp_recv_fds_ex(int sock, void *buf, size_t len, int *fds, int maxfds, int *nfds, int flags,
+                       bool *truncated) {
   struct iovec iov = {.iov_base = buf, .iov_len = len};
   union {
     char b[CMSG_SPACE(PP_MAX_FDS * sizeof(int))];
@@ -49,6 +50,10 @@ int br__pp_recv_fds(int sock, void *buf, size_t len, int *fds, int maxfds, int *
   do n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | flags);
   while (n < 0 && errno == EINTR);
   if (n < 0) return -errno;
+  /* MSG_CTRUNC: descriptors were dropped, because our buffer was too small
+   * for them or because this process had no free descriptor number to
+   * install them in (RLIMIT_NOFILE reached: the kernel discards them). */
+  if (truncated) *truncated = (mh.msg_flags & MSG_CTRUNC) != 0;
   for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
     int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
@@ -60,4 +65,8 @@ int br__pp_recv_fds(int sock, void *buf, size_t len, int *fds, int maxfds, int *
     }
   }
   return (int)n;
+}
+
+int br__pp_recv_fds(int sock, void *buf, size_t len, int *fds, int maxfds, int *nfds, int flags) {
+  return br__pp_recv_fds_ex(sock, buf, len, fds, maxfds, nfds, flags, NULL);
 }

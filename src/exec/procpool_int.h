@@ -61,6 +61,11 @@
  * ready breaks the pool: replacing them would go on for ever. */
 #define PP_EARLY_DEATHS_MAX 5
 #define PP_RESTART_DELAY_NS (100 * 1000 * 1000) /* retry a worker that failed to start */
+/* While no worker of a pool is live, this many failed starts in a row of
+ * one slot (fork or descriptors refused: EAGAIN, EMFILE, ENOMEM) fail the
+ * pending jobs with the reason instead of leaving them waiting for ever;
+ * the pool keeps trying, and works again once a worker starts. */
+#define PP_START_FAILS_MAX 5
 #define PP_STEAL_MIN_NS 1000000           /* least run of a request before its queue is taken */
 #define PP_TIMEOUT_SLACK_NS ((int64_t)1000000000) /* timeouts: a request's budget beyond its items' */
 #define PP_READY_POLL_NS (10 * 1000 * 1000) /* timeouts: how often a starting worker is looked at */
@@ -136,6 +141,8 @@ typedef struct pp_slot {
   bool stuck;         /* its oldest request has run long: give it no more (rebalance) */
   int64_t restart_at; /* when an EMPTY slot should be started again */
   unsigned early_deaths; /* its workers that died before they were ready, in a row */
+  unsigned start_fails;  /* starts of a worker that failed in a row (manager: start_failed) */
+  int start_err;         /* the last one's code */
 } pp_slot;
 
 /* A finished job waiting to have its future completed (outside mu). */

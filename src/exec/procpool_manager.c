@@ -87,12 +87,24 @@ static void update_depth(br_procpool *p, uint64_t run_ns) {
  * can) that is at least `len` bytes long, and maps it private: the user's
  * bytes never change after delivery, and they may write to their copy.
  * Returns NULL with *err: BR_EIO (a protocol violation, *why says which)
- * or the system's error. */
+ * or the system's error (BR_EMFILE: we had no descriptor for it; *why says
+ * so). */
 static br_bytes *recv_mapped(pp_slot *s, uint64_t len, int *err, const char **why) {
   int fd = -1, nfd = 0;
   char c;
-  int r = br__pp_recv_fds(s->sock, &c, 1, &fd, 1, &nfd, MSG_DONTWAIT);
+  bool truncated = false;
+  int r = br__pp_recv_fds_ex(s->sock, &c, 1, &fd, 1, &nfd, MSG_DONTWAIT, &truncated);
   *why = NULL;
+  if (r > 0 && nfd == 0 && truncated) {
+    /* The worker sent its memfd, but this process had no descriptor
+     * number free (RLIMIT_NOFILE) and the kernel dropped it: our shortage,
+     * not the worker's fault. The message is consumed, so the worker's
+     * socket stays in step: only this result is lost. */
+    *err = BR_EMFILE;
+    *why = "this process is out of file descriptors (RLIMIT_NOFILE), so the memfd holding "
+           "the result could not be received";
+    return NULL;
+  }
   if (r < 0 || nfd != 1) {
     if (fd >= 0) close(fd);
     *err = BR_EIO;
@@ -195,7 +207,7 @@ static bool take_result(br_procpool *p, pp_slot *s, pp_donelist *dl, int64_t now
       return false;
     }
     code = err ? err : BR_ENOMEM;
-    msg = br__pp_strdupf("could not take the result: %s", br_strerror(code));
+    msg = br__pp_strdupf("could not take the result: %s", why ? why : br_strerror(code));
   }
   s->res_tail = rr.end;
   atomic_store_explicit(&s->res->tail, s->res_tail, memory_order_release);
@@ -344,6 +356,29 @@ static void fail_pending(br_procpool *p, int code, const char *msg, pp_donelist 
   p->pend_tail = NULL;
 }
 
+/* A worker for slot s could not be started (err: the parent could not make
+ * its region or socket, or the server could not fork it): try again a
+ * little later. Resources that ran out (EMFILE, EAGAIN from fork, ENOMEM)
+ * may come back, so the pool does not break; but while no worker of the
+ * pool is live nothing can run the pending jobs, and after
+ * PP_START_FAILS_MAX tries in a row they fail with the reason rather than
+ * wait for ever. Jobs submitted later wait for the next try (another
+ * PP_RESTART_DELAY_NS at most) and fail the same way if it fails too.
+ * p->mu held. */
+static void start_failed(br_procpool *p, pp_slot *s, int err, int64_t now, pp_donelist *dl) {
+  s->restart_at = now + PP_RESTART_DELAY_NS;
+  s->start_err = err < 0 ? err : BR_EAGAIN;
+  if (s->start_fails < UINT32_MAX) s->start_fails++;
+  if (s->start_fails < PP_START_FAILS_MAX || !p->pend_head) return;
+  for (int i = 0; i < p->nworkers; i++)
+    if (p->slots[i].state == S_LIVE) return; /* a worker will run them */
+  char why[192];
+  snprintf(why, sizeof why,
+           "no worker could be started (%u tries in a row, the last one: %s); the pool "
+           "keeps trying", s->start_fails, br_strerror(s->start_err));
+  fail_pending(p, s->start_err, why, dl);
+}
+
 /* Slot s's worker is gone (wait status st, -1 if unknown). Fail the job it
  * had started, requeue the ones it had not, start a replacement. p->mu held.
  */
@@ -435,7 +470,8 @@ static void slot_died(br_procpool *p, pp_slot *s, int st, int how, pp_donelist *
     return;
   }
   if (p->closing == C_CANCEL || p->stopped || (how & SD_NO_RESTART)) return;
-  if (br__pp_slot_start(p, s) < 0) s->restart_at = pp_now() + PP_RESTART_DELAY_NS;
+  int err = br__pp_slot_start(p, s);
+  if (err < 0) start_failed(p, s, err, pp_now(), dl);
 }
 
 /* ---- the fork server's messages */
@@ -467,9 +503,10 @@ static void server_died(br_procpool *p, pp_donelist *dl) {
     fail_pending(p, err, p->broken_msg, dl);
     return;
   }
-  for (int i = 0; i < p->nworkers; i++)
-    if (br__pp_slot_start(p, &p->slots[i]) < 0)
-      p->slots[i].restart_at = pp_now() + PP_RESTART_DELAY_NS;
+  for (int i = 0; i < p->nworkers; i++) {
+    int serr = br__pp_slot_start(p, &p->slots[i]);
+    if (serr < 0) start_failed(p, &p->slots[i], serr, pp_now(), dl);
+  }
 }
 
 /* Read every message the server sent. Returns true if any. */
@@ -498,13 +535,14 @@ static bool handle_ctl(br_procpool *p, pp_donelist *dl) {
       if (m.type == PP_M_STARTED) {
         p->server_hello = true;
         s->pid = m.pid;
+        s->start_fails = 0;
       } else if (m.type == PP_M_EXITED) {
         slot_died(p, s, m.status, 0, dl);
       } else if (m.type == PP_M_START_FAILED) {
         /* fork failed (EAGAIN, ENOMEM): requeue, retry a little later. */
         p->st.started--; /* counted when it was asked for */
         slot_died(p, s, -1, SD_NO_RESTART | SD_NO_COUNT, dl);
-        s->restart_at = pp_now() + PP_RESTART_DELAY_NS;
+        start_failed(p, s, m.err, pp_now(), dl);
       }
     }
     pthread_mutex_unlock(&p->mu);
@@ -523,7 +561,7 @@ static int64_t sat_mul(int64_t a, uint32_t n) {
  * start; take back requests queued behind a long one for an idle worker
  * (br__pp_rebalance). Returns the next time to look again (BR_NEVER: none). p->mu held.
  */
-static int64_t check_timers(br_procpool *p, int64_t now) {
+static int64_t check_timers(br_procpool *p, int64_t now, pp_donelist *dl) {
   int64_t next = BR_NEVER;
   for (int i = 0; i < p->nworkers; i++) {
     pp_slot *s = &p->slots[i];
@@ -531,7 +569,8 @@ static int64_t check_timers(br_procpool *p, int64_t now) {
       if (s->restart_at && !p->broken && p->closing != C_CANCEL) {
         if (now >= s->restart_at) {
           s->restart_at = 0;
-          if (br__pp_slot_start(p, s) < 0) s->restart_at = now + PP_RESTART_DELAY_NS;
+          int err = br__pp_slot_start(p, s);
+          if (err < 0) start_failed(p, s, err, now, dl);
         }
         if (s->restart_at && s->restart_at < next) next = s->restart_at;
       }
@@ -687,7 +726,7 @@ void *br__pp_mgr_main(void *arg) {
     for (int i = 0; i < p->nworkers; i++)
       if (p->slots[i].state == S_LIVE) progress |= drain_slot(p, &p->slots[i], &dl, now);
     if (p->pend_head) br__pp_pump(p);
-    int64_t next = check_timers(p, now);
+    int64_t next = check_timers(p, now, &dl);
     bool finish = p->closing == C_CANCEL || (p->closing == C_DRAIN && all_idle(p));
     pthread_mutex_unlock(&p->mu);
     complete_all(&dl);

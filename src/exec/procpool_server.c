@@ -336,8 +336,16 @@ static void server_conn_msg(size_t c, bool exec_workers, pid_t self) {
         kill(kids[i].pid, SIGKILL);
     return;
   }
-  if (m.type != PP_M_START || nfd < 4) {
+  if (m.type != PP_M_START) {
     for (int i = 0; i < nfd; i++) close(fds[i]);
+    return;
+  }
+  if (nfd < 4) {
+    /* Its descriptors did not arrive: we had no numbers free to receive
+     * them (RLIMIT_NOFILE; the kernel dropped them). Say so, or the pool
+     * would wait for ever for a worker nobody starts. */
+    for (int i = 0; i < nfd; i++) close(fds[i]);
+    server_send(fd, PP_M_START_FAILED, m.slot, m.gen, 0, 0, BR_EMFILE);
     return;
   }
   size_t k = 0;

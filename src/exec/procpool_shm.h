@@ -324,5 +324,10 @@ static inline pp_rec *pp_ring_peek(pp_ring *r, uint64_t *pos) {
  * a negative code. */
 int br__pp_send_fds(int sock, const void *buf, size_t len, const int *fds, int nfds, int flags);
 int br__pp_recv_fds(int sock, void *buf, size_t len, int *fds, int maxfds, int *nfds, int flags);
+/* br__pp_recv_fds that also says (*truncated) whether the kernel dropped
+ * descriptors of the message (MSG_CTRUNC), as it does when the receiver has
+ * no free descriptor number left. */
+int br__pp_recv_fds_ex(int sock, void *buf, size_t len, int *fds, int maxfds, int *nfds, int flags,
+                       bool *truncated);
 
 #endif
