@@ -450,7 +450,10 @@ int br_await(br_future *f, void **value);
 int br_await_until(br_future *f, void **value, int64_t deadline);
 
 /* br_future_wait_for: wait_for over a future: at most timeout_ms; on timeout
- * f is cancelled (br_future_cancel) and BR_ETIMEDOUT returned. */
+ * f is cancelled (br_future_cancel) and BR_ETIMEDOUT returned. A task's
+ * future is returned once that task has unwound; one of another loop's task
+ * cannot be cancelled from here and is left running (BR_ETIMEDOUT at the
+ * timeout all the same). */
 int br_future_wait_for(br_future *f, void **value, int64_t timeout_ms);
 
 /* Outcome of a completed future (undefined while pending): the value, the

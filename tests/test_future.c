@@ -611,6 +611,59 @@ static void test_future_wait_for(void **state) {
   br_future_unref(f);
 }
 
+/* Over the future of another loop's task: br_future_cancel cannot reach it
+ * (BR_EPERM), so wait_for gives up at its timeout and leaves the task
+ * running. It used to wait, shielded, for that task to end on its own:
+ * here, for the 10 s the other task waits before giving up itself. */
+typedef struct cross_loop {
+  _Atomic(br_future *) task_fut; /* loop 1's task's future, published */
+  br_future *release;            /* loop 0 lets it end */
+  int wait_rc;
+  bool done_at_timeout;
+} cross_loop;
+
+static void *cl_waits_for_release(void *arg) {
+  cross_loop *c = arg;
+  return IP(br_await_until(c->release, NULL, br_deadline_ms(10000)));
+}
+
+static void *cl_main(void *arg) {
+  cross_loop *c = arg;
+  if (br_loops_index() == 1) {
+    br_task *t;
+    int rc = br_spawn(&t, cl_waits_for_release, c, NULL);
+    if (rc) return br_fail(rc, "spawn");
+    br_future *f = br_task_future(t);
+    br_future_ref(f);
+    atomic_store(&c->task_fut, f);
+    void *v;
+    rc = br_join(t, &v);
+    return rc ? br_fail(rc, "join") : NULL;
+  }
+  br_future *f;
+  while (!(f = atomic_load(&c->task_fut))) br_sleep_ms(1);
+  c->wait_rc = br_future_wait_for(f, NULL, 30);
+  c->done_at_timeout = br_future_done(f);
+  br_future_set(c->release, NULL);
+  return NULL;
+}
+
+static void test_future_wait_for_other_loop(void **state) {
+  (void)state;
+  cross_loop c = {.wait_rc = 1};
+  atomic_init(&c.task_fut, NULL);
+  assert_int_equal(br_future_new(&c.release), 0);
+  assert_int_equal(br_run_loops(2, cl_main, &c, NULL), 0);
+  assert_int_equal(c.wait_rc, BR_ETIMEDOUT);
+  assert_false(c.done_at_timeout);
+  br_future *f = atomic_load(&c.task_fut);
+  assert_true(br_future_done(f));
+  assert_int_equal(br_future_error(f), 0);
+  assert_int_equal(PI(br_future_value(f)), 0); /* released, not timed out */
+  br_future_unref(f);
+  br_future_unref(c.release);
+}
+
 /* --- gather, wait, as_completed over futures from other threads ------------ */
 
 enum { NF = 4 };
@@ -1389,6 +1442,7 @@ int main(void) {
       cmocka_unit_test(test_gather_futures_cancelled),
       cmocka_unit_test(test_wait_modes),
       cmocka_unit_test(test_as_completed),
+      cmocka_unit_test(test_future_wait_for_other_loop),
       cmocka_unit_test(test_many_futures_many_threads),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

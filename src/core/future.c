@@ -333,9 +333,11 @@ int br_future_wait_for(br_future *f, void **value, int64_t timeout_ms) {
   if (!f) return BR_EINVAL;
   int rc = br__future_wait(f, br_deadline_ms(timeout_ms));
   if (rc == BR_ETIMEDOUT || rc == BR_ECANCELED) {
-    br_future_cancel(f);
-    if (f->owner_task && !br_future_done(f)) {
-      /* A task needs to unwind before its future completes. */
+    int crc = br_future_cancel(f);
+    if (crc == 0 && f->owner_task && !br_future_done(f)) {
+      /* A task needs to unwind before its future completes. Only one this
+       * call cancelled: another loop's task (BR_EPERM) was not cancelled,
+       * and a shielded wait for it would ignore the timeout just passed. */
       if (br__require_task()) br__await_shielded(f);
     }
     if (value) *value = NULL;
