@@ -670,13 +670,15 @@ size_t br_queue_size(br_queue *q);
 int br_queue_free(br_queue *q); /* BR_EBUSY while tasks wait on it */
 
 /* Mutex: FIFO hand-off, owned by the locking task. Unlocking a mutex the
- * caller does not hold: BR_EPERM. */
+ * caller does not hold: BR_EPERM. A task that ends holding it leaves it
+ * locked (as asyncio's Lock): no later task is taken for its owner, and
+ * once the owner has been joined the mutex may be freed. */
 int br_mutex_new(br_mutex **out); /* BR_EINVAL, BR_ENOMEM */
 int br_mutex_lock(br_mutex *m);
 int br_mutex_lock_until(br_mutex *m, int64_t deadline);
 int br_mutex_trylock(br_mutex *m); /* BR_EBUSY */
 int br_mutex_unlock(br_mutex *m);
-int br_mutex_free(br_mutex *m); /* BR_EBUSY while locked */
+int br_mutex_free(br_mutex *m); /* BR_EBUSY while locked by a live task, or waited on */
 
 /* Semaphore: the way to bound concurrency (at most `value` holders). */
 int br_sem_new(br_sem **out, unsigned value); /* BR_EINVAL, BR_ENOMEM */

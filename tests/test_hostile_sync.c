@@ -482,6 +482,62 @@ static void test_handles(void **state) {
 }
 
 
+/* --- a mutex whose owner ended holding it --------------------------------- */
+
+/* The mutex stays locked (as asyncio's Lock does), and the tasks that come
+ * after, whose structs recycle the owner's, are not its owner: no unlock
+ * by them (it was allowed: the owner was a pointer), no BR_EDEADLK. */
+static void *mx_lock_and_leave(void *arg) {
+  return IP(br_mutex_lock(arg));
+}
+
+typedef struct {
+  br_mutex *m;
+  int unlock_rc, lock_rc, try_rc;
+} mx_probe;
+
+static void *mx_probe_task(void *arg) {
+  mx_probe *p = arg;
+  p->unlock_rc = br_mutex_unlock(p->m);
+  p->try_rc = br_mutex_trylock(p->m);
+  p->lock_rc = br_mutex_lock_until(p->m, br_deadline_ms(5));
+  return NULL;
+}
+
+static void *m_mutex_owner_gone(void *arg) {
+  (void)arg;
+  br_mutex *m;
+  T_OK(br_mutex_new(&m));
+  br_task *t;
+  T_OK(br_spawn(&t, mx_lock_and_leave, m, NULL));
+  void *v;
+  T_OK(br_join(t, &v));
+  T_OK(PI(v));
+  for (int i = 0; i < 8; i++) {
+    mx_probe p = {.m = m};
+    T_OK(br_spawn(&t, mx_probe_task, &p, NULL));
+    T_OK(br_join(t, NULL));
+    T_RC(p.unlock_rc, BR_EPERM);
+    T_RC(p.try_rc, BR_EBUSY);
+    T_RC(p.lock_rc, BR_ETIMEDOUT);
+  }
+  /* Held by a live task: not freed under it. Its owner ended and joined:
+   * nobody can unlock it, so it can be freed. */
+  br_mutex *held;
+  T_OK(br_mutex_new(&held));
+  T_OK(br_mutex_lock(held));
+  T_RC(br_mutex_free(held), BR_EBUSY);
+  T_OK(br_mutex_unlock(held));
+  T_OK(br_mutex_free(held));
+  T_OK(br_mutex_free(m));
+  return NULL;
+}
+
+static void test_mutex_owner_gone(void **state) {
+  (void)state;
+  run_main(m_mutex_owner_gone, NULL);
+}
+
 /* --- br_scope_cancel: who may call it -------------------------------------- */
 
 typedef struct {
@@ -727,6 +783,7 @@ int main(void) {
       cmocka_unit_test(test_group_cancel_then_spawn),
       cmocka_unit_test(test_odd_durations),
       cmocka_unit_test(test_handles),
+      cmocka_unit_test(test_mutex_owner_gone),
       cmocka_unit_test(test_scope_cancel_callers),
       cmocka_unit_test(test_churn),
   };

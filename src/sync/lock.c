@@ -8,8 +8,24 @@
 
 struct br_mutex {
   struct br__task *owner;
+  /* The owner's task id: a task that ended holding the mutex leaves it
+   * locked (as asyncio's Lock), and the struct it leaves is recycled for
+   * later tasks, which the pointer alone would take for the owner (a lock
+   * refused with BR_EDEADLK, an unlock allowed). */
+  uint64_t owner_id;
+  br_task *owner_handle; /* to tell, without touching the struct, whether it lives */
   br__wq waiters;
 };
+
+static bool owned_by(const struct br_mutex *m, const struct br__task *t) {
+  return m->owner == t && m->owner_id == t->id;
+}
+
+static void take(struct br_mutex *m, struct br__task *t) {
+  m->owner = t;
+  m->owner_id = t ? t->id : 0;
+  m->owner_handle = t ? br__task_handle(t) : NULL;
+}
 
 struct br_sem {
   unsigned value;
@@ -31,11 +47,11 @@ int br_mutex_lock_until(br_mutex *m, int64_t deadline) {
   if (!m) return BR_EINVAL;
   struct br__task *self = br__require_task();
   if (!self) return BR_ENOTTASK;
-  if (m->owner == self) return BR_EDEADLK;
+  if (owned_by(m, self)) return BR_EDEADLK;
   int rc = br__checkpoint(self);
   if (rc) return rc;
   if (!m->owner) {
-    m->owner = self;
+    take(m, self);
     return 0;
   }
   br__wait_on(self, BR_WAIT_LOCK, "mutex", m, m->owner, -1);
@@ -50,22 +66,26 @@ int br_mutex_trylock(br_mutex *m) {
   struct br__task *self = br__require_task();
   if (!self) return BR_ENOTTASK;
   if (m->owner) return BR_EBUSY;
-  m->owner = self;
+  take(m, self);
   return 0;
 }
 
 int br_mutex_unlock(br_mutex *m) {
   if (!m) return BR_EINVAL;
-  if (!m->owner || m->owner != br__require_task()) return BR_EPERM;
+  struct br__task *self = br__require_task();
+  if (!self || !m->owner || !owned_by(m, self)) return BR_EPERM;
   struct br__task *next = br__wq_pop_live(&m->waiters);
-  m->owner = next;
+  take(m, next);
   if (next) br__wq_finish(next);
   return 0;
 }
 
 int br_mutex_free(br_mutex *m) {
   if (!m) return 0;
-  if (m->owner || br__wq_peek_live(&m->waiters)) return BR_EBUSY;
+  /* Locked by a task that has ended and been joined (its handle is stale):
+   * nobody can unlock it any more, and freeing it is the only way out. */
+  if ((m->owner && br__task_get(m->owner_handle)) || br__wq_peek_live(&m->waiters))
+    return BR_EBUSY;
   free(m);
   return 0;
 }
