@@ -453,13 +453,17 @@ static bool parse_key(const char *h, uint8_t *key) {
   return h[2 * PP_KEY_LEN] == 0;
 }
 
-/* The process `pid` runs this very program file. */
+/* The process `pid` runs this very program file. A parent that dropped
+ * its privileges (setuid from root) is not dumpable, and its exe link
+ * cannot be read (EACCES) by the copy it exec'd, which then ran main() a
+ * second time instead of serving its pool: there the key the parent sends
+ * on fd 3 (server_config) is what proves the start, as for any start. */
 static bool same_exe(pid_t pid) {
   char path[64];
   snprintf(path, sizeof path, "/proc/%d/exe", (int)pid);
   struct stat a, b;
-  return stat(path, &a) == 0 && stat("/proc/self/exe", &b) == 0 && a.st_dev == b.st_dev &&
-         a.st_ino == b.st_ino;
+  if (stat(path, &a) != 0) return errno == EACCES;
+  return stat("/proc/self/exe", &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
 /* fd is a Unix socket of `type`; *peer gets the pid of the process at its
