@@ -87,21 +87,31 @@ static ssize_t sys_read(int fd, void *buf, size_t n, int64_t off) {
 }
 
 /* A write to a pipe or socket whose reader is gone raises SIGPIPE, whose
- * default action ends the process: it is blocked around the call (this may
- * be the caller's own plain thread, whose mask is restored), and the signal
- * the write left pending is consumed, so the caller sees BR_EPIPE only. */
+ * default action ends the process. The threads this runs on have it
+ * blocked (a blocking-pool thread blocks every signal; a plain caller's
+ * thread has it blocked around the call by run_op); the signal the write
+ * left pending is consumed, so the caller sees BR_EPIPE only. */
 static ssize_t sys_write(int fd, const void *buf, size_t n, int64_t off) {
-  sigset_t pipe_only, old;
-  sigemptyset(&pipe_only);
-  sigaddset(&pipe_only, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
   ssize_t r;
   do r = off < 0 ? write(fd, buf, n) : pwrite(fd, buf, n, (off_t)off);
   while (r < 0 && errno == EINTR);
   int e = r < 0 ? errno : 0;
   if (e == EPIPE) br__eat_sigpipe();
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
   return r < 0 ? -e : r;
+}
+
+static ssize_t run_sync(fop *f);
+
+/* A plain thread's write, made in place: SIGPIPE blocked around it (see
+ * sys_write), the caller's own mask restored after. */
+static ssize_t plain_thread_write(fop *f) {
+  sigset_t pipe_only, old;
+  sigemptyset(&pipe_only);
+  sigaddset(&pipe_only, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
+  ssize_t r = run_sync(f);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return r;
 }
 
 static int sys_open(const char *path, int flags, int mode) {
@@ -618,7 +628,7 @@ static bool stopped_short(int fd, int64_t end) {
 /* Run *f by the best path. On success f->res holds the result; the return
  * value is the result or an error (interruption included). */
 static ssize_t run_op(fop *f, int64_t deadline) {
-  if (!br__in_task()) return f->res = run_sync(f);
+  if (!br__in_task()) return f->res = f->op == OP_WRITE ? plain_thread_write(f) : run_sync(f);
   int b = br__io_budget();
   if (b < 0) return b;
 
